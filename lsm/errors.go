@@ -1,0 +1,16 @@
+package lsm
+
+import (
+	"errors"
+
+	"github.com/kvstore/kv/lsm/internal/base"
+)
+
+var (
+	// ErrNotFound is returned by Get for a key that is absent.
+	ErrNotFound = errors.New("not found")
+	// ErrCorruption is wrapped by errors that report damaged files.
+	ErrCorruption = base.ErrCorruption
+	// ErrClosed is returned by operations on a closed DB.
+	ErrClosed = errors.New("lsm: closed")
+)

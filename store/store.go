@@ -1,0 +1,85 @@
+// Package store defines what the server needs from the data layer: the
+// Store interface and the values it exchanges. Two implementations exist:
+// Local (one lsm engine, standalone mode, in this package) and the cluster
+// package (dragonboat raft groups over lsm engines).
+//
+// The interface lives here rather than in server because Go matches method
+// signatures by named type: cluster must name Status, Node and KV without
+// importing server (server depends on cluster, not the reverse).
+//
+// Invariants every implementation keeps:
+//   - done is called exactly once per call, either before the method returns
+//     (on the caller's goroutine) or later from any goroutine; it must not
+//     block, because in the server it hands the result to an event loop.
+//   - A write's done(nil) means the write is durable under the configured
+//     sync policy (and, in cluster mode, committed by a raft quorum).
+//   - Slices passed in are valid only during the call; an implementation that
+//     needs them later copies them. A *lsm.Batch passed to Write belongs to
+//     the store until done runs. Slices passed to done belong to the receiver.
+//   - Errors carry the reply text the wire protocol shows after "ERROR|":
+//     "timeout: outcome unknown", "cluster unavailable: no leader for shard 3",
+//     "storage unavailable: ...". ErrNotFound is returned for absent keys.
+package store
+
+import (
+	"errors"
+
+	"github.com/kvstore/kv/lsm"
+)
+
+// ErrNotFound is what Get reports for an absent key.
+var ErrNotFound = lsm.ErrNotFound
+
+// ErrTimeout reports a write whose outcome is unknown: it may or may not
+// have been applied.
+var ErrTimeout = errors.New("timeout: outcome unknown")
+
+// KV is one key/value pair of a range result.
+type KV struct {
+	Key, Value []byte
+}
+
+// Node describes one member of the cluster.
+type Node struct {
+	ID     uint64
+	Client string // client (pipe/RESP) address
+	Raft   string // raft address; empty in standalone mode
+	Up     bool
+}
+
+// Status is the cluster's health as CLUSTER_STATUS reports it.
+type Status struct {
+	Mode             string // "standalone" or "cluster"
+	State            string // "healthy", "degraded" or "unavailable"
+	NodeID           uint64
+	Nodes            int
+	NodesUp          int
+	Shards           int
+	ShardsWithLeader int
+}
+
+// Store is the data layer as the server sees it. All methods are safe for
+// concurrent use.
+type Store interface {
+	// Get reads one key; done receives ErrNotFound when it is absent.
+	Get(key []byte, done func(value []byte, err error))
+	// Write applies a batch atomically (cluster mode: atomically per shard).
+	Write(b *lsm.Batch, done func(err error))
+	// Range returns up to limit pairs with start <= key < end in key order;
+	// an empty end means no upper bound.
+	Range(start, end []byte, limit int, done func(kvs []KV, err error))
+	// Clear deletes every key (FLUSHALL).
+	Clear(done func(err error))
+	// ApproxKeys estimates the number of live keys (DBSIZE).
+	ApproxKeys() int64
+
+	Status() Status
+	Nodes() []Node
+	// Leader reports the leader of the shard that owns key.
+	Leader(key []byte) (Node, error)
+	// Join adds a node to every shard; Remove takes one out of every shard.
+	Join(id uint64, raft, client string, done func(err error))
+	Remove(id uint64, done func(err error))
+
+	Close() error
+}
