@@ -1,0 +1,252 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/bench/fakeserver"
+)
+
+var sample struct {
+	once sync.Once
+	res  *Result
+	err  error
+}
+
+// sampleResult is the result of a short real run, open loop, with a
+// timeline, so every part of the report has data. The run happens once;
+// each caller gets its own copy of the result.
+func sampleResult(t *testing.T) *Result {
+	t.Helper()
+	sample.once.Do(func() { sample.res, sample.err = runSample(t) })
+	if sample.err != nil {
+		t.Fatal(sample.err)
+	}
+	var buf bytes.Buffer
+	if err := sample.res.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ReadJSON(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func runSample(t *testing.T) (*Result, error) {
+	srv, err := fakeserver.Start(fakeserver.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Mix = mustMix(t, "put=1,get=3,range=1")
+	cfg.Total = 0
+	cfg.Duration = 1200 * time.Millisecond
+	cfg.Rate = 5000
+	cfg.Dist = DistZipf
+	cfg.ToolVersion = "test"
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Timeline) < 2 {
+		return nil, fmt.Errorf("a 1.2s run has %d seconds of timeline", len(res.Timeline))
+	}
+	return res, nil
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	sampleResult(t)
+	res := sample.res // the original, with histograms straight from the run
+	var buf bytes.Buffer
+	if err := res.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	first := buf.String()
+	back, err := ReadJSON(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range res.Ops {
+		if !back.Ops[i].Hist.Equals(res.Ops[i].Hist) {
+			t.Errorf("%s: histogram changed in the round trip", res.Ops[i].Op)
+		}
+	}
+	if !back.All.Hist.Equals(res.All.Hist) {
+		t.Error("all: histogram changed in the round trip")
+	}
+	// Apart from the histograms (compared above), the decoded result is
+	// the one written, and writes the same bytes.
+	strip := func(r *Result) Result {
+		c := *r
+		c.Ops = append([]OpStats(nil), r.Ops...)
+		for i := range c.Ops {
+			c.Ops[i].Hist = nil
+		}
+		c.All.Hist = nil
+		return c
+	}
+	if a, b := strip(res), strip(back); !reflect.DeepEqual(a, b) {
+		t.Errorf("round trip changed the result:\n%+v\n%+v", a, b)
+	}
+	var again bytes.Buffer
+	if err := back.WriteJSON(&again); err != nil {
+		t.Fatal(err)
+	}
+	if again.String() != first {
+		t.Error("writing the decoded result gives different JSON")
+	}
+}
+
+// TestJSONSchema pins the field names tools depend on.
+func TestJSONSchema(t *testing.T) {
+	res := sampleResult(t)
+	var buf bytes.Buffer
+	if err := res.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"schema", "tool_version", "start", "run", "elapsed_seconds", "ops", "all", "timeline", "open_loop", "client_cpu", "errors"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("report has no %q", k)
+		}
+	}
+	if doc["schema"] != Schema {
+		t.Errorf("schema = %v", doc["schema"])
+	}
+	run := doc["run"].(map[string]any)
+	for _, k := range []string{"addrs", "proto", "clients", "pipeline", "mix", "keys", "dist", "zipf_s", "value_size", "duration_seconds", "warmup_seconds", "rate", "seed", "range_limit"} {
+		if _, ok := run[k]; !ok {
+			t.Errorf("run has no %q", k)
+		}
+	}
+	all := doc["all"].(map[string]any)
+	for _, k := range []string{"op", "count", "errors", "ops_per_sec", "latency_ns", "hdr"} {
+		if _, ok := all[k]; !ok {
+			t.Errorf("all has no %q", k)
+		}
+	}
+	lat := all["latency_ns"].(map[string]any)
+	for _, k := range []string{"min", "mean", "p50", "p90", "p99", "p99_9", "p99_99", "max"} {
+		if _, ok := lat[k]; !ok {
+			t.Errorf("latency_ns has no %q", k)
+		}
+	}
+	sec := doc["timeline"].([]any)[0].(map[string]any)
+	for _, k := range []string{"t", "ops", "total", "errors", "p50", "p99", "max"} {
+		if _, ok := sec[k]; !ok {
+			t.Errorf("timeline entry has no %q", k)
+		}
+	}
+	cpu := doc["client_cpu"].(map[string]any)
+	for _, k := range []string{"share", "procs", "client_bound"} {
+		if _, ok := cpu[k]; !ok {
+			t.Errorf("client_cpu has no %q", k)
+		}
+	}
+
+	if _, err := ReadJSON(strings.NewReader(`{"schema":"other/v9"}`)); err == nil {
+		t.Error("ReadJSON accepted another schema")
+	}
+	if _, err := ReadJSON(strings.NewReader(`{"schema":"kvbench/v1","all":{"hdr":"!!"}}`)); err == nil {
+		t.Error("ReadJSON accepted a broken histogram")
+	}
+}
+
+func TestWriteText(t *testing.T) {
+	res := sampleResult(t)
+	var buf bytes.Buffer
+	if err := res.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"kvbench test", res.Run.Addrs[0] + " (pipe)", "4 clients × pipeline 8", "open loop at 5,000 ops/s",
+		"put=1,get=3,range=1", "1,000 keys (zipf s=0.99)", "values 100 B", "range limit 100",
+		"1.2s after 0s warmup", "p99.99", "schedule", "client    CPU",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	for _, op := range []string{"put", "get", "range", "all"} {
+		if !strings.Contains(out, "\n"+op+" ") && !strings.Contains(out, "\n  "+op) && !strings.Contains(out, " "+op+"  ") {
+			t.Errorf("no table row for %s:\n%s", op, out)
+		}
+	}
+}
+
+func TestWriteHTML(t *testing.T) {
+	res := sampleResult(t)
+	res.Warnings = append(res.Warnings, "<script>alert(1)</script>")
+	var buf bytes.Buffer
+	if err := res.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	if n := strings.Count(page, "<svg"); n != 3 {
+		t.Errorf("%d charts, want 3", n)
+	}
+	for _, title := range []string{"Throughput over time", "Latency over time", "Latency by percentile", "99.9%"} {
+		if !strings.Contains(page, title) {
+			t.Errorf("page lacks %q", title)
+		}
+	}
+	// Self-contained: nothing fetched, nothing run.
+	for _, bad := range []string{"http:", "https:", "<script", "src=", "<link", "@import"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("page contains %q", bad)
+		}
+	}
+	if !strings.Contains(page, "<polyline") {
+		t.Error("no data drawn")
+	}
+}
+
+func TestWriteHist(t *testing.T) {
+	res := sampleResult(t)
+	for _, op := range []string{"all", "put", "get", "range"} {
+		var buf bytes.Buffer
+		if err := res.WriteHist(&buf, op); err != nil {
+			t.Fatal(err)
+		}
+		out := buf.String()
+		if !strings.HasPrefix(out, " Value\tPercentile\tTotalCount\t1/(1-Percentile)\n\n") {
+			t.Errorf("%s: not the HdrHistogram percentile format:\n%.200s", op, out)
+		}
+		st := res.stats(op)
+		if want := fmt.Sprintf("Total count    = %12d]", st.Count); !strings.Contains(out, want) {
+			t.Errorf("%s: footer lacks %q:\n%s", op, want, out[max(0, len(out)-300):])
+		}
+		if want := fmt.Sprintf("%12.3f %12f %12d", float64(st.Hist.Max())/1e6, 1.0, st.Count); !strings.Contains(out, want) {
+			t.Errorf("%s: no final line %q (max in ms, percentile 1)", op, want)
+		}
+	}
+	if err := res.WriteHist(&bytes.Buffer{}, "delete"); err == nil {
+		t.Error("histogram of an operation not in the mix")
+	}
+}
+
+func TestGroupDigits(t *testing.T) {
+	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1234: "-1,234"} {
+		if got := groupDigits(in); got != want {
+			t.Errorf("groupDigits(%d) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[int64]string{812_000: "812µs", 1_250_000: "1.25ms", 2_310_000_000: "2.31s"} {
+		if got := formatLatency(in); got != want {
+			t.Errorf("formatLatency(%d) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,321 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/bench/fakeserver"
+)
+
+func startServer(t testing.TB, opts fakeserver.Options) *fakeserver.Server {
+	t.Helper()
+	s, err := fakeserver.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// testConfig is a small, fast run against addr.
+func testConfig(t testing.TB, addr string, proto Proto) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Addrs = []string{addr}
+	cfg.Proto = proto
+	cfg.Clients = 4
+	cfg.Pipeline = 8
+	cfg.Duration = 0
+	cfg.Total = 4000
+	cfg.Warmup = 0
+	cfg.Keys = 1000
+	cfg.Timeout = 5 * time.Second
+	return cfg
+}
+
+func mustMix(t testing.TB, s string) Mix {
+	t.Helper()
+	m, err := ParseMix(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	for _, proto := range []Proto{ProtoPipe, ProtoRESP} {
+		t.Run(proto.String(), func(t *testing.T) {
+			srv := startServer(t, fakeserver.Options{Password: "sesame"})
+			cfg := testConfig(t, srv.Addr(), proto)
+			cfg.Password = "sesame"
+			cfg.Mix = mustMix(t, "put=4,get=4,delete=1,range=1,batch=1,ping=1")
+			cfg.ValueSize = ValueSize{Min: 10, Max: 300}
+			cfg.Prefill = true
+			cfg.Verify = true
+			res, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatalf("Run: %v (first errors %v)", err, res)
+			}
+			if res.All.Count != cfg.Total {
+				t.Errorf("measured %d requests, want exactly -n %d", res.All.Count, cfg.Total)
+			}
+			if res.Errors != 0 {
+				t.Errorf("errors = %d: %v", res.Errors, res.FirstErrors)
+			}
+			if got := len(res.Ops); got != 6 {
+				t.Fatalf("%d op rows, want 6", got)
+			}
+			var sum int64
+			for _, st := range res.Ops {
+				if st.Count == 0 {
+					t.Errorf("%s: no requests measured", st.Op)
+				}
+				if st.Hist.TotalCount() != st.Count {
+					t.Errorf("%s: histogram holds %d values for %d requests", st.Op, st.Hist.TotalCount(), st.Count)
+				}
+				if st.Latency.P50 <= 0 || st.Latency.Max < st.Latency.P99 || st.Latency.P99 < st.Latency.P50 {
+					t.Errorf("%s: implausible latencies %+v", st.Op, st.Latency)
+				}
+				sum += st.Count
+			}
+			if sum != res.All.Count || res.All.Hist.TotalCount() != sum {
+				t.Errorf("all: count %d, histogram %d, sum of ops %d", res.All.Count, res.All.Hist.TotalCount(), sum)
+			}
+			var timeline int64
+			for _, s := range res.Timeline {
+				timeline += s.Total
+			}
+			if timeline != res.All.Count {
+				t.Errorf("timeline holds %d requests, want %d", timeline, res.All.Count)
+			}
+			// The prefill wrote every key; the mix deleted a few since.
+			if n := srv.Len(); n < int(cfg.Keys)/2 {
+				t.Errorf("server holds %d keys after a prefill of %d", n, cfg.Keys)
+			}
+			for _, st := range res.Ops {
+				if st.Op == "get" && st.Misses*2 > st.Count {
+					t.Errorf("after prefill %d of %d gets missed", st.Misses, st.Count)
+				}
+			}
+		})
+	}
+}
+
+func TestRunDuration(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Total = 0
+	cfg.Duration = 300 * time.Millisecond
+	cfg.Warmup = 200 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.All.Count == 0 {
+		t.Fatal("nothing measured")
+	}
+	if res.Elapsed < 0.3 {
+		t.Errorf("measured %.3fs of a 300ms run", res.Elapsed)
+	}
+	// Warmup requests reached the server but are not in the results (each
+	// connection also sent one PING).
+	if srv.Requests()-int64(cfg.Clients) <= res.All.Count {
+		t.Errorf("server saw %d requests, results hold %d: the warmup was measured", srv.Requests(), res.All.Count)
+	}
+}
+
+func TestRunUnreachable(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
+	addr := srv.Addr()
+	_ = srv.Close()
+	cfg := testConfig(t, addr, ProtoPipe)
+	res, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("err = %v, want ErrUnreachable", err)
+	}
+	if res != nil {
+		t.Errorf("a result for a run that never started: %+v", res)
+	}
+	if !strings.Contains(err.Error(), addr) {
+		t.Errorf("error %q does not name the address", err)
+	}
+}
+
+func TestRunWrongPassword(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{Password: "right"})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Password = "wrong"
+	if _, err := Run(context.Background(), cfg); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "auth") {
+		t.Fatalf("err = %v, want an auth failure", err)
+	}
+}
+
+func TestRunMaxErrors(t *testing.T) {
+	failPuts := func(cmd string) string {
+		if cmd == "PUT" || cmd == "SET" {
+			return "storage unavailable: no space left on device"
+		}
+		return ""
+	}
+	t.Run("default stops at the first error", func(t *testing.T) {
+		srv := startServer(t, fakeserver.Options{Fail: failPuts})
+		cfg := testConfig(t, srv.Addr(), ProtoPipe)
+		res, err := Run(context.Background(), cfg)
+		if !errors.Is(err, ErrTooManyErrors) {
+			t.Fatalf("err = %v, want ErrTooManyErrors", err)
+		}
+		if res == nil || res.Errors == 0 || res.Stopped == "" {
+			t.Fatalf("result does not report the errors: %+v", res)
+		}
+		if !strings.Contains(res.FirstErrors[0], "no space left") {
+			t.Errorf("first error %q does not quote the server", res.FirstErrors[0])
+		}
+	})
+	t.Run("tolerated errors are counted", func(t *testing.T) {
+		srv := startServer(t, fakeserver.Options{Fail: failPuts})
+		cfg := testConfig(t, srv.Addr(), ProtoRESP)
+		cfg.MaxErrors = 1 << 40
+		res, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put, get := res.stats("put"), res.stats("get")
+		if put.Errors == 0 || put.Count != 0 {
+			t.Errorf("put: %d errors, %d successes; want only errors", put.Errors, put.Count)
+		}
+		if get.Errors != 0 || get.Count == 0 {
+			t.Errorf("get: %d errors, %d successes; want only successes", get.Errors, get.Count)
+		}
+		if res.Errors != put.Errors {
+			t.Errorf("total errors %d, put errors %d", res.Errors, put.Errors)
+		}
+	})
+}
+
+// TestVerifyCatchesWrongValue runs against a server that corrupts some
+// values it returns: -verify must notice.
+func TestVerifyCatchesWrongValue(t *testing.T) {
+	var gets atomic.Int64
+	srv := startServer(t, fakeserver.Options{Corrupt: func([]byte) bool { return gets.Add(1)%50 == 0 }})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Prefill = true
+	cfg.Verify = true
+	res, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrTooManyErrors) {
+		t.Fatalf("err = %v, want ErrTooManyErrors from a failed verification", err)
+	}
+	if res.Errors == 0 || !strings.Contains(res.FirstErrors[0], "verify: get key:") {
+		t.Fatalf("errors %d, first %q: want a verify failure", res.Errors, res.FirstErrors)
+	}
+
+	// Without -verify the same corruption goes unnoticed: the check is
+	// what catches it.
+	srv2 := startServer(t, fakeserver.Options{Corrupt: func([]byte) bool { return true }})
+	cfg.Addrs = []string{srv2.Addr()}
+	cfg.Verify = false
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("without -verify: %v", err)
+	}
+}
+
+// TestOpenLoopCountsQueueing stalls the server for 300ms at the start of
+// the measurement. A request due during the stall is late by however long
+// it waited, and in open loop that delay is its latency: most requests of
+// the run see well over 100ms. A generator that measured from the actual
+// send time would see the stall in one request only.
+func TestOpenLoopCountsQueueing(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	srv := startServer(t, fakeserver.Options{Stall: func(n int64) time.Duration {
+		if n == 2 { // request 1 is the connection's PING
+			return stall
+		}
+		return 0
+	}})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Clients = 1
+	cfg.Pipeline = 1
+	cfg.Rate = 200 // one request every 5ms: 40 requests in 200ms, all due during the stall
+	cfg.Total = 40
+	cfg.Mix = mustMix(t, "put")
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.All.Count != 40 {
+		t.Fatalf("measured %d requests, want 40", res.All.Count)
+	}
+	// Request k is due at 5k ms and answered after the stall ends at
+	// 300ms, so its latency is at least 300-5k ms: >= 100ms for k <= 40.
+	if p50 := time.Duration(res.All.Latency.P50); p50 < 100*time.Millisecond {
+		t.Errorf("open loop p50 = %v; the stall's queueing delay is missing", p50)
+	}
+	if max := time.Duration(res.All.Latency.Max); max < stall {
+		t.Errorf("max = %v, below the stall of %v", max, stall)
+	}
+	if res.OpenLoop == nil || res.OpenLoop.Lag.Max < int64(100*time.Millisecond) {
+		t.Errorf("open loop stats %+v: the requests held back by the stall were not late", res.OpenLoop)
+	}
+
+	// Closed loop against the same stall: only the request in flight sees it.
+	srv2 := startServer(t, fakeserver.Options{Stall: func(n int64) time.Duration {
+		if n == 2 {
+			return stall
+		}
+		return 0
+	}})
+	cfg.Addrs = []string{srv2.Addr()}
+	cfg.Rate = 0
+	res, err = Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if max := time.Duration(res.All.Latency.Max); max < stall {
+		t.Errorf("closed loop max = %v, below the stall of %v", max, stall)
+	}
+}
+
+func TestRunTimeout(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{Stall: func(n int64) time.Duration {
+		if n == 3 {
+			return 400 * time.Millisecond
+		}
+		return 0
+	}})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Clients = 1
+	cfg.Timeout = 100 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrTooManyErrors) {
+		t.Fatalf("err = %v, want the timeout to count as an error", err)
+	}
+	if !strings.Contains(res.FirstErrors[0], "no reply") {
+		t.Errorf("first error %q does not say the reply was late", res.FirstErrors[0])
+	}
+}
+
+func TestRunCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Cancel once the server has answered a few hundred requests, so the
+	// run has measured something however slow the machine is.
+	srv := startServer(t, fakeserver.Options{Stall: func(n int64) time.Duration {
+		if n == 500 {
+			cancel()
+		}
+		return 0
+	}})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Total = 0
+	cfg.Duration = time.Hour
+	res, err := Run(ctx, cfg)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the context's", err)
+	}
+	if res == nil || res.All.Count == 0 || res.Stopped == "" {
+		t.Fatalf("no partial result: %+v", res)
+	}
+}

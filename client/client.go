@@ -1,0 +1,318 @@
+// Package client is the Go client for the pipe protocol of kvserver
+// (PROTOCOL.md §1): Dial, then Put/Get/Delete/Range/Batch, CLUSTER_*
+// queries, raw requests and pipelines, over a pool of connections.
+//
+// Invariants:
+//   - A Client is safe for concurrent use. Each request (or pipeline) holds
+//     one pooled connection for its whole round trip, so replies are never
+//     mixed between callers; at most Options.PoolSize connections are open.
+//   - A connection goes back to the pool only after a complete, well-formed
+//     exchange. Any I/O error, timeout, cancellation or unparseable reply
+//     closes it: a connection that may still have a reply in flight would
+//     hand that reply to the next caller. An idle connection is probed
+//     before reuse (after an ERROR reply, or when idle a while), so one the
+//     server has closed is replaced instead of failing a request.
+//   - Requests are never retried: a write whose connection failed may or may
+//     not have been applied, and only the caller can decide what to do.
+//   - Every new connection authenticates (when Options.Password is set)
+//     before it carries a request.
+//   - Byte slices returned to the caller are copies; they stay valid forever.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options configures a Client. The zero value is usable.
+type Options struct {
+	// Password is sent with AUTH on every new connection when not empty.
+	Password string
+	// DialTimeout bounds connecting (and authenticating); default 5s.
+	DialTimeout time.Duration
+	// Timeout bounds each request or pipeline round trip, in addition to
+	// the context's deadline; default 5s, negative means none.
+	Timeout time.Duration
+	// PoolSize is the most connections open at once; default 8. A caller
+	// that finds them all busy waits for one (or for its context).
+	PoolSize int
+	// MaxReplyBytes bounds one reply line; default 512 MiB. A longer reply
+	// is an error and its connection is closed.
+	MaxReplyBytes int
+}
+
+const (
+	defaultTimeout       = 5 * time.Second
+	defaultPoolSize      = 8
+	defaultMaxReplyBytes = 512 << 20
+)
+
+func (o Options) withDefaults() Options {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = defaultTimeout
+	}
+	if o.Timeout == 0 {
+		o.Timeout = defaultTimeout
+	}
+	if o.PoolSize <= 0 {
+		o.PoolSize = defaultPoolSize
+	}
+	if o.MaxReplyBytes <= 0 {
+		o.MaxReplyBytes = defaultMaxReplyBytes
+	}
+	return o
+}
+
+// Client talks to one kvserver address through a pool of connections.
+type Client struct {
+	addr string
+	opts Options
+	pool pool
+}
+
+// KV is one key/value pair.
+type KV struct {
+	Key, Value []byte
+}
+
+// Dial returns a Client for addr (host:port) after checking, with a PING on
+// a fresh connection, that the server answers and accepts the password.
+func Dial(addr string, opts Options) (*Client, error) {
+	c := &Client{addr: addr, opts: opts.withDefaults()}
+	c.pool.init(c.opts.PoolSize, c.dial)
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
+	defer cancel()
+	if err := c.Ping(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close closes idle connections at once and the others when their current
+// request ends. Later calls fail with ErrClosed.
+func (c *Client) Close() error {
+	c.pool.close()
+	return nil
+}
+
+// Addr returns the server address the client dials.
+func (c *Client) Addr() string { return c.addr }
+
+// Ping sends PING and expects PONG.
+func (c *Client) Ping(ctx context.Context) error {
+	return c.simple(ctx, "PING", "PONG")
+}
+
+// Put stores value under key.
+func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	return c.simple(ctx, "PUT", "OK", key, value)
+}
+
+// Delete removes key; deleting a missing key is not an error.
+func (c *Client) Delete(ctx context.Context, key []byte) error {
+	return c.simple(ctx, "DELETE", "OK", key)
+}
+
+// Get returns the value stored under key, or ErrNotFound.
+func (c *Client) Get(ctx context.Context, key []byte) ([]byte, error) {
+	var value []byte
+	err := c.roundTrip(ctx, "GET", func(b []byte) []byte { return appendRequest(b, "GET", key) }, 1,
+		func(_ int, f [][]byte) error {
+			var err error
+			value, err = parseGet(f)
+			return err
+		})
+	return value, err
+}
+
+// Range returns the pairs with start <= key < end in ascending key order;
+// an empty end means no upper bound. limit > 0 asks for at most that many
+// pairs; the server also caps every reply at its server.range_limit, so a
+// caller that wants everything asks again from the last key plus a NUL byte
+// until a reply comes back short.
+func (c *Client) Range(ctx context.Context, start, end []byte, limit int) ([]KV, error) {
+	var kvs []KV
+	build := func(b []byte) []byte {
+		if limit > 0 {
+			return appendRequest(b, "RANGE", start, end, strconv.AppendInt(nil, int64(limit), 10))
+		}
+		return appendRequest(b, "RANGE", start, end)
+	}
+	err := c.roundTrip(ctx, "RANGE", build, 1, func(_ int, f [][]byte) error {
+		var err error
+		kvs, err = parseRange(f)
+		return err
+	})
+	return kvs, err
+}
+
+// Batch writes every pair atomically (BATCH): after a crash either all are
+// present or none. An empty batch sends nothing.
+func (c *Client) Batch(ctx context.Context, kvs []KV) error {
+	if len(kvs) == 0 {
+		return nil
+	}
+	build := func(b []byte) []byte {
+		b = append(b, "BATCH"...)
+		for _, kv := range kvs {
+			b = append(b, '|')
+			b = appendEscaped(b, kv.Key)
+			b = append(b, '|')
+			b = appendEscaped(b, kv.Value)
+		}
+		return append(b, '\n')
+	}
+	return c.roundTrip(ctx, "BATCH", build, 1, func(_ int, f [][]byte) error {
+		if err := replyError(f); err != nil {
+			return err
+		}
+		if len(f) != 2 || string(f[0]) != "OK" || string(f[1]) != strconv.Itoa(len(kvs)) {
+			return unexpected("BATCH", f)
+		}
+		return nil
+	})
+}
+
+// ClusterStatus returns the fields of CLUSTER_STATUS in the server's order.
+func (c *Client) ClusterStatus(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.roundTrip(ctx, "CLUSTER_STATUS", func(b []byte) []byte { return appendRequest(b, "CLUSTER_STATUS") }, 1,
+		func(_ int, f [][]byte) error {
+			var err error
+			st, err = parseStatus(f)
+			return err
+		})
+	return st, err
+}
+
+// ClusterNodes returns one description per member, as the server formats
+// it: "id=1,client=127.0.0.1:8080,raft=127.0.0.1:7001,state=up".
+func (c *Client) ClusterNodes(ctx context.Context) ([]string, error) {
+	var nodes []string
+	err := c.roundTrip(ctx, "CLUSTER_NODES", func(b []byte) []byte { return appendRequest(b, "CLUSTER_NODES") }, 1,
+		func(_ int, f [][]byte) error {
+			if err := replyError(f); err != nil {
+				return err
+			}
+			items, err := parseCounted("CLUSTER_NODES", f, 1)
+			if err != nil {
+				return err
+			}
+			nodes = make([]string, len(items))
+			for i, it := range items {
+				nodes[i] = string(it)
+			}
+			return nil
+		})
+	return nodes, err
+}
+
+// ClusterLeader describes the leader of the shard owning key
+// ("id=2,client=127.0.0.1:8081"); an empty key asks about the shard of the
+// empty key.
+func (c *Client) ClusterLeader(ctx context.Context, key []byte) (string, error) {
+	var leader string
+	build := func(b []byte) []byte {
+		if len(key) == 0 {
+			return appendRequest(b, "CLUSTER_LEADER")
+		}
+		return appendRequest(b, "CLUSTER_LEADER", key)
+	}
+	err := c.roundTrip(ctx, "CLUSTER_LEADER", build, 1, func(_ int, f [][]byte) error {
+		if err := replyError(f); err != nil {
+			return err
+		}
+		if len(f) != 2 || string(f[0]) != "CLUSTER_LEADER" {
+			return unexpected("CLUSTER_LEADER", f)
+		}
+		leader = string(f[1])
+		return nil
+	})
+	return leader, err
+}
+
+// ClusterRemove removes node id from every shard (CLUSTER_REMOVE).
+func (c *Client) ClusterRemove(ctx context.Context, id uint64) error {
+	return c.simple(ctx, "CLUSTER_REMOVE", "OK", strconv.AppendUint(nil, id, 10))
+}
+
+// Do sends one request made of fields (the first is the command) and
+// returns the reply's fields. An ERROR reply is returned as *ServerError.
+func (c *Client) Do(ctx context.Context, fields ...[]byte) ([][]byte, error) {
+	if len(fields) == 0 || len(fields[0]) == 0 {
+		return nil, errors.New("kv do: no command")
+	}
+	var reply [][]byte
+	cmd := string(fields[0])
+	err := c.roundTrip(ctx, cmd, func(b []byte) []byte { return appendFields(b, fields) }, 1,
+		func(_ int, f [][]byte) error {
+			if err := replyError(f); err != nil {
+				return err
+			}
+			reply = copyFields(f)
+			return nil
+		})
+	return reply, err
+}
+
+// simple sends cmd with args and expects a one-field reply equal to want.
+func (c *Client) simple(ctx context.Context, cmd, want string, args ...[]byte) error {
+	return c.roundTrip(ctx, cmd, func(b []byte) []byte { return appendRequest(b, cmd, args...) }, 1,
+		func(_ int, f [][]byte) error { return expect(cmd, f, want) })
+}
+
+// isQuit reports whether a request closes its connection on the server side.
+func isQuit(cmd string) bool { return strings.EqualFold(cmd, "QUIT") }
+
+// roundTrip runs one exchange on a pooled connection: build appends n
+// requests to the write buffer, each of the n replies is handed to handle in
+// order. handle's fields are valid only during the call. The first error
+// handle returns is the result; after a *ServerError or ErrNotFound the
+// remaining replies are still read so the connection stays in step, after
+// any other error (a reply of the wrong shape) the connection is dropped.
+func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) []byte, n int, handle func(i int, fields [][]byte) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kv %s: %w", cmd, err)
+	}
+	deadline, fromCtx := c.deadline(ctx)
+	cn, err := c.pool.get(ctx, deadline)
+	if err != nil {
+		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, err)
+	}
+	ok, err := cn.exchange(ctx, deadline, build, n, handle)
+	if ok && isQuit(cmd) {
+		ok = false
+	}
+	c.pool.put(cn, ok)
+	if err != nil && !ok {
+		// The socket deadline may fire a moment before the context's own
+		// timer: report the context's error either way.
+		ctxErr := ctx.Err()
+		if ctxErr == nil && fromCtx && errors.Is(err, os.ErrDeadlineExceeded) {
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil && !errors.Is(err, ctxErr) {
+			err = fmt.Errorf("%w (%w)", ctxErr, err)
+		}
+		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, err)
+	}
+	return err
+}
+
+// deadline is the earlier of the context's deadline and now+Timeout, and
+// whether it is the context's; zero means none.
+func (c *Client) deadline(ctx context.Context) (d time.Time, fromCtx bool) {
+	if c.opts.Timeout > 0 {
+		d = time.Now().Add(c.opts.Timeout)
+	}
+	if cd, ok := ctx.Deadline(); ok && (d.IsZero() || !d.Before(cd)) {
+		return cd, true
+	}
+	return d, false
+}

@@ -1,0 +1,507 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func dialT(t *testing.T, s *fakeServer, opts Options) *Client {
+	t.Helper()
+	c, err := Dial(s.addr(), opts)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestPutGetDelete(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+
+	keys := [][]byte{
+		[]byte("plain"),
+		[]byte("pipe|in|key"),
+		[]byte("back\\slash"),
+		[]byte("new\nline\r\n"),
+		{0, 1, 2, '|', '\\', 0},
+		bytes.Repeat([]byte("k"), 1000),
+	}
+	for i, k := range keys {
+		v := append([]byte(fmt.Sprintf("value %d|\\\n\r", i)), 0)
+		if err := c.Put(ctx, k, v); err != nil {
+			t.Fatalf("Put(%q): %v", k, err)
+		}
+		got, err := c.Get(ctx, k)
+		if err != nil || !bytes.Equal(got, v) {
+			t.Fatalf("Get(%q) = %q, %v; want %q", k, got, err, v)
+		}
+	}
+	if err := c.Put(ctx, []byte("empty"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Get(ctx, []byte("empty")); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("Get(empty value) = %#v, %v; want a non-nil empty value", got, err)
+	}
+	if err := c.Delete(ctx, keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, keys[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get(deleted) err = %v, want ErrNotFound", err)
+	}
+	if err := c.Delete(ctx, []byte("never-there")); err != nil {
+		t.Fatalf("Delete(missing) = %v", err)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Errorf("server accepted %d connections for sequential requests, want 1 (reuse)", n)
+	}
+}
+
+func TestReturnedSlicesAreCopies(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	c.Put(ctx, []byte("a"), []byte("first"))
+	c.Put(ctx, []byte("b"), []byte("second"))
+	a, _ := c.Get(ctx, []byte("a"))
+	if _, err := c.Get(ctx, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if string(a) != "first" {
+		t.Fatalf("earlier Get result changed to %q", a)
+	}
+}
+
+func TestRange(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "b|x", "c", "d"} {
+		if err := c.Put(ctx, []byte(k), []byte("v"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		start, end string
+		limit      int
+		want       []string
+	}{
+		{"b", "d", 0, []string{"b", "b|x", "c"}},
+		{"", "", 0, []string{"a", "b", "b|x", "c", "d"}},
+		{"b", "", 2, []string{"b", "b|x"}},
+		{"x", "", 0, nil},
+	}
+	for _, tt := range tests {
+		kvs, err := c.Range(ctx, []byte(tt.start), []byte(tt.end), tt.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, kv := range kvs {
+			got = append(got, string(kv.Key))
+			if string(kv.Value) != "v"+string(kv.Key) {
+				t.Errorf("value of %q = %q", kv.Key, kv.Value)
+			}
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Range(%q, %q, %d) = %q, want %q", tt.start, tt.end, tt.limit, got, tt.want)
+		}
+	}
+	// Appending to a returned key must not overwrite its value.
+	kvs, _ := c.Range(ctx, []byte("a"), []byte("b"), 0)
+	_ = append(kvs[0].Key, 'Z')
+	if string(kvs[0].Value) != "va" {
+		t.Fatalf("value clobbered: %q", kvs[0].Value)
+	}
+}
+
+func TestBatch(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	kvs := []KV{{[]byte("x|1"), []byte("one")}, {[]byte("x\\2"), []byte("")}, {[]byte("x3"), []byte("three\n")}}
+	if err := c.Batch(ctx, kvs); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range kvs {
+		got, err := c.Get(ctx, kv.Key)
+		if err != nil || !bytes.Equal(got, kv.Value) {
+			t.Fatalf("Get(%q) = %q, %v", kv.Key, got, err)
+		}
+	}
+	if err := c.Batch(ctx, nil); err != nil {
+		t.Fatalf("empty Batch = %v", err)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+
+	st, err := c.ClusterStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range st.Fields() {
+		names = append(names, f.Name)
+	}
+	want := []string{"mode", "state", "node_id", "nodes", "nodes_up", "shards", "shards_with_leader", "extra"}
+	if !reflect.DeepEqual(names, want) {
+		t.Errorf("field order %q, want %q", names, want)
+	}
+	if st.Get("state") != "healthy" || st.Get("extra") != "a=b" || st.Get("missing") != "" {
+		t.Errorf("Get: state=%q extra=%q", st.Get("state"), st.Get("extra"))
+	}
+	if _, ok := st.Lookup("missing"); ok {
+		t.Error("Lookup(missing) found something")
+	}
+
+	nodes, err := c.ClusterNodes(ctx)
+	if err != nil || len(nodes) != 2 || !strings.HasSuffix(nodes[1], "state=down") {
+		t.Fatalf("ClusterNodes = %q, %v", nodes, err)
+	}
+
+	leader, err := c.ClusterLeader(ctx, nil)
+	if err != nil || leader != "id=1,client=127.0.0.1:8080" {
+		t.Fatalf("ClusterLeader() = %q, %v", leader, err)
+	}
+	leader, err = c.ClusterLeader(ctx, []byte("k|1"))
+	if err != nil || leader != "id=2,client=127.0.0.1:8081,key=k|1" {
+		t.Fatalf("ClusterLeader(key) = %q, %v", leader, err)
+	}
+
+	if err := c.ClusterRemove(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if se, ok := errorsAs[*ServerError](c.ClusterRemove(ctx, 0)); !ok || se.Msg != "bad node id" {
+		t.Fatalf("ClusterRemove(0) error %v", se)
+	}
+}
+
+func TestDoAndServerError(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+
+	reply, err := c.Do(ctx, []byte("put"), []byte("k"), []byte("v|w"))
+	if err != nil || len(reply) != 1 || string(reply[0]) != "OK" {
+		t.Fatalf("Do(put) = %q, %v", reply, err)
+	}
+	reply, err = c.Do(ctx, []byte("GET"), []byte("k"))
+	if err != nil || !reflect.DeepEqual(reply, [][]byte{[]byte("VALUE"), []byte("v|w")}) {
+		t.Fatalf("Do(GET) = %q, %v", reply, err)
+	}
+	_, err = c.Do(ctx, []byte("FROB"), []byte("x"))
+	se, ok := errorsAs[*ServerError](err)
+	if !ok || se.Msg != "unknown command 'FROB'" {
+		t.Fatalf("Do(FROB) err = %v, want ServerError", err)
+	}
+	if _, err := c.Do(ctx); err == nil {
+		t.Fatal("Do() with no fields succeeded")
+	}
+	// A server error leaves the connection in the pool.
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Errorf("accepted %d connections, want 1", n)
+	}
+}
+
+func TestMalformedReplyDiscardsConnection(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+
+	_, err := c.Get(ctx, []byte("x"))
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"BADREPLY", "BADESCAPE"} {
+		// Do accepts any reply shape, so send these through Get's parser.
+		err := c.roundTrip(ctx, "GET", func(b []byte) []byte { return appendRequest(b, cmd) }, 1,
+			func(_ int, f [][]byte) error { _, err := parseGet(f); return err })
+		if err == nil || errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: err = %v, want a reply error", cmd, err)
+		}
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.accepted.Load(); n != 3 {
+		t.Errorf("accepted %d connections, want 3 (each malformed reply discards one)", n)
+	}
+	if _, ok := errorsAs[*ReplyError](c.simple(ctx, "BADREPLY", "OK")); !ok {
+		t.Error("unexpected reply shape is not a *ReplyError")
+	}
+}
+
+func TestAuth(t *testing.T) {
+	s := newFakeServer(t, "s3cret")
+	ctx := context.Background()
+
+	if _, err := Dial(s.addr(), Options{Password: "wrong"}); err == nil {
+		t.Fatal("Dial with a wrong password succeeded")
+	} else if se, ok := errorsAs[*ServerError](err); !ok || se.Msg != "invalid password" {
+		t.Fatalf("Dial(wrong password) = %v", err)
+	}
+
+	// PING needs no AUTH, so Dial succeeds; the first real command does not.
+	nopw := dialT(t, s, Options{})
+	if se, ok := errorsAs[*ServerError](nopw.Put(ctx, []byte("k"), []byte("v"))); !ok || !strings.HasPrefix(se.Msg, "NOAUTH") {
+		t.Fatalf("Put without password: %v", se)
+	}
+
+	c := dialT(t, s, Options{Password: "s3cret", PoolSize: 4})
+	before := s.accepted.Load()
+	authsBefore := s.auths.Load()
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 20 {
+				k := []byte(fmt.Sprintf("g%d-%d", g, i))
+				if err := c.Put(ctx, k, k); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if conns, auths := s.accepted.Load()-before, s.auths.Load()-authsBefore; conns != auths || conns == 0 {
+		t.Errorf("%d new connections but %d AUTHs; every new connection must authenticate", conns, auths)
+	}
+}
+
+func TestPoolBoundsConnections(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{PoolSize: 3})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 20 {
+		wg.Go(func() {
+			for i := range 50 {
+				k := []byte(fmt.Sprintf("g%d-%d", g, i))
+				if err := c.Put(ctx, k, k); err != nil {
+					t.Error(err)
+					return
+				}
+				if v, err := c.Get(ctx, k); err != nil || !bytes.Equal(v, k) {
+					t.Errorf("Get(%s) = %q, %v", k, v, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if m := s.maxOpen.Load(); m > 3 {
+		t.Errorf("server saw %d connections open at once, PoolSize is 3", m)
+	}
+	if n := s.accepted.Load(); n > 3 {
+		t.Errorf("server accepted %d connections; healthy connections must be reused", n)
+	}
+}
+
+func TestPoolWaitRespectsContext(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{PoolSize: 1, Timeout: -1})
+	busy := make(chan error, 1)
+	go func() {
+		_, err := c.Do(context.Background(), []byte("SLEEP"), []byte("300"))
+		busy <- err
+	}()
+	// Wait until the sleeper holds the only connection.
+	for s.open.Load() == 0 || len(c.pool.tokens) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := c.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Ping while pool busy = %v, want DeadlineExceeded", err)
+	}
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTimeoutDiscardsConnection(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{Timeout: 50 * time.Millisecond})
+	ctx := context.Background()
+	_, err := c.Do(ctx, []byte("SLEEP"), []byte("5000"))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err = %v, want a net.Error with Timeout()", err)
+	}
+	// The late OK must not be read as the reply to the next request.
+	if _, err := c.Get(ctx, []byte("nothing")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after timeout = %v, want ErrNotFound", err)
+	}
+	if n := s.accepted.Load(); n != 2 {
+		t.Errorf("accepted %d connections, want 2 (the timed-out one discarded)", n)
+	}
+}
+
+func TestContextDeadlineAndCancel(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{Timeout: time.Minute})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := c.Do(ctx, []byte("SLEEP"), []byte("5000")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline: err = %v", err)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		for s.open.Load() < 2 { // the new connection is open: the request is in flight
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond)
+		cancel()
+	}()
+	if _, err := c.Do(ctx, []byte("SLEEP"), []byte("5000")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancel: err = %v", err)
+	}
+	if err := c.Ping(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Ping with a cancelled context = %v", err)
+	}
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServerHangsUp(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	_, err := c.Do(ctx, []byte("HANGUP"))
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("err = %v, want unexpected EOF", err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping after hang-up: %v", err)
+	}
+}
+
+// Some ERROR replies come just before the server closes the connection.
+func TestErrorThenClose(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+
+	// "request too large" always closes: the connection is dropped at once.
+	_, err := c.Do(ctx, []byte("TOOLARGE"))
+	if se, ok := errorsAs[*ServerError](err); !ok || se.Msg != "request too large" {
+		t.Fatalf("err = %v", err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping after request too large: %v", err)
+	}
+
+	// Other errors leave the connection suspect: probed before reuse.
+	_, err = c.Do(ctx, []byte("ERRCLOSE"))
+	if _, ok := errorsAs[*ServerError](err); !ok {
+		t.Fatalf("err = %v", err)
+	}
+	for s.open.Load() > 0 { // wait for the server side of the close
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping after ERROR and close: %v", err)
+	}
+}
+
+func TestQuitDoesNotPoisonPool(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	if reply, err := c.Do(ctx, []byte("quit")); err != nil || string(reply[0]) != "OK" {
+		t.Fatalf("QUIT = %q, %v", reply, err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping after QUIT: %v", err)
+	}
+}
+
+// A connection the server closed while idle (idle_timeout, restart) is
+// noticed before reuse instead of failing the next request.
+func TestIdleConnectionClosedByServer(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	s.hangUpAll()
+	for s.open.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.pool.mu.Lock()
+	for _, cn := range c.pool.idle {
+		cn.lastUsed = time.Time{} // idle long enough to be probed
+	}
+	c.pool.mu.Unlock()
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping after the server closed the idle connection: %v", err)
+	}
+}
+
+func TestLargeValues(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	v := bytes.Repeat([]byte("0123456789|\\\n"), 100_000) // ~1.3 MiB, escapes throughout
+	if err := c.Put(ctx, []byte("big"), v); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(ctx, []byte("big"))
+	if err != nil || !bytes.Equal(got, v) {
+		t.Fatalf("Get(big): %d bytes, %v", len(got), err)
+	}
+
+	small := dialT(t, s, Options{MaxReplyBytes: 1 << 20})
+	if _, err := small.Do(ctx, []byte("BIG"), []byte("2000000")); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("reply over MaxReplyBytes: %v", err)
+	}
+	if reply, err := small.Do(ctx, []byte("BIG"), []byte("1000")); err != nil || len(reply[1]) != 1000 {
+		t.Fatalf("after oversize reply: %v", err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	c.Close()
+	if err := c.Ping(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ping after Close = %v, want ErrClosed", err)
+	}
+	for s.open.Load() > 0 {
+		time.Sleep(time.Millisecond) // the idle connection was closed
+	}
+}
+
+func TestDialFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if _, err := Dial(addr, Options{DialTimeout: time.Second}); err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Dial(closed port) = %v, want an error naming %s", err, addr)
+	}
+}

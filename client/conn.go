@@ -1,0 +1,228 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/kvstore/kv/codec"
+)
+
+// conn is one pooled connection: the socket, its reply decoder and buffers.
+// It is used by one caller at a time.
+type conn struct {
+	nc       net.Conn
+	dec      *codec.PipeDecoder
+	rbuf     []byte // bytes read; rbuf[r:] not yet decoded
+	r        int
+	wbuf     []byte
+	lastUsed time.Time
+	// suspect is set after an ERROR reply: some (request too large, too
+	// many connections) come just before the server closes the connection,
+	// so it is probed before reuse however recently it was used.
+	suspect bool
+}
+
+// Buffer sizes: the read buffer starts small and grows to fit a reply; a
+// buffer grown past maxRetainedBuf by one huge reply is dropped once idle
+// so that it does not pin memory for the life of the connection.
+const (
+	initialBuf     = 4 << 10
+	maxRetainedBuf = 1 << 20
+)
+
+// livenessAfter is how long a connection may sit idle before it is probed
+// for a close by the server (idle_timeout, restart) before reuse. Back-to-back
+// reuse skips the probe's system call.
+const livenessAfter = 100 * time.Millisecond
+
+// dial opens and, when a password is set, authenticates a connection.
+func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
+	d := net.Dialer{Timeout: c.opts.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	cn := &conn{
+		nc: nc,
+		// Replies to RANGE and BATCH can be long lines with many fields.
+		dec: codec.NewPipeDecoder(codec.Limits{MaxFrame: c.opts.MaxReplyBytes, MaxArgs: c.opts.MaxReplyBytes}),
+	}
+	if c.opts.Password != "" {
+		pw := []byte(c.opts.Password)
+		_, err := cn.exchange(ctx, deadline, func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
+			func(_ int, f [][]byte) error { return expect("AUTH", f, "OK") })
+		if err != nil {
+			cn.close()
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+	}
+	return cn, nil
+}
+
+func (cn *conn) close() { cn.nc.Close() }
+
+// usable reports whether an idle connection can carry a request: recently
+// used, or probed and found neither closed nor holding unexpected bytes.
+func (cn *conn) usable() bool {
+	if cn.r < len(cn.rbuf) {
+		return false // bytes nobody asked for: out of step
+	}
+	if cap(cn.rbuf) > maxRetainedBuf {
+		cn.rbuf, cn.r = nil, 0
+	}
+	if cap(cn.wbuf) > maxRetainedBuf {
+		cn.wbuf = nil
+	}
+	if !cn.suspect && time.Since(cn.lastUsed) < livenessAfter {
+		return true
+	}
+	cn.suspect = false
+	return alive(cn.nc)
+}
+
+// pastDeadline is any time already passed; setting it as a deadline makes
+// blocked reads and writes return at once.
+var pastDeadline = time.Unix(1, 0)
+
+// exchange writes the requests build appends and reads n replies, handing
+// each to handle. ok reports whether the connection is still in step and
+// may be reused: false after any I/O or framing error, or if the context was
+// cancelled mid-exchange. err is the first error, I/O or from handle.
+//
+// The requests are written by a second goroutine while this one reads
+// when there is more than one: a long pipeline would otherwise fill both
+// directions' socket buffers, the server waiting for us to read and us
+// waiting for it to read, until the server's output limit closes us.
+func (cn *conn) exchange(ctx context.Context, deadline time.Time, build func([]byte) []byte, n int, handle func(i int, fields [][]byte) error) (ok bool, err error) {
+	ok = true
+	if err := cn.nc.SetDeadline(deadline); err != nil {
+		return false, err
+	}
+	if ctx.Done() != nil {
+		// Cancellation interrupts blocked I/O through the deadline. If the
+		// callback ran at all the deadline may be set after we return, so
+		// the connection is not reused.
+		stop := context.AfterFunc(ctx, func() { cn.nc.SetDeadline(pastDeadline) })
+		defer func() {
+			if !stop() {
+				ok = false
+			}
+		}()
+	}
+
+	cn.wbuf = build(cn.wbuf[:0])
+	var werr chan error
+	if n == 1 {
+		if _, err := cn.nc.Write(cn.wbuf); err != nil {
+			return false, err
+		}
+	} else {
+		werr = make(chan error, 1)
+		go func() {
+			_, err := cn.nc.Write(cn.wbuf)
+			werr <- err
+		}()
+	}
+
+	var first error
+	for i := range n {
+		fields, rerr := cn.readReply()
+		if rerr != nil {
+			if werr != nil {
+				cn.nc.Close() // unblock the writer
+				if err := <-werr; err != nil {
+					rerr = err // the write failing is the cause
+				}
+			}
+			return false, rerr
+		}
+		if herr := handle(i, fields); herr != nil && first == nil {
+			first = herr
+			var se *ServerError
+			if errors.As(herr, &se) {
+				cn.suspect = true
+				if se.Msg == msgTooLarge {
+					ok = false // PROTOCOL.md: the server closes after it
+				}
+			}
+			if !inStep(herr) {
+				// A reply we could not make sense of: the stream may be
+				// out of step, so read no further.
+				if werr != nil {
+					cn.nc.Close()
+					<-werr
+				}
+				return false, herr
+			}
+		}
+	}
+	if werr != nil {
+		if err := <-werr; err != nil {
+			return false, err
+		}
+	}
+	return ok, first
+}
+
+// msgTooLarge is the ERROR after which the server closes the connection.
+const msgTooLarge = "request too large"
+
+// readReply returns the next non-empty reply line's fields, valid until
+// the next call.
+func (cn *conn) readReply() ([][]byte, error) {
+	for {
+		if cn.r < len(cn.rbuf) {
+			fields, n, err := cn.dec.Decode(cn.rbuf[cn.r:])
+			if err != nil {
+				return nil, fmt.Errorf("read reply: %w", err)
+			}
+			if n > 0 {
+				cn.r += n
+				if len(fields) == 0 {
+					continue // empty line
+				}
+				return fields, nil
+			}
+		}
+		if err := cn.fill(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fill reads more bytes, first making room by moving the undecoded tail
+// to the front (the decoder keeps offsets, not pointers) or growing.
+func (cn *conn) fill() error {
+	if cn.r > 0 {
+		k := copy(cn.rbuf, cn.rbuf[cn.r:])
+		cn.rbuf, cn.r = cn.rbuf[:k], 0
+	}
+	if len(cn.rbuf) == cap(cn.rbuf) {
+		grown := make([]byte, len(cn.rbuf), max(2*cap(cn.rbuf), initialBuf))
+		copy(grown, cn.rbuf)
+		cn.rbuf = grown
+	}
+	k, err := cn.nc.Read(cn.rbuf[len(cn.rbuf):cap(cn.rbuf)])
+	cn.rbuf = cn.rbuf[:len(cn.rbuf)+k]
+	if k > 0 {
+		return nil
+	}
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF // the server closed the connection mid-exchange
+	}
+	if err == nil {
+		return io.ErrNoProgress
+	}
+	return err
+}
+
+// inStep reports whether a reply that produced err still leaves the reply
+// stream in step: an ERROR reply or a miss does, a malformed reply does not.
+func inStep(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) || errors.Is(err, ErrNotFound)
+}

@@ -1,0 +1,275 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/codec"
+)
+
+// fakeServer speaks enough of the pipe protocol over real TCP on 127.0.0.1
+// to exercise the client's framing, pooling, pipelining and error paths.
+// Requests on one connection are answered in order, one write per reply,
+// so a client that does not read while it writes a long pipeline stalls.
+//
+// Test-only commands: SLEEP|ms delays the reply "OK"; HANGUP closes the
+// connection without a reply; TOOLARGE and ERRCLOSE reply ERROR and close; BADREPLY answers with a line the client must
+// reject; BIG|n answers VALUE with n bytes.
+type fakeServer struct {
+	t        testing.TB
+	ln       net.Listener
+	password string
+	done     chan struct{}
+
+	accepted atomic.Int64 // connections accepted
+	open     atomic.Int64 // connections open now
+	maxOpen  atomic.Int64 // most connections open at once
+	auths    atomic.Int64 // successful AUTHs
+
+	mu    sync.Mutex
+	data  map[string][]byte
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
+}
+
+func newFakeServer(t testing.TB, password string) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeServer{t: t, ln: ln, password: password, done: make(chan struct{}),
+		data: map[string][]byte{}, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *fakeServer) addr() string { return s.ln.Addr().String() }
+
+func (s *fakeServer) close() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	close(s.done)
+	s.ln.Close()
+	s.hangUpAll()
+	s.wg.Wait()
+}
+
+// hangUpAll closes every open connection, as a server's idle timeout would.
+func (s *fakeServer) hangUpAll() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+}
+
+func (s *fakeServer) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.accepted.Add(1)
+		n := s.open.Add(1)
+		for {
+			m := s.maxOpen.Load()
+			if n <= m || s.maxOpen.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		s.mu.Lock()
+		s.conns[c] = true
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.serve(c)
+	}
+}
+
+func (s *fakeServer) serve(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.open.Add(-1)
+		c.Close()
+	}()
+	dec := codec.NewPipeDecoder(codec.Limits{MaxFrame: 64 << 20})
+	var buf []byte
+	authed := s.password == ""
+	rd := make([]byte, 64<<10)
+	for {
+		for {
+			fields, n, err := dec.Decode(buf)
+			if err != nil {
+				c.Write(codec.AppendPipeStrings(nil, "ERROR", err.Error()))
+				return
+			}
+			if n == 0 {
+				break
+			}
+			reply, keep := s.handle(fields, &authed)
+			buf = buf[n:]
+			if reply != nil {
+				if _, err := c.Write(reply); err != nil {
+					return
+				}
+			}
+			if !keep {
+				return
+			}
+		}
+		k, err := c.Read(rd)
+		if err != nil {
+			return
+		}
+		buf = append(buf, rd[:k]...)
+	}
+}
+
+func errReply(msg string) []byte { return codec.AppendPipeStrings(nil, "ERROR", msg) }
+
+// handle answers one request; keep false closes the connection after the reply.
+func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) {
+	if len(f) == 0 {
+		return nil, true
+	}
+	cmd := string(bytes.ToUpper(f[0]))
+	args := f[1:]
+	ok := []byte("OK\n")
+	switch cmd {
+	case "PING":
+		return []byte("PONG\n"), true
+	case "QUIT":
+		return ok, false
+	case "AUTH":
+		if len(args) != 1 {
+			return errReply("wrong number of fields for 'AUTH'"), true
+		}
+		if string(args[0]) != s.password {
+			return errReply("invalid password"), true
+		}
+		*authed = true
+		s.auths.Add(1)
+		return ok, true
+	}
+	if !*authed {
+		return errReply("NOAUTH authentication required"), true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch cmd {
+	case "PUT":
+		if len(args) != 2 {
+			return errReply("wrong number of fields for 'PUT'"), true
+		}
+		s.data[string(args[0])] = bytes.Clone(args[1])
+		return ok, true
+	case "GET":
+		if len(args) != 1 {
+			return errReply("wrong number of fields for 'GET'"), true
+		}
+		v, found := s.data[string(args[0])]
+		if !found {
+			return []byte("NOT_FOUND\n"), true
+		}
+		return codec.AppendPipe(nil, []byte("VALUE"), v), true
+	case "DELETE":
+		if len(args) != 1 {
+			return errReply("wrong number of fields for 'DELETE'"), true
+		}
+		delete(s.data, string(args[0]))
+		return ok, true
+	case "BATCH":
+		if len(args) == 0 || len(args)%2 != 0 {
+			return errReply("wrong number of fields for 'BATCH'"), true
+		}
+		for i := 0; i < len(args); i += 2 {
+			s.data[string(args[i])] = bytes.Clone(args[i+1])
+		}
+		return codec.AppendPipeStrings(nil, "OK", strconv.Itoa(len(args)/2)), true
+	case "RANGE":
+		if len(args) < 2 || len(args) > 3 {
+			return errReply("wrong number of fields for 'RANGE'"), true
+		}
+		limit := 1000
+		if len(args) == 3 {
+			n, err := strconv.Atoi(string(args[2]))
+			if err != nil || n <= 0 {
+				return errReply("bad limit"), true
+			}
+			limit = min(n, limit)
+		}
+		var keys []string
+		for k := range s.data {
+			if k >= string(args[0]) && (len(args[1]) == 0 || k < string(args[1])) {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		keys = keys[:min(len(keys), limit)]
+		out := [][]byte{[]byte("RANGE"), []byte(strconv.Itoa(len(keys)))}
+		for _, k := range keys {
+			out = append(out, []byte(k), s.data[k])
+		}
+		return codec.AppendPipe(nil, out...), true
+	case "CLUSTER_STATUS":
+		return []byte("CLUSTER_STATUS|mode=standalone|state=healthy|node_id=1|nodes=1|nodes_up=1|shards=1|shards_with_leader=1|extra=a=b\n"), true
+	case "CLUSTER_NODES":
+		return []byte("CLUSTER_NODES|2|id=1,client=127.0.0.1:8080,raft=127.0.0.1:7001,state=up|id=2,client=127.0.0.1:8081,raft=127.0.0.1:7002,state=down\n"), true
+	case "CLUSTER_LEADER":
+		if len(args) == 1 {
+			return codec.AppendPipeStrings(nil, "CLUSTER_LEADER", "id=2,client=127.0.0.1:8081,key="+string(args[0])), true
+		}
+		return []byte("CLUSTER_LEADER|id=1,client=127.0.0.1:8080\n"), true
+	case "CLUSTER_REMOVE":
+		if len(args) != 1 || string(args[0]) == "0" {
+			return errReply("bad node id"), true
+		}
+		return ok, true
+	case "SLEEP":
+		ms, _ := strconv.Atoi(string(args[0]))
+		s.mu.Unlock()
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-s.done:
+		}
+		s.mu.Lock()
+		return ok, true
+	case "HANGUP":
+		return nil, false
+	case "TOOLARGE":
+		return errReply("request too large"), false
+	case "ERRCLOSE":
+		return errReply("max number of clients reached"), false
+	case "BADREPLY":
+		return []byte("VALUE|a|b|c\n"), true
+	case "BADESCAPE":
+		return []byte("VALUE|a\\q\n"), true
+	case "BIG":
+		n, _ := strconv.Atoi(string(args[0]))
+		return codec.AppendPipe(nil, []byte("VALUE"), bytes.Repeat([]byte{'x'}, n)), true
+	}
+	return errReply("unknown command '" + string(f[0]) + "'"), true
+}
+
+// errorsAs is errors.As returning the target, for terse assertions.
+func errorsAs[T error](err error) (T, bool) {
+	var target T
+	ok := errors.As(err, &target)
+	return target, ok
+}

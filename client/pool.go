@@ -1,0 +1,93 @@
+package client
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// pool holds the idle connections and bounds the open ones.
+//
+// A token is held by every caller between get and put, whether it reuses
+// an idle connection or dials a new one. A dial happens only when the idle
+// list is empty, and an idle connection only appears when a token holder
+// puts one back, so (connections held) + (idle connections) never exceeds
+// the token count: at most size connections are open. Idle connections
+// are reused most recently used first, so a burst leaves the rest idle long
+// enough for the liveness check to cull them if the server closes them.
+type pool struct {
+	tokens chan struct{} // holds one token per connection in use or being dialed
+	dial   func(ctx context.Context, deadline time.Time) (*conn, error)
+
+	mu     sync.Mutex
+	idle   []*conn // most recently used last
+	closed bool
+}
+
+func (p *pool) init(size int, dial func(context.Context, time.Time) (*conn, error)) {
+	p.tokens = make(chan struct{}, size)
+	p.dial = dial
+}
+
+// get returns an idle connection that still looks alive, or dials one.
+func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
+	select {
+	case p.tokens <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			<-p.tokens
+			return nil, ErrClosed
+		}
+		var cn *conn
+		if k := len(p.idle); k > 0 {
+			cn = p.idle[k-1]
+			p.idle[k-1] = nil
+			p.idle = p.idle[:k-1]
+		}
+		p.mu.Unlock()
+		if cn == nil {
+			break
+		}
+		if cn.usable() {
+			return cn, nil
+		}
+		cn.close()
+	}
+	cn, err := p.dial(ctx, deadline)
+	if err != nil {
+		<-p.tokens
+		return nil, err
+	}
+	return cn, nil
+}
+
+// put returns cn to the pool when ok, and closes it otherwise.
+func (p *pool) put(cn *conn, ok bool) {
+	p.mu.Lock()
+	if ok && !p.closed {
+		cn.lastUsed = time.Now()
+		p.idle = append(p.idle, cn)
+		cn = nil
+	}
+	p.mu.Unlock()
+	if cn != nil {
+		cn.close()
+	}
+	<-p.tokens
+}
+
+func (p *pool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, cn := range idle {
+		cn.close()
+	}
+}

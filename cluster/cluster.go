@@ -1,0 +1,417 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// Memory and log-size policy.
+const (
+	// minMemtableBytes is the floor of a shard's share of
+	// storage.memtable_bytes.
+	minMemtableBytes = 1 << 20
+	// minInMemLogBytes is the floor of a shard's unapplied in-memory raft
+	// log; proposals beyond it wait (ErrSystemBusy, retried).
+	minInMemLogBytes = 64 << 20
+	// maxCompactionOverhead bounds the entries kept below a snapshot so a
+	// slightly lagging follower gets entries rather than a full snapshot.
+	maxCompactionOverhead = 1000
+)
+
+// errClosed is reported for requests to a closing node.
+var errClosed = errors.New("cluster unavailable: node shutting down")
+
+func errNoLeader(shard uint64) error {
+	return fmt.Errorf("cluster unavailable: no leader for shard %d", shard)
+}
+
+// Cluster is this node's part of the replicated store: a dragonboat
+// NodeHost with one replica of every shard, and the request paths in front
+// of it. It implements store.Store.
+type Cluster struct {
+	cfg     conf.Config
+	nodeID  uint64
+	shards  int
+	timeout time.Duration // cluster.request_timeout
+	stale   bool          // read_consistency = "stale"
+	log     *slog.Logger
+	fs      vfs.FS
+	dir     string
+
+	cache   *cache.Cache
+	lsmOpts lsm.Options
+	nh      *dragonboat.NodeHost
+
+	// abandonAfter is how long a proposal may stay pending after its
+	// shard's leader changed before it is reported as outcome unknown: a
+	// proposal forwarded to a leader that died is never answered.
+	abandonAfter time.Duration
+	// readAttempt bounds one ReadIndex attempt; reads are retried.
+	readAttempt time.Duration
+
+	leaders   []shardLeader // index shard-1
+	proposers []*proposer
+	readers   []*reader
+
+	smMu sync.Mutex
+	sms  map[uint64]*stateMachine
+
+	view atomic.Pointer[view]
+
+	closed    atomic.Bool
+	bgMu      sync.Mutex
+	bgClosed  bool // no new membership calls; guards loops.Add after Open
+	stop      chan struct{}
+	stopCtx   context.Context
+	cancel    context.CancelFunc
+	loops     sync.WaitGroup // proposer/reader loops, status loop, membership calls
+	waiters   sync.WaitGroup // goroutines waiting on dragonboat request states
+	closeOnce sync.Once
+}
+
+var _ store.Store = (*Cluster)(nil)
+
+// Open starts this node's NodeHost and a replica of every shard: it
+// bootstraps them from [[cluster.members]] on first start, restarts them
+// when their data exists, and for a new node with cluster.join set first
+// asks a member to add it. It does not wait for leaders: requests retry
+// until the request timeout, and a cluster restarted one node at a time
+// only has a quorum once enough nodes are up.
+func Open(ctx context.Context, cfg conf.Config, logger *slog.Logger) (*Cluster, error) {
+	return open(ctx, cfg, logger, vfs.Default)
+}
+
+func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) (*Cluster, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cc := cfg.Cluster
+	switch {
+	case cc.NodeID == 0:
+		return nil, errors.New("open cluster: cluster.node_id must be set")
+	case cc.RaftAddress == "":
+		return nil, errors.New("open cluster: cluster.raft_address must be set")
+	case cc.Shards < 1:
+		return nil, fmt.Errorf("open cluster: cluster.shards must be at least 1, got %d", cc.Shards)
+	case cc.RTTMillis < 1:
+		return nil, fmt.Errorf("open cluster: cluster.rtt_ms must be at least 1, got %d", cc.RTTMillis)
+	case cc.RequestTimeout <= 0:
+		return nil, fmt.Errorf("open cluster: cluster.request_timeout must be positive")
+	}
+	c := &Cluster{
+		cfg:     cfg,
+		nodeID:  cc.NodeID,
+		shards:  cc.Shards,
+		timeout: cc.RequestTimeout.D(),
+		stale:   cc.ReadConsistency == conf.ReadStale,
+		log:     logger.With("component", "cluster", "node", cc.NodeID),
+		fs:      fs,
+		dir:     cfg.Storage.Dir,
+		sms:     make(map[uint64]*stateMachine),
+		stop:    make(chan struct{}),
+	}
+	c.stopCtx, c.cancel = context.WithCancel(context.Background())
+	election := time.Duration(cc.ElectionRTT*cc.RTTMillis) * time.Millisecond
+	c.abandonAfter = min(max(4*election, 300*time.Millisecond), c.timeout)
+	c.readAttempt = min(max(10*election, time.Second), c.timeout)
+
+	if err := fs.MkdirAll(c.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
+	var err error
+	if c.cache, err = cache.New(int64(cfg.Storage.BlockCacheBytes)); err != nil {
+		return nil, fmt.Errorf("open cluster: block cache: %w", err)
+	}
+	c.lsmOpts = store.LSMOptions(cfg.Storage, logger.With("component", "lsm"))
+	c.lsmOpts.DisableWAL = true
+	c.lsmOpts.Cache = c.cache
+	c.lsmOpts.FS = fs
+	c.lsmOpts.MemtableBytes = max(int64(cfg.Storage.MemtableBytes)/int64(c.shards), minMemtableBytes)
+
+	c.leaders = make([]shardLeader, c.shards)
+	for i := range c.leaders {
+		c.leaders[i].changed = make(chan struct{})
+	}
+	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
+	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
+		NodeHostDir:       fs.PathJoin(c.dir, "raft"),
+		RTTMillisecond:    uint64(cc.RTTMillis),
+		RaftAddress:       cc.RaftAddress,
+		RaftEventListener: leaderListener{c},
+		Expert: config.ExpertConfig{
+			LogDB: config.GetTinyMemLogDBConfig(),
+			FS:    fs,
+		},
+	})
+	if err != nil {
+		c.cache.Close()
+		return nil, fmt.Errorf("open cluster: start raft node host on %s: %w", cc.RaftAddress, err)
+	}
+	c.nh = nh
+	c.proposers = make([]*proposer, c.shards)
+	c.readers = make([]*reader, c.shards)
+	for i := range c.shards {
+		shard := uint64(i + 1)
+		c.proposers[i] = newProposer(c, shard)
+		c.readers[i] = newReader(c, shard)
+	}
+	for i := range c.shards {
+		c.loops.Add(2)
+		go c.proposers[i].run()
+		go c.readers[i].run()
+	}
+	if err := c.startReplicas(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
+	c.refresh()
+	c.loops.Add(1)
+	go c.statusLoop()
+	c.log.Info("cluster node started", "raft", cc.RaftAddress, "shards", c.shards)
+	return c, nil
+}
+
+// shardDir is where a shard's state machine lives.
+func (c *Cluster) shardDir(shard uint64) string {
+	return c.fs.PathJoin(c.dir, fmt.Sprintf("shard-%d", shard))
+}
+
+// joinMarker exists while (and after) this node asks to join: a restart
+// that finds it knows its join request may already have been granted.
+func (c *Cluster) joinMarker() string { return c.fs.PathJoin(c.dir, "JOINING") }
+
+// startReplicas starts a replica of every shard, in the mode its data calls
+// for: restart, bootstrap from the initial members, or join.
+func (c *Cluster) startReplicas(ctx context.Context) error {
+	cc := c.cfg.Cluster
+	fresh := make(map[uint64]bool)
+	for s := uint64(1); s <= uint64(c.shards); s++ {
+		if !c.nh.HasNodeInfo(s, c.nodeID) {
+			fresh[s] = true
+		}
+	}
+	join := false
+	if len(fresh) > 0 {
+		_, err := c.fs.Stat(c.joinMarker())
+		joinedBefore := err == nil
+		switch {
+		case joinedBefore:
+			join = true
+		case len(fresh) < c.shards:
+			// A bootstrap interrupted between shards: finish it.
+		case len(cc.Join) > 0:
+			join = true
+		}
+		if !join {
+			self := false
+			for _, m := range cc.Members {
+				self = self || m.ID == c.nodeID
+			}
+			if !self {
+				return fmt.Errorf("node %d has no raft data, is not in cluster.members and cluster.join is empty", c.nodeID)
+			}
+		}
+		// A replica that raft has never seen must start from an empty
+		// state machine; anything in its directory is left from an
+		// earlier identity of this data directory.
+		for s := range fresh {
+			if err := c.fs.RemoveAll(c.shardDir(s)); err != nil {
+				return fmt.Errorf("clear stale state of shard %d: %w", s, err)
+			}
+		}
+		if join {
+			if err := c.requestJoin(ctx, joinedBefore); err != nil {
+				return err
+			}
+		}
+	}
+	members := make(map[uint64]dragonboat.Target)
+	for _, m := range cc.Members {
+		members[m.ID] = m.Raft
+	}
+	for s := uint64(1); s <= uint64(c.shards); s++ {
+		var err error
+		switch {
+		case !fresh[s]:
+			err = c.nh.StartOnDiskReplica(nil, false, c.newStateMachine, c.shardConfig(s))
+		case join:
+			err = c.nh.StartOnDiskReplica(nil, true, c.newStateMachine, c.shardConfig(s))
+		default:
+			err = c.nh.StartOnDiskReplica(members, false, c.newStateMachine, c.shardConfig(s))
+		}
+		if err != nil {
+			return fmt.Errorf("start replica of shard %d: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// requestJoin asks a member to add this node to every shard. retry says
+// an earlier attempt may have succeeded, so "already a member" is success.
+func (c *Cluster) requestJoin(ctx context.Context, retry bool) error {
+	cc := c.cfg.Cluster
+	if !retry {
+		f, err := c.fs.Create(c.joinMarker())
+		if err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = syncDir(c.fs, c.dir)
+		}
+		if err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+	}
+	req := joinRequest{
+		ID:       c.nodeID,
+		Raft:     cc.RaftAddress,
+		Client:   c.cfg.Server.Listen,
+		Password: c.cfg.Server.RequirePass,
+	}
+	wait := max(6*c.timeout, 30*time.Second)
+	err := sendJoin(ctx, cc.Join, req, wait, c.log)
+	var refused *joinRefusedError
+	if retry && errors.As(err, &refused) && isAlreadyMember(refused.msg) {
+		c.log.Info("join was granted before a restart", "node", c.nodeID)
+		return nil
+	}
+	if err != nil {
+		if !retry {
+			// Nothing was granted: a later start may try again afresh.
+			c.fs.Remove(c.joinMarker())
+		}
+		return err
+	}
+	c.log.Info("joined the cluster", "via", cc.Join)
+	return nil
+}
+
+// shardConfig is the raft configuration of this node's replica of shard.
+func (c *Cluster) shardConfig(shard uint64) config.Config {
+	cc := c.cfg.Cluster
+	se := uint64(cc.SnapshotEntries)
+	return config.Config{
+		ShardID:             shard,
+		ReplicaID:           c.nodeID,
+		ElectionRTT:         uint64(cc.ElectionRTT),
+		HeartbeatRTT:        uint64(cc.HeartbeatRTT),
+		CheckQuorum:         true,
+		PreVote:             true,
+		SnapshotEntries:     se,
+		CompactionOverhead:  min(se/2, maxCompactionOverhead),
+		OrderedConfigChange: true,
+		MaxInMemLogSize:     uint64(max(minInMemLogBytes, 2*int64(c.cfg.Server.MaxFrameBytes))),
+	}
+}
+
+// newStateMachine is the dragonboat factory of this node's state machines.
+func (c *Cluster) newStateMachine(shardID, replicaID uint64) sm.IOnDiskStateMachine {
+	s := newStateMachine(shardID, replicaID, c.shardDir(shardID), c.fs, c.lsmOpts, c.log)
+	c.smMu.Lock()
+	c.sms[shardID] = s
+	c.smMu.Unlock()
+	return s
+}
+
+// Close stops the request paths (queued requests fail with "node shutting
+// down"), then the NodeHost, which ends every pending request.
+func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.bgMu.Lock()
+		c.bgClosed = true
+		c.bgMu.Unlock()
+		close(c.stop)
+		c.cancel()
+		c.loops.Wait()
+		c.nh.Close()
+		c.waiters.Wait()
+		c.cache.Close()
+		c.log.Info("cluster node stopped")
+	})
+	return nil
+}
+
+// shardLeader is this node's knowledge of one shard's leader, kept current
+// by dragonboat's leader events. changed is closed (and replaced) on every
+// change, so waiters can select on it.
+type shardLeader struct {
+	mu       sync.Mutex
+	leaderID uint64
+	term     uint64
+	changed  chan struct{}
+}
+
+func (l *shardLeader) set(leaderID, term uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.leaderID == leaderID && l.term == term {
+		return
+	}
+	l.leaderID, l.term = leaderID, term
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// watch returns a channel closed at the next leader change.
+func (l *shardLeader) watch() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
+func (l *shardLeader) get() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.leaderID
+}
+
+// leaderListener receives dragonboat's leader events, on one dragonboat
+// goroutine; it only records them.
+type leaderListener struct{ c *Cluster }
+
+func (l leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
+	if info.ShardID == 0 || info.ShardID > uint64(len(l.c.leaders)) {
+		return
+	}
+	l.c.leaders[info.ShardID-1].set(info.LeaderID, info.Term)
+}
+
+// sleepOrStop waits d, or less if the node stops or wake fires; it reports
+// whether the node is stopping.
+func (c *Cluster) sleepOrStop(d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false
+	case <-wake:
+		return false
+	case <-c.stop:
+		return true
+	}
+}
+
+// isNotExist reports a missing file on any vfs.
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -1,0 +1,59 @@
+// Package cluster replicates the key space over dragonboat raft groups and
+// serves it through the store.Store interface, so any node of the cluster
+// answers any request.
+//
+// # Layout
+//
+// One dragonboat NodeHost per process (NodeHostDir <storage.dir>/raft) hosts
+// cluster.shards raft groups, shard ids 1..N, each with a replica on every
+// member; the replica id of a node is its cluster.node_id in every shard.
+// Each replica's state machine is an lsm.DB in <storage.dir>/shard-<id>,
+// opened without the engine's WAL: the raft log is the log.
+//
+// # Key to shard
+//
+// A key belongs to shard FNV-1a-64(key) mod shards + 1 (hash/fnv's New64a,
+// over the raw key bytes). The mapping is fixed for the life of a cluster,
+// which is why cluster.shards can never change.
+//
+// # Invariants
+//
+//   - The state machine stores every user key under the prefix 'u' and its
+//     own metadata under 'm' (the last applied raft index, the client
+//     addresses of joined members), so no user key can collide with
+//     metadata. Reads strip the prefix.
+//   - Update writes the effects of its entries and the index of the last of
+//     them in one lsm batch, so after a crash the state machine is exactly the
+//     state after some applied index, and Open reports that index; dragonboat
+//     replays the rest from the raft log. Sync flushes the memtable, which is
+//     what makes applied entries durable; only then may dragonboat compact the
+//     log below them.
+//   - Update is deterministic: it reads nothing but the entries and the state.
+//     A malformed command is skipped (with a rejected result) on every replica
+//     alike rather than returned as an error, because an error from Update
+//     stops the process.
+//   - A write is acknowledged only after raft committed it and this node
+//     applied it. Proposals use the no-op session, so a retried proposal could
+//     apply twice: a proposal is only retried when dragonboat reports it was
+//     dropped before it entered the log; a timeout, or an attempt abandoned
+//     after a leader change, is reported as "timeout: outcome unknown".
+//   - Writes to one shard are proposed in the order Write was called, by one
+//     proposer goroutine per shard that packs every write queued meanwhile
+//     into one proposal (raft-level group commit).
+//   - Reads are linearizable unless cluster.read_consistency is "stale": a
+//     read waits for a ReadIndex issued after the read arrived, then reads the
+//     local replica. One ReadIndex serves every read queued before it.
+//   - Recovering from a snapshot builds a new lsm directory next to the live
+//     one and switches a fsynced CURRENT file to it, so a crash leaves either
+//     the old state or the complete new one.
+//
+// # Membership
+//
+// Initial members come from [[cluster.members]] and bootstrap every shard. A
+// new node (empty data directory, cluster.join set) sends
+// CLUSTER_JOIN|id|raft|client over the client port of a member, which adds it
+// to every shard (Join) and records its client address in shard 1; the new
+// node then starts its replicas in join mode and catches up from the log or a
+// snapshot. Replica ids are never reused: dragonboat refuses them, and Join
+// refuses them first with a clear error.
+package cluster

@@ -1,0 +1,328 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// testLogger logs to the test's output when -v and KV_TEST_LOG are set,
+// and is silent otherwise.
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("KV_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fsForTest is the filesystem of the cluster tests: the real one, since
+// dragonboat's LogDB and the lsm must agree on it.
+func fsForTest() vfs.FS { return vfs.Default }
+
+// freeAddrs returns n loopback addresses whose ports were free a moment
+// ago (dragonboat needs a real port number, not :0).
+func freeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var ls []net.Listener
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return addrs
+}
+
+// testCluster is n Cluster nodes in this process on loopback.
+type testCluster struct {
+	t     *testing.T
+	cfgs  []conf.Config
+	nodes []*Cluster // nil while a node is stopped
+}
+
+type clusterOpts struct {
+	nodes           int
+	shards          int
+	snapshotEntries int
+	stale           bool
+}
+
+func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.Config {
+	cfg := conf.Default()
+	cfg.Server.Listen = client
+	cfg.Storage.Dir = t.TempDir()
+	cfg.Storage.MemtableBytes = 4 << 20
+	cfg.Storage.BlockCacheBytes = 8 << 20
+	cfg.Cluster.Enabled = true
+	cfg.Cluster.NodeID = id
+	cfg.Cluster.RaftAddress = raft
+	cfg.Cluster.Shards = shards
+	cfg.Cluster.RTTMillis = 10
+	cfg.Cluster.ElectionRTT = 10
+	cfg.Cluster.HeartbeatRTT = 1
+	cfg.Cluster.RequestTimeout = conf.Duration(5 * time.Second)
+	return cfg
+}
+
+func newTestCluster(t *testing.T, o clusterOpts) *testCluster {
+	t.Helper()
+	if o.nodes == 0 {
+		o.nodes = 3
+	}
+	if o.shards == 0 {
+		o.shards = 4
+	}
+	addrs := freeAddrs(t, 2*o.nodes)
+	var members []conf.Member
+	for i := range o.nodes {
+		members = append(members, conf.Member{ID: uint64(i + 1), Raft: addrs[2*i], Client: addrs[2*i+1]})
+	}
+	tc := &testCluster{t: t}
+	for i := range o.nodes {
+		cfg := baseConfig(t, uint64(i+1), addrs[2*i], addrs[2*i+1], o.shards)
+		cfg.Cluster.Members = members
+		if o.snapshotEntries > 0 {
+			cfg.Cluster.SnapshotEntries = o.snapshotEntries
+		}
+		if o.stale {
+			cfg.Cluster.ReadConsistency = conf.ReadStale
+		}
+		tc.cfgs = append(tc.cfgs, cfg)
+		tc.nodes = append(tc.nodes, nil)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, o.nodes)
+	for i := range o.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tc.nodes[i], errs[i] = open(context.Background(), tc.cfgs[i], testLogger(t).With("node", i+1), fsForTest())
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			tc.closeAll()
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(tc.closeAll)
+	tc.waitLeaders(tc.live()...)
+	return tc
+}
+
+func (tc *testCluster) closeAll() {
+	for i, n := range tc.nodes {
+		if n != nil {
+			n.Close()
+			tc.nodes[i] = nil
+		}
+	}
+}
+
+// live returns the running nodes.
+func (tc *testCluster) live() []*Cluster {
+	var ns []*Cluster
+	for _, n := range tc.nodes {
+		if n != nil {
+			ns = append(ns, n)
+		}
+	}
+	return ns
+}
+
+func (tc *testCluster) stop(i int) {
+	tc.t.Helper()
+	if err := tc.nodes[i].Close(); err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.nodes[i] = nil
+}
+
+func (tc *testCluster) start(i int) {
+	tc.t.Helper()
+	n, err := open(context.Background(), tc.cfgs[i], testLogger(tc.t).With("node", i+1), fsForTest())
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.nodes[i] = n
+}
+
+// waitLeaders waits until every given node knows a leader for every shard.
+func (tc *testCluster) waitLeaders(nodes ...*Cluster) {
+	tc.t.Helper()
+	waitFor(tc.t, 20*time.Second, "leaders on every shard", func() bool {
+		for _, n := range nodes {
+			for s := uint64(1); s <= uint64(n.shards); s++ {
+				if _, _, ok, err := n.nh.GetLeaderID(s); err != nil || !ok {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// leaderOf returns the index of the node leading shard, per node from.
+func (tc *testCluster) leaderOf(from *Cluster, shard uint64) int {
+	tc.t.Helper()
+	id, _, ok, err := from.nh.GetLeaderID(shard)
+	if err != nil || !ok {
+		tc.t.Fatalf("no leader for shard %d: %v", shard, err)
+	}
+	return int(id - 1)
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Synchronous wrappers over the callback API.
+
+func put(n *Cluster, key, value string) error {
+	b := lsm.NewBatch()
+	b.Put([]byte(key), []byte(value))
+	return write(n, b)
+}
+
+func write(n *Cluster, b *lsm.Batch) error {
+	ch := make(chan error, 1)
+	n.Write(b, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(3 * time.Second):
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		os.WriteFile("/tmp/cluster-stacks.txt", buf, 0o644)
+		return <-ch
+	}
+}
+
+func get(n *Cluster, key string) (string, error) {
+	type res struct {
+		v   []byte
+		err error
+	}
+	ch := make(chan res, 1)
+	n.Get([]byte(key), func(v []byte, err error) { ch <- res{v, err} })
+	r := <-ch
+	return string(r.v), r.err
+}
+
+func scan(n *Cluster, start, end string, limit int) ([]store.KV, error) {
+	type res struct {
+		kvs []store.KV
+		err error
+	}
+	ch := make(chan res, 1)
+	n.Range([]byte(start), []byte(end), limit, func(kvs []store.KV, err error) { ch <- res{kvs, err} })
+	r := <-ch
+	return r.kvs, r.err
+}
+
+func clearAll(n *Cluster) error {
+	ch := make(chan error, 1)
+	n.Clear(func(err error) { ch <- err })
+	return <-ch
+}
+
+func join(n *Cluster, id uint64, raft, client string) error {
+	ch := make(chan error, 1)
+	n.Join(id, raft, client, func(err error) { ch <- err })
+	return <-ch
+}
+
+func remove(n *Cluster, id uint64) error {
+	ch := make(chan error, 1)
+	n.Remove(id, func(err error) { ch <- err })
+	return <-ch
+}
+
+// mustPut retries a write until it succeeds, failing the test after a
+// while; only for setup, never where a failure matters.
+func mustPut(t testing.TB, n *Cluster, key, value string) {
+	t.Helper()
+	var err error
+	for range 5 {
+		if err = put(n, key, value); err == nil {
+			return
+		}
+	}
+	t.Fatalf("put %s: %v", key, err)
+}
+
+// serveMembership answers AUTH and CLUSTER_JOIN on addr like the server
+// does, for the join tests (the real server lives in another package).
+func serveMembership(t testing.TB, addr string, n *Cluster) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					f := strings.Split(strings.TrimRight(line, "\r\n"), "|")
+					var reply string
+					switch {
+					case f[0] == "AUTH":
+						reply = "OK"
+					case f[0] == "CLUSTER_JOIN" && len(f) == 4:
+						id, _ := strconv.ParseUint(f[1], 10, 64)
+						if err := join(n, id, f[2], f[3]); err != nil {
+							reply = "ERROR|" + pipeEscape(err.Error())
+						} else {
+							reply = "OK"
+						}
+					default:
+						reply = fmt.Sprintf("ERROR|unknown command '%s'", f[0])
+					}
+					if _, err := conn.Write([]byte(reply + "\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}

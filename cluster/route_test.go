@@ -1,0 +1,102 @@
+package cluster
+
+import (
+	"bytes"
+	"hash/fnv"
+	"testing"
+
+	"github.com/kvstore/kv/lsm"
+)
+
+func TestShardOfIsFNV1a(t *testing.T) {
+	for _, key := range []string{"", "a", "key:000123", "\x00\xff", "some longer key with spaces"} {
+		h := fnv.New64a()
+		h.Write([]byte(key))
+		for _, shards := range []int{1, 3, 8, 64} {
+			want := h.Sum64()%uint64(shards) + 1
+			if shards == 1 {
+				want = 1
+			}
+			if got := shardOf([]byte(key), shards); got != want {
+				t.Errorf("shardOf(%q, %d) = %d, want %d", key, shards, got, want)
+			}
+		}
+	}
+	// Pinned values: the mapping is part of the on-disk format.
+	for key, want := range map[string]uint64{"a": 5, "b": 6, "foo": 8, "key:1": 2} {
+		if got := shardOf([]byte(key), 8); got != want {
+			t.Errorf("shardOf(%q, 8) = %d, want %d (the key-to-shard mapping changed)", key, got, want)
+		}
+	}
+}
+
+func TestBatchMerger(t *testing.T) {
+	b1 := lsm.NewBatch()
+	b1.Put([]byte("a"), []byte("1"))
+	b1.Delete([]byte("b"))
+	b2 := lsm.NewBatch()
+	b2.Put([]byte("a"), []byte("2"))
+	var m batchMerger
+	m.reset()
+	m.add(b1.Repr(), b1.Len())
+	m.add(b2.Repr(), b2.Len())
+	m.add(lsm.NewBatch().Repr(), 0)
+	cmd := m.command()
+	if cmd[0] != cmdWrite {
+		t.Fatalf("kind %d", cmd[0])
+	}
+	var merged lsm.Batch
+	if err := merged.SetRepr(cmd[1:]); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	merged.Each(func(del bool, k, v []byte) error {
+		if del {
+			got = append(got, "-"+string(k))
+		} else {
+			got = append(got, string(k)+"="+string(v))
+		}
+		return nil
+	})
+	if want := []string{"a=1", "-b", "a=2"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("merged ops %v, want %v", got, want)
+	}
+	// Reuse starts afresh.
+	m.reset()
+	m.add(b2.Repr(), b2.Len())
+	if err := merged.SetRepr(bytes.Clone(m.command()[1:])); err != nil || merged.Len() != 1 {
+		t.Fatalf("reused merger: %v, %d ops", err, merged.Len())
+	}
+}
+
+func TestMemberCodec(t *testing.T) {
+	m := member{ID: 42, Raft: "10.0.0.1:7001", Client: "10.0.0.1:8080"}
+	cmd := encodeMember(m)
+	got, err := decodeMemberValue(cmd[1:])
+	if err != nil || got != m {
+		t.Fatalf("decode = %+v, %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, {0}, {1, 5, 'a'}, append(cmd[1:], 'x')} {
+		if _, err := decodeMemberValue(bad); err == nil {
+			t.Errorf("decoded %q", bad)
+		}
+	}
+	id, err := decodeForget(encodeForget(7)[1:])
+	if err != nil || id != 7 {
+		t.Fatalf("forget = %d, %v", id, err)
+	}
+	if _, err := decodeForget([]byte{7, 7}); err == nil {
+		t.Error("decoded trailing bytes")
+	}
+}
+
+func TestPipeEscape(t *testing.T) {
+	for _, s := range []string{"", "plain", `a|b\c`, "line\nbreak\r\x00"} {
+		if got := pipeUnescape(pipeEscape(s)); got != s {
+			t.Errorf("round trip %q -> %q", s, got)
+		}
+	}
+	if got := pipeEscape(`a|b`); got != `a\|b` {
+		t.Errorf("escape = %q", got)
+	}
+}

@@ -1,0 +1,457 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// errSMClosed is what Lookup reports once the state machine is closed.
+var errSMClosed = errors.New("cluster: state machine closed")
+
+// applyChunkBytes bounds the lsm batch Update builds before writing it; a
+// chunk always ends on an entry boundary and carries that entry's index.
+const applyChunkBytes = 4 << 20
+
+// stateMachine is one shard replica's dragonboat IOnDiskStateMachine over
+// its own lsm.DB, opened without the engine's WAL.
+//
+// Layout of its directory (<storage.dir>/shard-<id>):
+//
+//	CURRENT      names the live lsm directory, e.g. "db-000001"
+//	db-NNNNNN/   the lsm.DB
+//
+// Dragonboat runs Open, Update, Sync, PrepareSnapshot, RecoverFromSnapshot
+// and Close one at a time, but Lookup (and SaveSnapshot) concurrently with
+// them, and Lookup even after Close; mu guards the db pointer and the closed
+// flag for those. The fields below the apply line belong to the apply path
+// (the mutually exclusive methods) and need no lock.
+type stateMachine struct {
+	shardID, replicaID uint64
+	dir                string
+	fs                 vfs.FS
+	opts               lsm.Options
+	log                *slog.Logger
+
+	mu      sync.RWMutex
+	db      *lsm.DB
+	closed  bool
+	current string // name of the live lsm directory
+
+	// apply path
+	applied uint64
+	batch   lsm.Batch
+	part    lsm.Batch
+	kbuf    []byte
+}
+
+var (
+	_ sm.IOnDiskStateMachine = (*stateMachine)(nil)
+)
+
+func newStateMachine(shardID, replicaID uint64, dir string, fs vfs.FS, opts lsm.Options, log *slog.Logger) *stateMachine {
+	return &stateMachine{
+		shardID:   shardID,
+		replicaID: replicaID,
+		dir:       dir,
+		fs:        fs,
+		opts:      opts,
+		log:       log.With("shard", shardID),
+	}
+}
+
+// Open opens (or creates) the shard's lsm and returns the index of the last
+// entry whose effects it holds.
+func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
+	if err := s.fs.MkdirAll(s.dir, 0o755); err != nil {
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
+	name, err := readCurrent(s.fs, s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
+	if name == "" {
+		name = dbDirName(1)
+		if err := s.fs.MkdirAll(s.fs.PathJoin(s.dir, name), 0o755); err != nil {
+			return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+		}
+		if err := writeCurrent(s.fs, s.dir, name); err != nil {
+			return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+		}
+	}
+	if err := removeStaleDBDirs(s.fs, s.dir, name); err != nil {
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
+	db, err := lsm.Open(s.fs.PathJoin(s.dir, name), s.opts)
+	if err != nil {
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
+	applied, err := readApplied(db)
+	if err != nil {
+		db.Close()
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
+	s.mu.Lock()
+	s.db, s.current, s.closed = db, name, false
+	s.mu.Unlock()
+	s.applied = applied
+	s.log.Debug("state machine open", "dir", name, "applied", applied)
+	return applied, nil
+}
+
+func readApplied(db *lsm.DB) (uint64, error) {
+	v, err := db.Get(appliedKey)
+	if errors.Is(err, lsm.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read applied index: %w", err)
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("read applied index: %d bytes, want 8: %w", len(v), lsm.ErrCorruption)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Update applies committed entries. Each entry's effects and its index go
+// into the same lsm batch (or, for a large Update, a chunk of whole entries
+// ending with that entry's index), so the stored applied index always
+// matches the stored data.
+func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
+	db := s.db
+	b := &s.batch
+	b.Reset()
+	for i := range ents {
+		e := &ents[i]
+		if len(e.Cmd) > 0 && e.Cmd[0] == cmdClear {
+			// Clear reads the state, so everything before it must be
+			// written first.
+			if b.Len() > 0 {
+				if err := s.commit(db, b, ents[i-1].Index); err != nil {
+					return nil, err
+				}
+			}
+			if err := s.applyClear(db, e.Index); err != nil {
+				return nil, err
+			}
+			e.Result = sm.Result{Value: resultApplied}
+			continue
+		}
+		if err := s.apply(b, e.Cmd); err != nil {
+			// Deterministic on every replica: the entry is skipped.
+			s.log.Error("rejecting raft entry", "index", e.Index, "err", err)
+			e.Result = sm.Result{Value: resultRejected}
+		} else {
+			e.Result = sm.Result{Value: resultApplied}
+		}
+		if b.Size() >= applyChunkBytes && i < len(ents)-1 {
+			if err := s.commit(db, b, e.Index); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if last := ents[len(ents)-1].Index; last > s.applied {
+		if err := s.commit(db, b, last); err != nil {
+			return nil, err
+		}
+	}
+	return ents, nil
+}
+
+// apply adds one entry's effects to b. On error nothing was added.
+func (s *stateMachine) apply(b *lsm.Batch, cmd []byte) error {
+	if len(cmd) == 0 {
+		return fmt.Errorf("empty command: %w", errBadCommand)
+	}
+	switch cmd[0] {
+	case cmdWrite:
+		if err := s.part.SetRepr(cmd[1:]); err != nil {
+			return fmt.Errorf("write command: %w", err)
+		}
+		return s.part.Each(func(del bool, key, value []byte) error {
+			s.kbuf = userKey(s.kbuf[:0], key)
+			if del {
+				b.Delete(s.kbuf)
+			} else {
+				b.Put(s.kbuf, value)
+			}
+			return nil
+		})
+	case cmdMember:
+		m, err := decodeMemberValue(cmd[1:])
+		if err != nil {
+			return err
+		}
+		b.Put(memberKey(m.ID), cmd[1:])
+		return nil
+	case cmdForget:
+		id, err := decodeForget(cmd[1:])
+		if err != nil {
+			return err
+		}
+		b.Delete(memberKey(id))
+		return nil
+	default:
+		return fmt.Errorf("unknown command kind %d: %w", cmd[0], errBadCommand)
+	}
+}
+
+// commit writes b plus the applied index, then empties b.
+func (s *stateMachine) commit(db *lsm.DB, b *lsm.Batch, index uint64) error {
+	b.Put(appliedKey, binary.BigEndian.AppendUint64(nil, index))
+	if err := db.Write(b); err != nil {
+		return fmt.Errorf("shard %d: apply entries up to %d: %w", s.shardID, index, err)
+	}
+	s.applied = index
+	b.Reset()
+	return nil
+}
+
+// applyClear deletes every user key. The deletes go out in chunks; only the
+// last carries the clear's index, and a replay after a crash in between just
+// deletes what is left.
+func (s *stateMachine) applyClear(db *lsm.DB, index uint64) error {
+	it := db.NewIterator([]byte{prefixUser}, userUpper)
+	b := lsm.NewBatch()
+	for ok := it.First(); ok; ok = it.Next() {
+		b.Delete(it.Key())
+		if b.Size() >= applyChunkBytes {
+			if err := db.Write(b); err != nil {
+				it.Close()
+				return fmt.Errorf("shard %d: clear: %w", s.shardID, err)
+			}
+			b.Reset()
+		}
+	}
+	err := it.Err()
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("shard %d: clear: %w", s.shardID, err)
+	}
+	return s.commit(db, b, index)
+}
+
+// Sync makes every applied entry durable: with the WAL off, that is a
+// memtable flush.
+func (s *stateMachine) Sync() error {
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("sync shard %d: %w", s.shardID, err)
+	}
+	return nil
+}
+
+// Lookup serves reads: *readBatch (gets and ranges queued by a reader),
+// membersQuery and approxKeysQuery.
+func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed || s.db == nil {
+		return nil, errSMClosed
+	}
+	switch q := q.(type) {
+	case *readBatch:
+		for _, op := range q.ops {
+			op.run(s.db)
+		}
+		return nil, nil
+	case membersQuery:
+		return readMembers(s.db)
+	default:
+		return nil, fmt.Errorf("cluster: unknown lookup %T", q)
+	}
+}
+
+// approxKeys estimates the user keys of this replica.
+func (s *stateMachine) approxKeys() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed || s.db == nil {
+		return 0
+	}
+	return s.db.Metrics().ApproxKeys
+}
+
+// membersQuery asks Lookup for the member records.
+type membersQuery struct{}
+
+func readMembers(db *lsm.DB) ([]member, error) {
+	upper := append([]byte(nil), memberKeyPrefix...)
+	upper[len(upper)-1]++
+	it := db.NewIterator(memberKeyPrefix, upper)
+	var ms []member
+	for ok := it.First(); ok; ok = it.Next() {
+		m, err := decodeMemberValue(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	err := it.Err()
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return ms, err
+}
+
+// Close releases the lsm. Lookups after it get errSMClosed.
+func (s *stateMachine) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.db == nil {
+		s.closed = true
+		return nil
+	}
+	s.closed = true
+	err := s.db.Close()
+	if err != nil {
+		return fmt.Errorf("close shard %d: %w", s.shardID, err)
+	}
+	return nil
+}
+
+// readOp is one read a reader hands to Lookup; run fills in its result.
+type readOp struct {
+	// get
+	key []byte
+	val []byte
+	// range
+	isRange    bool
+	start, end []byte
+	limit      int
+	kvs        []store.KV
+
+	err error
+}
+
+// readBatch is the Lookup query of one ReadIndex round.
+type readBatch struct {
+	ops []*readOp
+}
+
+func (op *readOp) run(db *lsm.DB) {
+	if !op.isRange {
+		k := userKey(make([]byte, 0, len(op.key)+1), op.key)
+		op.val, op.err = db.Get(k)
+		if errors.Is(op.err, lsm.ErrNotFound) {
+			op.err = store.ErrNotFound
+		}
+		return
+	}
+	lower := userKey(make([]byte, 0, len(op.start)+1), op.start)
+	upper := userUpper
+	if len(op.end) > 0 {
+		upper = userKey(make([]byte, 0, len(op.end)+1), op.end)
+	}
+	it := db.NewIterator(lower, upper)
+	var kvs []store.KV
+	for ok := it.First(); ok && len(kvs) < op.limit; ok = it.Next() {
+		k, v := it.Key(), it.Value()
+		buf := make([]byte, len(k)-1+len(v))
+		n := copy(buf, k[1:])
+		copy(buf[n:], v)
+		kvs = append(kvs, store.KV{Key: buf[:n:n], Value: buf[n:]})
+	}
+	err := it.Err()
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	op.kvs, op.err = kvs, err
+}
+
+// errSnapshotFormat is wrapped by errors decoding a snapshot stream.
+var errSnapshotFormat = errors.New("bad snapshot stream")
+
+// snapshotCtx is what PrepareSnapshot hands to SaveSnapshot: an iterator
+// opened at the snapshot point.
+type snapshotCtx struct {
+	it *lsm.Iterator
+}
+
+// PrepareSnapshot pins the current state: an lsm iterator is one consistent
+// view, unaffected by later Updates.
+func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, errSMClosed
+	}
+	return &snapshotCtx{it: s.db.NewIterator(nil, nil)}, nil
+}
+
+// SaveSnapshot streams the pinned view to w (format in snapshot.go).
+func (s *stateMachine) SaveSnapshot(ctx interface{}, w io.Writer, stopc <-chan struct{}) error {
+	sc, ok := ctx.(*snapshotCtx)
+	if !ok {
+		return fmt.Errorf("save snapshot: unexpected context %T", ctx)
+	}
+	defer sc.it.Close()
+	return writeSnapshot(sc.it, w, stopc)
+}
+
+// RecoverFromSnapshot replaces the state with a snapshot streamed from
+// another replica: it loads the stream into a fresh lsm directory, makes
+// that durable, switches CURRENT to it, and only then swaps it in and
+// deletes the old directory. The stream carries the applied-index key, so
+// the recovered state reports the snapshot's index.
+func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) error {
+	name := nextDBDirName(s.current)
+	path := s.fs.PathJoin(s.dir, name)
+	if err := s.fs.RemoveAll(path); err != nil {
+		return fmt.Errorf("recover shard %d: %w", s.shardID, err)
+	}
+	ndb, err := lsm.Open(path, s.opts)
+	if err != nil {
+		return fmt.Errorf("recover shard %d: %w", s.shardID, err)
+	}
+	fail := func(err error) error {
+		ndb.Close()
+		s.fs.RemoveAll(path)
+		return err
+	}
+	if err := readSnapshot(r, ndb, stopc); err != nil {
+		if errors.Is(err, sm.ErrSnapshotStopped) {
+			return fail(err)
+		}
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
+	if err := ndb.Flush(); err != nil {
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
+	applied, err := readApplied(ndb)
+	if err != nil {
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
+	if err := syncDir(s.fs, s.dir); err != nil {
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
+	if err := writeCurrent(s.fs, s.dir, name); err != nil {
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
+	s.mu.Lock()
+	old, oldName := s.db, s.current
+	s.db, s.current = ndb, name
+	s.mu.Unlock()
+	s.applied = applied
+	if old != nil {
+		if err := old.Close(); err != nil {
+			s.log.Warn("close replaced lsm", "dir", oldName, "err", err)
+		}
+		if err := s.fs.RemoveAll(s.fs.PathJoin(s.dir, oldName)); err != nil {
+			s.log.Warn("remove replaced lsm", "dir", oldName, "err", err)
+		}
+	}
+	s.log.Info("recovered from snapshot", "dir", name, "applied", applied)
+	return nil
+}

@@ -1,0 +1,396 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"slices"
+	"testing"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+func testSM(t testing.TB, dir string) *stateMachine {
+	t.Helper()
+	opts := lsm.Options{DisableWAL: true, MemtableBytes: 1 << 20, BlockCacheBytes: 1 << 20}
+	return newStateMachine(1, 1, dir, vfs.Default, opts, slog.New(slog.DiscardHandler))
+}
+
+func openSM(t testing.TB, dir string) (*stateMachine, uint64) {
+	t.Helper()
+	s := testSM(t, dir)
+	applied, err := s.Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, applied
+}
+
+// writeCmd builds a cmdWrite command the way the proposer does, from
+// batches of "key=value" puts and "-key" deletes.
+func writeCmd(batches ...[]string) []byte {
+	var m batchMerger
+	m.reset()
+	for _, ops := range batches {
+		b := lsm.NewBatch()
+		for _, op := range ops {
+			if k, ok := bytes.CutPrefix([]byte(op), []byte("-")); ok {
+				b.Delete(k)
+				continue
+			}
+			k, v, _ := bytes.Cut([]byte(op), []byte("="))
+			b.Put(k, v)
+		}
+		m.add(b.Repr(), b.Len())
+	}
+	return bytes.Clone(m.command())
+}
+
+func smGet(t testing.TB, s *stateMachine, key string) (string, error) {
+	t.Helper()
+	op := &readOp{key: []byte(key)}
+	if _, err := s.Lookup(&readBatch{ops: []*readOp{op}}); err != nil {
+		t.Fatal(err)
+	}
+	return string(op.val), op.err
+}
+
+func smRange(t testing.TB, s *stateMachine, start, end string, limit int) []store.KV {
+	t.Helper()
+	op := &readOp{isRange: true, start: []byte(start), end: []byte(end), limit: limit}
+	if _, err := s.Lookup(&readBatch{ops: []*readOp{op}}); err != nil {
+		t.Fatal(err)
+	}
+	if op.err != nil {
+		t.Fatal(op.err)
+	}
+	return op.kvs
+}
+
+func kvString(kvs []store.KV) string {
+	var b []byte
+	for _, kv := range kvs {
+		b = append(b, kv.Key...)
+		b = append(b, '=')
+		b = append(b, kv.Value...)
+		b = append(b, ' ')
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+func update(t testing.TB, s *stateMachine, ents ...sm.Entry) []sm.Entry {
+	t.Helper()
+	out, err := s.Update(ents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(ents) {
+		t.Fatalf("Update returned %d entries for %d", len(out), len(ents))
+	}
+	for i := range out {
+		if out[i].Index != ents[i].Index {
+			t.Fatalf("entry %d: index %d, want %d", i, out[i].Index, ents[i].Index)
+		}
+	}
+	return out
+}
+
+func TestStateMachineApply(t *testing.T) {
+	dir := t.TempDir()
+	s, applied := openSM(t, dir)
+	if applied != 0 {
+		t.Fatalf("new state machine at index %d", applied)
+	}
+	out := update(t, s,
+		sm.Entry{Index: 3, Cmd: writeCmd([]string{"a=1", "b=2"}, []string{"c=3", "a=10"})},
+		sm.Entry{Index: 5, Cmd: []byte{99, 1, 2}},                         // unknown kind
+		sm.Entry{Index: 6, Cmd: append([]byte{cmdWrite}, 1, 2, 3)},        // truncated batch
+		sm.Entry{Index: 7, Cmd: writeCmd([]string{"-b", "d="})},           // delete, empty value
+		sm.Entry{Index: 9, Cmd: encodeMember(member{ID: 4, Raft: "r4", Client: "c4"})},
+	)
+	wantResults := []uint64{resultApplied, resultRejected, resultRejected, resultApplied, resultApplied}
+	for i, e := range out {
+		if e.Result.Value != wantResults[i] {
+			t.Errorf("entry %d result %d, want %d", e.Index, e.Result.Value, wantResults[i])
+		}
+	}
+	for k, want := range map[string]string{"a": "10", "c": "3", "d": ""} {
+		if v, err := smGet(t, s, k); err != nil || v != want {
+			t.Errorf("get %s = %q, %v; want %q", k, v, err, want)
+		}
+	}
+	if _, err := smGet(t, s, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleted key: err %v, want ErrNotFound", err)
+	}
+	// Metadata never shows through user reads.
+	if got := kvString(smRange(t, s, "", "", 100)); got != "a=10 c=3 d=" {
+		t.Errorf("range = %q", got)
+	}
+	if got := kvString(smRange(t, s, "b", "d", 100)); got != "c=3" {
+		t.Errorf("range [b,d) = %q", got)
+	}
+	if got := kvString(smRange(t, s, "", "", 2)); got != "a=10 c=3" {
+		t.Errorf("range limit 2 = %q", got)
+	}
+	ms, err := s.Lookup(membersQuery{})
+	if err != nil || !slices.Equal(ms.([]member), []member{{ID: 4, Raft: "r4", Client: "c4"}}) {
+		t.Errorf("members = %v, %v", ms, err)
+	}
+
+	// Clear in the middle of an Update sees the entries before it and not
+	// the ones after.
+	update(t, s,
+		sm.Entry{Index: 10, Cmd: writeCmd([]string{"e=5"})},
+		sm.Entry{Index: 11, Cmd: []byte{cmdClear}},
+		sm.Entry{Index: 12, Cmd: writeCmd([]string{"f=6"})},
+		sm.Entry{Index: 13, Cmd: encodeForget(4)},
+	)
+	if got := kvString(smRange(t, s, "", "", 100)); got != "f=6" {
+		t.Errorf("after clear: range = %q", got)
+	}
+	if ms, _ := s.Lookup(membersQuery{}); len(ms.([]member)) != 0 {
+		t.Errorf("members after forget = %v", ms)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lookup(&readBatch{}); !errors.Is(err, errSMClosed) {
+		t.Errorf("lookup after close: %v", err)
+	}
+
+	s, applied = openSM(t, dir)
+	defer s.Close()
+	if applied != 13 {
+		t.Errorf("reopened at index %d, want 13", applied)
+	}
+	if got := kvString(smRange(t, s, "", "", 100)); got != "f=6" {
+		t.Errorf("after reopen: range = %q", got)
+	}
+}
+
+// TestStateMachineAppliedMatchesData checks the atomicity contract: the
+// index Open reports is exactly that of the data it holds, whatever was
+// lost after the last Sync.
+func TestStateMachineAppliedMatchesData(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openSM(t, dir)
+	update(t, s, sm.Entry{Index: 1, Cmd: writeCmd([]string{"k=1"})})
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, sm.Entry{Index: 2, Cmd: writeCmd([]string{"k=2"})})
+	// Close without Sync: with the WAL off, entry 2 may or may not have
+	// reached disk, but index and data must agree.
+	s.Close()
+	s, applied := openSM(t, dir)
+	defer s.Close()
+	v, err := smGet(t, s, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case applied == 1 && v == "1", applied == 2 && v == "2":
+	default:
+		t.Fatalf("applied %d with k=%s", applied, v)
+	}
+	// Replaying from the reported index reaches the same state.
+	if applied == 1 {
+		update(t, s, sm.Entry{Index: 2, Cmd: writeCmd([]string{"k=2"})})
+	}
+	if v, _ := smGet(t, s, "k"); v != "2" {
+		t.Fatalf("after replay k=%s", v)
+	}
+}
+
+func TestStateMachineLargeUpdateChunks(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openSM(t, dir)
+	value := string(bytes.Repeat([]byte("v"), 64<<10))
+	var ents []sm.Entry
+	for i := range 100 { // 6.4 MB: more than one chunk
+		ents = append(ents, sm.Entry{Index: uint64(i + 1), Cmd: writeCmd([]string{string(rune('A'+i%26)) + string(rune('a'+i/26)) + "=" + value})})
+	}
+	update(t, s, ents...)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, applied := openSM(t, dir)
+	defer s.Close()
+	if applied != 100 {
+		t.Fatalf("applied %d, want 100", applied)
+	}
+	if n := len(smRange(t, s, "", "", 1000)); n != 100 {
+		t.Fatalf("%d keys, want 100", n)
+	}
+}
+
+func snapshotBytes(t testing.TB, s *stateMachine) []byte {
+	t.Helper()
+	ctx, err := s.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := s.SaveSnapshot(ctx, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	src, _ := openSM(t, t.TempDir())
+	defer src.Close()
+	update(t, src,
+		sm.Entry{Index: 4, Cmd: writeCmd([]string{"a=1", "b=2", "c=3"})},
+		sm.Entry{Index: 8, Cmd: encodeMember(member{ID: 5, Raft: "r5", Client: "c5"})},
+	)
+	ctx, err := src.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes after PrepareSnapshot are not in the snapshot.
+	update(t, src, sm.Entry{Index: 9, Cmd: writeCmd([]string{"z=26", "-a"})})
+	var buf bytes.Buffer
+	if err := src.SaveSnapshot(ctx, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	dst, _ := openSM(t, dir)
+	update(t, dst, sm.Entry{Index: 2, Cmd: writeCmd([]string{"old=1"})})
+	if err := dst.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), nil); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *stateMachine) {
+		t.Helper()
+		if got := kvString(smRange(t, s, "", "", 100)); got != "a=1 b=2 c=3" {
+			t.Errorf("range = %q", got)
+		}
+		if ms, _ := s.Lookup(membersQuery{}); len(ms.([]member)) != 1 {
+			t.Errorf("members = %v", ms)
+		}
+	}
+	check(dst)
+	if dst.applied != 8 {
+		t.Errorf("applied after recover = %d, want 8", dst.applied)
+	}
+	if err := dst.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	names, _ := vfs.Default.List(dir)
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"CURRENT", "db-000002"}) {
+		t.Errorf("directory holds %v", names)
+	}
+	dst, applied := openSM(t, dir)
+	defer dst.Close()
+	if applied != 8 {
+		t.Errorf("reopened at %d, want 8", applied)
+	}
+	check(dst)
+}
+
+func TestSnapshotCorruptStreamKeepsState(t *testing.T) {
+	src, _ := openSM(t, t.TempDir())
+	defer src.Close()
+	update(t, src, sm.Entry{Index: 4, Cmd: writeCmd([]string{"a=1", "b=2"})})
+	good := snapshotBytes(t, src)
+
+	cases := map[string][]byte{
+		"empty":     nil,
+		"bad magic": append([]byte("XXXXXXXX"), good[8:]...),
+		"truncated": good[:len(good)-3],
+		"bit flip": func() []byte {
+			b := bytes.Clone(good)
+			b[10] ^= 0x40
+			return b
+		}(),
+		"huge length": append([]byte(snapshotMagic), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f),
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			dst, _ := openSM(t, dir)
+			defer dst.Close()
+			update(t, dst, sm.Entry{Index: 2, Cmd: writeCmd([]string{"old=1"})})
+			err := dst.RecoverFromSnapshot(bytes.NewReader(data), nil)
+			if err == nil {
+				t.Fatal("recovered from a bad stream")
+			}
+			if got := kvString(smRange(t, dst, "", "", 100)); got != "old=1" {
+				t.Errorf("state changed to %q", got)
+			}
+			if names, _ := vfs.Default.List(dir); len(names) != 2 {
+				t.Errorf("leftovers: %v", names)
+			}
+		})
+	}
+}
+
+func TestSnapshotStopped(t *testing.T) {
+	src, _ := openSM(t, t.TempDir())
+	defer src.Close()
+	update(t, src, sm.Entry{Index: 4, Cmd: writeCmd([]string{"a=1"})})
+	ctx, _ := src.PrepareSnapshot()
+	stop := make(chan struct{})
+	close(stop)
+	if err := src.SaveSnapshot(ctx, &bytes.Buffer{}, stop); !errors.Is(err, sm.ErrSnapshotStopped) {
+		t.Errorf("save: %v", err)
+	}
+	data := snapshotBytes(t, src)
+	dst, _ := openSM(t, t.TempDir())
+	defer dst.Close()
+	if err := dst.RecoverFromSnapshot(bytes.NewReader(data), stop); err != sm.ErrSnapshotStopped {
+		t.Errorf("recover: %v", err)
+	}
+}
+
+func FuzzApply(f *testing.F) {
+	f.Add(writeCmd([]string{"a=1", "-b"}))
+	f.Add([]byte{cmdClear})
+	f.Add(encodeMember(member{ID: 1, Raft: "r", Client: "c"}))
+	f.Add(encodeForget(3))
+	f.Add([]byte{cmdWrite, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 5, 'k'})
+	s, _ := openSM(f, f.TempDir())
+	f.Cleanup(func() { s.Close() })
+	index := uint64(0)
+	f.Fuzz(func(t *testing.T, cmd []byte) {
+		index++
+		out, err := s.Update([]sm.Entry{{Index: index, Cmd: cmd}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := out[0].Result.Value; r != resultApplied && r != resultRejected {
+			t.Fatalf("result %d", r)
+		}
+		if s.applied != index {
+			t.Fatalf("applied %d, want %d", s.applied, index)
+		}
+	})
+}
+
+func FuzzSnapshotRead(f *testing.F) {
+	src, _ := openSM(f, f.TempDir())
+	update(f, src, sm.Entry{Index: 4, Cmd: writeCmd([]string{"a=1", "b=2"})})
+	f.Add(snapshotBytes(f, src))
+	src.Close()
+	f.Add([]byte(snapshotMagic))
+	f.Add(append([]byte(snapshotMagic), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dst, _ := openSM(t, t.TempDir())
+		defer dst.Close()
+		if err := dst.RecoverFromSnapshot(bytes.NewReader(data), nil); err == nil {
+			// Whatever was accepted must reopen.
+			dst.Close()
+		}
+	})
+}

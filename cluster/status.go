@@ -1,0 +1,187 @@
+package cluster
+
+import (
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+
+	"github.com/kvstore/kv/store"
+)
+
+const (
+	// statusInterval is how often the cached status is rebuilt.
+	statusInterval = 500 * time.Millisecond
+	// dialTimeout bounds a liveness probe of a member's raft port.
+	dialTimeout = 300 * time.Millisecond
+)
+
+// view is a snapshot of the cluster's state as this node sees it, rebuilt
+// in the background so Status, Nodes and Leader never wait on the network.
+type view struct {
+	status store.Status
+	nodes  []store.Node // by id
+}
+
+func (c *Cluster) statusLoop() {
+	defer c.loops.Done()
+	t := time.NewTicker(statusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.refresh()
+		}
+	}
+}
+
+// refresh rebuilds the view of the members: the union of every local
+// replica's membership (the configured members until a replica knows
+// better); a member is up if its raft port accepts a connection (this node
+// always is). Leaders are not cached: Status asks dragonboat, which keeps
+// them in memory.
+func (c *Cluster) refresh() {
+	raftAddrs := make(map[uint64]string)
+	if info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
+		for _, si := range info.ShardInfoList {
+			for id, addr := range si.Replicas {
+				raftAddrs[id] = addr
+			}
+		}
+	}
+	if len(raftAddrs) == 0 {
+		// Until a replica reports membership, the bootstrap list is it.
+		for _, m := range c.cfg.Cluster.Members {
+			raftAddrs[m.ID] = m.Raft
+		}
+	}
+	clients := make(map[uint64]string)
+	for _, m := range c.cfg.Cluster.Members {
+		clients[m.ID] = m.Client
+	}
+	for _, m := range c.registeredMembers() {
+		clients[m.ID] = m.Client
+	}
+	if _, ok := clients[c.nodeID]; !ok {
+		clients[c.nodeID] = c.cfg.Server.Listen
+	}
+	nodes := c.probe(raftAddrs, clients)
+
+	up := 0
+	for _, n := range nodes {
+		if n.Up {
+			up++
+		}
+	}
+	st := store.Status{
+		Mode:    "cluster",
+		NodeID:  c.nodeID,
+		Nodes:   len(nodes),
+		NodesUp: up,
+		Shards:  c.shards,
+	}
+	c.view.Store(&view{status: st, nodes: nodes})
+}
+
+// probe builds the member list, dialling every other member's raft port
+// at once.
+func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) []store.Node {
+	if _, ok := raftAddrs[c.nodeID]; !ok {
+		raftAddrs[c.nodeID] = c.cfg.Cluster.RaftAddress
+	}
+	nodes := make([]store.Node, 0, len(raftAddrs))
+	for id, addr := range raftAddrs {
+		nodes = append(nodes, store.Node{ID: id, Raft: addr, Client: clients[id]})
+	}
+	slices.SortFunc(nodes, func(a, b store.Node) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	var wg sync.WaitGroup
+	for i := range nodes {
+		if nodes[i].ID == c.nodeID {
+			nodes[i].Up = true
+			continue
+		}
+		wg.Add(1)
+		go func(n *store.Node) {
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", n.Raft, dialTimeout)
+			if err == nil {
+				conn.Close()
+				n.Up = true
+			}
+		}(&nodes[i])
+	}
+	wg.Wait()
+	return nodes
+}
+
+// registeredMembers reads the member records of shard 1 from the local
+// replica (nil until it is open).
+func (c *Cluster) registeredMembers() []member {
+	v, err := c.nh.StaleRead(1, membersQuery{})
+	if err != nil {
+		return nil
+	}
+	ms, _ := v.([]member)
+	return ms
+}
+
+// Status reports the members as of the last refresh and the shards'
+// leaders as of now; it never blocks on the network.
+func (c *Cluster) Status() store.Status {
+	st := store.Status{Mode: "cluster", NodeID: c.nodeID, Shards: c.shards}
+	if v := c.view.Load(); v != nil {
+		st = v.status
+	}
+	for s := uint64(1); s <= uint64(c.shards); s++ {
+		if _, _, ok, err := c.nh.GetLeaderID(s); err == nil && ok {
+			st.ShardsWithLeader++
+		}
+	}
+	switch {
+	case st.ShardsWithLeader < c.shards:
+		st.State = "unavailable"
+	case st.NodesUp < st.Nodes:
+		st.State = "degraded"
+	default:
+		st.State = "healthy"
+	}
+	return st
+}
+
+// Nodes lists the members as of the last refresh.
+func (c *Cluster) Nodes() []store.Node {
+	if v := c.view.Load(); v != nil {
+		return slices.Clone(v.nodes)
+	}
+	return nil
+}
+
+// Leader reports the member leading the shard that owns key, as this node
+// currently knows it.
+func (c *Cluster) Leader(key []byte) (store.Node, error) {
+	shard := shardOf(key, c.shards)
+	id, _, ok, err := c.nh.GetLeaderID(shard)
+	if err != nil || !ok || id == 0 {
+		return store.Node{}, errNoLeader(shard)
+	}
+	if v := c.view.Load(); v != nil {
+		for _, n := range v.nodes {
+			if n.ID == id {
+				return n, nil
+			}
+		}
+	}
+	return store.Node{ID: id, Up: true}, nil
+}

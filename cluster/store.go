@@ -1,0 +1,257 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// Get reads key from the shard that owns it: after a ReadIndex round by
+// default, directly from the local replica in stale mode.
+func (c *Cluster) Get(key []byte, done func([]byte, error)) {
+	if c.closed.Load() {
+		done(nil, errClosed)
+		return
+	}
+	shard := shardOf(key, c.shards)
+	req := &readReq{
+		op:      readOp{key: bytes.Clone(key)},
+		getDone: done,
+	}
+	if c.stale {
+		c.staleRead(shard, req)
+		return
+	}
+	req.deadline = time.Now().Add(c.timeout)
+	c.readers[shard-1].enqueue(req)
+}
+
+// staleRead serves req from the local replica on the caller's goroutine.
+func (c *Cluster) staleRead(shard uint64, req *readReq) {
+	_, err := c.nh.StaleRead(shard, &readBatch{ops: []*readOp{&req.op}})
+	if err != nil {
+		err = c.mapError(shard, err)
+	}
+	req.complete(err)
+}
+
+// Write splits b by shard and proposes each part; done runs once every
+// part is committed and applied here, or with the first failure. A batch
+// is atomic within each shard, not across shards.
+func (c *Cluster) Write(b *lsm.Batch, done func(error)) {
+	if c.closed.Load() {
+		done(errClosed)
+		return
+	}
+	n := b.Len()
+	if n == 0 {
+		done(nil)
+		return
+	}
+	deadline := time.Now().Add(c.timeout)
+	shard, single := c.singleShard(b)
+	if single {
+		c.proposers[shard-1].enqueue(&writeOp{kind: cmdWrite, data: b.Repr(), count: n, deadline: deadline, done: done})
+		return
+	}
+	parts := make([]*lsm.Batch, c.shards)
+	err := b.Each(func(del bool, key, value []byte) error {
+		s := shardOf(key, c.shards) - 1
+		if parts[s] == nil {
+			parts[s] = lsm.NewBatch()
+		}
+		if del {
+			parts[s].Delete(key)
+		} else {
+			parts[s].Put(key, value)
+		}
+		return nil
+	})
+	if err != nil {
+		done(fmt.Errorf("bad batch: %w", err))
+		return
+	}
+	count := 0
+	for _, p := range parts {
+		if p != nil {
+			count++
+		}
+	}
+	j := newJoiner(count, done)
+	for i, p := range parts {
+		if p != nil {
+			c.proposers[i].enqueue(&writeOp{kind: cmdWrite, data: p.Repr(), count: p.Len(), deadline: deadline, done: j.part})
+		}
+	}
+}
+
+// singleShard reports whether every key of b is in one shard, and which.
+func (c *Cluster) singleShard(b *lsm.Batch) (uint64, bool) {
+	var shard uint64
+	errSplit := errors.New("split")
+	err := b.Each(func(_ bool, key, _ []byte) error {
+		s := shardOf(key, c.shards)
+		if shard == 0 {
+			shard = s
+		} else if s != shard {
+			return errSplit
+		}
+		return nil
+	})
+	return shard, err == nil && shard != 0
+}
+
+// joiner completes a request made of parts once every part is done. If
+// every part succeeded the request did; if every part failed definitely
+// (nothing applied) the request failed with the first error; otherwise
+// some part may have been applied, and the request's outcome is unknown.
+type joiner struct {
+	total     int
+	mu        sync.Mutex
+	remaining int
+	failed    int
+	unknown   bool
+	first     error
+	done      func(error)
+}
+
+func newJoiner(parts int, done func(error)) *joiner {
+	return &joiner{total: parts, remaining: parts, done: done}
+}
+
+func (j *joiner) part(err error) {
+	j.mu.Lock()
+	if err != nil {
+		j.failed++
+		if j.first == nil {
+			j.first = err
+		}
+		if errors.Is(err, store.ErrTimeout) {
+			j.unknown = true
+		}
+	}
+	j.remaining--
+	last := j.remaining == 0
+	failed := j.failed
+	j.mu.Unlock()
+	if !last {
+		return
+	}
+	switch {
+	case j.first == nil:
+		j.done(nil)
+	case j.unknown && errors.Is(j.first, store.ErrTimeout):
+		j.done(j.first)
+	case j.unknown || failed < j.total:
+		j.done(fmt.Errorf("%w (partly applied: %v)", store.ErrTimeout, j.first))
+	default:
+		j.done(j.first)
+	}
+}
+
+// Range collects up to limit pairs from every shard and merges them.
+func (c *Cluster) Range(start, end []byte, limit int, done func([]store.KV, error)) {
+	if c.closed.Load() {
+		done(nil, errClosed)
+		return
+	}
+	if limit <= 0 || (len(end) > 0 && bytes.Compare(start, end) >= 0) {
+		done(nil, nil)
+		return
+	}
+	rc := &rangeCollector{remaining: c.shards, limit: limit, done: done}
+	start, end = bytes.Clone(start), bytes.Clone(end)
+	deadline := time.Now().Add(c.timeout)
+	for s := uint64(1); s <= uint64(c.shards); s++ {
+		req := &readReq{
+			op:       readOp{isRange: true, start: start, end: end, limit: limit},
+			deadline: deadline,
+			kvDone:   rc.add,
+		}
+		if c.stale {
+			c.staleRead(s, req)
+		} else {
+			c.readers[s-1].enqueue(req)
+		}
+	}
+}
+
+// rangeCollector merges the per-shard answers of a Range.
+type rangeCollector struct {
+	mu        sync.Mutex
+	remaining int
+	parts     [][]store.KV
+	err       error
+	limit     int
+	done      func([]store.KV, error)
+}
+
+func (rc *rangeCollector) add(kvs []store.KV, err error) {
+	rc.mu.Lock()
+	if err != nil && rc.err == nil {
+		rc.err = err
+	}
+	if len(kvs) > 0 {
+		rc.parts = append(rc.parts, kvs)
+	}
+	rc.remaining--
+	last := rc.remaining == 0
+	rc.mu.Unlock()
+	if !last {
+		return
+	}
+	if rc.err != nil {
+		rc.done(nil, rc.err)
+		return
+	}
+	rc.done(mergeKVs(rc.parts, rc.limit), nil)
+}
+
+// mergeKVs merges sorted runs of distinct keys (each shard owns its keys)
+// and keeps the first limit.
+func mergeKVs(parts [][]store.KV, limit int) []store.KV {
+	switch len(parts) {
+	case 0:
+		return nil
+	case 1:
+		return parts[0][:min(limit, len(parts[0]))]
+	}
+	var all []store.KV
+	for _, p := range parts {
+		all = append(all, p...)
+	}
+	slices.SortFunc(all, func(a, b store.KV) int { return bytes.Compare(a.Key, b.Key) })
+	return all[:min(limit, len(all))]
+}
+
+// Clear deletes every key in every shard (FLUSHALL).
+func (c *Cluster) Clear(done func(error)) {
+	if c.closed.Load() {
+		done(errClosed)
+		return
+	}
+	deadline := time.Now().Add(c.timeout)
+	j := newJoiner(c.shards, done)
+	for _, p := range c.proposers {
+		p.enqueue(&writeOp{kind: cmdClear, data: []byte{cmdClear}, deadline: deadline, done: j.part})
+	}
+}
+
+// ApproxKeys sums the local replicas' key estimates (which, like the
+// engine's, count overwritten and deleted entries until compaction), less
+// the one metadata key per shard.
+func (c *Cluster) ApproxKeys() int64 {
+	c.smMu.Lock()
+	defer c.smMu.Unlock()
+	var n int64
+	for _, s := range c.sms {
+		n += max(s.approxKeys()-1, 0)
+	}
+	return n
+}

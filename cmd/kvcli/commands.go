@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+
+	"github.com/kvstore/kv/client"
+)
+
+// command is one kvcli command: how it is called and what it does. Output
+// goes to w; quote asks for values to be shown unambiguously (interactive
+// use) instead of as raw bytes (scripts).
+type command struct {
+	name    string
+	args    string // usage of the arguments
+	help    string
+	minArgs int
+	maxArgs int // -1: unbounded
+	run     func(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error
+}
+
+// usageError is a command typed wrongly; nothing was sent.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+var commands = []command{
+	{"put", "key value", "store value under key", 2, 2, runPut},
+	{"get", "key", "print the value of key", 1, 1, runGet},
+	{"delete", "key", "delete key", 1, 1, runDelete},
+	{"ping", "", "check the server answers", 0, 0, runPing},
+	{"range", "start end [limit]", "list pairs with start <= key < end (end \"\" = no bound)", 2, 3, runRange},
+	{"batch", "key value [key value ...]", "store several pairs atomically", 2, -1, runBatch},
+	{"cluster", "status | nodes | leader [key] | remove id", "cluster state and membership", 1, 2, runCluster},
+	{"raw", "FIELD [FIELD ...]", "send one pipe-protocol request as is, print the reply's fields", 1, -1, runRaw},
+}
+
+// lookup finds the command named by args[0] and checks its argument count.
+func lookup(args []string) (*command, error) {
+	if len(args) == 0 {
+		return nil, &usageError{"no command"}
+	}
+	name := strings.ToLower(args[0])
+	if name == "del" {
+		name = "delete"
+	}
+	for i := range commands {
+		cmd := &commands[i]
+		if cmd.name != name {
+			continue
+		}
+		n := len(args) - 1
+		if n < cmd.minArgs || (cmd.maxArgs >= 0 && n > cmd.maxArgs) || (cmd.name == "batch" && n%2 != 0) {
+			return nil, &usageError{fmt.Sprintf("usage: %s %s", cmd.name, cmd.args)}
+		}
+		if cmd.name == "cluster" {
+			if err := checkCluster(args[1:]); err != nil {
+				return nil, err
+			}
+		}
+		return cmd, nil
+	}
+	return nil, &usageError{fmt.Sprintf("unknown command %q (try help)", args[0])}
+}
+
+// execute runs one command line. client.ErrNotFound is returned for a
+// missing key, after nothing was printed.
+func execute(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
+	cmd, err := lookup(args)
+	if err != nil {
+		return err
+	}
+	return cmd.run(ctx, c, args[1:], w, quote)
+}
+
+// writeHelp lists the commands, and the prompt's own when prompt is set.
+func writeHelp(w io.Writer, prompt bool) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", c.name, c.args, c.help)
+	}
+	if prompt {
+		fmt.Fprintf(tw, "  help\tthis list\n  quit, exit\tleave\n")
+		fmt.Fprintf(tw, "  \t(quote arguments with blanks: put \"my key\" 'a value')\n")
+	}
+	tw.Flush()
+}
+
+func runPut(ctx context.Context, c *client.Client, args []string, w io.Writer, _ bool) error {
+	if err := c.Put(ctx, []byte(args[0]), []byte(args[1])); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "OK")
+	return err
+}
+
+func runGet(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
+	v, err := c.Get(ctx, []byte(args[0]))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, show(v, quote))
+	return err
+}
+
+func runDelete(ctx context.Context, c *client.Client, args []string, w io.Writer, _ bool) error {
+	if err := c.Delete(ctx, []byte(args[0])); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "OK")
+	return err
+}
+
+func runPing(ctx context.Context, c *client.Client, _ []string, w io.Writer, _ bool) error {
+	if err := c.Ping(ctx); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "PONG")
+	return err
+}
+
+func runRange(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
+	limit := 0
+	if len(args) == 3 {
+		n, err := strconv.Atoi(args[2])
+		if err != nil || n <= 0 {
+			return &usageError{fmt.Sprintf("range: limit must be a positive integer, got %q", args[2])}
+		}
+		limit = n
+	}
+	kvs, err := c.Range(ctx, []byte(args[0]), []byte(args[1]), limit)
+	if err != nil {
+		return err
+	}
+	if len(kvs) == 0 && quote {
+		_, err := fmt.Fprintln(w, "(empty)")
+		return err
+	}
+	for _, kv := range kvs {
+		if _, err := fmt.Fprintf(w, "%s\t%s\n", show(kv.Key, quote), show(kv.Value, quote)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runBatch(ctx context.Context, c *client.Client, args []string, w io.Writer, _ bool) error {
+	kvs := make([]client.KV, len(args)/2)
+	for i := range kvs {
+		kvs[i] = client.KV{Key: []byte(args[2*i]), Value: []byte(args[2*i+1])}
+	}
+	if err := c.Batch(ctx, kvs); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "OK (%d pairs)\n", len(kvs))
+	return err
+}
+
+func checkCluster(args []string) error {
+	switch strings.ToLower(args[0]) {
+	case "status", "nodes":
+		if len(args) == 1 {
+			return nil
+		}
+	case "leader":
+		return nil
+	case "remove":
+		if len(args) == 2 {
+			if _, err := strconv.ParseUint(args[1], 10, 64); err != nil {
+				return &usageError{fmt.Sprintf("cluster remove: node id must be a positive integer, got %q", args[1])}
+			}
+			return nil
+		}
+	}
+	return &usageError{"usage: cluster status | nodes | leader [key] | remove id"}
+}
+
+func runCluster(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
+	switch strings.ToLower(args[0]) {
+	case "status":
+		st, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		for _, f := range st.Fields() {
+			if _, err := fmt.Fprintf(w, "%s: %s\n", f.Name, f.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "nodes":
+		nodes, err := c.ClusterNodes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if _, err := fmt.Fprintln(w, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "leader":
+		var key []byte
+		if len(args) == 2 {
+			key = []byte(args[1])
+		}
+		leader, err := c.ClusterLeader(ctx, key)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, leader)
+		return err
+	case "remove":
+		id, err := strconv.ParseUint(args[1], 10, 64)
+		if err != nil {
+			return &usageError{fmt.Sprintf("cluster remove: node id must be a positive integer, got %q", args[1])}
+		}
+		if err := c.ClusterRemove(ctx, id); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, "OK")
+		return err
+	}
+	return checkCluster(args)
+}
+
+func runRaw(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
+	fields := make([][]byte, len(args))
+	for i, a := range args {
+		fields[i] = []byte(a)
+	}
+	reply, err := c.Do(ctx, fields...)
+	if err != nil {
+		return err
+	}
+	for i, f := range reply {
+		var err error
+		if quote {
+			_, err = fmt.Fprintf(w, "%d) %s\n", i+1, show(f, true))
+		} else {
+			_, err = fmt.Fprintf(w, "%s\n", f)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// show renders a key or value. Scripts get the bytes as they are; at the
+// prompt, anything that is not plain printable text (or is empty) is shown
+// as a Go-quoted string so that "", " " and "\x00" can be told apart.
+func show(b []byte, quote bool) string {
+	if !quote {
+		return string(b)
+	}
+	if len(b) > 0 && utf8.Valid(b) && printable(string(b)) {
+		return string(b)
+	}
+	return strconv.Quote(string(b))
+}
+
+// printable reports whether s reads back unambiguously when shown bare:
+// printable runes only, no surrounding spaces, not starting with a quote.
+func printable(s string) bool {
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return !strings.HasPrefix(s, `"`) && strings.TrimSpace(s) == s
+}
+
+// describe turns an error into the line shown at the prompt.
+func describe(err error) string {
+	var se *client.ServerError
+	var ue *usageError
+	switch {
+	case errors.Is(err, client.ErrNotFound):
+		return "(not found)"
+	case errors.As(err, &se):
+		return "(error) " + se.Msg
+	case errors.As(err, &ue):
+		return "(usage) " + ue.msg
+	}
+	return "(error) " + err.Error()
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// kvcli runs the program with args against s and returns its exit status
+// and output.
+func kvcli(t *testing.T, s *fakeServer, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if s != nil {
+		args = append([]string{"-addr", s.addr()}, args...)
+	}
+	code = run(args, strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestOneShotCommands(t *testing.T) {
+	s := newFakeServer(t, "")
+	tests := []struct {
+		args    []string
+		code    int
+		stdout  string
+		stderr  string   // substring
+		request []string // last request the server saw; nil: not checked
+	}{
+		{[]string{"ping"}, 0, "PONG\n", "", []string{"PING"}},
+		{[]string{"put", "k1", "hello world"}, 0, "OK\n", "", []string{"PUT", "k1", "hello world"}},
+		{[]string{"get", "k1"}, 0, "hello world\n", "", []string{"GET", "k1"}},
+		{[]string{"GET", "k1"}, 0, "hello world\n", "", nil},
+		{[]string{"put", "a|b", "x\\y\nz"}, 0, "OK\n", "", []string{"PUT", "a|b", "x\\y\nz"}},
+		{[]string{"get", "a|b"}, 0, "x\\y\nz\n", "", nil},
+		{[]string{"get", "missing"}, 1, "", "(not found)", nil},
+		{[]string{"delete", "k1"}, 0, "OK\n", "", []string{"DELETE", "k1"}},
+		{[]string{"del", "k1"}, 0, "OK\n", "", []string{"DELETE", "k1"}},
+		{[]string{"get", "k1"}, 1, "", "", nil},
+		{[]string{"batch", "b1", "1", "b2", "2", "b3", "3"}, 0, "OK (3 pairs)\n", "", []string{"BATCH", "b1", "1", "b2", "2", "b3", "3"}},
+		{[]string{"range", "b1", "b3"}, 0, "b1\t1\nb2\t2\n", "", []string{"RANGE", "b1", "b3"}},
+		{[]string{"range", "b", "", "2"}, 0, "b1\t1\nb2\t2\n", "", []string{"RANGE", "b", "", "2"}},
+		{[]string{"range", "z", ""}, 0, "", "", nil},
+		{[]string{"cluster", "status"}, 0, "mode: standalone\nstate: healthy\nnode_id: 1\nnodes: 1\nnodes_up: 1\nshards: 1\nshards_with_leader: 1\n", "", []string{"CLUSTER_STATUS"}},
+		{[]string{"cluster", "nodes"}, 0, "id=1,client=127.0.0.1:8080,raft=,state=up\n", "", []string{"CLUSTER_NODES"}},
+		{[]string{"cluster", "leader"}, 0, "id=1,client=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER"}},
+		{[]string{"cluster", "leader", "k|x"}, 0, "id=1,client=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER", "k|x"}},
+		{[]string{"cluster", "remove", "3"}, 0, "OK\n", "", []string{"CLUSTER_REMOVE", "3"}},
+		{[]string{"cluster", "remove", "1"}, 2, "", "server error: cannot remove node 1", nil},
+		{[]string{"raw", "GET", "b1"}, 0, "VALUE\n1\n", "", []string{"GET", "b1"}},
+		{[]string{"raw", "FROB"}, 2, "", "unknown command 'FROB'", nil},
+		// Usage errors: nothing is sent.
+		{[]string{"get"}, 2, "", "usage: get key", nil},
+		{[]string{"put", "k"}, 2, "", "usage: put key value", nil},
+		{[]string{"batch", "k", "v", "k2"}, 2, "", "usage: batch", nil},
+		{[]string{"range", "a", "b", "0"}, 2, "", "limit must be a positive integer", nil},
+		{[]string{"cluster", "explode"}, 2, "", "usage: cluster status", nil},
+		{[]string{"cluster", "remove", "x"}, 2, "", "node id must be a positive integer", nil},
+		{[]string{"frob"}, 2, "", `unknown command "frob"`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errOut := kvcli(t, s, "", tt.args...)
+			if code != tt.code || out != tt.stdout || !strings.Contains(errOut, tt.stderr) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr containing %q",
+					code, out, errOut, tt.code, tt.stdout, tt.stderr)
+			}
+			if tt.request != nil && !reflect.DeepEqual(s.last(), tt.request) {
+				t.Fatalf("server got %q, want %q", s.last(), tt.request)
+			}
+		})
+	}
+}
+
+func TestHostPortFlags(t *testing.T) {
+	s := newFakeServer(t, "")
+	host, port, _ := net.SplitHostPort(s.addr())
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-h", host, "-p", port, "ping"}, strings.NewReader(""), &out, &errOut); code != 0 || out.String() != "PONG\n" {
+		t.Fatalf("exit %d, %q, %q", code, out.String(), errOut.String())
+	}
+}
+
+func TestPassword(t *testing.T) {
+	s := newFakeServer(t, "pw")
+	if code, out, errOut := kvcli(t, s, "", "-a", "pw", "put", "k", "v"); code != 0 || out != "OK\n" {
+		t.Fatalf("with password: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, _, errOut := kvcli(t, s, "", "put", "k", "v"); code != 2 || !strings.Contains(errOut, "NOAUTH") {
+		t.Fatalf("without password: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := kvcli(t, s, "", "-a", "nope", "ping"); code != 2 || !strings.Contains(errOut, "invalid password") {
+		t.Fatalf("wrong password: exit %d, %q", code, errOut)
+	}
+}
+
+func TestNoServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, _, errOut := kvcli(t, nil, "", "-addr", addr, "ping")
+	if code != 2 || !strings.Contains(errOut, addr) {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	code, out, _ := kvcli(t, nil, "", "-version")
+	if code != 0 || out != "kvcli dev\n" {
+		t.Fatalf("-version: exit %d, %q", code, out)
+	}
+	code, out, _ = kvcli(t, nil, "", "help")
+	if code != 0 || !strings.Contains(out, "range start end [limit]") {
+		t.Fatalf("help: exit %d, %q", code, out)
+	}
+	code, _, errOut := kvcli(t, nil, "", "-help")
+	if code != 0 || !strings.Contains(errOut, "Usage: kvcli") {
+		t.Fatalf("-help: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := kvcli(t, nil, "", "-bogus"); code != 2 {
+		t.Fatalf("bad flag: exit %d", code)
+	}
+}
+
+// The prompt, fed from a non-terminal: commands, quoting, readable
+// replies, errors that do not end the session, and quit.
+func TestInteractive(t *testing.T) {
+	s := newFakeServer(t, "")
+	input := strings.Join([]string{
+		`put greeting "hello world"`,
+		`get greeting`,
+		`put "it's" "a\x00b"`,
+		`get "it's"`,
+		`put empty ""`,
+		`get empty`,
+		`get nothing`,
+		``,
+		`frob`,
+		`get "unterminated`,
+		`range "" ""`,
+		`range x ""`,
+		`raw GET greeting`,
+		`cluster status`,
+		`help`,
+		`quit`,
+		`put after quit`,
+	}, "\n")
+	code, out, errOut := kvcli(t, s, input)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	want := []string{
+		"OK",
+		"hello world",
+		"OK",
+		`"a\x00b"`,
+		"OK",
+		`""`,
+		"(not found)",
+		`(usage) unknown command "frob" (try help)`,
+		"(usage) unbalanced quotes",
+		"empty\t\"\"",
+		"greeting\thello world",
+		"it's\t\"a\\x00b\"",
+		"(empty)",
+		"1) VALUE",
+		"2) hello world",
+		"mode: standalone",
+	}
+	lines := strings.Split(out, "\n")
+	for i, w := range want {
+		if i >= len(lines) || lines[i] != w {
+			t.Fatalf("output line %d = %q, want %q\nfull output:\n%s", i, lines[min(i, len(lines)-1)], w, out)
+		}
+	}
+	if !strings.Contains(out, "quit, exit") {
+		t.Errorf("help output missing the prompt's commands:\n%s", out)
+	}
+	if _, ok := s.data["after"]; ok {
+		t.Error("a command after quit was run")
+	}
+}
+
+func TestSplitArgs(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"", nil, false},
+		{"   ", nil, false},
+		{"get k", []string{"get", "k"}, false},
+		{"  put\tk   v  ", []string{"put", "k", "v"}, false},
+		{`put "a b" 'c d'`, []string{"put", "a b", "c d"}, false},
+		{`put k ""`, []string{"put", "k", ""}, false},
+		{`put k ''`, []string{"put", "k", ""}, false},
+		{`"a\"b\\c\n\r\t\0"`, []string{"a\"b\\c\n\r\t\x00"}, false},
+		{`"\x41\xff"`, []string{"A\xff"}, false},
+		{`'don\'t' 'a\nb'`, []string{"don't", `a\nb`}, false},
+		{`pre"mid dle"post`, []string{"premid dlepost"}, false},
+		{`a|b`, []string{"a|b"}, false},
+		{`"open`, nil, true},
+		{`'open`, nil, true},
+		{`"trailing\`, nil, true},
+		{`"\x4"`, nil, true},
+		{`"\xzz"`, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := splitArgs(tt.in)
+		if (err != nil) != tt.err || (!tt.err && !reflect.DeepEqual(got, tt.want)) {
+			t.Errorf("splitArgs(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestShow(t *testing.T) {
+	tests := []struct {
+		in    string
+		quote bool
+		want  string
+	}{
+		{"plain", false, "plain"},
+		{"a\x00b", false, "a\x00b"},
+		{"plain text", true, "plain text"},
+		{"", true, `""`},
+		{" padded", true, `" padded"`},
+		{"a\x00b", true, `"a\x00b"`},
+		{"tab\there", true, `"tab\there"`},
+		{"\xff", true, `"\xff"`},
+		{`"quoted"`, true, `"\"quoted\""`},
+		{"héllo", true, "héllo"},
+	}
+	for _, tt := range tests {
+		if got := show([]byte(tt.in), tt.quote); got != tt.want {
+			t.Errorf("show(%q, %v) = %q, want %q", tt.in, tt.quote, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,206 @@
+// Command kvserver runs a key-value store node: standalone on one LSM
+// engine, or a member of a raft cluster. It serves the pipe protocol and
+// RESP2 on one port.
+//
+//	kvserver                      # standalone on 127.0.0.1:8080, data in ./data
+//	kvserver -c conf/node1.toml   # settings from a TOML file; flags override it
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/server"
+	"github.com/kvstore/kv/store"
+)
+
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "kvserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("kvserver", flag.ContinueOnError)
+	var (
+		file        = fs.String("c", "", "TOML configuration file (default: built-in standalone settings)")
+		listen      = fs.String("listen", "", "client address host:port (overrides server.listen)")
+		adminListen = fs.String("admin", "", "admin HTTP address host:port (overrides server.admin_listen; \"off\" disables)")
+		dir         = fs.String("dir", "", "data directory (overrides storage.dir)")
+		syncMode    = fs.String("sync", "", "always | batch | none (overrides storage.sync)")
+		showVersion = fs.Bool("version", false, "print the version and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Println("kvserver", version)
+		return nil
+	}
+	cfg := conf.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = conf.Load(*file); err != nil {
+			return err
+		}
+	}
+	if *listen != "" {
+		cfg.Server.Listen = *listen
+	}
+	if *adminListen == "off" {
+		cfg.Server.AdminListen = ""
+	} else if *adminListen != "" {
+		cfg.Server.AdminListen = *adminListen
+	}
+	if *dir != "" {
+		cfg.Storage.Dir = *dir
+	}
+	if *syncMode != "" {
+		cfg.Storage.Sync = *syncMode
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	logger, closeLog, err := newLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+
+	mode := "standalone"
+	if cfg.Cluster.Enabled {
+		mode = "cluster"
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	st, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if em, ok := st.(interface{ EngineMetrics() lsm.Metrics }); ok {
+		reg.MustRegister(server.NewEngineCollector(em.EngineMetrics))
+	}
+	srv := server.New(cfg.Server, st, server.Info{Version: version, Mode: mode, DataDir: cfg.Storage.Dir, Sync: cfg.Storage.Sync},
+		logger, server.NewMetrics(reg))
+
+	var admin *server.Admin
+	if cfg.Server.AdminListen != "" {
+		if admin, err = server.StartAdmin(cfg.Server.AdminListen, st, reg, logger); err != nil {
+			st.Close()
+			return err
+		}
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve() }()
+	startCtx, cancelStart := context.WithTimeout(ctx, 10*time.Second)
+	select {
+	case err := <-serveErr:
+		cancelStart()
+		st.Close()
+		return err
+	case <-waitStarted(startCtx, srv):
+	}
+	cancelStart()
+	logger.Info("kvserver started", "version", version, "listen", cfg.Server.Listen, "admin", cfg.Server.AdminListen,
+		"dir", cfg.Storage.Dir, "mode", mode, "sync", cfg.Storage.Sync)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case err := <-serveErr:
+		st.Close()
+		return err
+	case sig := <-sigs:
+		logger.Info("shutting down", "signal", sig.String())
+	}
+	go func() {
+		sig := <-sigs
+		logger.Warn("second signal, exiting at once", "signal", sig.String())
+		os.Exit(1)
+	}()
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := <-serveErr; err != nil {
+		errs = append(errs, err)
+	}
+	if admin != nil {
+		_ = admin.Close(shutdownCtx)
+	}
+	if err := st.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	logger.Info("kvserver stopped")
+	return nil
+}
+
+func waitStarted(ctx context.Context, srv *server.Server) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		_ = srv.WaitStarted(ctx)
+		close(ch)
+	}()
+	return ch
+}
+
+// openStore opens the standalone engine or joins the cluster.
+func openStore(ctx context.Context, cfg conf.Config, logger *slog.Logger) (store.Store, error) {
+	if cfg.Cluster.Enabled {
+		return openCluster(ctx, cfg, logger)
+	}
+	db, err := lsm.Open(cfg.Storage.Dir, store.LSMOptions(cfg.Storage, logger.With("component", "lsm")))
+	if err != nil {
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
+	return store.NewLocal(db, cfg.Server.Listen), nil
+}
+
+func newLogger(c conf.Log) (*slog.Logger, func(), error) {
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if c.File != "" {
+		f, err := os.OpenFile(c.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file: %w", err)
+		}
+		w = f
+		closeFn = func() { f.Close() }
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if c.Format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(h), closeFn, nil
+}

@@ -1,0 +1,54 @@
+package codec
+
+// Default limits, used when a Limits field is zero or negative.
+const (
+	DefaultMaxFrame = 32 << 20  // bytes of one request
+	DefaultMaxArgs  = 1 << 20   // fields or elements of one request
+	DefaultMaxBulk  = 512 << 20 // bytes of one RESP bulk string
+)
+
+const (
+	// maxInline bounds a RESP inline command line, as Redis's
+	// PROTO_INLINE_MAX_SIZE does.
+	maxInline = 64 << 10
+
+	// maxHeaderDigits bounds the number after a RESP type byte:
+	// len("-9223372036854775808") == 20. A header line that has no CRLF
+	// within that many bytes can never be valid, so the decoder stops
+	// waiting for one.
+	maxHeaderDigits = 20
+
+	// maxRetainedScratch and maxRetainedFields bound what a decoder keeps
+	// between frames, so one huge request does not pin its memory for the
+	// life of the connection.
+	maxRetainedScratch = 1 << 20
+	maxRetainedFields  = 1 << 16
+)
+
+// Limits bounds what a decoder accepts. The zero value means the defaults.
+type Limits struct {
+	MaxFrame int // max bytes of one request (pipe line / RESP array incl. headers); 0 = 32 MiB
+	MaxArgs  int // max fields/elements per request; 0 = 1048576
+	MaxBulk  int // max RESP bulk length; 0 = 512 MiB (still bounded by MaxFrame)
+}
+
+func (l Limits) maxFrame() int {
+	if l.MaxFrame <= 0 {
+		return DefaultMaxFrame
+	}
+	return l.MaxFrame
+}
+
+func (l Limits) maxArgs() int {
+	if l.MaxArgs <= 0 {
+		return DefaultMaxArgs
+	}
+	return l.MaxArgs
+}
+
+func (l Limits) maxBulk() int {
+	if l.MaxBulk <= 0 {
+		return DefaultMaxBulk
+	}
+	return l.MaxBulk
+}

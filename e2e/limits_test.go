@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOversizeFrame: a line over max_frame_bytes gets an error and the
+// connection is closed; the server keeps serving others.
+func TestOversizeFrame(t *testing.T) {
+	n := startNode(t, `max_frame_bytes = "64KiB"`+"\n"+`max_key_bytes = "1KiB"`, "")
+	p := dialPipe(t, n.addr)
+	p.send("PUT|k|" + strings.Repeat("x", 200*1024))
+	if got := p.recv(); got != "ERROR|request too large" {
+		t.Fatalf("oversize: %q", got)
+	}
+	p.expectClosed()
+	q := dialPipe(t, n.addr)
+	if got := q.do("PING"); got != "PONG" {
+		t.Fatalf("server after oversize frame: %q", got)
+	}
+}
+
+// TestBinaryGarbage: random bytes never crash the server.
+func TestBinaryGarbage(t *testing.T) {
+	n := startNode(t, `max_frame_bytes = "64KiB"`, "")
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 40; i++ {
+		c, err := net.Dial("tcp", n.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, rng.Intn(100000)+1)
+		rng.Read(buf)
+		if i%2 == 0 {
+			buf[0] = '*' // the RESP parser too
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(buf)
+		c.Close()
+	}
+	p := dialPipe(t, n.addr)
+	if got := p.do("PING"); got != "PONG" {
+		t.Fatalf("after garbage: %q", got)
+	}
+	r := newRedis(t, n.addr)
+	if err := r.Ping(ctxT(t)).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRESPProtocolError: malformed RESP gets "-ERR Protocol error" and a close.
+func TestRESPProtocolError(t *testing.T) {
+	n := startNode(t, "", "")
+	for _, in := range []string{"*1\r\n$-5\r\n", "*2\r\n+x\r\n", "*99999999999\r\n"} {
+		c, err := net.Dial("tcp", n.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(in))
+		r := bufio.NewReader(c)
+		line, _ := r.ReadString('\n')
+		if !strings.HasPrefix(line, "-ERR Protocol error") {
+			t.Errorf("%q: got %q", in, line)
+		}
+		if _, err := r.ReadByte(); err == nil {
+			t.Errorf("%q: connection left open", in)
+		}
+		c.Close()
+	}
+}
+
+// TestMaxConnections: connections over the limit get an error line and are
+// closed; the ones inside it keep working.
+func TestMaxConnections(t *testing.T) {
+	n := startNode(t, "max_connections = 5", "")
+	var held []*pipeConn
+	for i := 0; i < 5; i++ {
+		p := dialPipe(t, n.addr)
+		if got := p.do("PING"); got != "PONG" {
+			t.Fatalf("conn %d: %q", i, got)
+		}
+		held = append(held, p)
+	}
+	for i := 0; i < 20; i++ {
+		p := dialPipe(t, n.addr)
+		if got := p.recv(); got != "ERROR|max number of clients reached" {
+			t.Fatalf("excess conn: %q", got)
+		}
+		p.expectClosed()
+	}
+	for _, p := range held {
+		if got := p.do("PING"); got != "PONG" {
+			t.Fatalf("held conn: %q", got)
+		}
+	}
+}
+
+// TestIdleTimeout: idle connections are closed after idle_timeout, busy
+// ones are not.
+func TestIdleTimeout(t *testing.T) {
+	n := startNode(t, `idle_timeout = "300ms"`, "")
+	idle := dialPipe(t, n.addr)
+	busy := dialPipe(t, n.addr)
+	deadline := time.Now().Add(1200 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if got := busy.do("PING"); got != "PONG" {
+			t.Fatalf("busy conn: %q", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	idle.expectClosed()
+}
+
+// TestSlowReaderIsClosed: a client that pipelines 100k GETs of a 1 MiB
+// value and never reads is closed once its unsent output passes
+// max_output_bytes, and the server's memory stays bounded.
+func TestSlowReaderIsClosed(t *testing.T) {
+	n := startNode(t, `max_output_bytes = "32MiB"`, "")
+	p := dialPipe(t, n.addr)
+	if got := p.do("PUT|big|" + strings.Repeat("v", 1<<20)); got != "OK" {
+		t.Fatal(got)
+	}
+	c, err := net.Dial("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	req := bytes.Repeat([]byte("GET|big\n"), 1000)
+	closed := false
+	c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	for i := 0; i < 100; i++ {
+		if _, err := c.Write(req); err != nil {
+			closed = true
+			break
+		}
+	}
+	if !closed {
+		// The writes may all fit in kernel buffers; the server must still
+		// have closed us: reading yields EOF after the buffered replies.
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatal("slow reader was not closed")
+				}
+				break
+			}
+		}
+	}
+	if rss := rssBytes(t, n.cmd.Process.Pid); rss > 512<<20 {
+		t.Fatalf("server RSS %d MiB after a slow reader", rss>>20)
+	}
+	if got := dialPipe(t, n.addr).do("PING"); got != "PONG" {
+		t.Fatalf("server after slow reader: %q", got)
+	}
+}
+
+func rssBytes(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}

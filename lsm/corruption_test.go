@@ -1,0 +1,204 @@
+package lsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/lsm/record"
+)
+
+// walWithRecords writes n single-put batches with SyncAlways and closes the
+// DB without flushing, so that they live only in its one WAL. It returns
+// the FS, the WAL's name and the end offset of each record.
+func walWithRecords(t *testing.T, n int) (*vfs.MemFS, string, []int64) {
+	t.Helper()
+	fs := vfs.NewMem()
+	d := mustOpen(t, "/db", testOptions(fs))
+	for i := range n {
+		mustPut(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i))
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs := filesOfType(t, fs, "/db", fileTypeLog)
+	if len(logs) != 1 {
+		t.Fatalf("WALs %v, want one", logs)
+	}
+	name := makeFilename(fileTypeLog, logs[0])
+	r := record.NewReader(bytes.NewReader(readFile(t, fs, "/db/"+name)))
+	var ends []int64
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, r.Offset())
+	}
+	if len(ends) != n {
+		t.Fatalf("WAL holds %d records, want %d", len(ends), n)
+	}
+	return fs, name, ends
+}
+
+// TestWALTornTail truncates the WAL at every byte offset of its last record:
+// the DB must open, keep every earlier write and lose only that one, and
+// stay usable across another reopen.
+func TestWALTornTail(t *testing.T) {
+	const n = 20
+	fs, wal, ends := walWithRecords(t, n)
+	start, end := ends[n-2], ends[n-1]
+	cases := map[string]func([]byte) []byte{}
+	for cut := start; cut < end; cut++ {
+		cases[fmt.Sprint("cut", cut)] = func(b []byte) []byte { return b[:cut] }
+	}
+	cases["zero-tail"] = func(b []byte) []byte { return append(b[:start], make([]byte, 4096)...) }
+	cases["garbage-tail"] = func(b []byte) []byte { return append(b[:start], bytes.Repeat([]byte{0xa5}, 100)...) }
+	for name, edit := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+				if file == wal {
+					return edit(data)
+				}
+				return data
+			})
+			for range 2 {
+				d := mustOpen(t, "/db", testOptions(cfs))
+				for i := range n - 1 {
+					checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), true)
+				}
+				checkGet(t, d, fmt.Sprintf("k%03d", n-1), "", false)
+				mustPut(t, d, "after", "repair")
+				if err := d.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+	// The intact WAL loses nothing.
+	d := mustOpen(t, "/db", testOptions(fs))
+	defer d.Close()
+	checkGet(t, d, fmt.Sprintf("k%03d", n-1), fmt.Sprintf("value-%03d", n-1), true)
+}
+
+// TestWALCorruption flips a byte in a record followed by intact records:
+// Open must refuse (later acknowledged writes would be lost silently).
+func TestWALCorruption(t *testing.T) {
+	const n = 20
+	fs, wal, ends := walWithRecords(t, n)
+	for _, off := range []int64{ends[4] + 2, ends[4] + 9, (ends[9] + ends[10]) / 2, ends[n-3] - 1} {
+		cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+			if file == wal {
+				data[off] ^= 0x40
+			}
+			return data
+		})
+		_, err := Open("/db", testOptions(cfs))
+		if !errors.Is(err, ErrCorruption) {
+			t.Fatalf("flip at %d: Open = %v, want corruption", off, err)
+		}
+		if !strings.Contains(err.Error(), wal) {
+			t.Fatalf("error does not name the WAL: %v", err)
+		}
+	}
+}
+
+// TestOlderWALTornTail: only the newest WAL may end in a torn record; an
+// older WAL was synced before the next one started.
+func TestOlderWALTornTail(t *testing.T) {
+	const n = 10
+	fs, wal, ends := walWithRecords(t, n)
+	_, num, _ := parseFilename(wal)
+	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == wal {
+			return data[:ends[n-1]-3]
+		}
+		return data
+	})
+	writeFile(t, cfs, "/db/"+makeFilename(fileTypeLog, num+1), nil)
+	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrCorruption) {
+		t.Fatalf("Open = %v, want corruption", err)
+	}
+}
+
+// TestTableCorruption flips a byte inside a data block: Get and iteration
+// must report corruption naming the file, never return wrong data.
+func TestTableCorruption(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := Options{BlockCacheBytes: testCacheBytes, FS: fs, Compression: CompressionNone}
+	d := mustOpen(t, "/db", opts)
+	for i := range 100 {
+		mustPut(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i))
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	tables := filesOfType(t, fs, "/db", fileTypeTable)
+	if len(tables) != 1 {
+		t.Fatalf("tables %v", tables)
+	}
+	table := makeFilename(fileTypeTable, tables[0])
+	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == table {
+			i := bytes.Index(data, []byte("value-000"))
+			if i < 0 {
+				t.Fatal("value not found in table")
+			}
+			data[i+6] ^= 1 // "value-000" -> "value-100"
+		}
+		return data
+	})
+	d = mustOpen(t, "/db", testOptions(cfs))
+	defer d.Close()
+	v, err := d.Get([]byte("k000"))
+	if !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), table) {
+		t.Fatalf("Get = %q, %v; want corruption naming %s", v, err, table)
+	}
+	it := d.NewIterator(nil, nil)
+	for ok := it.First(); ok; ok = it.Next() {
+		if bytes.HasPrefix(it.Key(), []byte("k00")) {
+			t.Fatalf("iterator returned %q from a damaged block", it.Key())
+		}
+	}
+	if err := it.Close(); !errors.Is(err, ErrCorruption) {
+		t.Fatalf("iterator error %v, want corruption", err)
+	}
+}
+
+// TestManifestCorruption: damage before the last manifest record is
+// corruption.
+func TestManifestCorruption(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := smallOptions(fs)
+	d := mustOpen(t, "/db", opts)
+	for i := range 3000 {
+		mustPut(t, d, fmt.Sprintf("k%05d", i), "v")
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	manifests := filesOfType(t, fs, "/db", fileTypeManifest)
+	if len(manifests) != 1 {
+		t.Fatalf("manifests %v", manifests)
+	}
+	name := makeFilename(fileTypeManifest, manifests[0])
+	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == name {
+			data[10] ^= 0xff
+		}
+		return data
+	})
+	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrCorruption) {
+		t.Fatalf("Open = %v, want corruption", err)
+	}
+}

@@ -1,0 +1,259 @@
+// Package lsm is the storage engine: a log-structured merge tree with a
+// write-ahead log and group commit, skiplist memtables, immutable sorted
+// tables in seven levels, and background flush and leveled compaction.
+//
+// A write is a Batch. The commit pipeline (commit.go) gives it consecutive
+// sequence numbers, appends it to the WAL as one record, fsyncs once per
+// group of concurrent batches, inserts it into the mutable memtable and only
+// then publishes it (durable before visible). A full memtable becomes
+// immutable and is flushed to an L0 table; compaction merges tables down
+// the levels (compaction.go), dropping versions no reader can see.
+//
+// Invariants the rest of the package relies on:
+//   - Every key version carries a sequence number; readers read at one
+//     published sequence number through a ref-counted read state (memtables
+//     plus version), so a read sees a consistent prefix of the commit order
+//     and never a partial batch.
+//   - Files are immutable once written. Recovery depends only on CURRENT,
+//     the manifest it names, the tables that manifest lists and the WALs
+//     from its log number on; every creation, rename or deletion of those is
+//     synced (file and directory) in an order that keeps them consistent at
+//     every instant (manifest.go).
+//   - File numbers and sequence numbers only grow, across restarts too.
+//   - A table is deleted only when no version references it, and a WAL
+//     only when a synced manifest edit says its memtables are in tables.
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/lsm/internal/base"
+)
+
+// ErrReadOnly is returned by writes, Flush and Checkpoint on a DB opened
+// with Options.ReadOnly.
+var ErrReadOnly = errors.New("lsm: read-only")
+
+// DB is an open database. All methods are safe for concurrent use.
+type DB struct {
+	dirname string
+	opts    Options
+	lock    *dirLock
+
+	cache    *cache.Cache
+	ownCache bool
+	tc       tableCache
+
+	// visibleSeq is the last published sequence number: reads see exactly
+	// the writes at or below it.
+	visibleSeq atomic.Uint64
+	readState  atomic.Pointer[readState]
+	closed     atomic.Bool
+
+	nextFileNum atomic.Uint64
+
+	// Committer-owned state (see commitPipeline): no lock, only the
+	// committer goroutine (or Open and Close, when it is not running)
+	// touches it.
+	commit commitPipeline
+	wal    *walWriter
+	logSeq uint64 // last sequence number assigned
+	walErr error
+
+	// manifestMu serialises manifest writes (logAndApply, Checkpoint).
+	manifestMu      sync.Mutex
+	manifest        *manifestWriter
+	manifestLogNum  uint64
+	manifestLastSeq uint64
+	closedManifest  bool
+
+	mu   sync.Mutex
+	cond sync.Cond // on mu: flush/compaction progress, errors, close
+	// Protected by mu:
+	current       *version
+	mem           *memTable
+	imm           []*memTable // oldest first
+	nextMemID     uint64
+	flushedMemID  uint64 // every memtable with a smaller or equal id is in a table
+	flushErr      error
+	flushFailures int
+	bgErr         error
+	closing       bool
+	snapshots     snapshotNode // sentinel of the pinned-sequence list
+	walNums       []uint64     // WAL files on disk, ascending
+
+	obsoleteMu     sync.Mutex
+	obsoleteTables []*fileMetadata
+
+	flushCh   chan struct{}
+	compactCh chan struct{}
+	closeCh   chan struct{}
+	wg        sync.WaitGroup
+
+	metrics metricsCounters
+}
+
+// Get returns a copy of the value of key, or ErrNotFound.
+func (d *DB) Get(key []byte) ([]byte, error) {
+	if d.closed.Load() {
+		return nil, ErrClosed
+	}
+	rs := d.acquireReadState()
+	defer rs.unref()
+	// Loaded after the read state: every write at or below seq that the
+	// state lacks went to a newer memtable than all of the state's, so the
+	// state shows a prefix of the commit order that includes every write
+	// acknowledged before Get was called.
+	seq := d.visibleSeq.Load()
+	if v, kind, ok := rs.mem.t.Get(key, seq); ok {
+		return found(v, kind)
+	}
+	for i := len(rs.imm) - 1; i >= 0; i-- {
+		if v, kind, ok := rs.imm[i].t.Get(key, seq); ok {
+			return found(v, kind)
+		}
+	}
+	for _, f := range rs.v.levels[0] {
+		if !f.containsUkey(key) {
+			continue
+		}
+		if v, kind, ok, err := d.getFromTable(f, key, seq); err != nil || ok {
+			if err != nil {
+				return nil, err
+			}
+			return found(v, kind)
+		}
+	}
+	for level := 1; level < numLevels; level++ {
+		files := rs.v.levels[level]
+		i := findFile(files, key)
+		if i == len(files) || !files[i].containsUkey(key) {
+			continue
+		}
+		if v, kind, ok, err := d.getFromTable(files[i], key, seq); err != nil || ok {
+			if err != nil {
+				return nil, err
+			}
+			return found(v, kind)
+		}
+	}
+	return nil, ErrNotFound
+}
+
+func (d *DB) getFromTable(f *fileMetadata, key []byte, seq uint64) ([]byte, base.Kind, bool, error) {
+	r, err := d.tc.reader(f)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	v, kind, ok, err := r.Get(key, seq)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("lsm: get %q: %w", key, err)
+	}
+	return v, kind, ok, nil
+}
+
+func found(v []byte, kind base.Kind) ([]byte, error) {
+	if kind != base.KindSet {
+		return nil, ErrNotFound
+	}
+	return append(make([]byte, 0, len(v)), v...), nil
+}
+
+// Close stops background work (finishing a flush in progress, abandoning a
+// compaction), fails writes still queued with ErrClosed, syncs and closes
+// the WAL and releases the directory lock. Unflushed memtable contents stay
+// in the WAL for the next Open; with DisableWAL they are lost unless Flush
+// ran. Close it after every iterator. Calling Close again does nothing.
+func (d *DB) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	d.mu.Lock()
+	d.closing = true
+	d.cond.Broadcast()
+	d.mu.Unlock()
+	close(d.closeCh)
+	d.wg.Wait()
+	// Requests queued after the committer's last look (none can be added
+	// now: the queue is closed) and when no committer ran (ReadOnly).
+	for _, r := range d.commit.close() {
+		r.fail(ErrClosed)
+	}
+
+	var err error
+	if d.wal != nil {
+		err = d.wal.close()
+	}
+	d.manifestMu.Lock()
+	d.closedManifest = true
+	d.manifest.close()
+	d.manifest = nil
+	d.manifestMu.Unlock()
+
+	d.deleteObsoleteTables()
+	d.tc.closeAll()
+	if d.ownCache {
+		d.cache.Close()
+	}
+	if lerr := d.lock.release(); err == nil {
+		err = lerr
+	}
+	return err
+}
+
+// markObsolete queues a table no version references for deletion.
+func (d *DB) markObsolete(f *fileMetadata) {
+	d.obsoleteMu.Lock()
+	d.obsoleteTables = append(d.obsoleteTables, f)
+	d.obsoleteMu.Unlock()
+	d.maybeScheduleCompaction()
+}
+
+// deleteObsoleteTables closes and deletes the queued obsolete tables.
+// Losing a deletion to a crash is harmless: Open removes unreferenced
+// tables.
+func (d *DB) deleteObsoleteTables() {
+	d.obsoleteMu.Lock()
+	files := d.obsoleteTables
+	d.obsoleteTables = nil
+	d.obsoleteMu.Unlock()
+	for _, f := range files {
+		d.tc.evict(f)
+		if !d.opts.ReadOnly {
+			d.removeTable(f.fileNum)
+		}
+	}
+}
+
+// deleteObsoleteWALs deletes the WALs older than logNum, which a synced
+// manifest edit has declared covered by tables.
+func (d *DB) deleteObsoleteWALs(logNum uint64) {
+	d.mu.Lock()
+	i := 0
+	for i < len(d.walNums) && d.walNums[i] < logNum {
+		i++
+	}
+	obsolete := slices.Clone(d.walNums[:i])
+	d.walNums = d.walNums[i:]
+	d.mu.Unlock()
+	for _, n := range obsolete {
+		name := d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeLog, n))
+		if err := d.opts.FS.Remove(name); err != nil {
+			d.opts.Logger.Warn("lsm: remove obsolete WAL", "wal", name, "err", err)
+		}
+	}
+}
+
+// closeQuietly closes c, ignoring the error (for cleanup paths that already
+// report one).
+func closeQuietly(c io.Closer) {
+	if c != nil {
+		c.Close()
+	}
+}

@@ -1,0 +1,266 @@
+package lsm
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kvstore/kv/lsm/internal/base"
+	"github.com/kvstore/kv/lsm/sstable"
+)
+
+// Flush makes every write acknowledged before the call durable in tables:
+// it rotates the mutable memtable (in commit order) and waits until it and
+// all older memtables are written as L0 tables and recorded in the
+// manifest. With DisableWAL this is the only way writes become durable.
+func (d *DB) Flush() error {
+	if d.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	ch := make(chan flushTicket, 1)
+	if !d.commit.enqueue(commitReq{flush: ch}) {
+		return ErrClosed
+	}
+	t := <-ch
+	if t.err != nil || t.memID == 0 {
+		return t.err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	failures := d.flushFailures
+	for d.flushedMemID < t.memID {
+		switch {
+		case d.closing:
+			return ErrClosed
+		case d.flushFailures != failures:
+			return d.flushErr
+		}
+		d.cond.Wait()
+	}
+	return nil
+}
+
+// scheduleFlushLocked wakes the flush goroutine.
+func (d *DB) scheduleFlushLocked() {
+	select {
+	case d.flushCh <- struct{}{}:
+	default:
+	}
+}
+
+// flushLoop is the flush goroutine: it writes immutable memtables to L0,
+// oldest first, until the DB closes (finishing the flush in progress).
+func (d *DB) flushLoop() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.flushCh:
+		case <-d.closeCh:
+			return
+		}
+		for {
+			d.mu.Lock()
+			if d.closing || len(d.imm) == 0 {
+				d.mu.Unlock()
+				break
+			}
+			m := d.imm[0]
+			next := d.mem
+			if len(d.imm) > 1 {
+				next = d.imm[1]
+			}
+			d.mu.Unlock()
+
+			if err := d.flushMemtable(m, next.logNum); err != nil {
+				d.opts.Logger.Error("lsm: flush failed; will retry", "err", err)
+				d.mu.Lock()
+				d.flushErr = err
+				d.flushFailures++
+				d.cond.Broadcast()
+				d.mu.Unlock()
+				select {
+				case <-d.closeCh:
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}
+}
+
+// flushMemtable writes m as an L0 table and records it, together with the
+// WAL number from which replay must start (nextLogNum, the WAL of the
+// memtable after m), in the manifest; then it deletes WALs nobody needs.
+func (d *DB) flushMemtable(m *memTable, nextLogNum uint64) error {
+	iter := m.t.NewIter()
+	ci := &compactionIter{iter: iter, snapshots: d.snapshotSeqs()}
+	meta, err := d.writeL0(ci)
+	if cerr := iter.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	e := &versionEdit{}
+	if meta != nil {
+		e.added = append(e.added, newFile{level: 0, meta: meta})
+	}
+	if !d.opts.DisableWAL {
+		e.setLogNum(nextLogNum)
+	}
+	err = d.logAndApply(e, func() {
+		if len(d.imm) == 0 || d.imm[0] != m {
+			panic("lsm: flushed memtable is not the oldest immutable one")
+		}
+		d.imm = d.imm[1:]
+		d.flushedMemID = m.id
+	})
+	if err != nil {
+		return err
+	}
+	d.metrics.flushes.Add(1)
+	if meta != nil {
+		d.metrics.flushBytes.Add(meta.size)
+	}
+	if e.hasLogNum {
+		d.deleteObsoleteWALs(e.logNum)
+	}
+	d.maybeScheduleCompaction()
+	return nil
+}
+
+// writeL0 writes the entries of it into a new table, returning nil when
+// there are none. The table and its directory entry are synced.
+func (d *DB) writeL0(it *compactionIter) (*fileMetadata, error) {
+	out := d.newTableOutput(0)
+	for it.First(); it.Valid(); it.Next() {
+		if err := out.add(it.Key(), it.Value()); err != nil {
+			out.abort()
+			return nil, err
+		}
+	}
+	if err := it.Err(); err != nil {
+		out.abort()
+		return nil, fmt.Errorf("lsm: flush: read memtable: %w", err)
+	}
+	meta, err := out.finish()
+	if err != nil {
+		return nil, err
+	}
+	if meta != nil {
+		if err := syncDir(d.opts.FS, d.dirname); err != nil {
+			d.removeTable(meta.fileNum)
+			return nil, err
+		}
+	}
+	return meta, nil
+}
+
+// tableOutput writes one table, created on the first entry.
+type tableOutput struct {
+	d           *DB
+	level       int
+	fileNum     uint64
+	w           *sstable.Writer
+	smallestSeq uint64
+	largestSeq  uint64
+	lastUkey    []byte
+}
+
+func (d *DB) newTableOutput(level int) *tableOutput {
+	return &tableOutput{d: d, level: level}
+}
+
+func (o *tableOutput) add(ikey, value []byte) error {
+	if o.w == nil {
+		o.fileNum = o.d.nextFileNum.Add(1) - 1
+		name := o.d.tc.path(o.fileNum)
+		f, err := o.d.opts.FS.Create(name)
+		if err != nil {
+			return fmt.Errorf("lsm: create table %s: %w", name, err)
+		}
+		o.w = sstable.NewWriter(f, sstable.WriterOptions{
+			BlockSize:       o.d.opts.BlockBytes,
+			BloomBitsPerKey: o.d.bloomBits(),
+			Compression:     o.d.compressionFor(o.level),
+		})
+		o.smallestSeq = base.MaxSeq
+	}
+	if err := o.w.Add(ikey, value); err != nil {
+		return fmt.Errorf("lsm: write table %s: %w", o.d.tc.path(o.fileNum), err)
+	}
+	seq := base.SeqNum(base.Trailer(ikey))
+	o.smallestSeq = min(o.smallestSeq, seq)
+	o.largestSeq = max(o.largestSeq, seq)
+	o.lastUkey = append(o.lastUkey[:0], base.UserKey(ikey)...)
+	return nil
+}
+
+func (o *tableOutput) estimatedSize() int64 {
+	if o.w == nil {
+		return 0
+	}
+	return o.w.EstimatedSize()
+}
+
+// finish completes the table (fsynced and closed) and returns its
+// metadata, or nil if nothing was added.
+func (o *tableOutput) finish() (*fileMetadata, error) {
+	if o.w == nil {
+		return nil, nil
+	}
+	w := o.w
+	o.w = nil
+	m, err := w.Finish()
+	if err != nil {
+		o.d.removeTable(o.fileNum)
+		return nil, fmt.Errorf("lsm: finish table %s: %w", o.d.tc.path(o.fileNum), err)
+	}
+	return &fileMetadata{
+		fileNum:     o.fileNum,
+		size:        m.Size,
+		smallest:    append([]byte(nil), m.Smallest...),
+		largest:     append([]byte(nil), m.Largest...),
+		smallestSeq: o.smallestSeq,
+		largestSeq:  o.largestSeq,
+		entries:     m.Entries,
+		deletions:   m.Deletions,
+	}, nil
+}
+
+func (o *tableOutput) abort() {
+	if o.w != nil {
+		o.w.Abort()
+		o.w = nil
+		o.d.removeTable(o.fileNum)
+	}
+}
+
+func (d *DB) removeTable(fileNum uint64) {
+	name := d.tc.path(fileNum)
+	if err := d.opts.FS.Remove(name); err != nil {
+		d.opts.Logger.Warn("lsm: remove table", "table", name, "err", err)
+	}
+}
+
+func (d *DB) bloomBits() int {
+	if d.opts.BloomBitsPerKey <= 0 {
+		return -1
+	}
+	return d.opts.BloomBitsPerKey
+}
+
+// compressionFor returns the block compression of tables written to level.
+func (d *DB) compressionFor(level int) sstable.Compression {
+	switch d.opts.Compression {
+	case CompressionS2:
+		return sstable.S2
+	case CompressionZstd:
+		return sstable.Zstd
+	case CompressionNone:
+		return sstable.NoCompression
+	}
+	if level == numLevels-1 {
+		return sstable.Zstd
+	}
+	return sstable.S2
+}

@@ -1,0 +1,235 @@
+package lsm
+
+import (
+	"bytes"
+
+	"github.com/kvstore/kv/lsm/internal/base"
+)
+
+// Iterator walks the live keys of one consistent snapshot of the DB in key
+// order, within [lower, upper).
+//
+// It pins a sequence number and a read state (memtables and version), so
+// writes made after NewIterator are invisible, the tables it reads stay
+// alive until Close, and compactions keep the versions it can see. Close it
+// promptly: an open iterator holds files and old versions.
+//
+// Key and Value are valid until the next positioning call or Close. An
+// Iterator is not safe for concurrent use.
+type Iterator struct {
+	db    *DB
+	rs    *readState
+	snap  *snapshotNode
+	seq   uint64
+	iter  base.Iterator
+	lower []byte
+	upper []byte
+
+	key    []byte // current user key (owned copy)
+	value  []byte
+	valid  bool
+	err    error
+	seek   []byte // reused seek-key buffer
+	closed bool
+}
+
+// snapshotNode is an element of the DB's list of pinned sequence numbers.
+// Nodes are appended in sequence order, so the list stays sorted.
+type snapshotNode struct {
+	seq        uint64
+	prev, next *snapshotNode
+}
+
+// NewIterator returns an iterator over the keys in [lower, upper) (nil
+// means unbounded) as of now. The caller must Close it.
+func (d *DB) NewIterator(lower, upper []byte) *Iterator {
+	it := &Iterator{db: d, lower: cloneOrNil(lower), upper: cloneOrNil(upper)}
+	d.mu.Lock()
+	if d.closing {
+		d.mu.Unlock()
+		it.err = ErrClosed
+		it.closed = true
+		return it
+	}
+	// Under d.mu no rotation can happen between taking the read state and
+	// the sequence number, so every write at or below seq is in the state.
+	it.rs = d.acquireReadState()
+	it.seq = d.visibleSeq.Load()
+	it.snap = &snapshotNode{seq: it.seq, prev: d.snapshots.prev, next: &d.snapshots}
+	it.snap.prev.next = it.snap
+	d.snapshots.prev = it.snap
+	d.mu.Unlock()
+
+	rs := it.rs
+	iters := make([]base.Iterator, 0, 2+len(rs.imm)+len(rs.v.levels[0])+numLevels)
+	iters = append(iters, rs.mem.t.NewIter())
+	for i := len(rs.imm) - 1; i >= 0; i-- {
+		iters = append(iters, rs.imm[i].t.NewIter())
+	}
+	for _, f := range rs.v.levels[0] {
+		if !it.overlaps(f) {
+			continue
+		}
+		r, err := d.tc.reader(f)
+		if err != nil {
+			it.err = err
+			break
+		}
+		iters = append(iters, r.NewIter())
+	}
+	for level := 1; level < numLevels && it.err == nil; level++ {
+		files := rs.v.levels[level]
+		if it.lower != nil {
+			files = files[findFile(files, it.lower):]
+		}
+		if it.upper != nil {
+			n := 0
+			for n < len(files) && bytes.Compare(files[n].smallestUkey(), it.upper) < 0 {
+				n++
+			}
+			files = files[:n]
+		}
+		if len(files) > 0 {
+			iters = append(iters, newLevelIter(&d.tc, files))
+		}
+	}
+	it.iter = newMergingIter(iters)
+	return it
+}
+
+func cloneOrNil(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}
+
+// overlaps reports whether table f can hold keys within the bounds.
+func (it *Iterator) overlaps(f *fileMetadata) bool {
+	if it.lower != nil && bytes.Compare(f.largestUkey(), it.lower) < 0 {
+		return false
+	}
+	if it.upper != nil && bytes.Compare(f.smallestUkey(), it.upper) >= 0 {
+		return false
+	}
+	return true
+}
+
+// SeekGE positions at the first key >= key (and >= lower) and reports
+// whether there is one.
+func (it *Iterator) SeekGE(key []byte) bool {
+	if it.closed || it.err != nil {
+		return false
+	}
+	if it.lower != nil && bytes.Compare(key, it.lower) < 0 {
+		key = it.lower
+	}
+	it.seek = base.AppendKey(it.seek[:0], key, it.seq, base.KindMax)
+	it.iter.SeekGE(it.seek)
+	return it.findNextEntry()
+}
+
+// First positions at the first key (>= lower) and reports whether there is
+// one.
+func (it *Iterator) First() bool {
+	if it.closed || it.err != nil {
+		return false
+	}
+	if it.lower != nil {
+		return it.SeekGE(it.lower)
+	}
+	it.iter.First()
+	return it.findNextEntry()
+}
+
+// Next moves to the next key and reports whether there is one.
+func (it *Iterator) Next() bool {
+	if !it.valid {
+		return false
+	}
+	it.skipCurrentKey()
+	return it.findNextEntry()
+}
+
+// skipCurrentKey advances past the remaining (older) versions of it.key.
+func (it *Iterator) skipCurrentKey() {
+	it.iter.Next()
+	for it.iter.Valid() && bytes.Equal(base.UserKey(it.iter.Key()), it.key) {
+		it.iter.Next()
+	}
+}
+
+// findNextEntry moves from the internal position to the newest visible
+// version of the next live key.
+func (it *Iterator) findNextEntry() bool {
+	it.valid = false
+	for it.iter.Valid() {
+		ukey, trailer, ok := base.Split(it.iter.Key())
+		if !ok {
+			it.iter.Next()
+			continue
+		}
+		if it.upper != nil && bytes.Compare(ukey, it.upper) >= 0 {
+			return false
+		}
+		if base.SeqNum(trailer) > it.seq {
+			it.iter.Next() // newer than the snapshot
+			continue
+		}
+		it.key = append(it.key[:0], ukey...)
+		if base.KindOf(trailer) == base.KindDelete {
+			it.skipCurrentKey()
+			continue
+		}
+		it.value = it.iter.Value()
+		it.valid = true
+		return true
+	}
+	if err := it.iter.Err(); err != nil {
+		it.err = err
+	}
+	return false
+}
+
+// Valid reports whether the iterator is positioned at a key.
+func (it *Iterator) Valid() bool { return it.valid }
+
+// Key returns the current key.
+func (it *Iterator) Key() []byte {
+	if !it.valid {
+		return nil
+	}
+	return it.key
+}
+
+// Value returns the current value.
+func (it *Iterator) Value() []byte {
+	if !it.valid {
+		return nil
+	}
+	return it.value
+}
+
+// Err returns the error that stopped the iteration, if any.
+func (it *Iterator) Err() error { return it.err }
+
+// Close releases the snapshot and the files it pins, and returns Err. A
+// second Close does nothing.
+func (it *Iterator) Close() error {
+	if it.closed {
+		return it.err
+	}
+	it.closed = true
+	it.valid = false
+	if err := it.iter.Close(); err != nil && it.err == nil {
+		it.err = err
+	}
+	d := it.db
+	d.mu.Lock()
+	it.snap.prev.next = it.snap.next
+	it.snap.next.prev = it.snap.prev
+	d.mu.Unlock()
+	it.rs.unref()
+	it.iter, it.rs, it.snap = nil, nil, nil
+	return it.err
+}

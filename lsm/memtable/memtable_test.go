@@ -1,0 +1,499 @@
+package memtable
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/kvstore/kv/lsm/internal/base"
+)
+
+type entry struct {
+	ukey  []byte
+	seq   uint64
+	kind  base.Kind
+	value []byte
+}
+
+func (e entry) ikey() []byte { return base.AppendKey(nil, e.ukey, e.seq, e.kind) }
+
+// model is the specification: a slice kept in base.Compare order.
+type model []entry
+
+func (m *model) add(e entry) {
+	i, _ := slices.BinarySearchFunc(*m, e, func(a, b entry) int { return base.Compare(a.ikey(), b.ikey()) })
+	*m = slices.Insert(*m, i, e)
+}
+
+func (m model) get(ukey []byte, seq uint64) (entry, bool) {
+	for _, e := range m {
+		if bytes.Equal(e.ukey, ukey) && e.seq <= seq {
+			return e, true // newest first within a user key
+		}
+	}
+	return entry{}, false
+}
+
+func (m model) seekGE(ikey []byte) int {
+	i, _ := slices.BinarySearchFunc(m, ikey, func(e entry, k []byte) int { return base.Compare(e.ikey(), k) })
+	return i
+}
+
+// randomBytes returns n bytes drawn from a generator seeded by rng.
+func randomBytes(rng *rand.Rand, n int) []byte {
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = byte(rng.Uint32())
+	}
+	b := make([]byte, n)
+	_, _ = rand.NewChaCha8(seed).Read(b)
+	return b
+}
+
+func checkIteration(t *testing.T, tbl *Table, m model) {
+	t.Helper()
+	it := tbl.NewIter()
+	i := 0
+	for it.First(); it.Valid(); it.Next() {
+		if i >= len(m) {
+			t.Fatalf("iterator has more than the %d model entries", len(m))
+		}
+		if !bytes.Equal(it.Key(), m[i].ikey()) || !bytes.Equal(it.Value(), m[i].value) {
+			t.Fatalf("entry %d: got %x=%x, want %x=%x", i, it.Key(), it.Value(), m[i].ikey(), m[i].value)
+		}
+		i++
+	}
+	if i != len(m) {
+		t.Fatalf("iterated %d entries, model has %d", i, len(m))
+	}
+	if err := it.Close(); err != nil || it.Valid() {
+		t.Fatalf("close: %v, valid %v", err, it.Valid())
+	}
+}
+
+func TestModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ukeys := [][]byte{{}, {0}, {0, 0}, {0xff}}
+	for range 60 {
+		ukeys = append(ukeys, randomBytes(rng, 1+rng.IntN(12)))
+	}
+	const n = 3000
+	// Sequence numbers in random order, so ordering by trailer is tested
+	// independently of insertion order.
+	seqs := rng.Perm(n)
+	tbl := New(1 << 20)
+	var m model
+	var lastSize int64
+	for i := range n {
+		e := entry{
+			ukey:  ukeys[rng.IntN(len(ukeys))],
+			seq:   uint64(seqs[i] + 1),
+			kind:  base.Kind(rng.IntN(2)),
+			value: randomBytes(rng, rng.IntN(40)),
+		}
+		if err := tbl.Add(e.ukey, e.seq, e.kind, e.value); err != nil {
+			t.Fatalf("add %d: %v", i, err)
+		}
+		m.add(e)
+		if tbl.Len() != len(m) || tbl.Empty() || tbl.Size() <= lastSize {
+			t.Fatalf("after %d adds: Len %d Empty %v Size %d (was %d)", i+1, tbl.Len(), tbl.Empty(), tbl.Size(), lastSize)
+		}
+		lastSize = tbl.Size()
+		if i%500 == 0 || i == n-1 {
+			checkIteration(t, tbl, m)
+		}
+	}
+
+	for range 3000 {
+		ukey := ukeys[rng.IntN(len(ukeys))]
+		if rng.IntN(10) == 0 {
+			ukey = randomBytes(rng, rng.IntN(5)) // mostly absent
+		}
+		snap := uint64(rng.IntN(n + 10))
+		want, wantOK := m.get(ukey, snap)
+		v, kind, ok := tbl.Get(ukey, snap)
+		if ok != wantOK || (ok && (kind != want.kind || !bytes.Equal(v, want.value))) {
+			t.Fatalf("Get(%x, %d) = %x %d %v, want %x %d %v", ukey, snap, v, kind, ok, want.value, want.kind, wantOK)
+		}
+	}
+
+	it := tbl.NewIter()
+	for range 3000 {
+		ukey := ukeys[rng.IntN(len(ukeys))]
+		if rng.IntN(4) == 0 {
+			ukey = randomBytes(rng, rng.IntN(5))
+		}
+		seek := base.AppendKey(nil, ukey, uint64(rng.IntN(n+10)), base.Kind(rng.IntN(2)))
+		i := m.seekGE(seek)
+		it.SeekGE(seek)
+		if i == len(m) {
+			if it.Valid() {
+				t.Fatalf("SeekGE(%x) = %x, want end", seek, it.Key())
+			}
+			continue
+		}
+		if !it.Valid() || !bytes.Equal(it.Key(), m[i].ikey()) {
+			t.Fatalf("SeekGE(%x) valid=%v, want %x", seek, it.Valid(), m[i].ikey())
+		}
+		// Next from a seek continues in order.
+		it.Next()
+		if i+1 < len(m) && (!it.Valid() || !bytes.Equal(it.Key(), m[i+1].ikey())) {
+			t.Fatalf("Next after SeekGE(%x) does not reach %x", seek, m[i+1].ikey())
+		}
+	}
+
+	if v, _, ok := tbl.Get([]byte("never added"), base.MaxSeq+100); ok {
+		t.Fatalf("Get of an absent key returned %x", v)
+	}
+}
+
+func TestSeekGEWithShortKeyIsUserKeySeek(t *testing.T) {
+	tbl := New(4096)
+	for i, k := range []string{"a", "abc", "abcdefghij", "b"} {
+		if err := tbl.Add([]byte(k), uint64(i+1), base.KindSet, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it := tbl.NewIter()
+	for _, c := range []struct{ seek, want string }{{"", "a"}, {"ab", "abc"}, {"abcd", "abcdefghij"}, {"abd", "b"}} {
+		it.SeekGE([]byte(c.seek))
+		if !it.Valid() || string(base.UserKey(it.Key())) != c.want {
+			t.Fatalf("SeekGE(%q): valid=%v key=%q, want %q", c.seek, it.Valid(), it.Key(), c.want)
+		}
+	}
+	it.SeekGE([]byte("c"))
+	if it.Valid() {
+		t.Fatalf("SeekGE past the end is valid")
+	}
+	it.Next() // no-op when unpositioned
+	if it.Valid() || it.Err() != nil {
+		t.Fatal("Next after the end moved")
+	}
+}
+
+func snapshot(tbl *Table) (entries [][2][]byte, size int64, n int) {
+	it := tbl.NewIter()
+	for it.First(); it.Valid(); it.Next() {
+		entries = append(entries, [2][]byte{bytes.Clone(it.Key()), bytes.Clone(it.Value())})
+	}
+	return entries, tbl.Size(), tbl.Len()
+}
+
+func TestErrFullLeavesTableUnchangedAndUsable(t *testing.T) {
+	tbl := New(1000)
+	if err := tbl.Add([]byte("first"), 1, base.KindSet, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	before, size, n := snapshot(tbl)
+	if err := tbl.Add([]byte("huge"), 2, base.KindSet, make([]byte, 2000)); !errors.Is(err, ErrFull) {
+		t.Fatalf("oversized add: %v, want ErrFull", err)
+	}
+	after, size2, n2 := snapshot(tbl)
+	if size != size2 || n != n2 || fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatal("ErrFull changed the table")
+	}
+	if _, _, ok := tbl.Get([]byte("huge"), 2); ok {
+		t.Fatal("rejected entry is visible")
+	}
+	// The same sequence number can be used again: nothing was recorded.
+	if err := tbl.Add([]byte("small"), 2, base.KindSet, []byte("v")); err != nil {
+		t.Fatalf("add after ErrFull: %v", err)
+	}
+	if v, _, ok := tbl.Get([]byte("small"), 2); !ok || string(v) != "v" {
+		t.Fatalf("Get after ErrFull recovery: %q %v", v, ok)
+	}
+
+	// Fill it up: every add either fits or fails cleanly.
+	var i uint64
+	for i = 3; ; i++ {
+		if err := tbl.Add(fmt.Appendf(nil, "k%d", i), i, base.KindSet, []byte("0123456789")); err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if tbl.Size() > 1000 {
+		t.Fatalf("Size %d exceeds the 1000-byte arena", tbl.Size())
+	}
+	if tbl.Len() != int(i-1) {
+		t.Fatalf("Len %d after %d successful adds", tbl.Len(), i-1)
+	}
+}
+
+func TestAddRejectsBadInput(t *testing.T) {
+	tbl := New(4096)
+	if err := tbl.Add([]byte("k"), base.MaxSeq+1, base.KindSet, nil); err == nil {
+		t.Fatal("sequence number above MaxSeq accepted")
+	}
+	if err := tbl.Add([]byte("k"), 7, base.KindSet, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Add([]byte("k"), 7, base.KindSet, []byte("b")); err == nil || errors.Is(err, ErrFull) {
+		t.Fatalf("duplicate (key, seq, kind): %v", err)
+	}
+	if v, _, _ := tbl.Get([]byte("k"), 7); string(v) != "a" || tbl.Len() != 1 {
+		t.Fatalf("duplicate add changed the table: %q, Len %d", v, tbl.Len())
+	}
+	if err := tbl.Add([]byte("k"), base.MaxSeq, base.KindDelete, nil); err != nil {
+		t.Fatalf("MaxSeq rejected: %v", err)
+	}
+}
+
+func TestNewEdgeSizes(t *testing.T) {
+	for _, n := range []int{-5, 0, 1} {
+		tbl := New(n)
+		if !tbl.Empty() || tbl.Size() != 0 {
+			t.Fatalf("New(%d) not empty", n)
+		}
+		if err := tbl.Add(nil, 1, base.KindSet, nil); !errors.Is(err, ErrFull) {
+			t.Fatalf("New(%d): add: %v, want ErrFull", n, err)
+		}
+		it := tbl.NewIter()
+		if it.First(); it.Valid() {
+			t.Fatal("empty table iterates")
+		}
+	}
+}
+
+func TestEmptyKeyAndValue(t *testing.T) {
+	tbl := New(EntrySize(0, 0) * 3)
+	if err := tbl.Add(nil, 5, base.KindSet, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Add([]byte{}, 9, base.KindDelete, []byte{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Add([]byte{0}, 1, base.KindSet, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		seq  uint64
+		kind base.Kind
+		ok   bool
+	}{{4, 0, false}, {5, base.KindSet, true}, {8, base.KindSet, true}, {9, base.KindDelete, true}, {100, base.KindDelete, true}} {
+		v, kind, ok := tbl.Get(nil, c.seq)
+		if ok != c.ok || (ok && (kind != c.kind || len(v) != 0)) {
+			t.Fatalf("Get(empty, %d) = %q %d %v", c.seq, v, kind, ok)
+		}
+	}
+	it := tbl.NewIter()
+	it.First()
+	if !it.Valid() || len(it.Key()) != base.TrailerLen || base.SeqNum(base.Trailer(it.Key())) != 9 || len(it.Value()) != 0 {
+		t.Fatalf("first entry %x=%x", it.Key(), it.Value())
+	}
+}
+
+func TestKeyAndValueCannotBeAppendedIntoArena(t *testing.T) {
+	tbl := New(4096)
+	for i, k := range []string{"a", "b"} {
+		if err := tbl.Add([]byte(k), uint64(i+1), base.KindSet, []byte("val"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it := tbl.NewIter()
+	it.First()
+	_ = append(it.Key(), "XXXXXXXXXXXXXXXXXXXXXXXX"...)
+	_ = append(it.Value(), "XXXXXXXXXXXXXXXXXXXXXXXX"...)
+	v, _, _ := tbl.Get([]byte("a"), 10)
+	_ = append(v, "XXXXXXXXXXXXXXXXXXXXXXXX"...)
+	if v, _, ok := tbl.Get([]byte("b"), 10); !ok || string(v) != "valb" {
+		t.Fatalf("b = %q %v after appending to a's slices", v, ok)
+	}
+	if v, _, ok := tbl.Get([]byte("a"), 10); !ok || string(v) != "vala" {
+		t.Fatalf("a = %q %v", v, ok)
+	}
+}
+
+func TestHugeValueInTableSizedByEntrySize(t *testing.T) {
+	key := []byte("big")
+	value := randomBytes(rand.New(rand.NewPCG(3, 4)), 16<<20)
+	tbl := New(EntrySize(len(key), len(value)))
+	if err := tbl.Add(key, 1, base.KindSet, value); err != nil {
+		t.Fatalf("entry does not fit a table of EntrySize: %v", err)
+	}
+	v, kind, ok := tbl.Get(key, 1)
+	if !ok || kind != base.KindSet || !bytes.Equal(v, value) {
+		t.Fatal("16 MiB value not read back")
+	}
+	if tbl.Size() > int64(EntrySize(len(key), len(value))) {
+		t.Fatalf("Size %d above EntrySize %d", tbl.Size(), EntrySize(len(key), len(value)))
+	}
+	if err := tbl.Add([]byte("more"), 2, base.KindSet, make([]byte, 100)); !errors.Is(err, ErrFull) {
+		t.Fatalf("second entry: %v, want ErrFull", err)
+	}
+}
+
+// TestConcurrentReadersOneWriter runs readers against a table one writer is
+// filling (run it with -race). Readers must see only whole entries, in
+// order, and every entry whose Add returned before they looked.
+func TestConcurrentReadersOneWriter(t *testing.T) {
+	const n = 5000
+	tbl := New(n * EntrySize(12, 24))
+	order := rand.New(rand.NewPCG(5, 6)).Perm(n)
+	key := func(i int) []byte { return fmt.Appendf(nil, "key%08d", i) }
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1+i%24) }
+	var added atomic.Int64 // entries order[:added] are in the table
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	for r := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(7, uint64(r)))
+			it := tbl.NewIter()
+			for done := false; !done; {
+				done = added.Load() == n
+				a := int(added.Load())
+				// Everything added before now is visible to Get.
+				for range 50 {
+					if a == 0 {
+						break
+					}
+					i := order[rng.IntN(a)]
+					v, _, ok := tbl.Get(key(i), base.MaxSeq)
+					if !ok || !bytes.Equal(v, value(i)) {
+						errc <- fmt.Errorf("Get(%s) = %q %v after its Add returned", key(i), v, ok)
+						return
+					}
+				}
+				// A full scan is ordered, made of whole entries, and holds
+				// at least what was added before it started.
+				var prev []byte
+				seen := 0
+				for it.First(); it.Valid(); it.Next() {
+					k := it.Key()
+					if prev != nil && base.Compare(prev, k) >= 0 {
+						errc <- fmt.Errorf("scan out of order: %q then %q", prev, k)
+						return
+					}
+					i, err := strconv.Atoi(string(base.UserKey(k)[3:]))
+					if err != nil || !bytes.Equal(it.Value(), value(i)) {
+						errc <- fmt.Errorf("torn entry %q=%q", k, it.Value())
+						return
+					}
+					prev = k
+					seen++
+				}
+				if seen < a {
+					errc <- fmt.Errorf("scan saw %d entries, %d were added before it", seen, a)
+					return
+				}
+			}
+		}()
+	}
+	for j, i := range order {
+		if err := tbl.Add(key(i), uint64(j+1), base.KindSet, value(i)); err != nil {
+			t.Fatal(err)
+		}
+		added.Store(int64(j + 1))
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if tbl.Len() != n {
+		t.Fatalf("Len %d, want %d", tbl.Len(), n)
+	}
+}
+
+func TestAddGetIterateDoNotAllocate(t *testing.T) {
+	// Entries live in the arena: no per-entry allocation for the garbage
+	// collector to track.
+	tbl := New(1 << 20)
+	allocs := testing.AllocsPerRun(100, func() {
+		// Reuse keys with fresh sequence numbers.
+		_ = tbl.Add([]byte("key"), uint64(tbl.Len()+1), base.KindSet, []byte("value"))
+	})
+	if allocs != 0 {
+		t.Fatalf("Add allocates %v times per call", allocs)
+	}
+	it := tbl.NewIter()
+	allocs = testing.AllocsPerRun(10, func() {
+		for it.First(); it.Valid(); it.Next() {
+		}
+		tbl.Get([]byte("key"), 5)
+	})
+	if allocs != 0 {
+		t.Fatalf("iteration and Get allocate %v times", allocs)
+	}
+}
+
+func benchKey(dst []byte, i uint64) []byte {
+	// splitmix64 spreads sequential i over the key space.
+	z := i + 0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	z ^= z >> 31
+	dst = binary.BigEndian.AppendUint64(dst[:0], z)
+	return binary.BigEndian.AppendUint64(dst, i)
+}
+
+func BenchmarkAdd(b *testing.B) {
+	value := make([]byte, 100)
+	key := make([]byte, 0, 16)
+	tbl := New(64 << 20)
+	var seq uint64
+	b.SetBytes(16 + 100)
+	for b.Loop() {
+		seq++
+		key = benchKey(key, seq)
+		if err := tbl.Add(key, seq, base.KindSet, value); err != nil {
+			b.StopTimer()
+			tbl = New(64 << 20)
+			b.StartTimer()
+			if err := tbl.Add(key, seq, base.KindSet, value); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+const benchEntries = 200000
+
+func benchTable(b *testing.B) *Table {
+	tbl := New(benchEntries * EntrySize(16, 100))
+	value := make([]byte, 100)
+	var key []byte
+	for i := range uint64(benchEntries) {
+		key = benchKey(key, i)
+		if err := tbl.Add(key, i+1, base.KindSet, value); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return tbl
+}
+
+func BenchmarkGet(b *testing.B) {
+	tbl := benchTable(b)
+	var key []byte
+	var i uint64
+	for b.Loop() {
+		key = benchKey(key, i%benchEntries)
+		if _, _, ok := tbl.Get(key, base.MaxSeq); !ok {
+			b.Fatal("miss")
+		}
+		i++
+	}
+}
+
+func BenchmarkIterate(b *testing.B) {
+	tbl := benchTable(b)
+	it := tbl.NewIter()
+	n := 0
+	for b.Loop() {
+		for it.First(); it.Valid(); it.Next() {
+			n++
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/entry")
+}

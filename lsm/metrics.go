@@ -1,0 +1,115 @@
+package lsm
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// LevelMetrics describes one level of the tree.
+type LevelMetrics struct {
+	Files int
+	Bytes int64
+	// Score is the compaction urgency: >= 1 means the level is due (L0:
+	// file count / L0CompactionTrigger; L1-L5: size / target size).
+	Score float64
+}
+
+// Metrics is a snapshot of the DB's counters (cumulative since Open) and
+// state.
+type Metrics struct {
+	// Levels is indexed by level (0-6).
+	Levels []LevelMetrics
+
+	// MemtableBytes is the memory in use by the mutable and immutable
+	// memtables; ImmutableMemtables counts those waiting for flush.
+	MemtableBytes      int64
+	ImmutableMemtables int
+
+	// WALBytes counts bytes appended to WALs; WALSyncs counts WAL fsyncs
+	// (group commit makes it much smaller than the number of writes).
+	WALBytes int64
+	WALSyncs int64
+
+	Flushes, Compactions   int64
+	CompactionBytesRead    int64
+	CompactionBytesWritten int64
+	FlushBytes             int64
+
+	// UserBytesWritten counts the encoded size of committed batches;
+	// WriteAmp is (WAL + flush + compaction bytes written) / user bytes.
+	UserBytesWritten int64
+	WriteAmp         float64
+
+	// StallCount counts commit groups that had to wait for a flush or a
+	// compaction, StallDuration the time they waited; SlowdownCount counts
+	// groups delayed by 1 ms because L0 is crowded.
+	StallCount    int64
+	StallDuration time.Duration
+	SlowdownCount int64
+
+	// CacheHits and CacheMisses are the block cache's counters (shared by
+	// every DB using the cache).
+	CacheHits, CacheMisses int64
+
+	// ApproxKeys estimates the number of keys: entries in memtables plus
+	// entries in tables, so overwritten and deleted keys count too.
+	ApproxKeys int64
+	// Seq is the last visible sequence number.
+	Seq uint64
+}
+
+// metricsCounters are the atomic counters behind Metrics.
+type metricsCounters struct {
+	walBytes, walSyncs                        atomic.Int64
+	flushes, flushBytes                       atomic.Int64
+	compactions, trivialMoves                 atomic.Int64
+	compactionBytesRead                       atomic.Int64
+	compactionBytesWritten                    atomic.Int64
+	userBytes                                 atomic.Int64
+	stalls, stallNanos, slowdowns             atomic.Int64
+	manifestRotations                         atomic.Int64
+}
+
+// Metrics returns current counters and state.
+func (d *DB) Metrics() Metrics {
+	c := &d.metrics
+	m := Metrics{
+		WALBytes:               c.walBytes.Load(),
+		WALSyncs:               c.walSyncs.Load(),
+		Flushes:                c.flushes.Load(),
+		Compactions:            c.compactions.Load(),
+		CompactionBytesRead:    c.compactionBytesRead.Load(),
+		CompactionBytesWritten: c.compactionBytesWritten.Load(),
+		FlushBytes:             c.flushBytes.Load(),
+		UserBytesWritten:       c.userBytes.Load(),
+		StallCount:             c.stalls.Load(),
+		StallDuration:          time.Duration(c.stallNanos.Load()),
+		SlowdownCount:          c.slowdowns.Load(),
+		Seq:                    d.visibleSeq.Load(),
+	}
+	if m.UserBytesWritten > 0 {
+		m.WriteAmp = float64(m.WALBytes+m.FlushBytes+m.CompactionBytesWritten) / float64(m.UserBytesWritten)
+	}
+	cs := d.cache.Stats()
+	m.CacheHits, m.CacheMisses = cs.Hits, cs.Misses
+
+	rs := d.acquireReadState()
+	defer rs.unref()
+	scores := levelScores(rs.v, d.pickerOptions())
+	m.Levels = make([]LevelMetrics, numLevels)
+	for level, files := range rs.v.levels {
+		lm := &m.Levels[level]
+		lm.Files = len(files)
+		lm.Score = scores[level]
+		for _, f := range files {
+			lm.Bytes += f.size
+			m.ApproxKeys += f.entries
+		}
+	}
+	for _, mem := range append([]*memTable{rs.mem}, rs.imm...) {
+		m.MemtableBytes += mem.t.Size()
+		m.ApproxKeys += int64(mem.t.Len())
+	}
+	m.ImmutableMemtables = len(rs.imm)
+	return m
+}

@@ -1,0 +1,323 @@
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/lsm/memtable"
+)
+
+// Open opens the DB in dirname, creating it if needed (zero Options select
+// the defaults). Recovery replays the manifest CURRENT names, then every
+// WAL from the manifest's log number on; replayed writes are flushed to L0
+// and recorded in a fresh manifest before the old WALs are removed, so a
+// crash during or right after Open never finds a torn WAL that is not the
+// newest. A torn final record of the newest WAL is dropped with a warning;
+// damage anywhere else is reported as an error wrapping ErrCorruption.
+func Open(dirname string, opts Options) (*DB, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if !opts.ReadOnly {
+		if err := ensureDir(opts.FS, dirname); err != nil {
+			return nil, err
+		}
+	}
+	lock, err := lockDir(opts.FS, dirname)
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{
+		dirname:   dirname,
+		opts:      opts,
+		lock:      lock,
+		flushCh:   make(chan struct{}, 1),
+		compactCh: make(chan struct{}, 1),
+		closeCh:   make(chan struct{}),
+	}
+	d.cond.L = &d.mu
+	d.snapshots.next, d.snapshots.prev = &d.snapshots, &d.snapshots
+	d.commit.wake = make(chan struct{}, 1)
+	if opts.Cache != nil {
+		d.cache = opts.Cache
+	} else {
+		c, err := cache.New(opts.BlockCacheBytes)
+		if err != nil {
+			lock.release()
+			return nil, fmt.Errorf("lsm: open %s: %w", dirname, err)
+		}
+		d.cache, d.ownCache = c, true
+	}
+	d.tc = tableCache{fs: opts.FS, dir: dirname, cache: d.cache, cacheID: d.cache.NewID(), open: make(map[uint64]*fileMetadata)}
+
+	if err := d.recover(); err != nil {
+		d.abandon()
+		return nil, err
+	}
+	if !opts.ReadOnly {
+		d.wg.Add(3)
+		go d.commitLoop()
+		go d.flushLoop()
+		go d.compactLoop()
+		d.maybeScheduleCompaction()
+	}
+	return d, nil
+}
+
+// ensureDir creates the DB directory if it is missing and makes its entry
+// in the parent durable.
+func ensureDir(fs vfs.FS, dir string) error {
+	if _, err := fs.Stat(dir); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("lsm: open %s: %w", dir, err)
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("lsm: create %s: %w", dir, err)
+	}
+	parent := fs.PathDir(dir)
+	if err := syncDir(fs, parent); err != nil {
+		// An in-memory FS names its root "", not ".".
+		if parent != "." || syncDir(fs, "") != nil {
+			return fmt.Errorf("lsm: create %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// abandon releases what a failed Open acquired.
+func (d *DB) abandon() {
+	if d.wal != nil {
+		d.wal.close()
+	}
+	d.manifest.close()
+	d.tc.closeAll()
+	if d.ownCache {
+		d.cache.Close()
+	}
+	d.lock.release()
+}
+
+// dirContents is what recovery finds in the directory.
+type dirContents struct {
+	logs   []uint64
+	tables map[uint64]bool
+	names  []string
+	maxNum uint64
+}
+
+func listDir(fs vfs.FS, dir string) (dirContents, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return dirContents{}, fmt.Errorf("lsm: open %s: list: %w", dir, err)
+	}
+	c := dirContents{tables: make(map[uint64]bool), names: names}
+	for _, name := range names {
+		t, num, ok := parseFilename(name)
+		if !ok {
+			continue
+		}
+		c.maxNum = max(c.maxNum, num)
+		switch t {
+		case fileTypeLog:
+			c.logs = append(c.logs, num)
+		case fileTypeTable:
+			c.tables[num] = true
+		}
+	}
+	slices.Sort(c.logs)
+	return c, nil
+}
+
+// recover rebuilds the DB state from the directory; see Open.
+func (d *DB) recover() error {
+	fs := d.opts.FS
+	dir, err := listDir(fs, d.dirname)
+	if err != nil {
+		return err
+	}
+	var st *manifestState
+	manifestNum, err := readCurrent(fs, d.dirname)
+	switch {
+	case err == nil:
+		if st, err = d.loadManifest(manifestNum); err != nil {
+			return err
+		}
+		for _, files := range st.v.levels {
+			for _, f := range files {
+				if !dir.tables[f.fileNum] {
+					st.v.unref()
+					return fmt.Errorf("lsm: open %s: table %s named by the manifest is missing: %w",
+						d.dirname, makeFilename(fileTypeTable, f.fileNum), ErrCorruption)
+				}
+			}
+		}
+	case errors.Is(err, os.ErrNotExist):
+		if len(dir.logs) > 0 || len(dir.tables) > 0 {
+			return fmt.Errorf("lsm: open %s: CURRENT is missing but the directory holds WAL or table files: %w",
+				d.dirname, ErrCorruption)
+		}
+		if d.opts.ReadOnly {
+			return fmt.Errorf("lsm: open %s read-only: no database: %w", d.dirname, err)
+		}
+		st = &manifestState{v: &version{obsolete: d.markObsolete}}
+		st.v.refs.Store(1)
+	default:
+		return fmt.Errorf("lsm: open %s: %w", d.dirname, err)
+	}
+	d.current = st.v
+	d.nextFileNum.Store(max(st.nextFileNum, dir.maxNum+1, 1))
+	d.manifestLogNum = st.logNum
+	lastSeq := st.lastSeq
+
+	mems, lastSeq, err := d.replayWALs(dir.logs, st.logNum, lastSeq)
+	if err != nil {
+		return err
+	}
+	d.logSeq = lastSeq
+	d.visibleSeq.Store(lastSeq)
+	d.manifestLastSeq = lastSeq
+
+	if d.opts.ReadOnly {
+		for _, m := range mems {
+			d.nextMemID++
+			m.id = d.nextMemID
+		}
+		d.imm = mems
+		d.nextMemID++
+		d.mem = newMemTable(d.nextMemID, minMemtableBytes, 0)
+		d.publishReadStateLocked()
+		return nil
+	}
+
+	// Replayed writes go to L0 now, so the old WALs can go.
+	e := &versionEdit{}
+	for _, m := range mems {
+		iter := m.t.NewIter()
+		meta, err := d.writeL0(&compactionIter{iter: iter})
+		if cerr := iter.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("lsm: open %s: flush replayed WAL: %w", d.dirname, err)
+		}
+		if meta != nil {
+			e.added = append(e.added, newFile{level: 0, meta: meta})
+			d.metrics.flushes.Add(1)
+			d.metrics.flushBytes.Add(meta.size)
+		}
+	}
+	nv, err := d.current.apply(e)
+	if err != nil {
+		return err
+	}
+	d.current.unref()
+	d.current = nv
+	logNum := d.nextFileNum.Add(1) - 1
+	if err := d.createManifest(d.current, logNum, lastSeq); err != nil {
+		return err
+	}
+	d.mem = newMemTable(1, min(initialMemtableBytes, d.opts.MemtableBytes), 0)
+	d.nextMemID = 1
+	if !d.opts.DisableWAL {
+		if d.wal, err = createWAL(fs, d.dirname, logNum); err != nil {
+			return err
+		}
+		d.walNums = []uint64{logNum}
+		d.mem.logNum = logNum
+	}
+	d.publishReadStateLocked()
+	d.removeUnreferenced(dir.names, logNum)
+	return nil
+}
+
+// replayWALs replays the WALs numbered from minLog on, in order, into
+// memtables (several if they do not fit one) and returns them with the
+// highest sequence number seen.
+func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uint64, error) {
+	var mems []*memTable
+	var mem *memTable
+	var replay []uint64
+	for _, n := range logs {
+		if n >= minLog {
+			replay = append(replay, n)
+		}
+	}
+	for i, num := range replay {
+		// Size memtables by the log (entries take more room in a memtable
+		// than in the WAL), without allocating a full-size arena for a
+		// short log.
+		size := d.opts.MemtableBytes
+		if fi, err := d.opts.FS.Stat(d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeLog, num))); err == nil {
+			size = min(size, max(initialMemtableBytes, 4*fi.Size()))
+		}
+		err := d.replayWAL(num, i == len(replay)-1, func(b *Batch) error {
+			done := 0
+			for {
+				if mem == nil {
+					mem = newMemTable(0, max(size, batchMaxMemBytes(b)+minMemtableBytes), num)
+				}
+				n, err := mem.apply(b, done)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, memtable.ErrFull) || n == done && mem.empty() {
+					return err
+				}
+				done = n
+				mems = append(mems, mem)
+				mem = nil
+			}
+			lastSeq = max(lastSeq, b.seq()+uint64(b.Len())-1)
+			return nil
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	if mem != nil {
+		mems = append(mems, mem)
+	}
+	return mems, lastSeq, nil
+}
+
+// removeUnreferenced deletes what recovery left behind: WALs older than
+// logNum, manifests other than the live one, tables no version names, and
+// temporary files.
+func (d *DB) removeUnreferenced(names []string, logNum uint64) {
+	live := make(map[uint64]bool)
+	for _, files := range d.current.levels {
+		for _, f := range files {
+			live[f.fileNum] = true
+		}
+	}
+	fs := d.opts.FS
+	for _, name := range names {
+		t, num, ok := parseFilename(name)
+		if !ok {
+			continue
+		}
+		var remove bool
+		switch t {
+		case fileTypeLog:
+			remove = num < logNum
+		case fileTypeManifest:
+			remove = num != d.manifest.num
+		case fileTypeTable:
+			remove = !live[num]
+		case fileTypeTemp:
+			remove = true
+		}
+		if remove {
+			if err := fs.Remove(fs.PathJoin(d.dirname, name)); err != nil {
+				d.opts.Logger.Warn("lsm: remove leftover file", "file", name, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,354 @@
+package sstable
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/lsm/internal/base"
+	"github.com/lni/vfs"
+)
+
+// ReaderOptions configures a Reader.
+type ReaderOptions struct {
+	// Cache, when set, holds decompressed data blocks under (CacheID,
+	// FileNum, block offset); the DB guarantees the pair names one file.
+	Cache   *cache.Cache
+	CacheID uint64
+	FileNum uint64
+	// Name is the file name used in error messages (default
+	// FileNum formatted as "000123.sst").
+	Name string
+}
+
+// Reader reads one table. It is safe for concurrent use: after Open it
+// only reads its own fields, and block reads use ReadAt. It must not be
+// closed while a Get or an iterator is still using it.
+type Reader struct {
+	f       vfs.File
+	name    string
+	cache   *cache.Cache
+	cacheID uint64
+	fileNum uint64
+	// verify is false only in fuzz tests that reach past the checksums.
+	verify bool
+
+	index  []indexEntry // separator keys alias the decoded index block
+	filter []byte       // nil when the table has no filter
+	meta   Meta
+	closed atomic.Bool
+}
+
+// Open reads and verifies the footer, properties, index and filter of the
+// table in f (size bytes long) and keeps them in memory. On success the
+// Reader owns f and Close closes it; on error f is left open for the
+// caller to close.
+func Open(f vfs.File, size int64, opts ReaderOptions) (*Reader, error) {
+	return open(f, size, opts, true)
+}
+
+func open(f vfs.File, size int64, opts ReaderOptions, verify bool) (*Reader, error) {
+	r := &Reader{
+		f:       f,
+		name:    opts.Name,
+		cache:   opts.Cache,
+		cacheID: opts.CacheID,
+		fileNum: opts.FileNum,
+		verify:  verify,
+	}
+	if r.name == "" {
+		r.name = fmt.Sprintf("%06d.sst", opts.FileNum)
+	}
+	if size < footerLen {
+		return nil, r.corrupt(0, "file of %d bytes is too short for a footer", size)
+	}
+	footerOff := uint64(size) - footerLen
+	var fb [footerLen]byte
+	if err := r.readAt(fb[:], footerOff); err != nil {
+		return nil, err
+	}
+	ft, err := decodeFooter(fb[:])
+	if err != nil {
+		return nil, r.corrupt(footerOff, "%v", err)
+	}
+
+	propsBlock, err := r.readMetaBlock(ft.props, footerOff, "properties")
+	if err != nil {
+		return nil, err
+	}
+	props, err := decodeProperties(propsBlock)
+	if err != nil {
+		return nil, r.corrupt(ft.props.offset, "%v", err)
+	}
+	r.meta = Meta{
+		Size:      size,
+		Smallest:  props.smallest,
+		Largest:   props.largest,
+		Entries:   int64(props.entries),
+		Deletions: int64(props.deletions),
+	}
+	if props.entries == 0 {
+		r.meta.Smallest, r.meta.Largest = nil, nil
+	}
+
+	if ft.filter.length > 0 {
+		filter, err := r.readMetaBlock(ft.filter, footerOff, "filter")
+		if err != nil {
+			return nil, err
+		}
+		if !validBloom(filter) {
+			return nil, r.corrupt(ft.filter.offset, "bad filter block")
+		}
+		r.filter = filter
+	}
+
+	indexBlock, err := r.readMetaBlock(ft.index, footerOff, "index")
+	if err != nil {
+		return nil, err
+	}
+	// Data blocks end where the first metadata block starts.
+	dataEnd := min(ft.props.offset, ft.index.offset)
+	if ft.filter.length > 0 {
+		dataEnd = min(dataEnd, ft.filter.offset)
+	}
+	if err := r.loadIndex(indexBlock, ft.index.offset, dataEnd); err != nil {
+		return nil, err
+	}
+	if uint64(len(r.index)) != props.dataBlocks || (len(r.index) == 0) != (props.entries == 0) {
+		return nil, r.corrupt(ft.index.offset, "index has %d blocks, properties say %d blocks and %d entries",
+			len(r.index), props.dataBlocks, props.entries)
+	}
+	return r, nil
+}
+
+// readMetaBlock reads a block that Open keeps in memory; it must lie
+// before the footer.
+func (r *Reader) readMetaBlock(h handle, footerOff uint64, what string) ([]byte, error) {
+	if h.length > footerOff || h.offset > footerOff-h.length || footerOff-h.length-h.offset < blockTrailerLen {
+		return nil, r.corrupt(h.offset, "%s block handle (length %d) outside file", what, h.length)
+	}
+	b, err := r.readBlockFromFile(h, false)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// loadIndex decodes the index block into r.index and checks that the
+// separators increase and the handles lie in the data area [0, dataEnd).
+func (r *Reader) loadIndex(block []byte, off, dataEnd uint64) error {
+	var it blockIter
+	if err := it.init(block); err != nil {
+		return r.corrupt(off, "bad index block: %v", err)
+	}
+	var end uint64
+	for it.first(); it.valid; it.nextEntry() {
+		h, err := decodeHandle(it.val)
+		if err != nil {
+			return r.corrupt(off, "%v", err)
+		}
+		if h.offset < end || h.length > dataEnd || h.offset > dataEnd-h.length || dataEnd-h.length-h.offset < blockTrailerLen {
+			return r.corrupt(off, "index entry %d: data block handle at %d (length %d) out of place", len(r.index), h.offset, h.length)
+		}
+		end = h.offset + h.length + blockTrailerLen
+		sep := it.key
+		if it.keyInBuf {
+			sep = bytes.Clone(sep)
+		}
+		if n := len(r.index); n > 0 && base.Compare(r.index[n-1].sep, sep) >= 0 {
+			return r.corrupt(off, "index keys out of order at entry %d", n)
+		}
+		r.index = append(r.index, indexEntry{sep: sep, h: h})
+	}
+	if it.err != nil {
+		return r.corrupt(off, "bad index block: %v", it.err)
+	}
+	return nil
+}
+
+// corrupt returns an error naming the file and offset that wraps
+// base.ErrCorruption.
+func (r *Reader) corrupt(off uint64, format string, args ...any) error {
+	return fmt.Errorf("sstable %s: %s at offset %d: %w", r.name, fmt.Sprintf(format, args...), off, base.ErrCorruption)
+}
+
+// readAt fills p from offset off; a short read means the file is shorter
+// than its footer says.
+func (r *Reader) readAt(p []byte, off uint64) error {
+	n, err := r.f.ReadAt(p, int64(off))
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return r.corrupt(off, "short read of %d bytes (got %d)", len(p), n)
+	}
+	return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, err)
+}
+
+// readBuffers recycles the buffers that compressed blocks are read into;
+// the raw block is always a fresh allocation, so a recycled buffer is never
+// visible to anyone after the read.
+var readBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBuffer keeps rare huge blocks out of the pool.
+const maxPooledBuffer = 256 << 10
+
+// readBlockFromFile reads the block at h, verifies its trailer and returns
+// the raw block, a fresh allocation nobody else references. With pooled,
+// a compressed block is read into a recycled buffer.
+func (r *Reader) readBlockFromFile(h handle, pooled bool) ([]byte, error) {
+	if r.closed.Load() {
+		return nil, fmt.Errorf("sstable %s: read after close", r.name)
+	}
+	if h.length > maxBlockSize {
+		return nil, r.corrupt(h.offset, "block length %d too large", h.length)
+	}
+	n := int(h.length) + blockTrailerLen
+	var bufp *[]byte
+	var buf []byte
+	if pooled && n <= maxPooledBuffer {
+		bufp = readBuffers.Get().(*[]byte)
+		if cap(*bufp) < n {
+			*bufp = make([]byte, n)
+		}
+		buf = (*bufp)[:n]
+		defer readBuffers.Put(bufp)
+	} else {
+		buf = make([]byte, n)
+	}
+	if err := r.readAt(buf, h.offset); err != nil {
+		return nil, err
+	}
+	stored := buf[:h.length]
+	typ := Compression(buf[h.length])
+	if r.verify {
+		if got := binary.LittleEndian.Uint32(buf[h.length+1:]); got != blockChecksum(stored, byte(typ)) {
+			return nil, r.corrupt(h.offset, "bad block checksum")
+		}
+	}
+	raw, err := decompress(typ, stored)
+	if err != nil {
+		return nil, r.corrupt(h.offset, "%v", err)
+	}
+	if typ == NoCompression && bufp != nil {
+		raw = bytes.Clone(stored)
+	}
+	return raw, nil
+}
+
+// readBlock returns the raw data block at h, from the cache when it holds
+// it. The block is immutable.
+func (r *Reader) readBlock(h handle) ([]byte, error) {
+	if r.cache != nil {
+		if b, ok := r.cache.Get(r.cacheID, r.fileNum, h.offset); ok {
+			return b, nil
+		}
+	}
+	b, err := r.readBlockFromFile(h, true)
+	if err != nil {
+		return nil, err
+	}
+	if r.cache != nil {
+		r.cache.Set(r.cacheID, r.fileNum, h.offset, b)
+	}
+	return b, nil
+}
+
+// findBlock returns the index of the first data block whose separator is
+// >= ikey: the only block that can hold the first key >= ikey, unless that
+// key is the first of the next block.
+func (r *Reader) findBlock(ikey []byte) int {
+	lo, hi := 0, len(r.index)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if base.Compare(r.index[mid].sep, ikey) < 0 {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// getIters recycles Get's block iterators, whose key buffers would
+// otherwise be allocated on every Get that meets a prefix-compressed key.
+var getIters = sync.Pool{New: func() any { return new(blockIter) }}
+
+// MayContain reports whether the table may hold an entry for ukey; false
+// is certain.
+func (r *Reader) MayContain(ukey []byte) bool {
+	if r.filter == nil {
+		return true
+	}
+	return bloomMayContain(r.filter, bloomHash(ukey))
+}
+
+// Get returns the newest entry of ukey with a sequence number <= seq: its
+// value (for KindSet), its kind, and found = true. The value aliases an
+// immutable block and stays valid for as long as the caller keeps it; the
+// caller must not modify it.
+func (r *Reader) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, found bool, err error) {
+	if !r.MayContain(ukey) {
+		return nil, 0, false, nil
+	}
+	var kb [64]byte
+	target := base.AppendKey(kb[:0], ukey, min(seq, base.MaxSeq), base.KindMax)
+	it := getIters.Get().(*blockIter)
+	defer func() {
+		// Keep the key buffer, drop the block.
+		*it = blockIter{keyBuf: it.keyBuf[:0]}
+		getIters.Put(it)
+	}()
+	for i := r.findBlock(target); i < len(r.index); i++ {
+		h := r.index[i].h
+		block, err := r.readBlock(h)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if err := it.init(block); err != nil {
+			return nil, 0, false, r.corrupt(h.offset, "bad data block: %v", err)
+		}
+		it.seekGE(target)
+		if it.err != nil {
+			return nil, 0, false, r.corrupt(h.offset, "bad data block: %v", it.err)
+		}
+		if !it.valid {
+			// Every key of this block is smaller; the answer, if any,
+			// starts the next one.
+			continue
+		}
+		k, trailer, _ := base.Split(it.key)
+		if !bytes.Equal(k, ukey) {
+			return nil, 0, false, nil
+		}
+		kind = base.KindOf(trailer)
+		if !validKind(kind) {
+			return nil, 0, false, r.corrupt(h.offset, "entry of unknown kind %d", kind)
+		}
+		if kind == base.KindDelete {
+			return nil, kind, true, nil
+		}
+		return it.val, kind, true, nil
+	}
+	return nil, 0, false, nil
+}
+
+// Meta describes the table as recorded when it was written, with the size
+// given to Open.
+func (r *Reader) Meta() Meta { return r.meta }
+
+// Close closes the file. Later calls return nil and do nothing.
+func (r *Reader) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	if err := r.f.Close(); err != nil {
+		return fmt.Errorf("close sstable %s: %w", r.name, err)
+	}
+	return nil
+}

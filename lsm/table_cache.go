@@ -1,0 +1,89 @@
+package lsm
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/lsm/sstable"
+)
+
+// tableCache keeps one open sstable.Reader per live table.
+//
+// A reader is opened on first use and stored in the table's metadata, so
+// the read path finds it with one atomic load and no lock. It is closed when
+// the table becomes obsolete (no version references it, so no read can be
+// using it) or when the DB closes. The map only tracks which readers are
+// open, for Close.
+type tableCache struct {
+	fs      vfs.FS
+	dir     string
+	cache   *cache.Cache
+	cacheID uint64
+
+	mu   sync.Mutex
+	open map[uint64]*fileMetadata
+}
+
+func (c *tableCache) path(fileNum uint64) string {
+	return c.fs.PathJoin(c.dir, makeFilename(fileTypeTable, fileNum))
+}
+
+// reader returns the open reader of f, opening it if needed. The caller
+// must hold a reference on a version containing f.
+func (c *tableCache) reader(f *fileMetadata) (*sstable.Reader, error) {
+	if r := f.reader.Load(); r != nil {
+		return r, nil
+	}
+	f.readerMu.Lock()
+	defer f.readerMu.Unlock()
+	if r := f.reader.Load(); r != nil {
+		return r, nil
+	}
+	name := c.path(f.fileNum)
+	file, err := c.fs.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("lsm: open table %s: %w", name, err)
+	}
+	r, err := sstable.Open(file, f.size, sstable.ReaderOptions{
+		Cache: c.cache, CacheID: c.cacheID, FileNum: f.fileNum, Name: name,
+	})
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("lsm: open table %s: %w", name, err)
+	}
+	f.reader.Store(r)
+	c.mu.Lock()
+	c.open[f.fileNum] = f
+	c.mu.Unlock()
+	return r, nil
+}
+
+// evict closes f's reader, if open.
+func (c *tableCache) evict(f *fileMetadata) {
+	f.readerMu.Lock()
+	r := f.reader.Swap(nil)
+	f.readerMu.Unlock()
+	if r == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.open, f.fileNum)
+	c.mu.Unlock()
+	r.Close()
+}
+
+// closeAll closes every open reader.
+func (c *tableCache) closeAll() {
+	c.mu.Lock()
+	files := make([]*fileMetadata, 0, len(c.open))
+	for _, f := range c.open {
+		files = append(files, f)
+	}
+	c.mu.Unlock()
+	for _, f := range files {
+		c.evict(f)
+	}
+}

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+
+	"github.com/kvstore/kv/lsm"
+)
+
+// command is one entry of a protocol's command table.
+type command struct {
+	name    string // canonical upper-case name
+	id      int    // index into the metrics' per-command series
+	minArgs int    // including the command name
+	maxArgs int    // -1: unbounded
+	class   int
+	noAuth  bool // allowed before AUTH
+	run     func(s *Server, cs *conn, args [][]byte, start int64)
+}
+
+// commandTable maps upper-case names to commands.
+type commandTable map[string]*command
+
+// lookup finds a command by name, case-insensitively and without allocating.
+func (t commandTable) lookup(name []byte) *command {
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return nil
+	}
+	up := buf[:len(name)]
+	for i, c := range name {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		up[i] = c
+	}
+	return t[string(up)]
+}
+
+// dispatch runs one decoded request. It returns false when the connection
+// must park first; the request then stays in the input buffer.
+func (s *Server) dispatch(cs *conn, args [][]byte) bool {
+	table, resp := s.pipeTable, false
+	if cs.proto == protoRESP {
+		table, resp = s.respTable, true
+	}
+	cmd := table.lookup(args[0])
+	if cmd == nil {
+		s.metrics.Errors.WithLabelValues("unknown").Inc()
+		s.emit(cs, s.appendErr(cs, nil, "unknown command '"+printable(args[0])+"'"))
+		return true
+	}
+	if !cs.authed && !cmd.noAuth {
+		s.metrics.Errors.WithLabelValues("noauth").Inc()
+		if resp {
+			s.emit(cs, appendRESPError(nil, "NOAUTH Authentication required."))
+		} else {
+			s.emit(cs, s.appendErr(cs, nil, "NOAUTH authentication required"))
+		}
+		return true
+	}
+	if len(args) < cmd.minArgs || (cmd.maxArgs >= 0 && len(args) > cmd.maxArgs) {
+		s.metrics.Errors.WithLabelValues("arity").Inc()
+		if resp {
+			s.emit(cs, s.appendErr(cs, nil, "wrong number of arguments for '"+lower(cmd.name)+"' command"))
+		} else {
+			s.emit(cs, s.appendErr(cs, nil, "wrong number of fields for '"+cmd.name+"'"))
+		}
+		return true
+	}
+	if !s.admit(cs, cmd.class) {
+		return false
+	}
+	s.metrics.requests[cmd.id].Inc()
+	s.commands.Add(1)
+	var start int64
+	if cmd.class != classNone {
+		start = time.Now().UnixNano()
+	}
+	cmd.run(s, cs, args, start)
+	return true
+}
+
+// observe records a finished store request's latency.
+func (s *Server) observe(p *pending) {
+	if p.start != 0 {
+		s.metrics.latency[p.cmd].Observe(float64(time.Now().UnixNano()-p.start) / 1e9)
+	}
+}
+
+// checkKey validates a key against the protocol's rules; "" means fine.
+func (s *Server) checkKey(key []byte) string {
+	if len(key) == 0 {
+		return "empty key"
+	}
+	if max := int(s.cfg.MaxKeyBytes); max > 0 && len(key) > max {
+		return "key too large (max " + strconv.Itoa(max) + " bytes)"
+	}
+	return ""
+}
+
+// checkKeys validates every key of a multi-key command.
+func (s *Server) checkKeys(keys [][]byte, step int) string {
+	for i := 0; i < len(keys); i += step {
+		if msg := s.checkKey(keys[i]); msg != "" {
+			return msg
+		}
+	}
+	return ""
+}
+
+// rangeLimit caps a requested limit by server.range_limit.
+func (s *Server) rangeLimit(requested int) int {
+	max := s.cfg.RangeLimit
+	if max <= 0 {
+		max = 1000
+	}
+	if requested <= 0 || requested > max {
+		return max
+	}
+	return requested
+}
+
+// newBatchPairs builds a batch from k1 v1 k2 v2 ... (copied).
+func newBatchPairs(pairs [][]byte) *lsm.Batch {
+	b := lsm.NewBatch()
+	for i := 0; i+1 < len(pairs); i += 2 {
+		b.Put(pairs[i], pairs[i+1])
+	}
+	return b
+}
+
+// newDeleteBatch builds a batch deleting keys (copied).
+func newDeleteBatch(keys [][]byte) *lsm.Batch {
+	b := lsm.NewBatch()
+	for _, k := range keys {
+		b.Delete(k)
+	}
+	return b
+}
+
+// printable renders a client-supplied name for an error line.
+func printable(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(bytes.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, b))
+}
+
+func lower(s string) string { return string(bytes.ToLower([]byte(s))) }

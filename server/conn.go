@@ -1,0 +1,244 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/kvstore/kv/codec"
+)
+
+// Protocols, fixed per connection by its first byte.
+const (
+	protoUnknown = iota
+	protoPipe
+	protoRESP
+)
+
+// conn is one client connection. Every field is owned by the connection's
+// event loop; other goroutines only hand results over through loop.post.
+type conn struct {
+	c     gnet.Conn
+	id    uint64
+	loop  *loop
+	proto int
+	pipe  *codec.PipeDecoder
+	resp  *codec.RESPDecoder
+
+	out    []byte     // replies produced in this burst; one Write at the end
+	q      replyQueue // replies still waiting on the store, in request order
+	reads  int        // pending reads in q
+	writes int        // pending writes in q
+	parked bool       // stopped parsing until q drains (ordering or back-pressure)
+
+	closed  bool
+	closing bool // reply then close (QUIT, fatal protocol error)
+	authed  bool
+	name    string
+	last    int64 // unix nanos of the last traffic, for idle_timeout
+}
+
+// pending is one request whose reply the store produces. Its state
+// resolves the race between a store that answers before returning (inline)
+// and one that answers later from another goroutine (async).
+type pending struct {
+	cs    *conn
+	reply []byte
+	class int  // classRead, classWrite or classNone (already answered)
+	done  bool // set on the loop once reply is final
+	state atomic.Uint32
+	start int64
+	cmd   int
+}
+
+const (
+	stateRunning uint32 = iota
+	stateInline
+	stateAsync
+)
+
+// replyQueue is a FIFO of pending replies.
+type replyQueue struct {
+	items []*pending
+	head  int
+}
+
+func (q *replyQueue) len() int        { return len(q.items) - q.head }
+func (q *replyQueue) push(p *pending) { q.items = append(q.items, p) }
+func (q *replyQueue) front() *pending { return q.items[q.head] }
+func (q *replyQueue) pop() {
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.items = q.items[:0]
+		q.head = 0
+	}
+}
+
+// loop is the server's view of one gnet event loop: its connections and the
+// mailbox through which store goroutines hand back completions.
+type loop struct {
+	s     *Server
+	el    gnet.EventLoop
+	conns map[*conn]struct{} // loop-owned
+
+	mu        sync.Mutex
+	mail      []*pending
+	spare     []*pending
+	scheduled bool
+}
+
+// post hands a completed request to its loop. One Execute covers every
+// completion that arrives before the loop runs it, so a group commit of many
+// writes costs one wake-up per loop, not one per reply.
+func (l *loop) post(p *pending) {
+	l.mu.Lock()
+	l.mail = append(l.mail, p)
+	if l.scheduled {
+		l.mu.Unlock()
+		return
+	}
+	l.scheduled = true
+	l.mu.Unlock()
+	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.deliver)); err != nil {
+		// The engine is shutting down: nobody will read these replies.
+		l.mu.Lock()
+		n := len(l.mail)
+		l.mail = l.mail[:0]
+		l.scheduled = false
+		l.mu.Unlock()
+		l.s.inflight.Add(-int64(n))
+	}
+}
+
+// deliver runs on the loop: it marks completions done and writes out each
+// touched connection's ready prefix.
+func (l *loop) deliver(context.Context) error {
+	l.mu.Lock()
+	batch := l.mail
+	l.mail = l.spare[:0]
+	l.spare = nil
+	l.scheduled = false
+	l.mu.Unlock()
+
+	s := l.s
+	for _, p := range batch {
+		s.inflight.Add(-1)
+		p.done = true
+		s.observe(p)
+	}
+	for _, p := range batch {
+		cs := p.cs
+		if cs.closed || cs.q.len() == 0 || !cs.q.front().done {
+			continue
+		}
+		s.drain(cs)
+		if cs.closed {
+			continue
+		}
+		if cs.parked && s.canResume(cs) {
+			cs.parked = false
+			if s.process(cs) == gnet.Close {
+				_ = cs.c.Close()
+			}
+			continue
+		}
+		s.flush(cs)
+	}
+	clear(batch)
+	l.mu.Lock()
+	if l.spare == nil {
+		l.spare = batch[:0]
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// drain moves the completed prefix of cs's queue into its output buffer.
+func (s *Server) drain(cs *conn) {
+	for cs.q.len() > 0 {
+		p := cs.q.front()
+		if !p.done {
+			break
+		}
+		cs.out = append(cs.out, p.reply...)
+		cs.count(p.class, -1)
+		cs.q.pop()
+	}
+}
+
+// flush writes cs.out in one call and enforces the output limit.
+func (s *Server) flush(cs *conn) {
+	if len(cs.out) > 0 && !cs.closed {
+		s.metrics.BytesOut.Add(float64(len(cs.out)))
+		_, err := cs.c.Write(cs.out)
+		cs.out = cs.out[:0]
+		if err != nil {
+			return // gnet closed the connection (OnClose already ran)
+		}
+	}
+	if cs.closed {
+		return
+	}
+	if cs.closing && cs.q.len() == 0 {
+		_ = cs.c.Close()
+		return
+	}
+	s.overOutput(cs)
+}
+
+// canResume reports whether a parked connection may parse again.
+func (s *Server) canResume(cs *conn) bool {
+	return cs.q.len() < maxPending/2 && (cs.q.len() == 0 || cs.reads == 0 || cs.writes == 0)
+}
+
+// newPending starts an asynchronous request on cs.
+func (s *Server) newPending(cs *conn, class, cmd int, start int64) *pending {
+	return &pending{cs: cs, class: class, cmd: cmd, start: start}
+}
+
+// count adjusts the pending read/write tallies the ordering rule uses.
+func (cs *conn) count(class, d int) {
+	switch class {
+	case classRead:
+		cs.reads += d
+	case classWrite:
+		cs.writes += d
+	}
+}
+
+// finish is called by the store's completion (any goroutine) with the
+// encoded reply.
+func (s *Server) finish(p *pending, reply []byte) {
+	p.reply = reply
+	if p.state.CompareAndSwap(stateRunning, stateInline) {
+		return
+	}
+	p.cs.loop.post(p)
+}
+
+// settle runs on the loop right after the store call returned: an inline
+// answer is emitted now, an async one takes its place in the queue.
+func (s *Server) settle(p *pending) {
+	cs := p.cs
+	if p.state.CompareAndSwap(stateRunning, stateAsync) {
+		s.inflight.Add(1)
+		cs.q.push(p)
+		cs.count(p.class, 1)
+		return
+	}
+	p.done = true
+	s.observe(p)
+	s.emit(cs, p.reply)
+}
+
+// emit queues an immediate reply behind any pending ones.
+func (s *Server) emit(cs *conn, reply []byte) {
+	if cs.q.len() == 0 {
+		cs.out = append(cs.out, reply...)
+		return
+	}
+	cs.q.push(&pending{cs: cs, reply: reply, class: classNone, done: true})
+}

@@ -1,0 +1,127 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvstore/kv/lsm"
+)
+
+// engineMetrics is implemented by stores that can report engine metrics.
+type engineMetrics interface {
+	EngineMetrics() lsm.Metrics
+}
+
+// infoText renders INFO in Redis's "# Section" / "field:value" layout.
+// section "" or "all"/"everything"/"default" means every section.
+func (s *Server) infoText(section string) string {
+	all := section == "" || section == "all" || section == "everything" || section == "default"
+	var b strings.Builder
+	add := func(name string, fn func(w func(k string, v any))) {
+		if !all && section != name {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString("\r\n")
+		}
+		b.WriteString("# " + strings.ToUpper(name[:1]) + name[1:] + "\r\n")
+		fn(func(k string, v any) { fmt.Fprintf(&b, "%s:%v\r\n", k, v) })
+	}
+	add("server", func(w func(string, any)) {
+		_, port, _ := net.SplitHostPort(s.cfg.Listen)
+		w("redis_version", "7.0.0")
+		w("kv_version", s.info.Version)
+		w("kv_mode", s.info.Mode)
+		w("os", runtime.GOOS+" "+runtime.GOARCH)
+		w("go_version", runtime.Version())
+		w("process_id", os.Getpid())
+		w("tcp_port", port)
+		w("uptime_in_seconds", int64(time.Since(s.started).Seconds()))
+		s.loopsMu.Lock()
+		loops := len(s.loops)
+		s.loopsMu.Unlock()
+		w("event_loops", loops)
+	})
+	add("clients", func(w func(string, any)) {
+		w("connected_clients", s.conns.Load())
+		w("maxclients", s.cfg.MaxConnections)
+	})
+	add("stats", func(w func(string, any)) {
+		w("total_connections_received", s.totalConns.Load())
+		w("total_commands_processed", s.commands.Load())
+		w("rejected_connections", s.rejected.Load())
+		w("inflight_requests", s.inflight.Load())
+	})
+	add("persistence", func(w func(string, any)) {
+		w("engine", "lsm")
+		w("data_dir", s.info.DataDir)
+		w("sync", s.info.Sync)
+		w("aof_enabled", 0)
+		w("rdb_bgsave_in_progress", 0)
+		if em, ok := s.store.(engineMetrics); ok {
+			m := em.EngineMetrics()
+			for i, l := range m.Levels {
+				w("level"+strconv.Itoa(i), fmt.Sprintf("files=%d,bytes=%d", l.Files, l.Bytes))
+			}
+			w("memtable_bytes", m.MemtableBytes)
+			w("immutable_memtables", m.ImmutableMemtables)
+			w("wal_bytes", m.WALBytes)
+			w("wal_syncs", m.WALSyncs)
+			w("flushes", m.Flushes)
+			w("compactions", m.Compactions)
+			w("write_amplification", fmt.Sprintf("%.2f", m.WriteAmp))
+			w("write_stalls", m.StallCount)
+			w("write_stall_seconds", fmt.Sprintf("%.3f", m.StallDuration.Seconds()))
+			w("block_cache_hits", m.CacheHits)
+			w("block_cache_misses", m.CacheMisses)
+		}
+	})
+	add("keyspace", func(w func(string, any)) {
+		n := s.store.ApproxKeys()
+		w("db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", n))
+		w("keys_are_estimate", "yes (DBSIZE counts table entries, including overwritten and deleted versions not yet compacted away)")
+	})
+	add("cluster", func(w func(string, any)) {
+		st := s.store.Status()
+		enabled := 0
+		if st.Mode == "cluster" {
+			enabled = 1
+		}
+		w("cluster_enabled", enabled)
+		w("mode", st.Mode)
+		w("state", st.State)
+		w("node_id", st.NodeID)
+		w("nodes", st.Nodes)
+		w("nodes_up", st.NodesUp)
+		w("shards", st.Shards)
+		w("shards_with_leader", st.ShardsWithLeader)
+	})
+	return b.String()
+}
+
+// configParams is what CONFIG GET can see, with Redis's names where one
+// exists so Redis tools understand them.
+func (s *Server) configParams() [][2]string {
+	appendonly := "no"
+	if s.info.Sync == "always" || s.info.Sync == "batch" {
+		appendonly = "yes"
+	}
+	fsync := map[string]string{"always": "always", "batch": "everysec", "none": "no"}[s.info.Sync]
+	return [][2]string{
+		{"save", ""},
+		{"appendonly", appendonly},
+		{"appendfsync", fsync},
+		{"maxclients", strconv.Itoa(s.cfg.MaxConnections)},
+		{"timeout", strconv.Itoa(int(s.cfg.IdleTimeout.D() / time.Second))},
+		{"proto-max-bulk-len", strconv.FormatInt(int64(s.cfg.MaxFrameBytes), 10)},
+		{"databases", "1"},
+		{"requirepass", ""},
+		{"dir", s.info.DataDir},
+		{"bind", s.cfg.Listen},
+	}
+}

@@ -1,0 +1,178 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/kvstore/kv/codec"
+)
+
+// Ordering classes of commands (see the package comment).
+const (
+	classNone  = iota // answered on the spot; orders behind everything queued
+	classRead         // reads the store
+	classWrite        // writes the store
+)
+
+// process parses and dispatches every whole request in cs's input buffer,
+// then writes the replies produced in one call. It runs on cs's loop, from
+// OnTraffic or from a mailbox delivery that un-parks cs.
+func (s *Server) process(cs *conn) gnet.Action {
+	c := cs.c
+	for !cs.parked && !cs.closing && !cs.closed {
+		n := c.InboundBuffered()
+		if n == 0 {
+			break
+		}
+		if cs.proto == protoUnknown {
+			first, err := c.Peek(1)
+			if err != nil {
+				break
+			}
+			s.choose(cs, first[0])
+		}
+		if n < cs.need() {
+			break // a partial frame: wait for the bytes it needs
+		}
+		buf, err := c.Peek(n)
+		if err != nil {
+			break
+		}
+		used, more := s.parse(cs, buf)
+		if used > 0 {
+			// Discard(0) would drop everything buffered.
+			s.metrics.BytesIn.Add(float64(used))
+			_, _ = c.Discard(used)
+		}
+		if !more {
+			break
+		}
+	}
+	if !cs.closing && !cs.closed {
+		if limit := 2 * int(s.cfg.MaxFrameBytes); limit > 0 && c.InboundBuffered() > limit {
+			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", c.RemoteAddr(), "buffered", c.InboundBuffered())
+			s.metrics.LimitCloses.WithLabelValues("input").Inc()
+			cs.out = s.appendErr(cs, cs.out, "request too large")
+			cs.closing = true
+		}
+	}
+	s.flush(cs)
+	return gnet.None
+}
+
+// choose fixes the connection's protocol from its first byte.
+func (s *Server) choose(cs *conn, first byte) {
+	if first == '*' {
+		cs.proto = protoRESP
+		cs.resp = codec.NewRESPDecoder(s.limits)
+		return
+	}
+	cs.proto = protoPipe
+	cs.pipe = codec.NewPipeDecoder(s.limits)
+}
+
+func (cs *conn) need() int {
+	if cs.proto == protoRESP {
+		return cs.resp.Need()
+	}
+	return cs.pipe.Need()
+}
+
+func (cs *conn) decode(buf []byte) ([][]byte, int, error) {
+	if cs.proto == protoRESP {
+		return cs.resp.Decode(buf)
+	}
+	return cs.pipe.Decode(buf)
+}
+
+// parse dispatches the whole frames at the start of buf. It returns the
+// bytes consumed and whether the caller should look at the input again
+// (everything in buf was consumed and the connection can go on).
+func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
+	for used < len(buf) {
+		args, m, err := cs.decode(buf[used:])
+		if err != nil {
+			var pe *codec.ProtocolError
+			if errors.As(err, &pe) && !pe.Fatal && m > 0 {
+				s.metrics.Errors.WithLabelValues("protocol").Inc()
+				s.emit(cs, s.appendErr(cs, nil, pe.Msg))
+				used += m
+				continue
+			}
+			msg := err.Error()
+			if pe != nil {
+				msg = pe.Msg
+			}
+			s.metrics.Errors.WithLabelValues("protocol").Inc()
+			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", cs.c.RemoteAddr(), "err", msg)
+			s.emit(cs, s.appendErr(cs, nil, msg))
+			cs.closing = true
+			return len(buf), false
+		}
+		if m == 0 {
+			return used, false
+		}
+		if len(args) == 0 {
+			used += m
+			continue
+		}
+		if !s.dispatch(cs, args) {
+			return used, false // parked: this request stays buffered
+		}
+		used += m
+		if cs.closing {
+			return len(buf), false
+		}
+		if s.overOutput(cs) {
+			return len(buf), false
+		}
+	}
+	return used, true
+}
+
+// admit applies the ordering and back-pressure rules before a command of
+// the given class runs; false parks the connection.
+func (s *Server) admit(cs *conn, class int) bool {
+	if cs.q.len() == 0 {
+		return true
+	}
+	ok := cs.q.len() < maxPending
+	switch class {
+	case classRead:
+		ok = ok && cs.writes == 0
+	case classWrite:
+		ok = ok && cs.reads == 0
+	}
+	if !ok {
+		cs.parked = true
+	}
+	return ok
+}
+
+// overOutput enforces max_output_bytes while replies are produced, so one
+// burst of pipelined reads of a big value cannot build an unbounded reply.
+// Over the limit the connection is closed and its replies dropped, as Redis
+// does with a client over its output-buffer limit.
+func (s *Server) overOutput(cs *conn) bool {
+	max := int(s.cfg.MaxOutputBytes)
+	if max <= 0 || len(cs.out)+cs.c.OutboundBuffered() <= max {
+		return false
+	}
+	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", cs.c.RemoteAddr())
+	s.metrics.LimitCloses.WithLabelValues("output").Inc()
+	cs.out = cs.out[:0]
+	cs.closing = true
+	cs.q = replyQueue{}
+	cs.reads, cs.writes = 0, 0
+	_ = cs.c.Close()
+	return true
+}
+
+// appendErr encodes an error reply in the connection's protocol.
+func (s *Server) appendErr(cs *conn, dst []byte, msg string) []byte {
+	if cs.proto == protoRESP {
+		return codec.AppendError(dst, "ERR "+msg)
+	}
+	return codec.AppendPipeStrings(dst, "ERROR", msg)
+}

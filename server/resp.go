@@ -1,0 +1,467 @@
+package server
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/kvstore/kv/codec"
+	"github.com/kvstore/kv/store"
+)
+
+// RESP replies that never change.
+var (
+	respOK    = []byte("+OK\r\n")
+	respPong  = []byte("+PONG\r\n")
+	respNull  = []byte("$-1\r\n")
+	respEmpty = []byte("*0\r\n")
+)
+
+func appendRESPError(dst []byte, msg string) []byte { return codec.AppendError(dst, msg) }
+
+func (s *Server) respCommands() []*command {
+	return []*command{
+		{name: "PING", minArgs: 1, maxArgs: 2, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			if len(args) == 2 {
+				s.emit(cs, codec.AppendBulk(nil, args[1]))
+				return
+			}
+			s.emit(cs, respPong)
+		}},
+		{name: "ECHO", minArgs: 2, maxArgs: 2, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			s.emit(cs, codec.AppendBulk(nil, args[1]))
+		}},
+		{name: "QUIT", minArgs: 1, maxArgs: -1, noAuth: true, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
+			s.emit(cs, respOK)
+			cs.closing = true
+		}},
+		{name: "AUTH", minArgs: 2, maxArgs: 3, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			s.emit(cs, s.respAuth(cs, args[1:]))
+		}},
+		{name: "HELLO", minArgs: 1, maxArgs: -1, noAuth: true, run: (*Server).respHello},
+		{name: "SELECT", minArgs: 2, maxArgs: 2, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			if string(args[1]) != "0" {
+				s.emit(cs, appendRESPError(nil, "ERR DB index is out of range"))
+				return
+			}
+			s.emit(cs, respOK)
+		}},
+		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respGet},
+		{name: "SET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respSet},
+		{name: "MSET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respMSet},
+		{name: "DEL", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel},
+		{name: "UNLINK", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel},
+		{name: "EXISTS", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respExists},
+		{name: "MGET", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respMGet},
+		{name: "SCAN", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respScan},
+		{name: "DBSIZE", minArgs: 1, maxArgs: 1, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
+			s.emit(cs, codec.AppendInt(nil, s.store.ApproxKeys()))
+		}},
+		{name: "INFO", minArgs: 1, maxArgs: -1, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			section := ""
+			if len(args) > 1 {
+				section = strings.ToLower(string(args[1]))
+			}
+			s.emit(cs, codec.AppendBulkString(nil, s.infoText(section)))
+		}},
+		{name: "COMMAND", minArgs: 1, maxArgs: -1, run: (*Server).respCommand},
+		{name: "CONFIG", minArgs: 2, maxArgs: -1, run: (*Server).respConfig},
+		{name: "CLIENT", minArgs: 2, maxArgs: -1, run: (*Server).respClient},
+		{name: "FLUSHALL", minArgs: 1, maxArgs: 2, class: classWrite, run: (*Server).respFlush},
+		{name: "FLUSHDB", minArgs: 1, maxArgs: 2, class: classWrite, run: (*Server).respFlush},
+	}
+}
+
+func (s *Server) respAuth(cs *conn, args [][]byte) []byte {
+	pw := args[len(args)-1]
+	if len(args) == 2 && string(args[0]) != "default" {
+		return appendRESPError(nil, "WRONGPASS invalid password")
+	}
+	if s.cfg.RequirePass == "" {
+		return appendRESPError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+	}
+	if string(pw) != s.cfg.RequirePass {
+		return appendRESPError(nil, "WRONGPASS invalid password")
+	}
+	cs.authed = true
+	return respOK
+}
+
+func (s *Server) respHello(cs *conn, args [][]byte, _ int64) {
+	rest := args[1:]
+	if len(rest) > 0 {
+		v, err := strconv.Atoi(string(rest[0]))
+		if err != nil {
+			s.emit(cs, appendRESPError(nil, "ERR Protocol version is not an integer or out of range"))
+			return
+		}
+		if v != 2 {
+			s.emit(cs, appendRESPError(nil, "NOPROTO sorry, this protocol version is not supported"))
+			return
+		}
+		rest = rest[1:]
+	}
+	for len(rest) > 0 {
+		switch strings.ToUpper(string(rest[0])) {
+		case "AUTH":
+			if len(rest) < 3 {
+				s.emit(cs, appendRESPError(nil, "ERR Syntax error in HELLO option 'auth'"))
+				return
+			}
+			if r := s.respAuth(cs, rest[1:3]); r[0] == '-' {
+				s.emit(cs, r)
+				return
+			}
+			rest = rest[3:]
+		case "SETNAME":
+			if len(rest) < 2 {
+				s.emit(cs, appendRESPError(nil, "ERR Syntax error in HELLO option 'setname'"))
+				return
+			}
+			cs.name = string(rest[1])
+			rest = rest[2:]
+		default:
+			s.emit(cs, appendRESPError(nil, "ERR Syntax error in HELLO option '"+printable(rest[0])+"'"))
+			return
+		}
+	}
+	if !cs.authed {
+		s.emit(cs, appendRESPError(nil, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
+		return
+	}
+	out := codec.AppendArrayHeader(nil, 14)
+	out = codec.AppendBulkString(out, "server")
+	out = codec.AppendBulkString(out, "kvserver")
+	out = codec.AppendBulkString(out, "version")
+	out = codec.AppendBulkString(out, s.info.Version)
+	out = codec.AppendBulkString(out, "proto")
+	out = codec.AppendInt(out, 2)
+	out = codec.AppendBulkString(out, "id")
+	out = codec.AppendInt(out, int64(cs.id))
+	out = codec.AppendBulkString(out, "mode")
+	out = codec.AppendBulkString(out, s.info.Mode)
+	out = codec.AppendBulkString(out, "role")
+	out = codec.AppendBulkString(out, "master")
+	out = codec.AppendBulkString(out, "modules")
+	out = codec.AppendArrayHeader(out, 0)
+	s.emit(cs, out)
+}
+
+func (s *Server) respGet(cs *conn, args [][]byte, start int64) {
+	if msg := s.checkKey(args[1]); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	p := s.newPending(cs, classRead, s.cmdGet, start)
+	s.store.Get(args[1], func(v []byte, err error) {
+		switch {
+		case err == nil:
+			s.finish(p, codec.AppendBulk(make([]byte, 0, len(v)+16), v))
+		case err == store.ErrNotFound:
+			s.finish(p, respNull)
+		default:
+			s.finish(p, s.appendErr(cs, nil, err.Error()))
+		}
+	})
+	s.settle(p)
+}
+
+func (s *Server) respSet(cs *conn, args [][]byte, start int64) {
+	if len(args) > 3 {
+		s.emit(cs, appendRESPError(nil, "ERR SET options are not supported by this store (EX, PX, NX, XX, KEEPTTL, GET)"))
+		return
+	}
+	if msg := s.checkKey(args[1]); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	s.write(cs, newBatchPairs(args[1:3]), s.cmdPut, start, respOK)
+}
+
+func (s *Server) respMSet(cs *conn, args [][]byte, start int64) {
+	pairs := args[1:]
+	if len(pairs)%2 != 0 {
+		s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'mset' command"))
+		return
+	}
+	if msg := s.checkKeys(pairs, 2); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	s.write(cs, newBatchPairs(pairs), s.cmdBatch, start, respOK)
+}
+
+// multiGet reads keys concurrently and calls done once with every result
+// (vals[i] == nil and found[i] == false for an absent key). keys must stay
+// valid until done runs.
+func (s *Server) multiGet(keys [][]byte, done func(vals [][]byte, found []bool, err error)) {
+	vals := make([][]byte, len(keys))
+	found := make([]bool, len(keys))
+	var left atomic.Int64
+	left.Store(int64(len(keys)))
+	var firstErr atomic.Pointer[error]
+	for i, k := range keys {
+		s.store.Get(k, func(v []byte, err error) {
+			switch {
+			case err == nil:
+				vals[i], found[i] = v, true
+			case err == store.ErrNotFound:
+			default:
+				firstErr.CompareAndSwap(nil, &err)
+			}
+			if left.Add(-1) == 0 {
+				if e := firstErr.Load(); e != nil {
+					done(nil, nil, *e)
+					return
+				}
+				done(vals, found, nil)
+			}
+		})
+	}
+}
+
+// copyKeys copies keys that must outlive the current input buffer.
+func copyKeys(keys [][]byte) [][]byte {
+	n := 0
+	for _, k := range keys {
+		n += len(k)
+	}
+	buf := make([]byte, 0, n)
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		buf = append(buf, k...)
+		out[i] = buf[len(buf)-len(k):]
+	}
+	return out
+}
+
+func (s *Server) respExists(cs *conn, args [][]byte, start int64) {
+	if msg := s.checkKeys(args[1:], 1); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	p := s.newPending(cs, classRead, s.cmdGet, start)
+	s.multiGet(copyKeys(args[1:]), func(_ [][]byte, found []bool, err error) {
+		if err != nil {
+			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			return
+		}
+		s.finish(p, codec.AppendInt(nil, int64(countTrue(found))))
+	})
+	s.settle(p)
+}
+
+func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
+	if msg := s.checkKeys(args[1:], 1); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	p := s.newPending(cs, classRead, s.cmdGet, start)
+	s.multiGet(copyKeys(args[1:]), func(vals [][]byte, found []bool, err error) {
+		if err != nil {
+			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			return
+		}
+		out := codec.AppendArrayHeader(nil, len(vals))
+		for i, v := range vals {
+			if found[i] {
+				out = codec.AppendBulk(out, v)
+			} else {
+				out = codec.AppendNull(out)
+			}
+		}
+		s.finish(p, out)
+	})
+	s.settle(p)
+}
+
+// respDel reads the keys first (DEL replies how many existed), then deletes
+// them in one atomic batch. The count is taken just before the delete, not
+// atomically with it: a concurrent writer can make it off by that write.
+func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
+	if msg := s.checkKeys(args[1:], 1); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	keys := copyKeys(args[1:])
+	p := s.newPending(cs, classWrite, s.cmdDelete, start)
+	s.multiGet(keys, func(_ [][]byte, found []bool, err error) {
+		if err != nil {
+			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			return
+		}
+		n := countTrue(found)
+		s.store.Write(newDeleteBatch(keys), func(err error) {
+			s.finishOK(p, cs, err, codec.AppendInt(nil, int64(n)))
+		})
+	})
+	s.settle(p)
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+// respScan pages through the keyspace in key order. Redis clients parse the
+// cursor as an unsigned integer, so the position (a key) is kept in a
+// server-side cursor table and the client sees its number.
+func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
+	cursor, err := strconv.ParseUint(string(args[1]), 10, 64)
+	if err != nil {
+		s.emit(cs, appendRESPError(nil, "ERR invalid cursor"))
+		return
+	}
+	var pattern []byte
+	count := 10
+	for i := 2; i < len(args); i += 2 {
+		if i+1 >= len(args) {
+			s.emit(cs, appendRESPError(nil, "ERR syntax error"))
+			return
+		}
+		switch strings.ToUpper(string(args[i])) {
+		case "MATCH":
+			pattern = bytes.Clone(args[i+1])
+		case "COUNT":
+			n, err := strconv.Atoi(string(args[i+1]))
+			if err != nil || n <= 0 {
+				s.emit(cs, appendRESPError(nil, "ERR value is not an integer or out of range"))
+				return
+			}
+			count = n
+		case "TYPE":
+			// Every key is a string.
+			if !strings.EqualFold(string(args[i+1]), "string") {
+				s.emit(cs, scanReply(0, nil))
+				return
+			}
+		default:
+			s.emit(cs, appendRESPError(nil, "ERR syntax error"))
+			return
+		}
+	}
+	var from []byte
+	if cursor != 0 {
+		k, ok := s.cursors.get(cursor)
+		if !ok {
+			s.emit(cs, appendRESPError(nil, "ERR invalid cursor (expired or never issued); restart from 0"))
+			return
+		}
+		from = k
+	}
+	limit := s.rangeLimit(count)
+	p := s.newPending(cs, classRead, s.cmdRange, start)
+	s.store.Range(from, nil, limit, func(kvs []store.KV, err error) {
+		if err != nil {
+			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			return
+		}
+		var keys [][]byte
+		for _, kv := range kvs {
+			if pattern == nil || globMatch(pattern, kv.Key) {
+				keys = append(keys, kv.Key)
+			}
+		}
+		var next uint64
+		if len(kvs) == limit && limit > 0 {
+			last := kvs[len(kvs)-1].Key
+			next = s.cursors.put(append(bytes.Clone(last), 0))
+		}
+		s.finish(p, scanReply(next, keys))
+	})
+	s.settle(p)
+}
+
+func scanReply(next uint64, keys [][]byte) []byte {
+	out := codec.AppendArrayHeader(nil, 2)
+	out = codec.AppendBulkString(out, strconv.FormatUint(next, 10))
+	out = codec.AppendArrayHeader(out, len(keys))
+	for _, k := range keys {
+		out = codec.AppendBulk(out, k)
+	}
+	return out
+}
+
+func (s *Server) respCommand(cs *conn, args [][]byte, _ int64) {
+	if len(args) == 1 {
+		s.emit(cs, respEmpty)
+		return
+	}
+	switch strings.ToUpper(string(args[1])) {
+	case "COUNT":
+		s.emit(cs, codec.AppendInt(nil, int64(len(s.respTable))))
+	case "DOCS", "INFO", "LIST":
+		s.emit(cs, respEmpty)
+	default:
+		s.emit(cs, appendRESPError(nil, "ERR unknown subcommand '"+printable(args[1])+"'. Try COMMAND HELP."))
+	}
+}
+
+func (s *Server) respConfig(cs *conn, args [][]byte, _ int64) {
+	if !strings.EqualFold(string(args[1]), "GET") {
+		s.emit(cs, appendRESPError(nil, "ERR CONFIG "+strings.ToUpper(printable(args[1]))+" is not supported; configuration is read from the TOML file at start-up"))
+		return
+	}
+	if len(args) < 3 {
+		s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'config|get' command"))
+		return
+	}
+	params := s.configParams()
+	var out []byte
+	n := 0
+	for _, kv := range params {
+		for _, pat := range args[2:] {
+			if globMatch(bytes.ToLower(pat), []byte(kv[0])) {
+				out = codec.AppendBulkString(out, kv[0])
+				out = codec.AppendBulkString(out, kv[1])
+				n++
+				break
+			}
+		}
+	}
+	s.emit(cs, append(codec.AppendArrayHeader(nil, 2*n), out...))
+}
+
+func (s *Server) respClient(cs *conn, args [][]byte, _ int64) {
+	switch strings.ToUpper(string(args[1])) {
+	case "ID":
+		s.emit(cs, codec.AppendInt(nil, int64(cs.id)))
+	case "SETNAME":
+		if len(args) != 3 {
+			s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'client|setname' command"))
+			return
+		}
+		if bytes.ContainsAny(args[2], " \n") {
+			s.emit(cs, appendRESPError(nil, "ERR Client names cannot contain spaces, newlines or special characters."))
+			return
+		}
+		cs.name = string(args[2])
+		s.emit(cs, respOK)
+	case "GETNAME":
+		if cs.name == "" {
+			s.emit(cs, respNull)
+			return
+		}
+		s.emit(cs, codec.AppendBulkString(nil, cs.name))
+	case "SETINFO":
+		s.emit(cs, respOK)
+	default:
+		s.emit(cs, appendRESPError(nil, "ERR unknown subcommand '"+printable(args[1])+"'. Try CLIENT HELP."))
+	}
+}
+
+func (s *Server) respFlush(cs *conn, args [][]byte, start int64) {
+	if !s.cfg.AllowFlush {
+		s.emit(cs, appendRESPError(nil, "ERR FLUSHALL/FLUSHDB are disabled; set server.allow_flush = true to enable them"))
+		return
+	}
+	p := s.newPending(cs, classWrite, s.cmdAdmin, start)
+	s.store.Clear(func(err error) { s.finishOK(p, cs, err, respOK) })
+	s.settle(p)
+}

@@ -1,0 +1,280 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/kvstore/kv/codec"
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/store"
+)
+
+// maxPending bounds the replies a connection may have outstanding before
+// the server stops parsing its input (back-pressure towards the client).
+const maxPending = 4096
+
+// Info is static information the server reports (INFO, HELLO, logs).
+type Info struct {
+	Version string
+	Mode    string // "standalone" or "cluster"
+	DataDir string
+	Sync    string
+}
+
+// Server is a running kvserver front end. Create it with New, run it with
+// Serve, stop it with Shutdown.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg     conf.Server
+	store   store.Store
+	info    Info
+	log     *slog.Logger
+	limits  codec.Limits
+	metrics *Metrics
+	cursors *cursorTable
+	started time.Time
+
+	engMu  sync.Mutex
+	eng    gnet.Engine
+	booted chan struct{}
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+
+	pipeTable, respTable                                    commandTable
+	cmdGet, cmdPut, cmdDelete, cmdRange, cmdBatch, cmdAdmin int // latency series
+
+	nextConnID atomic.Uint64
+	commands   atomic.Int64
+	conns      atomic.Int64
+	inflight   atomic.Int64 // replies handed to the store and not yet delivered
+	draining   atomic.Bool
+	totalConns atomic.Int64
+	rejected   atomic.Int64
+}
+
+// New returns a server for store st. m may be nil (unregistered metrics).
+func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Metrics) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	s := &Server{
+		cfg:     cfg,
+		store:   st,
+		info:    info,
+		log:     logger,
+		metrics: m,
+		cursors: newCursorTable(1024),
+		started: time.Now(),
+		booted:  make(chan struct{}),
+		loops:   make(map[gnet.EventLoop]*loop),
+		limits: codec.Limits{
+			MaxFrame: int(cfg.MaxFrameBytes),
+			MaxArgs:  cfg.MaxArgs,
+			MaxBulk:  int(cfg.MaxFrameBytes),
+		},
+	}
+	s.pipeTable = s.buildTable("pipe", s.pipeCommands())
+	s.respTable = s.buildTable("resp", s.respCommands())
+	s.cmdGet = m.bindOp("get")
+	s.cmdPut = m.bindOp("put")
+	s.cmdDelete = m.bindOp("delete")
+	s.cmdRange = m.bindOp("range")
+	s.cmdBatch = m.bindOp("batch")
+	s.cmdAdmin = m.bindOp("admin")
+	return s
+}
+
+func (s *Server) buildTable(proto string, cmds []*command) commandTable {
+	t := make(commandTable, len(cmds))
+	for _, c := range cmds {
+		c.id = s.metrics.bindCommand(proto, c.name)
+		t[c.name] = c
+	}
+	return t
+}
+
+// Serve listens on cfg.Listen and serves until Shutdown; it blocks.
+func (s *Server) Serve() error {
+	loops := s.cfg.EventLoops
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
+		gnet.WithNumEventLoop(loops),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTicker(true),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	if err != nil {
+		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
+	}
+	return nil
+}
+
+// WaitStarted blocks until the listener is up or ctx ends.
+func (s *Server) WaitStarted(ctx context.Context) error {
+	select {
+	case <-s.booted:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown stops accepting work, waits (until ctx ends) for replies already
+// handed to the store to be delivered, then stops the event loops. It does
+// not close the store: the caller owns it.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			s.log.Warn("shutdown: giving up waiting for in-flight requests", "inflight", s.inflight.Load())
+			goto stop
+		case <-tick.C:
+		}
+	}
+stop:
+	s.engMu.Lock()
+	eng := s.eng
+	s.engMu.Unlock()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := eng.Stop(stopCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("stop event loops: %w", err)
+	}
+	return nil
+}
+
+// OnBoot keeps the engine handle for Shutdown.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.engMu.Lock()
+	s.eng = eng
+	s.engMu.Unlock()
+	close(s.booted)
+	return gnet.None
+}
+
+// OnOpen admits a connection or rejects it when max_connections is reached.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if s.draining.Load() {
+		return []byte("ERROR|server is shutting down\n"), gnet.Close
+	}
+	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.conns.Add(-1)
+		s.rejected.Add(1)
+		return []byte("ERROR|max number of clients reached\n"), gnet.Close
+	}
+	s.totalConns.Add(1)
+	s.metrics.Connections.Inc()
+	l := s.loopFor(c.EventLoop())
+	cs := &conn{
+		c:      c,
+		id:     s.nextConnID.Add(1),
+		loop:   l,
+		authed: s.cfg.RequirePass == "",
+		last:   time.Now().UnixNano(),
+	}
+	l.conns[cs] = struct{}{}
+	c.SetContext(cs)
+	return nil, gnet.None
+}
+
+// OnClose forgets the connection; completions that arrive later are dropped.
+func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
+	cs, ok := c.Context().(*conn)
+	if !ok || cs.closed {
+		return gnet.None
+	}
+	cs.closed = true
+	delete(cs.loop.conns, cs)
+	s.conns.Add(-1)
+	s.metrics.Connections.Dec()
+	return gnet.None
+}
+
+// OnTraffic parses and executes every whole request buffered on c.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cs, ok := c.Context().(*conn)
+	if !ok || cs.closed {
+		return gnet.Close
+	}
+	cs.last = time.Now().UnixNano()
+	return s.process(cs)
+}
+
+// OnTick runs on its own goroutine: it asks every loop to sweep idle
+// connections (connection state is only touched on its loop).
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	idle := s.cfg.IdleTimeout.D()
+	if idle <= 0 {
+		return time.Second, gnet.None
+	}
+	s.loopsMu.Lock()
+	loops := make([]*loop, 0, len(s.loops))
+	for _, l := range s.loops {
+		loops = append(loops, l)
+	}
+	s.loopsMu.Unlock()
+	deadline := time.Now().Add(-idle).UnixNano()
+	for _, l := range loops {
+		l := l
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			for cs := range l.conns {
+				if cs.last < deadline && cs.q.len() == 0 {
+					s.log.Debug("closing idle connection", "conn", cs.id, "remote", cs.c.RemoteAddr())
+					cs.closed = true
+					delete(l.conns, cs)
+					s.conns.Add(-1)
+					s.metrics.Connections.Dec()
+					_ = cs.c.Close()
+				}
+			}
+			return nil
+		}))
+	}
+	tick := idle / 4
+	if tick > time.Second {
+		tick = time.Second
+	}
+	if tick < 10*time.Millisecond {
+		tick = 10 * time.Millisecond
+	}
+	return tick, gnet.None
+}
+
+func (s *Server) loopFor(el gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l, ok := s.loops[el]
+	if !ok {
+		l = &loop{s: s, el: el, conns: make(map[*conn]struct{})}
+		s.loops[el] = l
+	}
+	return l
+}
+
+// gnetLogger routes gnet's own log lines into slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }

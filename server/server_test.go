@@ -1,0 +1,308 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// slowStore is a map-backed store.Store whose completions arrive later, on
+// other goroutines, after random delays, and so out of order. It lets the
+// tests check reply ordering and read-your-writes independently of the
+// engine. Writes apply in submission order (as the engine's commit queue
+// does) but are acknowledged in random order.
+type slowStore struct {
+	mu   sync.Mutex
+	data map[string]string
+	rng  *rand.Rand
+}
+
+func newSlowStore() *slowStore {
+	return &slowStore{data: map[string]string{}, rng: rand.New(rand.NewSource(1))}
+}
+
+func (f *slowStore) later(fn func()) {
+	f.mu.Lock()
+	d := time.Duration(f.rng.Intn(300)) * time.Microsecond
+	f.mu.Unlock()
+	time.AfterFunc(d, fn)
+}
+
+func (f *slowStore) Get(key []byte, done func([]byte, error)) {
+	f.mu.Lock()
+	v, ok := f.data[string(key)]
+	f.mu.Unlock()
+	f.later(func() {
+		if !ok {
+			done(nil, store.ErrNotFound)
+			return
+		}
+		done([]byte(v), nil)
+	})
+}
+
+func (f *slowStore) Write(b *lsm.Batch, done func(error)) {
+	f.mu.Lock()
+	_ = b.Each(func(del bool, k, v []byte) error {
+		if del {
+			delete(f.data, string(k))
+		} else {
+			f.data[string(k)] = string(v)
+		}
+		return nil
+	})
+	f.mu.Unlock()
+	f.later(func() { done(nil) })
+}
+
+func (f *slowStore) Range(start, end []byte, limit int, done func([]store.KV, error)) {
+	f.mu.Lock()
+	var kvs []store.KV
+	for k, v := range f.data {
+		if k >= string(start) && (len(end) == 0 || k < string(end)) {
+			kvs = append(kvs, store.KV{Key: []byte(k), Value: []byte(v)})
+		}
+	}
+	f.mu.Unlock()
+	sort.Slice(kvs, func(i, j int) bool { return string(kvs[i].Key) < string(kvs[j].Key) })
+	if len(kvs) > limit {
+		kvs = kvs[:limit]
+	}
+	f.later(func() { done(kvs, nil) })
+}
+
+func (f *slowStore) Clear(done func(error)) {
+	f.mu.Lock()
+	f.data = map[string]string{}
+	f.mu.Unlock()
+	f.later(func() { done(nil) })
+}
+
+func (f *slowStore) ApproxKeys() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return int64(len(f.data))
+}
+func (f *slowStore) Status() store.Status {
+	return store.Status{Mode: "standalone", State: "healthy", NodeID: 1, Nodes: 1, NodesUp: 1, Shards: 1, ShardsWithLeader: 1}
+}
+func (f *slowStore) Nodes() []store.Node                          { return []store.Node{{ID: 1, Client: "x", Up: true}} }
+func (f *slowStore) Leader([]byte) (store.Node, error)            { return store.Node{ID: 1, Client: "x"}, nil }
+func (f *slowStore) Join(_ uint64, _, _ string, done func(error)) { done(store.ErrStandalone) }
+func (f *slowStore) Remove(_ uint64, done func(error))            { done(store.ErrStandalone) }
+func (f *slowStore) Close() error                                 { return nil }
+
+var lastServer *Server
+
+func startTestServer(t *testing.T, st store.Store, mutate func(*conf.Server)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := conf.Default().Server
+	cfg.Listen = addr
+	cfg.EventLoops = 2
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, nil, nil)
+	lastServer = s
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitStarted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		<-done
+	})
+	return addr
+}
+
+// TestOrderingWithAsyncStore pipelines mixed commands from several
+// connections against a store that completes out of order, and checks
+// every reply against a per-connection model.
+func TestOrderingWithAsyncStore(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), nil)
+	var wg sync.WaitGroup
+	for c := 0; c < 4; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			if err := checkPipelinedModel(addr, c); err != nil {
+				t.Error(err)
+				t.Log(lastServer.dumpState())
+			}
+		}(c)
+	}
+	wg.Wait()
+}
+
+func checkPipelinedModel(addr string, c int) error {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rng := rand.New(rand.NewSource(int64(c)))
+	model := map[string]string{}
+	var req strings.Builder
+	var want []string
+	for i := 0; i < 3000; i++ {
+		k := fmt.Sprintf("c%d-k%d", c, rng.Intn(20))
+		switch rng.Intn(6) {
+		case 0, 1:
+			v := fmt.Sprint(i)
+			fmt.Fprintf(&req, "PUT|%s|%s\n", k, v)
+			model[k] = v
+			want = append(want, "OK")
+		case 2:
+			fmt.Fprintf(&req, "DELETE|%s\n", k)
+			delete(model, k)
+			want = append(want, "OK")
+		case 3:
+			req.WriteString("PING\n")
+			want = append(want, "PONG")
+		default:
+			fmt.Fprintf(&req, "GET|%s\n", k)
+			if v, ok := model[k]; ok {
+				want = append(want, "VALUE|"+v)
+			} else {
+				want = append(want, "NOT_FOUND")
+			}
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Write([]byte(req.String()))
+		errc <- err
+	}()
+	r := bufio.NewReader(conn)
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i, w := range want {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("conn %d reply %d: %v", c, i, err)
+		}
+		if got := strings.TrimSuffix(line, "\n"); got != w {
+			return fmt.Errorf("conn %d reply %d: got %q want %q", c, i, got, w)
+		}
+	}
+	return <-errc
+}
+
+// TestRESPOrderingWithAsyncStore does the same over RESP, with MGET/DEL
+// fan-out commands in the mix.
+func TestRESPOrderingWithAsyncStore(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), nil)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var req strings.Builder
+	cmd := func(args ...string) {
+		fmt.Fprintf(&req, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&req, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	cmd("SET", "a", "1")
+	cmd("SET", "b", "2")
+	cmd("MGET", "a", "b", "c")
+	cmd("DEL", "a", "c")
+	cmd("EXISTS", "a", "b")
+	cmd("GET", "a")
+	cmd("PING")
+	want := "+OK\r\n+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:1\r\n:1\r\n$-1\r\n+PONG\r\n"
+	conn.Write([]byte(req.String()))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 4096)
+	for len(got) < len(want) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v (got %q)", err, got)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestGlobMatch(t *testing.T) {
+	for _, tc := range []struct {
+		pat, s string
+		want   bool
+	}{
+		{"*", "", true},
+		{"*", "abc", true},
+		{"user:*", "user:1", true},
+		{"user:*", "use", false},
+		{"h?llo", "hello", true},
+		{"h?llo", "hllo", false},
+		{"h[ae]llo", "hallo", true},
+		{"h[ae]llo", "hillo", false},
+		{"h[^e]llo", "hallo", true},
+		{"h[^e]llo", "hello", false},
+		{"h[a-b]llo", "hbllo", true},
+		{`h\*llo`, "h*llo", true},
+		{`h\*llo`, "hello", false},
+		{"a*b*c", "axxbyyc", true},
+		{"a*b*c", "axxbyy", false},
+	} {
+		if got := globMatch([]byte(tc.pat), []byte(tc.s)); got != tc.want {
+			t.Errorf("globMatch(%q, %q) = %v", tc.pat, tc.s, got)
+		}
+	}
+}
+
+func TestCursorTableIsBounded(t *testing.T) {
+	ct := newCursorTable(3)
+	var ids []uint64
+	for i := 0; i < 5; i++ {
+		ids = append(ids, ct.put([]byte{byte(i)}))
+	}
+	if _, ok := ct.get(ids[0]); ok {
+		t.Fatal("oldest cursor kept past the bound")
+	}
+	if k, ok := ct.get(ids[4]); !ok || k[0] != 4 {
+		t.Fatal("newest cursor lost")
+	}
+	if len(ct.keys) != 3 {
+		t.Fatalf("table holds %d cursors", len(ct.keys))
+	}
+}
+
+func TestCommandLookupIsCaseInsensitive(t *testing.T) {
+	s := New(conf.Default().Server, newSlowStore(), Info{}, nil, nil)
+	for _, name := range []string{"get", "GET", "gEt"} {
+		if c := s.pipeTable.lookup([]byte(name)); c == nil || c.name != "GET" {
+			t.Errorf("lookup(%q) = %v", name, c)
+		}
+	}
+	if c := s.pipeTable.lookup([]byte(strings.Repeat("x", 100))); c != nil {
+		t.Error("long name found")
+	}
+}

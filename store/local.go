@@ -1,0 +1,172 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+)
+
+// ErrStandalone is returned by membership operations on a standalone node.
+var ErrStandalone = errors.New("cluster mode is not enabled on this node")
+
+// LSMOptions maps the [storage] section to engine options.
+func LSMOptions(s conf.Storage, logger *slog.Logger) lsm.Options {
+	o := lsm.Options{
+		SyncInterval:        s.SyncInterval.D(),
+		MemtableBytes:       int64(s.MemtableBytes),
+		BlockCacheBytes:     int64(s.BlockCacheBytes),
+		BlockBytes:          int(s.BlockBytes),
+		L0CompactionTrigger: s.L0CompactionTrigger,
+		L0StopWrites:        s.L0StopWrites,
+		LevelBaseBytes:      int64(s.LevelBaseBytes),
+		Logger:              logger,
+	}
+	switch s.Sync {
+	case "batch":
+		o.Sync = lsm.SyncBatch
+	case "none":
+		o.Sync = lsm.SyncNone
+	default:
+		o.Sync = lsm.SyncAlways
+	}
+	switch s.Compression {
+	case "zstd":
+		o.Compression = lsm.CompressionZstd
+	case "none":
+		o.Compression = lsm.CompressionNone
+	default:
+		o.Compression = lsm.CompressionDefault
+	}
+	if o.L0StopWrites > 0 {
+		// Slow writes down two-thirds of the way to the stop, as LevelDB does.
+		o.L0SlowdownWrites = o.L0CompactionTrigger + (o.L0StopWrites-o.L0CompactionTrigger)*2/3
+	}
+	return o
+}
+
+// Local is the standalone Store: one lsm engine on local disk, answering
+// as a cluster of one node and one shard that is always healthy.
+type Local struct {
+	db     *lsm.DB
+	client string
+	clear  sync.Mutex
+}
+
+// NewLocal serves db; client is the node's client address for CLUSTER_*.
+func NewLocal(db *lsm.DB, client string) *Local {
+	return &Local{db: db, client: client}
+}
+
+// DB returns the engine.
+func (l *Local) DB() *lsm.DB { return l.db }
+
+// Get reads from memtables and the block cache on the caller's goroutine;
+// the engine's reads never wait on a sync.
+func (l *Local) Get(key []byte, done func([]byte, error)) {
+	v, err := l.db.Get(key)
+	if err != nil && err != lsm.ErrNotFound {
+		err = storageErr(err)
+	}
+	done(v, err)
+}
+
+// Write hands b to the engine's commit pipeline; done runs once b is
+// durable under the sync policy.
+func (l *Local) Write(b *lsm.Batch, done func(error)) {
+	l.db.WriteAsync(b, func(err error) {
+		if err != nil {
+			err = storageErr(err)
+		}
+		done(err)
+	})
+}
+
+// Range scans [start, end) on the caller's goroutine; limit bounds the work.
+func (l *Local) Range(start, end []byte, limit int, done func([]KV, error)) {
+	if len(end) == 0 {
+		end = nil
+	}
+	it := l.db.NewIterator(start, end)
+	var kvs []KV
+	for ok := it.First(); ok && len(kvs) < limit; ok = it.Next() {
+		kvs = append(kvs, KV{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
+	}
+	err := it.Close()
+	if err != nil {
+		done(nil, storageErr(err))
+		return
+	}
+	done(kvs, nil)
+}
+
+// Clear deletes every key, in batches, on a goroutine of its own. Writes
+// that race with it may survive; FLUSHALL is an administrative command.
+func (l *Local) Clear(done func(error)) {
+	go func() {
+		l.clear.Lock()
+		defer l.clear.Unlock()
+		done(l.clearAll())
+	}()
+}
+
+func (l *Local) clearAll() error {
+	it := l.db.NewIterator(nil, nil)
+	b := lsm.NewBatch()
+	for ok := it.First(); ok; ok = it.Next() {
+		b.Delete(it.Key())
+		if b.Len() >= 1000 {
+			if err := l.db.Write(b); err != nil {
+				it.Close()
+				return storageErr(err)
+			}
+			b = lsm.NewBatch()
+		}
+	}
+	if err := it.Close(); err != nil {
+		return storageErr(err)
+	}
+	if b.Len() > 0 {
+		if err := l.db.Write(b); err != nil {
+			return storageErr(err)
+		}
+	}
+	return nil
+}
+
+// ApproxKeys estimates live keys from engine metrics.
+func (l *Local) ApproxKeys() int64 { return l.db.Metrics().ApproxKeys }
+
+// EngineMetrics reports the engine's metrics (INFO, /metrics).
+func (l *Local) EngineMetrics() lsm.Metrics { return l.db.Metrics() }
+
+// Status reports a one-node, one-shard cluster that is always healthy.
+func (l *Local) Status() Status {
+	return Status{Mode: "standalone", State: "healthy", NodeID: 1, Nodes: 1, NodesUp: 1, Shards: 1, ShardsWithLeader: 1}
+}
+
+// Nodes reports this node.
+func (l *Local) Nodes() []Node { return []Node{{ID: 1, Client: l.client, Up: true}} }
+
+// Leader is always this node.
+func (l *Local) Leader([]byte) (Node, error) { return Node{ID: 1, Client: l.client, Up: true}, nil }
+
+// Join is refused: a standalone node has no raft groups to join.
+func (l *Local) Join(_ uint64, _, _ string, done func(error)) { done(ErrStandalone) }
+
+// Remove is refused like Join.
+func (l *Local) Remove(_ uint64, done func(error)) { done(ErrStandalone) }
+
+// Close closes the engine.
+func (l *Local) Close() error { return l.db.Close() }
+
+func storageErr(err error) error {
+	if errors.Is(err, lsm.ErrClosed) {
+		return fmt.Errorf("storage unavailable: shutting down")
+	}
+	return fmt.Errorf("storage unavailable: %w", err)
+}
