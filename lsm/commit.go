@@ -374,26 +374,32 @@ func (d *DB) setWALErr(err error) {
 
 // stallIfNeeded delays a commit group while L0 is crowded: a short sleep
 // from L0SlowdownWrites files, a wait for compaction from L0StopWrites.
-// It returns ErrClosed if the DB closes meanwhile.
+// It returns ErrClosed if the DB closes meanwhile, and the background error
+// if compaction has failed for good while writes are stopped.
 func (d *DB) stallIfNeeded() error {
 	d.mu.Lock()
 	var start time.Time
-	for !d.closing && len(d.current.levels[0]) >= d.opts.L0StopWrites {
+	for !d.closing && d.bgErr == nil && len(d.current.levels[0]) >= d.opts.L0StopWrites {
 		if start.IsZero() {
 			start = time.Now()
 			d.metrics.stalls.Add(1)
-			d.maybeScheduleCompactionLocked()
+			d.maybeScheduleCompaction()
 		}
 		d.cond.Wait()
 	}
 	closing := d.closing
+	stalled := len(d.current.levels[0]) >= d.opts.L0StopWrites
+	bgErr := d.bgErr
 	slow := len(d.current.levels[0]) >= d.opts.L0SlowdownWrites
 	d.mu.Unlock()
 	if !start.IsZero() {
 		d.metrics.stallNanos.Add(int64(time.Since(start)))
 	}
-	if closing {
+	switch {
+	case closing:
 		return ErrClosed
+	case stalled && bgErr != nil:
+		return bgErr
 	}
 	if slow {
 		d.metrics.slowdowns.Add(1)
@@ -455,10 +461,29 @@ func (d *DB) rotateMemtable(need int64) error {
 	return nil
 }
 
-// newMemTableLocked allocates the next memtable. d.mu must be held.
+// newMemTableLocked returns the next memtable, taking the spare one when it
+// has the right size, and has a spare prepared in the background for the
+// rotation after this one, so that committing never waits for a large
+// arena to be allocated and zeroed. d.mu must be held.
 func (d *DB) newMemTableLocked(need int64, logNum uint64) *memTable {
 	d.nextMemID++
-	return newMemTable(d.nextMemID, d.nextMemtableBytes(d.mem.capacity, need), logNum)
+	size := d.nextMemtableBytes(d.mem.capacity, need)
+	m := &memTable{id: d.nextMemID, capacity: size, logNum: logNum}
+	if d.spareMem != nil && d.spareMemBytes == size {
+		m.t, d.spareMem = d.spareMem, nil
+	} else {
+		m.t = memtable.New(int(size))
+	}
+	if next := d.nextMemtableBytes(size, 0); d.spareMem == nil && !d.spareMemPending {
+		d.spareMemPending = true
+		go func() {
+			t := memtable.New(int(next))
+			d.mu.Lock()
+			d.spareMem, d.spareMemBytes, d.spareMemPending = t, next, false
+			d.mu.Unlock()
+		}()
+	}
+	return m
 }
 
 // installMemtableLocked makes m the mutable memtable and queues the current

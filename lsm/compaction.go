@@ -20,8 +20,6 @@ func (d *DB) maybeScheduleCompaction() {
 	}
 }
 
-func (d *DB) maybeScheduleCompactionLocked() { d.maybeScheduleCompaction() }
-
 // compactLoop is the compaction goroutine. One compaction runs at a time
 // (the machine this targets has two cores: one for flushes, one for this).
 // It also deletes obsolete tables.
@@ -54,6 +52,16 @@ func (d *DB) compactLoop() {
 			d.deleteObsoleteTables()
 			if errors.Is(err, errCompactionAborted) {
 				return
+			}
+			if errors.Is(err, ErrCorruption) {
+				// Retrying cannot help, and L0 will pile up behind it:
+				// let stalled writes fail instead of waiting forever.
+				d.mu.Lock()
+				if d.bgErr == nil {
+					d.bgErr = fmt.Errorf("lsm: compaction failed: %w", err)
+				}
+				d.cond.Broadcast()
+				d.mu.Unlock()
 			}
 			if err != nil {
 				d.opts.Logger.Error("lsm: compaction failed; will retry", "level", c.level, "err", err)

@@ -34,6 +34,7 @@ import (
 
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/internal/base"
+	"github.com/kvstore/kv/lsm/memtable"
 )
 
 // ErrReadOnly is returned by writes, Flush and Checkpoint on a DB opened
@@ -87,6 +88,10 @@ type DB struct {
 	closing       bool
 	snapshots     snapshotNode // sentinel of the pinned-sequence list
 	walNums       []uint64     // WAL files on disk, ascending
+	// spareMem is a preallocated arena for the next rotation.
+	spareMem        *memtable.Table
+	spareMemBytes   int64
+	spareMemPending bool
 
 	obsoleteMu     sync.Mutex
 	obsoleteTables []*fileMetadata

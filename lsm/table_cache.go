@@ -23,8 +23,9 @@ type tableCache struct {
 	cache   *cache.Cache
 	cacheID uint64
 
-	mu   sync.Mutex
-	open map[uint64]*fileMetadata
+	mu     sync.Mutex
+	open   map[uint64]*fileMetadata
+	closed bool // no more readers are opened (an iterator outliving Close)
 }
 
 func (c *tableCache) path(fileNum uint64) string {
@@ -41,6 +42,12 @@ func (c *tableCache) reader(f *fileMetadata) (*sstable.Reader, error) {
 	defer f.readerMu.Unlock()
 	if r := f.reader.Load(); r != nil {
 		return r, nil
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
 	}
 	name := c.path(f.fileNum)
 	file, err := c.fs.Open(name)
@@ -78,6 +85,7 @@ func (c *tableCache) evict(f *fileMetadata) {
 // closeAll closes every open reader.
 func (c *tableCache) closeAll() {
 	c.mu.Lock()
+	c.closed = true
 	files := make([]*fileMetadata, 0, len(c.open))
 	for _, f := range c.open {
 		files = append(files, f)
