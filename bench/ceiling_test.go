@@ -47,7 +47,9 @@ func BenchmarkGeneratorCeiling(b *testing.B) {
 				b.Fatal(err)
 			}
 			_ = srv.Close() // the connections end, adding their CPU time
-			clientCPU := res.CPU.UserSeconds + res.CPU.SysSeconds - srv.CPU().Seconds()
+			processCPU := res.CPU.UserSeconds + res.CPU.SysSeconds
+			clientCPU := processCPU - srv.CPU().Seconds()
+			b.Logf("N=%d: process CPU %.2fs, of which the server %.2fs, over %.2fs", b.N, processCPU, srv.CPU().Seconds(), res.Elapsed)
 			b.ReportMetric(float64(res.All.Count)/res.Elapsed, "ops/s")
 			if clientCPU > 0 {
 				b.ReportMetric(float64(res.All.Count)/clientCPU, "ops/client-cpu-s")

@@ -319,3 +319,29 @@ func TestRunCancel(t *testing.T) {
 		t.Fatalf("no partial result: %+v", res)
 	}
 }
+
+// TestOpenLoopSendsTheSchedule checks the open-loop schedule is kept
+// whole: at 1000 ops/s, the requests due in a 500ms window after a 200ms
+// warmup are exactly 500, spread over clients that do not divide them
+// evenly, and every one is measured (or reported as never sent).
+func TestOpenLoopSendsTheSchedule(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Clients = 3
+	cfg.Pipeline = 2
+	cfg.Total = 0
+	cfg.Rate = 1000
+	cfg.Warmup = 200 * time.Millisecond
+	cfg.Duration = 500 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.All.Count + res.OpenLoop.Unsent; got != 500 {
+		t.Errorf("measured %d + unsent %d requests, want the 500 due", res.All.Count, res.OpenLoop.Unsent)
+	}
+	// 200 warmup requests, 500 measured, and each connection's PING.
+	if got := srv.Requests(); got != 700+int64(cfg.Clients) {
+		t.Errorf("server saw %d requests, want %d", got, 700+cfg.Clients)
+	}
+}

@@ -34,6 +34,8 @@ var (
 	appliedKey = []byte("m" + "applied")
 	// memberKeyPrefix + 8-byte big-endian node id holds a member record.
 	memberKeyPrefix = []byte("m" + "member/")
+	// seqKeyPrefix + 8-byte big-endian proposer id holds its seqState.
+	seqKeyPrefix = []byte("m" + "seq/")
 )
 
 // userKey appends the stored form of a user key to dst.

@@ -27,7 +27,6 @@ package lsm
 import (
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -252,13 +251,5 @@ func (d *DB) deleteObsoleteWALs(logNum uint64) {
 		if err := d.opts.FS.Remove(name); err != nil {
 			d.opts.Logger.Warn("lsm: remove obsolete WAL", "wal", name, "err", err)
 		}
-	}
-}
-
-// closeQuietly closes c, ignoring the error (for cleanup paths that already
-// report one).
-func closeQuietly(c io.Closer) {
-	if c != nil {
-		c.Close()
 	}
 }

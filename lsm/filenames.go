@@ -12,13 +12,13 @@ import (
 type fileType int
 
 const (
-	fileTypeUnknown fileType = iota
-	fileTypeLog              // 000123.log: a WAL
-	fileTypeTable            // 000123.sst
-	fileTypeManifest         // MANIFEST-000123
-	fileTypeCurrent          // CURRENT: names the live manifest
-	fileTypeLock             // LOCK
-	fileTypeTemp             // 000123.dbtmp: CURRENT being replaced
+	fileTypeUnknown  fileType = iota
+	fileTypeLog               // 000123.log: a WAL
+	fileTypeTable             // 000123.sst
+	fileTypeManifest          // MANIFEST-000123
+	fileTypeCurrent           // CURRENT: names the live manifest
+	fileTypeLock              // LOCK
+	fileTypeTemp              // 000123.dbtmp: CURRENT being replaced
 )
 
 const (

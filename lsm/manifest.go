@@ -94,7 +94,7 @@ func (d *DB) loadManifest(num uint64) (*manifestState, error) {
 			delete(files, del.fileNum)
 		}
 		for _, a := range e.added {
-			files[a.meta.fileNum] = placed{a.level, a.meta}
+			files[a.meta.fileNum] = placed(a)
 		}
 	}
 	snap := &versionEdit{}

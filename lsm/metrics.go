@@ -60,14 +60,14 @@ type Metrics struct {
 
 // metricsCounters are the atomic counters behind Metrics.
 type metricsCounters struct {
-	walBytes, walSyncs                        atomic.Int64
-	flushes, flushBytes                       atomic.Int64
-	compactions, trivialMoves                 atomic.Int64
-	compactionBytesRead                       atomic.Int64
-	compactionBytesWritten                    atomic.Int64
-	userBytes                                 atomic.Int64
-	stalls, stallNanos, slowdowns             atomic.Int64
-	manifestRotations                         atomic.Int64
+	walBytes, walSyncs            atomic.Int64
+	flushes, flushBytes           atomic.Int64
+	compactions, trivialMoves     atomic.Int64
+	compactionBytesRead           atomic.Int64
+	compactionBytesWritten        atomic.Int64
+	userBytes                     atomic.Int64
+	stalls, stallNanos, slowdowns atomic.Int64
+	manifestRotations             atomic.Int64
 }
 
 // Metrics returns current counters and state.

@@ -100,14 +100,14 @@ func TestVersionApply(t *testing.T) {
 	}
 	v0.unref()
 	// Moving table 1 down and deleting 3 leaves 3 obsolete once v1 goes.
-	v2, err := v1.apply(&versionEdit{
+	_, err = v1.apply(&versionEdit{
 		deleted: []deletedFile{{0, 1}, {1, 3}},
 		added:   []newFile{{1, v1.levels[0][1]}},
 	})
 	if err == nil {
 		t.Fatal("overlapping L1 tables accepted")
 	}
-	v2, err = v1.apply(&versionEdit{
+	v2, err := v1.apply(&versionEdit{
 		deleted: []deletedFile{{1, 3}, {1, 4}, {0, 1}},
 		added:   []newFile{{1, v1.levels[0][1]}},
 	})
@@ -218,7 +218,7 @@ func TestPickCompaction(t *testing.T) {
 		v := build(map[int][]*fileMetadata{
 			0: {meta(1, "a", "c", 10, 1, 1)},
 			2: {meta(2, "a", "c", 500)},
-			6: {meta(3, "a", "c", 1 << 40)},
+			6: {meta(3, "a", "c", 1<<40)},
 		})
 		s := levelScores(v, o)
 		if s[0] != 0.5 || s[2] != 0.5 || s[6] != 0 {

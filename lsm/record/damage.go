@@ -18,24 +18,9 @@ import (
 //	crc(rest[s:e]) = F(e) ^ shift(F(s), e-s)
 //
 // where shift multiplies by x^(8(e-s)) modulo the polynomial (zlib's
-// crc32_combine). F is kept at every 64th offset, so F anywhere costs one
+// crc32_combine). F is kept at every 32nd offset, so F anywhere costs one
 // short hardware CRC, and each candidate costs one to three carry-less
 // multiplications: the classification is linear in W whatever the data.
-
-// multModP returns a*b modulo the Castagnoli polynomial, both in the
-// reflected representation crc32 uses (bit 31 is x⁰). It is the reference
-// for shifter.mul.
-func multModP(a, b uint32) uint32 {
-	var p uint32
-	for m := uint32(1) << 31; a != 0; m >>= 1 {
-		if a&m != 0 {
-			p ^= b
-			a &^= m
-		}
-		b = b>>1 ^ crc32.Castagnoli&-(b&1)
-	}
-	return p
-}
 
 // mulX8 returns v·x⁸ modulo the polynomial.
 func mulX8(v uint32) uint32 {
@@ -95,8 +80,10 @@ func (s *shifter) shift(crc, k uint32) uint32 {
 	return crc
 }
 
-// mul is multModP four bits of a at a time (Horner's rule from the highest
-// degree): about four times fewer steps, and no data-dependent branches.
+// mul returns a*b modulo the Castagnoli polynomial, both in the reflected
+// representation crc32 uses (bit 31 is x⁰). It takes four bits of a at a
+// time (Horner's rule from the highest degree): a quarter of the steps of
+// the bit-at-a-time form, and no data-dependent branches.
 func (s *shifter) mul(a, b uint32) uint32 {
 	// t[i] = q(x)·b where bit 3 of i is q's x⁰ coefficient ... bit 0 its x³.
 	var t [16]uint32

@@ -147,6 +147,21 @@ func BenchmarkClassifyTornTail(b *testing.B) {
 	}
 }
 
+// multModP returns a*b modulo the Castagnoli polynomial, both in the
+// reflected representation crc32 uses (bit 31 is x⁰). This bit-at-a-time form
+// (zlib's multmodp) is the reference for shifter.mul.
+func multModP(a, b uint32) uint32 {
+	var p uint32
+	for m := uint32(1) << 31; a != 0; m >>= 1 {
+		if a&m != 0 {
+			p ^= b
+			a &^= m
+		}
+		b = b>>1 ^ crc32.Castagnoli&-(b&1)
+	}
+	return p
+}
+
 func TestMulMatchesMultModP(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
 	sh := newShifter()

@@ -17,7 +17,8 @@ const readBufSize = 64 << 10
 //
 // It streams: memory is bounded by the largest record, except when it meets
 // a damaged record, where it reads the rest of the log into memory to decide
-// between a torn tail and corruption (see the package comment).
+// between a torn tail and corruption (see the package comment), in time
+// linear in what remains (damage.go).
 //
 // Next ends with exactly one of:
 //   - io.EOF: the log ends exactly after the last record (unwrapped, so
