@@ -137,37 +137,6 @@ func newClient(r *runner, id int) *client {
 	return c
 }
 
-// stride and first describe the keys this client may write: all keys when
-// not verifying, else those ≡ id mod clients (ownKey).
-func (c *client) stride() (cl, first uint64) {
-	if c.r.cfg.Verify {
-		return uint64(c.r.cfg.Clients), uint64(c.id)
-	}
-	return 1, 0
-}
-
-// owned is how many keys the client may write.
-func (c *client) owned() uint64 {
-	cl, first := c.stride()
-	return (c.r.cfg.Keys - first + cl - 1) / cl
-}
-
-// prefillCount is how many keys the client writes in the prefill.
-func (c *client) prefillCount() uint64 {
-	n, cl, id := c.r.cfg.Keys, uint64(c.r.cfg.Clients), uint64(c.id)
-	if id >= n {
-		return 0
-	}
-	return (n - id + cl - 1) / cl
-}
-
-// nthKey returns the j-th owned key after k (a batch's keys, wrapping).
-func (c *client) nthKey(k uint64, j int) uint64 {
-	cl, first := c.stride()
-	p := (k/cl + uint64(j)) % c.owned()
-	return p*cl + first
-}
-
 func (c *client) now() int64 { return int64(time.Since(c.r.base)) }
 
 // startPhase resets the per-phase state; the connection is kept.
@@ -338,11 +307,6 @@ func (c *client) putValue(k uint64, j int) []byte {
 	return part
 }
 
-func (c *client) ownIndex(k uint64) uint64 {
-	cl, _ := c.stride()
-	return k / cl
-}
-
 // flush writes every encoded request. The send time is taken once for the
 // whole write; in closed loop it is also the latency origin.
 func (c *client) flush() error {
@@ -509,75 +473,6 @@ func (c *client) complete(rep reply, now int64) bool {
 	return true
 }
 
-// verify checks a get's reply against the version this client last wrote
-// before sending it; it returns a description of a mismatch, or "".
-func (c *client) verify(s *slot, rep reply) string {
-	want := s.expect
-	if want == verUnknown {
-		return ""
-	}
-	var ok bool
-	if want == verDeleted {
-		ok = rep.kind == replyNotFound
-	} else if rep.kind == replyValue {
-		c.valBuf = c.r.values.stamped(c.valBuf[:0], s.key, want)
-		ok = string(c.valBuf) == string(rep.val)
-	}
-	if ok || c.last[c.ownIndex(s.key)] == verUnknown {
-		return "" // a later write to the key failed, so its state is unknown
-	}
-	var key [keyLen]byte
-	k := appendKey(key[:0], s.key)
-	if want == verDeleted {
-		return fmt.Sprintf("verify: get %s after delete returned %s", k, describeKind(rep))
-	}
-	return fmt.Sprintf("verify: get %s returned %s, want the %d-byte value of version %d",
-		k, describeKind(rep), len(c.r.values.value(s.key, want)), want)
-}
-
-func describeKind(rep reply) string {
-	switch rep.kind {
-	case replyNotFound:
-		return "not found"
-	case replyValue:
-		v := rep.val
-		if len(v) > 24 {
-			return fmt.Sprintf("a %d-byte value %q...", len(v), v[:24])
-		}
-		return fmt.Sprintf("value %q", v)
-	}
-	return "an unexpected reply"
-}
-
-func describeReply(op Op, rep reply) string {
-	if rep.kind == replyError {
-		return fmt.Sprintf("%v: server error: %s", op, rep.val)
-	}
-	if len(rep.val) > 64 {
-		rep.val = rep.val[:64]
-	}
-	return fmt.Sprintf("%v: unexpected reply %v %q", op, rep.kind, rep.val)
-}
-
-// fail counts a failed request. A failed write leaves its keys in an
-// unknown state, which -verify then stops checking.
-func (c *client) fail(s *slot, now int64, msg string) {
-	c.errs[s.op]++
-	if c.r.cfg.Verify && s.op.writes() {
-		n := 1
-		if s.op == OpBatch {
-			n = c.r.cfg.BatchSize
-		}
-		for j := range n {
-			c.last[c.ownIndex(c.nthKey(s.key, j))] = verUnknown
-		}
-	}
-	if !c.ph.prefill && now >= c.ph.warmupNs {
-		c.intervalAt(now).errs++
-	}
-	c.r.addError(msg)
-}
-
 // intervalAt returns the interval of the measured second holding now,
 // handing the previous one to the collector when the second changes.
 func (c *client) intervalAt(now int64) *interval {
@@ -595,117 +490,6 @@ func (c *client) flushInterval() {
 	}
 	c.r.ivs <- c.iv
 	c.iv = c.r.newInterval()
-}
-
-// reconnect fails every request in flight with cause, closes the
-// connection and dials again; it returns false when the client must stop.
-func (c *client) reconnect(cause error) bool {
-	if c.r.aborted.Load() {
-		return false
-	}
-	now := c.now()
-	msg := cause.Error()
-	for c.n > 0 {
-		s := c.ring[c.head]
-		c.ring[c.head].sent = 0
-		c.head = (c.head + 1) % len(c.ring)
-		c.n--
-		c.fail(&s, now, msg)
-	}
-	_ = c.getConn().Close()
-	c.wbuf = c.wbuf[:0]
-	if c.stopping {
-		return false
-	}
-	backoff := 50 * time.Millisecond
-	for !c.r.aborted.Load() {
-		if c.ph.endNs > 0 && c.now() >= c.ph.endNs {
-			return false
-		}
-		conn, err := c.connect()
-		if err == nil {
-			c.conn.Store(&conn)
-			c.rdl, c.wdl = 0, 0
-			return true
-		}
-		c.r.addError(err.Error())
-		select {
-		case <-c.r.done:
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, time.Second)
-	}
-	return false
-}
-
-// connect dials the client's address and checks the server answers:
-// AUTH when a password is set, then PING.
-func (c *client) connect() (net.Conn, error) {
-	timeout := c.r.cfg.Timeout
-	conn, err := net.DialTimeout("tcp", c.addr, timeout)
-	if err != nil {
-		return nil, err
-	}
-	c.w.reset()
-	c.rlo, c.rhi = 0, 0
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	if pw := c.r.cfg.Password; pw != "" {
-		c.wbuf = c.w.appendAuth(c.wbuf[:0], pw)
-		if rep, err := c.roundTrip(conn); err != nil {
-			_ = conn.Close()
-			return nil, err
-		} else if rep.kind != replyOK {
-			_ = conn.Close()
-			return nil, fmt.Errorf("auth on %s failed: %s", c.addr, rep.val)
-		}
-	}
-	c.wbuf = c.w.appendPing(c.wbuf[:0])
-	rep, err := c.roundTrip(conn)
-	if err == nil && rep.kind != replyPong {
-		err = fmt.Errorf("ping %s: %s", c.addr, describeReply(OpPing, rep))
-	}
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return conn, nil
-}
-
-// roundTrip writes wbuf and reads one reply, outside the pipelined loop.
-func (c *client) roundTrip(conn net.Conn) (reply, error) {
-	_, err := conn.Write(c.wbuf)
-	c.wbuf = c.wbuf[:0]
-	if err != nil {
-		return reply{}, fmt.Errorf("write to %s: %w", c.addr, err)
-	}
-	for {
-		if c.rhi > c.rlo {
-			rep, n, err := c.w.decode(c.rbuf[c.rlo:c.rhi])
-			if err != nil {
-				return reply{}, fmt.Errorf("bad reply from %s: %w", c.addr, err)
-			}
-			if n > 0 {
-				c.rlo += n
-				if rep.kind == replySkip {
-					continue
-				}
-				if c.rlo == c.rhi {
-					c.rlo, c.rhi = 0, 0
-				}
-				return rep, nil
-			}
-		}
-		if c.rhi == len(c.rbuf) {
-			c.rbuf = append(c.rbuf, make([]byte, len(c.rbuf))...)
-		}
-		n, err := conn.Read(c.rbuf[c.rhi:])
-		c.rhi += n
-		if err != nil && n == 0 {
-			return reply{}, fmt.Errorf("read from %s: %w", c.addr, err)
-		}
-	}
 }
 
 // finish hands the last interval over and notes when the client stopped.

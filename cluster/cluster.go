@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -59,12 +60,12 @@ type Cluster struct {
 	lsmOpts lsm.Options
 	nh      *dragonboat.NodeHost
 
-	// abandonAfter is how long a proposal may stay pending after its
-	// shard's leader changed before it is reported as outcome unknown: a
-	// proposal forwarded to a leader that died is never answered.
-	abandonAfter time.Duration
-	// readAttempt bounds one ReadIndex attempt; reads are retried.
-	readAttempt time.Duration
+	// attemptTimeout bounds one attempt of a proposal or ReadIndex; both
+	// are retried (proposals are exactly-once) until the request timeout.
+	// Dragonboat can lose a request silently (a proposal a follower
+	// forwards while its connection to the leader is down), so without
+	// this a request would wait out its whole timeout.
+	attemptTimeout time.Duration
 
 	leaders   []shardLeader // index shard-1
 	proposers []*proposer
@@ -129,8 +130,7 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 	}
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
 	election := time.Duration(cc.ElectionRTT*cc.RTTMillis) * time.Millisecond
-	c.abandonAfter = min(max(4*election, 300*time.Millisecond), c.timeout)
-	c.readAttempt = min(max(10*election, time.Second), c.timeout)
+	c.attemptTimeout = min(max(10*election, time.Second), c.timeout)
 
 	if err := fs.MkdirAll(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
@@ -167,9 +167,10 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 	c.nh = nh
 	c.proposers = make([]*proposer, c.shards)
 	c.readers = make([]*reader, c.shards)
+	proposerID := rand.Uint64() | 1 // never 0, which means "no checks"
 	for i := range c.shards {
 		shard := uint64(i + 1)
-		c.proposers[i] = newProposer(c, shard)
+		c.proposers[i] = newProposer(c, shard, proposerID)
 		c.readers[i] = newReader(c, shard)
 	}
 	for i := range c.shards {

@@ -87,7 +87,7 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	if present == c.shards {
 		return fmt.Errorf("node %d is already a member", id)
 	}
-	if err := c.proposeWait(ctx, 1, encodeMember(member{ID: id, Raft: raftAddr, Client: client})); err != nil {
+	if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(member{ID: id, Raft: raftAddr, Client: client})); err != nil {
 		return fmt.Errorf("join node %d: record its address: %w", id, err)
 	}
 	for i, m := range ms {
@@ -177,7 +177,7 @@ func (c *Cluster) remove(id uint64) error {
 	}
 	// The address record only serves CLUSTER_NODES, which no longer lists
 	// the node; dropping it is tidiness, not correctness.
-	if err := c.proposeWait(ctx, 1, encodeForget(id)); err != nil {
+	if err := c.proposeWait(ctx, 1, cmdForget, encodeForget(id)); err != nil {
 		c.log.Warn("forget removed node's address", "id", id, "err", err)
 	}
 	c.log.Info("node removed", "id", id)
@@ -233,7 +233,7 @@ func (c *Cluster) membershipError(shard uint64, err error, ctx context.Context) 
 func (c *Cluster) membership(ctx context.Context, shard uint64) (*dragonboat.Membership, error) {
 	backoff := 5 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, c.readAttempt)
+		actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
 		m, err := c.nh.SyncGetShardMembership(actx, shard)
 		cancel()
 		if err == nil {
@@ -251,11 +251,11 @@ func (c *Cluster) membership(ctx context.Context, shard uint64) (*dragonboat.Mem
 
 // proposeWait proposes one command through shard's proposer and waits for
 // it.
-func (c *Cluster) proposeWait(ctx context.Context, shard uint64, cmd []byte) error {
+func (c *Cluster) proposeWait(ctx context.Context, shard uint64, kind byte, body []byte) error {
 	ch := make(chan error, 1)
 	c.proposers[shard-1].enqueue(&writeOp{
-		kind:     cmd[0],
-		data:     cmd,
+		kind:     kind,
+		data:     body,
 		deadline: time.Now().Add(c.timeout),
 		done:     func(err error) { ch <- err },
 	})

@@ -27,59 +27,72 @@ const (
 )
 
 // writeOp is one queued change to a shard: the part of a Write call that
-// falls in the shard (cmdWrite), or a whole command of another kind.
+// falls in the shard (cmdWrite, data is a batch repr), or a command of
+// another kind (data is its body).
 type writeOp struct {
 	kind     byte
-	data     []byte // batch repr (cmdWrite) or the whole command
-	count    int    // operations in the batch
+	data     []byte
+	count    int // operations in a cmdWrite batch
 	deadline time.Time
 	done     func(error)
 }
 
-// proposal is one raft proposal in flight and the writes it carries.
+// proposal is one raft command of the proposer and the writes it carries.
 type proposal struct {
-	ops   []*writeOp
-	rs    *dragonboat.RequestState
-	watch <-chan struct{} // the shard's leader-change signal at propose time
+	seq      uint64
+	cmd      []byte
+	ops      []*writeOp
+	deadline time.Time // of its oldest op
+	rs       *dragonboat.RequestState // the attempt in flight, if any
+	// abandoned says an earlier attempt was left without a definite
+	// answer (timed out, or dropped from sight at a leader change): it
+	// may still commit, so giving up now means an unknown outcome.
+	abandoned bool
 }
 
-// proposer turns the writes queued for one shard into raft proposals.
+// proposer turns the writes queued for one shard into raft proposals, in
+// queue order, and completes them.
 //
-// One goroutine (run) proposes, in queue order, everything queued since
-// its last proposal, as long as fewer than maxInflightProposals are out; a
-// second goroutine (wait) collects the results in proposal order and
-// completes the writes. A proposal dragonboat dropped (no leader yet) never
-// entered the log, so its writes go back to the front of the queue; any
-// other unanswered proposal may still commit, so its writes fail with
-// store.ErrTimeout.
+// One goroutine (run) does everything: it packs every op queued since the
+// last proposal into the next one (as long as fewer than
+// maxInflightProposals are out: that is the group commit), proposes, and
+// waits for the oldest proposal's result. Proposals carry (proposer, seq,
+// floor) and the state machine applies each seq once and in order (see
+// seqState), so an attempt that went nowhere can simply be sent again:
+// after a dropped or timed-out attempt, or when the shard's leader changes
+// (a proposal forwarded to a leader that died is never answered), every
+// proposal in flight is re-sent in seq order. A proposal still unconfirmed
+// at its deadline is given up: its writes fail with store.ErrTimeout
+// (outcome unknown), and later proposals carry a floor past it.
 type proposer struct {
 	c       *Cluster
 	shard   uint64
+	id      uint64 // proposer id, random per process
 	session *client.Session
 	leader  *shardLeader
 
 	mu      sync.Mutex
 	queue   []*writeOp
 	stopped bool
-	// lastRefusal says why queued writes are waiting, for the error they
-	// get if their deadline passes first.
-	lastRefusal error
+	wake    chan struct{} // cap 1: something was queued
 
-	wake     chan struct{}  // cap 1: something was queued
-	slots    chan struct{}  // a token per proposal in flight
-	inflight chan *proposal // run -> wait, in proposal order
-	merger   batchMerger
+	// owned by run
+	nextSeq     uint64
+	inflight    []*proposal // by seq
+	retryAt     time.Time   // no sends before, after a refusal
+	backoff     time.Duration
+	lastRefusal error
 }
 
-func newProposer(c *Cluster, shard uint64) *proposer {
+func newProposer(c *Cluster, shard, id uint64) *proposer {
 	return &proposer{
-		c:        c,
-		shard:    shard,
-		session:  c.nh.GetNoOPSession(shard),
-		leader:   &c.leaders[shard-1],
-		wake:     make(chan struct{}, 1),
-		slots:    make(chan struct{}, maxInflightProposals),
-		inflight: make(chan *proposal, maxInflightProposals),
+		c:       c,
+		shard:   shard,
+		id:      id,
+		session: c.nh.GetNoOPSession(shard),
+		leader:  &c.leaders[shard-1],
+		wake:    make(chan struct{}, 1),
+		backoff: minRetryBackoff,
 	}
 }
 
@@ -93,30 +106,10 @@ func (p *proposer) enqueue(op *writeOp) {
 	}
 	p.queue = append(p.queue, op)
 	p.mu.Unlock()
-	p.signal()
-}
-
-func (p *proposer) signal() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
-}
-
-// requeue puts the ops of a dropped proposal back at the front.
-func (p *proposer) requeue(ops []*writeOp, why error) {
-	p.mu.Lock()
-	if p.stopped {
-		p.mu.Unlock()
-		for _, op := range ops {
-			op.done(errClosed)
-		}
-		return
-	}
-	p.queue = append(ops[:len(ops):len(ops)], p.queue...)
-	p.lastRefusal = why
-	p.mu.Unlock()
-	p.signal()
 }
 
 // take removes the next proposal's worth of ops from the queue: a run of
@@ -147,204 +140,277 @@ func (p *proposer) take() []*writeOp {
 
 func (p *proposer) run() {
 	defer p.c.loops.Done()
-	p.c.waiters.Add(1)
-	go p.wait()
-	defer close(p.inflight)
+	defer p.shutdown()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	watch := p.leader.watch()
 	for {
-		select {
-		case <-p.wake:
-		case <-p.c.stop:
-			p.shutdown()
+		p.fill()
+		if !p.send() {
 			return
 		}
-		for {
+		var headC chan dragonboat.RequestResult
+		var head *proposal
+		if len(p.inflight) > 0 {
+			head = p.inflight[0]
+			if head.rs != nil {
+				headC = head.rs.ResultC()
+			}
+		}
+		var timerC <-chan time.Time
+		if wakeAt := p.nextWake(); !wakeAt.IsZero() {
+			timer.Reset(time.Until(wakeAt))
+			timerC = timer.C
+		}
+		select {
+		case r := <-headC:
+			p.handle(head, r)
+		case <-p.wake:
+		case <-watch:
+			watch = p.leader.watch()
+			p.resendAll()
+			p.retryAt = time.Time{}
+		case <-timerC:
+			p.expireHead()
+		case <-p.c.stop:
+			return
+		}
+		if timerC != nil && !timer.Stop() {
 			select {
-			case p.slots <- struct{}{}:
-			case <-p.c.stop:
-				p.shutdown()
-				return
-			}
-			ops := p.take()
-			if len(ops) == 0 {
-				<-p.slots
-				break
-			}
-			if !p.propose(ops) {
-				p.shutdown()
-				return
+			case <-timer.C:
+			default:
 			}
 		}
 	}
 }
 
-// shutdown fails everything still queued.
-func (p *proposer) shutdown() {
-	p.mu.Lock()
-	p.stopped = true
-	ops := p.queue
-	p.queue = nil
-	p.mu.Unlock()
-	for _, op := range ops {
-		op.done(errClosed)
+// nextWake is when run must look again without an event: the oldest
+// proposal's deadline, or the end of a retry pause.
+func (p *proposer) nextWake() time.Time {
+	var t time.Time
+	if len(p.inflight) > 0 {
+		t = p.inflight[0].deadline
+		if !p.retryAt.IsZero() && p.hasUnsent() && p.retryAt.Before(t) {
+			t = p.retryAt
+		}
 	}
+	return t
 }
 
-// command encodes ops as one raft command.
-func (p *proposer) command(ops []*writeOp) []byte {
-	if ops[0].kind != cmdWrite {
-		return ops[0].data
+func (p *proposer) hasUnsent() bool {
+	for _, pr := range p.inflight {
+		if pr.rs == nil {
+			return true
+		}
 	}
-	p.merger.reset()
-	for _, op := range ops {
-		p.merger.add(op.data, op.count)
-	}
-	return p.merger.command()
+	return false
 }
 
-// propose hands ops to dragonboat, retrying temporary refusals until the
-// ops' deadlines; it holds one slot, which passes to the waiter on
-// success. It reports false when the node is stopping.
-func (p *proposer) propose(ops []*writeOp) bool {
-	backoff := minRetryBackoff
-	var refusal error
-	for {
-		ops = p.expire(ops, refusal)
+// fill turns queued ops into proposals while there is room in flight.
+func (p *proposer) fill() {
+	for len(p.inflight) < maxInflightProposals {
+		ops := p.take()
 		if len(ops) == 0 {
-			<-p.slots
-			return true
+			return
 		}
-		// Ops leave the queue in order, so the first has the earliest
-		// deadline; the proposal may not outlive it.
-		timeout := time.Until(ops[0].deadline)
-		if timeout < p.c.minTimeout() {
-			refusal = p.refusalOr(refusal)
-			p.failAll(ops, refusal)
-			<-p.slots
-			return true
+		// Ops that waited past their deadline were never proposed.
+		now := time.Now()
+		live := ops[:0]
+		for _, op := range ops {
+			if now.Before(op.deadline) {
+				live = append(live, op)
+			} else {
+				op.done(p.refusal())
+			}
 		}
-		watch := p.leader.watch()
-		rs, err := p.c.nh.Propose(p.session, p.command(ops), timeout)
+		if len(live) == 0 {
+			continue
+		}
+		pr := &proposal{seq: p.nextSeq, ops: live, deadline: live[0].deadline}
+		p.nextSeq++
+		h := cmdHeader{kind: live[0].kind, proposer: p.id, seq: pr.seq}
+		if h.kind == cmdWrite {
+			size := 0
+			for _, op := range live {
+				size += len(op.data)
+			}
+			var m batchMerger
+			m.reset(h, size)
+			for _, op := range live {
+				m.add(op.data, op.count)
+			}
+			pr.cmd = m.command()
+		} else {
+			pr.cmd = append(appendHeader(nil, h), live[0].data...)
+		}
+		p.inflight = append(p.inflight, pr)
+	}
+}
+
+// floor is the lowest seq not yet resolved: every seq below it was
+// completed or given up.
+func (p *proposer) floor() uint64 {
+	if len(p.inflight) > 0 {
+		return p.inflight[0].seq
+	}
+	return p.nextSeq
+}
+
+// send proposes, in seq order, every proposal without an attempt in
+// flight, until dragonboat refuses one (then it pauses). It reports false
+// when the node is stopping.
+func (p *proposer) send() bool {
+	now := time.Now()
+	if now.Before(p.retryAt) {
+		return true
+	}
+	for i := 0; i < len(p.inflight); i++ {
+		pr := p.inflight[i]
+		if pr.rs != nil {
+			continue
+		}
+		timeout := min(p.c.attemptTimeout, time.Until(pr.deadline))
+		timeout = max(timeout, p.c.minTimeout())
+		setFloor(pr.cmd, p.floor())
+		rs, err := p.c.nh.Propose(p.session, pr.cmd, timeout)
 		if err == nil {
-			p.inflight <- &proposal{ops: ops, rs: rs, watch: watch}
-			return true
+			pr.rs = rs
+			continue
 		}
 		switch {
 		case errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized):
-			refusal = errNoLeader(p.shard)
+			p.pause(errNoLeader(p.shard))
+			return true
 		case errors.Is(err, dragonboat.ErrSystemBusy):
-			refusal = fmt.Errorf("cluster unavailable: shard %d is overloaded", p.shard)
+			p.pause(fmt.Errorf("cluster unavailable: shard %d is overloaded", p.shard))
+			return true
 		case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
-			p.failAll(ops, errClosed)
-			<-p.slots
 			return false
 		default:
-			p.failAll(ops, p.c.mapError(p.shard, err))
-			<-p.slots
-			return true
+			// Refused for good (too large, not hosted here): resolved.
+			p.complete(pr, p.c.mapError(p.shard, err))
+			p.inflight = append(p.inflight[:i], p.inflight[i+1:]...)
+			i--
 		}
-		if p.c.sleepOrStop(backoff, watch) {
-			p.failAll(ops, errClosed)
-			<-p.slots
-			return false
-		}
-		backoff = min(2*backoff, maxRetryBackoff)
 	}
+	p.backoff = minRetryBackoff
+	return true
 }
 
-// refusalOr returns why, or the last refusal recorded for requeued ops,
-// or a generic timeout: the op never entered the log either way.
-func (p *proposer) refusalOr(why error) error {
-	if why != nil {
-		return why
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// pause stops sending for a growing while after a temporary refusal.
+func (p *proposer) pause(why error) {
+	p.lastRefusal = why
+	p.retryAt = time.Now().Add(p.backoff)
+	p.backoff = min(2*p.backoff, maxRetryBackoff)
+}
+
+// refusal is the error of writes that never entered the log.
+func (p *proposer) refusal() error {
 	if p.lastRefusal != nil {
 		return p.lastRefusal
 	}
 	return fmt.Errorf("cluster unavailable: shard %d did not accept the write in time", p.shard)
 }
 
-// expire fails ops whose deadline passed before they were proposed (they
-// were never in the log) and returns the rest.
-func (p *proposer) expire(ops []*writeOp, why error) []*writeOp {
-	now := time.Now()
-	keep := ops[:0]
-	for _, op := range ops {
-		if now.Before(op.deadline) {
-			keep = append(keep, op)
-			continue
+// resendAll drops the current attempts (their results are ignored from now
+// on, so their outcome is unknown) so that send proposes every proposal in
+// flight again, in order.
+func (p *proposer) resendAll() {
+	for _, pr := range p.inflight {
+		if pr.rs != nil {
+			pr.abandoned = true
+			pr.rs = nil
 		}
-		op.done(p.refusalOr(why))
 	}
-	return keep
 }
 
-func (p *proposer) failAll(ops []*writeOp, err error) {
-	for _, op := range ops {
+// handle acts on the result of the oldest proposal's current attempt.
+func (p *proposer) handle(head *proposal, r dragonboat.RequestResult) {
+	head.rs.Release()
+	head.rs = nil
+	switch {
+	case r.Completed():
+		switch r.GetResult().Value {
+		case resultApplied, resultDuplicate:
+			p.lastRefusal = nil
+			p.pop(nil)
+		case resultOutOfOrder:
+			// An earlier proposal was given up after this one was sent;
+			// the re-sent ones carry the floor that skips it.
+			p.resendAll()
+		default:
+			p.pop(fmt.Errorf("storage unavailable: shard %d rejected a malformed command", p.shard))
+		}
+	case r.Dropped():
+		// Never entered the log: no leader at the moment. Try again
+		// shortly (sooner if a leader appears, see run).
+		p.resendAll()
+		p.pause(errNoLeader(p.shard))
+	case r.Timeout():
+		head.abandoned = true
+		p.resendAll()
+	case r.Terminated():
+		// The node is stopping; shutdown resolves the rest.
+		head.abandoned = true
+	default:
+		p.pop(fmt.Errorf("cluster unavailable: shard %d refused the write", p.shard))
+	}
+}
+
+// unknown says whether pr might have been applied.
+func (pr *proposal) unknown() bool { return pr.abandoned || pr.rs != nil }
+
+// expireHead gives up the oldest proposal once its deadline passed.
+func (p *proposer) expireHead() {
+	if len(p.inflight) == 0 || time.Now().Before(p.inflight[0].deadline) {
+		return
+	}
+	if p.inflight[0].unknown() {
+		p.pop(store.ErrTimeout)
+	} else {
+		p.pop(p.refusal())
+	}
+}
+
+// pop resolves the oldest proposal with err.
+func (p *proposer) pop(err error) {
+	pr := p.inflight[0]
+	p.inflight[0] = nil
+	p.inflight = p.inflight[1:]
+	if len(p.inflight) == 0 {
+		p.inflight = nil
+	}
+	p.complete(pr, err)
+}
+
+func (p *proposer) complete(pr *proposal, err error) {
+	for _, op := range pr.ops {
 		op.done(err)
 	}
 }
 
-// wait completes proposals in the order they were made.
-func (p *proposer) wait() {
-	defer p.c.waiters.Done()
-	for pr := range p.inflight {
-		p.await(pr)
-		<-p.slots
-	}
-}
-
-func (p *proposer) await(pr *proposal) {
-	var grace <-chan time.Time
-	watch := pr.watch
-	for {
-		select {
-		case r := <-pr.rs.ResultC():
-			p.finish(pr, r)
-			pr.rs.Release()
-			return
-		case <-watch:
-			// The leader changed after the proposal: if it went to a
-			// leader that died, no answer will ever come.
-			watch = nil
-			t := time.NewTimer(p.c.abandonAfter)
-			defer t.Stop()
-			grace = t.C
-		case <-grace:
-			p.failAll(pr.ops, fmt.Errorf("%w (leader of shard %d changed)", store.ErrTimeout, p.shard))
-			return
-		}
-	}
-}
-
-// finish completes the ops of an answered proposal.
-func (p *proposer) finish(pr *proposal, r dragonboat.RequestResult) {
-	switch {
-	case r.Completed():
-		p.mu.Lock()
-		p.lastRefusal = nil
-		p.mu.Unlock()
-		if r.GetResult().Value == resultApplied {
-			p.failAll(pr.ops, nil)
+// shutdown fails everything queued (never proposed) and in flight (outcome
+// unknown, unless no attempt can still commit).
+func (p *proposer) shutdown() {
+	p.mu.Lock()
+	p.stopped = true
+	queued := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+	for _, pr := range p.inflight {
+		if pr.unknown() {
+			p.complete(pr, fmt.Errorf("%w (node shutting down)", store.ErrTimeout))
 		} else {
-			p.failAll(pr.ops, fmt.Errorf("storage unavailable: shard %d rejected a malformed command", p.shard))
+			p.complete(pr, errClosed)
 		}
-	case r.Dropped():
-		// Never entered the log: safe to propose again, after a pause
-		// (or as soon as a leader is known).
-		p.c.sleepOrStop(minRetryBackoff*5, p.leader.watch())
-		p.requeue(pr.ops, errNoLeader(p.shard))
-	case r.Timeout():
-		p.failAll(pr.ops, store.ErrTimeout)
-	case r.Terminated():
-		p.failAll(pr.ops, fmt.Errorf("%w (node shutting down)", store.ErrTimeout))
-	default:
-		p.failAll(pr.ops, fmt.Errorf("cluster unavailable: shard %d refused the write", p.shard))
+	}
+	p.inflight = nil
+	for _, op := range queued {
+		op.done(errClosed)
 	}
 }
 
-// minTimeout is the shortest timeout dragonboat accepts: one tick.
+// minTimeout is the shortest timeout worth giving dragonboat: two ticks.
 func (c *Cluster) minTimeout() time.Duration {
 	return 2 * time.Duration(c.cfg.Cluster.RTTMillis) * time.Millisecond
 }
@@ -360,8 +426,6 @@ func (c *Cluster) mapError(shard uint64, err error) error {
 		return fmt.Errorf("cluster unavailable: shard %d is not hosted on this node", shard)
 	case errors.Is(err, dragonboat.ErrPayloadTooBig):
 		return fmt.Errorf("request too large for shard %d", shard)
-	case errors.Is(err, dragonboat.ErrTimeout):
-		return store.ErrTimeout
 	}
 	return fmt.Errorf("cluster unavailable: shard %d: %v", shard, err)
 }

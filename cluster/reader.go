@@ -198,7 +198,7 @@ func (r *reader) issue(reqs []*readReq) bool {
 			<-r.slots
 			return true
 		}
-		timeout := r.c.readAttempt
+		timeout := r.c.attemptTimeout
 		for _, req := range reqs {
 			timeout = min(timeout, time.Until(req.deadline))
 		}

@@ -37,16 +37,21 @@ func TestBatchMerger(t *testing.T) {
 	b2 := lsm.NewBatch()
 	b2.Put([]byte("a"), []byte("2"))
 	var m batchMerger
-	m.reset()
+	m.reset(cmdHeader{kind: cmdWrite, proposer: 7, seq: 8, floor: 9}, 0)
 	m.add(b1.Repr(), b1.Len())
 	m.add(b2.Repr(), b2.Len())
 	m.add(lsm.NewBatch().Repr(), 0)
 	cmd := m.command()
-	if cmd[0] != cmdWrite {
-		t.Fatalf("kind %d", cmd[0])
+	h, body, err := decodeHeader(cmd)
+	if err != nil || h != (cmdHeader{kind: cmdWrite, proposer: 7, seq: 8, floor: 9}) {
+		t.Fatalf("header %+v, %v", h, err)
+	}
+	setFloor(cmd, 10)
+	if h, _, _ := decodeHeader(cmd); h.floor != 10 {
+		t.Fatalf("floor after setFloor: %d", h.floor)
 	}
 	var merged lsm.Batch
-	if err := merged.SetRepr(cmd[1:]); err != nil {
+	if err := merged.SetRepr(body); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -62,26 +67,29 @@ func TestBatchMerger(t *testing.T) {
 		t.Fatalf("merged ops %v, want %v", got, want)
 	}
 	// Reuse starts afresh.
-	m.reset()
+	m.reset(cmdHeader{kind: cmdWrite}, 0)
 	m.add(b2.Repr(), b2.Len())
-	if err := merged.SetRepr(bytes.Clone(m.command()[1:])); err != nil || merged.Len() != 1 {
+	if err := merged.SetRepr(bytes.Clone(m.command()[cmdHeaderLen:])); err != nil || merged.Len() != 1 {
 		t.Fatalf("reused merger: %v, %d ops", err, merged.Len())
+	}
+	if _, _, err := decodeHeader(make([]byte, cmdHeaderLen-1)); err == nil {
+		t.Fatal("decoded a short header")
 	}
 }
 
 func TestMemberCodec(t *testing.T) {
 	m := member{ID: 42, Raft: "10.0.0.1:7001", Client: "10.0.0.1:8080"}
-	cmd := encodeMember(m)
-	got, err := decodeMemberValue(cmd[1:])
+	body := encodeMemberValue(m)
+	got, err := decodeMemberValue(body)
 	if err != nil || got != m {
 		t.Fatalf("decode = %+v, %v", got, err)
 	}
-	for _, bad := range [][]byte{nil, {0}, {1, 5, 'a'}, append(cmd[1:], 'x')} {
+	for _, bad := range [][]byte{nil, {0}, {1, 5, 'a'}, append(body, 'x')} {
 		if _, err := decodeMemberValue(bad); err == nil {
 			t.Errorf("decoded %q", bad)
 		}
 	}
-	id, err := decodeForget(encodeForget(7)[1:])
+	id, err := decodeForget(encodeForget(7))
 	if err != nil || id != 7 {
 		t.Fatalf("forget = %d, %v", id, err)
 	}

@@ -49,6 +49,8 @@ type stateMachine struct {
 
 	// apply path
 	applied uint64
+	seqs    map[uint64]seqState // by proposer id
+	dirty   map[uint64]struct{} // proposers whose state is not yet written
 	batch   lsm.Batch
 	part    lsm.Batch
 	kbuf    []byte
@@ -100,6 +102,12 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		db.Close()
 		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
 	}
+	seqs, err := loadSeqs(db)
+	if err != nil {
+		db.Close()
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
+	s.seqs, s.dirty = seqs, make(map[uint64]struct{})
 	s.mu.Lock()
 	s.db, s.current, s.closed = db, name, false
 	s.mu.Unlock()
@@ -122,20 +130,42 @@ func readApplied(db *lsm.DB) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// Update applies committed entries. Each entry's effects and its index go
-// into the same lsm batch (or, for a large Update, a chunk of whole entries
-// ending with that entry's index), so the stored applied index always
-// matches the stored data.
+// Proposer bookkeeping: a proposer silent for seqRetainEntries entries is
+// forgotten (its retries are long over); the check runs when the entry
+// index crosses a multiple of seqGCInterval. Both depend only on the
+// entries, so every replica forgets the same proposers at the same point.
+const (
+	seqRetainEntries = 1 << 20
+	seqGCInterval    = 1 << 12
+)
+
+// Update applies committed entries. Each entry's effects, its proposer's
+// seqState and the entry's index go into the same lsm batch (or, for a
+// large Update, a chunk of whole entries ending with that entry's index),
+// so the stored applied index always matches the stored data.
 func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	db := s.db
 	b := &s.batch
 	b.Reset()
 	for i := range ents {
 		e := &ents[i]
-		if len(e.Cmd) > 0 && e.Cmd[0] == cmdClear {
+		if e.Index/seqGCInterval != s.applied/seqGCInterval || i > 0 && e.Index/seqGCInterval != ents[i-1].Index/seqGCInterval {
+			s.forgetProposers(b, e.Index)
+		}
+		h, body, err := decodeHeader(e.Cmd)
+		if err != nil {
+			s.log.Error("rejecting raft entry", "index", e.Index, "err", err)
+			e.Result = sm.Result{Value: resultRejected}
+			continue
+		}
+		if r, ok := s.checkSeq(h, e.Index); !ok {
+			e.Result = sm.Result{Value: r}
+			continue
+		}
+		if h.kind == cmdClear {
 			// Clear reads the state, so everything before it must be
 			// written first.
-			if b.Len() > 0 {
+			if i > 0 && (b.Len() > 0 || len(s.dirty) > 0) {
 				if err := s.commit(db, b, ents[i-1].Index); err != nil {
 					return nil, err
 				}
@@ -146,7 +176,7 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 			e.Result = sm.Result{Value: resultApplied}
 			continue
 		}
-		if err := s.apply(b, e.Cmd); err != nil {
+		if err := s.apply(b, h.kind, body); err != nil {
 			// Deterministic on every replica: the entry is skipped.
 			s.log.Error("rejecting raft entry", "index", e.Index, "err", err)
 			e.Result = sm.Result{Value: resultRejected}
@@ -167,14 +197,46 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	return ents, nil
 }
 
-// apply adds one entry's effects to b. On error nothing was added.
-func (s *stateMachine) apply(b *lsm.Batch, cmd []byte) error {
-	if len(cmd) == 0 {
-		return fmt.Errorf("empty command: %w", errBadCommand)
+// checkSeq applies the seqState rules to a command from a proposer; ok says
+// the command is to be applied (its seq is then consumed), otherwise r is
+// the entry's result.
+func (s *stateMachine) checkSeq(h cmdHeader, index uint64) (r uint64, ok bool) {
+	if h.proposer == 0 {
+		return 0, true
 	}
-	switch cmd[0] {
+	st := s.seqs[h.proposer]
+	st.next = max(st.next, h.floor)
+	st.last = index
+	switch {
+	case h.seq < st.next:
+		r = resultDuplicate
+	case h.seq > st.next:
+		r = resultOutOfOrder
+	default:
+		st.next++
+		ok = true
+	}
+	s.seqs[h.proposer] = st
+	s.dirty[h.proposer] = struct{}{}
+	return r, ok
+}
+
+// forgetProposers drops the state of proposers silent for a long time.
+func (s *stateMachine) forgetProposers(b *lsm.Batch, index uint64) {
+	for id, st := range s.seqs {
+		if st.last+seqRetainEntries < index {
+			delete(s.seqs, id)
+			delete(s.dirty, id)
+			b.Delete(seqKey(id))
+		}
+	}
+}
+
+// apply adds one entry's effects to b. On error nothing was added.
+func (s *stateMachine) apply(b *lsm.Batch, kind byte, body []byte) error {
+	switch kind {
 	case cmdWrite:
-		if err := s.part.SetRepr(cmd[1:]); err != nil {
+		if err := s.part.SetRepr(body); err != nil {
 			return fmt.Errorf("write command: %w", err)
 		}
 		return s.part.Each(func(del bool, key, value []byte) error {
@@ -187,33 +249,64 @@ func (s *stateMachine) apply(b *lsm.Batch, cmd []byte) error {
 			return nil
 		})
 	case cmdMember:
-		m, err := decodeMemberValue(cmd[1:])
+		m, err := decodeMemberValue(body)
 		if err != nil {
 			return err
 		}
-		b.Put(memberKey(m.ID), cmd[1:])
+		b.Put(memberKey(m.ID), body)
 		return nil
 	case cmdForget:
-		id, err := decodeForget(cmd[1:])
+		id, err := decodeForget(body)
 		if err != nil {
 			return err
 		}
 		b.Delete(memberKey(id))
 		return nil
 	default:
-		return fmt.Errorf("unknown command kind %d: %w", cmd[0], errBadCommand)
+		return fmt.Errorf("unknown command kind %d: %w", kind, errBadCommand)
 	}
 }
 
-// commit writes b plus the applied index, then empties b.
+// commit writes b, the proposers' states changed since the last commit and
+// the applied index, then empties b.
 func (s *stateMachine) commit(db *lsm.DB, b *lsm.Batch, index uint64) error {
+	for id := range s.dirty {
+		b.Put(seqKey(id), s.seqs[id].encode())
+	}
 	b.Put(appliedKey, binary.BigEndian.AppendUint64(nil, index))
 	if err := db.Write(b); err != nil {
 		return fmt.Errorf("shard %d: apply entries up to %d: %w", s.shardID, index, err)
 	}
 	s.applied = index
+	clear(s.dirty)
 	b.Reset()
 	return nil
+}
+
+// loadSeqs reads every proposer's state.
+func loadSeqs(db *lsm.DB) (map[uint64]seqState, error) {
+	upper := append([]byte(nil), seqKeyPrefix...)
+	upper[len(upper)-1]++
+	it := db.NewIterator(seqKeyPrefix, upper)
+	seqs := make(map[uint64]seqState)
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != len(seqKeyPrefix)+8 {
+			it.Close()
+			return nil, fmt.Errorf("proposer key %q: %w", k, lsm.ErrCorruption)
+		}
+		st, err := decodeSeqState(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		seqs[binary.BigEndian.Uint64(k[len(seqKeyPrefix):])] = st
+	}
+	err := it.Err()
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return seqs, err
 }
 
 // applyClear deletes every user key. The deletes go out in chunks; only the
@@ -433,6 +526,10 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	if err != nil {
 		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
 	}
+	seqs, err := loadSeqs(ndb)
+	if err != nil {
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
 	if err := syncDir(s.fs, s.dir); err != nil {
 		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
 	}
@@ -444,6 +541,8 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	s.db, s.current = ndb, name
 	s.mu.Unlock()
 	s.applied = applied
+	s.seqs = seqs
+	clear(s.dirty)
 	if old != nil {
 		if err := old.Close(); err != nil {
 			s.log.Warn("close replaced lsm", "dir", oldName, "err", err)

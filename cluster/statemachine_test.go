@@ -30,11 +30,16 @@ func openSM(t testing.TB, dir string) (*stateMachine, uint64) {
 	return s, applied
 }
 
-// writeCmd builds a cmdWrite command the way the proposer does, from
-// batches of "key=value" puts and "-key" deletes.
+// writeCmd builds a cmdWrite command the way the proposer does (without a
+// proposer id), from batches of "key=value" puts and "-key" deletes.
 func writeCmd(batches ...[]string) []byte {
+	return seqWriteCmd(cmdHeader{}, batches...)
+}
+
+func seqWriteCmd(h cmdHeader, batches ...[]string) []byte {
 	var m batchMerger
-	m.reset()
+	h.kind = cmdWrite
+	m.reset(h, 0)
 	for _, ops := range batches {
 		b := lsm.NewBatch()
 		for _, op := range ops {
@@ -47,7 +52,12 @@ func writeCmd(batches ...[]string) []byte {
 		}
 		m.add(b.Repr(), b.Len())
 	}
-	return bytes.Clone(m.command())
+	return m.command()
+}
+
+// command builds a command of another kind without a proposer id.
+func command(kind byte, body []byte) []byte {
+	return append(appendHeader(nil, cmdHeader{kind: kind}), body...)
 }
 
 func smGet(t testing.TB, s *stateMachine, key string) (string, error) {
@@ -107,12 +117,13 @@ func TestStateMachineApply(t *testing.T) {
 	}
 	out := update(t, s,
 		sm.Entry{Index: 3, Cmd: writeCmd([]string{"a=1", "b=2"}, []string{"c=3", "a=10"})},
-		sm.Entry{Index: 5, Cmd: []byte{99, 1, 2}},                         // unknown kind
-		sm.Entry{Index: 6, Cmd: append([]byte{cmdWrite}, 1, 2, 3)},        // truncated batch
-		sm.Entry{Index: 7, Cmd: writeCmd([]string{"-b", "d="})},           // delete, empty value
-		sm.Entry{Index: 9, Cmd: encodeMember(member{ID: 4, Raft: "r4", Client: "c4"})},
+		sm.Entry{Index: 5, Cmd: command(99, []byte{1, 2})},              // unknown kind
+		sm.Entry{Index: 6, Cmd: command(cmdWrite, []byte{1, 2, 3})},     // truncated batch
+		sm.Entry{Index: 7, Cmd: writeCmd([]string{"-b", "d="})},         // delete, empty value
+		sm.Entry{Index: 8, Cmd: []byte{cmdWrite, 1}},                    // short header
+		sm.Entry{Index: 9, Cmd: command(cmdMember, encodeMemberValue(member{ID: 4, Raft: "r4", Client: "c4"}))},
 	)
-	wantResults := []uint64{resultApplied, resultRejected, resultRejected, resultApplied, resultApplied}
+	wantResults := []uint64{resultApplied, resultRejected, resultRejected, resultApplied, resultRejected, resultApplied}
 	for i, e := range out {
 		if e.Result.Value != wantResults[i] {
 			t.Errorf("entry %d result %d, want %d", e.Index, e.Result.Value, wantResults[i])
@@ -145,9 +156,9 @@ func TestStateMachineApply(t *testing.T) {
 	// the ones after.
 	update(t, s,
 		sm.Entry{Index: 10, Cmd: writeCmd([]string{"e=5"})},
-		sm.Entry{Index: 11, Cmd: []byte{cmdClear}},
+		sm.Entry{Index: 11, Cmd: command(cmdClear, nil)},
 		sm.Entry{Index: 12, Cmd: writeCmd([]string{"f=6"})},
-		sm.Entry{Index: 13, Cmd: encodeForget(4)},
+		sm.Entry{Index: 13, Cmd: command(cmdForget, encodeForget(4))},
 	)
 	if got := kvString(smRange(t, s, "", "", 100)); got != "f=6" {
 		t.Errorf("after clear: range = %q", got)
@@ -250,7 +261,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	defer src.Close()
 	update(t, src,
 		sm.Entry{Index: 4, Cmd: writeCmd([]string{"a=1", "b=2", "c=3"})},
-		sm.Entry{Index: 8, Cmd: encodeMember(member{ID: 5, Raft: "r5", Client: "c5"})},
+		sm.Entry{Index: 8, Cmd: command(cmdMember, encodeMemberValue(member{ID: 5, Raft: "r5", Client: "c5"}))},
 	)
 	ctx, err := src.PrepareSnapshot()
 	if err != nil {
@@ -356,10 +367,11 @@ func TestSnapshotStopped(t *testing.T) {
 
 func FuzzApply(f *testing.F) {
 	f.Add(writeCmd([]string{"a=1", "-b"}))
-	f.Add([]byte{cmdClear})
-	f.Add(encodeMember(member{ID: 1, Raft: "r", Client: "c"}))
-	f.Add(encodeForget(3))
-	f.Add([]byte{cmdWrite, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 5, 'k'})
+	f.Add(command(cmdClear, nil))
+	f.Add(command(cmdMember, encodeMemberValue(member{ID: 1, Raft: "r", Client: "c"})))
+	f.Add(command(cmdForget, encodeForget(3)))
+	f.Add(command(cmdWrite, []byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 5, 'k'}))
+	f.Add(seqWriteCmd(cmdHeader{proposer: 5, seq: 0, floor: 0}, []string{"p=1"}))
 	s, _ := openSM(f, f.TempDir())
 	f.Cleanup(func() { s.Close() })
 	index := uint64(0)
@@ -369,7 +381,7 @@ func FuzzApply(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := out[0].Result.Value; r != resultApplied && r != resultRejected {
+		if r := out[0].Result.Value; r < resultApplied || r > resultOutOfOrder {
 			t.Fatalf("result %d", r)
 		}
 		if s.applied != index {
@@ -393,4 +405,91 @@ func FuzzSnapshotRead(f *testing.F) {
 			dst.Close()
 		}
 	})
+}
+
+// TestStateMachineSeq checks the exactly-once, in-order rules for a
+// proposer's commands, and that the state survives reopen and snapshots.
+func TestStateMachineSeq(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openSM(t, dir)
+	w := func(seq, floor uint64, kv string) []byte {
+		return seqWriteCmd(cmdHeader{proposer: 42, seq: seq, floor: floor}, []string{kv})
+	}
+	out := update(t, s,
+		sm.Entry{Index: 1, Cmd: w(0, 0, "k=a")},
+		sm.Entry{Index: 2, Cmd: w(0, 0, "k=a-again")}, // a retry of seq 0
+		sm.Entry{Index: 3, Cmd: w(2, 0, "k=c")},       // seq 1 missing
+		sm.Entry{Index: 4, Cmd: w(1, 0, "k=b")},
+		sm.Entry{Index: 5, Cmd: w(2, 0, "k=c")},
+		sm.Entry{Index: 6, Cmd: seqWriteCmd(cmdHeader{proposer: 7, seq: 0}, []string{"other=1"})},
+	)
+	want := []uint64{resultApplied, resultDuplicate, resultOutOfOrder, resultApplied, resultApplied, resultApplied}
+	for i, e := range out {
+		if e.Result.Value != want[i] {
+			t.Errorf("entry %d: result %d, want %d", e.Index, e.Result.Value, want[i])
+		}
+	}
+	if v, _ := smGet(t, s, "k"); v != "c" {
+		t.Fatalf("k = %q, want c", v)
+	}
+	// The proposer gave up on seq 3 and 4: floor 5 skips them, and a late
+	// copy of seq 3 is not applied.
+	out = update(t, s,
+		sm.Entry{Index: 7, Cmd: w(5, 5, "k=f")},
+		sm.Entry{Index: 8, Cmd: w(3, 3, "k=zombie")},
+	)
+	if out[0].Result.Value != resultApplied || out[1].Result.Value != resultDuplicate {
+		t.Fatalf("results %d %d", out[0].Result.Value, out[1].Result.Value)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	snap := snapshotBytes(t, s)
+	s.Close()
+
+	check := func(s *stateMachine) {
+		t.Helper()
+		out := update(t, s,
+			sm.Entry{Index: 20, Cmd: w(5, 5, "k=dup")},
+			sm.Entry{Index: 21, Cmd: w(6, 5, "k=g")},
+		)
+		if out[0].Result.Value != resultDuplicate || out[1].Result.Value != resultApplied {
+			t.Fatalf("after reload: results %d %d", out[0].Result.Value, out[1].Result.Value)
+		}
+		if v, _ := smGet(t, s, "k"); v != "g" {
+			t.Fatalf("k = %q, want g", v)
+		}
+	}
+	s, _ = openSM(t, dir)
+	check(s)
+	s.Close()
+	r, _ := openSM(t, t.TempDir())
+	defer r.Close()
+	if err := r.RecoverFromSnapshot(bytes.NewReader(snap), nil); err != nil {
+		t.Fatal(err)
+	}
+	check(r)
+}
+
+func TestStateMachineForgetsSilentProposers(t *testing.T) {
+	s, _ := openSM(t, t.TempDir())
+	defer s.Close()
+	update(t, s,
+		sm.Entry{Index: 1, Cmd: seqWriteCmd(cmdHeader{proposer: 1, seq: 0}, []string{"a=1"})},
+		sm.Entry{Index: 2, Cmd: seqWriteCmd(cmdHeader{proposer: 2, seq: 0}, []string{"b=1"})},
+	)
+	// Proposer 2 stays active; proposer 1 falls silent.
+	far := uint64(seqRetainEntries + 2*seqGCInterval)
+	update(t, s, sm.Entry{Index: far - 5, Cmd: seqWriteCmd(cmdHeader{proposer: 2, seq: 1}, []string{"b=2"})})
+	update(t, s, sm.Entry{Index: far, Cmd: writeCmd([]string{"c=1"})})
+	if _, ok := s.seqs[1]; ok {
+		t.Error("silent proposer 1 is still remembered")
+	}
+	if _, ok := s.seqs[2]; !ok {
+		t.Error("active proposer 2 was forgotten")
+	}
+	seqs, err := loadSeqs(s.db)
+	if err != nil || len(seqs) != 1 {
+		t.Errorf("stored proposers %v, %v", seqs, err)
+	}
 }

@@ -239,7 +239,7 @@ func (c *Cluster) Clear(done func(error)) {
 	deadline := time.Now().Add(c.timeout)
 	j := newJoiner(c.shards, done)
 	for _, p := range c.proposers {
-		p.enqueue(&writeOp{kind: cmdClear, data: []byte{cmdClear}, deadline: deadline, done: j.part})
+		p.enqueue(&writeOp{kind: cmdClear, deadline: deadline, done: j.part})
 	}
 }
 

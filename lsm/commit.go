@@ -61,7 +61,19 @@ var ErrBatchTooLarge = errors.New("lsm: batch too large")
 // WAL starts), write stalls (a group waits while L0 or the immutable
 // memtables pile up), the SyncBatch timer, and Flush requests (a marker in
 // the queue that rotates the memtable in commit order).
+//
+// One shortcut: a blocking Write that finds the queue empty and the
+// committer idle commits its batch itself, on its own goroutine, instead
+// of paying two goroutine hand-offs (LevelDB's leader writer, for the
+// uncontended case). "The committer" is therefore whoever holds active;
+// the committer goroutine takes active before it takes the queue, and the
+// shortcut requires an empty queue, so commit order is still queue order.
 type commitPipeline struct {
+	// active is held by whoever commits: the committer goroutine for a
+	// group, or a Write taking the shortcut. It guards the committer-owned
+	// state of the DB (WAL, mutable memtable, logSeq, walErr).
+	active sync.Mutex
+
 	mu      sync.Mutex
 	pending []commitReq
 	closed  bool
@@ -101,6 +113,15 @@ func (p *commitPipeline) enqueue(r commitReq) bool {
 		}
 	}
 	return true
+}
+
+// tryActivate takes active for a caller that wants to commit by itself:
+// only when the pipeline is open, nothing is queued and nobody commits.
+func (p *commitPipeline) tryActivate() bool {
+	p.mu.Lock()
+	ok := !p.closed && len(p.pending) == 0 && p.active.TryLock()
+	p.mu.Unlock()
+	return ok
 }
 
 // take swaps the queue with buf (emptied) and returns what was queued.
@@ -164,7 +185,20 @@ var waiterPool = sync.Pool{New: func() any {
 // mode and visible.
 func (d *DB) Write(b *Batch) error {
 	w := waiterPool.Get().(*waiter)
-	d.WriteAsync(b, w.done)
+	if b.Len() > 0 && b.Size() <= maxBatchBytes && !d.opts.ReadOnly && d.commit.tryActivate() {
+		// Uncontended: commit on this goroutine.
+		reqs := [1]commitReq{{b: b, done: w.done}}
+		d.commitGroup(reqs[:])
+		d.commit.active.Unlock()
+		// Requests queued meanwhile found the committer busy; make sure it
+		// looks again.
+		select {
+		case d.commit.wake <- struct{}{}:
+		default:
+		}
+	} else {
+		d.WriteAsync(b, w.done)
+	}
 	<-w.ch
 	err := w.err
 	w.err = nil
@@ -212,24 +246,38 @@ func (d *DB) commitLoop() {
 	}
 	var buf []commitReq
 	for {
+		d.commit.active.Lock()
 		reqs := d.commit.take(buf)
-		if len(reqs) == 0 {
-			buf = reqs
-			select {
-			case <-d.commit.wake:
-			case <-tick:
-				d.syncWALIfDirty()
-			case <-d.closeCh:
-				for _, r := range d.commit.close() {
-					r.fail(ErrClosed)
-				}
-				return
-			}
+		if len(reqs) > 0 {
+			d.commitGroup(reqs)
+			clear(reqs)
+		}
+		// Under sustained load the loop never waits in the select below,
+		// so look at the SyncBatch timer here too.
+		select {
+		case <-tick:
+			d.syncWALIfDirty()
+		default:
+		}
+		d.commit.active.Unlock()
+		buf = reqs
+		if len(reqs) > 0 {
 			continue
 		}
-		d.commitGroup(reqs)
-		clear(reqs)
-		buf = reqs
+		select {
+		case <-d.commit.wake:
+		case <-tick:
+			d.commit.active.Lock()
+			d.syncWALIfDirty()
+			d.commit.active.Unlock()
+		case <-d.closeCh:
+			d.commit.active.Lock()
+			for _, r := range d.commit.close() {
+				r.fail(ErrClosed)
+			}
+			d.commit.active.Unlock()
+			return
+		}
 	}
 }
 
@@ -358,12 +406,13 @@ func (d *DB) applyToMemtable(b *Batch) error {
 
 // setWALErr records a failure after which the committer cannot keep its
 // invariants (a WAL write or sync failed, so the log holds an unknown
-// prefix): every later write fails with this error.
+// prefix; or a batch is in the WAL but not in the memtable): every later
+// write fails with this error.
 func (d *DB) setWALErr(err error) {
 	if d.walErr != nil {
 		return
 	}
-	d.walErr = fmt.Errorf("lsm: write-ahead log failed, writes disabled: %w", err)
+	d.walErr = fmt.Errorf("lsm: commit failed, writes disabled: %w", err)
 	d.opts.Logger.Error("lsm: write path failed; refusing further writes", "err", err)
 	d.mu.Lock()
 	if d.bgErr == nil {
@@ -522,4 +571,5 @@ func (d *DB) syncWALIfDirty() {
 		return
 	}
 	d.metrics.walSyncs.Add(1)
+	d.metrics.timedSyncs.Add(1)
 }

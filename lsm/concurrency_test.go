@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -345,9 +346,8 @@ func TestCloseWhileStalled(t *testing.T) {
 	fs := vfs.NewMem()
 	opts := smallOptions(fs)
 	d := mustOpen(t, "/db", opts)
-	// Make the committer wait: pretend L0 is full by stopping at zero
-	// files... instead fill L0 beyond the stop threshold while compaction
-	// is blocked on the manifest lock.
+	// Hold the manifest lock so that no flush can finish: memtables pile
+	// up and the committer stalls on the immutable-memtable limit.
 	d.manifestMu.Lock()
 	errs := make(chan error, 1)
 	go func() {
@@ -358,8 +358,6 @@ func TestCloseWhileStalled(t *testing.T) {
 			}
 		}
 	}()
-	// Flushes cannot install (the manifest lock is held), so memtables pile
-	// up and the committer stalls on the immutable-memtable limit.
 	deadline := time.Now().Add(10 * time.Second)
 	for d.Metrics().StallCount == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -379,4 +377,53 @@ func TestCloseWhileStalled(t *testing.T) {
 	if err := <-errs; !errors.Is(err, ErrClosed) {
 		t.Fatalf("stalled write: %v", err)
 	}
+}
+
+// TestSyncBatchUnderLoad checks that SyncBatch fsyncs on schedule even when
+// the committer never runs out of work (it used to check its timer only
+// when idle). WAL writes are slowed down so that writers always refill the
+// queue while a group is being written.
+func TestSyncBatchUnderLoad(t *testing.T) {
+	opts := testOptions(slowWriteFS{vfs.NewMem()})
+	opts.Sync = SyncBatch
+	opts.SyncInterval = time.Millisecond
+	d := mustOpen(t, "/db", opts)
+	defer d.Close()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for i := 0; i < 5000 && d.metrics.timedSyncs.Load() < 3; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		b := NewBatch()
+		b.Put(fmt.Appendf(nil, "k%06d", i), []byte("v"))
+		d.WriteAsync(b, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			<-sem
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if n := d.metrics.timedSyncs.Load(); n < 3 {
+		t.Fatalf("%d timed syncs under sustained SyncBatch load", n)
+	}
+}
+
+// slowWriteFS makes every write to a WAL take 2ms.
+type slowWriteFS struct{ vfs.FS }
+
+type slowWriteFile struct{ vfs.File }
+
+func (f slowWriteFile) Write(p []byte) (int, error) {
+	time.Sleep(2 * time.Millisecond)
+	return f.File.Write(p)
+}
+
+func (fs slowWriteFS) Create(name string) (vfs.File, error) {
+	f, err := fs.FS.Create(name)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return slowWriteFile{f}, nil
 }

@@ -58,9 +58,8 @@ type DB struct {
 
 	nextFileNum atomic.Uint64
 
-	// Committer-owned state (see commitPipeline): no lock, only the
-	// committer goroutine (or Open and Close, when it is not running)
-	// touches it.
+	// Committer-owned state (see commitPipeline): only the holder of
+	// commit.active (or Open and Close, when no commit can run) touches it.
 	commit commitPipeline
 	wal    *walWriter
 	logSeq uint64 // last sequence number assigned

@@ -121,8 +121,8 @@ func (d *DB) flushMemtable(m *memTable, nextLogNum uint64) error {
 	if meta != nil {
 		d.metrics.flushBytes.Add(meta.size)
 	}
-	if e.hasLogNum {
-		d.deleteObsoleteWALs(e.logNum)
+	if !d.opts.DisableWAL {
+		d.deleteObsoleteWALs(nextLogNum)
 	}
 	d.maybeScheduleCompaction()
 	return nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -41,10 +42,10 @@ type dirLock struct {
 
 func lockDir(fs vfs.FS, dir string) (*dirLock, error) {
 	path := filepath.Clean(dir)
-	if _, ok := fs.(*vfs.MemFS); !ok {
-		if abs, err := filepath.Abs(dir); err == nil {
-			path = abs
-		}
+	if _, ok := fs.(*vfs.MemFS); ok {
+		path = strings.TrimLeft(path, "/") // MemFS resolves "/db" and "db" alike
+	} else if abs, err := filepath.Abs(dir); err == nil {
+		path = abs
 	}
 	key := dirKey{fsType: reflect.TypeOf(fs).String(), path: path}
 	if v := reflect.ValueOf(fs); v.Kind() == reflect.Pointer {

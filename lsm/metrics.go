@@ -68,6 +68,7 @@ type metricsCounters struct {
 	userBytes                     atomic.Int64
 	stalls, stallNanos, slowdowns atomic.Int64
 	manifestRotations             atomic.Int64
+	timedSyncs                    atomic.Int64 // by the SyncBatch timer
 }
 
 // Metrics returns current counters and state.

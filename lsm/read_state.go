@@ -1,6 +1,9 @@
 package lsm
 
-import "sync/atomic"
+import (
+	"slices"
+	"sync/atomic"
+)
 
 // readState is what a read needs, captured at one instant: the mutable
 // memtable, the immutable ones still being flushed, and the current
@@ -65,7 +68,7 @@ func (d *DB) acquireReadState() *readState {
 // publishReadStateLocked publishes a read state for the current memtables
 // and version. d.mu must be held.
 func (d *DB) publishReadStateLocked() {
-	s := &readState{mem: d.mem, imm: d.imm, v: d.current}
+	s := &readState{mem: d.mem, imm: slices.Clone(d.imm), v: d.current}
 	s.v.ref()
 	s.refs.Store(1)
 	if old := d.readState.Swap(s); old != nil {

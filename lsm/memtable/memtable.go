@@ -159,10 +159,11 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 // findSplice fills t.prev and t.next, for each level in use, with the nodes
 // the new key goes between, and reports whether the key is already present.
 func (t *Table) findSplice(ukey []byte, trailer uint64) (found bool) {
-	var prev uint32 // head
+	var prev uint32  // head
+	var above uint32 // the node that ended the search one level up: known >= key
 	for i := int(t.height.Load()) - 1; i >= 0; i-- {
 		next := t.link(prev, uint32(i)).Load()
-		for next != 0 {
+		for next != 0 && next != above {
 			c := t.compare(next, ukey, trailer)
 			if c == 0 {
 				return true
@@ -173,6 +174,7 @@ func (t *Table) findSplice(ukey []byte, trailer uint64) (found bool) {
 			prev, next = next, t.link(next, uint32(i)).Load()
 		}
 		t.prev[i], t.next[i] = prev, next
+		above = next
 	}
 	return false
 }
@@ -197,11 +199,13 @@ func (t *Table) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, ok b
 // or 0.
 func (t *Table) seekGE(ukey []byte, trailer uint64) uint32 {
 	var prev, next uint32 // head
+	var above uint32      // the node that ended the search one level up: known >= key
 	for i := int(t.height.Load()) - 1; i >= 0; i-- {
 		next = t.link(prev, uint32(i)).Load()
-		for next != 0 && t.compare(next, ukey, trailer) < 0 {
+		for next != 0 && next != above && t.compare(next, ukey, trailer) < 0 {
 			prev, next = next, t.link(next, uint32(i)).Load()
 		}
+		above = next
 	}
 	// Return the level-0 successor seen by the search, not a fresh load: a
 	// node published since then might sort before the search key.

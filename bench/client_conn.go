@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// reconnect fails every request in flight with cause, closes the
+// connection and dials again; it returns false when the client must stop.
+func (c *client) reconnect(cause error) bool {
+	if c.r.aborted.Load() {
+		return false
+	}
+	now := c.now()
+	msg := cause.Error()
+	for c.n > 0 {
+		s := c.ring[c.head]
+		c.ring[c.head].sent = 0
+		c.head = (c.head + 1) % len(c.ring)
+		c.n--
+		c.fail(&s, now, msg)
+	}
+	_ = c.getConn().Close()
+	c.wbuf = c.wbuf[:0]
+	if c.stopping {
+		return false
+	}
+	backoff := 50 * time.Millisecond
+	for !c.r.aborted.Load() {
+		if c.ph.endNs > 0 && c.now() >= c.ph.endNs {
+			return false
+		}
+		conn, err := c.connect()
+		if err == nil {
+			c.conn.Store(&conn)
+			c.rdl, c.wdl = 0, 0
+			return true
+		}
+		c.r.addError(err.Error())
+		select {
+		case <-c.r.done:
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	return false
+}
+
+// connect dials the client's address and checks the server answers:
+// AUTH when a password is set, then PING.
+func (c *client) connect() (net.Conn, error) {
+	timeout := c.r.cfg.Timeout
+	conn, err := net.DialTimeout("tcp", c.addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.w.reset()
+	c.rlo, c.rhi = 0, 0
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if pw := c.r.cfg.Password; pw != "" {
+		c.wbuf = c.w.appendAuth(c.wbuf[:0], pw)
+		if rep, err := c.roundTrip(conn); err != nil {
+			_ = conn.Close()
+			return nil, err
+		} else if rep.kind != replyOK {
+			_ = conn.Close()
+			return nil, fmt.Errorf("auth on %s failed: %s", c.addr, rep.val)
+		}
+	}
+	c.wbuf = c.w.appendPing(c.wbuf[:0])
+	rep, err := c.roundTrip(conn)
+	if err == nil && rep.kind != replyPong {
+		err = fmt.Errorf("ping %s: %s", c.addr, describeReply(OpPing, rep))
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// roundTrip writes wbuf and reads one reply, outside the pipelined loop.
+func (c *client) roundTrip(conn net.Conn) (reply, error) {
+	_, err := conn.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		return reply{}, fmt.Errorf("write to %s: %w", c.addr, err)
+	}
+	for {
+		if c.rhi > c.rlo {
+			rep, n, err := c.w.decode(c.rbuf[c.rlo:c.rhi])
+			if err != nil {
+				return reply{}, fmt.Errorf("bad reply from %s: %w", c.addr, err)
+			}
+			if n > 0 {
+				c.rlo += n
+				if rep.kind == replySkip {
+					continue
+				}
+				if c.rlo == c.rhi {
+					c.rlo, c.rhi = 0, 0
+				}
+				return rep, nil
+			}
+		}
+		if c.rhi == len(c.rbuf) {
+			c.rbuf = append(c.rbuf, make([]byte, len(c.rbuf))...)
+		}
+		n, err := conn.Read(c.rbuf[c.rhi:])
+		c.rhi += n
+		if err != nil && n == 0 {
+			return reply{}, fmt.Errorf("read from %s: %w", c.addr, err)
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package bench
+
+import "fmt"
+
+// stride and first describe the keys this client may write: all keys when
+// not verifying, else those ≡ id mod clients (ownKey).
+func (c *client) stride() (cl, first uint64) {
+	if c.r.cfg.Verify {
+		return uint64(c.r.cfg.Clients), uint64(c.id)
+	}
+	return 1, 0
+}
+
+// owned is how many keys the client may write.
+func (c *client) owned() uint64 {
+	cl, first := c.stride()
+	return (c.r.cfg.Keys - first + cl - 1) / cl
+}
+
+// prefillCount is how many keys the client writes in the prefill.
+func (c *client) prefillCount() uint64 {
+	n, cl, id := c.r.cfg.Keys, uint64(c.r.cfg.Clients), uint64(c.id)
+	if id >= n {
+		return 0
+	}
+	return (n - id + cl - 1) / cl
+}
+
+// nthKey returns the j-th owned key after k (a batch's keys, wrapping).
+func (c *client) nthKey(k uint64, j int) uint64 {
+	cl, first := c.stride()
+	p := (k/cl + uint64(j)) % c.owned()
+	return p*cl + first
+}
+
+func (c *client) ownIndex(k uint64) uint64 {
+	cl, _ := c.stride()
+	return k / cl
+}
+
+// verify checks a get's reply against the version this client last wrote
+// before sending it; it returns a description of a mismatch, or "".
+func (c *client) verify(s *slot, rep reply) string {
+	want := s.expect
+	if want == verUnknown {
+		return ""
+	}
+	var ok bool
+	if want == verDeleted {
+		ok = rep.kind == replyNotFound
+	} else if rep.kind == replyValue {
+		c.valBuf = c.r.values.stamped(c.valBuf[:0], s.key, want)
+		ok = string(c.valBuf) == string(rep.val)
+	}
+	if ok || c.last[c.ownIndex(s.key)] == verUnknown {
+		return "" // a later write to the key failed, so its state is unknown
+	}
+	var key [keyLen]byte
+	k := appendKey(key[:0], s.key)
+	if want == verDeleted {
+		return fmt.Sprintf("verify: get %s after delete returned %s", k, describeKind(rep))
+	}
+	return fmt.Sprintf("verify: get %s returned %s, want the %d-byte value of version %d",
+		k, describeKind(rep), len(c.r.values.value(s.key, want)), want)
+}
+
+func describeKind(rep reply) string {
+	switch rep.kind {
+	case replyNotFound:
+		return "not found"
+	case replyValue:
+		v := rep.val
+		if len(v) > 24 {
+			return fmt.Sprintf("a %d-byte value %q...", len(v), v[:24])
+		}
+		return fmt.Sprintf("value %q", v)
+	}
+	return "an unexpected reply"
+}
+
+func describeReply(op Op, rep reply) string {
+	if rep.kind == replyError {
+		return fmt.Sprintf("%v: server error: %s", op, rep.val)
+	}
+	if len(rep.val) > 64 {
+		rep.val = rep.val[:64]
+	}
+	return fmt.Sprintf("%v: unexpected reply %v %q", op, rep.kind, rep.val)
+}
+
+// fail counts a failed request. A failed write leaves its keys in an
+// unknown state, which -verify then stops checking.
+func (c *client) fail(s *slot, now int64, msg string) {
+	c.errs[s.op]++
+	if c.r.cfg.Verify && s.op.writes() {
+		n := 1
+		if s.op == OpBatch {
+			n = c.r.cfg.BatchSize
+		}
+		for j := range n {
+			c.last[c.ownIndex(c.nthKey(s.key, j))] = verUnknown
+		}
+	}
+	if !c.ph.prefill && now >= c.ph.warmupNs {
+		c.intervalAt(now).errs++
+	}
+	c.r.addError(msg)
+}
