@@ -176,9 +176,12 @@ func (c *Cluster) Leader(key []byte) (store.Node, error) {
 	if err != nil || !ok || id == 0 {
 		return store.Node{}, errNoLeader(shard)
 	}
+	// A leader this node follows is up as far as raft is concerned, even
+	// if the last liveness probe is older than its election.
 	if v := c.view.Load(); v != nil {
 		for _, n := range v.nodes {
 			if n.ID == id {
+				n.Up = true
 				return n, nil
 			}
 		}

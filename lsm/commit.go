@@ -189,13 +189,9 @@ func (d *DB) Write(b *Batch) error {
 		// Uncontended: commit on this goroutine.
 		reqs := [1]commitReq{{b: b, done: w.done}}
 		d.commitGroup(reqs[:])
+		// Requests queued meanwhile left a wake token when the queue became
+		// non-empty; the committer waits for active and then takes them.
 		d.commit.active.Unlock()
-		// Requests queued meanwhile found the committer busy; make sure it
-		// looks again.
-		select {
-		case d.commit.wake <- struct{}{}:
-		default:
-		}
 	} else {
 		d.WriteAsync(b, w.done)
 	}

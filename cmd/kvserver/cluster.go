@@ -2,14 +2,20 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 
+	"github.com/kvstore/kv/cluster"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/store"
 )
 
-// openCluster starts this node's raft groups.
+// openCluster starts this node's raft groups (bootstrapping, restarting or
+// joining, as the data directory and cluster.join say).
 func openCluster(ctx context.Context, cfg conf.Config, logger *slog.Logger) (store.Store, error) {
-	return nil, errors.New("cluster mode is not available in this build yet")
+	c, err := cluster.Open(ctx, cfg, logger.With("component", "cluster"))
+	if err != nil {
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
+	return c, nil
 }
