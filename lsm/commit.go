@@ -235,7 +235,7 @@ func (d *DB) Delete(key []byte) error {
 func (d *DB) commitLoop() {
 	defer d.wg.Done()
 	var tick <-chan time.Time
-	if d.wal != nil && d.opts.Sync == SyncBatch {
+	if !d.opts.DisableWAL && d.opts.Sync == SyncBatch {
 		t := time.NewTicker(d.opts.SyncInterval)
 		defer t.Stop()
 		tick = t.C
