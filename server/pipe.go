@@ -3,6 +3,7 @@ package server
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/lsm"
@@ -71,18 +72,28 @@ func (s *Server) pipeGet(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
 	}
+	if s.sync != nil && cs.q.len() == 0 {
+		v, err := s.sync.GetSync(args[1])
+		cs.out = s.appendPipeGet(cs, cs.out, v, err)
+		s.metrics.latency[s.cmdGet].Observe(float64(time.Now().UnixNano()-start) / 1e9)
+		return
+	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
 	s.store.Get(args[1], func(v []byte, err error) {
-		switch {
-		case err == nil:
-			s.finish(p, codec.AppendPipe(make([]byte, 0, len(v)+8), bVALUE, v))
-		case err == store.ErrNotFound:
-			s.finish(p, pipeNotFound)
-		default:
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
-		}
+		s.finish(p, s.appendPipeGet(cs, nil, v, err))
 	})
 	s.settle(p)
+}
+
+func (s *Server) appendPipeGet(cs *conn, dst, v []byte, err error) []byte {
+	switch {
+	case err == nil:
+		return codec.AppendPipe(dst, bVALUE, v)
+	case err == store.ErrNotFound:
+		return append(dst, pipeNotFound...)
+	default:
+		return s.appendErr(cs, dst, err.Error())
+	}
 }
 
 var bVALUE = []byte("VALUE")

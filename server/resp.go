@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/store"
@@ -153,18 +154,28 @@ func (s *Server) respGet(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
 	}
+	if s.sync != nil && cs.q.len() == 0 {
+		v, err := s.sync.GetSync(args[1])
+		cs.out = s.appendRESPGet(cs, cs.out, v, err)
+		s.metrics.latency[s.cmdGet].Observe(float64(time.Now().UnixNano()-start) / 1e9)
+		return
+	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
 	s.store.Get(args[1], func(v []byte, err error) {
-		switch {
-		case err == nil:
-			s.finish(p, codec.AppendBulk(make([]byte, 0, len(v)+16), v))
-		case err == store.ErrNotFound:
-			s.finish(p, respNull)
-		default:
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
-		}
+		s.finish(p, s.appendRESPGet(cs, nil, v, err))
 	})
 	s.settle(p)
+}
+
+func (s *Server) appendRESPGet(cs *conn, dst, v []byte, err error) []byte {
+	switch {
+	case err == nil:
+		return codec.AppendBulk(dst, v)
+	case err == store.ErrNotFound:
+		return append(dst, respNull...)
+	default:
+		return s.appendErr(cs, dst, err.Error())
+	}
 }
 
 func (s *Server) respSet(cs *conn, args [][]byte, start int64) {

@@ -36,6 +36,7 @@ type Server struct {
 
 	cfg     conf.Server
 	store   store.Store
+	sync    store.SyncReader // non-nil when store reads never wait
 	info    Info
 	log     *slog.Logger
 	limits  codec.Limits
@@ -86,6 +87,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 			MaxBulk:  int(cfg.MaxFrameBytes),
 		},
 	}
+	s.sync, _ = st.(store.SyncReader)
 	s.pipeTable = s.buildTable("pipe", s.pipeCommands())
 	s.respTable = s.buildTable("resp", s.respCommands())
 	s.cmdGet = m.bindOp("get")

@@ -68,11 +68,16 @@ func (l *Local) DB() *lsm.DB { return l.db }
 // Get reads from memtables and the block cache on the caller's goroutine;
 // the engine's reads never wait on a sync.
 func (l *Local) Get(key []byte, done func([]byte, error)) {
+	done(l.GetSync(key))
+}
+
+// GetSync reads key on the caller's goroutine.
+func (l *Local) GetSync(key []byte) ([]byte, error) {
 	v, err := l.db.Get(key)
 	if err != nil && err != lsm.ErrNotFound {
 		err = storageErr(err)
 	}
-	done(v, err)
+	return v, err
 }
 
 // Write hands b to the engine's commit pipeline; done runs once b is

@@ -83,3 +83,12 @@ type Store interface {
 
 	Close() error
 }
+
+// SyncReader is implemented by stores whose point reads always complete on
+// the caller's goroutine without waiting (standalone: memtable and block
+// cache). The server then reads directly and encodes the reply in place,
+// skipping the asynchronous completion machinery and its allocations.
+type SyncReader interface {
+	// GetSync is Get with the result returned instead of passed to done.
+	GetSync(key []byte) ([]byte, error)
+}
