@@ -24,6 +24,11 @@
 //     level 0. Unlike pebble's arenaskl there are no CAS loops and no back
 //     links: with a single writer, and iterators that only move forward,
 //     neither is needed.
+//   - A hash index beside the arena (index.go) maps each user key to its
+//     newest node, so Get finds the newest version, or learns that the key
+//     is absent, without walking the skiplist. It is allocated with the
+//     arena, never grows, and is only an accelerator: when it is full, or
+//     the reader wants an older version, Get walks the skiplist as before.
 package memtable
 
 import (
@@ -63,6 +68,8 @@ type Table struct {
 	height atomic.Uint32 // levels in use, 1..maxHeight
 	count  atomic.Int64
 
+	idx index
+
 	// Writer-only state.
 	rng  uint64
 	prev [maxHeight]uint32
@@ -81,9 +88,15 @@ func align4(n int) int { return (n + 3) &^ 3 }
 
 // New returns an empty table with room for arenaBytes bytes of entries (as
 // measured by EntrySize and Size), allocated now. Tables are capped just
-// under 4 GiB.
+// under 4 GiB. The hash index adds 1/16 of arenaBytes.
 func New(arenaBytes int) *Table {
 	total := min(headLen+max(arenaBytes, 0), maxArena)
+	return newTable(total, total/arenaBytesPerSlot)
+}
+
+// newTable returns an empty table with an arena of total bytes, head
+// included, and an index of indexSlots slots.
+func newTable(total, indexSlots int) *Table {
 	// Allocate as uint64s for 8-byte alignment; the memory holds no
 	// pointers, so the garbage collector never scans it.
 	words := make([]uint64, (total+7)/8)
@@ -91,6 +104,7 @@ func New(arenaBytes int) *Table {
 		arena: unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), total),
 		rng:   rand.Uint64() | 1,
 	}
+	t.idx.init(total, indexSlots)
 	t.putU32(8, maxHeight) // head: empty key and value, full-height tower
 	t.used.Store(headLen)
 	t.height.Store(1)
@@ -151,6 +165,7 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 	if h > listHeight {
 		t.height.Store(h)
 	}
+	t.indexAdd(ukey, trailer, nd)
 	t.used.Store(nd + uint32(size))
 	t.count.Add(1)
 	return nil
@@ -184,15 +199,38 @@ func (t *Table) findSplice(ukey []byte, trailer uint64) (found bool) {
 // table is referenced. ok is false when there is none; a deletion is
 // returned as an entry with kind base.KindDelete.
 func (t *Table) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, ok bool) {
-	nd := t.seekGE(ukey, base.MakeTrailer(min(seq, base.MaxSeq), base.KindMax))
+	nd, _ := t.get(ukey, seq)
 	if nd == 0 {
 		return nil, 0, false
 	}
-	ikey := t.key(nd)
-	if !bytes.Equal(base.UserKey(ikey), ukey) {
-		return nil, 0, false
+	return t.value(nd), base.KindOf(base.Trailer(t.key(nd))), true
+}
+
+// getPath says how get found its answer.
+type getPath uint8
+
+const (
+	pathIndex    getPath = iota // the index held the newest version, visible at seq
+	pathAbsent                  // the index proved the key absent
+	pathSkiplist                // the index could not tell; the skiplist answered
+)
+
+// get returns the node Get answers with (0 for none) and how it was found.
+func (t *Table) get(ukey []byte, seq uint64) (uint32, getPath) {
+	seq = min(seq, base.MaxSeq)
+	nd, known := t.indexFind(ukey)
+	switch {
+	case nd != 0 && base.SeqNum(base.Trailer(t.key(nd))) <= seq:
+		return nd, pathIndex
+	case nd == 0 && known:
+		return 0, pathAbsent
 	}
-	return t.value(nd), base.KindOf(base.Trailer(ikey)), true
+	// Overflowed, or the newest version is newer than seq.
+	nd = t.seekGE(ukey, base.MakeTrailer(seq, base.KindMax))
+	if nd == 0 || !bytes.Equal(base.UserKey(t.key(nd)), ukey) {
+		return 0, pathSkiplist
+	}
+	return nd, pathSkiplist
 }
 
 // seekGE returns the first node whose internal key is >= (ukey, trailer),

@@ -33,9 +33,11 @@ func (m *model) add(e entry) {
 }
 
 func (m model) get(ukey []byte, seq uint64) (entry, bool) {
-	for _, e := range m {
-		if bytes.Equal(e.ukey, ukey) && e.seq <= seq {
-			return e, true // newest first within a user key
+	// The versions of a user key are adjacent, newest first.
+	i, _ := slices.BinarySearchFunc(m, ukey, func(e entry, k []byte) int { return bytes.Compare(e.ukey, k) })
+	for ; i < len(m) && bytes.Equal(m[i].ukey, ukey); i++ {
+		if m[i].seq <= seq {
+			return m[i], true
 		}
 	}
 	return entry{}, false
@@ -78,19 +80,57 @@ func checkIteration(t *testing.T, tbl *Table, m model) {
 	}
 }
 
+// TestModel checks every operation against the model, with sequence
+// numbers added in random order, through indexes of several sizes: one
+// that holds every key, ones that overflow early or midway, and one
+// without tags, where every probe compares keys.
 func TestModel(t *testing.T) {
+	const arena = 1 << 20
+	for _, c := range []struct {
+		name     string
+		slots    int // 0: as New sizes it
+		untagged bool
+	}{
+		{name: "index"},
+		{name: "index overflows", slots: 60},
+		{name: "tiny index", slots: 4},
+		{name: "one-slot index", slots: 1},
+		{name: "untagged index", slots: 100, untagged: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var tbl *Table
+			if c.slots == 0 {
+				tbl = New(arena)
+			} else {
+				tbl = newTable(headLen+arena, c.slots)
+			}
+			if c.untagged {
+				untag(tbl)
+			}
+			testModel(t, tbl)
+		})
+	}
+}
+
+func testModel(t *testing.T, tbl *Table) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	ukeys := [][]byte{{}, {0}, {0, 0}, {0xff}}
 	for range 60 {
 		ukeys = append(ukeys, randomBytes(rng, 1+rng.IntN(12)))
 	}
+	randomKey := func(absentOneIn int) []byte {
+		if rng.IntN(absentOneIn) == 0 {
+			return randomBytes(rng, rng.IntN(5)) // mostly absent
+		}
+		return ukeys[rng.IntN(len(ukeys))]
+	}
 	const n = 3000
 	// Sequence numbers in random order, so ordering by trailer is tested
 	// independently of insertion order.
 	seqs := rng.Perm(n)
-	tbl := New(1 << 20)
 	var m model
 	var lastSize int64
+	var paths [3]int
 	for i := range n {
 		e := entry{
 			ukey:  ukeys[rng.IntN(len(ukeys))],
@@ -106,30 +146,35 @@ func TestModel(t *testing.T) {
 			t.Fatalf("after %d adds: Len %d Empty %v Size %d (was %d)", i+1, tbl.Len(), tbl.Empty(), tbl.Size(), lastSize)
 		}
 		lastSize = tbl.Size()
+		// Gets while the table fills, at snapshots both newer and older
+		// than the newest version of the key.
+		paths[checkGet(t, tbl, m, randomKey(10), uint64(rng.IntN(n+10)))]++
 		if i%500 == 0 || i == n-1 {
 			checkIteration(t, tbl, m)
+			checkIndex(t, tbl, m)
 		}
 	}
 
 	for range 3000 {
-		ukey := ukeys[rng.IntN(len(ukeys))]
-		if rng.IntN(10) == 0 {
-			ukey = randomBytes(rng, rng.IntN(5)) // mostly absent
+		paths[checkGet(t, tbl, m, randomKey(10), uint64(rng.IntN(n+10)))]++
+	}
+	for range 300 {
+		paths[checkGet(t, tbl, m, randomKey(10), base.MaxSeq+uint64(rng.IntN(2)))]++
+	}
+	// Each way of answering was taken: the index alone, and the skiplist
+	// (older snapshots, absent keys after overflow); an index that never
+	// overflowed proves absence by itself.
+	if tbl.idx.overflow.Load() {
+		if paths[pathSkiplist] == 0 {
+			t.Fatalf("overflowed index: Gets answered by path %v", paths)
 		}
-		snap := uint64(rng.IntN(n + 10))
-		want, wantOK := m.get(ukey, snap)
-		v, kind, ok := tbl.Get(ukey, snap)
-		if ok != wantOK || (ok && (kind != want.kind || !bytes.Equal(v, want.value))) {
-			t.Fatalf("Get(%x, %d) = %x %d %v, want %x %d %v", ukey, snap, v, kind, ok, want.value, want.kind, wantOK)
-		}
+	} else if paths[pathIndex] == 0 || paths[pathAbsent] == 0 || paths[pathSkiplist] == 0 {
+		t.Fatalf("Gets answered by path %v; want every path taken", paths)
 	}
 
 	it := tbl.NewIter()
 	for range 3000 {
-		ukey := ukeys[rng.IntN(len(ukeys))]
-		if rng.IntN(4) == 0 {
-			ukey = randomBytes(rng, rng.IntN(5))
-		}
+		ukey := randomKey(4)
 		seek := base.AppendKey(nil, ukey, uint64(rng.IntN(n+10)), base.Kind(rng.IntN(2)))
 		i := m.seekGE(seek)
 		it.SeekGE(seek)
@@ -421,7 +466,9 @@ func TestAddGetIterateDoNotAllocate(t *testing.T) {
 	allocs = testing.AllocsPerRun(10, func() {
 		for it.First(); it.Valid(); it.Next() {
 		}
-		tbl.Get([]byte("key"), 5)
+		tbl.Get([]byte("key"), 5)              // older snapshot: skiplist
+		tbl.Get([]byte("key"), base.MaxSeq)    // index
+		tbl.Get([]byte("absent"), base.MaxSeq) // index proves absence
 	})
 	if allocs != 0 {
 		t.Fatalf("iteration and Get allocate %v times", allocs)
@@ -481,6 +528,36 @@ func BenchmarkGet(b *testing.B) {
 		key = benchKey(key, i%benchEntries)
 		if _, _, ok := tbl.Get(key, base.MaxSeq); !ok {
 			b.Fatal("miss")
+		}
+		i++
+	}
+}
+
+// BenchmarkGetMiss looks up keys that are not in the table, as the engine
+// does for every key that lives in an SSTable.
+func BenchmarkGetMiss(b *testing.B) {
+	tbl := benchTable(b)
+	var key []byte
+	var i uint64
+	for b.Loop() {
+		key = benchKey(key, benchEntries+i%benchEntries)
+		if _, _, ok := tbl.Get(key, base.MaxSeq); ok {
+			b.Fatal("hit")
+		}
+		i++
+	}
+}
+
+// BenchmarkGetOlderSnapshot reads each key at a snapshot older than its
+// only version, so the index must defer to the skiplist.
+func BenchmarkGetOlderSnapshot(b *testing.B) {
+	tbl := benchTable(b)
+	var key []byte
+	var i uint64
+	for b.Loop() {
+		key = benchKey(key, i%benchEntries)
+		if _, _, ok := tbl.Get(key, i%benchEntries); ok {
+			b.Fatal("hit")
 		}
 		i++
 	}
