@@ -2,7 +2,9 @@ package lsm
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -77,26 +79,40 @@ func reportStalls(b *testing.B, d *DB) {
 	b.ReportMetric(float64(m.SlowdownCount), "slowdowns")
 }
 
-// BenchmarkPutSync measures fsynced writes from many goroutines (group
-// commit); run with -cpu to vary the number of writers per CPU.
+// BenchmarkPutSync measures fsynced single-key writes from 1, 8 and 32
+// concurrent writers (group commit shares fsyncs between them).
 func BenchmarkPutSync(b *testing.B) {
-	d := mustOpen(b, b.TempDir(), benchOptions(SyncAlways))
-	defer d.Close()
-	value := benchValue()
-	var next atomic.Uint64
-	b.SetParallelism(16) // 16 writers per CPU
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		var key []byte
-		for pb.Next() {
-			key = benchKey(key, next.Add(1))
-			if err := d.Put(key, value); err != nil {
-				b.Error(err)
-				return
+	for _, writers := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			d := mustOpen(b, b.TempDir(), benchOptions(SyncAlways))
+			defer d.Close()
+			value := benchValue()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var key []byte
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						key = benchKey(key, uint64(i))
+						if err := d.Put(key, value); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
 			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/float64(d.Metrics().WALSyncs), "writes/fsync")
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/float64(d.Metrics().WALSyncs), "writes/fsync")
+		})
+	}
 }
 
 func fillForRead(b *testing.B, n int) *DB {

@@ -90,7 +90,8 @@ func TestCrashKill(t *testing.T) {
 	// or a delete in flight (either outcome is fine).
 	present := make(map[string]keyState)
 	totalAcks := 0
-	for round := range 6 {
+	const rounds = 12
+	for round := range rounds {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, fmt.Sprintf("%s=%d", crashRoundEnv, round))
 		stdout, err := cmd.StdoutPipe()
@@ -156,7 +157,7 @@ func TestCrashKill(t *testing.T) {
 		totalAcks += len(acks)
 		verifyCrashState(t, dir, present, round)
 	}
-	t.Logf("%d rounds, %d acknowledged operations survived SIGKILL", 6, totalAcks)
+	t.Logf("%d rounds, %d acknowledged operations survived SIGKILL", rounds, totalAcks)
 }
 
 type keyState int

@@ -151,14 +151,18 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 
 func (d *DB) getFromTable(f *fileMetadata, key []byte, seq uint64) ([]byte, base.Kind, bool, error) {
 	r, err := d.tc.reader(f)
-	if err != nil {
-		return nil, 0, false, err
+	if err == nil {
+		var v []byte
+		var kind base.Kind
+		var ok bool
+		if v, kind, ok, err = r.Get(key, seq); err == nil {
+			return v, kind, ok, nil
+		}
 	}
-	v, kind, ok, err := r.Get(key, seq)
-	if err != nil {
-		return nil, 0, false, fmt.Errorf("lsm: get %q: %w", key, err)
+	if d.closed.Load() {
+		return nil, 0, false, ErrClosed // the table was closed under us
 	}
-	return v, kind, ok, nil
+	return nil, 0, false, fmt.Errorf("lsm: get %q: %w", key, err)
 }
 
 func found(v []byte, kind base.Kind) ([]byte, error) {

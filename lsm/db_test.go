@@ -487,3 +487,95 @@ func TestOSFilesystem(t *testing.T) {
 		}
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	fs := vfs.NewMem()
+	d := mustOpen(t, "/db", smallOptions(fs))
+	defer d.Close()
+	m := d.Metrics()
+	if len(m.Levels) != numLevels || m.Seq != 0 || m.ApproxKeys != 0 {
+		t.Fatalf("fresh metrics %+v", m)
+	}
+	const n = 3000
+	for i := range n {
+		mustPut(t, d, fmt.Sprintf("k%05d", i), "value")
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d, "unflushed", "x")
+	m = d.Metrics()
+	if m.Seq != n+1 || m.UserBytesWritten == 0 || m.WALBytes < m.UserBytesWritten || m.WALSyncs == 0 {
+		t.Fatalf("write counters %+v", m)
+	}
+	if m.Flushes == 0 || m.FlushBytes == 0 || m.WriteAmp <= 1 || m.MemtableBytes == 0 {
+		t.Fatalf("flush counters %+v", m)
+	}
+	if m.ApproxKeys < n+1 {
+		t.Fatalf("ApproxKeys %d < %d", m.ApproxKeys, n+1)
+	}
+	tables := 0
+	for _, l := range m.Levels {
+		tables += l.Files
+		if l.Files > 0 && l.Bytes == 0 {
+			t.Fatalf("level with files but no bytes: %+v", m.Levels)
+		}
+	}
+	if tables == 0 {
+		t.Fatalf("no tables: %+v", m.Levels)
+	}
+	for range 2 {
+		checkGet(t, d, "k00010", "value", true)
+	}
+	if m := d.Metrics(); m.CacheHits+m.CacheMisses == 0 {
+		t.Fatalf("cache counters %+v", m)
+	}
+}
+
+func TestFlushWithConcurrentWrites(t *testing.T) {
+	fs := vfs.NewStrictMem()
+	opts := smallOptions(fs)
+	opts.DisableWAL = true
+	d := mustOpen(t, "/db", opts)
+	var wg sync.WaitGroup
+	var acked sync.Map
+	stop := make(chan struct{})
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := fmt.Sprintf("g%d-%05d", g, i)
+				if err := d.Put([]byte(k), []byte(k)); err != nil {
+					t.Error(err)
+					return
+				}
+				acked.Store(k, true)
+			}
+		}()
+	}
+	// Every write acknowledged before a Flush call is durable once it
+	// returns.
+	var durable []string
+	for range 5 {
+		var before []string
+		acked.Range(func(k, _ any) bool { before = append(before, k.(string)); return true })
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		durable = before
+	}
+	close(stop)
+	wg.Wait()
+	crash(t, fs, d)
+	d = mustOpen(t, "/db", opts)
+	defer d.Close()
+	for _, k := range durable {
+		checkGet(t, d, k, k, true)
+	}
+}

@@ -25,7 +25,7 @@ type heldIterator struct {
 func TestModel(t *testing.T) {
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			runModel(t, seed, 12000)
+			runModel(t, seed, 10000)
 		})
 	}
 }
