@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Side-by-side: kvserver vs redis-server under redis-benchmark, same run,
+# alternating, RUNS rounds (default 3), medians reported as a markdown table.
+#   (a) kvserver sync=none   vs redis-server --save "" --appendonly no
+#   (b) kvserver sync=always vs redis-server --appendonly yes --appendfsync always
+# each with -P 16 and -P 1. Needs bin/kvserver (make build), redis-server,
+# redis-benchmark. Everything listens on loopback and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+N=${N:-400000}
+work=$(mktemp -d)
+kvport=28180; kvadmin=29180; rport=26380
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_kv() { # sync
+  rm -rf "$work/kv"; ./bin/kvserver -listen 127.0.0.1:$kvport -admin 127.0.0.1:$kvadmin -dir "$work/kv" -sync "$1" >"$work/kv.log" 2>&1 &
+  kvpid=$!; pids+=($kvpid)
+  for _ in $(seq 100); do redis-cli -p $kvport ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "kvserver did not start"; exit 1
+}
+start_redis() { # args...
+  rm -rf "$work/redis"; mkdir -p "$work/redis"
+  redis-server --port $rport --bind 127.0.0.1 --dir "$work/redis" "$@" >"$work/redis.log" 2>&1 &
+  rpid=$!; pids+=($rpid)
+  for _ in $(seq 100); do redis-cli -p $rport ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "redis did not start"; exit 1
+}
+bench() { # port P -> "set get"
+  redis-benchmark -p "$1" -t set,get -n "$N" -r 200000 -d 100 -c 50 -P "$2" -q 2>/dev/null | tr '\r' '\n' \
+    | awk '/^SET: [0-9]/{s=$2} /^GET: [0-9]/{g=$2} END{print s, g}'
+}
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+echo "| pairing | -P | kvserver SET | redis SET | kvserver GET | redis GET |"
+echo "|---|---:|---:|---:|---:|---:|"
+for pairing in none always; do
+  for P in 16 1; do
+    : >"$work/kv.set"; : >"$work/kv.get"; : >"$work/r.set"; : >"$work/r.get"
+    for r in $(seq "$RUNS"); do
+      start_kv "$pairing"; read -r s g < <(bench $kvport "$P"); echo "$s" >>"$work/kv.set"; echo "$g" >>"$work/kv.get"
+      kill $kvpid; wait $kvpid 2>/dev/null || true
+      if [ "$pairing" = none ]; then start_redis --save "" --appendonly no; else start_redis --save "" --appendonly yes --appendfsync always; fi
+      read -r s g < <(bench $rport "$P"); echo "$s" >>"$work/r.set"; echo "$g" >>"$work/r.get"
+      kill $rpid; wait $rpid 2>/dev/null || true
+    done
+    label="kv sync=$pairing vs redis $([ "$pairing" = none ] && echo 'no persistence' || echo 'AOF always')"
+    echo "| $label | $P | $(median <"$work/kv.set") | $(median <"$work/r.set") | $(median <"$work/kv.get") | $(median <"$work/r.get") |"
+  done
+done
