@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,7 +129,7 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 	}
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
 	election := time.Duration(cc.ElectionRTT*cc.RTTMillis) * time.Millisecond
-	c.attemptTimeout = min(max(10*election, time.Second), c.timeout)
+	c.attemptTimeout = min(max(20*election, 2*time.Second), c.timeout)
 
 	if err := fs.MkdirAll(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
@@ -155,10 +154,7 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 		RTTMillisecond:    uint64(cc.RTTMillis),
 		RaftAddress:       cc.RaftAddress,
 		RaftEventListener: leaderListener{c},
-		Expert: config.ExpertConfig{
-			LogDB: config.GetTinyMemLogDBConfig(),
-			FS:    fs,
-		},
+		Expert:            expertConfig(fs),
 	})
 	if err != nil {
 		c.cache.Close()
@@ -414,5 +410,19 @@ func (c *Cluster) sleepOrStop(d time.Duration, wake <-chan struct{}) bool {
 	}
 }
 
-// isNotExist reports a missing file on any vfs.
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+// expertConfig is the NodeHost's engine and LogDB setup. One step worker
+// and one LogDB instance serve every shard: each raft round of the node
+// then costs one LogDB write and one fsync for all shards together, which
+// measured 10-35% less CPU per write than dragonboat's defaults (16 and
+// 16) on two cores. Dragonboat records both counts in the raft directory
+// and refuses to open it with others, so they can never change.
+func expertConfig(fs vfs.FS) config.ExpertConfig {
+	e := config.ExpertConfig{
+		LogDB:  config.GetTinyMemLogDBConfig(),
+		Engine: config.GetDefaultEngineConfig(),
+		FS:     fs,
+	}
+	e.Engine.ExecShards = 1
+	e.LogDB.Shards = 1
+	return e
+}

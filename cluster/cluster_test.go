@@ -69,6 +69,15 @@ func TestReplicationAndReads(t *testing.T) {
 		t.Fatalf("deleted key: %v", err)
 	}
 
+	// A write larger than a proposal's usual cap goes through alone.
+	big := strings.Repeat("x", 5<<20)
+	if err := put(n1, "big", big); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := get(n2, "big"); err != nil || v != big {
+		t.Fatalf("big value: %d bytes, %v", len(v), err)
+	}
+
 	// Clear empties every shard on every node.
 	if err := clearAll(n2); err != nil {
 		t.Fatal(err)

@@ -45,7 +45,7 @@ const (
 var errBadCommand = errors.New("malformed raft command")
 
 type cmdHeader struct {
-	kind                  byte
+	kind                 byte
 	proposer, seq, floor uint64
 }
 

@@ -19,9 +19,9 @@
 // # Invariants
 //
 //   - The state machine stores every user key under the prefix 'u' and its
-//     own metadata under 'm' (the last applied raft index, the client
-//     addresses of joined members), so no user key can collide with
-//     metadata. Reads strip the prefix.
+//     own metadata under 'm' (the last applied raft index, the proposers'
+//     sequence states, the client addresses of joined members), so no user
+//     key can collide with metadata. Reads strip the prefix.
 //   - Update writes the effects of its entries and the index of the last of
 //     them in one lsm batch, so after a crash the state machine is exactly the
 //     state after some applied index, and Open reports that index; dragonboat
@@ -33,13 +33,19 @@
 //     alike rather than returned as an error, because an error from Update
 //     stops the process.
 //   - A write is acknowledged only after raft committed it and this node
-//     applied it. Proposals use the no-op session, so a retried proposal could
-//     apply twice: a proposal is only retried when dragonboat reports it was
-//     dropped before it entered the log; a timeout, or an attempt abandoned
-//     after a leader change, is reported as "timeout: outcome unknown".
-//   - Writes to one shard are proposed in the order Write was called, by one
-//     proposer goroutine per shard that packs every write queued meanwhile
-//     into one proposal (raft-level group commit).
+//     applied it. Dragonboat's on-disk state machines only take the no-op
+//     session, so exactly-once is ours: every proposal carries (proposer
+//     id, seq, floor) and the state machine applies a proposer's seqs once
+//     each and in order (seqState in command.go). That makes re-sending
+//     safe, and the proposer re-sends whatever is in flight after a dropped
+//     or timed-out attempt or a leader change (a proposal forwarded to a
+//     leader that died is never answered). A proposal still unconfirmed at
+//     the request timeout fails with "timeout: outcome unknown"; one that
+//     provably never entered the log fails with "cluster unavailable: ...".
+//   - Writes to one shard from one node are applied in the order Write was
+//     called: one proposer goroutine per shard packs every write queued
+//     meanwhile into one proposal (raft-level group commit) and the seq
+//     order holds across re-sends.
 //   - Reads are linearizable unless cluster.read_consistency is "stale": a
 //     read waits for a ReadIndex issued after the read arrived, then reads the
 //     local replica. One ReadIndex serves every read queued before it.

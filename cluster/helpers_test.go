@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,15 +215,7 @@ func put(n *Cluster, key, value string) error {
 func write(n *Cluster, b *lsm.Batch) error {
 	ch := make(chan error, 1)
 	n.Write(b, func(err error) { ch <- err })
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(3 * time.Second):
-		buf := make([]byte, 8<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		os.WriteFile("/tmp/cluster-stacks.txt", buf, 0o644)
-		return <-ch
-	}
+	return <-ch
 }
 
 func get(n *Cluster, key string) (string, error) {

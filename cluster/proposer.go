@@ -16,8 +16,11 @@ import (
 const (
 	// maxInflightProposals is how many proposals of one shard may await
 	// their result at once. While all are out, writes queue up and leave
-	// together in the next proposal: that is the group commit.
-	maxInflightProposals = 8
+	// together in the next proposal: that is the group commit. Two keeps
+	// the pipe busy while making proposals large: with 512 writers on
+	// three nodes, 1 or 2 cost 25% less CPU per write than 8 and gave
+	// 40% more throughput on two cores; at 64 writers they were even.
+	maxInflightProposals = 2
 	// maxProposalBytes stops adding writes to a proposal; a single larger
 	// write still goes alone.
 	maxProposalBytes = 4 << 20
@@ -42,7 +45,7 @@ type proposal struct {
 	seq      uint64
 	cmd      []byte
 	ops      []*writeOp
-	deadline time.Time // of its oldest op
+	deadline time.Time                // of its oldest op
 	rs       *dragonboat.RequestState // the attempt in flight, if any
 	// abandoned says an earlier attempt was left without a definite
 	// answer (timed out, or dropped from sight at a leader change): it

@@ -19,8 +19,8 @@ const maxInflightReads = 4
 type readReq struct {
 	op       readOp
 	deadline time.Time
-	getDone  func([]byte, error)       // for a get
-	kvDone   func([]store.KV, error)   // for a range
+	getDone  func([]byte, error)     // for a get
+	kvDone   func([]store.KV, error) // for a range
 }
 
 func (r *readReq) complete(err error) {

@@ -149,7 +149,14 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	b.Reset()
 	for i := range ents {
 		e := &ents[i]
-		if e.Index/seqGCInterval != s.applied/seqGCInterval || i > 0 && e.Index/seqGCInterval != ents[i-1].Index/seqGCInterval {
+		// The previous entry's index is the same on every replica however
+		// dragonboat splits the entries into Updates (s.applied is the last
+		// entry of the previous Update).
+		prev := s.applied
+		if i > 0 {
+			prev = ents[i-1].Index
+		}
+		if e.Index/seqGCInterval != prev/seqGCInterval {
 			s.forgetProposers(b, e.Index)
 		}
 		h, body, err := decodeHeader(e.Cmd)
@@ -158,18 +165,19 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 			e.Result = sm.Result{Value: resultRejected}
 			continue
 		}
+		if h.kind == cmdClear && i > 0 && (b.Len() > 0 || len(s.dirty) > 0) {
+			// Clear reads the state, so everything before it must be
+			// written first (and only that: the clear's own sequence
+			// state goes with its deletes).
+			if err := s.commit(db, b, ents[i-1].Index); err != nil {
+				return nil, err
+			}
+		}
 		if r, ok := s.checkSeq(h, e.Index); !ok {
 			e.Result = sm.Result{Value: r}
 			continue
 		}
 		if h.kind == cmdClear {
-			// Clear reads the state, so everything before it must be
-			// written first.
-			if i > 0 && (b.Len() > 0 || len(s.dirty) > 0) {
-				if err := s.commit(db, b, ents[i-1].Index); err != nil {
-					return nil, err
-				}
-			}
 			if err := s.applyClear(db, e.Index); err != nil {
 				return nil, err
 			}

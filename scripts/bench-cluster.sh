@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Cluster benchmark, one run, side by side on this machine:
+#   1. a three-member etcd cluster (Debian's etcd-server) measured with
+#      etcd's own tool, `etcdctl check perf --load=xl` (the anchor);
+#   2. the three-node kvserver cluster (conf/node{1,2,3}.toml layout, fresh
+#      data under a temp dir) with `kvbench -clients 512 -ops put,get`;
+#   3. one standalone kvserver (sync = always) with the same kvbench load.
+# Installs etcd-server/etcd-client with apt when missing. Loopback only;
+# everything started here is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-20s}
+CLIENTS=${CLIENTS:-512}
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "== etcd: 3 members, etcdctl check perf --load=xl"
+cluster="e1=http://127.0.0.1:32380,e2=http://127.0.0.1:32381,e3=http://127.0.0.1:32382"
+for i in 0 1 2; do
+  ETCD_UNSUPPORTED_ARCH= etcd --name e$((i+1)) --data-dir "$work/etcd$i" \
+    --listen-client-urls http://127.0.0.1:3237$i --advertise-client-urls http://127.0.0.1:3237$i \
+    --listen-peer-urls http://127.0.0.1:3238$i --initial-advertise-peer-urls http://127.0.0.1:3238$i \
+    --initial-cluster "$cluster" --initial-cluster-state new >"$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+sleep 3
+eps=http://127.0.0.1:32370,http://127.0.0.1:32371,http://127.0.0.1:32372
+ETCDCTL_API=3 etcdctl --endpoints=$eps check perf --load=xl 2>&1 | tail -8 || true
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+
+echo "== kvserver: 3-node cluster, kvbench -clients $CLIENTS -ops put,get"
+for i in 1 2 3; do
+  sed -e "s#./cluster-data/node$i#$work/kv$i#" conf/node$i.toml | sed -e 's/^level = .*/level = "warn"/' >"$work/node$i.toml"
+  grep -q '^\[log\]' "$work/node$i.toml" || printf '[log]\nlevel = "warn"\n' >>"$work/node$i.toml"
+  ./bin/kvserver -c "$work/node$i.toml" >"$work/kv$i.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 100); do ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' && break; sleep 0.2; done
+./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops put,get -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+
+echo "== kvserver: standalone, sync=always, kvbench -clients $CLIENTS -ops put,get"
+./bin/kvserver -listen 127.0.0.1:8090 -admin off -dir "$work/standalone" -sync always >"$work/standalone.log" 2>&1 &
+pids+=($!)
+sleep 1
+./bin/kvbench -addr 127.0.0.1:8090 -clients "$CLIENTS" -ops put,get -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
