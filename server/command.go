@@ -89,6 +89,25 @@ func (s *Server) observe(p *pending) {
 	}
 }
 
+// get serves a single-key read; encode renders the result in the
+// connection's protocol. A store whose reads never wait is read in place
+// when nothing is queued ahead, skipping the completion machinery.
+func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, dst, v []byte, err error) []byte) {
+	if msg := s.checkKey(key); msg != "" {
+		s.emit(cs, s.appendErr(cs, nil, msg))
+		return
+	}
+	if s.sync != nil && cs.q.len() == 0 {
+		v, err := s.sync.GetSync(key)
+		cs.out = encode(cs, cs.out, v, err)
+		s.metrics.latency[s.cmdGet].Observe(float64(time.Now().UnixNano()-start) / 1e9)
+		return
+	}
+	p := s.newPending(cs, classRead, s.cmdGet, start)
+	s.store.Get(key, func(v []byte, err error) { s.finish(p, encode(cs, nil, v, err)) })
+	s.settle(p)
+}
+
 // checkKey validates a key against the protocol's rules; "" means fine.
 func (s *Server) checkKey(key []byte) string {
 	if len(key) == 0 {

@@ -3,7 +3,6 @@ package server
 import (
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/lsm"
@@ -68,21 +67,7 @@ func (s *Server) pipeCommands() []*command {
 }
 
 func (s *Server) pipeGet(cs *conn, args [][]byte, start int64) {
-	if msg := s.checkKey(args[1]); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
-		return
-	}
-	if s.sync != nil && cs.q.len() == 0 {
-		v, err := s.sync.GetSync(args[1])
-		cs.out = s.appendPipeGet(cs, cs.out, v, err)
-		s.metrics.latency[s.cmdGet].Observe(float64(time.Now().UnixNano()-start) / 1e9)
-		return
-	}
-	p := s.newPending(cs, classRead, s.cmdGet, start)
-	s.store.Get(args[1], func(v []byte, err error) {
-		s.finish(p, s.appendPipeGet(cs, nil, v, err))
-	})
-	s.settle(p)
+	s.get(cs, args[1], start, s.appendPipeGet)
 }
 
 func (s *Server) appendPipeGet(cs *conn, dst, v []byte, err error) []byte {
@@ -159,24 +144,25 @@ func (s *Server) pipeRange(cs *conn, args [][]byte, start int64) {
 }
 
 func (s *Server) pipeJoin(cs *conn, args [][]byte, start int64) {
-	id, err := strconv.ParseUint(string(args[1]), 10, 64)
-	if err != nil || id == 0 {
-		s.emit(cs, s.appendErr(cs, nil, "node id must be a positive integer"))
-		return
-	}
-	p := s.newPending(cs, classWrite, s.cmdAdmin, start)
-	s.store.Join(id, string(args[2]), string(args[3]), func(err error) { s.finishOK(p, cs, err, pipeOK) })
-	s.settle(p)
+	s.membership(cs, args[1], start, func(id uint64, done func(error)) {
+		s.store.Join(id, string(args[2]), string(args[3]), done)
+	})
 }
 
 func (s *Server) pipeRemove(cs *conn, args [][]byte, start int64) {
-	id, err := strconv.ParseUint(string(args[1]), 10, 64)
+	s.membership(cs, args[1], start, s.store.Remove)
+}
+
+// membership runs a CLUSTER_JOIN/CLUSTER_REMOVE for the node id in field.
+// The fields op needs are copied by the store before it returns.
+func (s *Server) membership(cs *conn, field []byte, start int64, op func(id uint64, done func(error))) {
+	id, err := strconv.ParseUint(string(field), 10, 64)
 	if err != nil || id == 0 {
 		s.emit(cs, s.appendErr(cs, nil, "node id must be a positive integer"))
 		return
 	}
 	p := s.newPending(cs, classWrite, s.cmdAdmin, start)
-	s.store.Remove(id, func(err error) { s.finishOK(p, cs, err, pipeOK) })
+	op(id, func(err error) { s.finishOK(p, cs, err, pipeOK) })
 	s.settle(p)
 }
 

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/store"
@@ -150,21 +149,7 @@ func (s *Server) respHello(cs *conn, args [][]byte, _ int64) {
 }
 
 func (s *Server) respGet(cs *conn, args [][]byte, start int64) {
-	if msg := s.checkKey(args[1]); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
-		return
-	}
-	if s.sync != nil && cs.q.len() == 0 {
-		v, err := s.sync.GetSync(args[1])
-		cs.out = s.appendRESPGet(cs, cs.out, v, err)
-		s.metrics.latency[s.cmdGet].Observe(float64(time.Now().UnixNano()-start) / 1e9)
-		return
-	}
-	p := s.newPending(cs, classRead, s.cmdGet, start)
-	s.store.Get(args[1], func(v []byte, err error) {
-		s.finish(p, s.appendRESPGet(cs, nil, v, err))
-	})
-	s.settle(p)
+	s.get(cs, args[1], start, s.appendRESPGet)
 }
 
 func (s *Server) appendRESPGet(cs *conn, dst, v []byte, err error) []byte {

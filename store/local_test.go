@@ -1,0 +1,103 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/kvstore/kv/lsm"
+)
+
+func openLocal(t *testing.T) *Local {
+	t.Helper()
+	db, err := lsm.Open(t.TempDir(), lsm.Options{MemtableBytes: 1 << 20, BlockCacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLocal(db, "127.0.0.1:1")
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// wait turns a store callback into a return value.
+func wait[T any](call func(done func(T, error))) (T, error) {
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	call(func(v T, err error) { ch <- res{v, err} })
+	r := <-ch
+	return r.v, r.err
+}
+
+func waitErr(call func(done func(error))) error {
+	ch := make(chan error, 1)
+	call(func(err error) { ch <- err })
+	return <-ch
+}
+
+func TestLocalReadWriteRangeClear(t *testing.T) {
+	l := openLocal(t)
+	b := lsm.NewBatch()
+	for i := 0; i < 10; i++ {
+		b.Put([]byte(fmt.Sprintf("k%d", i)), []byte(fmt.Sprint(i)))
+	}
+	if err := waitErr(func(done func(error)) { l.Write(b, done) }); err != nil {
+		t.Fatal(err)
+	}
+	v, err := wait(func(done func([]byte, error)) { l.Get([]byte("k3"), done) })
+	if err != nil || string(v) != "3" {
+		t.Fatalf("Get: %q %v", v, err)
+	}
+	if v, err := l.GetSync([]byte("k4")); err != nil || string(v) != "4" {
+		t.Fatalf("GetSync: %q %v", v, err)
+	}
+	if _, err := l.GetSync([]byte("nope")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	kvs, err := wait(func(done func([]KV, error)) { l.Range([]byte("k2"), []byte("k5"), 100, done) })
+	if err != nil || len(kvs) != 3 || string(kvs[0].Key) != "k2" {
+		t.Fatalf("Range: %v %v", kvs, err)
+	}
+	kvs, _ = wait(func(done func([]KV, error)) { l.Range(nil, nil, 4, done) })
+	if len(kvs) != 4 {
+		t.Fatalf("Range limit: %d pairs", len(kvs))
+	}
+	if l.ApproxKeys() < 10 {
+		t.Fatalf("ApproxKeys = %d", l.ApproxKeys())
+	}
+	if err := waitErr(l.Clear); err != nil {
+		t.Fatal(err)
+	}
+	kvs, _ = wait(func(done func([]KV, error)) { l.Range(nil, nil, 100, done) })
+	if len(kvs) != 0 {
+		t.Fatalf("after Clear: %d pairs", len(kvs))
+	}
+}
+
+func TestLocalAnswersAsOneNodeCluster(t *testing.T) {
+	l := openLocal(t)
+	st := l.Status()
+	if st.Mode != "standalone" || st.State != "healthy" || st.Nodes != 1 || st.ShardsWithLeader != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	if n, err := l.Leader([]byte("x")); err != nil || n.Client != "127.0.0.1:1" {
+		t.Fatalf("leader %+v %v", n, err)
+	}
+	if err := waitErr(func(done func(error)) { l.Join(2, "a", "b", done) }); !errors.Is(err, ErrStandalone) {
+		t.Fatalf("Join: %v", err)
+	}
+	if err := waitErr(func(done func(error)) { l.Remove(2, done) }); !errors.Is(err, ErrStandalone) {
+		t.Fatalf("Remove: %v", err)
+	}
+}
+
+func TestLocalReportsStorageErrors(t *testing.T) {
+	l := openLocal(t)
+	l.Close()
+	_, err := l.GetSync([]byte("k"))
+	if err == nil || err.Error() != "storage unavailable: shutting down" {
+		t.Fatalf("after close: %v", err)
+	}
+}
