@@ -51,10 +51,12 @@ const (
 	// maxHeight and the branching factor 4 (one level per two random bits)
 	// give O(log n) searches far beyond any memtable's entry count.
 	maxHeight = 20
-	// A node is its header (key length, value length, height: u32 each),
-	// height u32 links, the internal key and the value, padded to 4 bytes
-	// so every node and link is 4-byte aligned for atomic access.
-	nodeHeaderLen = 12
+	// A node is its header (key length, value length, height, level-0
+	// predecessor: u32 each), height u32 links, the internal key and the
+	// value, padded to 4 bytes so every node and link is 4-byte aligned for
+	// atomic access. The predecessor ("back") is read and written by the
+	// writer only; readers never follow it.
+	nodeHeaderLen = 16
 	headLen       = nodeHeaderLen + 4*maxHeight
 	// maxArena keeps every offset representable as a uint32.
 	maxArena = math.MaxUint32 &^ 3
@@ -129,10 +131,29 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 		return fmt.Errorf("memtable: add %d-byte key: sequence number %d above the maximum %d", len(ukey), seq, base.MaxSeq)
 	}
 	trailer := base.MakeTrailer(seq, kind)
+	// Overwrite fast path: when the index holds the key's newest version N
+	// and this one is newer, it belongs right before N at level 0, after
+	// N's level-0 predecessor. A height-1 node there keeps the list valid
+	// (searches reach the key's versions through level 0), so no search
+	// from the top is needed: O(1) instead of O(log n) cache misses.
+	if n, _ := t.indexFind(ukey); n != 0 {
+		switch nt := base.Trailer(t.key(n)); {
+		case trailer == nt:
+			return fmt.Errorf("memtable: add %d-byte key: sequence number %d already present", len(ukey), seq)
+		case trailer > nt:
+			return t.insert(ukey, trailer, value, 1, n)
+		}
+	}
 	if t.findSplice(ukey, trailer) {
 		return fmt.Errorf("memtable: add %d-byte key: sequence number %d already present", len(ukey), seq)
 	}
-	h := t.randomHeight()
+	return t.insert(ukey, trailer, value, t.randomHeight(), 0)
+}
+
+// insert writes a node of height h and links it. before != 0 means "right
+// before node before at level 0" (h must be 1); otherwise t.prev/t.next
+// from findSplice say where it goes at every level.
+func (t *Table) insert(ukey []byte, trailer uint64, value []byte, h, before uint32) error {
 	keyLen := len(ukey) + base.TrailerLen
 	size := uint64(nodeHeaderLen) + 4*uint64(h) + uint64(keyLen) + uint64(len(value))
 	size = (size + 3) &^ 3
@@ -140,11 +161,15 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 	if uint64(nd)+size > uint64(len(t.arena)) {
 		return ErrFull
 	}
+	if before != 0 {
+		t.prev[0], t.next[0] = t.u32(before+12), before
+	}
 
 	// Fill in the node while no reader can reach it.
 	t.putU32(nd, uint32(keyLen))
 	t.putU32(nd+4, uint32(len(value)))
 	t.putU32(nd+8, h)
+	t.putU32(nd+12, t.prev[0])
 	k := nd + nodeHeaderLen + 4*h
 	copy(t.arena[k:], ukey)
 	binary.LittleEndian.PutUint64(t.arena[k+uint32(len(ukey)):], trailer)
@@ -155,6 +180,9 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 			t.prev[i], t.next[i] = 0, 0
 		}
 		t.link(nd, i).Store(t.next[i])
+	}
+	if t.next[0] != 0 {
+		t.putU32(t.next[0]+12, nd)
 	}
 
 	// Publish bottom-up: once reachable at level i, the node is reachable at

@@ -574,3 +574,99 @@ func BenchmarkIterate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/entry")
 }
+
+// TestOverwriteFastPath adds many versions of a few keys in increasing
+// sequence order (the engine's order), so most adds take the O(1)
+// overwrite path, and checks the list order, every snapshot and the
+// level-0 back links.
+func TestOverwriteFastPath(t *testing.T) {
+	tb := New(1 << 20)
+	keys := []string{"a", "b", "c", "d", "e"}
+	rng := rand.New(rand.NewPCG(7, 7))
+	var seq uint64
+	type version struct {
+		seq uint64
+		val string
+	}
+	hist := map[string][]version{}
+	for i := 0; i < 2000; i++ {
+		k := keys[rng.IntN(len(keys))]
+		seq++
+		v := fmt.Sprintf("%s%d", k, seq)
+		if err := tb.Add([]byte(k), seq, base.KindSet, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		hist[k] = append(hist[k], version{seq, v})
+	}
+	for s := uint64(1); s <= seq; s += 37 {
+		for _, k := range keys {
+			var want string
+			for _, ver := range hist[k] {
+				if ver.seq <= s {
+					want = ver.val
+				}
+			}
+			got, _, ok := tb.Get([]byte(k), s)
+			if (want == "") == ok || string(got) != want {
+				t.Fatalf("Get(%s, %d) = %q %v, want %q", k, s, got, ok, want)
+			}
+		}
+	}
+	// Full iteration: keys ascending, versions newest first.
+	it := tb.NewIter()
+	var prev []byte
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		if prev != nil && base.Compare(prev, it.Key()) >= 0 {
+			t.Fatalf("iteration out of order at entry %d", n)
+		}
+		prev = append(prev[:0], it.Key()...)
+		n++
+	}
+	if n != 2000 {
+		t.Fatalf("iterated %d entries, want 2000", n)
+	}
+	// Every node's back link names its level-0 predecessor.
+	for p, nd := uint32(0), tb.link(0, 0).Load(); nd != 0; p, nd = nd, tb.link(nd, 0).Load() {
+		if got := tb.u32(nd + 12); got != p {
+			t.Fatalf("node %d: back link %d, want %d", nd, got, p)
+		}
+	}
+}
+
+func BenchmarkAddOverwrite(b *testing.B) {
+	const keys = 200000
+	rng := rand.New(rand.NewPCG(1, 1))
+	val := make([]byte, 100)
+	key := func(i int) []byte { return []byte(fmt.Sprintf("%016d", i)) }
+	var tb *Table
+	seq := uint64(0)
+	fill := func() {
+		tb = New(256 << 20)
+		for i := 0; i < keys; i++ {
+			seq++
+			if err := tb.Add(key(i), seq, base.KindSet, val); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	fill()
+	ks := make([][]byte, 4096)
+	for i := range ks {
+		ks[i] = key(rng.IntN(keys))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		seq++
+		err := tb.Add(ks[i%len(ks)], seq, base.KindSet, val)
+		if errors.Is(err, ErrFull) {
+			b.StopTimer()
+			fill()
+			b.StartTimer()
+			err = tb.Add(ks[i%len(ks)], seq, base.KindSet, val)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
