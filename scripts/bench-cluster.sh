@@ -30,7 +30,7 @@ for i in 0 1 2; do
 done
 sleep 3
 eps=http://127.0.0.1:32370,http://127.0.0.1:32371,http://127.0.0.1:32372
-ETCDCTL_API=3 etcdctl --endpoints=$eps check perf --load=xl 2>&1 | tail -8 || true
+ETCDCTL_API=3 etcdctl --endpoints=$eps check perf --load=xl 2>&1 | tr '\r' '\n' | grep -E '^(PASS|FAIL)' || true
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 
 echo "== kvserver: 3-node cluster, kvbench -clients $CLIENTS -ops put,get"
@@ -41,11 +41,17 @@ for i in 1 2 3; do
   pids+=($!)
 done
 for _ in $(seq 100); do ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' && break; sleep 0.2; done
-./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops put,get -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
+for ops in put put,get; do
+  echo "-- -ops $ops"
+  ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops $ops -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
+done
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 
 echo "== kvserver: standalone, sync=always, kvbench -clients $CLIENTS -ops put,get"
 ./bin/kvserver -listen 127.0.0.1:8090 -admin off -dir "$work/standalone" -sync always >"$work/standalone.log" 2>&1 &
 pids+=($!)
 sleep 1
-./bin/kvbench -addr 127.0.0.1:8090 -clients "$CLIENTS" -ops put,get -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
+for ops in put put,get; do
+  echo "-- -ops $ops"
+  ./bin/kvbench -addr 127.0.0.1:8090 -clients "$CLIENTS" -ops $ops -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
+done
