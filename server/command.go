@@ -47,12 +47,12 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 	}
 	cmd := table.lookup(args[0])
 	if cmd == nil {
-		s.metrics.Errors.WithLabelValues("unknown").Inc()
+		s.metrics.Errors.WithLabelValues("", "unknown").Inc()
 		s.emit(cs, s.appendErr(cs, nil, "unknown command '"+printable(args[0])+"'"))
 		return true
 	}
 	if !cs.authed && !cmd.noAuth {
-		s.metrics.Errors.WithLabelValues("noauth").Inc()
+		s.metrics.Errors.WithLabelValues(cmd.name, "noauth").Inc()
 		if resp {
 			s.emit(cs, appendRESPError(nil, "NOAUTH Authentication required."))
 		} else {
@@ -61,7 +61,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 		return true
 	}
 	if len(args) < cmd.minArgs || (cmd.maxArgs >= 0 && len(args) > cmd.maxArgs) {
-		s.metrics.Errors.WithLabelValues("arity").Inc()
+		s.metrics.Errors.WithLabelValues(cmd.name, "arity").Inc()
 		if resp {
 			s.emit(cs, s.appendErr(cs, nil, "wrong number of arguments for '"+lower(cmd.name)+"' command"))
 		} else {

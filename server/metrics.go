@@ -22,6 +22,7 @@ type Metrics struct {
 	latencyVec  *prometheus.HistogramVec
 	requests    []prometheus.Counter
 	latency     []prometheus.Observer
+	opNames     []string // by op id, for labels
 }
 
 // NewMetrics creates the server's series and registers them with reg
@@ -32,7 +33,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BytesIn:     prometheus.NewCounter(prometheus.CounterOpts{Name: "kv_net_input_bytes_total", Help: "Request bytes parsed."}),
 		BytesOut:    prometheus.NewCounter(prometheus.CounterOpts{Name: "kv_net_output_bytes_total", Help: "Reply bytes written."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kv_errors_total",
-			Help: "Error replies by cause (protocol, unknown, arity, noauth, store)."}, []string{"cause"}),
+			Help: "Error replies by command (the command's name, or the store operation for store errors; empty when no command was decoded) and cause (protocol, unknown, arity, noauth, store)."},
+			[]string{"command", "cause"}),
 		LimitCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kv_limit_closes_total",
 			Help: "Connections closed for exceeding a buffer limit."}, []string{"limit"}),
 		requestsVec: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kv_requests_total",
@@ -57,6 +59,7 @@ func (m *Metrics) bindCommand(proto, name string) int {
 // ...) and returns its id.
 func (m *Metrics) bindOp(name string) int {
 	m.latency = append(m.latency, m.latencyVec.WithLabelValues(name))
+	m.opNames = append(m.opNames, name)
 	return len(m.latency) - 1
 }
 

@@ -176,7 +176,7 @@ func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) 
 // finishOK completes p with ok, or with the error in cs's protocol.
 func (s *Server) finishOK(p *pending, cs *conn, err error, ok []byte) {
 	if err != nil {
-		s.metrics.Errors.WithLabelValues("store").Inc()
+		s.metrics.Errors.WithLabelValues(s.metrics.opNames[p.cmd], "store").Inc()
 		s.finish(p, s.appendErr(cs, nil, err.Error()))
 		return
 	}

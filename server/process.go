@@ -95,7 +95,7 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 		if err != nil {
 			var pe *codec.ProtocolError
 			if errors.As(err, &pe) && !pe.Fatal && m > 0 {
-				s.metrics.Errors.WithLabelValues("protocol").Inc()
+				s.metrics.Errors.WithLabelValues("", "protocol").Inc()
 				s.emit(cs, s.appendErr(cs, nil, pe.Msg))
 				used += m
 				continue
@@ -104,7 +104,7 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 			if pe != nil {
 				msg = pe.Msg
 			}
-			s.metrics.Errors.WithLabelValues("protocol").Inc()
+			s.metrics.Errors.WithLabelValues("", "protocol").Inc()
 			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", cs.c.RemoteAddr(), "err", msg)
 			s.emit(cs, s.appendErr(cs, nil, msg))
 			cs.closing = true
