@@ -72,8 +72,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 	if !s.admit(cs, cmd.class) {
 		return false
 	}
-	s.metrics.requests[cmd.id].Inc()
-	s.commands.Add(1)
+	cs.loop.stats.requests[cmd.id].Add(1)
 	var start int64
 	if cmd.class != classNone {
 		start = time.Now().UnixNano()
@@ -85,7 +84,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 // observe records a finished store request's latency.
 func (s *Server) observe(p *pending) {
 	if p.start != 0 {
-		s.metrics.latency[p.cmd].Observe(float64(time.Now().UnixNano()-p.start) / 1e9)
+		p.cs.loop.stats.observe(p.cmd, time.Now().UnixNano()-p.start)
 	}
 }
 
@@ -100,7 +99,7 @@ func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, ds
 	if s.sync != nil && cs.q.len() == 0 {
 		v, err := s.sync.GetSync(key)
 		cs.out = encode(cs, cs.out, v, err)
-		s.metrics.latency[s.cmdGet].Observe(float64(time.Now().UnixNano()-start) / 1e9)
+		cs.loop.stats.observe(s.cmdGet, time.Now().UnixNano()-start)
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)

@@ -59,6 +59,10 @@ const (
 	stateAsync
 )
 
+// maxRetainedOut is the largest reply buffer a connection keeps between
+// bursts.
+const maxRetainedOut = 64 << 10
+
 // replyQueue is a FIFO of pending replies.
 type replyQueue struct {
 	items []*pending
@@ -83,6 +87,7 @@ type loop struct {
 	s     *Server
 	el    gnet.EventLoop
 	conns map[*conn]struct{} // loop-owned
+	stats *loopStats
 
 	mu        sync.Mutex
 	mail      []*pending
@@ -172,9 +177,12 @@ func (s *Server) drain(cs *conn) {
 // flush writes cs.out in one call and enforces the output limit.
 func (s *Server) flush(cs *conn) {
 	if len(cs.out) > 0 && !cs.closed {
-		s.metrics.BytesOut.Add(float64(len(cs.out)))
+		cs.loop.stats.bytesOut.Add(uint64(len(cs.out)))
 		_, err := cs.c.Write(cs.out)
 		cs.out = cs.out[:0]
+		if cap(cs.out) > maxRetainedOut {
+			cs.out = nil // gnet copied what it could not send; don't pin a big buffer per idle connection
+		}
 		if err != nil {
 			return // gnet closed the connection (OnClose already ran)
 		}

@@ -53,7 +53,7 @@ func (s *Server) infoText(section string) string {
 	})
 	add("stats", func(w func(string, any)) {
 		w("total_connections_received", s.totalConns.Load())
-		w("total_commands_processed", s.commands.Load())
+		w("total_commands_processed", s.metrics.totalRequests())
 		w("rejected_connections", s.rejected.Load())
 		w("inflight_requests", s.inflight.Load())
 	})

@@ -42,7 +42,7 @@ func (s *Server) process(cs *conn) gnet.Action {
 		used, more := s.parse(cs, buf)
 		if used > 0 {
 			// Discard(0) would drop everything buffered.
-			s.metrics.BytesIn.Add(float64(used))
+			cs.loop.stats.bytesIn.Add(uint64(used))
 			_, _ = c.Discard(used)
 		}
 		if !more {

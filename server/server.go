@@ -55,7 +55,6 @@ type Server struct {
 	cmdGet, cmdPut, cmdDelete, cmdRange, cmdBatch, cmdAdmin int // latency series
 
 	nextConnID atomic.Uint64
-	commands   atomic.Int64
 	conns      atomic.Int64
 	inflight   atomic.Int64 // replies handed to the store and not yet delivered
 	draining   atomic.Bool
@@ -96,6 +95,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 	s.cmdRange = m.bindOp("range")
 	s.cmdBatch = m.bindOp("batch")
 	s.cmdAdmin = m.bindOp("admin")
+	m.loops = s.loopStats
 	return s
 }
 
@@ -266,10 +266,21 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	defer s.loopsMu.Unlock()
 	l, ok := s.loops[el]
 	if !ok {
-		l = &loop{s: s, el: el, conns: make(map[*conn]struct{})}
+		l = &loop{s: s, el: el, conns: make(map[*conn]struct{}), stats: s.metrics.newLoopStats()}
 		s.loops[el] = l
 	}
 	return l
+}
+
+// loopStats returns every loop's counters (for scrapes and INFO).
+func (s *Server) loopStats() []*loopStats {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	out := make([]*loopStats, 0, len(s.loops))
+	for _, l := range s.loops {
+		out = append(out, l.stats)
+	}
+	return out
 }
 
 // gnetLogger routes gnet's own log lines into slog.

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
@@ -304,5 +306,77 @@ func TestCommandLookupIsCaseInsensitive(t *testing.T) {
 	}
 	if c := s.pipeTable.lookup([]byte(strings.Repeat("x", 100))); c != nil {
 		t.Error("long name found")
+	}
+}
+
+// TestMetricsSumLoops checks the per-loop request counters and latency
+// histograms add up at scrape time.
+func TestMetricsSumLoops(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := conf.Default().Server
+	cfg.Listen = addr
+	cfg.EventLoops = 2
+	s := New(cfg, newSlowStore(), Info{Version: "test"}, nil, m)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitStarted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.Shutdown(ctx)
+		<-done
+	}()
+	for c := 0; c < 4; c++ {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(conn)
+		for i := 0; i < 25; i++ {
+			fmt.Fprintf(conn, "PUT|k%d|v\nGET|k%d\n", i, i)
+			r.ReadString('\n')
+			r.ReadString('\n')
+		}
+		conn.Close()
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, lp := range mt.GetLabel() {
+				key += "," + lp.GetValue()
+			}
+			switch {
+			case mt.GetCounter() != nil:
+				got[key] = mt.GetCounter().GetValue()
+			case mt.GetHistogram() != nil:
+				got[key] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	if got["kv_requests_total,GET,pipe"] != 100 && got["kv_requests_total,pipe,GET"] != 100 {
+		t.Fatalf("GET requests: %v", got)
+	}
+	if got["kv_request_duration_seconds,put"] != 100 || got["kv_request_duration_seconds,get"] != 100 {
+		t.Fatalf("latency counts: put %v get %v", got["kv_request_duration_seconds,put"], got["kv_request_duration_seconds,get"])
+	}
+	if got["kv_net_input_bytes_total"] == 0 || got["kv_net_output_bytes_total"] == 0 {
+		t.Fatalf("byte counters: %v", got)
+	}
+	if n := m.totalRequests(); n != 200 {
+		t.Fatalf("total requests %d", n)
 	}
 }
