@@ -17,6 +17,24 @@ type command struct {
 	class   int
 	noAuth  bool // allowed before AUTH
 	run     func(s *Server, cs *conn, args [][]byte, start int64)
+	// keys lists the keys a write command changes, so it may be dispatched
+	// while reads of other keys are still pending; nil means "unknown"
+	// (the write waits for every pending read).
+	keys func(args [][]byte) [][]byte
+	// readsFirst marks a write that reads its keys before writing (DEL
+	// counts the keys that existed): it also waits for earlier writes.
+	readsFirst bool
+}
+
+// Key extractors for the command tables.
+func oneKey(args [][]byte) [][]byte  { return args[1:2] }
+func allKeys(args [][]byte) [][]byte { return args[1:] }
+func pairKeys(args [][]byte) [][]byte {
+	keys := make([][]byte, 0, len(args)/2)
+	for i := 1; i < len(args); i += 2 {
+		keys = append(keys, args[i])
+	}
+	return keys
 }
 
 // commandTable maps upper-case names to commands.
@@ -69,7 +87,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 		}
 		return true
 	}
-	if !s.admit(cs, cmd.class) {
+	if !s.admit(cs, cmd, args) {
 		return false
 	}
 	cs.loop.stats.requests[cmd.id].Add(1)
@@ -96,15 +114,51 @@ func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, ds
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
 	}
-	if s.sync != nil && cs.q.len() == 0 {
+	if cs.writes > 0 {
+		// Writes ahead of this read are not visible until durable: the read
+		// waits in the queue and runs when it reaches the front (startRead),
+		// while later writes to other keys go ahead.
+		p := s.newPending(cs, classRead, s.cmdGet, start)
+		p.key, p.encode, p.deferred = bytes.Clone(key), encode, true
+		cs.q.push(p)
+		cs.count(classRead, 1)
+		return
+	}
+	if s.sync != nil {
 		v, err := s.sync.GetSync(key)
-		cs.out = encode(cs, cs.out, v, err)
+		if cs.q.len() == 0 {
+			cs.out = encode(cs, cs.out, v, err)
+		} else {
+			s.emit(cs, encode(cs, nil, v, err))
+		}
 		cs.loop.stats.observe(s.cmdGet, time.Now().UnixNano()-start)
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
+	p.key, p.encode = bytes.Clone(key), encode
 	s.store.Get(key, func(v []byte, err error) { s.finish(p, encode(cs, nil, v, err)) })
 	s.settle(p)
+}
+
+// startRead runs a deferred read that reached the front of its queue. It
+// reports whether the read is done (answered on the spot).
+func (s *Server) startRead(p *pending) bool {
+	cs := p.cs
+	p.deferred = false
+	if s.sync != nil {
+		v, err := s.sync.GetSync(p.key)
+		p.reply, p.done = p.encode(cs, nil, v, err), true
+		s.observe(p)
+		return true
+	}
+	s.store.Get(p.key, func(v []byte, err error) { s.finish(p, p.encode(cs, nil, v, err)) })
+	if p.state.CompareAndSwap(stateRunning, stateAsync) {
+		s.inflight.Add(1)
+		return false
+	}
+	p.done = true
+	s.observe(p)
+	return true
 }
 
 // checkKey validates a key against the protocol's rules; "" means fine.

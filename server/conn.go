@@ -51,6 +51,12 @@ type pending struct {
 	state atomic.Uint32
 	start int64
 	cmd   int
+
+	// A read's key (copied) and reply encoder; deferred reads have not
+	// been handed to the store yet.
+	key      []byte
+	encode   func(cs *conn, dst, v []byte, err error) []byte
+	deferred bool
 }
 
 const (
@@ -165,6 +171,9 @@ func (l *loop) deliver(context.Context) error {
 func (s *Server) drain(cs *conn) {
 	for cs.q.len() > 0 {
 		p := cs.q.front()
+		if p.deferred && !s.startRead(p) {
+			break
+		}
 		if !p.done {
 			break
 		}
@@ -198,8 +207,11 @@ func (s *Server) flush(cs *conn) {
 }
 
 // canResume reports whether a parked connection may parse again.
+// Whether the next request is admissible is only known once it is decoded,
+// so a parked connection retries on every step of its queue (at worst one
+// decode of the same request each time).
 func (s *Server) canResume(cs *conn) bool {
-	return cs.q.len() < maxPending/2 && (cs.q.len() == 0 || cs.reads == 0 || cs.writes == 0)
+	return cs.q.len() < maxPending/2
 }
 
 // newPending starts an asynchronous request on cs.

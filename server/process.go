@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 
 	"github.com/panjf2000/gnet/v2"
@@ -133,21 +134,44 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 
 // admit applies the ordering and back-pressure rules before a command of
 // the given class runs; false parks the connection.
-func (s *Server) admit(cs *conn, class int) bool {
+func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 	if cs.q.len() == 0 {
 		return true
 	}
 	ok := cs.q.len() < maxPending
-	switch class {
+	switch cmd.class {
 	case classRead:
-		ok = ok && cs.writes == 0
+		// A single-key GET behind writes is deferred by get, not parked.
+		ok = ok && (cs.writes == 0 || cmd.name == "GET")
 	case classWrite:
-		ok = ok && cs.reads == 0
+		ok = ok && (cs.reads == 0 || (cmd.keys != nil && !s.readsPending(cs, cmd.keys(args))))
+		ok = ok && (!cmd.readsFirst || cs.writes == 0)
 	}
 	if !ok {
 		cs.parked = true
 	}
 	return ok
+}
+
+// readsPending reports whether a read still pending on cs could observe a
+// write to keys: a read whose key is unknown (multi-key, range) counts as
+// touching every key.
+func (s *Server) readsPending(cs *conn, keys [][]byte) bool {
+	for i := cs.q.head; i < len(cs.q.items); i++ {
+		p := cs.q.items[i]
+		if p.class != classRead || p.done {
+			continue
+		}
+		if p.key == nil {
+			return true
+		}
+		for _, k := range keys {
+			if bytes.Equal(k, p.key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // overOutput enforces max_output_bytes while replies are produced, so one

@@ -236,7 +236,15 @@ func TestRESPOrderingWithAsyncStore(t *testing.T) {
 	cmd("EXISTS", "a", "b")
 	cmd("GET", "a")
 	cmd("PING")
-	want := "+OK\r\n+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:1\r\n:1\r\n$-1\r\n+PONG\r\n"
+	cmd("SET", "d", "4")
+	cmd("DEL", "d")
+	cmd("SET", "e", "5")
+	cmd("GET", "e")
+	cmd("SET", "e", "6")
+	cmd("GET", "e")
+	cmd("GET", "d")
+	want := "+OK\r\n+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:1\r\n:1\r\n$-1\r\n+PONG\r\n" +
+		"+OK\r\n:1\r\n+OK\r\n$1\r\n5\r\n+OK\r\n$1\r\n6\r\n$-1\r\n"
 	conn.Write([]byte(req.String()))
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got := make([]byte, 0, len(want))
