@@ -109,6 +109,13 @@ var lastServer *Server
 
 func startTestServer(t *testing.T, st store.Store, mutate func(*conf.Server)) string {
 	t.Helper()
+	return startTestServerWith(t, st, mutate, nil)
+}
+
+// startTestServerWith starts a server on a free loopback port, reporting
+// into m (nil: unregistered metrics), and stops it at the end of the test.
+func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server), m *Metrics) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +128,7 @@ func startTestServer(t *testing.T, st store.Store, mutate func(*conf.Server)) st
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, nil, nil)
+	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, nil, m)
 	lastServer = s
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
@@ -322,27 +329,7 @@ func TestCommandLookupIsCaseInsensitive(t *testing.T) {
 func TestMetricsSumLoops(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg := conf.Default().Server
-	cfg.Listen = addr
-	cfg.EventLoops = 2
-	s := New(cfg, newSlowStore(), Info{Version: "test"}, nil, m)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.WaitStarted(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		s.Shutdown(ctx)
-		<-done
-	}()
+	addr := startTestServerWith(t, newSlowStore(), nil, m)
 	for c := 0; c < 4; c++ {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
