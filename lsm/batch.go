@@ -3,6 +3,7 @@ package lsm
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/kvstore/kv/lsm/internal/base"
 )
@@ -55,6 +56,18 @@ func (b *Batch) Delete(key []byte) {
 	b.data = append(b.data, key...)
 	b.count++
 	binary.LittleEndian.PutUint32(b.data[8:12], b.count)
+}
+
+// Grow makes room for n more encoded bytes, so a caller that knows the
+// size of what it will add allocates once.
+func (b *Batch) Grow(n int) {
+	b.init()
+	b.data = slices.Grow(b.data, n)
+}
+
+// PutSize is an upper bound of the bytes Put(key, value) adds.
+func PutSize(keyLen, valueLen int) int {
+	return 1 + 2*binary.MaxVarintLen64 + keyLen + valueLen
 }
 
 // Len returns the number of operations in the batch.

@@ -194,9 +194,15 @@ func (s *Server) rangeLimit(requested int) int {
 	return requested
 }
 
-// newBatchPairs builds a batch from k1 v1 k2 v2 ... (copied).
+// newBatchPairs builds a batch from k1 v1 k2 v2 ... (copied), with one
+// allocation for its buffer.
 func newBatchPairs(pairs [][]byte) *lsm.Batch {
+	n := 0
+	for i := 0; i+1 < len(pairs); i += 2 {
+		n += lsm.PutSize(len(pairs[i]), len(pairs[i+1]))
+	}
 	b := lsm.NewBatch()
+	b.Grow(n)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		b.Put(pairs[i], pairs[i+1])
 	}
