@@ -17,9 +17,11 @@ build:
 run: build
 	./$(BIN)/kvserver
 
-# The whole suite CI runs: vet, unit + end-to-end tests under the race
-# detector, then the redis-cli / redis-benchmark smoke script.
+# The whole suite CI runs: install what the tests need (redis-tools), vet,
+# unit + end-to-end tests under the race detector, then the redis-cli /
+# redis-benchmark smoke script.
 test: build
+	bash scripts/deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	bash scripts/smoke.sh

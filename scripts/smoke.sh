@@ -9,8 +9,16 @@ for tool in redis-cli redis-benchmark; do
 done
 [ -x bin/kvserver ] || { echo "smoke: bin/kvserver not built (make build)"; exit 1; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# A loopback port nobody listens on (a refused connection means free).
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+port=$(free_port)
+admin=$(free_port)
 dir=$(mktemp -d)
 ./bin/kvserver -listen "127.0.0.1:$port" -admin "127.0.0.1:$admin" -dir "$dir/data" >"$dir/server.log" 2>&1 &
 pid=$!
