@@ -110,10 +110,32 @@ func isAlreadyMember(msg string) bool {
 }
 
 func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr string, m *dragonboat.Membership) error {
+	return c.changeReplica(ctx, shard, m,
+		func(ctx context.Context, ccid uint64) error {
+			return c.nh.SyncRequestAddReplica(ctx, shard, id, raftAddr, ccid)
+		},
+		func(m *dragonboat.Membership) (bool, error) {
+			if _, ok := m.Nodes[id]; ok {
+				return true, nil
+			}
+			if _, ok := m.Removed[id]; ok {
+				return false, fmt.Errorf("node %d was removed from shard %d meanwhile", id, shard)
+			}
+			return false, nil
+		})
+}
+
+// changeReplica runs one membership change on shard until it is in effect
+// (applied reports that from a fresh membership, or an error that makes
+// retrying pointless) or fails for good.
+// Rejected (another change got in first), busy, or timed out with an
+// unknown outcome: look at the membership again and retry.
+func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat.Membership,
+	request func(ctx context.Context, ccid uint64) error, applied func(*dragonboat.Membership) (bool, error)) error {
 	backoff := 10 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, c.timeout)
-		err := c.nh.SyncRequestAddReplica(actx, shard, id, raftAddr, m.ConfigChangeID)
+		err := request(actx, m.ConfigChangeID)
 		cancel()
 		if err == nil {
 			return nil
@@ -121,8 +143,6 @@ func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr str
 		if !retryableMembershipError(err) || ctx.Err() != nil {
 			return c.membershipError(shard, err, ctx)
 		}
-		// Rejected (another change got in first), busy, or timed out with
-		// an unknown outcome: look again.
 		if c.sleepOrStop(backoff, nil) {
 			return errClosed
 		}
@@ -130,11 +150,8 @@ func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr str
 		if m, err = c.membership(ctx, shard); err != nil {
 			return err
 		}
-		if _, ok := m.Nodes[id]; ok {
-			return nil
-		}
-		if _, ok := m.Removed[id]; ok {
-			return fmt.Errorf("node %d was removed from shard %d meanwhile", id, shard)
+		if ok, err := applied(m); ok || err != nil {
+			return err
 		}
 	}
 }
@@ -185,28 +202,11 @@ func (c *Cluster) remove(id uint64) error {
 }
 
 func (c *Cluster) deleteReplica(ctx context.Context, shard, id uint64, m *dragonboat.Membership) error {
-	backoff := 10 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, c.timeout)
-		err := c.nh.SyncRequestDeleteReplica(actx, shard, id, m.ConfigChangeID)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if !retryableMembershipError(err) || ctx.Err() != nil {
-			return c.membershipError(shard, err, ctx)
-		}
-		if c.sleepOrStop(backoff, nil) {
-			return errClosed
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
-		if m, err = c.membership(ctx, shard); err != nil {
-			return err
-		}
-		if _, ok := m.Nodes[id]; !ok {
-			return nil
-		}
-	}
+	return c.changeReplica(ctx, shard, m,
+		func(ctx context.Context, ccid uint64) error {
+			return c.nh.SyncRequestDeleteReplica(ctx, shard, id, ccid)
+		},
+		func(m *dragonboat.Membership) (bool, error) { _, ok := m.Nodes[id]; return !ok, nil })
 }
 
 func retryableMembershipError(err error) bool {
