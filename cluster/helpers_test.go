@@ -15,6 +15,7 @@ import (
 
 	"github.com/lni/vfs"
 
+	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
@@ -300,12 +301,14 @@ func serveMembership(t testing.TB, addr string, n *Cluster) {
 					f := strings.Split(strings.TrimRight(line, "\r\n"), "|")
 					var reply string
 					switch {
+					case f[0] == "PING":
+						reply = "PONG"
 					case f[0] == "AUTH":
 						reply = "OK"
 					case f[0] == "CLUSTER_JOIN" && len(f) == 4:
 						id, _ := strconv.ParseUint(f[1], 10, 64)
 						if err := join(n, id, f[2], f[3]); err != nil {
-							reply = "ERROR|" + pipeEscape(err.Error())
+							reply = strings.TrimSuffix(string(codec.AppendPipeStrings(nil, "ERROR", err.Error())), "\n")
 						} else {
 							reply = "OK"
 						}

@@ -1,15 +1,15 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kvstore/kv/client"
 )
 
 // joinRequest is what a new node asks a member for.
@@ -70,100 +70,34 @@ func sendJoin(ctx context.Context, addrs []string, req joinRequest, wait time.Du
 	}
 }
 
-// joinVia sends CLUSTER_JOIN to one member over the pipe protocol and
-// reads its one-line reply.
+// joinVia sends CLUSTER_JOIN to one member over the pipe protocol (after
+// AUTH when the cluster has a password), through the Go client.
 func joinVia(ctx context.Context, addr string, req joinRequest) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	// Adding a node to every shard can take a while; the caller's deadline,
+	// not the client's default request timeout, bounds it.
+	timeout := time.Minute
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(d), time.Millisecond)
+	}
+	c, err := client.Dial(addr, client.Options{Password: req.Password, PoolSize: 1,
+		DialTimeout: min(timeout, 2*time.Second), Timeout: timeout})
 	if err != nil {
-		return fmt.Errorf("join via %s: %w", addr, err)
+		return joinError(addr, err)
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	br := bufio.NewReader(conn)
-	exchange := func(line string) (string, error) {
-		if _, err := conn.Write([]byte(line + "\n")); err != nil {
-			return "", fmt.Errorf("join via %s: %w", addr, err)
-		}
-		reply, err := br.ReadString('\n')
-		if err != nil {
-			return "", fmt.Errorf("join via %s: read reply: %w", addr, err)
-		}
-		return strings.TrimRight(reply, "\r\n"), nil
-	}
-	check := func(reply string) error {
-		if reply == "OK" {
-			return nil
-		}
-		if msg, ok := strings.CutPrefix(reply, "ERROR|"); ok {
-			return &joinRefusedError{addr: addr, msg: pipeUnescape(msg)}
-		}
-		return fmt.Errorf("join via %s: unexpected reply %q", addr, reply)
-	}
-	if req.Password != "" {
-		reply, err := exchange("AUTH|" + pipeEscape(req.Password))
-		if err != nil {
-			return err
-		}
-		if err := check(reply); err != nil {
-			return err
-		}
-	}
-	reply, err := exchange("CLUSTER_JOIN|" + strconv.FormatUint(req.ID, 10) + "|" +
-		pipeEscape(req.Raft) + "|" + pipeEscape(req.Client))
-	if err != nil {
-		return err
-	}
-	return check(reply)
+	defer c.Close()
+	_, err = c.Do(ctx, []byte("CLUSTER_JOIN"), strconv.AppendUint(nil, req.ID, 10), []byte(req.Raft), []byte(req.Client))
+	return joinError(addr, err)
 }
 
-// pipeEscape escapes a field for the pipe protocol.
-func pipeEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			b.WriteString(`\\`)
-		case '|':
-			b.WriteString(`\|`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case 0:
-			b.WriteString(`\0`)
-		default:
-			b.WriteByte(c)
-		}
+// joinError turns a member's ERROR reply (to AUTH or CLUSTER_JOIN) into a
+// joinRefusedError and wraps anything else with the member's address.
+func joinError(addr string, err error) error {
+	if err == nil {
+		return nil
 	}
-	return b.String()
-}
-
-// pipeUnescape undoes pipeEscape; unknown escapes are kept as they are
-// (this only renders a member's error message).
-func pipeUnescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
+	var se *client.ServerError
+	if errors.As(err, &se) {
+		return &joinRefusedError{addr: addr, msg: se.Msg}
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' || i+1 == len(s) {
-			b.WriteByte(c)
-			continue
-		}
-		i++
-		switch s[i] {
-		case 'n':
-			b.WriteByte('\n')
-		case 'r':
-			b.WriteByte('\r')
-		case '0':
-			b.WriteByte(0)
-		default:
-			b.WriteByte(s[i])
-		}
-	}
-	return b.String()
+	return fmt.Errorf("join via %s: %w", addr, err)
 }

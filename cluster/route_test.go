@@ -97,14 +97,3 @@ func TestMemberCodec(t *testing.T) {
 		t.Error("decoded trailing bytes")
 	}
 }
-
-func TestPipeEscape(t *testing.T) {
-	for _, s := range []string{"", "plain", `a|b\c`, "line\nbreak\r\x00"} {
-		if got := pipeUnescape(pipeEscape(s)); got != s {
-			t.Errorf("round trip %q -> %q", s, got)
-		}
-	}
-	if got := pipeEscape(`a|b`); got != `a\|b` {
-		t.Errorf("escape = %q", got)
-	}
-}
