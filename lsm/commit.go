@@ -328,16 +328,17 @@ func (d *DB) commitGroup(reqs []commitReq) {
 		}
 		// The longest prefix of batches that fits the mutable memtable.
 		var need int64
-		n := 0
+		n, entries := 0, 0
 		for n < len(reqs) && reqs[n].flush == nil {
 			sz := batchMemBytes(reqs[n].b)
-			if !d.mem.fits(need + sz) {
+			if !d.mem.fits(entries+reqs[n].b.Len(), need+sz) {
 				if n == 0 {
 					need = batchMaxMemBytes(reqs[n].b)
 				}
 				break
 			}
 			need += sz
+			entries += reqs[n].b.Len()
 			n++
 		}
 		if n == 0 {

@@ -26,9 +26,10 @@ func newMemTable(id uint64, capacity int64, logNum uint64) *memTable {
 	return &memTable{t: memtable.New(int(capacity)), id: id, capacity: capacity, logNum: logNum}
 }
 
-// fits reports whether need more arena bytes fit.
-func (m *memTable) fits(need int64) bool {
-	return m.t.Size()+need <= m.capacity
+// fits reports whether entries more entries taking need more arena bytes
+// fit.
+func (m *memTable) fits(entries int, need int64) bool {
+	return m.t.Size()+need <= m.capacity && m.t.Fits(entries, need)
 }
 
 func (m *memTable) empty() bool { return m.t.Empty() }

@@ -3,6 +3,7 @@ package memtable
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -24,52 +25,39 @@ func untag(tbl *Table) {
 	tbl.idx.offBits, tbl.idx.offMask = 32, math.MaxUint32
 }
 
-// checkGet checks Get(ukey, snap) against the model, and that the index
-// answered whenever it can: present and newest version visible, or absent
-// while the index has not overflowed. It returns how get answered.
-func checkGet(t *testing.T, tbl *Table, m model, ukey []byte, snap uint64) getPath {
+// checkGet checks Get(ukey, snap) against the model.
+func checkGet(t *testing.T, tbl *Table, m model, ukey []byte, snap uint64) {
 	t.Helper()
 	want, wantOK := m.get(ukey, snap)
 	v, kind, ok := tbl.Get(ukey, snap)
 	if ok != wantOK || (ok && (kind != want.kind || !bytes.Equal(v, want.value))) {
 		t.Fatalf("Get(%x, %d) = %x %d %v, want %x %d %v", ukey, snap, v, kind, ok, want.value, want.kind, wantOK)
 	}
-	_, path := tbl.get(ukey, snap)
-	newest, exists := m.get(ukey, base.MaxSeq)
-	wantPath := pathSkiplist
-	switch indexed, _ := tbl.indexFind(ukey); {
-	case !exists && !tbl.idx.overflow.Load():
-		wantPath = pathAbsent
-	case exists && indexed != 0 && newest.seq <= snap:
-		wantPath = pathIndex
-	}
-	if path != wantPath {
-		t.Fatalf("Get(%x, %d) answered by path %d, want %d (overflow %v)", ukey, snap, path, wantPath, tbl.idx.overflow.Load())
-	}
-	return path
 }
 
 // checkIndex checks the index against the model: each user key maps to its
-// version with the largest trailer, or, only once the index overflowed, is
-// missing; and the count of claimed slots adds up.
+// version with the largest trailer, whose chain of older versions is the
+// model's, newest first; and the count of claimed slots adds up.
 func checkIndex(t *testing.T, tbl *Table, m model) {
 	t.Helper()
 	x := &tbl.idx
-	overflow := x.overflow.Load()
 	indexed := 0
 	for i, e := range m {
 		if i > 0 && bytes.Equal(m[i-1].ukey, e.ukey) {
 			continue // not the newest version of its key
 		}
-		nd, known := tbl.indexFind(e.ukey)
+		_, nd := tbl.indexProbe(x.hash(e.ukey), e.ukey)
 		if nd == 0 {
-			if known || !overflow {
-				t.Fatalf("key %x missing from the index (overflow %v)", e.ukey, overflow)
-			}
-			continue
+			t.Fatalf("key %x missing from the index", e.ukey)
 		}
-		if got := tbl.key(nd); !bytes.Equal(got, e.ikey()) {
-			t.Fatalf("index holds %x for key %x, want the newest version %x", got, e.ukey, e.ikey())
+		for j := i; j < len(m) && bytes.Equal(m[j].ukey, e.ukey); j++ {
+			if got := tbl.key(nd); nd == 0 || !bytes.Equal(got, m[j].ikey()) {
+				t.Fatalf("version %d of key %x: chain holds %x, want %x", j-i, e.ukey, got, m[j].ikey())
+			}
+			nd = tbl.older(nd).Load()
+		}
+		if nd != 0 {
+			t.Fatalf("key %x: chain longer than the model's versions", e.ukey)
 		}
 		indexed++
 	}
@@ -82,61 +70,58 @@ func checkIndex(t *testing.T, tbl *Table, m model) {
 	if used != indexed || x.claimed != indexed || x.claimed > x.limit || x.limit >= len(x.slots) {
 		t.Fatalf("%d keys indexed, %d slots used, %d claimed, limit %d of %d", indexed, used, x.claimed, x.limit, len(x.slots))
 	}
-	if overflow && x.claimed != x.limit {
-		t.Fatalf("overflow with %d of %d slots claimed", x.claimed, x.limit)
-	}
 }
 
-func TestIndexOverflowKeepsGetsCorrect(t *testing.T) {
-	const keys = 100
+// TestIndexFullIsErrFull fills a small index: a key new to the table is
+// refused with ErrFull once the index holds its limit of keys, leaving the
+// table unchanged, while new versions of keys it holds still go in.
+func TestIndexFullIsErrFull(t *testing.T) {
 	tbl := newTable(headLen+1<<20, 16)
 	limit := tbl.idx.limit
 	key := func(k int) []byte { return fmt.Appendf(nil, "key%03d", k) }
-	seq := func(round, k int) uint64 { return uint64(round*keys + k + 1) }
-	// Three rounds of versions; the index fills during the first.
-	for round := range 3 {
-		for k := range keys {
-			if err := tbl.Add(key(k), seq(round, k), base.KindSet, fmt.Appendf(nil, "r%d", round)); err != nil {
-				t.Fatal(err)
-			}
+	seq := uint64(0)
+	for k := range limit {
+		seq++
+		if !tbl.Fits(1, 100) {
+			t.Fatalf("Fits false with %d of %d keys", k, limit)
+		}
+		if err := tbl.Add(key(k), seq, base.KindSet, []byte("v0")); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if !tbl.idx.overflow.Load() || tbl.idx.claimed != limit {
-		t.Fatalf("overflow %v with %d of %d slots claimed", tbl.idx.overflow.Load(), tbl.idx.claimed, limit)
+	if tbl.Fits(1, 100) {
+		t.Fatal("Fits true with a full index")
 	}
-	fromIndex := 0
-	for k := range keys {
-		// The newest version, from the index for the keys it kept (kept up
-		// to date after the overflow), else from the skiplist.
-		v, kind, ok := tbl.Get(key(k), base.MaxSeq)
-		if !ok || kind != base.KindSet || string(v) != "r2" {
-			t.Fatalf("Get(%s) = %q %d %v, want r2", key(k), v, kind, ok)
-		}
-		if _, path := tbl.get(key(k), base.MaxSeq); path == pathIndex {
-			fromIndex++
-		}
-		// An older snapshot, always from the skiplist.
-		v, _, ok = tbl.Get(key(k), seq(1, k))
-		if _, path := tbl.get(key(k), seq(1, k)); !ok || string(v) != "r1" || path != pathSkiplist {
-			t.Fatalf("Get(%s, %d) = %q %v by path %d, want r1 from the skiplist", key(k), seq(1, k), v, ok, path)
-		}
-		if _, _, ok := tbl.Get(key(k), seq(0, k)-1); ok {
-			t.Fatalf("Get(%s) found a version before the first", key(k))
+	before, size, n := snapshot(tbl)
+	if err := tbl.Add(key(limit), seq+1, base.KindSet, []byte("v")); !errors.Is(err, ErrFull) {
+		t.Fatalf("add of a new key to a full index: %v, want ErrFull", err)
+	}
+	if after, size2, n2 := snapshot(tbl); size != size2 || n != n2 || fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatal("ErrFull changed the table")
+	}
+	if _, _, ok := tbl.Get(key(limit), base.MaxSeq); ok {
+		t.Fatal("refused key is visible")
+	}
+	for k := range limit {
+		seq++
+		if err := tbl.Add(key(k), seq, base.KindSet, []byte("v1")); err != nil {
+			t.Fatalf("new version of an indexed key: %v", err)
 		}
 	}
-	if fromIndex != limit {
-		t.Fatalf("%d keys answered from the index, want the %d it holds", fromIndex, limit)
-	}
-	// An absent key can no longer be proved absent by the index.
-	if nd, path := tbl.get([]byte("absent"), base.MaxSeq); nd != 0 || path != pathSkiplist {
-		t.Fatalf("absent key: node %d, path %d, want not found by the skiplist", nd, path)
+	for k := range limit {
+		if v, _, ok := tbl.Get(key(k), base.MaxSeq); !ok || string(v) != "v1" {
+			t.Fatalf("Get(%s) = %q %v, want v1", key(k), v, ok)
+		}
+		if v, _, ok := tbl.Get(key(k), uint64(k+1)); !ok || string(v) != "v0" {
+			t.Fatalf("Get(%s, %d) = %q %v, want v0", key(k), k+1, v, ok)
+		}
 	}
 }
 
-// TestGetAnswersFromIndexAlone detaches the skiplist after filling the
-// table, so the index alone must answer: newest versions are found, and
-// absent keys are reported absent without a walk.
-func TestGetAnswersFromIndexAlone(t *testing.T) {
+// TestGetNeedsNoSkiplist fills a table without ever iterating it: nothing
+// is linked into the skiplist, and Get answers every snapshot from the
+// index and the version chains alone.
+func TestGetNeedsNoSkiplist(t *testing.T) {
 	tbl := New(1 << 16)
 	key := func(k int) []byte { return fmt.Appendf(nil, "k%03d", k) }
 	seq := uint64(0)
@@ -152,15 +137,8 @@ func TestGetAnswersFromIndexAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if tbl.idx.overflow.Load() {
-		t.Fatal("index overflowed")
-	}
-	for i := range maxHeight {
-		tbl.link(0, uint32(i)).Store(0)
-	}
-	it := tbl.NewIter()
-	if it.First(); it.Valid() {
-		t.Fatal("skiplist still reachable")
+	if tbl.linked != headLen || tbl.linkAt(0, 0).Load() != 0 {
+		t.Fatal("Add linked nodes into the skiplist")
 	}
 	for k := range 200 {
 		wantKind, wantValue := base.KindSet, "old"
@@ -170,23 +148,25 @@ func TestGetAnswersFromIndexAlone(t *testing.T) {
 		if v, kind, ok := tbl.Get(key(k), base.MaxSeq); !ok || kind != wantKind || string(v) != wantValue {
 			t.Fatalf("Get(%s) = %q %d %v, want %q %d", key(k), v, kind, ok, wantValue, wantKind)
 		}
-	}
-	for k := 200; k < 400; k++ {
-		if nd, path := tbl.get(key(k), base.MaxSeq); nd != 0 || path != pathAbsent {
-			t.Fatalf("absent %s: node %d, path %d, want absent by the index", key(k), nd, path)
+		if v, kind, ok := tbl.Get(key(k), 200); !ok || kind != base.KindSet || string(v) != "old" {
+			t.Fatalf("Get(%s, 200) = %q %d %v, want the first version", key(k), v, kind, ok)
+		}
+		if _, _, ok := tbl.Get(key(k), uint64(k)); ok {
+			t.Fatalf("Get(%s, %d) found a version before the first", key(k), k)
 		}
 	}
-	// An older snapshot needs the skiplist, which is gone: proof that the
-	// answers above came from the index.
-	if _, _, ok := tbl.Get(key(0), 1); ok {
-		t.Fatal("Get at an older snapshot found the detached skiplist")
+	for k := 200; k < 400; k++ {
+		if nd := tbl.get(key(k), base.MaxSeq); nd != 0 {
+			t.Fatalf("absent %s: node %d", key(k), nd)
+		}
 	}
 }
 
 // TestConcurrentSnapshotGets runs readers at the published sequence number
 // and at older snapshots while one writer adds versions and publishes each
 // after its Add returns, as the engine does (run it with -race). In one
-// variant the index overflows while the readers run.
+// variant a third reader iterates at the published sequence number, so
+// the skiplist is linked while the writer adds and the others read.
 func TestConcurrentSnapshotGets(t *testing.T) {
 	const (
 		n    = 6000
@@ -218,16 +198,15 @@ func TestConcurrentSnapshotGets(t *testing.T) {
 	arena := n * EntrySize(7, 8)
 
 	for _, c := range []struct {
-		name     string
-		tbl      *Table
-		overflow bool
+		name    string
+		iterate bool
 	}{
-		{"index", New(arena), false},
-		{"index overflows", newTable(headLen+arena, keys), true},
+		{"gets", false},
+		{"gets while iterating", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			errc := make(chan error, 3)
-			tbl := c.tbl
+			errc := make(chan error, 4)
+			tbl := New(arena)
 			var visible atomic.Uint64
 			// The writer waits for reader rounds now and then, so reads
 			// interleave with writes however the goroutines are scheduled.
@@ -279,6 +258,34 @@ func TestConcurrentSnapshotGets(t *testing.T) {
 					}
 				}()
 			}
+			if c.iterate {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for done := false; !done && !failed.Load(); {
+						done = visible.Load() == n
+						// Every version up to the published one, in order.
+						s := visible.Load()
+						it := tbl.NewIter()
+						var prev []byte
+						seen := uint64(0)
+						for it.First(); it.Valid(); it.Next() {
+							if prev != nil && base.Compare(prev, it.Key()) >= 0 {
+								fail(fmt.Errorf("iteration out of order: %x then %x", prev, it.Key()))
+								return
+							}
+							prev = it.Key()
+							if base.SeqNum(base.Trailer(it.Key())) <= s {
+								seen++
+							}
+						}
+						if seen != s {
+							fail(fmt.Errorf("iterator made at published seq %d saw %d of its versions", s, seen))
+							return
+						}
+					}
+				}()
+			}
 			for j, k := range keyOf {
 				seq := uint64(j + 1)
 				if err := tbl.Add(key(k), seq, kindOf(seq), value(seq)); err != nil {
@@ -296,9 +303,6 @@ func TestConcurrentSnapshotGets(t *testing.T) {
 			close(errc)
 			for err := range errc {
 				t.Error(err)
-			}
-			if tbl.idx.overflow.Load() != c.overflow {
-				t.Fatalf("overflow %v, want %v", tbl.idx.overflow.Load(), c.overflow)
 			}
 		})
 	}
@@ -328,8 +332,8 @@ func TestIndexSize(t *testing.T) {
 	for _, n := range []int{-5, 0, 1000, 1 << 20, 16 << 20} {
 		tbl := New(n)
 		arena := len(tbl.arena)
-		if got := len(tbl.idx.slots) * 4; got > max(arena/16, 4) {
-			t.Errorf("New(%d): %d index bytes for a %d-byte arena, want at most 1/16", n, got, arena)
+		if got := len(tbl.idx.slots) * 4; got > max(arena/8, 8) {
+			t.Errorf("New(%d): %d index bytes for a %d-byte arena, want at most 1/8", n, got, arena)
 		}
 	}
 }

@@ -6,10 +6,10 @@ import (
 	"github.com/kvstore/kv/lsm/internal/base"
 )
 
-// iterator walks level 0 of the skiplist. It may run while the writer adds
-// entries: each step loads the next link atomically, so it sees entries
-// published before that step (in order) and possibly some added after it
-// was created; the caller filters by sequence number for a stable snapshot.
+// iterator walks level 0 of the skiplist. It may run while entries are
+// added and linked: each step loads the next link atomically, so it sees
+// every entry added before it was created, in order, and possibly some
+// added after; the caller filters by sequence number for a stable snapshot.
 type iterator struct {
 	t          *Table
 	nd         uint32 // 0: not positioned
@@ -19,8 +19,12 @@ type iterator struct {
 // NewIter returns an iterator over every entry (all sequence numbers) in
 // base.Compare order. It starts unpositioned. Key and Value alias the arena:
 // they stay valid as long as the table is referenced, and must not be
-// modified.
-func (t *Table) NewIter() base.Iterator { return &iterator{t: t} }
+// modified. It first links the entries added since the last ordered read
+// into the skiplist (see catchUp), on the caller's goroutine.
+func (t *Table) NewIter() base.Iterator {
+	t.catchUp()
+	return &iterator{t: t}
+}
 
 // SeekGE positions at the first entry >= ikey. An ikey too short to be an
 // internal key is taken as a bare user key, which sorts before every
@@ -33,11 +37,11 @@ func (it *iterator) SeekGE(ikey []byte) {
 	it.set(it.t.seekGE(ukey, trailer))
 }
 
-func (it *iterator) First() { it.set(it.t.link(0, 0).Load()) }
+func (it *iterator) First() { it.set(it.t.linkAt(0, 0).Load()) }
 
 func (it *iterator) Next() {
 	if it.nd != 0 {
-		it.set(it.t.link(it.nd, 0).Load())
+		it.set(it.t.linkAt(it.nd, 0).Load())
 	}
 }
 

@@ -1,34 +1,44 @@
-// Package memtable holds recent writes in memory, ordered by internal key,
-// in a skiplist laid out inside one preallocated byte arena.
+// Package memtable holds recent writes in memory: entries appended to one
+// preallocated byte arena, found by key through a hash index, and put in
+// internal-key order by a skiplist that is built lazily.
+//
+// Why lazily: a skiplist insert of a key new to the table is a walk of one
+// cache miss per visited node, ~1-2 µs at a few hundred thousand entries,
+// and it sat on the commit path's single writer, where it was most of the
+// cost of a write. Point reads do not need order (the index answers them),
+// so Add only appends the entry and indexes it; the entries added since the
+// last ordered read are sorted and linked into the skiplist when an
+// iterator is made (NewIter: range reads, flushes). Sorting a run of
+// entries by a cached 8-byte key prefix and linking it with a finger costs
+// a fraction of inserting the same entries one at a time from the top, and
+// a table that is only ever flushed is ordered once, off the commit path.
 //
 // Invariants:
 //   - Entries are never modified or removed: a write is a new entry with a
 //     newer sequence number, a delete is a KindDelete entry. The arena only
-//     grows; when an entry does not fit, Add returns ErrFull and changes
-//     nothing, and the engine rotates to a new table.
-//   - Entries are ordered as base.Compare orders internal keys (user key
-//     ascending, then sequence number descending), and each node stores the
-//     internal key itself, so iterators hand out internal keys that alias the
-//     arena without allocating. The caller never adds the same (user key,
-//     sequence number) twice.
+//     grows; when an entry does not fit (arena or index), Add returns
+//     ErrFull and changes nothing, and the engine rotates to a new table.
 //   - Nodes link to each other by uint32 arena offsets, not Go pointers, so
 //     a table of millions of entries is one pointer-free allocation the
 //     garbage collector never scans. Offset 0 is the head node, which nothing
 //     links to, so a zero link means "end of list".
-//   - One writer at a time (the commit pipeline serialises Add), any number
-//     of concurrent readers, no locks. The writer fills in a node completely,
-//     its own links included, before publishing it with an atomic store into
-//     its predecessor at level 0 and then at each higher level; readers load
-//     links atomically. A reader therefore sees each node either not at all
-//     or whole, and a node reachable at a high level is already reachable at
-//     level 0. Unlike pebble's arenaskl there are no CAS loops and no back
-//     links: with a single writer, and iterators that only move forward,
-//     neither is needed.
-//   - A hash index beside the arena (index.go) maps each user key to its
-//     newest node, so Get finds the newest version, or learns that the key
-//     is absent, without walking the skiplist. It is allocated with the
-//     arena, never grows, and is only an accelerator: when it is full, or
-//     the reader wants an older version, Get walks the skiplist as before.
+//   - One writer at a time calls Add (the commit pipeline serialises it);
+//     any number of readers run concurrently without locks. Add fills in a
+//     node completely before publishing it, through the index slot of its
+//     user key and then the arena's used offset.
+//   - The index (index.go) maps every user key in the table to its newest
+//     node, and each node links to the next older version of its user key,
+//     so Get at any snapshot is an index probe and a short walk down that
+//     chain. The index never overflows: Add reports ErrFull instead.
+//   - Skiplist links are written only by the linker (catchUp, under
+//     linkMu), never by Add, and only for nodes Add has published. Entries
+//     are ordered as base.Compare orders internal keys (user key ascending,
+//     then sequence number descending). A node is filled in before it is
+//     published at level 0 and then at each higher level, and readers load
+//     links atomically, so they see each node not at all or whole. NewIter
+//     links every node published before it was called, so an iterator sees
+//     every entry a reader at a published snapshot is entitled to; it may
+//     see newer ones too, which the caller filters by sequence number.
 package memtable
 
 import (
@@ -38,24 +48,26 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/kvstore/kv/lsm/internal/base"
 )
 
-// ErrFull is returned by Add when the entry does not fit in the arena.
+// ErrFull is returned by Add when the entry does not fit in the arena, or
+// its key would not fit in the index.
 var ErrFull = errors.New("memtable: arena full")
 
 const (
 	// maxHeight and the branching factor 4 (one level per two random bits)
 	// give O(log n) searches far beyond any memtable's entry count.
 	maxHeight = 20
-	// A node is its header (key length, value length, height, level-0
-	// predecessor: u32 each), height u32 links, the internal key and the
-	// value, padded to 4 bytes so every node and link is 4-byte aligned for
-	// atomic access. The predecessor ("back") is read and written by the
-	// writer only; readers never follow it.
+	// A node is its header (key length, value length, height, next older
+	// version of the same user key: u32 each), height u32 links, the
+	// internal key and the value, padded to 4 bytes so every node and link
+	// is 4-byte aligned for atomic access.
 	nodeHeaderLen = 16
 	headLen       = nodeHeaderLen + 4*maxHeight
 	// maxArena keeps every offset representable as a uint32.
@@ -66,16 +78,26 @@ const (
 type Table struct {
 	arena []byte // 8-byte aligned; the head node sits at offset 0
 
-	used   atomic.Uint32 // offset of the first free byte
-	height atomic.Uint32 // levels in use, 1..maxHeight
+	used   atomic.Uint32 // offset of the first free byte: nodes below it are published
+	height atomic.Uint32 // skiplist levels in use, 1..maxHeight
 	count  atomic.Int64
+	// lcp is the length of the prefix every user key added so far shares
+	// with the first one (so with each other); the linker sorts by the 8
+	// bytes after it. It only shrinks.
+	lcp atomic.Int32
 
 	idx index
 
 	// Writer-only state.
-	rng  uint64
-	prev [maxHeight]uint32
-	next [maxHeight]uint32
+	rng   uint64
+	first uint32 // the first node added (0: none yet)
+
+	// Linker state, guarded by linkMu.
+	linkMu sync.Mutex
+	linked uint32 // nodes below this offset are in the skiplist
+	prev   [maxHeight]uint32
+	next   [maxHeight]uint32
+	run    []sortEntry // reused between catch-ups
 }
 
 // EntrySize returns the most arena bytes Add can use for one entry with a
@@ -90,7 +112,7 @@ func align4(n int) int { return (n + 3) &^ 3 }
 
 // New returns an empty table with room for arenaBytes bytes of entries (as
 // measured by EntrySize and Size), allocated now. Tables are capped just
-// under 4 GiB. The hash index adds 1/16 of arenaBytes.
+// under 4 GiB. The hash index adds 1/8 of arenaBytes.
 func New(arenaBytes int) *Table {
 	total := min(headLen+max(arenaBytes, 0), maxArena)
 	return newTable(total, total/arenaBytesPerSlot)
@@ -103,8 +125,9 @@ func newTable(total, indexSlots int) *Table {
 	// pointers, so the garbage collector never scans it.
 	words := make([]uint64, (total+7)/8)
 	t := &Table{
-		arena: unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), total),
-		rng:   rand.Uint64() | 1,
+		arena:  unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), total),
+		rng:    rand.Uint64() | 1,
+		linked: headLen,
 	}
 	t.idx.init(total, indexSlots)
 	t.putU32(8, maxHeight) // head: empty key and value, full-height tower
@@ -122,6 +145,13 @@ func (t *Table) Len() int { return int(t.count.Load()) }
 // Empty reports whether the table has no entries.
 func (t *Table) Empty() bool { return t.Len() == 0 }
 
+// Fits reports whether entries more entries taking bytes more arena bytes
+// (as Size counts them) certainly fit, counting each entry as a key new to
+// the table. Writer only.
+func (t *Table) Fits(entries int, bytes int64) bool {
+	return t.Size()+bytes <= int64(len(t.arena))-headLen && t.idx.claimed+entries <= t.idx.limit
+}
+
 // Add inserts the entry (ukey, seq, kind) -> value, copying key and value
 // into the arena. Only one goroutine may call Add at a time; readers may run
 // concurrently. It returns ErrFull, leaving the table unchanged, when the
@@ -131,95 +161,80 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 		return fmt.Errorf("memtable: add %d-byte key: sequence number %d above the maximum %d", len(ukey), seq, base.MaxSeq)
 	}
 	trailer := base.MakeTrailer(seq, kind)
-	// Overwrite fast path: when the index holds the key's newest version N
-	// and this one is newer, it belongs right before N at level 0, after
-	// N's level-0 predecessor. A height-1 node there keeps the list valid
-	// (searches reach the key's versions through level 0), so no search
-	// from the top is needed: O(1) instead of O(log n) cache misses.
-	if n, _ := t.indexFind(ukey); n != 0 {
-		switch nt := base.Trailer(t.key(n)); {
-		case trailer == nt:
-			return fmt.Errorf("memtable: add %d-byte key: sequence number %d already present", len(ukey), seq)
-		case trailer > nt:
-			return t.insert(ukey, trailer, value, 1, n)
+	h := t.idx.hash(ukey)
+	slot, newest := t.indexProbe(h, ukey)
+	// after is the version the new node goes right after in the key's
+	// chain (0: it becomes the newest). Only out-of-order adds (tests)
+	// walk the chain.
+	var after uint32
+	switch {
+	case newest == 0:
+		if t.idx.claimed >= t.idx.limit {
+			return ErrFull
 		}
+	case trailer < t.trailer(newest):
+		after = newest
+		for o := t.older(after).Load(); o != 0 && t.trailer(o) >= trailer; o = t.older(after).Load() {
+			after = o
+		}
+		if t.trailer(after) == trailer {
+			return errDuplicate(ukey, seq)
+		}
+	case trailer == t.trailer(newest):
+		return errDuplicate(ukey, seq)
 	}
-	if t.findSplice(ukey, trailer) {
-		return fmt.Errorf("memtable: add %d-byte key: sequence number %d already present", len(ukey), seq)
-	}
-	return t.insert(ukey, trailer, value, t.randomHeight(), 0)
-}
 
-// insert writes a node of height h and links it. before != 0 means "right
-// before node before at level 0" (h must be 1); otherwise t.prev/t.next
-// from findSplice say where it goes at every level.
-func (t *Table) insert(ukey []byte, trailer uint64, value []byte, h, before uint32) error {
+	ht := t.randomHeight()
 	keyLen := len(ukey) + base.TrailerLen
-	size := uint64(nodeHeaderLen) + 4*uint64(h) + uint64(keyLen) + uint64(len(value))
-	size = (size + 3) &^ 3
+	size := (uint64(nodeHeaderLen) + 4*uint64(ht) + uint64(keyLen) + uint64(len(value)) + 3) &^ 3
 	nd := t.used.Load()
 	if uint64(nd)+size > uint64(len(t.arena)) {
 		return ErrFull
 	}
-	if before != 0 {
-		t.prev[0], t.next[0] = t.u32(before+12), before
-	}
-
-	// Fill in the node while no reader can reach it.
+	// Fill in the node while no reader can reach it; its links stay zero
+	// until the linker sets them.
 	t.putU32(nd, uint32(keyLen))
 	t.putU32(nd+4, uint32(len(value)))
-	t.putU32(nd+8, h)
-	t.putU32(nd+12, t.prev[0])
-	k := nd + nodeHeaderLen + 4*h
+	t.putU32(nd+8, ht)
+	k := nd + nodeHeaderLen + 4*ht
 	copy(t.arena[k:], ukey)
 	binary.LittleEndian.PutUint64(t.arena[k+uint32(len(ukey)):], trailer)
 	copy(t.arena[k+uint32(keyLen):], value)
-	listHeight := t.height.Load()
-	for i := range h {
-		if i >= listHeight {
-			t.prev[i], t.next[i] = 0, 0
-		}
-		t.link(nd, i).Store(t.next[i])
-	}
-	if t.next[0] != 0 {
-		t.putU32(t.next[0]+12, nd)
-	}
 
-	// Publish bottom-up: once reachable at level i, the node is reachable at
-	// every level below.
-	for i := range h {
-		t.link(t.prev[i], i).Store(nd)
+	// Publish. A reader finds the node through the index slot or an older
+	// version's chain link, both stored after the node is complete.
+	switch {
+	case after != 0:
+		t.older(nd).Store(t.older(after).Load())
+		t.older(after).Store(nd)
+	case newest != 0:
+		t.older(nd).Store(newest)
+		t.idx.slots[slot].Store(t.idx.slot(h, nd))
+	default:
+		t.older(nd).Store(0)
+		t.idx.claimed++
+		t.idx.slots[slot].Store(t.idx.slot(h, nd))
 	}
-	if h > listHeight {
-		t.height.Store(h)
+	if t.first == 0 {
+		t.first = nd
+		t.lcp.Store(int32(len(ukey)))
+	} else if l := int(t.lcp.Load()); l > 0 {
+		fk := base.UserKey(t.key(t.first))
+		n := 0
+		for n < l && n < len(ukey) && fk[n] == ukey[n] {
+			n++
+		}
+		if n < l {
+			t.lcp.Store(int32(n))
+		}
 	}
-	t.indexAdd(ukey, trailer, nd)
 	t.used.Store(nd + uint32(size))
 	t.count.Add(1)
 	return nil
 }
 
-// findSplice fills t.prev and t.next, for each level in use, with the nodes
-// the new key goes between, and reports whether the key is already present.
-func (t *Table) findSplice(ukey []byte, trailer uint64) (found bool) {
-	var prev uint32  // head
-	var above uint32 // the node that ended the search one level up: known >= key
-	for i := int(t.height.Load()) - 1; i >= 0; i-- {
-		next := t.link(prev, uint32(i)).Load()
-		for next != 0 && next != above {
-			c := t.compare(next, ukey, trailer)
-			if c == 0 {
-				return true
-			}
-			if c > 0 {
-				break
-			}
-			prev, next = next, t.link(next, uint32(i)).Load()
-		}
-		t.prev[i], t.next[i] = prev, next
-		above = next
-	}
-	return false
+func errDuplicate(ukey []byte, seq uint64) error {
+	return fmt.Errorf("memtable: add %d-byte key: sequence number %d already present", len(ukey), seq)
 }
 
 // Get returns the newest entry of ukey with a sequence number <= seq. value
@@ -227,54 +242,157 @@ func (t *Table) findSplice(ukey []byte, trailer uint64) (found bool) {
 // table is referenced. ok is false when there is none; a deletion is
 // returned as an entry with kind base.KindDelete.
 func (t *Table) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, ok bool) {
-	nd, _ := t.get(ukey, seq)
+	nd := t.get(ukey, seq)
 	if nd == 0 {
 		return nil, 0, false
 	}
-	return t.value(nd), base.KindOf(base.Trailer(t.key(nd))), true
+	return t.value(nd), base.KindOf(t.trailer(nd)), true
 }
 
-// getPath says how get found its answer.
-type getPath uint8
-
-const (
-	pathIndex    getPath = iota // the index held the newest version, visible at seq
-	pathAbsent                  // the index proved the key absent
-	pathSkiplist                // the index could not tell; the skiplist answered
-)
-
-// get returns the node Get answers with (0 for none) and how it was found.
-func (t *Table) get(ukey []byte, seq uint64) (uint32, getPath) {
+// get returns the node Get answers with, or 0.
+//
+// Why a reader never misses a version it is entitled to: a reader at
+// snapshot S sees the versions with seq <= S, and every one of them was
+// completely added before the reader began (the engine publishes a sequence
+// number only after the whole batch is in the memtable). The index slot of
+// the key was set by the first of those Adds and only ever moves to newer
+// nodes, each linking to the one it replaced, and out-of-order Adds splice
+// into the chain behind a node that is already reachable; so the chain from
+// whatever slot the probe loads passes, in trailer order, through every
+// version added before the probe.
+func (t *Table) get(ukey []byte, seq uint64) uint32 {
 	seq = min(seq, base.MaxSeq)
-	nd, known := t.indexFind(ukey)
-	switch {
-	case nd != 0 && base.SeqNum(base.Trailer(t.key(nd))) <= seq:
-		return nd, pathIndex
-	case nd == 0 && known:
-		return 0, pathAbsent
+	_, nd := t.indexProbe(t.idx.hash(ukey), ukey)
+	for nd != 0 && base.SeqNum(t.trailer(nd)) > seq {
+		nd = t.older(nd).Load()
 	}
-	// Overflowed, or the newest version is newer than seq.
-	nd = t.seekGE(ukey, base.MakeTrailer(seq, base.KindMax))
-	if nd == 0 || !bytes.Equal(base.UserKey(t.key(nd)), ukey) {
-		return 0, pathSkiplist
-	}
-	return nd, pathSkiplist
+	return nd
 }
 
-// seekGE returns the first node whose internal key is >= (ukey, trailer),
-// or 0.
+// catchUp links every published node not yet in the skiplist into it: it
+// sorts them (by an 8-byte key prefix, then by internal key) and inserts
+// them in that order, each search starting from where the previous one
+// ended (a finger search: O(log distance) instead of O(log n) from the
+// top, and O(1) per entry when the skiplist was empty).
+func (t *Table) catchUp() {
+	t.linkMu.Lock()
+	defer t.linkMu.Unlock()
+	// Load used before lcp: lcp then covers every node below used.
+	end := t.used.Load()
+	lcp := int(t.lcp.Load())
+	run := t.run[:0]
+	for nd := t.linked; nd < end; nd += t.nodeSize(nd) {
+		run = append(run, sortEntry{prefix: keyPrefix(base.UserKey(t.key(nd)), lcp), nd: nd})
+	}
+	slices.SortFunc(run, func(a, b sortEntry) int {
+		switch {
+		case a.prefix < b.prefix:
+			return -1
+		case a.prefix > b.prefix:
+			return 1
+		}
+		return base.Compare(t.key(a.nd), t.key(b.nd))
+	})
+	for i := range t.prev {
+		t.prev[i] = 0 // head: before every key
+	}
+	for _, e := range run {
+		t.link(e.nd)
+	}
+	t.linked = end
+	if cap(run) <= 1<<16 {
+		t.run = run[:0]
+	} else {
+		t.run = nil // do not pin a flush-sized buffer for later small catch-ups
+	}
+}
+
+// sortEntry is a node to link, with 8 bytes of its user key that follow
+// the prefix all keys share, so most comparisons of a sort never touch the
+// arena.
+type sortEntry struct {
+	prefix uint64
+	nd     uint32
+}
+
+// keyPrefix returns the 8 bytes of ukey from offset lcp, big-endian and
+// zero-padded, so prefixes compare as the keys' bytes do (a tie, as for
+// "ab" and "ab\x00", is settled by comparing whole keys).
+func keyPrefix(ukey []byte, lcp int) uint64 {
+	var b [8]byte
+	if lcp < len(ukey) {
+		copy(b[:], ukey[lcp:])
+	}
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// link inserts node nd into the skiplist. t.prev holds, at each level,
+// a node before nd's key: the head, or the predecessors of the key linked
+// just before, which sorts before nd's. Linker only.
+func (t *Table) link(nd uint32) {
+	ikey := t.key(nd)
+	ukey, trailer := ikey[:len(ikey)-base.TrailerLen], base.Trailer(ikey)
+	listHeight := t.height.Load()
+	// Climb from level 0 to the lowest level whose successor of prev is
+	// past the key: from there up, prev is the predecessor already (each
+	// higher level's nodes are a subset), and below it a normal search
+	// starting at prev finds the predecessors.
+	top := uint32(0)
+	for top < listHeight {
+		n := t.next0(t.prev[top], top)
+		if n == 0 || t.compare(n, ukey, trailer) > 0 {
+			break
+		}
+		top++
+	}
+	for i := top; i < maxHeight; i++ {
+		t.next[i] = t.next0(t.prev[i], i)
+	}
+	if top > 0 {
+		// The search at level top-1 starts from prev[top-1], which is known
+		// to be before the key and at or after prev[top].
+		cur := t.prev[top-1]
+		for i := int(top) - 1; i >= 0; i-- {
+			n := t.next0(cur, uint32(i))
+			for n != 0 && t.compare(n, ukey, trailer) < 0 {
+				cur, n = n, t.next0(n, uint32(i))
+			}
+			t.prev[i], t.next[i] = cur, n
+		}
+	}
+
+	ht := t.u32(nd + 8)
+	for i := range ht {
+		t.linkAt(nd, i).Store(t.next[i])
+	}
+	// Publish bottom-up: once reachable at level i, the node is reachable at
+	// every level below.
+	for i := range ht {
+		t.linkAt(t.prev[i], i).Store(nd)
+		t.prev[i] = nd
+	}
+	if ht > listHeight {
+		t.height.Store(ht)
+	}
+}
+
+// next0 returns the successor of nd at level i.
+func (t *Table) next0(nd, i uint32) uint32 { return t.linkAt(nd, i).Load() }
+
+// seekGE returns the first linked node whose internal key is >= (ukey,
+// trailer), or 0.
 func (t *Table) seekGE(ukey []byte, trailer uint64) uint32 {
 	var prev, next uint32 // head
 	var above uint32      // the node that ended the search one level up: known >= key
 	for i := int(t.height.Load()) - 1; i >= 0; i-- {
-		next = t.link(prev, uint32(i)).Load()
+		next = t.linkAt(prev, uint32(i)).Load()
 		for next != 0 && next != above && t.compare(next, ukey, trailer) < 0 {
-			prev, next = next, t.link(next, uint32(i)).Load()
+			prev, next = next, t.linkAt(next, uint32(i)).Load()
 		}
 		above = next
 	}
 	// Return the level-0 successor seen by the search, not a fresh load: a
-	// node published since then might sort before the search key.
+	// node linked since then might sort before the search key.
 	return next
 }
 
@@ -312,7 +430,8 @@ func (t *Table) randomHeight() uint32 {
 
 // Node field access. Header fields and key/value bytes are written before
 // the node is published and never again, so plain reads are safe after the
-// atomic load that found the node; links are always accessed atomically.
+// atomic load that found the node; links and the older-version field are
+// always accessed atomically.
 
 func (t *Table) u32(off uint32) uint32 {
 	return *(*uint32)(unsafe.Pointer(&t.arena[off : off+4][0]))
@@ -322,9 +441,19 @@ func (t *Table) putU32(off, v uint32) {
 	*(*uint32)(unsafe.Pointer(&t.arena[off : off+4][0])) = v
 }
 
-func (t *Table) link(nd, level uint32) *atomic.Uint32 {
+func (t *Table) linkAt(nd, level uint32) *atomic.Uint32 {
 	off := nd + nodeHeaderLen + 4*level
 	return (*atomic.Uint32)(unsafe.Pointer(&t.arena[off : off+4][0]))
+}
+
+// older is node nd's link to the next older version of its user key.
+func (t *Table) older(nd uint32) *atomic.Uint32 {
+	return (*atomic.Uint32)(unsafe.Pointer(&t.arena[nd+12 : nd+16][0]))
+}
+
+// nodeSize returns the arena bytes node nd occupies.
+func (t *Table) nodeSize(nd uint32) uint32 {
+	return (nodeHeaderLen + 4*t.u32(nd+8) + t.u32(nd) + t.u32(nd+4) + 3) &^ 3
 }
 
 // key returns node nd's internal key, capped so that appending to it cannot
@@ -334,6 +463,8 @@ func (t *Table) key(nd uint32) []byte {
 	end := k + t.u32(nd)
 	return t.arena[k:end:end]
 }
+
+func (t *Table) trailer(nd uint32) uint64 { return base.Trailer(t.key(nd)) }
 
 // value returns node nd's value, capped like key.
 func (t *Table) value(nd uint32) []byte {

@@ -81,9 +81,9 @@ func checkIteration(t *testing.T, tbl *Table, m model) {
 }
 
 // TestModel checks every operation against the model, with sequence
-// numbers added in random order, through indexes of several sizes: one
-// that holds every key, ones that overflow early or midway, and one
-// without tags, where every probe compares keys.
+// numbers added in random order, through an index as New sizes it, one
+// barely large enough for the keys, and one without tags, where every
+// probe compares keys.
 func TestModel(t *testing.T) {
 	const arena = 1 << 20
 	for _, c := range []struct {
@@ -92,9 +92,7 @@ func TestModel(t *testing.T) {
 		untagged bool
 	}{
 		{name: "index"},
-		{name: "index overflows", slots: 60},
-		{name: "tiny index", slots: 4},
-		{name: "one-slot index", slots: 1},
+		{name: "full index", slots: 92}, // limit 64: the test's user keys
 		{name: "untagged index", slots: 100, untagged: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -130,7 +128,6 @@ func testModel(t *testing.T, tbl *Table) {
 	seqs := rng.Perm(n)
 	var m model
 	var lastSize int64
-	var paths [3]int
 	for i := range n {
 		e := entry{
 			ukey:  ukeys[rng.IntN(len(ukeys))],
@@ -148,28 +145,20 @@ func testModel(t *testing.T, tbl *Table) {
 		lastSize = tbl.Size()
 		// Gets while the table fills, at snapshots both newer and older
 		// than the newest version of the key.
-		paths[checkGet(t, tbl, m, randomKey(10), uint64(rng.IntN(n+10)))]++
-		if i%500 == 0 || i == n-1 {
+		checkGet(t, tbl, m, randomKey(10), uint64(rng.IntN(n+10)))
+		// Iterations now and then link runs of every length into the
+		// skiplist, from one entry to hundreds.
+		if i%500 == 0 || rng.IntN(40) == 0 || i == n-1 {
 			checkIteration(t, tbl, m)
 			checkIndex(t, tbl, m)
 		}
 	}
 
 	for range 3000 {
-		paths[checkGet(t, tbl, m, randomKey(10), uint64(rng.IntN(n+10)))]++
+		checkGet(t, tbl, m, randomKey(10), uint64(rng.IntN(n+10)))
 	}
 	for range 300 {
-		paths[checkGet(t, tbl, m, randomKey(10), base.MaxSeq+uint64(rng.IntN(2)))]++
-	}
-	// Each way of answering was taken: the index alone, and the skiplist
-	// (older snapshots, absent keys after overflow); an index that never
-	// overflowed proves absence by itself.
-	if tbl.idx.overflow.Load() {
-		if paths[pathSkiplist] == 0 {
-			t.Fatalf("overflowed index: Gets answered by path %v", paths)
-		}
-	} else if paths[pathIndex] == 0 || paths[pathAbsent] == 0 || paths[pathSkiplist] == 0 {
-		t.Fatalf("Gets answered by path %v; want every path taken", paths)
+		checkGet(t, tbl, m, randomKey(10), base.MaxSeq+uint64(rng.IntN(2)))
 	}
 
 	it := tbl.NewIter()
@@ -394,7 +383,6 @@ func TestConcurrentReadersOneWriter(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(7, uint64(r)))
-			it := tbl.NewIter()
 			for done := false; !done; {
 				done = added.Load() == n
 				a := int(added.Load())
@@ -411,7 +399,8 @@ func TestConcurrentReadersOneWriter(t *testing.T) {
 					}
 				}
 				// A full scan is ordered, made of whole entries, and holds
-				// at least what was added before it started.
+				// at least what was added before its iterator was made.
+				it := tbl.NewIter()
 				var prev []byte
 				seen := 0
 				for it.First(); it.Valid(); it.Next() {
@@ -466,7 +455,7 @@ func TestAddGetIterateDoNotAllocate(t *testing.T) {
 	allocs = testing.AllocsPerRun(10, func() {
 		for it.First(); it.Valid(); it.Next() {
 		}
-		tbl.Get([]byte("key"), 5)              // older snapshot: skiplist
+		tbl.Get([]byte("key"), 5)              // older snapshot: version chain
 		tbl.Get([]byte("key"), base.MaxSeq)    // index
 		tbl.Get([]byte("absent"), base.MaxSeq) // index proves absence
 	})
@@ -575,11 +564,10 @@ func BenchmarkIterate(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/entry")
 }
 
-// TestOverwriteFastPath adds many versions of a few keys in increasing
-// sequence order (the engine's order), so most adds take the O(1)
-// overwrite path, and checks the list order, every snapshot and the
-// level-0 back links.
-func TestOverwriteFastPath(t *testing.T) {
+// TestManyVersions adds many versions of a few keys in increasing sequence
+// order (the engine's order), and checks every snapshot and the order of
+// the linked skiplist.
+func TestManyVersions(t *testing.T) {
 	tb := New(1 << 20)
 	keys := []string{"a", "b", "c", "d", "e"}
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -626,12 +614,6 @@ func TestOverwriteFastPath(t *testing.T) {
 	if n != 2000 {
 		t.Fatalf("iterated %d entries, want 2000", n)
 	}
-	// Every node's back link names its level-0 predecessor.
-	for p, nd := uint32(0), tb.link(0, 0).Load(); nd != 0; p, nd = nd, tb.link(nd, 0).Load() {
-		if got := tb.u32(nd + 12); got != p {
-			t.Fatalf("node %d: back link %d, want %d", nd, got, p)
-		}
-	}
 }
 
 func BenchmarkAddOverwrite(b *testing.B) {
@@ -669,4 +651,56 @@ func BenchmarkAddOverwrite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestLinkOrderWithSharedPrefixes links keys that share long prefixes, tie
+// on the 8 bytes the sort caches (keys that are prefixes of others, zero
+// bytes, differences past the cached bytes), in runs between iterations,
+// with the shared prefix shrinking between runs.
+func TestLinkOrderWithSharedPrefixes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	tbl := New(1 << 20)
+	var m model
+	seq := uint64(0)
+	suffixes := []string{"", "\x00", "\x00\x00", "a", "a\x00", "abcdefgh", "abcdefgh\x00", "abcdefghi", "abcdefghij", "abcdefgi", "b", "\xff\xff\xff\xff\xff\xff\xff\xff\xff"}
+	add := func(prefix string) {
+		for _, i := range rng.Perm(len(suffixes) * 3) {
+			seq++
+			e := entry{ukey: []byte(prefix + suffixes[i%len(suffixes)]), seq: seq, kind: base.KindSet, value: []byte{byte(i)}}
+			if err := tbl.Add(e.ukey, e.seq, e.kind, e.value); err != nil {
+				t.Fatal(err)
+			}
+			m.add(e)
+		}
+		checkIteration(t, tbl, m)
+		checkIndex(t, tbl, m)
+	}
+	add("user:000000000000/") // first run: a long shared prefix
+	add("user:000000000000/")
+	add("user:000000000001/") // the prefix shrinks by a byte
+	add("user:1/")
+	add("") // down to nothing
+	add("user:000000000000/")
+}
+
+// BenchmarkAddAndLink is the whole cost of a key new to the table: Add on
+// the commit path plus its share of linking the table for a flush.
+func BenchmarkAddAndLink(b *testing.B) {
+	value := make([]byte, 100)
+	key := make([]byte, 0, 16)
+	const perTable = 200000
+	var seq uint64
+	b.SetBytes(16 + 100)
+	for b.Loop() {
+		tbl := New(64 << 20)
+		for range perTable {
+			seq++
+			key = benchKey(key, seq)
+			if err := tbl.Add(key, seq, base.KindSet, value); err != nil {
+				b.Fatal(err)
+			}
+		}
+		tbl.NewIter()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perTable), "ns/entry")
 }
