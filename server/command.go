@@ -24,6 +24,10 @@ type command struct {
 	// readsFirst marks a write that reads its keys before writing (DEL
 	// counts the keys that existed): it also waits for earlier writes.
 	readsFirst bool
+	// coalesces marks a single-key write with a fixed reply (PUT, SET, the
+	// pipe's DELETE): consecutive ones in a burst share one store write
+	// (see writeOne).
+	coalesces bool
 }
 
 // Key extractors for the command tables.
@@ -90,6 +94,10 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 	if !s.admit(cs, cmd, args) {
 		return false
 	}
+	if cs.open != nil && !cmd.coalesces {
+		// Whatever comes next must reach the store after the open group.
+		s.submitOpen(cs)
+	}
 	cs.loop.stats.requests[cmd.id].Add(1)
 	var start int64
 	if cmd.class != classNone {
@@ -102,7 +110,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 // observe records a finished store request's latency.
 func (s *Server) observe(p *pending) {
 	if p.start != 0 {
-		p.cs.loop.stats.observe(p.cmd, time.Now().UnixNano()-p.start)
+		p.cs.loop.stats.observeN(p.cmd, time.Now().UnixNano()-p.start, uint64(max(p.n, 1)))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/kvstore/kv/codec"
+	"github.com/kvstore/kv/lsm"
 )
 
 // Protocols, fixed per connection by its first byte.
@@ -32,6 +33,7 @@ type conn struct {
 	reads  int        // pending reads in q
 	writes int        // pending writes in q
 	parked bool       // stopped parsing until q drains (ordering or back-pressure)
+	open   *pending   // write group still taking requests; queued, not yet submitted
 
 	closed  bool
 	closing bool // reply then close (QUIT, fatal protocol error)
@@ -57,6 +59,12 @@ type pending struct {
 	key      []byte
 	encode   func(cs *conn, dst, v []byte, err error) []byte
 	deferred bool
+
+	// A coalesced write group (writeOne): its batch, how many requests it
+	// answers, and the reply of each.
+	batch *lsm.Batch
+	n     int
+	ok    []byte
 }
 
 const (

@@ -99,10 +99,13 @@ func (m *Metrics) newLoopStats() *loopStats {
 }
 
 // observe records one latency of op.
-func (st *loopStats) observe(op int, ns int64) {
+func (st *loopStats) observe(op int, ns int64) { st.observeN(op, ns, 1) }
+
+// observeN records n requests of op that took ns each.
+func (st *loopStats) observeN(op int, ns int64, n uint64) {
 	i := sort.Search(len(latencyBoundsNs), func(i int) bool { return ns <= latencyBoundsNs[i] })
-	st.buckets[op][i].Add(1)
-	st.sumNs[op].Add(uint64(max(ns, 0)))
+	st.buckets[op][i].Add(n)
+	st.sumNs[op].Add(uint64(max(ns, 0)) * n)
 }
 
 // totalRequests sums every loop's request counters.

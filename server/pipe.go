@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 
@@ -34,8 +35,8 @@ func (s *Server) pipeCommands() []*command {
 			s.emit(cs, pipeOK)
 		}},
 		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).pipeGet},
-		{name: "PUT", minArgs: 3, maxArgs: 3, class: classWrite, run: (*Server).pipePut, keys: oneKey},
-		{name: "DELETE", minArgs: 2, maxArgs: 2, class: classWrite, run: (*Server).pipeDelete, keys: oneKey},
+		{name: "PUT", minArgs: 3, maxArgs: 3, class: classWrite, run: (*Server).pipePut, keys: oneKey, coalesces: true},
+		{name: "DELETE", minArgs: 2, maxArgs: 2, class: classWrite, run: (*Server).pipeDelete, keys: oneKey, coalesces: true},
 		{name: "RANGE", minArgs: 3, maxArgs: 4, class: classRead, run: (*Server).pipeRange},
 		{name: "BATCH", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).pipeBatch, keys: pairKeys},
 		{name: "CLUSTER_STATUS", minArgs: 1, maxArgs: 1, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
@@ -88,8 +89,7 @@ func (s *Server) pipePut(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
 	}
-	b := newBatchPairs(args[1:3])
-	s.write(cs, b, s.cmdPut, start, pipeOK)
+	s.writeOne(cs, s.cmdPut, args[1], args[2], false, start, pipeOK)
 }
 
 func (s *Server) pipeDelete(cs *conn, args [][]byte, start int64) {
@@ -97,8 +97,7 @@ func (s *Server) pipeDelete(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
 	}
-	b := newDeleteBatch(args[1:2])
-	s.write(cs, b, s.cmdDelete, start, pipeOK)
+	s.writeOne(cs, s.cmdDelete, args[1], nil, true, start, pipeOK)
 }
 
 func (s *Server) pipeBatch(cs *conn, args [][]byte, start int64) {
@@ -167,6 +166,63 @@ func (s *Server) membership(cs *conn, field []byte, start int64, op func(id uint
 }
 
 // write hands a batch to the store and replies ok once it is durable.
+// Bounds of a coalesced write group: enough to cover a pipelined burst,
+// small enough that one group never holds up a commit for long.
+const (
+	maxGroupOps   = 256
+	maxGroupBytes = 1 << 20
+)
+
+// writeOne runs a single-key write whose reply is ok. Consecutive ones of
+// the same command in a burst join one open group: one batch, one store
+// write, one place in the reply queue, answered with one ok per request
+// once the whole group is durable. Any other command submits the group
+// first (dispatch), and so does the end of the burst (process), so the
+// store sees every write in request order and a group never waits for
+// more input.
+func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start int64, ok []byte) {
+	if g := cs.open; g != nil && (g.cmd != cmd || g.n >= maxGroupOps || g.batch.Size() >= maxGroupBytes) {
+		s.submitOpen(cs)
+	}
+	g := cs.open
+	if g == nil {
+		g = s.newPending(cs, classWrite, cmd, start)
+		g.batch, g.ok = lsm.NewBatch(), ok
+		g.batch.Grow(8 * lsm.PutSize(len(key), len(value)))
+		// Queued now, so later replies order behind it; it completes only
+		// through the loop's mailbox.
+		g.state.Store(stateAsync)
+		s.inflight.Add(1)
+		cs.q.push(g)
+		cs.count(classWrite, 1)
+		cs.open = g
+	}
+	if del {
+		g.batch.Delete(key)
+	} else {
+		g.batch.Put(key, value)
+	}
+	g.n++
+}
+
+// submitOpen hands cs's open write group, if any, to the store.
+func (s *Server) submitOpen(cs *conn) {
+	g := cs.open
+	if g == nil {
+		return
+	}
+	cs.open = nil
+	s.store.Write(g.batch, func(err error) {
+		one := g.ok
+		if err != nil {
+			s.metrics.Errors.WithLabelValues(s.metrics.opNames[g.cmd], "store").Inc()
+			one = s.appendErr(cs, nil, err.Error())
+		}
+		g.reply = bytes.Repeat(one, g.n)
+		cs.loop.post(g)
+	})
+}
+
 func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) {
 	p := s.newPending(cs, classWrite, cmd, start)
 	s.store.Write(b, func(err error) { s.finishOK(p, cs, err, ok) })

@@ -58,6 +58,7 @@ func (s *Server) process(cs *conn) gnet.Action {
 			cs.closing = true
 		}
 	}
+	s.submitOpen(cs)
 	s.flush(cs)
 	return gnet.None
 }

@@ -48,7 +48,7 @@ func (s *Server) respCommands() []*command {
 			s.emit(cs, respOK)
 		}},
 		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respGet},
-		{name: "SET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respSet, keys: oneKey},
+		{name: "SET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respSet, keys: oneKey, coalesces: true},
 		{name: "MSET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respMSet, keys: pairKeys},
 		{name: "DEL", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
 		{name: "UNLINK", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
@@ -172,7 +172,7 @@ func (s *Server) respSet(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
 	}
-	s.write(cs, newBatchPairs(args[1:3]), s.cmdPut, start, respOK)
+	s.writeOne(cs, s.cmdPut, args[1], args[2], false, start, respOK)
 }
 
 func (s *Server) respMSet(cs *conn, args [][]byte, start int64) {
