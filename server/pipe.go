@@ -189,10 +189,7 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 		g = s.newPending(cs, classWrite, cmd, start)
 		g.batch, g.ok = lsm.NewBatch(), ok
 		g.batch.Grow(8 * lsm.PutSize(len(key), len(value)))
-		// Queued now, so later replies order behind it; it completes only
-		// through the loop's mailbox.
-		g.state.Store(stateAsync)
-		s.inflight.Add(1)
+		// Queued now, so later replies order behind it.
 		cs.q.push(g)
 		cs.count(classWrite, 1)
 		cs.open = g
@@ -205,7 +202,10 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 	g.n++
 }
 
-// submitOpen hands cs's open write group, if any, to the store.
+// submitOpen hands cs's open write group, if any, to the store. As with
+// finish and settle, whichever of the completion and the return from
+// Write comes second decides: an inline completion is drained into cs.out
+// right here, an async one reaches the loop through its mailbox.
 func (s *Server) submitOpen(cs *conn) {
 	g := cs.open
 	if g == nil {
@@ -219,8 +219,18 @@ func (s *Server) submitOpen(cs *conn) {
 			one = s.appendErr(cs, nil, err.Error())
 		}
 		g.reply = bytes.Repeat(one, g.n)
+		if g.state.CompareAndSwap(stateRunning, stateInline) {
+			return
+		}
 		cs.loop.post(g)
 	})
+	if g.state.CompareAndSwap(stateRunning, stateAsync) {
+		s.inflight.Add(1)
+		return
+	}
+	g.done = true
+	s.observe(g)
+	s.drain(cs)
 }
 
 func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) {
