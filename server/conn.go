@@ -39,7 +39,9 @@ type conn struct {
 	closing bool // reply then close (QUIT, fatal protocol error)
 	authed  bool
 	name    string
-	last    int64 // unix nanos of the last traffic, for idle_timeout
+	last    int64 // unix nanos of the last traffic: idle_timeout, and the start of request latencies
+
+	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
 }
 
 // pending is one request whose reply the store produces. Its state

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"errors"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -59,6 +60,10 @@ func (s *Server) process(cs *conn) gnet.Action {
 		}
 	}
 	s.submitOpen(cs)
+	if cs.inplaceGets > 0 {
+		cs.loop.stats.observeN(s.cmdGet, time.Now().UnixNano()-cs.last, cs.inplaceGets)
+		cs.inplaceGets = 0
+	}
 	s.flush(cs)
 	return gnet.None
 }
