@@ -91,12 +91,14 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 		}
 		return true
 	}
+	if cs.open != nil && !cmd.coalesces {
+		// Whatever comes next must reach the store after the open group;
+		// submitted before admission, a group that completes at once does
+		// not park what follows.
+		s.submitOpen(cs)
+	}
 	if !s.admit(cs, cmd, args) {
 		return false
-	}
-	if cs.open != nil && !cmd.coalesces {
-		// Whatever comes next must reach the store after the open group.
-		s.submitOpen(cs)
 	}
 	cs.loop.stats.requests[cmd.id].Add(1)
 	var start int64

@@ -205,11 +205,12 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 // submitOpen hands cs's open write group, if any, to the store. As with
 // finish and settle, whichever of the completion and the return from
 // Write comes second decides: an inline completion is drained into cs.out
-// right here, an async one reaches the loop through its mailbox.
-func (s *Server) submitOpen(cs *conn) {
+// right here (and submitOpen reports true), an async one reaches the loop
+// through its mailbox.
+func (s *Server) submitOpen(cs *conn) (inline bool) {
 	g := cs.open
 	if g == nil {
-		return
+		return false
 	}
 	cs.open = nil
 	s.store.Write(g.batch, func(err error) {
@@ -226,11 +227,12 @@ func (s *Server) submitOpen(cs *conn) {
 	})
 	if g.state.CompareAndSwap(stateRunning, stateAsync) {
 		s.inflight.Add(1)
-		return
+		return false
 	}
 	g.done = true
 	s.observe(g)
 	s.drain(cs)
+	return true
 }
 
 func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) {

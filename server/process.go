@@ -21,6 +21,24 @@ const (
 // then writes the replies produced in one call. It runs on cs's loop, from
 // OnTraffic or from a mailbox delivery that un-parks cs.
 func (s *Server) process(cs *conn) gnet.Action {
+	s.parseAll(cs)
+	// A write group that completed inline may be what parked the
+	// connection; no delivery will come to resume it, so resume here.
+	for s.submitOpen(cs) && cs.parked && !cs.closing && !cs.closed && s.canResume(cs) {
+		cs.parked = false
+		s.parseAll(cs)
+	}
+	if cs.inplaceGets > 0 {
+		cs.loop.stats.observeN(s.cmdGet, time.Now().UnixNano()-cs.last, cs.inplaceGets)
+		cs.inplaceGets = 0
+	}
+	s.flush(cs)
+	return gnet.None
+}
+
+// parseAll parses and dispatches requests until the input runs out or the
+// connection parks or closes.
+func (s *Server) parseAll(cs *conn) {
 	c := cs.c
 	for !cs.parked && !cs.closing && !cs.closed {
 		n := c.InboundBuffered()
@@ -59,13 +77,6 @@ func (s *Server) process(cs *conn) gnet.Action {
 			cs.closing = true
 		}
 	}
-	s.submitOpen(cs)
-	if cs.inplaceGets > 0 {
-		cs.loop.stats.observeN(s.cmdGet, time.Now().UnixNano()-cs.last, cs.inplaceGets)
-		cs.inplaceGets = 0
-	}
-	s.flush(cs)
-	return gnet.None
 }
 
 // choose fixes the connection's protocol from its first byte.

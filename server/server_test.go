@@ -23,11 +23,14 @@ import (
 // other goroutines, after random delays, and so out of order. It lets the
 // tests check reply ordering and read-your-writes independently of the
 // engine. Writes apply in submission order (as the engine's commit queue
-// does) but are acknowledged in random order.
+// does) but are acknowledged in random order. With inlineOneIn > 0, one
+// completion in that many runs before the call returns instead, as the
+// engine's does when its commit pipeline is idle.
 type slowStore struct {
-	mu   sync.Mutex
-	data map[string]string
-	rng  *rand.Rand
+	mu          sync.Mutex
+	data        map[string]string
+	rng         *rand.Rand
+	inlineOneIn int
 }
 
 func newSlowStore() *slowStore {
@@ -37,8 +40,25 @@ func newSlowStore() *slowStore {
 func (f *slowStore) later(fn func()) {
 	f.mu.Lock()
 	d := time.Duration(f.rng.Intn(300)) * time.Microsecond
+	inline := f.inlineOneIn > 0 && f.rng.Intn(f.inlineOneIn) == 0
 	f.mu.Unlock()
+	if inline {
+		fn()
+		return
+	}
 	time.AfterFunc(d, fn)
+}
+
+// orderingStores are the stores the ordering tests run against.
+func orderingStores() map[string]func() *slowStore {
+	return map[string]func() *slowStore{
+		"async": newSlowStore,
+		"mixed inline and async": func() *slowStore {
+			f := newSlowStore()
+			f.inlineOneIn = 2
+			return f
+		},
+	}
 }
 
 func (f *slowStore) Get(key []byte, done func([]byte, error)) {
@@ -152,19 +172,23 @@ func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server)
 // connections against a store that completes out of order, and checks
 // every reply against a per-connection model.
 func TestOrderingWithAsyncStore(t *testing.T) {
-	addr := startTestServer(t, newSlowStore(), nil)
-	var wg sync.WaitGroup
-	for c := 0; c < 4; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			if err := checkPipelinedModel(addr, c); err != nil {
-				t.Error(err)
-				t.Log(lastServer.dumpState())
+	for name, newStore := range orderingStores() {
+		t.Run(name, func(t *testing.T) {
+			addr := startTestServer(t, newStore(), nil)
+			var wg sync.WaitGroup
+			for c := 0; c < 4; c++ {
+				wg.Add(1)
+				go func(c int) {
+					defer wg.Done()
+					if err := checkPipelinedModel(addr, c); err != nil {
+						t.Error(err)
+						t.Log(lastServer.dumpState())
+					}
+				}(c)
 			}
-		}(c)
+			wg.Wait()
+		})
 	}
-	wg.Wait()
 }
 
 func checkPipelinedModel(addr string, c int) error {
@@ -223,7 +247,13 @@ func checkPipelinedModel(addr string, c int) error {
 // TestRESPOrderingWithAsyncStore does the same over RESP, with MGET/DEL
 // fan-out commands in the mix.
 func TestRESPOrderingWithAsyncStore(t *testing.T) {
-	addr := startTestServer(t, newSlowStore(), nil)
+	for name, newStore := range orderingStores() {
+		t.Run(name, func(t *testing.T) { testRESPOrdering(t, newStore()) })
+	}
+}
+
+func testRESPOrdering(t *testing.T, st *slowStore) {
+	addr := startTestServer(t, st, nil)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
