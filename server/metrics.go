@@ -98,9 +98,6 @@ func (m *Metrics) newLoopStats() *loopStats {
 	return st
 }
 
-// observe records one latency of op.
-func (st *loopStats) observe(op int, ns int64) { st.observeN(op, ns, 1) }
-
 // observeN records n requests of op that took ns each.
 func (st *loopStats) observeN(op int, ns int64, n uint64) {
 	i := sort.Search(len(latencyBoundsNs), func(i int) bool { return ns <= latencyBoundsNs[i] })
