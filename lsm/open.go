@@ -199,7 +199,7 @@ func (d *DB) recover() error {
 	// Replayed writes go to L0 now, so the old WALs can go.
 	e := &versionEdit{}
 	for _, m := range mems {
-		iter := m.t.NewIter()
+		iter := m.t.NewFlushIter()
 		meta, err := d.writeL0(&compactionIter{iter: iter})
 		if cerr := iter.Close(); err == nil {
 			err = cerr

@@ -277,22 +277,8 @@ func (t *Table) get(ukey []byte, seq uint64) uint32 {
 func (t *Table) catchUp() {
 	t.linkMu.Lock()
 	defer t.linkMu.Unlock()
-	// Load used before lcp: lcp then covers every node below used.
 	end := t.used.Load()
-	lcp := int(t.lcp.Load())
-	run := t.run[:0]
-	for nd := t.linked; nd < end; nd += t.nodeSize(nd) {
-		run = append(run, sortEntry{prefix: keyPrefix(base.UserKey(t.key(nd)), lcp), nd: nd})
-	}
-	slices.SortFunc(run, func(a, b sortEntry) int {
-		switch {
-		case a.prefix < b.prefix:
-			return -1
-		case a.prefix > b.prefix:
-			return 1
-		}
-		return base.Compare(t.key(a.nd), t.key(b.nd))
-	})
+	run := t.sortedRun(t.run[:0], t.linked, end)
 	for i := range t.prev {
 		t.prev[i] = 0 // head: before every key
 	}
@@ -307,17 +293,59 @@ func (t *Table) catchUp() {
 	}
 }
 
-// sortEntry is a node to link, with 8 bytes of its user key that follow
-// the prefix all keys share, so most comparisons of a sort never touch the
-// arena.
+// sortedRun appends the nodes in [from, end) to run in internal-key order.
+// end must have been loaded from used (it is, by every caller), so that
+// the lcp loaded after it covers every node below it.
+func (t *Table) sortedRun(run []sortEntry, from, end uint32) []sortEntry {
+	lcp := int(t.lcp.Load())
+	for nd := from; nd < end; nd += t.nodeSize(nd) {
+		ikey := t.key(nd)
+		ukey := ikey[:len(ikey)-base.TrailerLen]
+		e := sortEntry{prefix: keyPrefix(ukey, lcp), trailer: base.Trailer(ikey), nd: nd, keyLen: -1}
+		if len(ukey)-lcp <= 8 {
+			e.keyLen = int32(len(ukey)) // the prefix holds the rest of the key
+		}
+		run = append(run, e)
+	}
+	slices.SortFunc(run, func(a, b sortEntry) int {
+		switch {
+		case a.prefix < b.prefix:
+			return -1
+		case a.prefix > b.prefix:
+			return 1
+		}
+		if a.keyLen >= 0 && b.keyLen >= 0 {
+			// Both keys end within the prefix: equal prefixes mean one is
+			// the other plus zero bytes, so the shorter sorts first, and
+			// versions of one key go newest first.
+			switch {
+			case a.keyLen != b.keyLen:
+				return int(a.keyLen - b.keyLen)
+			case a.trailer > b.trailer:
+				return -1
+			case a.trailer < b.trailer:
+				return 1
+			}
+			return 0
+		}
+		return base.Compare(t.key(a.nd), t.key(b.nd))
+	})
+	return run
+}
+
+// sortEntry is a node to order, with 8 bytes of its user key that follow
+// the prefix all keys share and its trailer, so most comparisons of a sort
+// never touch the arena.
 type sortEntry struct {
-	prefix uint64
-	nd     uint32
+	prefix  uint64
+	trailer uint64
+	nd      uint32
+	keyLen  int32 // user key length when the key ends within prefix, else -1
 }
 
 // keyPrefix returns the 8 bytes of ukey from offset lcp, big-endian and
 // zero-padded, so prefixes compare as the keys' bytes do (a tie, as for
-// "ab" and "ab\x00", is settled by comparing whole keys).
+// "ab" and "ab\x00", is settled by the key lengths or whole keys).
 func keyPrefix(ukey []byte, lcp int) uint64 {
 	var b [8]byte
 	if lcp < len(ukey) {
