@@ -556,14 +556,14 @@ func (d *DB) rotateMemtable(need int64) error {
 // arena to be allocated and zeroed. d.mu must be held.
 func (d *DB) newMemTableLocked(need int64, logNum uint64) *memTable {
 	d.nextMemID++
-	size := d.nextMemtableBytes(d.mem.capacity, need)
+	size := d.memtableBytes(need)
 	m := &memTable{id: d.nextMemID, capacity: size, logNum: logNum}
 	if d.spareMem != nil && d.spareMemBytes == size {
 		m.t, d.spareMem = d.spareMem, nil
 	} else {
 		m.t = memtable.New(int(size))
 	}
-	if next := d.nextMemtableBytes(size, 0); d.spareMem == nil && !d.spareMemPending {
+	if next := d.memtableBytes(0); d.spareMem == nil && !d.spareMemPending {
 		d.spareMemPending = true
 		go func() {
 			t := memtable.New(int(next))

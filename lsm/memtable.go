@@ -79,10 +79,16 @@ func (m *memTable) apply(b *Batch, skip int) (int, error) {
 	return i, err
 }
 
-// nextMemtableBytes returns the size of the memtable after one of size
-// prev: doubling from initialMemtableBytes up to the configured size, and
-// at least need (a batch larger than a memtable gets one of its own).
-func (d *DB) nextMemtableBytes(prev, need int64) int64 {
-	size := min(max(2*prev, initialMemtableBytes), d.opts.MemtableBytes)
-	return max(size, need)
+// memtableBytes returns the size of a new memtable: the configured size, or
+// need if more (a batch larger than a memtable gets one of its own).
+//
+// Unlike pebble, a DB does not start with a small memtable that doubles up
+// to the configured size. The arena is one pointer-free allocation the
+// kernel backs with memory only as entries are written, so a large first
+// memtable costs address space, not memory; and small first memtables meant
+// that a DB's first tens of megabytes of writes were all flushed (64 MiB
+// went through 9 memtables, 256 KiB to 32 MiB), where one memtable absorbs
+// overwrites and serves reads from its index.
+func (d *DB) memtableBytes(need int64) int64 {
+	return max(d.opts.MemtableBytes, need)
 }

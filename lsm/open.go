@@ -223,7 +223,7 @@ func (d *DB) recover() error {
 	if err := d.createManifest(d.current, logNum, lastSeq); err != nil {
 		return err
 	}
-	d.mem = newMemTable(1, min(initialMemtableBytes, d.opts.MemtableBytes), 0)
+	d.mem = newMemTable(1, d.memtableBytes(0), 0)
 	d.nextMemID = 1
 	if !d.opts.DisableWAL {
 		if d.wal, err = createWAL(fs, d.dirname, logNum); err != nil {
@@ -255,7 +255,7 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 		// short log.
 		size := d.opts.MemtableBytes
 		if fi, err := d.opts.FS.Stat(d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeLog, num))); err == nil {
-			size = min(size, max(initialMemtableBytes, 4*fi.Size()))
+			size = min(size, max(minMemtableBytes, 4*fi.Size()))
 		}
 		err := d.replayWAL(num, i == len(replay)-1, func(b *Batch) error {
 			done := 0

@@ -125,9 +125,6 @@ const (
 	// minMemtableBytes is the smallest memtable: it must hold the skiplist's
 	// fixed overhead and a few entries.
 	minMemtableBytes = 64 << 10
-	// initialMemtableBytes is the size of a DB's first memtable; each
-	// rotation doubles it up to MemtableBytes.
-	initialMemtableBytes = 256 << 10
 	// maxMemtableBytes keeps arena offsets within 32 bits.
 	maxMemtableBytes = 2<<30 - 1
 )
