@@ -59,6 +59,14 @@ func batchMaxMemBytes(b *Batch) int64 {
 // batch) and returns how many operations went in, so the caller can carry
 // on in a fresh memtable.
 func (m *memTable) apply(b *Batch, skip int) (int, error) {
+	if b.Len()-skip >= 4 {
+		// Start every entry's index and node cache misses before the adds
+		// (see memtable.Table.Touch).
+		_ = b.Each(func(_ bool, key, _ []byte) error {
+			m.t.Touch(key)
+			return nil
+		})
+	}
 	seq := b.seq()
 	i := 0
 	err := b.Each(func(del bool, key, value []byte) error {

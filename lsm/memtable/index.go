@@ -90,6 +90,20 @@ func (x *index) next(i int) int {
 
 func (x *index) node(s uint32) uint32 { return (s & x.offMask) << 2 }
 
+// Touch loads the index slots and nodes that an Add or Get of ukey will
+// read first, so that a caller about to add many entries can have their
+// cache misses overlap (the loads of different keys are independent, and
+// the processor issues them in parallel) instead of paying them one after
+// another inside each Add. It changes nothing the readers see; like Add,
+// only the writer may call it (it keeps the loaded values in a sink field,
+// so the compiler cannot drop the loads).
+func (t *Table) Touch(ukey []byte) {
+	x := &t.idx
+	if s := x.slots[x.home(x.hash(ukey))].Load(); s != 0 {
+		t.touched += t.u32(x.node(s))
+	}
+}
+
 // indexProbe looks ukey (with hash h) up in the index. It returns the slot
 // holding the key and its newest node, or, when the key is absent (nd ==
 // 0), the empty slot where the probe ended, which is where the writer

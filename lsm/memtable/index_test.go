@@ -337,3 +337,23 @@ func TestIndexSize(t *testing.T) {
 		}
 	}
 }
+
+// TestTouchChangesNothing touches present, absent and empty keys and checks
+// the table still answers as before.
+func TestTouchChangesNothing(t *testing.T) {
+	tbl := New(1 << 16)
+	tbl.Touch([]byte("empty table"))
+	for i := range 100 {
+		if err := tbl.Add(fmt.Appendf(nil, "k%d", i), uint64(i+1), base.KindSet, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, size, n := snapshot(tbl)
+	for i := range 200 {
+		tbl.Touch(fmt.Appendf(nil, "k%d", i))
+	}
+	tbl.Touch(nil)
+	if after, size2, n2 := snapshot(tbl); size != size2 || n != n2 || fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatal("Touch changed the table")
+	}
+}

@@ -89,8 +89,9 @@ type Table struct {
 	idx index
 
 	// Writer-only state.
-	rng   uint64
-	first uint32 // the first node added (0: none yet)
+	rng     uint64
+	first   uint32 // the first node added (0: none yet)
+	touched uint32 // sink for Touch's loads, so they are not optimised away
 
 	// Linker state, guarded by linkMu.
 	linkMu sync.Mutex
