@@ -25,9 +25,12 @@ type command struct {
 	// counts the keys that existed): it also waits for earlier writes.
 	readsFirst bool
 	// coalesces marks a single-key write with a fixed reply (PUT, SET, the
-	// pipe's DELETE): consecutive ones in a burst share one store write
-	// (see writeOne).
+	// pipe's DELETE): those of a burst share one store write (writeOne).
 	coalesces bool
+	// waitsInQueue marks a single-key read (GET) that, behind pending
+	// writes, waits in the reply queue instead of parking the connection
+	// (get), so it need not end the open write group either.
+	waitsInQueue bool
 }
 
 // Key extractors for the command tables.
@@ -91,7 +94,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 		}
 		return true
 	}
-	if cs.open != nil && !cmd.coalesces {
+	if cs.open != nil && !cmd.coalesces && !cmd.waitsInQueue {
 		// Whatever comes next must reach the store after the open group;
 		// submitted before admission, a group that completes at once does
 		// not park what follows.
@@ -114,7 +117,14 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 // observe records a finished store request's latency.
 func (s *Server) observe(p *pending) {
 	if p.start != 0 {
-		p.cs.loop.stats.observeN(p.cmd, time.Now().UnixNano()-p.start, uint64(max(p.n, 1)))
+		s.observeAt(p, time.Now().UnixNano())
+	}
+}
+
+// observeAt records a store request finished at now (unix nanos).
+func (s *Server) observeAt(p *pending, now int64) {
+	if p.start != 0 {
+		p.cs.loop.stats.observeN(p.cmd, now-p.start, uint64(max(p.n, 1)))
 	}
 }
 

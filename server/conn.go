@@ -4,11 +4,11 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/kvstore/kv/codec"
-	"github.com/kvstore/kv/lsm"
 )
 
 // Protocols, fixed per connection by its first byte.
@@ -28,12 +28,12 @@ type conn struct {
 	pipe  *codec.PipeDecoder
 	resp  *codec.RESPDecoder
 
-	out    []byte     // replies produced in this burst; one Write at the end
-	q      replyQueue // replies still waiting on the store, in request order
-	reads  int        // pending reads in q
-	writes int        // pending writes in q
-	parked bool       // stopped parsing until q drains (ordering or back-pressure)
-	open   *pending   // write group still taking requests; queued, not yet submitted
+	out    []byte      // replies produced in this burst; one Write at the end
+	q      replyQueue  // replies still waiting on the store, in request order
+	reads  int         // pending reads in q
+	writes int         // pending writes in q
+	parked bool        // stopped parsing until q drains (ordering or back-pressure)
+	open   *writeGroup // write group still taking requests; its members are queued, the group not yet submitted
 
 	closed  bool
 	closing bool // reply then close (QUIT, fatal protocol error)
@@ -62,11 +62,10 @@ type pending struct {
 	encode   func(cs *conn, dst, v []byte, err error) []byte
 	deferred bool
 
-	// A coalesced write group (writeOne): its batch, how many requests it
-	// answers, and the reply of each.
-	batch *lsm.Batch
-	n     int
-	ok    []byte
+	// A member of a write group (writeOne): how many requests it answers,
+	// and the reply of each on success.
+	n  int
+	ok []byte
 }
 
 const (
@@ -88,6 +87,14 @@ type replyQueue struct {
 func (q *replyQueue) len() int        { return len(q.items) - q.head }
 func (q *replyQueue) push(p *pending) { q.items = append(q.items, p) }
 func (q *replyQueue) front() *pending { return q.items[q.head] }
+
+// back returns the newest item, or nil.
+func (q *replyQueue) back() *pending {
+	if q.len() == 0 {
+		return nil
+	}
+	return q.items[len(q.items)-1]
+}
 func (q *replyQueue) pop() {
 	q.items[q.head] = nil
 	q.head++
@@ -111,12 +118,12 @@ type loop struct {
 	scheduled bool
 }
 
-// post hands a completed request to its loop. One Execute covers every
+// post hands completed requests to their loop. One Execute covers every
 // completion that arrives before the loop runs it, so a group commit of many
 // writes costs one wake-up per loop, not one per reply.
-func (l *loop) post(p *pending) {
+func (l *loop) post(ps ...*pending) {
 	l.mu.Lock()
-	l.mail = append(l.mail, p)
+	l.mail = append(l.mail, ps...)
 	if l.scheduled {
 		l.mu.Unlock()
 		return
@@ -145,10 +152,11 @@ func (l *loop) deliver(context.Context) error {
 	l.mu.Unlock()
 
 	s := l.s
+	now := time.Now().UnixNano()
 	for _, p := range batch {
 		s.inflight.Add(-1)
 		p.done = true
-		s.observe(p)
+		s.observeAt(p, now)
 	}
 	for _, p := range batch {
 		cs := p.cs

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/lsm"
@@ -34,7 +36,7 @@ func (s *Server) pipeCommands() []*command {
 			cs.authed = true
 			s.emit(cs, pipeOK)
 		}},
-		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).pipeGet},
+		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).pipeGet, waitsInQueue: true},
 		{name: "PUT", minArgs: 3, maxArgs: 3, class: classWrite, run: (*Server).pipePut, keys: oneKey, coalesces: true},
 		{name: "DELETE", minArgs: 2, maxArgs: 2, class: classWrite, run: (*Server).pipeDelete, keys: oneKey, coalesces: true},
 		{name: "RANGE", minArgs: 3, maxArgs: 4, class: classRead, run: (*Server).pipeRange},
@@ -173,33 +175,52 @@ const (
 	maxGroupBytes = 1 << 20
 )
 
-// writeOne runs a single-key write whose reply is ok. Consecutive ones of
-// the same command in a burst join one open group: one batch, one store
-// write, one place in the reply queue, answered with one ok per request
-// once the whole group is durable. Any other command submits the group
-// first (dispatch), and so does the end of the burst (process), so the
-// store sees every write in request order and a group never waits for
-// more input.
+// writeGroup is a connection's open write group: the single-key writes
+// (PUT, SET, the pipe's DELETE) of one burst, which share one batch and one
+// store write. Each run of consecutive writes of one command is one member:
+// one slot in the reply queue answering all of them (n replies), so a
+// pipeline of SETs costs one queue entry, and a GET between writes gets its
+// own slot between two members.
+type writeGroup struct {
+	batch   *lsm.Batch
+	members []*pending
+	state   atomic.Uint32
+}
+
+// writeOne runs a single-key write whose reply is ok, as a member of the
+// connection's open write group. The group is submitted before any command
+// other than these writes and GET (dispatch), and at the end of the burst
+// (process), so the store sees every write in request order and a group
+// never waits for more input.
+//
+// A GET between members waits in the reply queue behind the writes before
+// it (as behind any pending write) and runs once it reaches the front; by
+// then the whole group is durable, members after the GET included. That is
+// safe because a write is admitted while reads are pending only if none of
+// them reads its key (admit): the GET cannot observe a later member.
 func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start int64, ok []byte) {
-	if g := cs.open; g != nil && (g.cmd != cmd || g.n >= maxGroupOps || g.batch.Size() >= maxGroupBytes) {
+	if g := cs.open; g != nil && (len(g.members) >= maxGroupOps || g.batch.Size() >= maxGroupBytes) {
 		s.submitOpen(cs)
 	}
 	g := cs.open
 	if g == nil {
-		g = s.newPending(cs, classWrite, cmd, start)
-		g.batch, g.ok = lsm.NewBatch(), ok
+		g = &writeGroup{batch: lsm.NewBatch()}
 		g.batch.Grow(8 * lsm.PutSize(len(key), len(value)))
-		// Queued now, so later replies order behind it.
-		cs.q.push(g)
-		cs.count(classWrite, 1)
 		cs.open = g
 	}
+	if n := len(g.members); n == 0 || g.members[n-1] != cs.q.back() || g.members[n-1].cmd != cmd {
+		p := s.newPending(cs, classWrite, cmd, start)
+		p.ok = ok
+		cs.q.push(p)
+		cs.count(classWrite, 1)
+		g.members = append(g.members, p)
+	}
+	g.members[len(g.members)-1].n++
 	if del {
 		g.batch.Delete(key)
 	} else {
 		g.batch.Put(key, value)
 	}
-	g.n++
 }
 
 // submitOpen hands cs's open write group, if any, to the store. As with
@@ -214,23 +235,35 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 	}
 	cs.open = nil
 	s.store.Write(g.batch, func(err error) {
-		one := g.ok
+		var msg []byte
 		if err != nil {
-			s.metrics.Errors.WithLabelValues(s.metrics.opNames[g.cmd], "store").Inc()
-			one = s.appendErr(cs, nil, err.Error())
+			msg = s.appendErr(cs, nil, err.Error())
 		}
-		g.reply = bytes.Repeat(one, g.n)
+		for _, p := range g.members {
+			one := p.ok
+			if err != nil {
+				s.metrics.Errors.WithLabelValues(s.metrics.opNames[p.cmd], "store").Add(float64(p.n))
+				one = msg
+			}
+			p.reply = one
+			if p.n > 1 {
+				p.reply = bytes.Repeat(one, p.n)
+			}
+		}
 		if g.state.CompareAndSwap(stateRunning, stateInline) {
 			return
 		}
-		cs.loop.post(g)
+		cs.loop.post(g.members...)
 	})
 	if g.state.CompareAndSwap(stateRunning, stateAsync) {
-		s.inflight.Add(1)
+		s.inflight.Add(int64(len(g.members)))
 		return false
 	}
-	g.done = true
-	s.observe(g)
+	now := time.Now().UnixNano()
+	for _, p := range g.members {
+		p.done = true
+		s.observeAt(p, now)
+	}
 	s.drain(cs)
 	return true
 }

@@ -159,7 +159,7 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 	switch cmd.class {
 	case classRead:
 		// A single-key GET behind writes is deferred by get, not parked.
-		ok = ok && (cs.writes == 0 || cmd.name == "GET")
+		ok = ok && (cs.writes == 0 || cmd.waitsInQueue)
 	case classWrite:
 		ok = ok && (cs.reads == 0 || (cmd.keys != nil && !s.readsPending(cs, cmd.keys(args))))
 		ok = ok && (!cmd.readsFirst || cs.writes == 0)

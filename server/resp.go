@@ -47,7 +47,7 @@ func (s *Server) respCommands() []*command {
 			}
 			s.emit(cs, respOK)
 		}},
-		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respGet},
+		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respGet, waitsInQueue: true},
 		{name: "SET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respSet, keys: oneKey, coalesces: true},
 		{name: "MSET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respMSet, keys: pairKeys},
 		{name: "DEL", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
