@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lni/vfs"
@@ -116,20 +117,20 @@ func TestWriteAsyncInline(t *testing.T) {
 			opts.Sync = c.sync
 			d := mustOpen(t, "/db", opts)
 			defer d.Close()
-			returned, inline := false, false
+			var returned, inline atomic.Bool
 			b := NewBatch()
 			b.Put([]byte("k"), []byte("v"))
 			ch := make(chan error, 1)
 			d.WriteAsync(b, func(err error) {
-				inline = !returned
+				inline.Store(!returned.Load())
 				ch <- err
 			})
-			returned = true
+			returned.Store(true)
 			if err := <-ch; err != nil {
 				t.Fatal(err)
 			}
-			if inline != c.wantInline {
-				t.Fatalf("done ran inline: %v, want %v", inline, c.wantInline)
+			if inline.Load() != c.wantInline {
+				t.Fatalf("done ran inline: %v, want %v", inline.Load(), c.wantInline)
 			}
 
 			// Writers on several goroutines, each writing its own keys in
