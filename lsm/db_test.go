@@ -117,20 +117,27 @@ func TestWriteAsyncInline(t *testing.T) {
 			opts.Sync = c.sync
 			d := mustOpen(t, "/db", opts)
 			defer d.Close()
-			var returned, inline atomic.Bool
+			var called atomic.Bool
 			b := NewBatch()
 			b.Put([]byte("k"), []byte("v"))
 			ch := make(chan error, 1)
+			if !c.wantInline {
+				// Hold the committer off, so that a done that did not run
+				// inline cannot have run yet either.
+				d.commit.active.Lock()
+			}
 			d.WriteAsync(b, func(err error) {
-				inline.Store(!returned.Load())
+				called.Store(true)
 				ch <- err
 			})
-			returned.Store(true)
+			if called.Load() != c.wantInline {
+				t.Fatalf("done ran inline: %v, want %v", called.Load(), c.wantInline)
+			}
+			if !c.wantInline {
+				d.commit.active.Unlock()
+			}
 			if err := <-ch; err != nil {
 				t.Fatal(err)
-			}
-			if inline.Load() != c.wantInline {
-				t.Fatalf("done ran inline: %v, want %v", inline.Load(), c.wantInline)
 			}
 
 			// Writers on several goroutines, each writing its own keys in
