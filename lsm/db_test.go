@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lni/vfs"
 
@@ -117,27 +118,38 @@ func TestWriteAsyncInline(t *testing.T) {
 			opts.Sync = c.sync
 			d := mustOpen(t, "/db", opts)
 			defer d.Close()
-			var called atomic.Bool
-			b := NewBatch()
-			b.Put([]byte("k"), []byte("v"))
-			ch := make(chan error, 1)
-			if !c.wantInline {
-				// Hold the committer off, so that a done that did not run
-				// inline cannot have run yet either.
-				d.commit.active.Lock()
+			// The committer goroutine takes the pipeline briefly when it
+			// starts, so an inline commit may take a few tries; one that
+			// never happens, or one under SyncAlways, is the bug.
+			inline := false
+			for try := 0; try < 100 && !inline; try++ {
+				var called atomic.Bool
+				b := NewBatch()
+				b.Put([]byte("k"), []byte("v"))
+				ch := make(chan error, 1)
+				if !c.wantInline {
+					// Hold the committer off, so that a done that did not
+					// run inline cannot have run yet either.
+					d.commit.active.Lock()
+				}
+				d.WriteAsync(b, func(err error) {
+					called.Store(true)
+					ch <- err
+				})
+				inline = called.Load()
+				if !c.wantInline {
+					d.commit.active.Unlock()
+				}
+				if err := <-ch; err != nil {
+					t.Fatal(err)
+				}
+				if !c.wantInline {
+					break
+				}
+				time.Sleep(time.Millisecond)
 			}
-			d.WriteAsync(b, func(err error) {
-				called.Store(true)
-				ch <- err
-			})
-			if called.Load() != c.wantInline {
-				t.Fatalf("done ran inline: %v, want %v", called.Load(), c.wantInline)
-			}
-			if !c.wantInline {
-				d.commit.active.Unlock()
-			}
-			if err := <-ch; err != nil {
-				t.Fatal(err)
+			if inline != c.wantInline {
+				t.Fatalf("done ran inline: %v, want %v", inline, c.wantInline)
 			}
 
 			// Writers on several goroutines, each writing its own keys in
