@@ -60,12 +60,7 @@ func batchMaxMemBytes(b *Batch) int64 {
 // on in a fresh memtable.
 func (m *memTable) apply(b *Batch, skip int) (int, error) {
 	if b.Len()-skip >= 4 {
-		// Start every entry's index and node cache misses before the adds
-		// (see memtable.Table.Touch).
-		_ = b.Each(func(_ bool, key, _ []byte) error {
-			m.t.Touch(key)
-			return nil
-		})
+		m.touch(b)
 	}
 	seq := b.seq()
 	i := 0
@@ -85,6 +80,29 @@ func (m *memTable) apply(b *Batch, skip int) (int, error) {
 		return nil
 	})
 	return i, err
+}
+
+// touch starts the cache misses of b's entries before they are added, in
+// chunks: the index slots of a chunk's keys, then the nodes they point to
+// (see memtable.Table.TouchSlot).
+func (m *memTable) touch(b *Batch) {
+	const chunk = 32
+	var slots [chunk]uint32
+	n := 0
+	nodes := func() {
+		for _, s := range slots[:n] {
+			m.t.TouchNode(s)
+		}
+		n = 0
+	}
+	_ = b.Each(func(_ bool, key, _ []byte) error {
+		slots[n] = m.t.TouchSlot(key)
+		if n++; n == chunk {
+			nodes()
+		}
+		return nil
+	})
+	nodes()
 }
 
 // memtableBytes returns the size of a new memtable: the configured size, or

@@ -90,17 +90,23 @@ func (x *index) next(i int) int {
 
 func (x *index) node(s uint32) uint32 { return (s & x.offMask) << 2 }
 
-// Touch loads the index slots and nodes that an Add or Get of ukey will
-// read first, so that a caller about to add many entries can have their
-// cache misses overlap (the loads of different keys are independent, and
-// the processor issues them in parallel) instead of paying them one after
-// another inside each Add. It changes nothing the readers see; like Add,
-// only the writer may call it (it keeps the loaded values in a sink field,
-// so the compiler cannot drop the loads).
-func (t *Table) Touch(ukey []byte) {
+// TouchSlot loads the index slot an Add or Get of ukey probes first and
+// returns it for TouchNode. With TouchNode it lets a caller about to add
+// many entries have their cache misses overlap: the slot loads of
+// different keys are independent, so the processor issues them in
+// parallel, and then the node loads, instead of paying two misses one
+// after the other inside each Add. Neither changes anything readers see.
+func (t *Table) TouchSlot(ukey []byte) uint32 {
 	x := &t.idx
-	if s := x.slots[x.home(x.hash(ukey))].Load(); s != 0 {
-		t.touched += t.u32(x.node(s))
+	return x.slots[x.home(x.hash(ukey))].Load()
+}
+
+// TouchNode loads the node a slot returned by TouchSlot points to. Like
+// Add, only the writer may call it (it keeps the loaded value in a sink
+// field, so the compiler cannot drop the load).
+func (t *Table) TouchNode(slot uint32) {
+	if slot != 0 {
+		t.touched += t.u32(t.idx.node(slot))
 	}
 }
 

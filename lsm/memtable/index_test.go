@@ -342,7 +342,7 @@ func TestIndexSize(t *testing.T) {
 // the table still answers as before.
 func TestTouchChangesNothing(t *testing.T) {
 	tbl := New(1 << 16)
-	tbl.Touch([]byte("empty table"))
+	tbl.TouchNode(tbl.TouchSlot([]byte("empty table")))
 	for i := range 100 {
 		if err := tbl.Add(fmt.Appendf(nil, "k%d", i), uint64(i+1), base.KindSet, []byte("v")); err != nil {
 			t.Fatal(err)
@@ -350,9 +350,9 @@ func TestTouchChangesNothing(t *testing.T) {
 	}
 	before, size, n := snapshot(tbl)
 	for i := range 200 {
-		tbl.Touch(fmt.Appendf(nil, "k%d", i))
+		tbl.TouchNode(tbl.TouchSlot(fmt.Appendf(nil, "k%d", i)))
 	}
-	tbl.Touch(nil)
+	tbl.TouchNode(tbl.TouchSlot(nil))
 	if after, size2, n2 := snapshot(tbl); size != size2 || n != n2 || fmt.Sprint(before) != fmt.Sprint(after) {
 		t.Fatal("Touch changed the table")
 	}
