@@ -405,3 +405,44 @@ func TestMetricsSumLoops(t *testing.T) {
 		t.Fatalf("total requests %d", n)
 	}
 }
+
+// failingStore is a slowStore whose writes all fail, inline or later.
+type failingStore struct{ *slowStore }
+
+func (f failingStore) Write(_ *lsm.Batch, done func(error)) {
+	f.later(func() { done(store.ErrTimeout) })
+}
+
+// TestWriteGroupFailure pipelines writes around a GET against a store whose
+// writes fail: every write of the group gets the error, in its place, and
+// the GET between them sees none of them.
+func TestWriteGroupFailure(t *testing.T) {
+	for _, inlineOneIn := range []int{0, 1, 2} {
+		t.Run(fmt.Sprint("inline one in ", inlineOneIn), func(t *testing.T) {
+			st := failingStore{newSlowStore()}
+			st.inlineOneIn = inlineOneIn
+			addr := startTestServer(t, st, nil)
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte("PUT|a|1\nPUT|b|2\nGET|a\nDELETE|b\nPUT|c|3\nPING\n")); err != nil {
+				t.Fatal(err)
+			}
+			fail := "ERROR|" + store.ErrTimeout.Error()
+			want := []string{fail, fail, "NOT_FOUND", fail, fail, "PONG"}
+			r := bufio.NewReader(conn)
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for i, w := range want {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("reply %d: %v", i, err)
+				}
+				if got := strings.TrimSuffix(line, "\n"); got != w {
+					t.Fatalf("reply %d: got %q, want %q", i, got, w)
+				}
+			}
+		})
+	}
+}
