@@ -108,14 +108,19 @@ func (s *Server) buildTable(proto string, cmds []*command) commandTable {
 	return t
 }
 
+// EventLoops returns how many event loops a server with cfg runs:
+// server.event_loops, or the number of CPUs when it is 0.
+func EventLoops(cfg conf.Server) int {
+	if cfg.EventLoops > 0 {
+		return cfg.EventLoops
+	}
+	return runtime.NumCPU()
+}
+
 // Serve listens on cfg.Listen and serves until Shutdown; it blocks.
 func (s *Server) Serve() error {
-	loops := s.cfg.EventLoops
-	if loops <= 0 {
-		loops = runtime.NumCPU()
-	}
 	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
-		gnet.WithNumEventLoop(loops),
+		gnet.WithNumEventLoop(EventLoops(s.cfg)),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTicker(true),
