@@ -1,11 +1,8 @@
 package server
 
 import (
-	"bytes"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/lsm"
@@ -168,106 +165,6 @@ func (s *Server) membership(cs *conn, field []byte, start int64, op func(id uint
 }
 
 // write hands a batch to the store and replies ok once it is durable.
-// Bounds of a coalesced write group: enough to cover a pipelined burst,
-// small enough that one group never holds up a commit for long.
-const (
-	maxGroupOps   = 256
-	maxGroupBytes = 1 << 20
-)
-
-// writeGroup is a connection's open write group: the single-key writes
-// (PUT, SET, the pipe's DELETE) of one burst, which share one batch and one
-// store write. Each run of consecutive writes of one command is one member:
-// one slot in the reply queue answering all of them (n replies), so a
-// pipeline of SETs costs one queue entry, and a GET between writes gets its
-// own slot between two members.
-type writeGroup struct {
-	batch   *lsm.Batch
-	members []*pending
-	state   atomic.Uint32
-}
-
-// writeOne runs a single-key write whose reply is ok, as a member of the
-// connection's open write group. The group is submitted before any command
-// other than these writes and GET (dispatch), and at the end of the burst
-// (process), so the store sees every write in request order and a group
-// never waits for more input.
-//
-// A GET between members waits in the reply queue behind the writes before
-// it (as behind any pending write) and runs once it reaches the front; by
-// then the whole group is durable, members after the GET included. That is
-// safe because a write is admitted while reads are pending only if none of
-// them reads its key (admit): the GET cannot observe a later member.
-func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start int64, ok []byte) {
-	if g := cs.open; g != nil && (len(g.members) >= maxGroupOps || g.batch.Size() >= maxGroupBytes) {
-		s.submitOpen(cs)
-	}
-	g := cs.open
-	if g == nil {
-		g = &writeGroup{batch: lsm.NewBatch()}
-		g.batch.Grow(8 * lsm.PutSize(len(key), len(value)))
-		cs.open = g
-	}
-	if n := len(g.members); n == 0 || g.members[n-1] != cs.q.back() || g.members[n-1].cmd != cmd {
-		p := s.newPending(cs, classWrite, cmd, start)
-		p.ok = ok
-		cs.q.push(p)
-		cs.count(classWrite, 1)
-		g.members = append(g.members, p)
-	}
-	g.members[len(g.members)-1].n++
-	if del {
-		g.batch.Delete(key)
-	} else {
-		g.batch.Put(key, value)
-	}
-}
-
-// submitOpen hands cs's open write group, if any, to the store. As with
-// finish and settle, whichever of the completion and the return from
-// Write comes second decides: an inline completion is drained into cs.out
-// right here (and submitOpen reports true), an async one reaches the loop
-// through its mailbox.
-func (s *Server) submitOpen(cs *conn) (inline bool) {
-	g := cs.open
-	if g == nil {
-		return false
-	}
-	cs.open = nil
-	s.store.Write(g.batch, func(err error) {
-		var msg []byte
-		if err != nil {
-			msg = s.appendErr(cs, nil, err.Error())
-		}
-		for _, p := range g.members {
-			one := p.ok
-			if err != nil {
-				s.metrics.Errors.WithLabelValues(s.metrics.opNames[p.cmd], "store").Add(float64(p.n))
-				one = msg
-			}
-			p.reply = one
-			if p.n > 1 {
-				p.reply = bytes.Repeat(one, p.n)
-			}
-		}
-		if g.state.CompareAndSwap(stateRunning, stateInline) {
-			return
-		}
-		cs.loop.post(g.members...)
-	})
-	if g.state.CompareAndSwap(stateRunning, stateAsync) {
-		s.inflight.Add(int64(len(g.members)))
-		return false
-	}
-	now := time.Now().UnixNano()
-	for _, p := range g.members {
-		p.done = true
-		s.observeAt(p, now)
-	}
-	s.drain(cs)
-	return true
-}
-
 func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) {
 	p := s.newPending(cs, classWrite, cmd, start)
 	s.store.Write(b, func(err error) { s.finishOK(p, cs, err, ok) })
