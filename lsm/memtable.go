@@ -5,7 +5,7 @@ import (
 	"github.com/kvstore/kv/lsm/memtable"
 )
 
-// memTable is a skiplist with the bookkeeping the DB needs around it.
+// memTable is a memtable.Table with the bookkeeping the DB needs around it.
 //
 // A memtable is mutable while it is d.mem: only the committer goroutine
 // adds to it, readers read it lock-free. Rotation makes it immutable (it
