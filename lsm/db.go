@@ -1,6 +1,7 @@
 // Package lsm is the storage engine: a log-structured merge tree with a
-// write-ahead log and group commit, hash-indexed memtables (ordered lazily), immutable sorted
-// tables in seven levels, and background flush and leveled compaction.
+// write-ahead log and group commit, hash-indexed memtables (ordered
+// lazily), immutable sorted tables in seven levels, and background flush
+// and leveled compaction.
 //
 // A write is a Batch. The commit pipeline (commit.go) gives it consecutive
 // sequence numbers, appends it to the WAL as one record, fsyncs once per
