@@ -27,9 +27,9 @@ func newMemTable(id uint64, capacity int64, logNum uint64) *memTable {
 }
 
 // fits reports whether entries more entries taking need more arena bytes
-// fit.
+// fit (the arena is the memtable's capacity).
 func (m *memTable) fits(entries int, need int64) bool {
-	return m.t.Size()+need <= m.capacity && m.t.Fits(entries, need)
+	return m.t.Fits(entries, need)
 }
 
 func (m *memTable) empty() bool { return m.t.Empty() }

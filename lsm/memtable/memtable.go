@@ -8,10 +8,11 @@
 // cost of a write. Point reads do not need order (the index answers them),
 // so Add only appends the entry and indexes it; the entries added since the
 // last ordered read are sorted and linked into the skiplist when an
-// iterator is made (NewIter: range reads, flushes). Sorting a run of
-// entries by a cached 8-byte key prefix and linking it with a finger costs
-// a fraction of inserting the same entries one at a time from the top, and
-// a table that is only ever flushed is ordered once, off the commit path.
+// iterator is made (NewIter: range reads). Sorting a run of entries by a
+// cached 8-byte key prefix and linking it with a finger costs a fraction
+// of inserting the same entries one at a time from the top, and a table
+// that is only ever flushed is sorted once, off the commit path, and never
+// linked (NewFlushIter).
 //
 // Invariants:
 //   - Entries are never modified or removed: a write is a new entry with a
@@ -91,7 +92,7 @@ type Table struct {
 	// Writer-only state.
 	rng     uint64
 	first   uint32 // the first node added (0: none yet)
-	touched uint32 // sink for Touch's loads, so they are not optimised away
+	touched uint32 // sink for TouchNode's loads, so they are not optimised away
 
 	// Linker state, guarded by linkMu.
 	linkMu sync.Mutex
@@ -280,9 +281,7 @@ func (t *Table) catchUp() {
 	defer t.linkMu.Unlock()
 	end := t.used.Load()
 	run := t.sortedRun(t.run[:0], t.linked, end)
-	for i := range t.prev {
-		t.prev[i] = 0 // head: before every key
-	}
+	clear(t.prev[:]) // the head: before every key
 	for _, e := range run {
 		t.link(e.nd)
 	}
@@ -374,7 +373,8 @@ func (t *Table) link(nd uint32) {
 		}
 		top++
 	}
-	for i := top; i < maxHeight; i++ {
+	ht := t.u32(nd + 8)
+	for i := top; i < ht; i++ {
 		t.next[i] = t.next0(t.prev[i], i)
 	}
 	if top > 0 {
@@ -390,7 +390,6 @@ func (t *Table) link(nd uint32) {
 		}
 	}
 
-	ht := t.u32(nd + 8)
 	for i := range ht {
 		t.linkAt(nd, i).Store(t.next[i])
 	}
