@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -46,11 +47,17 @@ type stateMachine struct {
 	db      *lsm.DB
 	closed  bool
 	current string // name of the live lsm directory
+	// members caches the member records, which change only through
+	// applied entries and snapshots: the status loop asks for them twice a
+	// second, and reading them from the lsm would make it link the
+	// memtable's new entries into order each time.
+	members []member
 
 	// apply path
-	applied uint64
-	seqs    map[uint64]seqState // by proposer id
-	dirty   map[uint64]struct{} // proposers whose state is not yet written
+	applied        uint64
+	seqs           map[uint64]seqState // by proposer id
+	dirty          map[uint64]struct{} // proposers whose state is not yet written
+	membersChanged bool                // the batch adds or removes a member
 	batch   lsm.Batch
 	part    lsm.Batch
 	kbuf    []byte
@@ -107,9 +114,14 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		db.Close()
 		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
 	}
+	members, err := readMembers(db)
+	if err != nil {
+		db.Close()
+		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
+	}
 	s.seqs, s.dirty = seqs, make(map[uint64]struct{})
 	s.mu.Lock()
-	s.db, s.current, s.closed = db, name, false
+	s.db, s.current, s.closed, s.members = db, name, false, members
 	s.mu.Unlock()
 	s.applied = applied
 	s.log.Debug("state machine open", "dir", name, "applied", applied)
@@ -262,6 +274,7 @@ func (s *stateMachine) apply(b *lsm.Batch, kind byte, body []byte) error {
 			return err
 		}
 		b.Put(memberKey(m.ID), body)
+		s.membersChanged = true
 		return nil
 	case cmdForget:
 		id, err := decodeForget(body)
@@ -269,6 +282,7 @@ func (s *stateMachine) apply(b *lsm.Batch, kind byte, body []byte) error {
 			return err
 		}
 		b.Delete(memberKey(id))
+		s.membersChanged = true
 		return nil
 	default:
 		return fmt.Errorf("unknown command kind %d: %w", kind, errBadCommand)
@@ -288,6 +302,16 @@ func (s *stateMachine) commit(db *lsm.DB, b *lsm.Batch, index uint64) error {
 	s.applied = index
 	clear(s.dirty)
 	b.Reset()
+	if s.membersChanged {
+		s.membersChanged = false
+		members, err := readMembers(db)
+		if err != nil {
+			return fmt.Errorf("shard %d: read members after entry %d: %w", s.shardID, index, err)
+		}
+		s.mu.Lock()
+		s.members = members
+		s.mu.Unlock()
+	}
 	return nil
 }
 
@@ -367,7 +391,7 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 		}
 		return nil, nil
 	case membersQuery:
-		return readMembers(s.db)
+		return slices.Clone(s.members), nil
 	default:
 		return nil, fmt.Errorf("cluster: unknown lookup %T", q)
 	}
@@ -538,6 +562,10 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	if err != nil {
 		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
 	}
+	members, err := readMembers(ndb)
+	if err != nil {
+		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
+	}
 	if err := syncDir(s.fs, s.dir); err != nil {
 		return fail(fmt.Errorf("recover shard %d: %w", s.shardID, err))
 	}
@@ -546,7 +574,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	}
 	s.mu.Lock()
 	old, oldName := s.db, s.current
-	s.db, s.current = ndb, name
+	s.db, s.current, s.members = ndb, name, members
 	s.mu.Unlock()
 	s.applied = applied
 	s.seqs = seqs
