@@ -58,9 +58,9 @@ type stateMachine struct {
 	seqs           map[uint64]seqState // by proposer id
 	dirty          map[uint64]struct{} // proposers whose state is not yet written
 	membersChanged bool                // the batch adds or removes a member
-	batch   lsm.Batch
-	part    lsm.Batch
-	kbuf    []byte
+	batch          lsm.Batch
+	part           lsm.Batch
+	kbuf           []byte
 }
 
 var (
