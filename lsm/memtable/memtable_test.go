@@ -64,6 +64,23 @@ func checkIteration(t *testing.T, tbl *Table, m model) {
 	checkIterator(t, tbl.NewIter(), m)
 }
 
+// checkSeekGE seeks it to seek and checks it lands on m[i] (the end when
+// i == len(m)); it reports whether the iterator is positioned.
+func checkSeekGE(t *testing.T, it base.Iterator, m model, seek []byte, i int) bool {
+	t.Helper()
+	it.SeekGE(seek)
+	if i == len(m) {
+		if it.Valid() {
+			t.Fatalf("SeekGE(%x) = %x, want end", seek, it.Key())
+		}
+		return false
+	}
+	if !it.Valid() || !bytes.Equal(it.Key(), m[i].ikey()) {
+		t.Fatalf("SeekGE(%x): valid=%v, want %x", seek, it.Valid(), m[i].ikey())
+	}
+	return true
+}
+
 func checkIterator(t *testing.T, it base.Iterator, m model) {
 	t.Helper()
 	i := 0
@@ -170,15 +187,8 @@ func testModel(t *testing.T, tbl *Table) {
 		ukey := randomKey(4)
 		seek := base.AppendKey(nil, ukey, uint64(rng.IntN(n+10)), base.Kind(rng.IntN(2)))
 		i := m.seekGE(seek)
-		it.SeekGE(seek)
-		if i == len(m) {
-			if it.Valid() {
-				t.Fatalf("SeekGE(%x) = %x, want end", seek, it.Key())
-			}
+		if !checkSeekGE(t, it, m, seek, i) {
 			continue
-		}
-		if !it.Valid() || !bytes.Equal(it.Key(), m[i].ikey()) {
-			t.Fatalf("SeekGE(%x) valid=%v, want %x", seek, it.Valid(), m[i].ikey())
 		}
 		// Next from a seek continues in order.
 		it.Next()
@@ -755,16 +765,7 @@ func TestFlushIterFromOneSortedRun(t *testing.T) {
 			} else {
 				i = m.seekGE(seek)
 			}
-			it.SeekGE(seek)
-			if i == len(m) {
-				if it.Valid() {
-					t.Fatalf("SeekGE(%x) = %x, want end", seek, it.Key())
-				}
-				continue
-			}
-			if !it.Valid() || !bytes.Equal(it.Key(), m[i].ikey()) {
-				t.Fatalf("SeekGE(%x): valid=%v, want %x", seek, it.Valid(), m[i].ikey())
-			}
+			checkSeekGE(t, it, m, seek, i)
 		}
 		if err := it.Close(); err != nil || it.Valid() {
 			t.Fatalf("close: %v, valid %v", err, it.Valid())
