@@ -17,24 +17,41 @@ free_port() {
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
-port=$(free_port)
-admin=$(free_port)
 dir=$(mktemp -d)
-./bin/kvserver -listen "127.0.0.1:$port" -admin "127.0.0.1:$admin" -dir "$dir/data" >"$dir/server.log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"; }
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 
-for _ in $(seq 100); do
-  [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
+# Start the server and wait until it answers PING. A port can be taken
+# between the check and the bind, so a server that exits is retried on
+# fresh ports; one that never answers fails the smoke with its log shown
+# (redis-benchmark would otherwise retry a refused connection forever).
+start_server() {
+  local attempt
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    admin=$(free_port)
+    [ "$port" = "$admin" ] && continue
+    ./bin/kvserver -listen "127.0.0.1:$port" -admin "127.0.0.1:$admin" -dir "$dir/data$attempt" >"$dir/server.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do
+      [ "$(timeout 5 redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    echo "smoke: kvserver (attempt $attempt, port $port) did not answer PING; its log:"
+    cat "$dir/server.log"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=
+  done
+  return 1
+}
+start_server || { echo "smoke: FAIL kvserver did not start"; exit 1; }
 
 passed=0; failed=0
 check() { # name, expected, actual
   if [ "$2" = "$3" ]; then passed=$((passed+1)); else failed=$((failed+1)); echo "FAIL $1: want [$2] got [$3]"; fi
 }
-cli() { redis-cli -p "$port" "$@" 2>&1; }
+cli() { timeout 10 redis-cli -p "$port" "$@" 2>&1; }
 
 check ping PONG "$(cli ping)"
 check set OK "$(cli set smoke:k hello)"
@@ -47,10 +64,10 @@ check mget "$(printf '1\n2')" "$(cli mget smoke:a smoke:b)"
 check select OK "$(cli select 0)"
 check info-cluster "cluster_enabled:0" "$(cli info cluster | tr -d '\r' | grep cluster_enabled)"
 check unknown "ERR unknown command 'nosuch'" "$(cli nosuch)"
-check metrics 0 "$(curl -sf "http://127.0.0.1:$admin/metrics" | grep -c '^kv_requests_total' >/dev/null; echo $?)"
-check healthz 0 "$(curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null; echo $?)"
+check metrics 0 "$(curl -sf -m 10 "http://127.0.0.1:$admin/metrics" | grep -c '^kv_requests_total' >/dev/null; echo $?)"
+check healthz 0 "$(curl -sf -m 10 "http://127.0.0.1:$admin/healthz" >/dev/null; echo $?)"
 
-bench=$(redis-benchmark -p "$port" -t set,get -n 20000 -q 2>&1)
+bench=$(timeout 120 redis-benchmark -p "$port" -t set,get -n 20000 -q 2>&1)
 echo "$bench"
 if echo "$bench" | grep -qiE 'error|warning' || [ "$(echo "$bench" | grep -c 'requests per second')" -ne 2 ]; then
   failed=$((failed+1)); echo "FAIL redis-benchmark"
