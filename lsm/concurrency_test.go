@@ -427,3 +427,31 @@ func (fs slowWriteFS) Create(name string) (vfs.File, error) {
 	}
 	return slowWriteFile{f}, nil
 }
+
+// UnorderedBytes is the memtable backlog a new iterator orders first: it
+// grows with writes and drops to zero once an iterator has been made.
+func TestUnorderedBytes(t *testing.T) {
+	d := mustOpen(t, "/db", testOptions(vfs.NewMem()))
+	defer d.Close()
+	if got := d.UnorderedBytes(); got != 0 {
+		t.Fatalf("empty DB: %d", got)
+	}
+	for _, k := range []string{"c", "a", "b"} {
+		mustPut(t, d, k, k)
+	}
+	before := d.UnorderedBytes()
+	if before == 0 {
+		t.Fatal("no backlog after three puts")
+	}
+	it := d.NewIterator(nil, nil)
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.UnorderedBytes(); got != 0 {
+		t.Fatalf("after NewIterator: %d (before: %d)", got, before)
+	}
+	mustPut(t, d, "d", "d")
+	if got := d.UnorderedBytes(); got == 0 || got >= before {
+		t.Fatalf("after one more put: %d (three puts: %d)", got, before)
+	}
+}

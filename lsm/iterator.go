@@ -97,6 +97,22 @@ func (d *DB) NewIterator(lower, upper []byte) *Iterator {
 	return it
 }
 
+// UnorderedBytes returns how many bytes of memtable entries have not been
+// put in key order yet: the work NewIterator does first, on the caller's
+// goroutine (memtables order their entries lazily, at the first ordered
+// read after writes; see package memtable). A caller that must not stall,
+// such as an event loop, can hand an iterator over a large backlog to
+// another goroutine. It never blocks.
+func (d *DB) UnorderedBytes() int64 {
+	rs := d.acquireReadState()
+	defer rs.unref()
+	n := rs.mem.t.Unordered()
+	for _, m := range rs.imm {
+		n += m.t.Unordered()
+	}
+	return n
+}
+
 func cloneOrNil(b []byte) []byte {
 	if b == nil {
 		return nil

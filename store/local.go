@@ -49,12 +49,24 @@ func LSMOptions(s conf.Storage, logger *slog.Logger) lsm.Options {
 	return o
 }
 
+// asyncRangeBytes is the memtable backlog above which Range runs on a
+// goroutine of its own: the first ordered read after a burst of writes
+// sorts and links that burst (~300 ns an entry, 64 MiB of entries ~100 ms),
+// which on the caller's goroutine would stall every connection of its
+// event loop. Below it (a few hundred microseconds at most) the hand-off
+// would cost more than it saves.
+const asyncRangeBytes = 256 << 10
+
 // Local is the standalone Store: one lsm engine on local disk, answering
 // as a cluster of one node and one shard that is always healthy.
 type Local struct {
 	db     *lsm.DB
 	client string
 	clear  sync.Mutex
+
+	bgMu     sync.Mutex
+	bgClosed bool
+	bg       sync.WaitGroup // ranges and clears running on their own goroutines
 }
 
 // NewLocal serves db; client is the node's client address for CLUSTER_*.
@@ -91,32 +103,61 @@ func (l *Local) Write(b *lsm.Batch, done func(error)) {
 	})
 }
 
-// Range scans [start, end) on the caller's goroutine; limit bounds the work.
+// Range scans [start, end), on the caller's goroutine unless the memtables
+// hold more than asyncRangeBytes of entries not yet in key order; limit
+// bounds the work.
 func (l *Local) Range(start, end []byte, limit int, done func([]KV, error)) {
 	if len(end) == 0 {
 		end = nil
 	}
+	if l.db.UnorderedBytes() > asyncRangeBytes {
+		start, end = bytes.Clone(start), bytes.Clone(end)
+		if l.background(func() { done(l.scan(start, end, limit)) }) {
+			return
+		}
+	}
+	done(l.scan(start, end, limit))
+}
+
+func (l *Local) scan(start, end []byte, limit int) ([]KV, error) {
 	it := l.db.NewIterator(start, end)
 	var kvs []KV
 	for ok := it.First(); ok && len(kvs) < limit; ok = it.Next() {
 		kvs = append(kvs, KV{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
 	}
-	err := it.Close()
-	if err != nil {
-		done(nil, storageErr(err))
-		return
+	if err := it.Close(); err != nil {
+		return nil, storageErr(err)
 	}
-	done(kvs, nil)
+	return kvs, nil
+}
+
+// background runs f on a goroutine Close waits for; false means the store
+// is closing and f was not started.
+func (l *Local) background(f func()) bool {
+	l.bgMu.Lock()
+	defer l.bgMu.Unlock()
+	if l.bgClosed {
+		return false
+	}
+	l.bg.Add(1)
+	go func() {
+		defer l.bg.Done()
+		f()
+	}()
+	return true
 }
 
 // Clear deletes every key, in batches, on a goroutine of its own. Writes
 // that race with it may survive; FLUSHALL is an administrative command.
 func (l *Local) Clear(done func(error)) {
-	go func() {
+	clear := func() {
 		l.clear.Lock()
 		defer l.clear.Unlock()
 		done(l.clearAll())
-	}()
+	}
+	if !l.background(clear) {
+		done(storageErr(lsm.ErrClosed))
+	}
 }
 
 func (l *Local) clearAll() error {
@@ -166,8 +207,15 @@ func (l *Local) Join(_ uint64, _, _ string, done func(error)) { done(ErrStandalo
 // Remove is refused like Join.
 func (l *Local) Remove(_ uint64, done func(error)) { done(ErrStandalone) }
 
-// Close closes the engine.
-func (l *Local) Close() error { return l.db.Close() }
+// Close waits for the ranges and clears running on their own goroutines,
+// then closes the engine.
+func (l *Local) Close() error {
+	l.bgMu.Lock()
+	l.bgClosed = true
+	l.bgMu.Unlock()
+	l.bg.Wait()
+	return l.db.Close()
+}
 
 func storageErr(err error) error {
 	if errors.Is(err, lsm.ErrClosed) {

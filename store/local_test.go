@@ -1,8 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kvstore/kv/lsm"
@@ -99,5 +103,83 @@ func TestLocalReportsStorageErrors(t *testing.T) {
 	_, err := l.GetSync([]byte("k"))
 	if err == nil || err.Error() != "storage unavailable: shutting down" {
 		t.Fatalf("after close: %v", err)
+	}
+}
+
+// goid is the current goroutine's id, from its stack header.
+func goid() string {
+	buf := make([]byte, 64)
+	return strings.Fields(string(buf[:runtime.Stack(buf, false)]))[1]
+}
+
+// A range over a large unordered memtable backlog is answered from another
+// goroutine (the caller is an event loop that must not stall while the
+// backlog is sorted); a small one on the caller's, without a hand-off.
+func TestLocalRangeOverLargeBacklogLeavesCallersGoroutine(t *testing.T) {
+	l := openLocal(t)
+	const n = 4000
+	b := lsm.NewBatch()
+	for i := range n {
+		b.Put(fmt.Appendf(nil, "k%05d", n-1-i), bytes.Repeat([]byte{'v'}, 100))
+	}
+	if err := waitErr(func(done func(error)) { l.Write(b, done) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.DB().UnorderedBytes(); got <= asyncRangeBytes {
+		t.Fatalf("backlog %d bytes, want more than %d", got, asyncRangeBytes)
+	}
+	for _, wantOther := range []bool{true, false} { // the first range orders the backlog
+		type res struct {
+			kvs []KV
+			err error
+			id  string
+		}
+		ch := make(chan res, 1)
+		l.Range([]byte("k00100"), []byte("k00200"), 3, func(kvs []KV, err error) { ch <- res{kvs, err, goid()} })
+		r := <-ch
+		if r.err != nil || len(r.kvs) != 3 || string(r.kvs[0].Key) != "k00100" || string(r.kvs[2].Key) != "k00102" {
+			t.Fatalf("range: %d pairs, %v", len(r.kvs), r.err)
+		}
+		if other := r.id != goid(); other != wantOther {
+			t.Fatalf("answered on another goroutine: %v, want %v (backlog now %d bytes)", other, wantOther, l.DB().UnorderedBytes())
+		}
+	}
+}
+
+// Close waits for a range running on its own goroutine before it closes the
+// engine under it.
+func TestLocalCloseWaitsForBackgroundRange(t *testing.T) {
+	db, err := lsm.Open(t.TempDir(), lsm.Options{MemtableBytes: 4 << 20, BlockCacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLocal(db, "127.0.0.1:1")
+	b := lsm.NewBatch()
+	for i := range 20000 {
+		b.Put(fmt.Appendf(nil, "k%07d", (i*7919)%20000), bytes.Repeat([]byte{'v'}, 100))
+	}
+	if err := waitErr(func(done func(error)) { l.Write(b, done) }); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int32
+	l.Range(nil, nil, 10, func(kvs []KV, err error) {
+		if err == nil && len(kvs) == 10 {
+			got.Store(1)
+		} else {
+			got.Store(2)
+		}
+	})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Load() != 1 {
+		t.Fatalf("range finished before Close returned: %d (1 = with 10 pairs)", got.Load())
+	}
+	// After Close, ranges and clears fail instead of starting.
+	if _, err := wait(func(done func([]KV, error)) { l.Range(nil, nil, 10, done) }); err == nil {
+		t.Fatal("range after Close succeeded")
+	}
+	if err := waitErr(l.Clear); err == nil {
+		t.Fatal("clear after Close succeeded")
 	}
 }

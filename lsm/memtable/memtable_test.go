@@ -777,3 +777,36 @@ func TestFlushIterFromOneSortedRun(t *testing.T) {
 		checkIterator(t, tbl.NewFlushIter(), m)
 	}
 }
+
+// Unordered counts the bytes added since the last ordered read: what the
+// next NewIter links, and nothing after it.
+func TestUnorderedCountsWhatNewIterLinks(t *testing.T) {
+	tbl := New(1 << 20)
+	if got := tbl.Unordered(); got != 0 {
+		t.Fatalf("empty table: %d", got)
+	}
+	add := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := tbl.Add(fmt.Appendf(nil, "k%04d", (i*37)%1000), uint64(i+1), base.KindSet, []byte("value")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	add(0, 100)
+	if got, want := tbl.Unordered(), tbl.Size(); got != want || got == 0 {
+		t.Fatalf("after 100 adds: %d, want %d", got, want)
+	}
+	tbl.NewFlushIter() // nothing linked before: a sorted run, no linking
+	if got := tbl.Unordered(); got != tbl.Size() {
+		t.Fatalf("after a flush iterator: %d, want %d", got, tbl.Size())
+	}
+	tbl.NewIter()
+	if got := tbl.Unordered(); got != 0 {
+		t.Fatalf("after NewIter: %d", got)
+	}
+	before := tbl.Size()
+	add(100, 150)
+	if got, want := tbl.Unordered(), tbl.Size()-before; got != want || got == 0 {
+		t.Fatalf("after 50 more adds: %d, want %d", got, want)
+	}
+}
