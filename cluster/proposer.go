@@ -46,6 +46,9 @@ type proposal struct {
 	cmd      []byte
 	ops      []*writeOp
 	deadline time.Time                // of its oldest op
+	// grace, once the deadline passed with an attempt still out, is how
+	// long that attempt's answer is awaited before the outcome is unknown.
+	grace time.Time
 	rs       *dragonboat.RequestState // the attempt in flight, if any
 	// abandoned says an earlier attempt was left without a definite
 	// answer (timed out, or dropped from sight at a leader change): it
@@ -193,6 +196,9 @@ func (p *proposer) nextWake() time.Time {
 	var t time.Time
 	if len(p.inflight) > 0 {
 		t = p.inflight[0].deadline
+		if head := p.inflight[0]; head.rs != nil && !head.grace.IsZero() {
+			t = head.grace
+		}
 		if !p.retryAt.IsZero() && p.hasUnsent() && p.retryAt.Before(t) {
 			t = p.retryAt
 		}
@@ -272,8 +278,15 @@ func (p *proposer) send() bool {
 		if pr.rs != nil {
 			continue
 		}
-		timeout := min(p.c.attemptTimeout, time.Until(pr.deadline))
-		timeout = max(timeout, p.c.minTimeout())
+		left := time.Until(pr.deadline)
+		if left < p.c.minTimeout() {
+			// Too late for an attempt to get an answer: one sent now would
+			// most likely still be out at the deadline, which makes the
+			// outcome unknown even when it is dropped right after (no
+			// leader). Later proposals wait for this one to expire.
+			break
+		}
+		timeout := max(min(p.c.attemptTimeout, left), p.c.minTimeout())
 		setFloor(pr.cmd, p.floor())
 		rs, err := p.c.nh.Propose(p.session, pr.cmd, timeout)
 		if err == nil {
@@ -365,10 +378,34 @@ func (pr *proposal) unknown() bool { return pr.abandoned || pr.rs != nil }
 
 // expireHead gives up the oldest proposal once its deadline passed.
 func (p *proposer) expireHead() {
-	if len(p.inflight) == 0 || time.Now().Before(p.inflight[0].deadline) {
+	if len(p.inflight) == 0 {
 		return
 	}
-	if p.inflight[0].unknown() {
+	head := p.inflight[0]
+	now := time.Now()
+	if now.Before(head.deadline) || head.rs != nil && now.Before(head.grace) {
+		return
+	}
+	if head.rs != nil {
+		// An attempt is still out. Its answer may be ready (run's select
+		// picked the deadline) or come with the node's next step (dropped:
+		// no leader), a few milliseconds, more on a loaded machine; waiting
+		// up to ten ticks for it turns most "outcome unknown" into a
+		// definite refusal.
+		select {
+		case r := <-head.rs.ResultC():
+			p.handle(head, r)
+			if len(p.inflight) == 0 || p.inflight[0] != head {
+				return // resolved by the answer
+			}
+		default:
+			if head.grace.IsZero() {
+				head.grace = head.deadline.Add(5 * p.c.minTimeout())
+				return
+			}
+		}
+	}
+	if head.unknown() {
 		p.pop(store.ErrTimeout)
 	} else {
 		p.pop(p.refusal())
