@@ -45,11 +45,11 @@ type proposal struct {
 	seq      uint64
 	cmd      []byte
 	ops      []*writeOp
-	deadline time.Time                // of its oldest op
+	deadline time.Time // of its oldest op
 	// grace, once the deadline passed with an attempt still out, is how
 	// long that attempt's answer is awaited before the outcome is unknown.
 	grace time.Time
-	rs       *dragonboat.RequestState // the attempt in flight, if any
+	rs    *dragonboat.RequestState // the attempt in flight, if any
 	// abandoned says an earlier attempt was left without a definite
 	// answer (timed out, or dropped from sight at a leader change): it
 	// may still commit, so giving up now means an unknown outcome.
