@@ -137,7 +137,7 @@ func TestGetNeedsNoSkiplist(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if tbl.linked != headLen || tbl.linkAt(0, 0).Load() != 0 {
+	if tbl.linked.Load() != headLen || tbl.linkAt(0, 0).Load() != 0 {
 		t.Fatal("Add linked nodes into the skiplist")
 	}
 	for k := range 200 {

@@ -74,7 +74,7 @@ func (it *iterator) Close() error {
 // is NewIter.
 func (t *Table) NewFlushIter() base.Iterator {
 	t.linkMu.Lock()
-	if t.linked != headLen {
+	if t.linked.Load() != headLen {
 		t.linkMu.Unlock()
 		return t.NewIter()
 	}

@@ -96,13 +96,13 @@ type Table struct {
 
 	// Linker state, guarded by linkMu.
 	linkMu sync.Mutex
-	linked uint32 // nodes below this offset are in the skiplist
-	// linkedHint is linked, for Unordered: readable without linkMu, which a
-	// long catch-up holds.
-	linkedHint atomic.Uint32
-	prev       [maxHeight]uint32
-	next       [maxHeight]uint32
-	run        []sortEntry // reused between catch-ups
+	// linked: nodes below this offset are in the skiplist. Written under
+	// linkMu; atomic so that Unordered reads it without waiting for a long
+	// catch-up.
+	linked atomic.Uint32
+	prev   [maxHeight]uint32
+	next   [maxHeight]uint32
+	run    []sortEntry // reused between catch-ups
 }
 
 // EntrySize returns the most arena bytes Add can use for one entry with a
@@ -130,11 +130,10 @@ func newTable(total, indexSlots int) *Table {
 	// pointers, so the garbage collector never scans it.
 	words := make([]uint64, (total+7)/8)
 	t := &Table{
-		arena:  unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), total),
-		rng:    rand.Uint64() | 1,
-		linked: headLen,
+		arena: unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), total),
+		rng:   rand.Uint64() | 1,
 	}
-	t.linkedHint.Store(headLen)
+	t.linked.Store(headLen)
 	t.idx.init(total, indexSlots)
 	t.putU32(8, maxHeight) // head: empty key and value, full-height tower
 	t.used.Store(headLen)
@@ -155,7 +154,7 @@ func (t *Table) Empty() bool { return t.Len() == 0 }
 // read: what the next NewIter sorts and links before it returns (~300 ns
 // an entry). It never blocks; a catch-up in progress is not counted as done.
 func (t *Table) Unordered() int64 {
-	return int64(t.used.Load()) - int64(t.linkedHint.Load())
+	return int64(t.used.Load()) - int64(t.linked.Load())
 }
 
 // Fits reports whether entries more entries taking bytes more arena bytes
@@ -291,13 +290,12 @@ func (t *Table) catchUp() {
 	t.linkMu.Lock()
 	defer t.linkMu.Unlock()
 	end := t.used.Load()
-	run := t.sortedRun(t.run[:0], t.linked, end)
+	run := t.sortedRun(t.run[:0], t.linked.Load(), end)
 	clear(t.prev[:]) // the head: before every key
 	for _, e := range run {
 		t.link(e.nd)
 	}
-	t.linked = end
-	t.linkedHint.Store(end)
+	t.linked.Store(end)
 	if cap(run) <= 1<<16 {
 		t.run = run[:0]
 	} else {
