@@ -154,7 +154,7 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 		RTTMillisecond:    uint64(cc.RTTMillis),
 		RaftAddress:       cc.RaftAddress,
 		RaftEventListener: leaderListener{c},
-		Expert:            expertConfig(fs),
+		Expert:            expertConfig(fs, logger.With("component", "transport")),
 	})
 	if err != nil {
 		c.cache.Close()
@@ -410,17 +410,19 @@ func (c *Cluster) sleepOrStop(d time.Duration, wake <-chan struct{}) bool {
 	}
 }
 
-// expertConfig is the NodeHost's engine and LogDB setup. One step worker
-// and one LogDB instance serve every shard: each raft round of the node
-// then costs one LogDB write and one fsync for all shards together, which
-// measured 10-35% less CPU per write than dragonboat's defaults (16 and
-// 16) on two cores. Dragonboat records both counts in the raft directory
-// and refuses to open it with others, so they can never change.
-func expertConfig(fs vfs.FS) config.ExpertConfig {
+// expertConfig is the NodeHost's engine, LogDB and transport setup. One
+// step worker and one LogDB instance serve every shard: each raft round of
+// the node then costs one LogDB write and one fsync for all shards
+// together, which measured 10-35% less CPU per write than dragonboat's
+// defaults (16 and 16) on two cores. Dragonboat records both counts in the
+// raft directory and refuses to open it with others, so they can never
+// change. The transport is ours (transport.go).
+func expertConfig(fs vfs.FS, log *slog.Logger) config.ExpertConfig {
 	e := config.ExpertConfig{
-		LogDB:  config.GetTinyMemLogDBConfig(),
-		Engine: config.GetDefaultEngineConfig(),
-		FS:     fs,
+		LogDB:            config.GetTinyMemLogDBConfig(),
+		Engine:           config.GetDefaultEngineConfig(),
+		FS:               fs,
+		TransportFactory: transportFactory{log: log},
 	}
 	e.Engine.ExecShards = 1
 	e.LogDB.Shards = 1

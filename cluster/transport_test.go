@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "github.com/lni/dragonboat/v4/raftpb"
+)
+
+// startTransport starts a transport on a free loopback port that hands
+// what it receives to the channels.
+func startTransport(t *testing.T, batches chan<- pb.MessageBatch, chunks chan<- pb.Chunk, accept func(pb.Chunk) bool) (raftio.ITransport, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	f := transportFactory{log: slog.New(slog.DiscardHandler)}
+	if !f.Validate(addr) {
+		t.Fatalf("Validate(%q) = false", addr)
+	}
+	tr := f.Create(config.NodeHostConfig{RaftAddress: addr},
+		func(mb pb.MessageBatch) { batches <- mb },
+		func(c pb.Chunk) bool { chunks <- c; return accept(c) })
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, addr
+}
+
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing received in 5 s")
+		panic("unreachable")
+	}
+}
+
+func TestTransportDeliversBatchesAndChunksInOrder(t *testing.T) {
+	batches, chunks := make(chan pb.MessageBatch, 100), make(chan pb.Chunk, 100)
+	_, addr := startTransport(t, batches, chunks, func(pb.Chunk) bool { return true })
+	sender, _ := startTransport(t, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+
+	conn, err := sender.GetConnection(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big := bytes.Repeat([]byte("x"), 300<<10) // over the reader's buffer
+	for i := range 50 {
+		mb := pb.MessageBatch{SourceAddress: "n1", DeploymentId: 7, Requests: []pb.Message{{
+			Type: pb.Replicate, ShardID: uint64(i%8 + 1), From: 1, To: 2, Term: 3, LogIndex: uint64(i),
+			Entries: []pb.Entry{{Index: uint64(i + 1), Term: 3, Cmd: []byte{byte(i)}}},
+		}}}
+		if i == 25 {
+			mb.Requests[0].Entries[0].Cmd = big
+		}
+		if err := conn.SendMessageBatch(mb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		mb := recv(t, batches)
+		if mb.SourceAddress != "n1" || mb.DeploymentId != 7 || len(mb.Requests) != 1 || mb.Requests[0].LogIndex != uint64(i) {
+			t.Fatalf("batch %d: %+v", i, mb)
+		}
+		want := []byte{byte(i)}
+		if i == 25 {
+			want = big
+		}
+		if got := mb.Requests[0].Entries[0].Cmd; !bytes.Equal(got, want) {
+			t.Fatalf("batch %d: cmd of %d bytes, want %d", i, len(got), len(want))
+		}
+	}
+
+	sc, err := sender.GetSnapshotConnection(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := sc.SendChunk(pb.Chunk{ShardID: 1, ReplicaID: 2, ChunkId: uint64(i), ChunkCount: 3, Data: bytes.Repeat([]byte{byte(i)}, 1<<20)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Close returns once the receiver has handled every chunk.
+	sc.Close()
+	if len(chunks) != 3 {
+		t.Fatalf("%d chunks handled when the snapshot connection closed, want 3", len(chunks))
+	}
+	for i := range 3 {
+		c := <-chunks
+		if c.ChunkId != uint64(i) || len(c.Data) != 1<<20 || c.Data[0] != byte(i) {
+			t.Fatalf("chunk %d: id %d, %d bytes", i, c.ChunkId, len(c.Data))
+		}
+	}
+}
+
+// A frame that does not check closes the connection; the transport keeps
+// serving others.
+func TestTransportClosesConnectionOnBadFrame(t *testing.T) {
+	batches := make(chan pb.MessageBatch, 10)
+	_, addr := startTransport(t, batches, make(chan pb.Chunk, 10), func(pb.Chunk) bool { return true })
+	for _, frame := range [][]byte{
+		append(appendFrameHeader(nil, frameBatch, []byte("abc")), 'x', 'y', 'z'),         // checksum of other bytes
+		appendFrameHeader(nil, 99, nil),                                                  // unknown kind
+		{frameBatch, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0},                                 // impossible length
+		append(appendFrameHeader(nil, frameBatch, []byte{0xff}), 0xff),                   // not a message batch
+		append(appendFrameHeader(nil, frameChunk, []byte{0x0a, 0x05, 1}), 0x0a, 0x05, 1), // truncated chunk
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("frame %x: read after it: %v, want EOF (closed)", frame, err)
+		}
+		c.Close()
+	}
+	if len(batches) != 0 {
+		t.Fatalf("%d batches delivered from bad frames", len(batches))
+	}
+	good, _ := startTransport(t, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	conn, err := good.GetConnection(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SendMessageBatch(pb.MessageBatch{SourceAddress: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if mb := recv(t, batches); mb.SourceAddress != "ok" {
+		t.Fatalf("after bad frames: %+v", mb)
+	}
+}
+
+// A rejected chunk ends the stream: the sender's later chunks fail.
+func TestTransportRejectedChunkClosesStream(t *testing.T) {
+	chunks := make(chan pb.Chunk, 100)
+	_, addr := startTransport(t, make(chan pb.MessageBatch), chunks, func(pb.Chunk) bool { return false })
+	sender, _ := startTransport(t, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	sc, err := sender.GetSnapshotConnection(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.SendChunk(pb.Chunk{ShardID: 1, Data: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, chunks)
+	deadline := time.Now().Add(5 * time.Second)
+	for sc.SendChunk(pb.Chunk{ShardID: 1, Data: bytes.Repeat([]byte("y"), 64<<10)}) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("chunks still accepted 5 s after a rejection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Close stops the listener and every served connection.
+func TestTransportCloseEndsConnections(t *testing.T) {
+	tr, addr := startTransport(t, make(chan pb.MessageBatch, 1), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- tr.Close() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("served connection after Close: %v, want EOF", err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Fatal("still accepting after Close")
+	}
+}
+
+// readFrame never panics and never returns a payload whose checksum does
+// not match.
+func FuzzReadFrame(f *testing.F) {
+	f.Add(appendFrameHeader(nil, frameBatch, nil))
+	f.Add(append(appendFrameHeader(nil, frameChunk, []byte("data")), "data"...))
+	f.Add([]byte{frameBatch, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4})
+	f.Add([]byte{frameClose})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bufio.NewReader(bytes.NewReader(in))
+		var buf []byte
+		for {
+			kind, payload, err := readFrame(r, buf)
+			if err != nil {
+				return
+			}
+			if want := appendFrameHeader(nil, kind, payload); !bytes.Contains(in, want) {
+				t.Fatalf("frame %d with %d-byte payload: its header %x is not in the input", kind, len(payload), want)
+			}
+			buf = payload[:0]
+		}
+	})
+}
