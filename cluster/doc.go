@@ -8,7 +8,9 @@
 // cluster.shards raft groups, shard ids 1..N, each with a replica on every
 // member; the replica id of a node is its cluster.node_id in every shard.
 // Each replica's state machine is an lsm.DB in <storage.dir>/shard-<id>,
-// opened without the engine's WAL: the raft log is the log.
+// opened without the engine's WAL: the raft log is the log. NodeHosts talk
+// over this package's TCP transport (transport.go), below dragonboat's send
+// queues: one CRC-checked frame per message batch or snapshot chunk.
 //
 // # Key to shard
 //
