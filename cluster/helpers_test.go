@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/internal/loopback"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
 )
@@ -34,22 +36,19 @@ func testLogger(t testing.TB) *slog.Logger {
 // dragonboat's LogDB and the lsm must agree on it.
 func fsForTest() vfs.FS { return vfs.Default }
 
-// freeAddrs returns n loopback addresses whose ports were free a moment
-// ago (dragonboat needs a real port number, not :0).
+// freeAddrs returns n distinct loopback addresses whose ports were free a
+// moment ago (dragonboat needs a real port number, not :0).
 func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	var ls []net.Listener
 	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for len(addrs) < n {
+		p, err := loopback.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+		if a := fmt.Sprintf("127.0.0.1:%d", p); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
 	}
 	return addrs
 }

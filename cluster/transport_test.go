@@ -20,12 +20,7 @@ import (
 // what it receives to the channels.
 func startTransport(t *testing.T, batches chan<- pb.MessageBatch, chunks chan<- pb.Chunk, accept func(pb.Chunk) bool) (raftio.ITransport, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddrs(t, 1)[0]
 	f := transportFactory{log: slog.New(slog.DiscardHandler)}
 	if !f.Validate(addr) {
 		t.Fatalf("Validate(%q) = false", addr)

@@ -9,11 +9,16 @@ for tool in redis-cli redis-benchmark; do
 done
 [ -x bin/kvserver ] || { echo "smoke: bin/kvserver not built (make build)"; exit 1; }
 
-# A loopback port nobody listens on (a refused connection means free).
+# A loopback port nobody listens on (a refused connection means free),
+# below the kernel's ephemeral range when there is room: a port from that
+# range can be taken as the source port of any outgoing connection (ours
+# included: the PINGs below) between this check and the server's bind.
+eph_start=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+if [ "${eph_start:-0}" -gt 12000 ]; then lo=10000; span=$((eph_start - 10000)); else lo=20000; span=40000; fi
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((lo + RANDOM % span))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
