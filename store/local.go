@@ -150,12 +150,12 @@ func (l *Local) background(f func()) bool {
 // Clear deletes every key, in batches, on a goroutine of its own. Writes
 // that race with it may survive; FLUSHALL is an administrative command.
 func (l *Local) Clear(done func(error)) {
-	clear := func() {
+	run := func() {
 		l.clear.Lock()
 		defer l.clear.Unlock()
 		done(l.clearAll())
 	}
-	if !l.background(clear) {
+	if !l.background(run) {
 		done(storageErr(lsm.ErrClosed))
 	}
 }
