@@ -35,8 +35,11 @@ var (
 
 // expectedDollar is Redis's error for a multibulk element that is not a
 // bulk string. Like Redis, it quotes the offending byte as it is.
-func expectedDollar(got byte) *ProtocolError {
-	return &ProtocolError{Msg: "Protocol error: expected '$', got '" + string([]byte{got}) + "'", Fatal: true}
+func expectedDollar(got byte) *ProtocolError { return expected('$', got) }
+
+// expected is the error for a value of type got where want was required.
+func expected(want, got byte) *ProtocolError {
+	return &ProtocolError{Msg: "Protocol error: expected '" + string([]byte{want}) + "', got '" + string([]byte{got}) + "'", Fatal: true}
 }
 
 func unexpectedReplyType(got byte) *ProtocolError {

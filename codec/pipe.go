@@ -57,9 +57,10 @@ func (d *PipeDecoder) Decode(buf []byte) (fields [][]byte, n int, err error) {
 	if from > len(buf) {
 		from = 0 // the caller restarted without telling us; rescan
 	}
-	// A line (without its '\n') may hold up to maxFrame bytes, so looking
-	// one byte further is enough to tell "too large" from "incomplete".
-	end := min(len(buf), maxFrame+1)
+	// A line may hold up to maxFrame bytes before its terminator ("\n" or
+	// "\r\n"), so looking two bytes further is enough to tell "too large"
+	// from "incomplete".
+	end := min(len(buf), maxFrame+2)
 	i := -1
 	if from < end {
 		if j := bytes.IndexByte(buf[from:end], '\n'); j >= 0 {
@@ -67,12 +68,16 @@ func (d *PipeDecoder) Decode(buf []byte) (fields [][]byte, n int, err error) {
 		}
 	}
 	if i < 0 {
-		if len(buf) > maxFrame {
+		if overFrame(buf, len(buf), maxFrame) {
 			d.scanned = 0
 			return nil, 0, errTooLarge
 		}
 		d.scanned = len(buf)
 		return nil, 0, nil
+	}
+	if overFrame(buf, i, maxFrame) {
+		d.scanned = 0
+		return nil, 0, errTooLarge
 	}
 	d.scanned = 0
 	n = i + 1
@@ -92,6 +97,15 @@ func (d *PipeDecoder) Decode(buf []byte) (fields [][]byte, n int, err error) {
 		return nil, n, err
 	}
 	return fields, n, nil
+}
+
+// overFrame reports whether the first n bytes of buf, a line without its
+// '\n', hold more than maxFrame bytes besides a final '\r'.
+func overFrame(buf []byte, n, maxFrame int) bool {
+	if n > 0 && buf[n-1] == '\r' {
+		n--
+	}
+	return n > maxFrame
 }
 
 // split cuts an escape-free line at each '|'; the fields alias the line.

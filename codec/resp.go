@@ -30,6 +30,16 @@ type RESPDecoder struct {
 	scratch []byte // inline arguments that had quotes
 }
 
+// isRESPType reports whether c opens a RESP2 or RESP3 value other than an
+// array: no inline command starts with one.
+func isRESPType(c byte) bool {
+	switch c {
+	case '+', '-', ':', '$', '_', ',', '#', '!', '=', '(', '%', '~', '>', '|':
+		return true
+	}
+	return false
+}
+
 // NewRESPDecoder returns a decoder enforcing l.
 func NewRESPDecoder(l Limits) *RESPDecoder { return &RESPDecoder{lim: l} }
 
@@ -71,6 +81,11 @@ func (d *RESPDecoder) Decode(buf []byte) (args [][]byte, n int, err error) {
 		return nil, 0, nil
 	}
 	if buf[0] != '*' {
+		if isRESPType(buf[0]) {
+			// A reply or RESP3 type where a request must be an array:
+			// PROTOCOL.md's "bad type byte" (Redis would run it inline).
+			return nil, 0, expected('*', buf[0])
+		}
 		d.want, d.pos = 0, 0
 		d.offs = d.offs[:0]
 		return d.decodeInline(buf)

@@ -60,6 +60,10 @@ func TestRESPDecode(t *testing.T) {
 		{"bulk without crlf", "*1\r\n$4\r\nPINGxx", []frame{fail("Protocol error: expected CRLF after bulk data")}},
 		{"bulk too long", "*1\r\n$3\r\nPING\r\n", []frame{fail("Protocol error: expected CRLF after bulk data")}},
 		{"good then bad", pingMbulk + "*1\r\n:1\r\n" + pingMbulk, []frame{ok("PING"), fail("Protocol error: expected '$', got ':'")}},
+		{"simple string request", pingMbulk + "+PING\r\n" + pingMbulk, []frame{ok("PING"), fail("Protocol error: expected '*', got '+'")}},
+		{"bulk request", "$4\r\nPING\r\n", []frame{fail("Protocol error: expected '*', got '$'")}},
+		{"integer request", ":1\r\n", []frame{fail("Protocol error: expected '*', got ':'")}},
+		{"resp3 null request", "_\r\n", []frame{fail("Protocol error: expected '*', got '_'")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -60,7 +60,8 @@ func TestBinaryGarbage(t *testing.T) {
 // TestRESPProtocolError: malformed RESP gets "-ERR Protocol error" and a close.
 func TestRESPProtocolError(t *testing.T) {
 	n := startNode(t, "", "")
-	for _, in := range []string{"*1\r\n$-5\r\n", "*2\r\n+x\r\n", "*99999999999\r\n"} {
+	ping := "*1\r\n$4\r\nPING\r\n"
+	for _, in := range []string{"*1\r\n$-5\r\n", "*2\r\n+x\r\n", "*99999999999\r\n", ping + "+PING\r\n", ping + "$4\r\nPING\r\n"} {
 		c, err := net.Dial("tcp", n.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -69,6 +70,9 @@ func TestRESPProtocolError(t *testing.T) {
 		c.Write([]byte(in))
 		r := bufio.NewReader(c)
 		line, _ := r.ReadString('\n')
+		if strings.HasPrefix(in, ping) && line == "+PONG\r\n" {
+			line, _ = r.ReadString('\n') // the request before the bad one
+		}
 		if !strings.HasPrefix(line, "-ERR Protocol error") {
 			t.Errorf("%q: got %q", in, line)
 		}

@@ -63,6 +63,10 @@ func TestRESPCommands(t *testing.T) {
 	if n, err := r.Exists(ctx, "m1", "m2").Result(); err != nil || n != 0 {
 		t.Fatalf("EXISTS after DEL: %d %v", n, err)
 	}
+	r.Set(ctx, "dup", "v", 0)
+	if n, err := r.Del(ctx, "dup", "dup", "missing").Result(); err != nil || n != 1 {
+		t.Fatalf("DEL of a key named twice: %d %v, want 1 (keys that existed)", n, err)
+	}
 	if n, err := r.DBSize(ctx).Result(); err != nil || n < 1 {
 		t.Fatalf("DBSIZE: %d %v", n, err)
 	}
@@ -77,6 +81,12 @@ func TestRESPCommands(t *testing.T) {
 	}
 	if info, _ := r.Info(ctx, "keyspace").Result(); strings.Contains(info, "# Server") || !strings.Contains(info, "db0:keys=") {
 		t.Errorf("INFO keyspace: %q", info)
+	}
+	if info, _ := r.Info(ctx, "keyspace", "server").Result(); !strings.Contains(info, "# Server") || !strings.Contains(info, "# Keyspace") || strings.Contains(info, "# Clients") {
+		t.Errorf("INFO keyspace server: %q", info)
+	}
+	if err := r.Do(ctx, "AUTH", "anything").Err(); err != nil {
+		t.Errorf("AUTH without requirepass: %v, want +OK", err)
 	}
 	if err := r.Do(ctx, "SELECT", "0").Err(); err != nil {
 		t.Fatal(err)
@@ -172,6 +182,42 @@ func TestFlushAllAllowed(t *testing.T) {
 	keys, _, err := r.Scan(ctx, 0, "", 1000).Result()
 	if err != nil || len(keys) != 0 {
 		t.Fatalf("after FLUSHALL: %d keys, %v", len(keys), err)
+	}
+}
+
+// TestFlushAllIsABarrier pipelines FLUSHALL between writes and reads of
+// one connection: it must act after every earlier command and before every
+// later one, though the engine clears the keyspace by deleting what it finds.
+func TestFlushAllIsABarrier(t *testing.T) {
+	n := startNode(t, "allow_flush = true", "")
+	ctx := ctxT(t)
+	r := newRedis(t, n.addr)
+	for i := 0; i < 20; i++ {
+		before, after := fmt.Sprintf("before-%d", i), fmt.Sprintf("after-%d", i)
+		if err := r.Set(ctx, after, "old", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		var getBefore, getAfter *redis.StringCmd
+		_, err := r.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, before, "v", 0)
+			p.FlushAll(ctx)
+			getBefore = p.Get(ctx, before)
+			p.Set(ctx, after, "new", 0)
+			getAfter = p.Get(ctx, after)
+			return nil
+		})
+		if err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+		if err := getBefore.Err(); err != redis.Nil {
+			t.Fatalf("round %d: a write pipelined before FLUSHALL survived it: %q %v", i, getBefore.Val(), err)
+		}
+		if v, err := getAfter.Result(); err != nil || v != "new" {
+			t.Fatalf("round %d: a write pipelined after FLUSHALL: %q %v, want new", i, v, err)
+		}
+		if v, err := r.Get(ctx, after).Result(); err != nil || v != "new" {
+			t.Fatalf("round %d: later read of the write after FLUSHALL: %q %v", i, v, err)
+		}
 	}
 }
 

@@ -28,12 +28,13 @@ type conn struct {
 	pipe  *codec.PipeDecoder
 	resp  *codec.RESPDecoder
 
-	out    []byte      // replies produced in this burst; one Write at the end
-	q      replyQueue  // replies still waiting on the store, in request order
-	reads  int         // pending reads in q
-	writes int         // pending writes in q
-	parked bool        // stopped parsing until q drains (ordering or back-pressure)
-	open   *writeGroup // write group still taking requests; its members are queued, the group not yet submitted
+	out      []byte      // replies produced in this burst; one Write at the end
+	q        replyQueue  // replies still waiting on the store, in request order
+	reads    int         // pending reads in q
+	writes   int         // pending writes in q
+	barriers int         // pending classBarrier commands in q
+	parked   bool        // stopped parsing until q drains (ordering or back-pressure)
+	open     *writeGroup // write group still taking requests; its members are queued, the group not yet submitted
 
 	closed  bool
 	closing bool // reply then close (QUIT, fatal protocol error)
@@ -50,7 +51,7 @@ type conn struct {
 type pending struct {
 	cs    *conn
 	reply []byte
-	class int  // classRead, classWrite or classNone (already answered)
+	class int  // classRead, classWrite, classBarrier or classNone (already answered)
 	done  bool // set on the loop once reply is final
 	state atomic.Uint32
 	start int64
@@ -244,6 +245,8 @@ func (cs *conn) count(class, d int) {
 		cs.reads += d
 	case classWrite:
 		cs.writes += d
+	case classBarrier:
+		cs.barriers += d
 	}
 }
 

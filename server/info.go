@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,12 +19,16 @@ type engineMetrics interface {
 }
 
 // infoText renders INFO in Redis's "# Section" / "field:value" layout.
-// section "" or "all"/"everything"/"default" means every section.
-func (s *Server) infoText(section string) string {
-	all := section == "" || section == "all" || section == "everything" || section == "default"
+// No section, or "all"/"everything"/"default" among them, means every
+// section; otherwise the named ones, in the server's order (as Redis 7).
+func (s *Server) infoText(sections ...string) string {
+	all := len(sections) == 0
+	for _, sec := range sections {
+		all = all || sec == "all" || sec == "everything" || sec == "default"
+	}
 	var b strings.Builder
 	add := func(name string, fn func(w func(k string, v any))) {
-		if !all && section != name {
+		if !all && !slices.Contains(sections, name) {
 			return
 		}
 		if b.Len() > 0 {

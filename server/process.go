@@ -12,9 +12,10 @@ import (
 
 // Ordering classes of commands (see the package comment).
 const (
-	classNone  = iota // answered on the spot; orders behind everything queued
-	classRead         // reads the store
-	classWrite        // writes the store
+	classNone    = iota // answered on the spot; orders behind everything queued
+	classRead           // reads the store
+	classWrite          // writes the store
+	classBarrier        // runs alone: after everything before it, before everything after it
 )
 
 // process parses and dispatches every whole request in cs's input buffer,
@@ -40,6 +41,12 @@ func (s *Server) process(cs *conn) gnet.Action {
 // connection parks or closes.
 func (s *Server) parseAll(cs *conn) {
 	c := cs.c
+	if cs.closing {
+		// Nothing more will be parsed: drop what arrives while the
+		// replies still owed drain.
+		discardInput(c)
+		return
+	}
 	for !cs.parked && !cs.closing && !cs.closed {
 		n := c.InboundBuffered()
 		if n == 0 {
@@ -73,9 +80,19 @@ func (s *Server) parseAll(cs *conn) {
 		if limit := 2 * int(s.cfg.MaxFrameBytes); limit > 0 && c.InboundBuffered() > limit {
 			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", c.RemoteAddr(), "buffered", c.InboundBuffered())
 			s.metrics.LimitCloses.WithLabelValues("input").Inc()
-			cs.out = s.appendErr(cs, cs.out, "request too large")
+			// Behind the replies still owed, like any other reply.
+			s.emit(cs, s.appendErr(cs, nil, "request too large"))
 			cs.closing = true
+			discardInput(c)
 		}
+	}
+}
+
+// discardInput drops everything buffered on c. (Discard(0) would too, but
+// says nothing to a reader.)
+func discardInput(c gnet.Conn) {
+	if n := c.InboundBuffered(); n > 0 {
+		_, _ = c.Discard(n)
 	}
 }
 
@@ -155,8 +172,10 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 	if cs.q.len() == 0 {
 		return true
 	}
-	ok := cs.q.len() < maxPending
+	ok := cs.q.len() < maxPending && cs.barriers == 0
 	switch cmd.class {
+	case classBarrier:
+		ok = false
 	case classRead:
 		// A single-key GET behind writes is deferred by get, not parked.
 		ok = ok && (cs.writes == 0 || cmd.waitsInQueue)

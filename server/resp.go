@@ -59,17 +59,17 @@ func (s *Server) respCommands() []*command {
 			s.emit(cs, codec.AppendInt(nil, s.store.ApproxKeys()))
 		}},
 		{name: "INFO", minArgs: 1, maxArgs: -1, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
-			section := ""
-			if len(args) > 1 {
-				section = strings.ToLower(string(args[1]))
+			sections := make([]string, 0, len(args)-1)
+			for _, a := range args[1:] {
+				sections = append(sections, strings.ToLower(string(a)))
 			}
-			s.emit(cs, codec.AppendBulkString(nil, s.infoText(section)))
+			s.emit(cs, codec.AppendBulkString(nil, s.infoText(sections...)))
 		}},
 		{name: "COMMAND", minArgs: 1, maxArgs: -1, run: (*Server).respCommand},
 		{name: "CONFIG", minArgs: 2, maxArgs: -1, run: (*Server).respConfig},
 		{name: "CLIENT", minArgs: 2, maxArgs: -1, run: (*Server).respClient},
-		{name: "FLUSHALL", minArgs: 1, maxArgs: 2, class: classWrite, run: (*Server).respFlush},
-		{name: "FLUSHDB", minArgs: 1, maxArgs: 2, class: classWrite, run: (*Server).respFlush},
+		{name: "FLUSHALL", minArgs: 1, maxArgs: 2, class: classBarrier, run: (*Server).respFlush},
+		{name: "FLUSHDB", minArgs: 1, maxArgs: 2, class: classBarrier, run: (*Server).respFlush},
 	}
 }
 
@@ -78,10 +78,10 @@ func (s *Server) respAuth(cs *conn, args [][]byte) []byte {
 	if len(args) == 2 && string(args[0]) != "default" {
 		return appendRESPError(nil, "WRONGPASS invalid password")
 	}
-	if s.cfg.RequirePass == "" {
-		return appendRESPError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-	}
-	if string(pw) != s.cfg.RequirePass {
+	// Without requirepass every password is accepted, as on the pipe
+	// protocol: PROTOCOL.md allows only +OK and WRONGPASS (Redis would
+	// answer an -ERR here).
+	if s.cfg.RequirePass != "" && string(pw) != s.cfg.RequirePass {
 		return appendRESPError(nil, "WRONGPASS invalid password")
 	}
 	cs.authed = true
@@ -287,12 +287,23 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))
 			return
 		}
-		n := countTrue(found)
+		n := countFound(keys, found)
 		s.store.Write(newDeleteBatch(keys), func(err error) {
 			s.finishOK(p, cs, err, codec.AppendInt(nil, int64(n)))
 		})
 	})
 	s.settle(p)
+}
+
+// countFound counts the distinct keys found: DEL k k deletes one key.
+func countFound(keys [][]byte, found []bool) int {
+	seen := make(map[string]struct{}, len(keys))
+	for i, k := range keys {
+		if found[i] {
+			seen[string(k)] = struct{}{}
+		}
+	}
+	return len(seen)
 }
 
 func countTrue(b []bool) int {
@@ -457,7 +468,10 @@ func (s *Server) respFlush(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, appendRESPError(nil, "ERR FLUSHALL/FLUSHDB are disabled; set server.allow_flush = true to enable them"))
 		return
 	}
-	p := s.newPending(cs, classWrite, s.cmdAdmin, start)
+	// A barrier: the store's Clear deletes what it finds, so it is not
+	// ordered with writes still in flight on this connection (they could
+	// survive it, or be deleted after a later write of the same key).
+	p := s.newPending(cs, classBarrier, s.cmdAdmin, start)
 	s.store.Clear(func(err error) { s.finishOK(p, cs, err, respOK) })
 	s.settle(p)
 }

@@ -191,6 +191,41 @@ func TestOrderingWithAsyncStore(t *testing.T) {
 	}
 }
 
+// TestInputLimitErrorKeepsOrder pipelines more small requests than the
+// input limit holds while the connection waits on its store: the error
+// that closes the connection must come after the replies owed before it.
+func TestInputLimitErrorKeepsOrder(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), func(c *conf.Server) { c.MaxFrameBytes = 1024 })
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var req strings.Builder
+	var want []string
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&req, "PUT|k%d|v\nRANGE|k%d|k%d\x00|1\n", i, i, i)
+		want = append(want, "OK", fmt.Sprintf("RANGE|1|k%d|v", i))
+	}
+	if _, err := conn.Write([]byte(req.String())); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []string
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		got = append(got, sc.Text())
+	}
+	if len(got) == 0 || got[len(got)-1] != "ERROR|request too large" {
+		t.Fatalf("want the connection closed after ERROR|request too large, got %d lines ending %q", len(got), got[max(0, len(got)-3):])
+	}
+	for i, line := range got[:len(got)-1] {
+		if line != want[i] {
+			t.Fatalf("reply %d: %q, want %q (the error overtook a pending reply?)", i, line, want[i])
+		}
+	}
+}
+
 func checkPipelinedModel(addr string, c int) error {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
