@@ -176,12 +176,18 @@ func TestFlushAllAllowed(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		r.Set(ctx, fmt.Sprint(i), "v", 0)
 	}
+	if n, err := r.DBSize(ctx).Result(); err != nil || n != 100 {
+		t.Fatalf("DBSIZE after 100 SETs: %d %v", n, err)
+	}
 	if err := r.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	keys, _, err := r.Scan(ctx, 0, "", 1000).Result()
 	if err != nil || len(keys) != 0 {
 		t.Fatalf("after FLUSHALL: %d keys, %v", len(keys), err)
+	}
+	if n, err := r.DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Fatalf("DBSIZE after FLUSHALL: %d %v", n, err)
 	}
 }
 

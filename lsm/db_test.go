@@ -622,6 +622,20 @@ func TestMetrics(t *testing.T) {
 	if m := d.Metrics(); m.CacheHits+m.CacheMisses == 0 {
 		t.Fatalf("cache counters %+v", m)
 	}
+	// A tombstone is no key and hides one.
+	keys := d.Metrics().ApproxKeys
+	for i := range 1000 {
+		mustDelete(t, d, fmt.Sprintf("k%05d", i))
+	}
+	if got := d.Metrics().ApproxKeys; got != keys-1000 {
+		t.Fatalf("ApproxKeys after 1000 deletes: %d, want %d", got, keys-1000)
+	}
+	for i := range 5000 {
+		mustDelete(t, d, fmt.Sprintf("missing%05d", i))
+	}
+	if got := d.Metrics().ApproxKeys; got != 0 {
+		t.Fatalf("ApproxKeys with more tombstones than keys: %d, want 0", got)
+	}
 }
 
 func TestFlushWithConcurrentWrites(t *testing.T) {

@@ -41,6 +41,13 @@ func mustPut(t testing.TB, d *DB, k, v string) {
 	}
 }
 
+func mustDelete(t testing.TB, d *DB, k string) {
+	t.Helper()
+	if err := d.Delete([]byte(k)); err != nil {
+		t.Fatalf("delete %q: %v", k, err)
+	}
+}
+
 // checkGet asserts the value of k; want == "" with absent asserts
 // ErrNotFound.
 func checkGet(t testing.TB, d *DB, k string, want string, present bool) {

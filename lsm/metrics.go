@@ -51,8 +51,10 @@ type Metrics struct {
 	// every DB using the cache).
 	CacheHits, CacheMisses int64
 
-	// ApproxKeys estimates the number of keys: entries in memtables plus
-	// entries in tables, so overwritten and deleted keys count too.
+	// ApproxKeys estimates the number of live keys: entries in memtables
+	// and tables, less two for each tombstone (it is no key and hides one),
+	// never below zero. Overwritten keys count once per version, and a
+	// tombstone for a key that never existed hides another key.
 	ApproxKeys int64
 	// Seq is the last visible sequence number.
 	Seq uint64
@@ -104,13 +106,14 @@ func (d *DB) Metrics() Metrics {
 		lm.Score = scores[level]
 		for _, f := range files {
 			lm.Bytes += f.size
-			m.ApproxKeys += f.entries
+			m.ApproxKeys += f.entries - 2*f.deletions
 		}
 	}
 	for _, mem := range append([]*memTable{rs.mem}, rs.imm...) {
 		m.MemtableBytes += mem.t.Size()
-		m.ApproxKeys += int64(mem.t.Len())
+		m.ApproxKeys += int64(mem.t.Len() - 2*mem.t.Deletions())
 	}
+	m.ApproxKeys = max(m.ApproxKeys, 0)
 	m.ImmutableMemtables = len(rs.imm)
 	return m
 }

@@ -55,7 +55,8 @@ func (s *Server) respCommands() []*command {
 		{name: "EXISTS", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respExists},
 		{name: "MGET", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respMGet},
 		{name: "SCAN", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respScan},
-		{name: "DBSIZE", minArgs: 1, maxArgs: 1, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
+		// classRead: it counts the writes pipelined before it.
+		{name: "DBSIZE", minArgs: 1, maxArgs: 1, class: classRead, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
 			s.emit(cs, codec.AppendInt(nil, s.store.ApproxKeys()))
 		}},
 		{name: "INFO", minArgs: 1, maxArgs: -1, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
@@ -287,23 +288,32 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))
 			return
 		}
-		n := countFound(keys, found)
-		s.store.Write(newDeleteBatch(keys), func(err error) {
-			s.finishOK(p, cs, err, codec.AppendInt(nil, int64(n)))
+		// Only the keys found get a tombstone: one for a missing key would
+		// change nothing but DBSIZE's estimate.
+		existing := foundKeys(keys, found)
+		reply := codec.AppendInt(nil, int64(len(existing)))
+		if len(existing) == 0 {
+			s.finish(p, reply)
+			return
+		}
+		s.store.Write(newDeleteBatch(existing), func(err error) {
+			s.finishOK(p, cs, err, reply)
 		})
 	})
 	s.settle(p)
 }
 
-// countFound counts the distinct keys found: DEL k k deletes one key.
-func countFound(keys [][]byte, found []bool) int {
+// foundKeys returns the distinct keys found: DEL k k deletes one key.
+func foundKeys(keys [][]byte, found []bool) [][]byte {
+	var out [][]byte
 	seen := make(map[string]struct{}, len(keys))
 	for i, k := range keys {
-		if found[i] {
+		if _, dup := seen[string(k)]; found[i] && !dup {
 			seen[string(k)] = struct{}{}
+			out = append(out, k)
 		}
 	}
-	return len(seen)
+	return out
 }
 
 func countTrue(b []bool) int {

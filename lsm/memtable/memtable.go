@@ -82,6 +82,7 @@ type Table struct {
 	used   atomic.Uint32 // offset of the first free byte: nodes below it are published
 	height atomic.Uint32 // skiplist levels in use, 1..maxHeight
 	count  atomic.Int64
+	dels   atomic.Int64 // KindDelete entries among count
 	// lcp is the length of the prefix every user key added so far shares
 	// with the first one (so with each other); the linker sorts by the 8
 	// bytes after it. It only shrinks.
@@ -146,6 +147,9 @@ func (t *Table) Size() int64 { return int64(t.used.Load()) - headLen }
 
 // Len returns the number of entries.
 func (t *Table) Len() int { return int(t.count.Load()) }
+
+// Deletions returns the number of tombstones among the entries.
+func (t *Table) Deletions() int { return int(t.dels.Load()) }
 
 // Empty reports whether the table has no entries.
 func (t *Table) Empty() bool { return t.Len() == 0 }
@@ -242,6 +246,9 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 	}
 	t.used.Store(nd + uint32(size))
 	t.count.Add(1)
+	if kind == base.KindDelete {
+		t.dels.Add(1)
+	}
 	return nil
 }
 
