@@ -2,19 +2,23 @@ package server
 
 import "sync"
 
-// cursorTable remembers SCAN positions by number. It holds at most max
-// cursors; the oldest are forgotten first, so memory stays bounded however
-// many scans clients start and abandon.
+// cursorTable remembers SCAN positions by number, for every connection
+// (a pooled client may continue a scan on another one). It holds at most
+// max cursors and maxBytes of their keys; the oldest are forgotten first,
+// so memory stays bounded however many scans clients start and abandon,
+// and a scan in progress survives many others.
 type cursorTable struct {
-	mu   sync.Mutex
-	max  int
-	next uint64
-	keys map[uint64][]byte
-	fifo []uint64
+	mu       sync.Mutex
+	max      int
+	maxBytes int
+	bytes    int
+	next     uint64
+	keys     map[uint64][]byte
+	fifo     []uint64
 }
 
-func newCursorTable(max int) *cursorTable {
-	return &cursorTable{max: max, keys: make(map[uint64][]byte)}
+func newCursorTable(max, maxBytes int) *cursorTable {
+	return &cursorTable{max: max, maxBytes: maxBytes, keys: make(map[uint64][]byte)}
 }
 
 func (t *cursorTable) put(key []byte) uint64 {
@@ -23,8 +27,10 @@ func (t *cursorTable) put(key []byte) uint64 {
 	t.next++
 	id := t.next
 	t.keys[id] = key
+	t.bytes += len(key)
 	t.fifo = append(t.fifo, id)
-	for len(t.fifo) > t.max {
+	for len(t.fifo) > 1 && (len(t.fifo) > t.max || t.bytes > t.maxBytes) {
+		t.bytes -= len(t.keys[t.fifo[0]])
 		delete(t.keys, t.fifo[0])
 		t.fifo = t.fifo[1:]
 	}

@@ -76,7 +76,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 		info:    info,
 		log:     logger,
 		metrics: m,
-		cursors: newCursorTable(1024),
+		cursors: newCursorTable(64<<10, 32<<20),
 		started: time.Now(),
 		booted:  make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loop),

@@ -361,7 +361,7 @@ func TestGlobMatch(t *testing.T) {
 }
 
 func TestCursorTableIsBounded(t *testing.T) {
-	ct := newCursorTable(3)
+	ct := newCursorTable(3, 10)
 	var ids []uint64
 	for i := 0; i < 5; i++ {
 		ids = append(ids, ct.put([]byte{byte(i)}))
@@ -374,6 +374,19 @@ func TestCursorTableIsBounded(t *testing.T) {
 	}
 	if len(ct.keys) != 3 {
 		t.Fatalf("table holds %d cursors", len(ct.keys))
+	}
+	// The byte bound: an 8-byte key leaves room for two 1-byte keys.
+	big := ct.put([]byte("12345678"))
+	if _, ok := ct.get(ids[2]); ok || len(ct.keys) != 3 || ct.bytes != 10 {
+		t.Fatalf("after an 8-byte key: %d cursors, %d bytes", len(ct.keys), ct.bytes)
+	}
+	// A key over the whole bound is still kept, alone.
+	huge := ct.put(make([]byte, 20))
+	if _, ok := ct.get(big); ok || len(ct.keys) != 1 {
+		t.Fatalf("after a 20-byte key: %d cursors", len(ct.keys))
+	}
+	if _, ok := ct.get(huge); !ok {
+		t.Fatal("the newest cursor must survive")
 	}
 }
 
