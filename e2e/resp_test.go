@@ -179,6 +179,9 @@ func TestFlushAllAllowed(t *testing.T) {
 	if n, err := r.DBSize(ctx).Result(); err != nil || n != 100 {
 		t.Fatalf("DBSIZE after 100 SETs: %d %v", n, err)
 	}
+	if err := r.Do(ctx, "FLUSHALL", "BOGUS").Err(); err == nil || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("FLUSHALL BOGUS: %v, want a syntax error", err)
+	}
 	if err := r.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -478,6 +478,12 @@ func (s *Server) respFlush(cs *conn, args [][]byte, start int64) {
 		s.emit(cs, appendRESPError(nil, "ERR FLUSHALL/FLUSHDB are disabled; set server.allow_flush = true to enable them"))
 		return
 	}
+	// ASYNC and SYNC only say how Redis frees memory; anything else is a
+	// mistake worth reporting before deleting everything.
+	if len(args) == 2 && !strings.EqualFold(string(args[1]), "ASYNC") && !strings.EqualFold(string(args[1]), "SYNC") {
+		s.emit(cs, appendRESPError(nil, "ERR syntax error"))
+		return
+	}
 	// A barrier: the store's Clear deletes what it finds, so it is not
 	// ordered with writes still in flight on this connection (they could
 	// survive it, or be deleted after a later write of the same key).
