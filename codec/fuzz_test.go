@@ -99,8 +99,17 @@ func referencePipe(data []byte, lim Limits) []frame {
 	maxFrame, maxArgs := lim.maxFrame(), lim.maxArgs()
 	var out []frame
 	for {
+		// A line holds at most maxFrame bytes besides its "\n" or "\r\n";
+		// without a '\n' yet, a final '\r' may still be the terminator's.
 		i := bytes.IndexByte(data, '\n')
-		if i < 0 && len(data) > maxFrame || i > maxFrame {
+		n := i
+		if i < 0 {
+			n = len(data)
+		}
+		if n > 0 && data[n-1] == '\r' {
+			n--
+		}
+		if n > maxFrame {
 			return append(out, fail("request too large"))
 		}
 		if i < 0 {
