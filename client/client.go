@@ -87,7 +87,10 @@ func Dial(addr string, opts Options) (*Client, error) {
 	c.pool.init(c.opts.PoolSize, c.dial)
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
 	defer cancel()
-	if err := c.Ping(ctx); err != nil {
+	// Named "dial", not PING, in errors: the caller asked to connect.
+	err := c.roundTrip(ctx, "dial", func(b []byte) []byte { return appendRequest(b, "PING") }, 1,
+		func(_ int, f [][]byte) error { return expect("PING", f, "PONG") })
+	if err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -16,6 +16,16 @@ start)
     echo $! >"$pidf"
     echo "node$i started (pid $!, log cluster-data/node$i.log)"
   done
+  # Return once the cluster serves (every shard has a leader), so the next
+  # command can use it; give up after 30 s and point at the logs.
+  for _ in $(seq 150); do
+    if ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy'; then
+      echo "cluster healthy"; exit 0
+    fi
+    sleep 0.2
+  done
+  echo "cluster not healthy after 30 s; see cluster-data/node*.log" >&2
+  exit 1
   ;;
 stop)
   for i in 1 2 3; do

@@ -57,7 +57,7 @@ func lookup(args []string) (*command, error) {
 		}
 		n := len(args) - 1
 		if n < cmd.minArgs || (cmd.maxArgs >= 0 && n > cmd.maxArgs) || (cmd.name == "batch" && n%2 != 0) {
-			return nil, &usageError{fmt.Sprintf("usage: %s %s", cmd.name, cmd.args)}
+			return nil, &usageError{strings.TrimSpace("usage: " + cmd.name + " " + cmd.args)}
 		}
 		if cmd.name == "cluster" {
 			if err := checkCluster(args[1:]); err != nil {

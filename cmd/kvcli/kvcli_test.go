@@ -186,6 +186,20 @@ func TestInteractive(t *testing.T) {
 	}
 }
 
+// TestPipedLongLine: a piped line longer than bufio.Scanner's default
+// 64 KiB is run like any other, and so are the lines after it.
+func TestPipedLongLine(t *testing.T) {
+	s := newFakeServer(t, "")
+	big := strings.Repeat("x", 200<<10)
+	code, out, errOut := kvcli(t, s, "put big "+big+"\nget big\n")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if out != "OK\n"+big+"\n" {
+		t.Fatalf("output %d bytes, want OK and the value", len(out))
+	}
+}
+
 func TestSplitArgs(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -43,25 +43,39 @@ func interactive(c *client.Client, addr string, stdin io.Reader, stdout, stderr 
 		defer rl.Close()
 		lr = rl
 	} else {
-		lr = &plainLines{sc: bufio.NewScanner(stdin)}
+		sc := bufio.NewScanner(stdin)
+		// A line may carry a value up to the server's frame limit (32 MiB
+		// by default), quoted and escaped.
+		sc.Buffer(make([]byte, 64<<10), maxInputLine)
+		lr = &plainLines{sc: sc}
 	}
-	repl(context.Background(), c, lr, stdout)
+	if err := repl(context.Background(), c, lr, stdout); err != nil {
+		fmt.Fprintf(stderr, "kvcli: %v\n", err)
+		return exitError
+	}
 	return exitOK
 }
 
+// maxInputLine bounds one line of piped input.
+const maxInputLine = 128 << 20
+
 // repl reads commands and prints replies until quit, exit, end of input,
-// or ^C on an empty line. Errors are printed and the prompt goes on.
-func repl(ctx context.Context, c *client.Client, lr lineReader, w io.Writer) {
+// or ^C on an empty line. Errors of commands are printed and the prompt
+// goes on; an error reading the input ends it and is returned.
+func repl(ctx context.Context, c *client.Client, lr lineReader, w io.Writer) error {
 	for {
 		line, err := lr.Readline()
 		if errors.Is(err, readline.ErrInterrupt) {
 			if line == "" {
-				return
+				return nil
 			}
 			continue // ^C abandons the line being typed
 		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		if err != nil {
-			return
+			return fmt.Errorf("read input: %w", err)
 		}
 		args, err := splitArgs(line)
 		if err != nil {
@@ -73,7 +87,7 @@ func repl(ctx context.Context, c *client.Client, lr lineReader, w io.Writer) {
 		}
 		switch strings.ToLower(args[0]) {
 		case "quit", "exit":
-			return
+			return nil
 		case "help", "?":
 			writeHelp(w, true)
 			continue
