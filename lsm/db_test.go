@@ -622,8 +622,15 @@ func TestMetrics(t *testing.T) {
 	if m := d.Metrics(); m.CacheHits+m.CacheMisses == 0 {
 		t.Fatalf("cache counters %+v", m)
 	}
-	// A tombstone is no key and hides one.
+	// Overwrites in the memtable count once.
 	keys := d.Metrics().ApproxKeys
+	for range 5 {
+		mustPut(t, d, "unflushed", "y")
+	}
+	if got := d.Metrics().ApproxKeys; got != keys {
+		t.Fatalf("ApproxKeys after overwrites: %d, want %d", got, keys)
+	}
+	// A tombstone is no key and hides one.
 	for i := range 1000 {
 		mustDelete(t, d, fmt.Sprintf("k%05d", i))
 	}

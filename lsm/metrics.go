@@ -51,10 +51,11 @@ type Metrics struct {
 	// every DB using the cache).
 	CacheHits, CacheMisses int64
 
-	// ApproxKeys estimates the number of live keys: entries in memtables
-	// and tables, less two for each tombstone (it is no key and hides one),
-	// never below zero. Overwritten keys count once per version, and a
-	// tombstone for a key that never existed hides another key.
+	// ApproxKeys estimates the number of live keys, never below zero:
+	// each memtable's own estimate (memtable.Table.ApproxKeys: exact within
+	// it) plus, for each table, its entries less two per tombstone (it is
+	// no key and is assumed to hide one). A key with versions in several
+	// tables or memtables counts once in each.
 	ApproxKeys int64
 	// Seq is the last visible sequence number.
 	Seq uint64
@@ -111,7 +112,7 @@ func (d *DB) Metrics() Metrics {
 	}
 	for _, mem := range append([]*memTable{rs.mem}, rs.imm...) {
 		m.MemtableBytes += mem.t.Size()
-		m.ApproxKeys += int64(mem.t.Len() - 2*mem.t.Deletions())
+		m.ApproxKeys += mem.t.ApproxKeys()
 	}
 	m.ApproxKeys = max(m.ApproxKeys, 0)
 	m.ImmutableMemtables = len(rs.imm)

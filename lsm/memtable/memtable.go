@@ -81,8 +81,13 @@ type Table struct {
 
 	used   atomic.Uint32 // offset of the first free byte: nodes below it are published
 	height atomic.Uint32 // skiplist levels in use, 1..maxHeight
-	count  atomic.Int64
-	dels   atomic.Int64 // KindDelete entries among count
+	// counts packs, so that Add pays one atomic operation for both, the
+	// number of entries (high 32 bits) and keysBias plus ApproxKeys (low
+	// 32 bits): the keys whose newest version here is a value, less the
+	// keys whose oldest version here is a tombstone (it probably hides a
+	// key of an older table). A memtable holds far fewer than 2^31 entries,
+	// so the low half never borrows from or carries into the high one.
+	counts atomic.Uint64
 	// lcp is the length of the prefix every user key added so far shares
 	// with the first one (so with each other); the linker sorts by the 8
 	// bytes after it. It only shrinks.
@@ -139,6 +144,7 @@ func newTable(total, indexSlots int) *Table {
 	t.putU32(8, maxHeight) // head: empty key and value, full-height tower
 	t.used.Store(headLen)
 	t.height.Store(1)
+	t.counts.Store(keysBias)
 	return t
 }
 
@@ -146,10 +152,17 @@ func newTable(total, indexSlots int) *Table {
 func (t *Table) Size() int64 { return int64(t.used.Load()) - headLen }
 
 // Len returns the number of entries.
-func (t *Table) Len() int { return int(t.count.Load()) }
+func (t *Table) Len() int { return int(t.counts.Load() >> 32) }
 
-// Deletions returns the number of tombstones among the entries.
-func (t *Table) Deletions() int { return int(t.dels.Load()) }
+// ApproxKeys estimates what the table adds to the live keys of a DB: the
+// keys with a value as their newest version here, less the keys whose
+// oldest version here is a tombstone (each probably hides a key of an
+// older table). Both counts are exact when entries arrive in sequence
+// order, as the commit pipeline adds them.
+func (t *Table) ApproxKeys() int64 { return int64(t.counts.Load()&(1<<32-1)) - keysBias }
+
+// keysBias keeps the low half of Table.counts positive.
+const keysBias = 1 << 31
 
 // Empty reports whether the table has no entries.
 func (t *Table) Empty() bool { return t.Len() == 0 }
@@ -245,10 +258,23 @@ func (t *Table) Add(ukey []byte, seq uint64, kind base.Kind, value []byte) error
 		}
 	}
 	t.used.Store(nd + uint32(size))
-	t.count.Add(1)
-	if kind == base.KindDelete {
-		t.dels.Add(1)
+	delta := uint64(1) << 32 // one more entry
+	switch {
+	case newest == 0 && kind == base.KindDelete:
+		delta-- // a key whose oldest version here is a tombstone
+	case newest == 0:
+		delta++ // a new key with a value
+	case after == 0:
+		// The entry becomes the key's newest version: a value deleted,
+		// or a deleted key given a value again.
+		prev := base.KindOf(t.trailer(newest))
+		if prev == base.KindSet && kind == base.KindDelete {
+			delta--
+		} else if prev == base.KindDelete && kind == base.KindSet {
+			delta++
+		}
 	}
+	t.counts.Add(delta)
 	return nil
 }
 

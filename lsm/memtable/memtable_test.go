@@ -202,6 +202,38 @@ func testModel(t *testing.T, tbl *Table) {
 	}
 }
 
+// TestApproxKeys checks the live-key estimate against a model while
+// values and tombstones arrive in sequence order.
+func TestApproxKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	tbl := New(1 << 20)
+	newest := map[string]base.Kind{}
+	firstTomb := map[string]bool{} // the key's oldest version here is a tombstone
+	for i := range 3000 {
+		k := fmt.Sprintf("k%d", rng.IntN(100))
+		kind := base.Kind(rng.IntN(2))
+		if err := tbl.Add([]byte(k), uint64(i+1), kind, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if _, seen := newest[k]; !seen {
+			firstTomb[k] = kind == base.KindDelete
+		}
+		newest[k] = kind
+		var want int64
+		for k, kind := range newest {
+			if kind == base.KindSet {
+				want++
+			}
+			if firstTomb[k] {
+				want--
+			}
+		}
+		if got := tbl.ApproxKeys(); got != want {
+			t.Fatalf("after %d adds: ApproxKeys %d, want %d", i+1, got, want)
+		}
+	}
+}
+
 func TestSeekGEWithShortKeyIsUserKeySeek(t *testing.T) {
 	tbl := New(4096)
 	for i, k := range []string{"a", "abc", "abcdefghij", "b"} {
