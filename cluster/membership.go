@@ -87,6 +87,9 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	if present == c.shards {
 		return fmt.Errorf("node %d is already a member", id)
 	}
+	if err := c.recordInitialMembers(ctx, ms[0]); err != nil {
+		return fmt.Errorf("join node %d: %w", id, err)
+	}
 	if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(member{ID: id, Raft: raftAddr, Client: client})); err != nil {
 		return fmt.Errorf("join node %d: record its address: %w", id, err)
 	}
@@ -100,6 +103,28 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 		}
 	}
 	c.log.Info("node joined", "id", id, "raft", raftAddr, "client", client)
+	return nil
+}
+
+// recordInitialMembers records in shard 1 the client addresses of the
+// initial members (from this node's cluster.members) that are still in the
+// cluster and not recorded yet. Only joined nodes need them: they have no
+// member list of their own, and CLUSTER_NODES and CLUSTER_LEADER show
+// every node's client address.
+func (c *Cluster) recordInitialMembers(ctx context.Context, m *dragonboat.Membership) error {
+	recorded := make(map[uint64]bool)
+	for _, r := range c.registeredMembers() {
+		recorded[r.ID] = true
+	}
+	for _, im := range c.cfg.Cluster.Members {
+		if _, ok := m.Nodes[im.ID]; !ok || recorded[im.ID] || im.Client == "" {
+			continue
+		}
+		rec := member{ID: im.ID, Raft: im.Raft, Client: im.Client}
+		if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(rec)); err != nil {
+			return fmt.Errorf("record the address of member %d: %w", im.ID, err)
+		}
+	}
 	return nil
 }
 

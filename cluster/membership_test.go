@@ -24,7 +24,8 @@ func TestJoinCatchUpBySnapshotAndRemove(t *testing.T) {
 	addrs := freeAddrs(t, 2)
 	cfg := baseConfig(t, 4, addrs[0], addrs[1], 4)
 	cfg.Cluster.SnapshotEntries = 5
-	cfg.Cluster.Members = tc.cfgs[0].Cluster.Members
+	// Like a real new node, it knows the cluster only through join.
+	cfg.Cluster.Members = nil
 	cfg.Cluster.Join = []string{"127.0.0.1:1", tc.cfgs[0].Server.Listen} // the first is unreachable
 	n4, err := open(context.Background(), cfg, testLogger(t).With("node", 4), fsForTest())
 	if err != nil {
@@ -63,11 +64,24 @@ func TestJoinCatchUpBySnapshotAndRemove(t *testing.T) {
 	if v, err := get(tc.nodes[1], "from4"); err != nil || v != "x" {
 		t.Fatalf("write through the joined node: %q, %v", v, err)
 	}
-	// Every member lists node 4 with its client address.
+	// Every member, the new one included, lists every node with its
+	// client address.
+	clients := map[uint64]string{4: addrs[1]}
+	for i, cfg := range tc.cfgs {
+		clients[uint64(i+1)] = cfg.Server.Listen
+	}
 	for _, n := range append(tc.live(), n4) {
-		waitFor(t, 5*time.Second, "node 4 in the member list", func() bool {
+		waitFor(t, 5*time.Second, "every node with its client address", func() bool {
 			ns := n.Nodes()
-			return len(ns) == 4 && ns[3].ID == 4 && ns[3].Client == addrs[1] && ns[3].Raft == addrs[0] && ns[3].Up
+			if len(ns) != 4 || ns[3].ID != 4 || ns[3].Raft != addrs[0] || !ns[3].Up {
+				return false
+			}
+			for _, node := range ns {
+				if node.Client != clients[node.ID] {
+					return false
+				}
+			}
+			return true
 		})
 	}
 
