@@ -204,6 +204,10 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 			fresh[s] = true
 		}
 	}
+	newIdentity, err := c.checkIdentity(fresh)
+	if err != nil {
+		return err
+	}
 	join := false
 	if len(fresh) > 0 {
 		_, err := c.fs.Stat(c.joinMarker())
@@ -227,7 +231,8 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		}
 		// A replica that raft has never seen must start from an empty
 		// state machine; anything in its directory is left from an
-		// earlier identity of this data directory.
+		// interrupted bootstrap or join of this node (checkIdentity has
+		// refused data of any other).
 		for s := range fresh {
 			if err := c.fs.RemoveAll(c.shardDir(s)); err != nil {
 				return fmt.Errorf("clear stale state of shard %d: %w", s, err)
@@ -237,6 +242,11 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 			if err := c.requestJoin(ctx, joinedBefore); err != nil {
 				return err
 			}
+		}
+	}
+	if newIdentity {
+		if err := writeIdentity(c.fs, c.dir, identity{NodeID: c.nodeID, Shards: c.shards}); err != nil {
+			return err
 		}
 	}
 	members := make(map[uint64]dragonboat.Target)
@@ -258,6 +268,37 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkIdentity refuses to start on a data directory of another node, or
+// with another shard count than the cluster was created with. It reports
+// whether the directory has no identity file yet (a new node, or data of
+// a build without the file), which startReplicas then writes.
+func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error) {
+	want := identity{NodeID: c.nodeID, Shards: c.shards}
+	have, found, err := readIdentity(c.fs, c.dir)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		if have != want {
+			return false, fmt.Errorf("data directory %s belongs to node %d of a cluster with %d shards, but the configuration says node_id = %d, shards = %d: a node keeps its id, and shards are fixed for the life of the cluster", c.dir, have.NodeID, have.Shards, c.nodeID, c.shards)
+		}
+		return false, nil
+	}
+	dirs, err := shardDirs(c.fs, c.dir)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range dirs {
+		if s > uint64(c.shards) {
+			return false, fmt.Errorf("data directory %s holds data of shard %d, but cluster.shards = %d: shards are fixed for the life of the cluster", c.dir, s, c.shards)
+		}
+	}
+	if len(dirs) > 0 && len(fresh) == c.shards {
+		return false, fmt.Errorf("data directory %s holds shard data but no raft state of node %d: it belongs to another node id; start node %d on an empty directory", c.dir, c.nodeID, c.nodeID)
+	}
+	return true, nil
 }
 
 // requestJoin asks a member to add this node to every shard. retry says
@@ -285,6 +326,7 @@ func (c *Cluster) requestJoin(ctx context.Context, retry bool) error {
 		Raft:     cc.RaftAddress,
 		Client:   c.cfg.Server.Listen,
 		Password: c.cfg.Server.RequirePass,
+		Shards:   c.shards,
 	}
 	wait := max(6*c.timeout, 30*time.Second)
 	err := sendJoin(ctx, cc.Join, req, wait, c.log)

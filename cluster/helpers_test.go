@@ -274,7 +274,7 @@ func mustPut(t testing.TB, n *Cluster, key, value string) {
 	t.Fatalf("put %s: %v", key, err)
 }
 
-// serveMembership answers AUTH and CLUSTER_JOIN on addr like the server
+// serveMembership answers AUTH, CLUSTER_STATUS and CLUSTER_JOIN on addr like the server
 // does, for the join tests (the real server lives in another package).
 func serveMembership(t testing.TB, addr string, n *Cluster) {
 	t.Helper()
@@ -304,6 +304,10 @@ func serveMembership(t testing.TB, addr string, n *Cluster) {
 						reply = "PONG"
 					case f[0] == "AUTH":
 						reply = "OK"
+					case f[0] == "CLUSTER_STATUS":
+						st := n.Status()
+						reply = fmt.Sprintf("CLUSTER_STATUS|mode=cluster|state=%s|node_id=%d|nodes=%d|nodes_up=%d|shards=%d|shards_with_leader=%d",
+							st.State, st.NodeID, st.Nodes, st.NodesUp, st.Shards, st.ShardsWithLeader)
 					case f[0] == "CLUSTER_JOIN" && len(f) == 4:
 						id, _ := strconv.ParseUint(f[1], 10, 64)
 						if err := join(n, id, f[2], f[3]); err != nil {

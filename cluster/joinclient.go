@@ -18,6 +18,7 @@ type joinRequest struct {
 	Raft     string
 	Client   string
 	Password string // the member's requirepass, if any (cluster nodes share it)
+	Shards   int    // the joining node's cluster.shards, which must be the cluster's
 }
 
 // joinRefusedError is a member's ERROR reply to CLUSTER_JOIN (or AUTH).
@@ -85,6 +86,15 @@ func joinVia(ctx context.Context, addr string, req joinRequest) error {
 		return joinError(addr, err)
 	}
 	defer c.Close()
+	// Keys map to shards by their count: a node configured with another
+	// count would serve wrong answers. CLUSTER_STATUS says the cluster's.
+	st, err := c.ClusterStatus(ctx)
+	if err != nil {
+		return joinError(addr, err)
+	}
+	if got := st.Get("shards"); got != strconv.Itoa(req.Shards) {
+		return &joinRefusedError{addr: addr, msg: fmt.Sprintf("the cluster has %s shards but this node's cluster.shards = %d", got, req.Shards)}
+	}
 	_, err = c.Do(ctx, []byte("CLUSTER_JOIN"), strconv.AppendUint(nil, req.ID, 10), []byte(req.Raft), []byte(req.Client))
 	return joinError(addr, err)
 }

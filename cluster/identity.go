@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/lni/vfs"
+)
+
+// identityFile names the file that says which node, of a cluster with how
+// many shards, a data directory belongs to. It is written at the node's
+// first start and checked at every later one, so that a changed node_id or
+// shards setting stops start-up instead of misrouting keys or taking over
+// (and clearing) another node's data.
+const identityFile = "CLUSTER_IDENTITY"
+
+type identity struct {
+	NodeID uint64
+	Shards int
+}
+
+func (id identity) String() string {
+	return fmt.Sprintf("node_id=%d\nshards=%d\n", id.NodeID, id.Shards)
+}
+
+// readIdentity reads dir's identity file; found is false when there is
+// none (a new directory, or one written by a build without the file).
+func readIdentity(fs vfs.FS, dir string) (id identity, found bool, err error) {
+	path := fs.PathJoin(dir, identityFile)
+	f, err := fs.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return identity{}, false, nil
+	}
+	if err != nil {
+		return identity{}, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return identity{}, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	for line := range bytes.Lines(data) {
+		k, v, _ := strings.Cut(strings.TrimSpace(string(line)), "=")
+		switch k {
+		case "node_id":
+			id.NodeID, err = strconv.ParseUint(v, 10, 64)
+		case "shards":
+			id.Shards, err = strconv.Atoi(v)
+		}
+		if err != nil {
+			return identity{}, false, fmt.Errorf("read %s: bad %s: %w", path, k, err)
+		}
+	}
+	if id.NodeID == 0 || id.Shards < 1 {
+		return identity{}, false, fmt.Errorf("read %s: incomplete identity %q", path, data)
+	}
+	return id, true, nil
+}
+
+// writeIdentity makes dir's identity file durable (written aside, synced,
+// renamed into place, directory synced).
+func writeIdentity(fs vfs.FS, dir string, id identity) error {
+	path := fs.PathJoin(dir, identityFile)
+	tmp := path + ".tmp"
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = io.WriteString(f, id.String())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fs.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(fs, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// shardDirs returns the shard numbers that have a directory in dir.
+func shardDirs(fs vfs.FS, dir string) ([]uint64, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	var shards []uint64
+	for _, name := range names {
+		if rest, ok := strings.CutPrefix(name, "shard-"); ok {
+			if n, err := strconv.ParseUint(rest, 10, 64); err == nil {
+				shards = append(shards, n)
+			}
+		}
+	}
+	return shards, nil
+}

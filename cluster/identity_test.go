@@ -1,0 +1,77 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/conf"
+)
+
+// TestIdentityGuardsDataDir: a node's data directory refuses another
+// node_id or shard count, and keeps its data through the refusals.
+func TestIdentityGuardsDataDir(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	for i := range 20 {
+		mustPut(t, tc.nodes[i%3], fmt.Sprintf("id%02d", i), "v")
+	}
+	tc.stop(2)
+	reopen := func(mutate func(*conf.Config)) error {
+		cfg := tc.cfgs[2]
+		cfg.Cluster.Members = append([]conf.Member(nil), cfg.Cluster.Members...)
+		mutate(&cfg)
+		n, err := open(context.Background(), cfg, testLogger(t).With("node", 3), fsForTest())
+		if err == nil {
+			n.Close()
+		}
+		return err
+	}
+	if err := reopen(func(c *conf.Config) { c.Cluster.Shards = 3 }); err == nil || !strings.Contains(err.Error(), "shards are fixed") {
+		t.Fatalf("open with another shard count: %v", err)
+	}
+	if err := reopen(func(c *conf.Config) { c.Cluster.NodeID = 9; c.Cluster.Join = []string{"127.0.0.1:1"} }); err == nil || !strings.Contains(err.Error(), "belongs to node 3") {
+		t.Fatalf("open under another node id: %v", err)
+	}
+	// A directory from before identity files: the shard directories tell.
+	if err := tc.nodes[0].fs.Remove(tc.nodes[0].fs.PathJoin(tc.cfgs[2].Storage.Dir, identityFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := reopen(func(c *conf.Config) { c.Cluster.NodeID = 9; c.Cluster.Join = []string{"127.0.0.1:1"} }); err == nil || !strings.Contains(err.Error(), "belongs to another node id") {
+		t.Fatalf("open of an old directory under another node id: %v", err)
+	}
+	if err := reopen(func(c *conf.Config) { c.Cluster.Shards = 1 }); err == nil || !strings.Contains(err.Error(), "holds data of shard 2") {
+		t.Fatalf("open of an old directory with fewer shards: %v", err)
+	}
+	// Node 3 starts as itself and still has every key.
+	tc.start(2)
+	tc.waitLeaders(tc.nodes[2])
+	for i := range 20 {
+		waitFor(t, 10*time.Second, "node 3's data", func() bool {
+			op := &readOp{key: []byte(fmt.Sprintf("id%02d", i))}
+			_, err := tc.nodes[2].nh.StaleRead(shardOf(op.key, 2), &readBatch{ops: []*readOp{op}})
+			return err == nil && string(op.val) == "v"
+		})
+	}
+	if _, found, err := readIdentity(tc.nodes[2].fs, tc.cfgs[2].Storage.Dir); !found || err != nil {
+		t.Fatalf("identity not rewritten for an old directory: %v", err)
+	}
+}
+
+// TestJoinRefusesOtherShardCount: a new node configured with another shard
+// count than the cluster's is refused before it is added anywhere.
+func TestJoinRefusesOtherShardCount(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	serveMembership(t, tc.cfgs[0].Server.Listen, tc.nodes[0])
+	addrs := freeAddrs(t, 2)
+	cfg := baseConfig(t, 4, addrs[0], addrs[1], 3)
+	cfg.Cluster.Join = []string{tc.cfgs[0].Server.Listen}
+	_, err := open(context.Background(), cfg, testLogger(t), fsForTest())
+	if err == nil || !strings.Contains(err.Error(), "the cluster has 2 shards") {
+		t.Fatalf("open: %v", err)
+	}
+	if n := len(tc.nodes[0].Nodes()); n != 3 {
+		t.Fatalf("members after the refused join: %d", n)
+	}
+}
