@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
@@ -15,11 +16,48 @@ import (
 // process normally opens one), so dragonboat's messages end up in the same
 // slog output as ours, one level quieter than dragonboat rates them (its
 // INFO is chatty, and it logs harmless connection resets at shutdown as
-// errors).
+// errors). Each message format is logged at most once per
+// raftLogInterval, with a count of the ones dropped in between: without a
+// quorum dragonboat repeats "dropped proposal, no leader" for every retry,
+// hundreds of lines a second.
 var (
 	raftLogger        atomic.Pointer[slog.Logger]
 	raftLoggerInstall sync.Once
+	raftLogLimit      = logLimiter{every: raftLogInterval, seen: make(map[string]*logSeen)}
 )
+
+const raftLogInterval = time.Second
+
+// logLimiter lets one message per format through per interval.
+type logLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	seen  map[string]*logSeen // formats are dragonboat's constants: a bounded set
+}
+
+type logSeen struct {
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a message of format may be logged now, and how
+// many of its kind were dropped since the last one.
+func (l *logLimiter) allow(format string, now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.seen[format]
+	if s == nil {
+		l.seen[format] = &logSeen{last: now}
+		return true, 0
+	}
+	if now.Sub(s.last) < l.every {
+		s.suppressed++
+		return false, 0
+	}
+	n := s.suppressed
+	s.last, s.suppressed = now, 0
+	return true, n
+}
 
 func setRaftLogger(l *slog.Logger) {
 	raftLogger.Store(l)
@@ -46,6 +84,14 @@ func (r *raftLog) log(l logger.LogLevel, sl slog.Level, format string, args []in
 	}
 	lg := raftLogger.Load()
 	if lg == nil || !lg.Enabled(context.Background(), sl) {
+		return
+	}
+	ok, suppressed := raftLogLimit.allow(format, time.Now())
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		lg.Log(context.Background(), sl, fmt.Sprintf(format, args...), "raft_pkg", r.pkg, "similar_suppressed", suppressed)
 		return
 	}
 	lg.Log(context.Background(), sl, fmt.Sprintf(format, args...), "raft_pkg", r.pkg)

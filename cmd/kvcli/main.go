@@ -42,7 +42,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	port := fs.Int("p", 8080, "server port")
 	addr := fs.String("addr", "", "server address host:port (overrides -h and -p)")
 	password := fs.String("a", "", "password for AUTH")
-	timeout := fs.Duration("timeout", 5*time.Second, "timeout of each request")
+	// Longer than the server's own bounds (cluster.request_timeout, 5 s,
+	// and three of them for a membership change), so that kvcli reports
+	// the server's answer rather than giving up on a change that may
+	// still happen.
+	timeout := fs.Duration("timeout", 20*time.Second, "timeout of each request")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kvcli [-h host] [-p port] [-addr host:port] [-a password] [COMMAND ARGS...]\n\n")
@@ -80,7 +84,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 
-	c, err := client.Dial(target, client.Options{Password: *password, Timeout: *timeout, DialTimeout: *timeout, PoolSize: 1})
+	c, err := client.Dial(target, client.Options{Password: *password, Timeout: *timeout, DialTimeout: min(*timeout, 5*time.Second), PoolSize: 1})
 	if err != nil {
 		fmt.Fprintf(stderr, "kvcli: %v\n", err)
 		return exitError

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/kvstore/kv/cluster"
@@ -15,7 +14,7 @@ import (
 func openCluster(ctx context.Context, cfg conf.Config, logger *slog.Logger) (store.Store, error) {
 	c, err := cluster.Open(ctx, cfg, logger.With("component", "cluster"))
 	if err != nil {
-		return nil, fmt.Errorf("open cluster: %w", err)
+		return nil, err // already says "open cluster: ..."
 	}
 	return c, nil
 }
