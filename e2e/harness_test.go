@@ -56,15 +56,24 @@ type node struct {
 	config string
 	log    *os.File
 	exited chan error
+	nofile int // RLIMIT_NOFILE for the process; 0: inherited
 }
 
 // startNode writes a config (the [server] and [storage] basics plus extra
 // TOML lines for those sections) and starts kvserver on it.
 func startNode(t testing.TB, serverExtra, storageExtra string) *node {
 	t.Helper()
+	return startNodeLimited(t, 0, serverExtra, storageExtra)
+}
+
+// startNodeLimited is startNode with the process's open-file limit set to
+// nofile (0: inherited).
+func startNodeLimited(t testing.TB, nofile int, serverExtra, storageExtra string) *node {
+	t.Helper()
 	dir := t.TempDir()
 	n := &node{
-		t:     t,
+		t:      t,
+		nofile: nofile,
 		addr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		dir:   filepath.Join(dir, "data"),
@@ -91,6 +100,9 @@ func (n *node) start() {
 	}
 	n.log = logf
 	n.cmd = exec.Command(kvserverBin, "-c", n.config)
+	if n.nofile > 0 {
+		n.cmd = exec.Command("bash", "-c", fmt.Sprintf("ulimit -n %d && exec %q -c %q", n.nofile, kvserverBin, n.config))
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -83,6 +83,57 @@ func TestRESPProtocolError(t *testing.T) {
 	}
 }
 
+// TestOpenFileLimit: with fewer file descriptors than max_connections, the
+// server lowers its connection limit to fit, refuses the connections over
+// it like any others, and keeps serving (gnet would stop its engine when an
+// accept failed with EMFILE).
+func TestOpenFileLimit(t *testing.T) {
+	n := startNodeLimited(t, 400, "", "")
+	if !strings.Contains(n.logText(), "max_connections reduced") {
+		t.Errorf("no warning about the reduced limit in the log:\n%s", n.logText())
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	refused := 0
+	for range 450 {
+		c, err := net.Dial("tcp", n.addr)
+		if err != nil {
+			t.Fatalf("dial: %v\n%s", err, n.logText())
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(c, "PING\n")
+		line, err := bufio.NewReader(c).ReadString('\n')
+		switch {
+		case line == "PONG\n":
+		case strings.Contains(line, "max number of clients reached"):
+			refused++
+		default:
+			t.Fatalf("connection %d: %q %v\n%s", len(conns), line, err, n.logText())
+		}
+	}
+	if refused == 0 {
+		t.Fatal("450 connections with 400 file descriptors: none refused")
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	select {
+	case err := <-n.exitedOnce():
+		t.Fatalf("kvserver exited: %v\n%s", err, n.logText())
+	case <-time.After(200 * time.Millisecond):
+	}
+	p := dialPipe(t, n.addr)
+	if got := p.do("PING"); got != "PONG" {
+		t.Fatalf("PING after the flood: %q", got)
+	}
+}
+
 // TestMaxConnections: connections over the limit get an error line and are
 // closed; the ones inside it keep working.
 func TestMaxConnections(t *testing.T) {

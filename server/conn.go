@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -282,4 +283,13 @@ func (s *Server) emit(cs *conn, reply []byte) {
 		return
 	}
 	cs.q.push(&pending{cs: cs, reply: reply, class: classNone, done: true})
+}
+
+// addrString renders a peer address for logs (a net.Addr would be logged
+// as an object by the JSON handler).
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }

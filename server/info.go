@@ -47,10 +47,7 @@ func (s *Server) infoText(sections ...string) string {
 		w("process_id", os.Getpid())
 		w("tcp_port", port)
 		w("uptime_in_seconds", int64(time.Since(s.started).Seconds()))
-		s.loopsMu.Lock()
-		loops := len(s.loops)
-		s.loopsMu.Unlock()
-		w("event_loops", loops)
+		w("event_loops", EventLoops(s.cfg))
 	})
 	add("clients", func(w func(string, any)) {
 		w("connected_clients", s.conns.Load())

@@ -78,7 +78,7 @@ func (s *Server) parseAll(cs *conn) {
 	}
 	if !cs.closing && !cs.closed {
 		if limit := 2 * int(s.cfg.MaxFrameBytes); limit > 0 && c.InboundBuffered() > limit {
-			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", c.RemoteAddr(), "buffered", c.InboundBuffered())
+			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", addrString(c.RemoteAddr()), "buffered", c.InboundBuffered())
 			s.metrics.LimitCloses.WithLabelValues("input").Inc()
 			// Behind the replies still owed, like any other reply.
 			s.emit(cs, s.appendErr(cs, nil, "request too large"))
@@ -140,7 +140,7 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 				msg = pe.Msg
 			}
 			s.metrics.Errors.WithLabelValues("", "protocol").Inc()
-			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", cs.c.RemoteAddr(), "err", msg)
+			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()), "err", msg)
 			s.emit(cs, s.appendErr(cs, nil, msg))
 			cs.closing = true
 			return len(buf), false
@@ -219,7 +219,7 @@ func (s *Server) overOutput(cs *conn) bool {
 	if max <= 0 || len(cs.out)+cs.c.OutboundBuffered() <= max {
 		return false
 	}
-	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", cs.c.RemoteAddr())
+	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
 	s.metrics.LimitCloses.WithLabelValues("output").Inc()
 	cs.out = cs.out[:0]
 	cs.closing = true

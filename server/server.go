@@ -245,7 +245,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			for cs := range l.conns {
 				if cs.last < deadline && cs.q.len() == 0 {
-					s.log.Debug("closing idle connection", "conn", cs.id, "remote", cs.c.RemoteAddr())
+					s.log.Debug("closing idle connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
 					cs.closed = true
 					delete(l.conns, cs)
 					s.conns.Add(-1)

@@ -48,6 +48,9 @@ func run(args []string) error {
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is printed
+		}
 		return err
 	}
 	if *showVersion {
@@ -97,6 +100,11 @@ func run(args []string) error {
 		return err
 	}
 
+	if cfg.Server.MaxConnections, err = connectionBudget(cfg.Server.MaxConnections, logger); err != nil {
+		st.Close()
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if em, ok := st.(interface{ EngineMetrics() lsm.Metrics }); ok {
@@ -131,6 +139,12 @@ func run(args []string) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case err := <-serveErr:
+		// gnet stops its engine by itself on some errors (an accept
+		// failing with EMFILE): that is a failure, not a clean exit.
+		if err == nil {
+			err = errors.New("the event loops stopped on their own (see the log above)")
+		}
+		logger.Error("kvserver stopped", "err", err)
 		st.Close()
 		return err
 	case sig := <-sigs:
