@@ -407,6 +407,16 @@ func (s *stateMachine) approxKeys() int64 {
 	return s.db.Metrics().ApproxKeys
 }
 
+// health reports the lsm's Health.
+func (s *stateMachine) health() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed || s.db == nil {
+		return nil
+	}
+	return s.db.Health()
+}
+
 // membersQuery asks Lookup for the member records.
 type membersQuery struct{}
 

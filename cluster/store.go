@@ -246,6 +246,19 @@ func (c *Cluster) Clear(done func(error)) {
 // ApproxKeys sums the local replicas' key estimates (which, like the
 // engine's, count overwritten and deleted entries until compaction), less
 // the one metadata key per shard.
+// Health reports why a local replica's storage cannot take writes now, or
+// nil (/healthz, INFO).
+func (c *Cluster) Health() error {
+	c.smMu.Lock()
+	defer c.smMu.Unlock()
+	for id, s := range c.sms {
+		if err := s.health(); err != nil {
+			return fmt.Errorf("storage unavailable: shard %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 func (c *Cluster) ApproxKeys() int64 {
 	c.smMu.Lock()
 	defer c.smMu.Unlock()

@@ -33,6 +33,7 @@ func (d *DB) compactLoop() {
 			return
 		}
 		d.deleteObsoleteTables()
+		var retry retryBackoff
 		for {
 			d.mu.Lock()
 			if d.closing {
@@ -63,12 +64,11 @@ func (d *DB) compactLoop() {
 				d.cond.Broadcast()
 				d.mu.Unlock()
 			}
-			if err != nil {
-				d.opts.Logger.Error("lsm: compaction failed; will retry", "level", c.level, "err", err)
+			if retry.after(err, d.opts.Logger, "lsm: compaction failed; will retry", "lsm: compaction succeeded after failures", "level", c.level) {
 				select {
 				case <-d.closeCh:
 					return
-				case <-time.After(time.Second):
+				case <-time.After(retry.wait):
 				}
 			}
 		}

@@ -81,8 +81,9 @@ type DB struct {
 	imm           []*memTable // oldest first
 	nextMemID     uint64
 	flushedMemID  uint64 // every memtable with a smaller or equal id is in a table
-	flushErr      error
+	flushErr      error // the last flush failure (Flush callers wait on flushFailures)
 	flushFailures int
+	flushFailing  error // the last flush attempt's error: nil once one succeeds
 	bgErr         error
 	closing       bool
 	snapshots     snapshotNode // sentinel of the pinned-sequence list
@@ -256,4 +257,20 @@ func (d *DB) deleteObsoleteWALs(logNum uint64) {
 			d.opts.Logger.Warn("lsm: remove obsolete WAL", "wal", name, "err", err)
 		}
 	}
+}
+
+// Health reports why the DB is not fit for writes right now, or nil: a
+// failed commit or a corrupt table disabled them (for good, until the DB
+// is reopened), or memtables cannot be flushed (a full disk, say: writes
+// go on until memtables pile up, then stall).
+func (d *DB) Health() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bgErr != nil {
+		return d.bgErr
+	}
+	if d.flushFailing != nil {
+		return fmt.Errorf("lsm: flushes failing: %w", d.flushFailing)
+	}
+	return nil
 }

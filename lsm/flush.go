@@ -57,6 +57,7 @@ func (d *DB) flushLoop() {
 		case <-d.closeCh:
 			return
 		}
+		var retry retryBackoff
 		for {
 			d.mu.Lock()
 			if d.closing || len(d.imm) == 0 {
@@ -70,18 +71,22 @@ func (d *DB) flushLoop() {
 			}
 			d.mu.Unlock()
 
-			if err := d.flushMemtable(m, next.logNum); err != nil {
-				d.opts.Logger.Error("lsm: flush failed; will retry", "err", err)
-				d.mu.Lock()
+			err := d.flushMemtable(m, next.logNum)
+			d.mu.Lock()
+			d.flushFailing = err
+			if err != nil {
 				d.flushErr = err
 				d.flushFailures++
 				d.cond.Broadcast()
-				d.mu.Unlock()
-				select {
-				case <-d.closeCh:
-					return
-				case <-time.After(time.Second):
-				}
+			}
+			d.mu.Unlock()
+			if !retry.after(err, d.opts.Logger, "lsm: flush failed; will retry", "lsm: flush succeeded after failures") {
+				continue
+			}
+			select {
+			case <-d.closeCh:
+				return
+			case <-time.After(retry.wait):
 			}
 		}
 	}

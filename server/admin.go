@@ -33,15 +33,20 @@ func StartAdmin(addr string, st store.Store, gatherer prometheus.Gatherer, logge
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		st := st.Status()
+		status := st.Status()
 		code := http.StatusOK
-		if st.State == "unavailable" {
+		if status.State == "unavailable" {
 			code = http.StatusServiceUnavailable
+		}
+		storage := "storage=ok"
+		if err := storeHealth(st); err != nil {
+			code = http.StatusServiceUnavailable
+			storage = "storage=err: " + err.Error()
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(code)
-		fmt.Fprintf(w, "%s mode=%s nodes=%d/%d shards_with_leader=%d/%d\n",
-			st.State, st.Mode, st.NodesUp, st.Nodes, st.ShardsWithLeader, st.Shards)
+		fmt.Fprintf(w, "%s mode=%s nodes=%d/%d shards_with_leader=%d/%d %s\n",
+			status.State, status.Mode, status.NodesUp, status.Nodes, status.ShardsWithLeader, status.Shards, storage)
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

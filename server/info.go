@@ -18,6 +18,20 @@ type engineMetrics interface {
 	EngineMetrics() lsm.Metrics
 }
 
+// healthChecker is implemented by stores that can tell when their storage
+// cannot take writes (a full disk, a failed write path).
+type healthChecker interface {
+	Health() error
+}
+
+// storeHealth is st's Health, or nil for a store without one.
+func storeHealth(st any) error {
+	if h, ok := st.(healthChecker); ok {
+		return h.Health()
+	}
+	return nil
+}
+
 // infoText renders INFO in Redis's "# Section" / "field:value" layout.
 // No section, or "all"/"everything"/"default" among them, means every
 // section; otherwise the named ones, in the server's order (as Redis 7).
@@ -63,6 +77,12 @@ func (s *Server) infoText(sections ...string) string {
 		w("engine", "lsm")
 		w("data_dir", s.info.DataDir)
 		w("sync", s.info.Sync)
+		if err := storeHealth(s.store); err != nil {
+			w("storage_status", "err")
+			w("storage_error", strings.ReplaceAll(err.Error(), "\r\n", " "))
+		} else {
+			w("storage_status", "ok")
+		}
 		w("aof_enabled", 0)
 		w("rdb_bgsave_in_progress", 0)
 		if em, ok := s.store.(engineMetrics); ok {

@@ -3,9 +3,13 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand"
 	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -492,5 +496,45 @@ func TestWriteGroupFailure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// sickStore is a store whose storage reports a failure.
+type sickStore struct{ *slowStore }
+
+func (sickStore) Health() error {
+	return errors.New("storage unavailable: lsm: flushes failing: disk full")
+}
+
+// TestHealthzReportsStorage: /healthz answers 503 and says why when the
+// store cannot take writes, 200 otherwise; INFO persistence says the same.
+func TestHealthzReportsStorage(t *testing.T) {
+	for _, tc := range []struct {
+		st   store.Store
+		code int
+		body string
+	}{
+		{newSlowStore(), http.StatusOK, "storage=ok"},
+		{sickStore{newSlowStore()}, http.StatusServiceUnavailable, "storage=err: storage unavailable: lsm: flushes failing: disk full"},
+	} {
+		a, err := StartAdmin("127.0.0.1:0", tc.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get("http://" + a.ln.Addr().String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		a.Close(context.Background())
+		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.body) {
+			t.Errorf("healthz: %d %q, want %d and %q", resp.StatusCode, body, tc.code, tc.body)
+		}
+		s := New(confDefaultServer(), tc.st, Info{}, slog.New(slog.DiscardHandler), nil)
+		info := s.infoText("persistence")
+		if want := strings.TrimPrefix(tc.body, "storage="); !strings.Contains(info, "storage_status:"+want[:min(2, len(want))]) {
+			t.Errorf("INFO persistence: %q", info)
+		}
 	}
 }

@@ -187,6 +187,15 @@ func (l *Local) clearAll() error {
 // ApproxKeys estimates live keys from engine metrics.
 func (l *Local) ApproxKeys() int64 { return l.db.Metrics().ApproxKeys }
 
+// Health reports why the engine cannot take writes now, or nil
+// (/healthz, INFO).
+func (l *Local) Health() error {
+	if err := l.db.Health(); err != nil {
+		return storageErr(err)
+	}
+	return nil
+}
+
 // EngineMetrics reports the engine's metrics (INFO, /metrics).
 func (l *Local) EngineMetrics() lsm.Metrics { return l.db.Metrics() }
 

@@ -1,0 +1,36 @@
+package lsm
+
+import (
+	"log/slog"
+	"time"
+)
+
+// retryBackoff spaces the retries of a failing background job (a flush, a
+// compaction) and with them its error lines: waits double from a second
+// up to a minute, so a full disk costs a log line a minute, not one a
+// second forever. The first success after failures is logged too.
+type retryBackoff struct {
+	wait     time.Duration
+	failures int
+}
+
+const (
+	minRetryWait = time.Second
+	maxRetryWait = time.Minute
+)
+
+// after records the outcome of an attempt and reports whether the caller
+// must wait r.wait before the next one.
+func (r *retryBackoff) after(err error, log *slog.Logger, failMsg, recoverMsg string, attrs ...any) bool {
+	if err == nil {
+		if r.failures > 0 {
+			log.Info(recoverMsg, append(attrs, "failures", r.failures)...)
+		}
+		*r = retryBackoff{}
+		return false
+	}
+	r.failures++
+	r.wait = min(max(2*r.wait, minRetryWait), maxRetryWait)
+	log.Error(failMsg, append(attrs, "err", err, "failures", r.failures, "next_retry", r.wait)...)
+	return true
+}
