@@ -186,13 +186,14 @@ var (
 	descSlowdowns    = prometheus.NewDesc("kv_engine_write_slowdowns_total", "Times writes were slowed.", nil, nil)
 	descCacheHits    = prometheus.NewDesc("kv_engine_cache_hits_total", "Block cache hits.", nil, nil)
 	descCacheMisses  = prometheus.NewDesc("kv_engine_cache_misses_total", "Block cache misses.", nil, nil)
-	descKeys         = prometheus.NewDesc("kv_engine_keys_estimate", "Estimated entries (includes overwritten and deleted).", nil, nil)
+	descCacheRatio   = prometheus.NewDesc("kv_engine_cache_hit_ratio", "Block cache hits over lookups since start (0 before any).", nil, nil)
+	descKeys         = prometheus.NewDesc("kv_engine_keys_estimate", "Estimated live keys (see DBSIZE).", nil, nil)
 )
 
 func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
 		descWALSyncs, descFlushes, descCompactions, descCompRead, descCompWritten, descWriteAmp, descStalls,
-		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descKeys} {
+		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys} {
 		ch <- d
 	}
 }
@@ -222,5 +223,10 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSlowdowns, float64(m.SlowdownCount))
 	counter(descCacheHits, float64(m.CacheHits))
 	counter(descCacheMisses, float64(m.CacheMisses))
+	ratio := 0.0
+	if n := m.CacheHits + m.CacheMisses; n > 0 {
+		ratio = float64(m.CacheHits) / float64(n)
+	}
+	gauge(descCacheRatio, ratio)
 	gauge(descKeys, float64(m.ApproxKeys))
 }

@@ -538,3 +538,40 @@ func TestHealthzReportsStorage(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineCollector: the engine metrics the issue lists are exported,
+// the cache hit ratio among them.
+func TestEngineCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewEngineCollector(func() lsm.Metrics {
+		return lsm.Metrics{Levels: make([]lsm.LevelMetrics, 2), CacheHits: 3, CacheMisses: 1, WALSyncs: 7, StallCount: 2, Compactions: 5}
+	}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetGauge() != nil:
+				got[mf.GetName()] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				got[mf.GetName()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"kv_engine_cache_hit_ratio":       0.75,
+		"kv_engine_cache_hits_total":      3,
+		"kv_engine_wal_syncs_total":       7,
+		"kv_engine_write_stalls_total":    2,
+		"kv_engine_compactions_total":     5,
+		"kv_engine_level_files":           0,
+		"kv_engine_write_slowdowns_total": 0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)
+		}
+	}
+}
