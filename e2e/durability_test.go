@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -112,14 +113,47 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Fatal(got)
 		}
 	}
+	// A client that keeps writing through the shutdown: its requests are
+	// acknowledged until they are refused, then the connection closes.
+	c, err := net.Dial("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var acked atomic.Int64
+	last := make(chan string, 1)
+	go func() {
+		r := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "PUT|s%d|%d\n", i, i)
+			line, err := r.ReadString('\n')
+			if err != nil || line != "OK\n" {
+				last <- fmt.Sprintf("%q %v", line, err)
+				return
+			}
+			acked.Store(int64(i + 1))
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
 	if err := n.terminate(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, n.logText())
+	}
+	// The end of the writer's connection: refused, or closed by the
+	// stopping event loops (a reset when its last request was unread).
+	if got := <-last; !strings.Contains(got, "ERROR|server is shutting down") && !strings.Contains(got, "EOF") && !strings.Contains(got, "reset") {
+		t.Errorf("the writer's last reply: %s, want the shutdown error or a closed connection", got)
 	}
 	n.start()
 	q := dialPipe(t, n.addr)
 	for i := 0; i < 5000; i += 97 {
 		if got := q.do(fmt.Sprintf("GET|g%d", i)); got != fmt.Sprintf("VALUE|%d", i) {
 			t.Fatalf("g%d after restart: %q", i, got)
+		}
+	}
+	for i := range int(acked.Load()) {
+		if got := q.do(fmt.Sprintf("GET|s%d", i)); got != fmt.Sprintf("VALUE|%d", i) {
+			t.Fatalf("s%d, acknowledged before the shutdown, after restart: %q", i, got)
 		}
 	}
 }
