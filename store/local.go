@@ -223,7 +223,17 @@ func (l *Local) Close() error {
 	l.bgClosed = true
 	l.bgMu.Unlock()
 	l.bg.Wait()
-	return l.db.Close()
+	// Flush the memtable first, so the next start has no log to replay.
+	// Its writes are durable in the WAL either way: a failed flush (a full
+	// disk) loses nothing, but is reported.
+	flushErr := l.db.Flush()
+	if err := l.db.Close(); err != nil {
+		return err
+	}
+	if flushErr != nil && !errors.Is(flushErr, lsm.ErrClosed) {
+		return fmt.Errorf("flush at close (the WAL still holds its writes): %w", flushErr)
+	}
+	return nil
 }
 
 func storageErr(err error) error {

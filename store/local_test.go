@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -39,6 +40,38 @@ func waitErr(call func(done func(error))) error {
 	ch := make(chan error, 1)
 	call(func(err error) { ch <- err })
 	return <-ch
+}
+
+// TestLocalCloseFlushes: Close writes the memtable out as a table, so the
+// next start has no log to replay.
+func TestLocalCloseFlushes(t *testing.T) {
+	dir := t.TempDir()
+	opts := lsm.Options{MemtableBytes: 1 << 20, BlockCacheBytes: 1 << 20}
+	db, err := lsm.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLocal(db, "127.0.0.1:1")
+	b := lsm.NewBatch()
+	b.Put([]byte("k"), []byte("v"))
+	if err := waitErr(func(done func(error)) { l.Write(b, done) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil || len(tables) == 0 {
+		t.Fatalf("no table after Close: %v %v", tables, err)
+	}
+	db, err = lsm.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v, err := db.Get([]byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("Get after reopen: %q %v", v, err)
+	}
 }
 
 func TestLocalReadWriteRangeClear(t *testing.T) {
