@@ -192,7 +192,9 @@ func (c *Cluster) shardDir(shard uint64) string {
 
 // joinMarker exists while (and after) this node asks to join: a restart
 // that finds it knows its join request may already have been granted.
-func (c *Cluster) joinMarker() string { return c.fs.PathJoin(c.dir, "JOINING") }
+func (c *Cluster) joinMarker() string { return c.fs.PathJoin(c.dir, joinMarkerFile) }
+
+const joinMarkerFile = "JOINING"
 
 // startReplicas starts a replica of every shard, in the mode its data calls
 // for: restart, bootstrap from the initial members, or join.
@@ -306,18 +308,7 @@ func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error)
 func (c *Cluster) requestJoin(ctx context.Context, retry bool) error {
 	cc := c.cfg.Cluster
 	if !retry {
-		f, err := c.fs.Create(c.joinMarker())
-		if err != nil {
-			return fmt.Errorf("join: %w", err)
-		}
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = syncDir(c.fs, c.dir)
-		}
-		if err != nil {
+		if err := writeFileAtomic(c.fs, c.dir, joinMarkerFile, nil); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
 	}

@@ -62,32 +62,9 @@ func readIdentity(fs vfs.FS, dir string) (id identity, found bool, err error) {
 	return id, true, nil
 }
 
-// writeIdentity makes dir's identity file durable (written aside, synced,
-// renamed into place, directory synced).
+// writeIdentity makes dir's identity file durable.
 func writeIdentity(fs vfs.FS, dir string, id identity) error {
-	path := fs.PathJoin(dir, identityFile)
-	tmp := path + ".tmp"
-	f, err := fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = io.WriteString(f, id.String())
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fs.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(fs, dir)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return writeFileAtomic(fs, dir, identityFile, []byte(id.String()))
 }
 
 // shardDirs returns the shard numbers that have a directory in dir.

@@ -256,29 +256,38 @@ func readCurrent(fs vfs.FS, dir string) (string, error) {
 	return name, nil
 }
 
-// writeCurrent points CURRENT at name crash-atomically: write a temporary
-// file, fsync it, rename it over CURRENT, fsync the directory.
+// writeCurrent points CURRENT at name crash-atomically.
 func writeCurrent(fs vfs.FS, dir, name string) error {
-	tmp := fs.PathJoin(dir, currentFile+".tmp")
+	return writeFileAtomic(fs, dir, currentFile, []byte(name+"\n"))
+}
+
+// writeFileAtomic makes dir/name hold data, crash-atomically: a temporary
+// file is written and fsynced, renamed over name, and the directory
+// fsynced.
+func writeFileAtomic(fs vfs.FS, dir, name string, data []byte) error {
+	path := fs.PathJoin(dir, name)
+	tmp := path + ".tmp"
 	f, err := fs.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", currentFile, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := f.Write([]byte(name + "\n")); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", currentFile, err)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", currentFile, err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", currentFile, err)
+	if err == nil {
+		err = fs.Rename(tmp, path)
 	}
-	if err := fs.Rename(tmp, fs.PathJoin(dir, currentFile)); err != nil {
-		return fmt.Errorf("write %s: %w", currentFile, err)
+	if err == nil {
+		err = syncDir(fs, dir)
 	}
-	return syncDir(fs, dir)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func syncDir(fs vfs.FS, dir string) error {
