@@ -57,6 +57,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Connections closed for exceeding a buffer limit."}, []string{"limit"}),
 		loops: func() []*loopStats { return nil },
 	}
+	// Series that exist before their first event, so that rate() and
+	// alerts on them work from the start.
+	m.Errors.WithLabelValues("", "protocol")
+	m.Errors.WithLabelValues("", "unknown")
+	m.LimitCloses.WithLabelValues("input")
+	m.LimitCloses.WithLabelValues("output")
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Errors, m.LimitCloses, m)
 	}

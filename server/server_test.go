@@ -539,6 +539,26 @@ func TestHealthzReportsStorage(t *testing.T) {
 	}
 }
 
+// TestMetricsExistAtStart: error and limit series are exported at zero
+// before anything happens.
+func TestMetricsExistAtStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"kv_errors_total", "kv_limit_closes_total", "kv_connections"} {
+		if !names[n] {
+			t.Errorf("%s not exported at start", n)
+		}
+	}
+}
+
 // TestEngineCollector: the engine metrics the issue lists are exported,
 // the cache hit ratio among them.
 func TestEngineCollector(t *testing.T) {
