@@ -26,6 +26,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -73,6 +75,10 @@ type Client struct {
 	addr string
 	opts Options
 	pool pool
+
+	authMu   sync.Mutex
+	password string        // sent with AUTH by every new connection
+	authGen  atomic.Uint64 // bumped by Auth: older connections are redialed
 }
 
 // KV is one key/value pair.
@@ -81,10 +87,13 @@ type KV struct {
 }
 
 // Dial returns a Client for addr (host:port) after checking, with a PING on
-// a fresh connection, that the server answers and accepts the password.
+// a fresh connection, that the server answers and, when Options.Password
+// is set, accepts the password. (PING needs no AUTH: a server with
+// requirepass and no password given answers the first other request with
+// a NOAUTH error; Auth can still authenticate the client then.)
 func Dial(addr string, opts Options) (*Client, error) {
-	c := &Client{addr: addr, opts: opts.withDefaults()}
-	c.pool.init(c.opts.PoolSize, c.dial)
+	c := &Client{addr: addr, opts: opts.withDefaults(), password: opts.Password}
+	c.pool.init(c.opts.PoolSize, c.dial, func(cn *conn) bool { return cn.authGen == c.authGen.Load() })
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
 	defer cancel()
 	// Named "dial", not PING, in errors: the caller asked to connect.
@@ -101,6 +110,23 @@ func Dial(addr string, opts Options) (*Client, error) {
 // request ends. Later calls fail with ErrClosed.
 func (c *Client) Close() error {
 	c.pool.close()
+	return nil
+}
+
+// Auth authenticates with password (AUTH): it is checked on one connection,
+// then every connection of the client uses it (connections opened before
+// are closed and reopened when next taken from the pool).
+func (c *Client) Auth(ctx context.Context, password string) error {
+	pw := []byte(password)
+	err := c.roundTrip(ctx, "AUTH", func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
+		func(_ int, f [][]byte) error { return expect("AUTH", f, "OK") })
+	if err != nil {
+		return err
+	}
+	c.authMu.Lock()
+	c.password = password
+	c.authGen.Add(1)
+	c.authMu.Unlock()
 	return nil
 }
 
@@ -136,9 +162,10 @@ func (c *Client) Get(ctx context.Context, key []byte) ([]byte, error) {
 
 // Range returns the pairs with start <= key < end in ascending key order;
 // an empty end means no upper bound. limit > 0 asks for at most that many
-// pairs; the server also caps every reply at its server.range_limit, so a
-// caller that wants everything asks again from the last key plus a NUL byte
-// until a reply comes back short.
+// pairs; the server also caps every reply at its server.range_limit
+// (default 1000), so a reply shorter than limit does not mean the range is
+// done: a caller that wants everything asks again from the last key plus a
+// NUL byte until a reply comes back empty.
 func (c *Client) Range(ctx context.Context, start, end []byte, limit int) ([]KV, error) {
 	var kvs []KV
 	build := func(b []byte) []byte {

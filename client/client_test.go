@@ -265,6 +265,24 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("Put without password: %v", se)
 	}
 
+	// Auth authenticates the whole pool, connections opened before too.
+	late := dialT(t, s, Options{PoolSize: 2})
+	if err := late.Auth(ctx, "wrong"); err == nil {
+		t.Fatal("Auth with a wrong password succeeded")
+	}
+	if err := late.Auth(ctx, "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	var lwg sync.WaitGroup
+	for g := range 8 {
+		lwg.Go(func() {
+			if err := late.Put(ctx, []byte(fmt.Sprint("late", g)), []byte("v")); err != nil {
+				t.Errorf("Put after Auth: %v", err)
+			}
+		})
+	}
+	lwg.Wait()
+
 	c := dialT(t, s, Options{Password: "s3cret", PoolSize: 4})
 	before := s.accepted.Load()
 	authsBefore := s.auths.Load()
@@ -426,6 +444,23 @@ func TestErrorThenClose(t *testing.T) {
 	if err := c.Ping(ctx); err != nil {
 		t.Fatalf("Ping after ERROR and close: %v", err)
 	}
+
+	// The same inside a pipeline, which keeps the ERROR as a result.
+	one := dialT(t, s, Options{PoolSize: 1})
+	for _, cmd := range []string{"TOOLARGE", "ERRCLOSE"} {
+		p := one.Pipeline()
+		p.Do([]byte(cmd))
+		res, err := p.Exec(ctx)
+		if _, ok := errorsAs[*ServerError](err); !ok || len(res) != 1 {
+			t.Fatalf("pipeline of %s: %v %v", cmd, res, err)
+		}
+		for s.open.Load() > 1 { // the other client's connection stays
+			time.Sleep(time.Millisecond)
+		}
+		if err := one.Ping(ctx); err != nil {
+			t.Fatalf("Ping after a pipelined %s: %v", cmd, err)
+		}
+	}
 }
 
 func TestQuitDoesNotPoisonPool(t *testing.T) {
@@ -503,5 +538,32 @@ func TestDialFails(t *testing.T) {
 	ln.Close()
 	if _, err := Dial(addr, Options{DialTimeout: time.Second}); err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("Dial(closed port) = %v, want an error naming %s", err, addr)
+	}
+}
+
+// TestDialTimeoutBoundsAuth: a server that accepts but never answers makes
+// Dial fail after DialTimeout, AUTH included, not after the request timeout.
+func TestDialTimeoutBoundsAuth(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	start := time.Now()
+	_, err = Dial(ln.Addr().String(), Options{Password: "pw", DialTimeout: 100 * time.Millisecond, Timeout: 5 * time.Second})
+	if err == nil {
+		t.Fatal("Dial of a silent server succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Dial took %v with DialTimeout 100ms: %v", d, err)
 	}
 }

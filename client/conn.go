@@ -24,6 +24,7 @@ type conn struct {
 	// many connections) come just before the server closes the connection,
 	// so it is probed before reuse however recently it was used.
 	suspect bool
+	authGen uint64 // the Client's authGen when the connection authenticated
 }
 
 // Buffer sizes: the read buffer starts small and grows to fit a reply; a
@@ -39,20 +40,28 @@ const (
 // reuse skips the probe's system call.
 const livenessAfter = 100 * time.Millisecond
 
-// dial opens and, when a password is set, authenticates a connection.
+// dial opens and, when a password is set, authenticates a connection, both
+// within DialTimeout (and the request's deadline).
 func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
-	d := net.Dialer{Timeout: c.opts.DialTimeout}
+	if d := time.Now().Add(c.opts.DialTimeout); deadline.IsZero() || d.Before(deadline) {
+		deadline = d
+	}
+	d := net.Dialer{Deadline: deadline}
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, err
 	}
+	c.authMu.Lock()
+	password, gen := c.password, c.authGen.Load()
+	c.authMu.Unlock()
 	cn := &conn{
 		nc: nc,
 		// Replies to RANGE and BATCH can be long lines with many fields.
-		dec: codec.NewPipeDecoder(codec.Limits{MaxFrame: c.opts.MaxReplyBytes, MaxArgs: c.opts.MaxReplyBytes}),
+		dec:     codec.NewPipeDecoder(codec.Limits{MaxFrame: c.opts.MaxReplyBytes, MaxArgs: c.opts.MaxReplyBytes}),
+		authGen: gen,
 	}
-	if c.opts.Password != "" {
-		pw := []byte(c.opts.Password)
+	if password != "" {
+		pw := []byte(password)
 		_, err := cn.exchange(ctx, deadline, func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
 			func(_ int, f [][]byte) error { return expect("AUTH", f, "OK") })
 		if err != nil {
@@ -131,6 +140,14 @@ func (cn *conn) exchange(ctx context.Context, deadline time.Time, build func([]b
 	var first error
 	for i := range n {
 		fields, rerr := cn.readReply()
+		if rerr == nil && len(fields) > 0 && string(fields[0]) == "ERROR" {
+			// Whoever handles the reply (a pipeline keeps it as a result):
+			// some errors come just before the server closes.
+			cn.suspect = true
+			if len(fields) > 1 && string(fields[1]) == msgTooLarge {
+				ok = false // PROTOCOL.md: the server closes after it
+			}
+		}
 		if rerr != nil {
 			if werr != nil {
 				cn.nc.Close() // unblock the writer
@@ -142,13 +159,6 @@ func (cn *conn) exchange(ctx context.Context, deadline time.Time, build func([]b
 		}
 		if herr := handle(i, fields); herr != nil && first == nil {
 			first = herr
-			var se *ServerError
-			if errors.As(herr, &se) {
-				cn.suspect = true
-				if se.Msg == msgTooLarge {
-					ok = false // PROTOCOL.md: the server closes after it
-				}
-			}
 			if !inStep(herr) {
 				// A reply we could not make sense of: the stream may be
 				// out of step, so read no further.

@@ -85,12 +85,14 @@ func (p *Pipeline) Batch(kvs []KV) {
 
 // Do queues a raw request; its Result carries the reply's Fields.
 func (p *Pipeline) Do(fields ...[]byte) {
-	cmd := ""
-	if len(fields) > 0 {
-		cmd = string(fields[0])
+	if len(fields) == 0 || len(fields[0]) == 0 {
+		// Nothing is sent (Exec reports "no command"): a line with an empty
+		// command would get a reply nobody expects.
+		p.ops = append(p.ops, pipeOp{kind: opRaw})
+		return
 	}
 	p.buf = appendFields(p.buf, fields)
-	p.ops = append(p.ops, pipeOp{kind: opRaw, cmd: cmd})
+	p.ops = append(p.ops, pipeOp{kind: opRaw, cmd: string(fields[0])})
 }
 
 // Exec sends every queued request in one write, reads every reply, and

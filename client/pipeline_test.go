@@ -89,6 +89,35 @@ func TestPipelineServerErrors(t *testing.T) {
 // fake server answers each request with its own blocking write, so unless
 // the client reads replies while it is still writing requests, both sides
 // block on full buffers until the timeout.
+// TestPipelineEmptyDo: a Do without a command sends nothing, and the
+// replies of the requests around it stay theirs.
+func TestPipelineEmptyDo(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{PoolSize: 1})
+	ctx := context.Background()
+	if err := c.Put(ctx, []byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	p := c.Pipeline()
+	p.Do([]byte(""), []byte("x"))
+	p.Get([]byte("a"))
+	p.Do()
+	p.Get([]byte("b"))
+	res, _ := p.Exec(ctx)
+	if len(res) != 4 || res[0].Err == nil || res[2].Err == nil {
+		t.Fatalf("empty Do results: %+v", res)
+	}
+	if string(res[1].Value) != "1" || res[1].Err != nil {
+		t.Fatalf("GET a: %q %v", res[1].Value, res[1].Err)
+	}
+	if !errors.Is(res[3].Err, ErrNotFound) {
+		t.Fatalf("GET b: %q %v, want not found", res[3].Value, res[3].Err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestLongPipeline(t *testing.T) {
 	s := newFakeServer(t, "")
 	c := dialT(t, s, Options{})

@@ -18,15 +18,19 @@ import (
 type pool struct {
 	tokens chan struct{} // holds one token per connection in use or being dialed
 	dial   func(ctx context.Context, deadline time.Time) (*conn, error)
+	// current reports whether an idle connection still fits the client's
+	// settings (its password); one that does not is closed, not reused.
+	current func(*conn) bool
 
 	mu     sync.Mutex
 	idle   []*conn // most recently used last
 	closed bool
 }
 
-func (p *pool) init(size int, dial func(context.Context, time.Time) (*conn, error)) {
+func (p *pool) init(size int, dial func(context.Context, time.Time) (*conn, error), current func(*conn) bool) {
 	p.tokens = make(chan struct{}, size)
 	p.dial = dial
+	p.current = current
 }
 
 // get returns an idle connection that still looks alive, or dials one.
@@ -53,7 +57,7 @@ func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
 		if cn == nil {
 			break
 		}
-		if cn.usable() {
+		if p.current(cn) && cn.usable() {
 			return cn, nil
 		}
 		cn.close()
