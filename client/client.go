@@ -14,8 +14,9 @@
 //     server has closed is replaced instead of failing a request.
 //   - Requests are never retried: a write whose connection failed may or may
 //     not have been applied, and only the caller can decide what to do.
-//   - Every new connection authenticates (when Options.Password is set)
-//     before it carries a request.
+//   - Every new connection authenticates (with Options.Password, or the
+//     password of the last successful Auth) before it carries a request;
+//     after Auth, connections opened before it are not reused.
 //   - Byte slices returned to the caller are copies; they stay valid forever.
 package client
 
