@@ -37,11 +37,17 @@ func (c *client) reconnect(cause error) bool {
 			c.rdl, c.wdl = 0, 0
 			return true
 		}
-		c.r.addError(err.Error())
+		c.r.addReconnectError(err.Error())
+		// Wake at the end of the run rather than sleep past it: the time
+		// the last client stops is the end of the measured phase.
+		wait := backoff
+		if c.ph.endNs > 0 {
+			wait = max(min(wait, time.Duration(c.ph.endNs-c.now())), 0)
+		}
 		select {
 		case <-c.r.done:
 			return false
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, time.Second)
 	}

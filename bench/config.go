@@ -109,6 +109,12 @@ func DefaultConfig() Config {
 	}
 }
 
+// Bounds that keep kvbench's own memory sane.
+const (
+	maxVerifyKeys   = 1 << 28   // -verify keeps 4 bytes per key
+	maxRequestBytes = 256 << 20 // one BATCH request's values
+)
+
 // Validate reports the first problem with c.
 func (c *Config) Validate() error {
 	var errs []error
@@ -145,9 +151,14 @@ func (c *Config) Validate() error {
 	if c.Verify {
 		check(c.Keys >= uint64(c.Clients),
 			"verify needs at least one key per client (keys %d < clients %d): each key has one writer", c.Keys, c.Clients)
+		check(c.Keys <= maxVerifyKeys,
+			"verify keeps 4 bytes per key: keys %d over the %d kvbench allows", c.Keys, uint64(maxVerifyKeys))
 	}
 	if c.Mix.Has(OpBatch) {
 		check(uint64(c.BatchSize) <= c.Keys, "batch size %d exceeds the key space %d", c.BatchSize, c.Keys)
+		check(int64(c.BatchSize)*int64(c.ValueSize.Max) <= maxRequestBytes,
+			"a batch of %d values of up to %d bytes is over the %d MiB kvbench allows for one request (and far over a server's default max_frame_bytes, 32 MiB)",
+			c.BatchSize, c.ValueSize.Max, maxRequestBytes>>20)
 		if c.Verify && c.Clients > 0 {
 			check(uint64(c.BatchSize) <= c.Keys/uint64(c.Clients),
 				"verify with batch needs batch size %d <= keys per client %d", c.BatchSize, c.Keys/uint64(c.Clients))

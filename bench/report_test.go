@@ -185,6 +185,22 @@ func TestWriteText(t *testing.T) {
 			t.Errorf("no table row for %s:\n%s", op, out)
 		}
 	}
+
+	// A stopped prefill, failed reconnects, and no measured phase.
+	res.Prefill = &PrefillStats{Keys: 1000, Seconds: 2, Interrupted: true}
+	res.Errors, res.ReconnectErrors, res.FirstErrors = 96, 80, []string{"dial tcp: connection refused"}
+	res.CPU, res.Elapsed = ClientCPU{}, 0
+	buf.Reset()
+	if err := res.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out = buf.String()
+	for _, want := range []string{"prefill   of 1,000 keys interrupted after", "errors    96 (80 of them failed reconnects",
+		"CPU not measured"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 func TestWriteHTML(t *testing.T) {

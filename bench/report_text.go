@@ -69,8 +69,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	for _, l := range r.Describe() {
 		fmt.Fprintln(bw, l)
 	}
-	if r.Prefill != nil {
-		fmt.Fprintf(bw, "prefill   %s keys in %s\n", groupDigits(int64(r.Prefill.Keys)), seconds(r.Prefill.Seconds))
+	if p := r.Prefill; p != nil && p.Interrupted {
+		fmt.Fprintf(bw, "prefill   of %s keys interrupted after %s\n", groupDigits(int64(p.Keys)), seconds(p.Seconds))
+	} else if p != nil {
+		fmt.Fprintf(bw, "prefill   %s keys in %s\n", groupDigits(int64(p.Keys)), seconds(p.Seconds))
 	}
 	fmt.Fprintln(bw)
 
@@ -106,6 +108,8 @@ func (r *Result) WriteText(w io.Writer) error {
 			fmt.Fprint(bw, " CLIENT-BOUND")
 		}
 		fmt.Fprintln(bw)
+	} else if r.Elapsed == 0 {
+		fmt.Fprintln(bw, "client    CPU not measured: the run stopped before its measured phase")
 	} else {
 		fmt.Fprintln(bw, "client    CPU use unknown on this platform")
 	}
@@ -113,7 +117,12 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, "WARNING   %s\n", warn)
 	}
 	if r.Errors > 0 {
-		fmt.Fprintf(bw, "errors    %s; first:\n", groupDigits(r.Errors))
+		if r.ReconnectErrors > 0 {
+			fmt.Fprintf(bw, "errors    %s (%s of them failed reconnects, in no operation's row); first:\n",
+				groupDigits(r.Errors), groupDigits(r.ReconnectErrors))
+		} else {
+			fmt.Fprintf(bw, "errors    %s; first:\n", groupDigits(r.Errors))
+		}
 		for _, e := range r.FirstErrors {
 			fmt.Fprintf(bw, "          %s\n", e)
 		}

@@ -32,9 +32,12 @@ type Result struct {
 	OpenLoop *OpenLoopStats `json:"open_loop,omitempty"`
 	CPU      ClientCPU      `json:"client_cpu"`
 	Prefill  *PrefillStats  `json:"prefill,omitempty"`
-	// Errors counts every failed request, warmup and prefill included.
-	Errors      int64    `json:"errors"`
-	FirstErrors []string `json:"first_errors,omitempty"`
+	// Errors counts every failed request, warmup and prefill included,
+	// and every failed attempt to reconnect (ReconnectErrors of them),
+	// which no operation's row counts.
+	Errors          int64    `json:"errors"`
+	ReconnectErrors int64    `json:"reconnect_errors,omitempty"`
+	FirstErrors     []string `json:"first_errors,omitempty"`
 	// Clamped counts latencies above an hour, recorded as an hour.
 	Clamped int64 `json:"clamped,omitempty"`
 	// Stopped says why the run ended before its planned end, if it did.
@@ -138,6 +141,8 @@ type ClientCPU struct {
 type PrefillStats struct {
 	Keys    uint64  `json:"keys"`
 	Seconds float64 `json:"seconds"`
+	// Interrupted says the run stopped before the prefill wrote every key.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // fillResult builds the result from the clients' histograms (merged here,
@@ -147,6 +152,7 @@ func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 	cfg := &r.cfg
 	res.Run = runInfo(cfg)
 	res.Errors = r.errCount.Load()
+	res.ReconnectErrors = r.reconnectErrs.Load()
 	r.mu.Lock()
 	res.FirstErrors = slices.Clone(r.firstErrs)
 	if r.abortErr != nil {

@@ -53,6 +53,8 @@ type runner struct {
 	mu        sync.Mutex
 	abortErr  error
 	firstErrs []string
+	// reconnectErrs counts the failed reconnects among errCount.
+	reconnectErrs atomic.Int64
 
 	ivs  chan *interval // clients to collector
 	free chan *interval // collector back to clients
@@ -81,7 +83,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{Schema: Schema, Tool: cfg.ToolVersion, Start: started.UTC().Truncate(time.Millisecond)}
 	if cfg.Prefill {
 		col := r.runPhase(phase{prefill: true, depth: prefillDepth})
-		res.Prefill = &PrefillStats{Keys: cfg.Keys, Seconds: col.elapsed.Seconds()}
+		res.Prefill = &PrefillStats{Keys: cfg.Keys, Seconds: col.elapsed.Seconds(), Interrupted: r.aborted.Load()}
 		r.log.Info("prefill done", "keys", cfg.Keys, "elapsed", col.elapsed)
 	}
 	if r.aborted.Load() {
@@ -241,6 +243,14 @@ func (r *runner) claim(n int64) int64 {
 			return take
 		}
 	}
+}
+
+// addReconnectError counts a failed attempt to reconnect: not a request,
+// so no operation's row has it, but a dead server must still end the run
+// once the errors exceed the limit.
+func (r *runner) addReconnectError(msg string) {
+	r.reconnectErrs.Add(1)
+	r.addError(msg)
 }
 
 // addError counts one failed request and stops the run when the errors

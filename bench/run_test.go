@@ -128,6 +128,29 @@ func TestRunDuration(t *testing.T) {
 	}
 }
 
+// TestRunServerDies: the server goes away mid-run. Failed reconnects are
+// counted apart from the requests' errors, and the measured phase still ends
+// with -duration (clients waiting to reconnect wake at its end).
+func TestRunServerDies(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Total, cfg.Duration, cfg.MaxErrors = 0, 1500*time.Millisecond, 1<<40
+	time.AfterFunc(300*time.Millisecond, func() { _ = srv.Close() })
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ReconnectErrors == 0 {
+		t.Fatalf("no failed reconnects counted: %+v", res)
+	}
+	if res.Errors != res.All.Errors+res.ReconnectErrors {
+		t.Errorf("errors %d != request errors %d + reconnects %d", res.Errors, res.All.Errors, res.ReconnectErrors)
+	}
+	if res.Elapsed > 1.8 {
+		t.Errorf("measured %.3fs of a 1.5s run", res.Elapsed)
+	}
+}
+
 func TestRunUnreachable(t *testing.T) {
 	srv := startServer(t, fakeserver.Options{})
 	addr := srv.Addr()
