@@ -235,16 +235,26 @@ func (d *DB) isClosing() bool {
 	return d.closing
 }
 
-// snapshotSeqs returns the sequence numbers pinned by open iterators,
-// ascending and without duplicates.
+// snapshotSeqs returns the sequence numbers reads can still use, ascending
+// and without duplicates: those pinned by open iterators, and the published
+// one (visibleSeq), at which every new read starts. The last matters while
+// a commit group is being inserted: when a batch overflows the memtable the
+// full one is flushed at once, possibly holding a newer, unpublished
+// version of a key beside its visible one, and a flush or compaction that
+// kept only the newest would hide the key from reads until the group is
+// published.
 func (d *DB) snapshotSeqs() []uint64 {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	var seqs []uint64
 	for s := d.snapshots.next; s != &d.snapshots; s = s.next {
 		if len(seqs) == 0 || seqs[len(seqs)-1] != s.seq {
 			seqs = append(seqs, s.seq)
 		}
+	}
+	d.mu.Unlock()
+	// Read after the iterators': it is at least each of theirs.
+	if v := d.visibleSeq.Load(); len(seqs) == 0 || seqs[len(seqs)-1] < v {
+		seqs = append(seqs, v)
 	}
 	return seqs
 }
