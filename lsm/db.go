@@ -81,7 +81,7 @@ type DB struct {
 	imm           []*memTable // oldest first
 	nextMemID     uint64
 	flushedMemID  uint64 // every memtable with a smaller or equal id is in a table
-	flushErr      error // the last flush failure (Flush callers wait on flushFailures)
+	flushErr      error  // the last flush failure (Flush callers wait on flushFailures)
 	flushFailures int
 	flushFailing  error // the last flush attempt's error: nil once one succeeds
 	bgErr         error
