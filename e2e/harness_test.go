@@ -74,9 +74,9 @@ func startNodeLimited(t testing.TB, nofile int, serverExtra, storageExtra string
 	n := &node{
 		t:      t,
 		nofile: nofile,
-		addr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		dir:   filepath.Join(dir, "data"),
+		addr:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		admin:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		dir:    filepath.Join(dir, "data"),
 	}
 	n.config = filepath.Join(dir, "kv.toml")
 	cfg := fmt.Sprintf("[server]\nlisten = %q\nadmin_listen = %q\nevent_loops = 2\n%s\n[storage]\ndir = %q\nmemtable_bytes = \"4MiB\"\nblock_cache_bytes = \"16MiB\"\n%s\n[log]\nlevel = \"warn\"\n",
