@@ -41,13 +41,6 @@ func (s *Server) process(cs *conn) gnet.Action {
 // connection parks or closes.
 func (s *Server) parseAll(cs *conn) {
 	c := cs.c
-	if !cs.closing && s.draining.Load() && c.InboundBuffered() > 0 {
-		// Shutting down: requests already handed to the store finish,
-		// newer ones are refused, so that the in-flight count reaches
-		// zero however busy the clients are.
-		s.emit(cs, s.appendErr(cs, nil, "server is shutting down"))
-		cs.closing = true
-	}
 	if cs.closing {
 		// Nothing more will be parsed: drop what arrives while the
 		// replies still owed drain.

@@ -223,6 +223,14 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	cs.last = time.Now().UnixNano()
+	if s.draining.Load() && !cs.closing {
+		// Shutting down: what was read before finishes (a parked
+		// connection resumes through deliver, not here), traffic read
+		// after is refused, so the in-flight count reaches zero however
+		// busy the clients are.
+		s.emit(cs, s.appendErr(cs, nil, "server is shutting down"))
+		cs.closing = true
+	}
 	return s.process(cs)
 }
 
