@@ -142,7 +142,7 @@ func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, ds
 		// while later writes to other keys go ahead.
 		p := s.newPending(cs, classRead, s.cmdGet, start)
 		p.key, p.encode, p.deferred = bytes.Clone(key), encode, true
-		cs.q.push(p)
+		cs.push(p)
 		cs.count(classRead, 1)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/kvstore/kv/codec"
 )
@@ -44,6 +45,15 @@ type conn struct {
 	last    int64 // unix nanos of the last traffic: idle_timeout, and the start of request latencies
 
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
+
+	// Direct replies (offerDirect, tryDirect). grant is loop-owned: the
+	// request offered, as far as the loop knows. offer and gone are shared
+	// with completing goroutines under dmu.
+	fd    int
+	grant *pending
+	dmu   sync.Mutex
+	offer *pending
+	gone  bool // OnClose ran: the fd is about to be closed
 }
 
 // pending is one request whose reply the store produces. Its state
@@ -68,6 +78,11 @@ type pending struct {
 	// and the reply of each on success.
 	n  int
 	ok []byte
+
+	// direct: the completion wrote the reply to the socket itself at
+	// doneAt (unix nanos); the loop only has to retire the request.
+	direct bool
+	doneAt int64
 }
 
 const (
@@ -118,6 +133,9 @@ type loop struct {
 	mail      []*pending
 	spare     []*pending
 	scheduled bool
+	// unsent: mail holds requests answered directly, which wait for the
+	// loop's next callback instead of waking it (retire).
+	unsent atomic.Bool
 }
 
 // post hands completed requests to their loop. One Execute covers every
@@ -143,6 +161,26 @@ func (l *loop) post(ps ...*pending) {
 	}
 }
 
+// postDirect hands over a request whose reply tryDirect already wrote. The
+// loop is not woken for it: nothing is queued behind it (the loop would
+// have withdrawn the offer), so it only needs retiring before the
+// connection's next request, and every loop callback begins with retire.
+func (l *loop) postDirect(p *pending) {
+	l.mu.Lock()
+	l.mail = append(l.mail, p)
+	l.unsent.Store(true)
+	l.mu.Unlock()
+}
+
+// retire delivers the mail if it holds directly answered requests. Loop
+// callbacks call it first (and process last), so that a connection never
+// acts on a queue whose front was answered already.
+func (l *loop) retire() {
+	if l.unsent.Load() {
+		_ = l.deliver(context.Background())
+	}
+}
+
 // deliver runs on the loop: it marks completions done and writes out each
 // touched connection's ready prefix.
 func (l *loop) deliver(context.Context) error {
@@ -151,13 +189,18 @@ func (l *loop) deliver(context.Context) error {
 	l.mail = l.spare[:0]
 	l.spare = nil
 	l.scheduled = false
+	l.unsent.Store(false)
 	l.mu.Unlock()
 
 	s := l.s
 	now := time.Now().UnixNano()
 	for _, p := range batch {
-		s.inflight.Add(-1)
 		p.done = true
+		if p.direct {
+			s.observeAt(p, p.doneAt)
+			continue
+		}
+		s.inflight.Add(-1)
 		s.observeAt(p, now)
 	}
 	for _, p := range batch {
@@ -258,6 +301,9 @@ func (s *Server) finish(p *pending, reply []byte) {
 	if p.state.CompareAndSwap(stateRunning, stateInline) {
 		return
 	}
+	if s.tryDirect(p) {
+		return
+	}
 	p.cs.loop.post(p)
 }
 
@@ -265,12 +311,15 @@ func (s *Server) finish(p *pending, reply []byte) {
 // answer is emitted now, an async one takes its place in the queue.
 func (s *Server) settle(p *pending) {
 	cs := p.cs
+	// Counted before the completion can be seen (tryDirect uncounts it).
+	s.inflight.Add(1)
 	if p.state.CompareAndSwap(stateRunning, stateAsync) {
-		s.inflight.Add(1)
-		cs.q.push(p)
+		cs.push(p)
 		cs.count(p.class, 1)
+		cs.offerDirect(p)
 		return
 	}
+	s.inflight.Add(-1)
 	p.done = true
 	s.observe(p)
 	s.emit(cs, p.reply)
@@ -282,7 +331,75 @@ func (s *Server) emit(cs *conn, reply []byte) {
 		cs.out = append(cs.out, reply...)
 		return
 	}
-	cs.q.push(&pending{cs: cs, reply: reply, class: classNone, done: true})
+	cs.push(&pending{cs: cs, reply: reply, class: classNone, done: true})
+}
+
+// push queues p behind cs's pending replies, withdrawing any offer first.
+func (cs *conn) push(p *pending) {
+	cs.withdraw()
+	cs.q.push(p)
+}
+
+// offerDirect lets p's completion write its reply to the socket itself
+// (tryDirect) instead of waking the loop to do it: for a client that waits
+// for each reply, a durable write then costs the loop no extra wake-up,
+// and the committer that made it durable sends the reply. Offered only
+// when p is the connection's one pending request with nothing buffered
+// for the socket, so no reply is owed ahead of it; from then on the loop
+// writes nothing to the socket until p is done, unless it first withdraws
+// the offer (push, park, close).
+func (cs *conn) offerDirect(p *pending) {
+	if cs.q.len() != 1 || cs.q.front() != p || len(cs.out) != 0 || cs.parked || cs.closing || cs.closed ||
+		cs.c.OutboundBuffered() != 0 {
+		return
+	}
+	cs.dmu.Lock()
+	cs.offer = p
+	cs.dmu.Unlock()
+	cs.grant = p
+}
+
+// withdraw takes back an offer the loop may still have out. A completion
+// that used it already has its request in the loop's mail (postDirect
+// runs under dmu), so the caller's next retire finds it.
+func (cs *conn) withdraw() {
+	if cs.grant == nil {
+		return
+	}
+	cs.dmu.Lock()
+	cs.offer = nil
+	cs.dmu.Unlock()
+	cs.grant = nil
+}
+
+// tryDirect runs on the completing goroutine: if p holds its connection's
+// offer, it writes p's reply to the socket and hands p to the loop for
+// retiring only. dmu keeps the fd open meanwhile: gnet closes it only
+// after OnClose, which takes dmu. A short write leaves the rest of the
+// reply for the loop, which has written nothing since, so order holds.
+func (s *Server) tryDirect(p *pending) bool {
+	cs := p.cs
+	cs.dmu.Lock()
+	defer cs.dmu.Unlock()
+	if cs.offer != p || cs.gone {
+		return false
+	}
+	cs.offer = nil
+	n, err := unix.Write(cs.fd, p.reply)
+	if n > 0 {
+		cs.loop.stats.bytesOut.Add(uint64(n))
+	}
+	if err != nil || n < len(p.reply) {
+		if n > 0 {
+			p.reply = p.reply[n:]
+		}
+		return false
+	}
+	p.reply, p.direct, p.doneAt = nil, true, time.Now().UnixNano()
+	cs.loop.stats.direct.Add(1)
+	s.inflight.Add(-1)
+	cs.loop.postDirect(p)
+	return true
 }
 
 // addrString renders a peer address for logs (a net.Addr would be logged

@@ -51,7 +51,7 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 	if n := len(g.members); n == 0 || g.members[n-1] != cs.q.back() || g.members[n-1].cmd != cmd {
 		p := s.newPending(cs, classWrite, cmd, start)
 		p.ok = ok
-		cs.q.push(p)
+		cs.push(p)
 		cs.count(classWrite, 1)
 		g.members = append(g.members, p)
 	}
@@ -74,6 +74,11 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 		return false
 	}
 	cs.open = nil
+	if len(g.members) == 1 {
+		cs.offerDirect(g.members[0])
+	}
+	// Counted before the completion can be seen (tryDirect uncounts it).
+	s.inflight.Add(int64(len(g.members)))
 	s.store.Write(g.batch, func(err error) {
 		var msg []byte
 		if err != nil {
@@ -93,12 +98,16 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 		if g.state.CompareAndSwap(stateRunning, stateInline) {
 			return
 		}
+		if len(g.members) == 1 && s.tryDirect(g.members[0]) {
+			return
+		}
 		cs.loop.post(g.members...)
 	})
 	if g.state.CompareAndSwap(stateRunning, stateAsync) {
-		s.inflight.Add(int64(len(g.members)))
 		return false
 	}
+	s.inflight.Add(-int64(len(g.members)))
+	cs.withdraw()
 	now := time.Now().UnixNano()
 	for _, p := range g.members {
 		p.done = true

@@ -72,6 +72,7 @@ func (s *Server) infoText(sections ...string) string {
 		w("total_commands_processed", s.metrics.totalRequests())
 		w("rejected_connections", s.rejected.Load())
 		w("inflight_requests", s.inflight.Load())
+		w("direct_replies", s.metrics.directReplies())
 	})
 	add("persistence", func(w func(string, any)) {
 		w("engine", "lsm")

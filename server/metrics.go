@@ -33,6 +33,8 @@ var (
 		"Time from dispatch to reply ready, by store operation.", []string{"op"}, nil)
 	descBytesIn  = prometheus.NewDesc("kv_net_input_bytes_total", "Request bytes parsed.", nil, nil)
 	descBytesOut = prometheus.NewDesc("kv_net_output_bytes_total", "Reply bytes written.", nil, nil)
+	descDirect   = prometheus.NewDesc("kv_server_direct_replies_total",
+		"Replies written by the goroutine that completed the request instead of the event loop.", nil, nil)
 
 	// latencyBounds are the histogram's upper bounds: 10 µs to ~6 s.
 	latencyBounds   = prometheus.ExponentialBuckets(0.00001, 2.5, 14)
@@ -90,6 +92,7 @@ type loopStats struct {
 	sumNs    []atomic.Uint64   // by op id
 	bytesIn  atomic.Uint64
 	bytesOut atomic.Uint64
+	direct   atomic.Uint64 // replies written by their completion (tryDirect)
 }
 
 func (m *Metrics) newLoopStats() *loopStats {
@@ -122,12 +125,22 @@ func (m *Metrics) totalRequests() int64 {
 	return int64(n)
 }
 
+// directReplies is the number of replies tryDirect wrote.
+func (m *Metrics) directReplies() uint64 {
+	var n uint64
+	for _, st := range m.loops() {
+		n += st.direct.Load()
+	}
+	return n
+}
+
 // Describe implements prometheus.Collector for the per-loop series.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRequests
 	ch <- descLatency
 	ch <- descBytesIn
 	ch <- descBytesOut
+	ch <- descDirect
 }
 
 // Collect sums the per-loop series.
@@ -140,6 +153,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descBytesIn, prometheus.CounterValue, float64(in))
 	ch <- prometheus.MustNewConstMetric(descBytesOut, prometheus.CounterValue, float64(out))
+	ch <- prometheus.MustNewConstMetric(descDirect, prometheus.CounterValue, float64(m.directReplies()))
 	for id, name := range m.cmdNames {
 		var n uint64
 		for _, st := range loops {

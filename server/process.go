@@ -34,6 +34,9 @@ func (s *Server) process(cs *conn) gnet.Action {
 		cs.inplaceGets = 0
 	}
 	s.flush(cs)
+	// An offer withdrawn while this ran may have been used already: its
+	// request waits in the mail with replies queued behind it.
+	cs.loop.retire()
 	return gnet.None
 }
 
@@ -191,6 +194,7 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 		ok = ok && (!cmd.readsFirst || cs.writes == 0)
 	}
 	if !ok {
+		cs.withdraw()
 		cs.parked = true
 	}
 	return ok
@@ -232,6 +236,7 @@ func (s *Server) overOutput(cs *conn) bool {
 	}
 	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
 	s.metrics.LimitCloses.WithLabelValues("output").Inc()
+	cs.withdraw()
 	cs.out = cs.out[:0]
 	cs.closing = true
 	cs.q = replyQueue{}

@@ -197,6 +197,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		loop:   l,
 		authed: s.cfg.RequirePass == "",
 		last:   time.Now().UnixNano(),
+		fd:     c.Fd(),
 	}
 	l.conns[cs] = struct{}{}
 	c.SetContext(cs)
@@ -206,7 +207,15 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 // OnClose forgets the connection; completions that arrive later are dropped.
 func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cs, ok := c.Context().(*conn)
-	if !ok || cs.closed {
+	if !ok {
+		return gnet.None
+	}
+	// gnet closes the fd after this returns: no completion may write to it
+	// from now on (tryDirect).
+	cs.dmu.Lock()
+	cs.gone = true
+	cs.dmu.Unlock()
+	if cs.closed {
 		return gnet.None
 	}
 	cs.closed = true
@@ -222,6 +231,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok || cs.closed {
 		return gnet.Close
 	}
+	cs.loop.retire()
 	cs.last = time.Now().UnixNano()
 	if s.draining.Load() && !cs.closing {
 		// Shutting down: what was read before finishes (a parked
@@ -251,6 +261,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	for _, l := range loops {
 		l := l
 		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.retire()
 			for cs := range l.conns {
 				if cs.last < deadline && cs.q.len() == 0 {
 					s.log.Debug("closing idle connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))

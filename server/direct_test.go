@@ -1,0 +1,143 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/conf"
+)
+
+// TestDirectRepliesKeepOrder drives connections the way unpipelined and
+// lightly pipelined clients do, so that requests are often alone in their
+// queue (their completion writes the reply itself: tryDirect) and often
+// followed, while the store is still working, by more requests the loop
+// queues behind them (the offer is withdrawn, maybe after it was used).
+// Every reply is checked against a per-connection model.
+func TestDirectRepliesKeepOrder(t *testing.T) {
+	for name, newStore := range orderingStores() {
+		t.Run(name, func(t *testing.T) {
+			m := NewMetrics(nil)
+			addr := startTestServerWith(t, newStore(), nil, m)
+			var wg sync.WaitGroup
+			for c := 0; c < 4; c++ {
+				wg.Add(1)
+				go func(c int) {
+					defer wg.Done()
+					if err := checkBurstModel(addr, c); err != nil {
+						t.Error(err)
+						t.Log(lastServer.dumpState())
+					}
+				}(c)
+			}
+			wg.Wait()
+			if m.directReplies() == 0 {
+				t.Error("no reply was written by its completion: the test does not exercise tryDirect")
+			}
+		})
+	}
+}
+
+// checkBurstModel sends bursts of one to four requests, reading the
+// replies owed after about half of them.
+func checkBurstModel(addr string, c int) error {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	rng := rand.New(rand.NewSource(int64(c)))
+	r := bufio.NewReader(conn)
+	model := map[string]string{}
+	var want []string
+	for i := 0; i < 1500; i++ {
+		var req strings.Builder
+		for n := 1 + rng.Intn(4); n > 0; n-- {
+			k := fmt.Sprintf("c%d-k%d", c, rng.Intn(8))
+			switch rng.Intn(5) {
+			case 0, 1:
+				v := fmt.Sprint(i, n)
+				fmt.Fprintf(&req, "PUT|%s|%s\n", k, v)
+				model[k] = v
+				want = append(want, "OK")
+			case 2:
+				fmt.Fprintf(&req, "DELETE|%s\n", k)
+				delete(model, k)
+				want = append(want, "OK")
+			case 3:
+				req.WriteString("PING\n")
+				want = append(want, "PONG")
+			default:
+				fmt.Fprintf(&req, "GET|%s\n", k)
+				if v, ok := model[k]; ok {
+					want = append(want, "VALUE|"+v)
+				} else {
+					want = append(want, "NOT_FOUND")
+				}
+			}
+		}
+		if _, err := conn.Write([]byte(req.String())); err != nil {
+			return err
+		}
+		if rng.Intn(2) == 0 && len(want) < 64 {
+			continue
+		}
+		for j, w := range want {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("conn %d burst %d reply %d: %v", c, i, j, err)
+			}
+			if got := strings.TrimSuffix(line, "\n"); got != w {
+				return fmt.Errorf("conn %d burst %d reply %d: got %q want %q", c, i, j, got, w)
+			}
+		}
+		want = want[:0]
+	}
+	return nil
+}
+
+// TestDirectReplyAfterCloseGoesNowhere closes connections right after a
+// write, before the store completes it, while new connections (which the
+// kernel gives the lowest free descriptors, so often the old ones) talk to
+// the server: a completion must never write its reply into a descriptor
+// that now belongs to another client.
+func TestDirectReplyAfterCloseGoesNowhere(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), func(c *conf.Server) { c.EventLoops = 1 })
+	for i := 0; i < 300; i++ {
+		a, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Write([]byte("PUT|k|v\n")); err != nil {
+			t.Fatal(err)
+		}
+		// Let the server read the PUT, then hang up before its completion.
+		time.Sleep(time.Duration(rand.Intn(100)) * time.Microsecond)
+		a.Close()
+		b, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = b.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(b)
+		for j := 0; j < 3; j++ {
+			if _, err := b.Write([]byte("PING\n")); err != nil {
+				t.Fatal(err)
+			}
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line != "PONG\n" {
+				t.Fatalf("round %d: a new connection got %q: another connection's reply", i, line)
+			}
+		}
+		b.Close()
+	}
+}
