@@ -501,6 +501,13 @@ func (d *DB) stallIfNeeded() error {
 // beyond it waits, which stalls writes until the flush catches up.
 const maxImmutableMemtables = 2
 
+// MemtableMemory is the most memory the memtables of a DB with the given
+// Options.MemtableBytes hold at once: the mutable one, the spare allocated
+// ahead of the next rotation, and those waiting for flush.
+func MemtableMemory(memtableBytes int64) int64 {
+	return (2 + maxImmutableMemtables) * memtableBytes
+}
+
 // rotateMemtable makes the mutable memtable immutable and starts a new one
 // (and a new WAL) with room for at least need bytes. It waits while too
 // many memtables already wait for flush.

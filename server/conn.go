@@ -79,10 +79,9 @@ type pending struct {
 	n  int
 	ok []byte
 
-	// direct: the completion wrote the reply to the socket itself at
-	// doneAt (unix nanos); the loop only has to retire the request.
+	// direct: the completion wrote the reply to the socket itself (and
+	// observed its latency); the loop only has to retire the request.
 	direct bool
-	doneAt int64
 }
 
 const (
@@ -153,7 +152,13 @@ func (l *loop) post(ps ...*pending) {
 	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.deliver)); err != nil {
 		// The engine is shutting down: nobody will read these replies.
 		l.mu.Lock()
-		n := len(l.mail)
+		n := 0
+		for _, p := range l.mail {
+			if !p.direct { // tryDirect uncounted those already
+				n++
+			}
+		}
+		clear(l.mail)
 		l.mail = l.mail[:0]
 		l.scheduled = false
 		l.mu.Unlock()
@@ -164,7 +169,8 @@ func (l *loop) post(ps ...*pending) {
 // postDirect hands over a request whose reply tryDirect already wrote. The
 // loop is not woken for it: nothing is queued behind it (the loop would
 // have withdrawn the offer), so it only needs retiring before the
-// connection's next request, and every loop callback begins with retire.
+// connection's next request, and every loop callback begins with retire
+// (OnTick also retires, within a second, on a loop that stays idle).
 func (l *loop) postDirect(p *pending) {
 	l.mu.Lock()
 	l.mail = append(l.mail, p)
@@ -197,8 +203,7 @@ func (l *loop) deliver(context.Context) error {
 	for _, p := range batch {
 		p.done = true
 		if p.direct {
-			s.observeAt(p, p.doneAt)
-			continue
+			continue // observed by tryDirect
 		}
 		s.inflight.Add(-1)
 		s.observeAt(p, now)
@@ -395,7 +400,8 @@ func (s *Server) tryDirect(p *pending) bool {
 		}
 		return false
 	}
-	p.reply, p.direct, p.doneAt = nil, true, time.Now().UnixNano()
+	p.reply, p.direct = nil, true
+	s.observeAt(p, time.Now().UnixNano())
 	cs.loop.stats.direct.Add(1)
 	s.inflight.Add(-1)
 	cs.loop.postDirect(p)

@@ -245,18 +245,27 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 // OnTick runs on its own goroutine: it asks every loop to sweep idle
-// connections (connection state is only touched on its loop).
+// connections (connection state is only touched on its loop), and to
+// retire directly answered requests on a loop with no other traffic.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	idle := s.cfg.IdleTimeout.D()
-	if idle <= 0 {
-		return time.Second, gnet.None
-	}
 	s.loopsMu.Lock()
 	loops := make([]*loop, 0, len(s.loops))
 	for _, l := range s.loops {
 		loops = append(loops, l)
 	}
 	s.loopsMu.Unlock()
+	idle := s.cfg.IdleTimeout.D()
+	if idle <= 0 {
+		for _, l := range loops {
+			if l.unsent.Load() {
+				_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+					l.retire()
+					return nil
+				}))
+			}
+		}
+		return time.Second, gnet.None
+	}
 	deadline := time.Now().Add(-idle).UnixNano()
 	for _, l := range loops {
 		l := l

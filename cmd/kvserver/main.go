@@ -88,6 +88,7 @@ func run(args []string) error {
 	defer closeLog()
 
 	spareProc(server.EventLoops(cfg.Server))
+	memLimit := setMemoryLimit(cfg.Storage)
 
 	mode := "standalone"
 	if cfg.Cluster.Enabled {
@@ -133,7 +134,7 @@ func run(args []string) error {
 	}
 	cancelStart()
 	logger.Info("kvserver started", "version", version, "listen", cfg.Server.Listen, "admin", cfg.Server.AdminListen,
-		"dir", cfg.Storage.Dir, "mode", mode, "sync", cfg.Storage.Sync)
+		"dir", cfg.Storage.Dir, "mode", mode, "sync", cfg.Storage.Sync, "memory_limit", conf.ByteSize(memLimit).String())
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
