@@ -59,8 +59,8 @@ type Options struct {
 	// SyncInterval is the SyncBatch fsync period; default 100ms.
 	SyncInterval time.Duration
 	// MemtableBytes is the size at which a memtable becomes immutable and
-	// is flushed; default 64 MiB. The first memtables of a DB start smaller
-	// (256 KiB) and double, so small or idle DBs stay small.
+	// is flushed; default 64 MiB. Up to MemtableMemory(MemtableBytes) of
+	// memtables exist at once; their arenas take memory as they are written.
 	MemtableBytes int64
 	// BlockCacheBytes sizes the DB's own block cache; default 256 MiB.
 	// Ignored when Cache is set.
