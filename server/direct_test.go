@@ -54,40 +54,18 @@ func checkBurstModel(addr string, c int) error {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	rng := rand.New(rand.NewSource(int64(c)))
+	m := newPipeModel(c, 8)
 	r := bufio.NewReader(conn)
-	model := map[string]string{}
 	var want []string
 	for i := 0; i < 1500; i++ {
 		var req strings.Builder
-		for n := 1 + rng.Intn(4); n > 0; n-- {
-			k := fmt.Sprintf("c%d-k%d", c, rng.Intn(8))
-			switch rng.Intn(5) {
-			case 0, 1:
-				v := fmt.Sprint(i, n)
-				fmt.Fprintf(&req, "PUT|%s|%s\n", k, v)
-				model[k] = v
-				want = append(want, "OK")
-			case 2:
-				fmt.Fprintf(&req, "DELETE|%s\n", k)
-				delete(model, k)
-				want = append(want, "OK")
-			case 3:
-				req.WriteString("PING\n")
-				want = append(want, "PONG")
-			default:
-				fmt.Fprintf(&req, "GET|%s\n", k)
-				if v, ok := model[k]; ok {
-					want = append(want, "VALUE|"+v)
-				} else {
-					want = append(want, "NOT_FOUND")
-				}
-			}
+		for n := 1 + m.rng.Intn(4); n > 0; n-- {
+			want = append(want, m.add(&req))
 		}
 		if _, err := conn.Write([]byte(req.String())); err != nil {
 			return err
 		}
-		if rng.Intn(2) == 0 && len(want) < 64 {
+		if m.rng.Intn(2) == 0 && len(want) < 64 {
 			continue
 		}
 		for j, w := range want {

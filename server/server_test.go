@@ -230,39 +230,57 @@ func TestInputLimitErrorKeepsOrder(t *testing.T) {
 	}
 }
 
+// pipeModel makes random pipe-protocol requests (PUT, DELETE, PING, GET)
+// over a few keys of one connection, and knows the reply to each.
+type pipeModel struct {
+	rng  *rand.Rand
+	c    int
+	keys int
+	seq  int
+	data map[string]string
+}
+
+func newPipeModel(c, keys int) *pipeModel {
+	return &pipeModel{rng: rand.New(rand.NewSource(int64(c))), c: c, keys: keys, data: map[string]string{}}
+}
+
+// add appends one request to req and returns the reply it must get.
+func (m *pipeModel) add(req *strings.Builder) string {
+	m.seq++
+	k := fmt.Sprintf("c%d-k%d", m.c, m.rng.Intn(m.keys))
+	switch m.rng.Intn(6) {
+	case 0, 1:
+		v := fmt.Sprint(m.seq)
+		fmt.Fprintf(req, "PUT|%s|%s\n", k, v)
+		m.data[k] = v
+		return "OK"
+	case 2:
+		fmt.Fprintf(req, "DELETE|%s\n", k)
+		delete(m.data, k)
+		return "OK"
+	case 3:
+		req.WriteString("PING\n")
+		return "PONG"
+	default:
+		fmt.Fprintf(req, "GET|%s\n", k)
+		if v, ok := m.data[k]; ok {
+			return "VALUE|" + v
+		}
+		return "NOT_FOUND"
+	}
+}
+
 func checkPipelinedModel(addr string, c int) error {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	rng := rand.New(rand.NewSource(int64(c)))
-	model := map[string]string{}
+	m := newPipeModel(c, 20)
 	var req strings.Builder
 	var want []string
 	for i := 0; i < 3000; i++ {
-		k := fmt.Sprintf("c%d-k%d", c, rng.Intn(20))
-		switch rng.Intn(6) {
-		case 0, 1:
-			v := fmt.Sprint(i)
-			fmt.Fprintf(&req, "PUT|%s|%s\n", k, v)
-			model[k] = v
-			want = append(want, "OK")
-		case 2:
-			fmt.Fprintf(&req, "DELETE|%s\n", k)
-			delete(model, k)
-			want = append(want, "OK")
-		case 3:
-			req.WriteString("PING\n")
-			want = append(want, "PONG")
-		default:
-			fmt.Fprintf(&req, "GET|%s\n", k)
-			if v, ok := model[k]; ok {
-				want = append(want, "VALUE|"+v)
-			} else {
-				want = append(want, "NOT_FOUND")
-			}
-		}
+		want = append(want, m.add(&req))
 	}
 	errc := make(chan error, 1)
 	go func() {
