@@ -255,43 +255,38 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	}
 	s.loopsMu.Unlock()
 	idle := s.cfg.IdleTimeout.D()
-	if idle <= 0 {
-		for _, l := range loops {
-			if l.unsent.Load() {
-				_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-					l.retire()
-					return nil
-				}))
-			}
-		}
-		return time.Second, gnet.None
-	}
 	deadline := time.Now().Add(-idle).UnixNano()
 	for _, l := range loops {
-		l := l
+		if idle <= 0 && !l.unsent.Load() {
+			continue
+		}
 		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			l.retire()
-			for cs := range l.conns {
-				if cs.last < deadline && cs.q.len() == 0 {
-					s.log.Debug("closing idle connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
-					cs.closed = true
-					delete(l.conns, cs)
-					s.conns.Add(-1)
-					s.metrics.Connections.Dec()
-					_ = cs.c.Close()
-				}
+			if idle > 0 {
+				s.closeIdle(l, deadline)
 			}
 			return nil
 		}))
 	}
-	tick := idle / 4
-	if tick > time.Second {
-		tick = time.Second
+	if idle <= 0 {
+		return time.Second, gnet.None
 	}
-	if tick < 10*time.Millisecond {
-		tick = 10 * time.Millisecond
+	return min(max(idle/4, 10*time.Millisecond), time.Second), gnet.None
+}
+
+// closeIdle closes l's connections silent since deadline (unix nanos) with
+// no reply owed. It runs on l.
+func (s *Server) closeIdle(l *loop, deadline int64) {
+	for cs := range l.conns {
+		if cs.last < deadline && cs.q.len() == 0 {
+			s.log.Debug("closing idle connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+			cs.closed = true
+			delete(l.conns, cs)
+			s.conns.Add(-1)
+			s.metrics.Connections.Dec()
+			_ = cs.c.Close()
+		}
 	}
-	return tick, gnet.None
 }
 
 func (s *Server) loopFor(el gnet.EventLoop) *loop {
