@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -29,4 +32,40 @@ func TestBadConfigStopsStartup(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "kvserver ") {
 		t.Errorf("-version: %q %v", out, err)
 	}
+}
+
+// TestMemoryLimitFromBudgets: the server gives the Go runtime a soft
+// memory limit derived from its memtable and cache budgets (here 4 MiB
+// and 16 MiB: (4×4 + 16) × 1.25 + 256 MiB), and GOMEMLIMIT replaces it.
+func TestMemoryLimitFromBudgets(t *testing.T) {
+	n := startNode(t, "", "")
+	if got, want := gomemlimit(t, n.admin), float64(296<<20); got != want {
+		t.Errorf("go_gc_gomemlimit_bytes = %.0f, want %.0f", got, want)
+	}
+	t.Setenv("GOMEMLIMIT", "123MiB")
+	n2 := startNode(t, "", "")
+	if got, want := gomemlimit(t, n2.admin), float64(123<<20); got != want {
+		t.Errorf("with GOMEMLIMIT=123MiB: go_gc_gomemlimit_bytes = %.0f, want %.0f", got, want)
+	}
+}
+
+func gomemlimit(t *testing.T, admin string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_gomemlimit_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatal("no go_gc_gomemlimit_bytes in /metrics")
+	return 0
 }
