@@ -56,7 +56,8 @@ type node struct {
 	config string
 	log    *os.File
 	exited chan error
-	nofile int // RLIMIT_NOFILE for the process; 0: inherited
+	nofile int      // RLIMIT_NOFILE for the process; 0: inherited
+	flags  []string // command-line flags after -c FILE
 }
 
 // startNode writes a config (the [server] and [storage] basics plus extra
@@ -99,9 +100,9 @@ func (n *node) start() {
 		t.Fatal(err)
 	}
 	n.log = logf
-	n.cmd = exec.Command(kvserverBin, "-c", n.config)
+	n.cmd = exec.Command(kvserverBin, append([]string{"-c", n.config}, n.flags...)...)
 	if n.nofile > 0 {
-		n.cmd = exec.Command("bash", "-c", fmt.Sprintf("ulimit -n %d && exec %q -c %q", n.nofile, kvserverBin, n.config))
+		n.cmd = exec.Command("bash", "-c", fmt.Sprintf("ulimit -n %d && exec %q -c %q %s", n.nofile, kvserverBin, n.config, strings.Join(n.flags, " ")))
 	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {

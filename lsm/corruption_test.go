@@ -202,3 +202,74 @@ func TestManifestCorruption(t *testing.T) {
 		t.Fatalf("Open = %v, want corruption", err)
 	}
 }
+
+// TestRecoverDamagedWAL: with RecoverDamagedWAL, a DB whose WAL has a
+// damaged middle record opens with every write before the damage and none
+// after it; the WAL is set aside as NAME.corrupt, and the DB then opens
+// normally and takes writes. Without the option Open refuses, saying why.
+func TestRecoverDamagedWAL(t *testing.T) {
+	const n, bad = 20, 10
+	fs, wal, ends := walWithRecords(t, n)
+	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == wal {
+			data[ends[bad-1]+9] ^= 0x40 // a payload byte of record bad
+		}
+		return data
+	})
+	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrDamagedWAL) || !errors.Is(err, ErrCorruption) {
+		t.Fatalf("Open = %v, want a damaged-WAL corruption", err)
+	}
+	opts := testOptions(cfs)
+	opts.RecoverDamagedWAL = true
+	d := mustOpen(t, "/db", opts)
+	check := func(d *DB) {
+		t.Helper()
+		for i := range n {
+			checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), i < bad)
+		}
+	}
+	check(d)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, cfs, "/db/"+wal+".corrupt"); len(got) != int(ends[n-1]) {
+		t.Fatalf("set-aside WAL has %d bytes, want the damaged WAL's %d", len(got), ends[n-1])
+	}
+	d = mustOpen(t, "/db", testOptions(cfs))
+	check(d)
+	mustPut(t, d, "after", "recovery")
+	checkGet(t, d, "after", "recovery", true)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoverDamagedOlderWAL: a damaged record in a WAL that is not the
+// newest drops the later WALs too (their writes came after the damage).
+func TestRecoverDamagedOlderWAL(t *testing.T) {
+	const n = 10
+	fs, wal, ends := walWithRecords(t, n)
+	_, num, _ := parseFilename(wal)
+	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == wal {
+			return data[:ends[n-1]-3]
+		}
+		return data
+	})
+	newer := makeFilename(fileTypeLog, num+1)
+	writeFile(t, cfs, "/db/"+newer, nil)
+	opts := testOptions(cfs)
+	opts.RecoverDamagedWAL = true
+	d := mustOpen(t, "/db", opts)
+	for i := range n {
+		checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), i < n-1)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{wal, newer} {
+		if _, err := cfs.Stat("/db/" + name + ".corrupt"); err != nil {
+			t.Errorf("%s was not set aside: %v", name, err)
+		}
+	}
+}

@@ -66,6 +66,10 @@ type DB struct {
 	logSeq uint64 // last sequence number assigned
 	walErr error
 
+	// damagedWALs are the WALs Open's recovery dropped (RecoverDamagedWAL);
+	// used by Open only.
+	damagedWALs []uint64
+
 	// manifestMu serialises manifest writes (logAndApply, Checkpoint).
 	manifestMu      sync.Mutex
 	manifest        *manifestWriter

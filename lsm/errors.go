@@ -11,6 +11,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrCorruption is wrapped by errors that report damaged files.
 	ErrCorruption = base.ErrCorruption
+	// ErrDamagedWAL is wrapped, with ErrCorruption, by Open's error for a
+	// WAL with a damaged record that is not a torn tail; Options.
+	// RecoverDamagedWAL opens such a DB.
+	ErrDamagedWAL = errors.New("lsm: damaged WAL")
 	// ErrClosed is returned by operations on a closed DB.
 	ErrClosed = errors.New("lsm: closed")
 )

@@ -223,6 +223,9 @@ func (d *DB) recover() error {
 	if err := d.createManifest(d.current, logNum, lastSeq); err != nil {
 		return err
 	}
+	if err := d.setAsideDamagedWALs(); err != nil {
+		return err
+	}
 	d.mem = newMemTable(1, d.memtableBytes(0), 0)
 	d.nextMemID = 1
 	if !d.opts.DisableWAL {
@@ -257,7 +260,7 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 		if fi, err := d.opts.FS.Stat(d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeLog, num))); err == nil {
 			size = min(size, max(minMemtableBytes, 4*fi.Size()))
 		}
-		err := d.replayWAL(num, i == len(replay)-1, func(b *Batch) error {
+		end, err := d.replayWAL(num, i == len(replay)-1, func(b *Batch) error {
 			done := 0
 			for {
 				if mem == nil {
@@ -277,7 +280,16 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 			lastSeq = max(lastSeq, b.seq()+uint64(b.Len())-1)
 			return nil
 		})
+		if err != nil && errors.Is(err, ErrCorruption) && d.opts.RecoverDamagedWAL && !d.opts.ReadOnly {
+			d.damagedWALs = replay[i:]
+			d.opts.Logger.Error("lsm: recovering from a damaged WAL: keeping the writes before the damage, dropping the rest",
+				"err", err, "kept_bytes", end, "dropped_wals", len(replay)-i)
+			break
+		}
 		if err != nil {
+			if errors.Is(err, ErrCorruption) {
+				err = fmt.Errorf("%w: %w", ErrDamagedWAL, err)
+			}
 			return nil, 0, err
 		}
 	}
@@ -285,6 +297,25 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 		mems = append(mems, mem)
 	}
 	return mems, lastSeq, nil
+}
+
+// setAsideDamagedWALs renames the WALs a recovery dropped (RecoverDamagedWAL)
+// to NAME.corrupt, once the writes kept from them are in tables the
+// manifest names, so that they are neither replayed nor deleted.
+func (d *DB) setAsideDamagedWALs() error {
+	fs := d.opts.FS
+	for _, num := range d.damagedWALs {
+		name := fs.PathJoin(d.dirname, makeFilename(fileTypeLog, num))
+		if err := fs.Rename(name, name+".corrupt"); err != nil {
+			return fmt.Errorf("lsm: set aside damaged WAL %s: %w", name, err)
+		}
+		d.opts.Logger.Warn("lsm: damaged WAL kept for inspection", "file", name+".corrupt")
+	}
+	if len(d.damagedWALs) == 0 {
+		return nil
+	}
+	d.damagedWALs = nil
+	return syncDir(fs, d.dirname)
 }
 
 // removeUnreferenced deletes what recovery left behind: WALs older than

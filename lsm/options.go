@@ -98,6 +98,14 @@ type Options struct {
 	// Checkpoint fail with ErrReadOnly, and WAL contents are replayed into
 	// memory only.
 	ReadOnly bool
+	// RecoverDamagedWAL opens a DB whose WAL holds a damaged record, which
+	// Open otherwise refuses with ErrCorruption, by keeping every batch
+	// before the damage and dropping the rest: the damaged record, the
+	// records after it and every later WAL (point-in-time recovery, what
+	// redis-check-aof --fix does to an AOF). Writes acknowledged after the
+	// damage are lost, so it is an operator's decision for one start, never
+	// a default. The dropped WALs stay in the directory as NAME.corrupt.
+	RecoverDamagedWAL bool
 	// FS is the filesystem; default vfs.Default.
 	FS vfs.FS
 	// Logger receives warnings (a repaired WAL tail, background errors);

@@ -99,40 +99,42 @@ func (w *walWriter) close() error {
 // record (what a crash during an append leaves) ends the log when last is
 // set, with a warning: that record was never acknowledged. Anywhere else a
 // damaged record is corruption: WALs are synced before the next one
-// starts, so only the newest can be torn.
-func (d *DB) replayWAL(num uint64, last bool, apply func(b *Batch) error) error {
+// starts, so only the newest can be torn. It returns the offset where the
+// intact records end (where the damage starts, after a corruption).
+func (d *DB) replayWAL(num uint64, last bool, apply func(b *Batch) error) (int64, error) {
 	fs := d.opts.FS
 	name := fs.PathJoin(d.dirname, makeFilename(fileTypeLog, num))
 	f, err := fs.Open(name)
 	if err != nil {
-		return fmt.Errorf("lsm: open WAL %s: %w", name, err)
+		return 0, fmt.Errorf("lsm: open WAL %s: %w", name, err)
 	}
 	defer f.Close()
 	r := record.NewReader(f)
 	for {
+		start := r.Offset()
 		rec, err := r.Next()
 		switch {
 		case err == io.EOF:
-			return nil
+			return r.Offset(), nil
 		case errors.Is(err, record.ErrTornTail) && last:
 			d.opts.Logger.Warn("lsm: WAL ends in a torn record; discarding it",
 				"wal", name, "offset", r.Offset(), "err", err)
-			return nil
+			return r.Offset(), nil
 		case errors.Is(err, record.ErrTornTail):
-			return fmt.Errorf("lsm: replay WAL %s: damaged record at offset %d in a WAL that is not the newest: %v: %w",
+			return r.Offset(), fmt.Errorf("lsm: replay WAL %s: damaged record at offset %d in a WAL that is not the newest: %v: %w",
 				name, r.Offset(), err, ErrCorruption)
 		case err != nil:
-			return fmt.Errorf("lsm: replay WAL %s: %w", name, err)
+			return r.Offset(), fmt.Errorf("lsm: replay WAL %s: %w", name, err)
 		}
 		var b Batch
 		if err := b.SetRepr(rec); err != nil {
-			return fmt.Errorf("lsm: replay WAL %s: record at offset %d: %w", name, r.Offset(), err)
+			return start, fmt.Errorf("lsm: replay WAL %s: record at offset %d: %w", name, start, err)
 		}
 		if b.Len() == 0 {
 			continue
 		}
 		if err := apply(&b); err != nil {
-			return fmt.Errorf("lsm: replay WAL %s: %w", name, err)
+			return start, fmt.Errorf("lsm: replay WAL %s: %w", name, err)
 		}
 	}
 }

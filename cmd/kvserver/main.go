@@ -45,6 +45,7 @@ func run(args []string) error {
 		adminListen = fs.String("admin", "", "admin HTTP address host:port (overrides server.admin_listen; \"off\" disables)")
 		dir         = fs.String("dir", "", "data directory (overrides storage.dir)")
 		syncMode    = fs.String("sync", "", "always | batch | none (overrides storage.sync)")
+		recoverWAL  = fs.Bool("recover-wal", false, "open a data directory whose WAL is damaged by keeping the writes before the damage and dropping the rest (standalone; the dropped WAL files are kept as *.corrupt)")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -96,7 +97,10 @@ func run(args []string) error {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	st, err := openStore(ctx, cfg, logger)
+	if *recoverWAL && cfg.Cluster.Enabled {
+		return errors.New("-recover-wal: cluster nodes keep no engine WAL (the raft log is theirs); it applies to standalone mode")
+	}
+	st, err := openStore(ctx, cfg, *recoverWAL, logger)
 	if err != nil {
 		return err
 	}
@@ -188,12 +192,18 @@ func waitStarted(ctx context.Context, srv *server.Server) <-chan struct{} {
 	return ch
 }
 
-// openStore opens the standalone engine or joins the cluster.
-func openStore(ctx context.Context, cfg conf.Config, logger *slog.Logger) (store.Store, error) {
+// openStore opens the standalone engine or joins the cluster. recoverWAL
+// opens a standalone engine whose WAL is damaged (-recover-wal).
+func openStore(ctx context.Context, cfg conf.Config, recoverWAL bool, logger *slog.Logger) (store.Store, error) {
 	if cfg.Cluster.Enabled {
 		return openCluster(ctx, cfg, logger)
 	}
-	db, err := lsm.Open(cfg.Storage.Dir, store.LSMOptions(cfg.Storage, logger.With("component", "lsm")))
+	opts := store.LSMOptions(cfg.Storage, logger.With("component", "lsm"))
+	opts.RecoverDamagedWAL = recoverWAL
+	db, err := lsm.Open(cfg.Storage.Dir, opts)
+	if errors.Is(err, lsm.ErrDamagedWAL) {
+		return nil, fmt.Errorf("open storage: %w; to start anyway with every write before the damage and none after it, run once with -recover-wal", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
