@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -77,6 +78,13 @@ func TestRESPCommands(t *testing.T) {
 	for _, sec := range []string{"# Server", "# Clients", "# Stats", "# Persistence", "# Keyspace", "# Cluster"} {
 		if !strings.Contains(info, sec) {
 			t.Errorf("INFO lacks %s", sec)
+		}
+	}
+	// Fields redis-cli --stat reads (it printed LONG_MIN for each missing one).
+	for _, field := range []string{"used_memory", "used_memory_rss", "blocked_clients", "total_commands_processed", "total_connections_received", "connected_clients"} {
+		v, ok := infoField(info, field)
+		if n, err := strconv.ParseInt(v, 10, 64); !ok || err != nil || n < 0 || (strings.HasPrefix(field, "used_memory") && n == 0) {
+			t.Errorf("INFO %s: %q", field, v)
 		}
 	}
 	if info, _ := r.Info(ctx, "keyspace").Result(); strings.Contains(info, "# Server") || !strings.Contains(info, "db0:keys=") {
@@ -282,4 +290,14 @@ func TestAuth(t *testing.T) {
 	if v, err := good.Get(ctx, "k").Result(); err != nil || v != "v" {
 		t.Fatalf("authenticated GET: %q %v", v, err)
 	}
+}
+
+// infoField returns field's value in INFO text.
+func infoField(info, field string) (string, bool) {
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
 }

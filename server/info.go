@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,6 +67,20 @@ func (s *Server) infoText(sections ...string) string {
 	add("clients", func(w func(string, any)) {
 		w("connected_clients", s.conns.Load())
 		w("maxclients", s.cfg.MaxConnections)
+		w("blocked_clients", 0) // no blocking commands
+	})
+	add("memory", func(w func(string, any)) {
+		heap, limit := goMemory()
+		w("used_memory", heap)
+		w("used_memory_human", humanBytes(heap))
+		if rss, ok := residentBytes(); ok {
+			w("used_memory_rss", rss)
+			w("used_memory_rss_human", humanBytes(rss))
+		}
+		w("maxmemory", 0) // nothing is evicted: the memory limit paces the garbage collector
+		w("maxmemory_policy", "noeviction")
+		w("go_memory_limit", limit)
+		w("go_memory_limit_human", humanBytes(limit))
 	})
 	add("stats", func(w func(string, any)) {
 		w("total_connections_received", s.totalConns.Load())
@@ -147,4 +162,44 @@ func (s *Server) configParams() [][2]string {
 		{"dir", s.info.DataDir},
 		{"bind", s.cfg.Listen},
 	}
+}
+
+// goMemory returns the bytes of live and not yet swept heap objects (what
+// Redis calls used_memory: what the allocator handed out) and the
+// runtime's soft memory limit, read without stopping the world.
+func goMemory() (heap, limit int64) {
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(samples)
+	return int64(samples[0].Value.Uint64()), int64(samples[1].Value.Uint64())
+}
+
+// residentBytes is the process's resident set size (Linux).
+func residentBytes() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * int64(os.Getpagesize()), true
+}
+
+// humanBytes renders n as Redis's *_human fields do (1.50M, 896.00M).
+func humanBytes(n int64) string {
+	const units = "BKMGTP"
+	v, i := float64(n), 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return strconv.FormatInt(n, 10) + "B"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64) + units[i:i+1]
 }

@@ -603,3 +603,11 @@ func gatherValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	}
 	return got
 }
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0B", 1023: "1023B", 1024: "1.00K", 1536: "1.50K", 896 << 20: "896.00M", 3 << 30: "3.00G"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
