@@ -42,6 +42,18 @@ func TestRESPCommands(t *testing.T) {
 	if _, err := r.Get(ctx, "nope").Result(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("GET missing: %v", err)
 	}
+	// TYPE and STRLEN (what redis-cli --bigkeys asks), also right behind a
+	// pipelined SET of the key.
+	pipe := r.Pipeline()
+	pipe.Set(ctx, "sized", "12345", 0)
+	typ, strlen := pipe.Type(ctx, "sized"), pipe.StrLen(ctx, "sized")
+	typNone, strlenNone := pipe.Type(ctx, "nope"), pipe.StrLen(ctx, "nope")
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if typ.Val() != "string" || strlen.Val() != 5 || typNone.Val() != "none" || strlenNone.Val() != 0 {
+		t.Fatalf("TYPE/STRLEN: %q %d, missing key %q %d", typ.Val(), strlen.Val(), typNone.Val(), strlenNone.Val())
+	}
 	if err := r.SetNX(ctx, "k", "v", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "ERR") {
 		t.Fatalf("SET NX must be refused: %v", err)
 	}

@@ -48,6 +48,9 @@ func (s *Server) respCommands() []*command {
 			s.emit(cs, respOK)
 		}},
 		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respGet, waitsInQueue: true},
+		// STRLEN and TYPE: what redis-cli --bigkeys asks of each key.
+		{name: "STRLEN", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respStrlen, waitsInQueue: true},
+		{name: "TYPE", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respType, waitsInQueue: true},
 		{name: "SET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respSet, keys: oneKey, coalesces: true},
 		{name: "MSET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respMSet, keys: pairKeys},
 		{name: "DEL", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
@@ -162,6 +165,32 @@ func (s *Server) appendRESPGet(cs *conn, dst, v []byte, err error) []byte {
 	default:
 		return s.appendErr(cs, dst, err.Error())
 	}
+}
+
+func (s *Server) respStrlen(cs *conn, args [][]byte, start int64) {
+	s.get(cs, args[1], start, func(cs *conn, dst, v []byte, err error) []byte {
+		switch {
+		case err == nil:
+			return codec.AppendInt(dst, int64(len(v)))
+		case err == store.ErrNotFound:
+			return codec.AppendInt(dst, 0)
+		default:
+			return s.appendErr(cs, dst, err.Error())
+		}
+	})
+}
+
+func (s *Server) respType(cs *conn, args [][]byte, start int64) {
+	s.get(cs, args[1], start, func(cs *conn, dst, _ []byte, err error) []byte {
+		switch {
+		case err == nil:
+			return append(dst, "+string\r\n"...)
+		case err == store.ErrNotFound:
+			return append(dst, "+none\r\n"...)
+		default:
+			return s.appendErr(cs, dst, err.Error())
+		}
+	})
 }
 
 func (s *Server) respSet(cs *conn, args [][]byte, start int64) {
