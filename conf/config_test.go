@@ -361,3 +361,21 @@ members = [{id = 1, raft = "127.0.0.1:7001", client = "127.0.0.1:8080"}]
 		t.Fatalf("members = %+v, want %+v", c.Cluster.Members, want)
 	}
 }
+
+// TestOverridesBeforeValidation: command-line overrides apply before the
+// file is validated, so a flag can replace a bad value, and a bad value a
+// flag brings is reported with its key.
+func TestOverridesBeforeValidation(t *testing.T) {
+	file := []byte("[server]\nlisten = \"nonsense\"\n")
+	if _, err := Parse(file, "kv.toml"); err == nil || !strings.Contains(err.Error(), "server.listen") {
+		t.Fatalf("bad listen without override: %v", err)
+	}
+	c, err := Parse(file, "kv.toml", func(c *Config) { c.Server.Listen = "127.0.0.1:9999" })
+	if err != nil || c.Server.Listen != "127.0.0.1:9999" {
+		t.Fatalf("override of a bad value: %v, listen %q", err, c.Server.Listen)
+	}
+	_, err = Parse([]byte(""), "kv.toml", func(c *Config) { c.Storage.Sync = "sometimes" })
+	if err == nil || !strings.Contains(err.Error(), "storage.sync") {
+		t.Fatalf("bad override: %v", err)
+	}
+}

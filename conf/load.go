@@ -11,14 +11,16 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// Load reads the TOML file at path over Default(), strictly, and validates
-// the result. Error messages name the file and the key.
-func Load(path string) (Config, error) {
+// Load reads the TOML file at path over Default(), strictly, applies the
+// overrides (command-line flags) in order, and validates the result, so a
+// value a flag replaces is never checked. Error messages name the file and
+// the key.
+func Load(path string, overrides ...func(*Config)) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("load config: %w", err)
 	}
-	return Parse(data, path)
+	return Parse(data, path, overrides...)
 }
 
 // Parse is Load for a file already in memory; name is the file name used in
@@ -29,7 +31,7 @@ func Load(path string) (Config, error) {
 // the Config types (the TOML library's own type errors name Go types, not
 // keys); only then is it decoded into the Config, whose metadata lists the
 // keys no field took.
-func Parse(data []byte, name string) (Config, error) {
+func Parse(data []byte, name string, overrides ...func(*Config)) (Config, error) {
 	if name == "" {
 		name = "config"
 	}
@@ -63,6 +65,9 @@ func Parse(data []byte, name string) (Config, error) {
 	}
 	if len(c.Cluster.Members) == 0 {
 		c.Cluster.Members = nil
+	}
+	for _, o := range overrides {
+		o(&c)
 	}
 	if errs := c.validate(); len(errs) > 0 {
 		return Config{}, joinKeyErrors(name, errs)

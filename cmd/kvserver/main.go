@@ -58,26 +58,30 @@ func run(args []string) error {
 		fmt.Println("kvserver", version)
 		return nil
 	}
+	flags := func(cfg *conf.Config) {
+		if *listen != "" {
+			cfg.Server.Listen = *listen
+		}
+		if *adminListen == "off" {
+			cfg.Server.AdminListen = ""
+		} else if *adminListen != "" {
+			cfg.Server.AdminListen = *adminListen
+		}
+		if *dir != "" {
+			cfg.Storage.Dir = *dir
+		}
+		if *syncMode != "" {
+			cfg.Storage.Sync = *syncMode
+		}
+	}
 	cfg := conf.Default()
 	if *file != "" {
 		var err error
-		if cfg, err = conf.Load(*file); err != nil {
+		if cfg, err = conf.Load(*file, flags); err != nil {
 			return err
 		}
-	}
-	if *listen != "" {
-		cfg.Server.Listen = *listen
-	}
-	if *adminListen == "off" {
-		cfg.Server.AdminListen = ""
-	} else if *adminListen != "" {
-		cfg.Server.AdminListen = *adminListen
-	}
-	if *dir != "" {
-		cfg.Storage.Dir = *dir
-	}
-	if *syncMode != "" {
-		cfg.Storage.Sync = *syncMode
+	} else {
+		flags(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
