@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -14,8 +15,12 @@ import (
 const (
 	// statusInterval is how often the cached status is rebuilt.
 	statusInterval = 500 * time.Millisecond
-	// dialTimeout bounds a liveness probe of a member's raft port.
-	dialTimeout = 300 * time.Millisecond
+	// dialTimeout bounds the connect of a liveness probe of a member's
+	// raft port, probeTimeout the whole probe: a process that is stopped
+	// or hung still has its port accepting connections (the kernel does
+	// that), so the probe also waits for the member to answer.
+	dialTimeout  = 300 * time.Millisecond
+	probeTimeout = time.Second
 )
 
 // view is a snapshot of the cluster's state as this node sees it, rebuilt
@@ -41,9 +46,9 @@ func (c *Cluster) statusLoop() {
 
 // refresh rebuilds the view of the members: the union of every local
 // replica's membership (the configured members until a replica knows
-// better); a member is up if its raft port accepts a connection (this node
-// always is). Leaders are not cached: Status asks dragonboat, which keeps
-// them in memory.
+// better); a member is up if it answers a probe on its raft port
+// (probeMember; this node always is). Leaders are not cached: Status asks
+// dragonboat, which keeps them in memory.
 func (c *Cluster) refresh() {
 	raftAddrs := make(map[uint64]string)
 	if info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
@@ -115,15 +120,29 @@ func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) 
 		wg.Add(1)
 		go func(n *store.Node) {
 			defer wg.Done()
-			conn, err := net.DialTimeout("tcp", n.Raft, dialTimeout)
-			if err == nil {
-				conn.Close()
-				n.Up = true
-			}
+			n.Up = probeMember(n.Raft)
 		}(&nodes[i])
 	}
 	wg.Wait()
 	return nodes
+}
+
+// probeMember reports whether the member at raftAddr answers on its raft
+// port: it sends the transport's end-of-stream frame, which a serving
+// transport answers at once (frameClosed), as it does for a snapshot stream.
+func probeMember(raftAddr string) bool {
+	conn, err := net.DialTimeout("tcp", raftAddr, dialTimeout)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(probeTimeout))
+	if _, err := conn.Write(appendFrameHeader(nil, frameClose, nil)); err != nil {
+		return false
+	}
+	var ack [frameHeaderLen]byte
+	_, err = io.ReadFull(conn, ack[:])
+	return err == nil && ack[0] == frameClosed
 }
 
 // registeredMembers reads the member records of shard 1 from the local

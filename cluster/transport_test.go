@@ -216,3 +216,26 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestProbeMember: a member is up when its transport answers the probe,
+// down when nothing listens or when its port accepts but nobody answers
+// (a stopped or hung process: the kernel completes the handshake).
+func TestProbeMember(t *testing.T) {
+	_, addr := startTransport(t, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	if !probeMember(addr) {
+		t.Fatal("a serving transport is reported down")
+	}
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close() // accepts in the kernel, never answers
+	if probeMember(silent.Addr().String()) {
+		t.Fatal("a port that accepts but never answers is reported up")
+	}
+	closed := silent.Addr().String()
+	silent.Close()
+	if probeMember(closed) {
+		t.Fatal("a closed port is reported up")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -216,6 +217,20 @@ func TestClusterReplicationFailoverRestart(t *testing.T) {
 	for id := 1; id <= 3; id++ {
 		checkAcked(t, c.nodes[id], acked, &mu)
 	}
+
+	// A stopped (not dead) node counts as down: its raft port still
+	// accepts connections, but it does not answer the probe.
+	if err := c.nodes[3].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	st = c.waitState(c.nodes[1], "degraded", 10*time.Second)
+	if st["nodes_up"] != "2" {
+		t.Fatalf("with node 3 stopped: %v", st)
+	}
+	if err := c.nodes[3].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	c.waitState(c.nodes[1], "healthy", 10*time.Second)
 
 	// Two of three down: unavailable.
 	c.nodes[2].kill()
