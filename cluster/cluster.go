@@ -142,7 +142,7 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 	c.lsmOpts.DisableWAL = true
 	c.lsmOpts.Cache = c.cache
 	c.lsmOpts.FS = fs
-	c.lsmOpts.MemtableBytes = max(int64(cfg.Storage.MemtableBytes)/int64(c.shards), minMemtableBytes)
+	c.lsmOpts.MemtableBytes = ShardMemtableBytes(cfg)
 
 	c.leaders = make([]shardLeader, c.shards)
 	for i := range c.leaders {
@@ -441,6 +441,13 @@ func (c *Cluster) sleepOrStop(d time.Duration, wake <-chan struct{}) bool {
 	case <-c.stop:
 		return true
 	}
+}
+
+// ShardMemtableBytes is the memtable size of each shard's engine: an
+// equal share of storage.memtable_bytes, the process's budget, but at least
+// minMemtableBytes (so many shards can take more than the budget).
+func ShardMemtableBytes(cfg conf.Config) int64 {
+	return max(int64(cfg.Storage.MemtableBytes)/int64(cfg.Cluster.Shards), minMemtableBytes)
 }
 
 // expertConfig is the NodeHost's engine, LogDB and transport setup. One

@@ -243,6 +243,8 @@ func TestValidate(t *testing.T) {
 		{"interval unused when always", func(c *Config) { c.Storage.SyncInterval = 0 }, ""},
 		{"memtable", func(c *Config) { c.Storage.MemtableBytes = 0 }, "storage.memtable_bytes:"},
 		{"cache", func(c *Config) { c.Storage.BlockCacheBytes = -5 }, "storage.block_cache_bytes: must be greater than 0, got -5"},
+		{"huge cache", func(c *Config) { c.Storage.BlockCacheBytes = 8070450532247928832 }, "storage.block_cache_bytes: must be at most 1TiB, got 7340032TiB"},
+		{"huge memtable", func(c *Config) { c.Storage.MemtableBytes = 2 * TiB }, "storage.memtable_bytes: must be at most 1TiB, got 2TiB"},
 		{"block", func(c *Config) { c.Storage.BlockBytes = 0 }, "storage.block_bytes:"},
 		{"block above memtable", func(c *Config) { c.Storage.BlockBytes = 128 * MiB }, "storage.block_bytes: must not exceed storage.memtable_bytes"},
 		{"compression", func(c *Config) { c.Storage.Compression = "lz4" }, `storage.compression: must be "s2", "zstd" or "none", got "lz4"`},
@@ -364,18 +366,21 @@ members = [{id = 1, raft = "127.0.0.1:7001", client = "127.0.0.1:8080"}]
 
 // TestOverridesBeforeValidation: command-line overrides apply before the
 // file is validated, so a flag can replace a bad value, and a bad value a
-// flag brings is reported with its key.
+// flag brings is reported with its key and the flag, not the file.
 func TestOverridesBeforeValidation(t *testing.T) {
 	file := []byte("[server]\nlisten = \"nonsense\"\n")
-	if _, err := Parse(file, "kv.toml"); err == nil || !strings.Contains(err.Error(), "server.listen") {
+	if _, err := Parse(file, "kv.toml"); err == nil || !strings.Contains(err.Error(), "kv.toml: server.listen") {
 		t.Fatalf("bad listen without override: %v", err)
 	}
-	c, err := Parse(file, "kv.toml", func(c *Config) { c.Server.Listen = "127.0.0.1:9999" })
+	listen := Override{Source: "-listen", Key: "server.listen", Set: func(c *Config) { c.Server.Listen = "127.0.0.1:9999" }}
+	c, err := Parse(file, "kv.toml", listen)
 	if err != nil || c.Server.Listen != "127.0.0.1:9999" {
 		t.Fatalf("override of a bad value: %v, listen %q", err, c.Server.Listen)
 	}
-	_, err = Parse([]byte(""), "kv.toml", func(c *Config) { c.Storage.Sync = "sometimes" })
-	if err == nil || !strings.Contains(err.Error(), "storage.sync") {
-		t.Fatalf("bad override: %v", err)
+	sync := Override{Source: "-sync", Key: "storage.sync", Set: func(c *Config) { c.Storage.Sync = "sometimes" }}
+	_, err = Parse(file, "kv.toml", sync)
+	if err == nil || !strings.Contains(err.Error(), "storage.sync (from -sync): ") || strings.Contains(err.Error(), "kv.toml: storage.sync") ||
+		!strings.Contains(err.Error(), "kv.toml: server.listen") {
+		t.Fatalf("bad file value and bad override: %v", err)
 	}
 }

@@ -5,17 +5,26 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 )
 
+// Override is a setting from outside the file, a command-line flag: Set
+// applies it; Source and Key name it in error messages ("-listen",
+// "server.listen").
+type Override struct {
+	Source, Key string
+	Set         func(*Config)
+}
+
 // Load reads the TOML file at path over Default(), strictly, applies the
-// overrides (command-line flags) in order, and validates the result, so a
-// value a flag replaces is never checked. Error messages name the file and
-// the key.
-func Load(path string, overrides ...func(*Config)) (Config, error) {
+// overrides in order, and validates the result, so a value an override
+// replaces is never checked. Error messages name the key and where its
+// value came from (the file, or the override's source).
+func Load(path string, overrides ...Override) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("load config: %w", err)
@@ -31,7 +40,7 @@ func Load(path string, overrides ...func(*Config)) (Config, error) {
 // the Config types (the TOML library's own type errors name Go types, not
 // keys); only then is it decoded into the Config, whose metadata lists the
 // keys no field took.
-func Parse(data []byte, name string, overrides ...func(*Config)) (Config, error) {
+func Parse(data []byte, name string, overrides ...Override) (Config, error) {
 	if name == "" {
 		name = "config"
 	}
@@ -67,10 +76,19 @@ func Parse(data []byte, name string, overrides ...func(*Config)) (Config, error)
 		c.Cluster.Members = nil
 	}
 	for _, o := range overrides {
-		o(&c)
+		o.Set(&c)
 	}
 	if errs := c.validate(); len(errs) > 0 {
-		return Config{}, joinKeyErrors(name, errs)
+		var fromFile []keyError
+		var fromOverrides []error
+		for _, e := range errs {
+			if i := slices.IndexFunc(overrides, func(o Override) bool { return o.Key == e.key }); i >= 0 {
+				fromOverrides = append(fromOverrides, fmt.Errorf("%s (from %s): %s", e.key, overrides[i].Source, e.msg))
+			} else {
+				fromFile = append(fromFile, e)
+			}
+		}
+		return Config{}, errors.Join(joinKeyErrors(name, fromFile), errors.Join(fromOverrides...))
 	}
 	return c, nil
 }

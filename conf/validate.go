@@ -39,9 +39,21 @@ func (ch *checker) nonNegative(key string, n int64) {
 	}
 }
 
+// maxBudget bounds the memory budgets (memtables, block cache): far
+// above any machine's memory, far below what overflows the arithmetic
+// built on them (the cache's admission counters, the memory limit).
+const maxBudget = TiB
+
 func (ch *checker) size(key string, b ByteSize) {
 	if b <= 0 {
 		ch.fail(key, "must be greater than 0, got %d", int64(b))
+	}
+}
+
+func (ch *checker) budget(key string, b ByteSize) {
+	ch.size(key, b)
+	if b > maxBudget {
+		ch.fail(key, "must be at most %s, got %s", maxBudget, b)
 	}
 }
 
@@ -129,8 +141,8 @@ func (c Config) validate() []keyError {
 	if st.SyncInterval < 0 || (st.Sync == SyncBatch && st.SyncInterval == 0) {
 		ch.fail("storage.sync_interval", "must be greater than 0, got %s", st.SyncInterval)
 	}
-	ch.size("storage.memtable_bytes", st.MemtableBytes)
-	ch.size("storage.block_cache_bytes", st.BlockCacheBytes)
+	ch.budget("storage.memtable_bytes", st.MemtableBytes)
+	ch.budget("storage.block_cache_bytes", st.BlockCacheBytes)
 	ch.size("storage.block_bytes", st.BlockBytes)
 	if st.BlockBytes > 0 && st.MemtableBytes > 0 && st.BlockBytes > st.MemtableBytes {
 		ch.fail("storage.block_bytes", "must not exceed storage.memtable_bytes (%s), got %s", st.MemtableBytes, st.BlockBytes)

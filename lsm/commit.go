@@ -505,7 +505,8 @@ const maxImmutableMemtables = 2
 // Options.MemtableBytes hold at once: the mutable one, the spare allocated
 // ahead of the next rotation, and those waiting for flush.
 func MemtableMemory(memtableBytes int64) int64 {
-	return (2 + maxImmutableMemtables) * memtableBytes
+	o, _ := Options{MemtableBytes: memtableBytes}.withDefaults()
+	return (2 + maxImmutableMemtables) * o.MemtableBytes
 }
 
 // rotateMemtable makes the mutable memtable immutable and starts a new one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -271,5 +272,59 @@ func TestRecoverDamagedOlderWAL(t *testing.T) {
 		if _, err := cfs.Stat("/db/" + name + ".corrupt"); err != nil {
 			t.Errorf("%s was not set aside: %v", name, err)
 		}
+	}
+}
+
+// failManifestFS fails the creation of manifests.
+type failManifestFS struct{ vfs.FS }
+
+func (f failManifestFS) Create(name string) (vfs.File, error) {
+	if strings.Contains(name, "MANIFEST") {
+		return nil, errors.New("injected: cannot create manifest")
+	}
+	return f.FS.Create(name)
+}
+
+// TestRecoverDamagedWALInterrupted: a recovery that fails before its new
+// manifest (here: cannot create it) leaves the DB as it was, so a plain
+// Open still refuses and the damaged WAL is still there (also as
+// NAME.corrupt); a second recovery completes, without warnings about files
+// that vanished.
+func TestRecoverDamagedWALInterrupted(t *testing.T) {
+	const n, bad = 20, 10
+	fs, wal, ends := walWithRecords(t, n)
+	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == wal {
+			data[ends[bad-1]+9] ^= 0x40
+		}
+		return data
+	})
+	opts := testOptions(failManifestFS{cfs})
+	opts.RecoverDamagedWAL = true
+	if _, err := Open("/db", opts); err == nil {
+		t.Fatal("recovery without a manifest succeeded")
+	}
+	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrDamagedWAL) {
+		t.Fatalf("plain Open after an interrupted recovery = %v, want the damaged-WAL refusal", err)
+	}
+	var logged strings.Builder
+	opts = testOptions(cfs)
+	opts.RecoverDamagedWAL = true
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	d := mustOpen(t, "/db", opts)
+	for i := range n {
+		checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), i < bad)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, cfs, "/db/"+wal+".corrupt"); len(got) != int(ends[n-1]) {
+		t.Fatalf("kept WAL has %d bytes, want %d", len(got), ends[n-1])
+	}
+	if _, err := cfs.Stat("/db/" + wal); err == nil {
+		t.Fatal("the damaged WAL is still live after recovery")
+	}
+	if strings.Contains(logged.String(), "leftover") {
+		t.Fatalf("recovery logged a spurious warning:\n%s", logged.String())
 	}
 }

@@ -220,10 +220,10 @@ func (d *DB) recover() error {
 	d.current.unref()
 	d.current = nv
 	logNum := d.nextFileNum.Add(1) - 1
-	if err := d.createManifest(d.current, logNum, lastSeq); err != nil {
+	if err := d.keepDamagedWALs(); err != nil {
 		return err
 	}
-	if err := d.setAsideDamagedWALs(); err != nil {
+	if err := d.createManifest(d.current, logNum, lastSeq); err != nil {
 		return err
 	}
 	d.mem = newMemTable(1, d.memtableBytes(0), 0)
@@ -299,22 +299,29 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 	return mems, lastSeq, nil
 }
 
-// setAsideDamagedWALs renames the WALs a recovery dropped (RecoverDamagedWAL)
-// to NAME.corrupt, once the writes kept from them are in tables the
-// manifest names, so that they are neither replayed nor deleted.
-func (d *DB) setAsideDamagedWALs() error {
+// keepDamagedWALs hard-links each WAL a recovery dropped (RecoverDamagedWAL)
+// as NAME.corrupt before the new manifest makes the writes kept from them
+// durable in tables; the manifest switch then lets removeUnreferenced
+// delete the NAME links with the other old WALs. Linking first means no
+// crash can leave a state in which the next start deletes a dropped WAL
+// that was never set aside. A NAME.corrupt that exists already is an
+// earlier link of the same WAL (WAL numbers are never reused), from a
+// recovery interrupted after linking.
+func (d *DB) keepDamagedWALs() error {
 	fs := d.opts.FS
 	for _, num := range d.damagedWALs {
 		name := fs.PathJoin(d.dirname, makeFilename(fileTypeLog, num))
-		if err := fs.Rename(name, name+".corrupt"); err != nil {
-			return fmt.Errorf("lsm: set aside damaged WAL %s: %w", name, err)
+		if _, err := fs.Stat(name + ".corrupt"); err == nil {
+			continue
+		}
+		if err := fs.Link(name, name+".corrupt"); err != nil {
+			return fmt.Errorf("lsm: keep damaged WAL %s: %w", name, err)
 		}
 		d.opts.Logger.Warn("lsm: damaged WAL kept for inspection", "file", name+".corrupt")
 	}
 	if len(d.damagedWALs) == 0 {
 		return nil
 	}
-	d.damagedWALs = nil
 	return syncDir(fs, d.dirname)
 }
 

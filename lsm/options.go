@@ -105,6 +105,8 @@ type Options struct {
 	// redis-check-aof --fix does to an AOF). Writes acknowledged after the
 	// damage are lost, so it is an operator's decision for one start, never
 	// a default. The dropped WALs stay in the directory as NAME.corrupt.
+	// A damaged last record of the newest WAL is a torn tail either way
+	// (dropped with a warning). Ignored with ReadOnly, which writes nothing.
 	RecoverDamagedWAL bool
 	// FS is the filesystem; default vfs.Default.
 	FS vfs.FS

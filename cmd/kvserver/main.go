@@ -58,32 +58,29 @@ func run(args []string) error {
 		fmt.Println("kvserver", version)
 		return nil
 	}
-	flags := func(cfg *conf.Config) {
-		if *listen != "" {
-			cfg.Server.Listen = *listen
+	var overrides []conf.Override
+	override := func(flag, key, value string, set func(*conf.Config)) {
+		if value != "" {
+			overrides = append(overrides, conf.Override{Source: flag, Key: key, Set: set})
 		}
+	}
+	override("-listen", "server.listen", *listen, func(c *conf.Config) { c.Server.Listen = *listen })
+	override("-admin", "server.admin_listen", *adminListen, func(c *conf.Config) {
+		c.Server.AdminListen = *adminListen
 		if *adminListen == "off" {
-			cfg.Server.AdminListen = ""
-		} else if *adminListen != "" {
-			cfg.Server.AdminListen = *adminListen
+			c.Server.AdminListen = ""
 		}
-		if *dir != "" {
-			cfg.Storage.Dir = *dir
-		}
-		if *syncMode != "" {
-			cfg.Storage.Sync = *syncMode
-		}
-	}
-	cfg := conf.Default()
+	})
+	override("-dir", "storage.dir", *dir, func(c *conf.Config) { c.Storage.Dir = *dir })
+	override("-sync", "storage.sync", *syncMode, func(c *conf.Config) { c.Storage.Sync = *syncMode })
+	var cfg conf.Config
+	var err error
 	if *file != "" {
-		var err error
-		if cfg, err = conf.Load(*file, flags); err != nil {
-			return err
-		}
+		cfg, err = conf.Load(*file, overrides...)
 	} else {
-		flags(&cfg)
+		cfg, err = conf.Parse(nil, "built-in configuration", overrides...)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err != nil {
 		return err
 	}
 	logger, closeLog, err := newLogger(cfg.Log)
@@ -93,7 +90,7 @@ func run(args []string) error {
 	defer closeLog()
 
 	spareProc(server.EventLoops(cfg.Server))
-	memLimit := setMemoryLimit(cfg.Storage)
+	memLimit := setMemoryLimit(cfg)
 
 	mode := "standalone"
 	if cfg.Cluster.Enabled {

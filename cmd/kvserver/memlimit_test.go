@@ -8,28 +8,39 @@ import (
 )
 
 func TestMemoryLimitFollowsBudgets(t *testing.T) {
-	s := conf.Default().Storage
+	c := conf.Default()
 	// Four 64 MiB memtables and a 256 MiB cache, a quarter more, 256 MiB.
-	if got, want := memoryLimit(s), int64(896<<20); got != want {
+	if got, want := memoryLimit(c), int64(896<<20); got != want {
 		t.Fatalf("default budgets: limit %d, want %d", got, want)
 	}
-	s.MemtableBytes, s.BlockCacheBytes = 8<<20, 1<<30
-	if got, want := memoryLimit(s), int64((32<<20+1<<30)*5/4+256<<20); got != want {
+	c.Storage.MemtableBytes, c.Storage.BlockCacheBytes = 8<<20, 1<<30
+	if got, want := memoryLimit(c), int64((32<<20+1<<30)*5/4+256<<20); got != want {
 		t.Fatalf("limit %d, want %d", got, want)
+	}
+	// The engine caps a memtable at 2 GiB: so does the limit.
+	c.Storage.MemtableBytes = conf.TiB
+	if got, want := memoryLimit(c), int64((4*(2<<30-1)+1<<30)*5/4+256<<20); got != want {
+		t.Fatalf("1 TiB memtables: limit %d, want %d", got, want)
+	}
+	// In cluster mode every shard has its memtables, at least 1 MiB each.
+	c = conf.Default()
+	c.Cluster.Enabled, c.Cluster.Shards, c.Storage.MemtableBytes = true, 64, 16<<20
+	if got, want := memoryLimit(c), int64((64*4<<20+256<<20)*5/4+256<<20); got != want {
+		t.Fatalf("64 shards: limit %d, want %d", got, want)
 	}
 }
 
 func TestSetMemoryLimit(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
-	s := conf.Default().Storage
+	c := conf.Default()
 	t.Setenv("GOMEMLIMIT", "")
-	if got := setMemoryLimit(s); got != memoryLimit(s) || debug.SetMemoryLimit(-1) != got {
-		t.Fatalf("limit in force %d, want %d", debug.SetMemoryLimit(-1), memoryLimit(s))
+	if got := setMemoryLimit(c); got != memoryLimit(c) || debug.SetMemoryLimit(-1) != got {
+		t.Fatalf("limit in force %d, want %d", debug.SetMemoryLimit(-1), memoryLimit(c))
 	}
 	// GOMEMLIMIT wins: whatever the runtime has is left alone.
 	debug.SetMemoryLimit(123 << 20)
 	t.Setenv("GOMEMLIMIT", "123MiB")
-	if got := setMemoryLimit(s); got != 123<<20 || debug.SetMemoryLimit(-1) != 123<<20 {
+	if got := setMemoryLimit(c); got != 123<<20 || debug.SetMemoryLimit(-1) != 123<<20 {
 		t.Fatalf("with GOMEMLIMIT set: %d", got)
 	}
 }
