@@ -248,6 +248,10 @@ func (s *Server) drain(cs *conn) {
 		cs.out = append(cs.out, p.reply...)
 		cs.count(p.class, -1)
 		cs.q.pop()
+		if p == cs.grant {
+			// Offered after its completion had already gone the usual way.
+			cs.withdraw()
+		}
 	}
 }
 
@@ -353,15 +357,52 @@ func (cs *conn) push(p *pending) {
 // for the socket, so no reply is owed ahead of it; from then on the loop
 // writes nothing to the socket until p is done, unless it first withdraws
 // the offer (push, park, close).
+//
+// At most maxOffers offers are out at once, server-wide: a completing
+// goroutine writes the replies of its whole group one after another (the
+// committer after an fsync, before it can start the next), so with
+// hundreds of waiting clients the loops, two at a time, are the faster
+// writers. Measured (kvbench -clients 512 -ops put, sync=always): without
+// the bound 73-77K puts/s against 80-84K before direct replies.
 func (cs *conn) offerDirect(p *pending) {
 	if cs.q.len() != 1 || cs.q.front() != p || len(cs.out) != 0 || cs.parked || cs.closing || cs.closed ||
 		cs.c.OutboundBuffered() != 0 {
 		return
 	}
+	s := cs.loop.s
 	cs.dmu.Lock()
+	if cs.offer == nil && !s.takeOffer() {
+		cs.dmu.Unlock()
+		return
+	}
 	cs.offer = p
 	cs.dmu.Unlock()
 	cs.grant = p
+}
+
+// maxOffers bounds the direct-reply offers out at once (offerDirect).
+const maxOffers = 32
+
+// takeOffer reserves one of the maxOffers offers.
+func (s *Server) takeOffer() bool {
+	for {
+		n := s.offers.Load()
+		if n >= maxOffers {
+			return false
+		}
+		if s.offers.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// dropOffer clears cs's offer, if any, and returns it to the pool. cs.dmu
+// must be held.
+func (cs *conn) dropOffer() {
+	if cs.offer != nil {
+		cs.offer = nil
+		cs.loop.s.offers.Add(-1)
+	}
 }
 
 // withdraw takes back an offer the loop may still have out. A completion
@@ -372,7 +413,7 @@ func (cs *conn) withdraw() {
 		return
 	}
 	cs.dmu.Lock()
-	cs.offer = nil
+	cs.dropOffer()
 	cs.dmu.Unlock()
 	cs.grant = nil
 }
@@ -389,7 +430,7 @@ func (s *Server) tryDirect(p *pending) bool {
 	if cs.offer != p || cs.gone {
 		return false
 	}
-	cs.offer = nil
+	cs.dropOffer()
 	n, err := unix.Write(cs.fd, p.reply)
 	if n > 0 {
 		cs.loop.stats.bytesOut.Add(uint64(n))

@@ -41,6 +41,15 @@ func TestDirectRepliesKeepOrder(t *testing.T) {
 			if m.directReplies() == 0 {
 				t.Error("no reply was written by its completion: the test does not exercise tryDirect")
 			}
+			// Every offer is returned once its connection is gone: a leak
+			// would end direct replies for good at maxOffers.
+			deadline := time.Now().Add(5 * time.Second)
+			for lastServer.offers.Load() != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := lastServer.offers.Load(); n != 0 {
+				t.Errorf("%d direct-reply offers still out after every connection closed", n)
+			}
 		})
 	}
 }

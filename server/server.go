@@ -57,6 +57,7 @@ type Server struct {
 	nextConnID atomic.Uint64
 	conns      atomic.Int64
 	inflight   atomic.Int64 // replies handed to the store and not yet delivered
+	offers     atomic.Int64 // direct-reply offers out (offerDirect)
 	draining   atomic.Bool
 	totalConns atomic.Int64
 	rejected   atomic.Int64
@@ -214,6 +215,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	// from now on (tryDirect).
 	cs.dmu.Lock()
 	cs.gone = true
+	cs.dropOffer()
 	cs.dmu.Unlock()
 	if cs.closed {
 		return gnet.None
