@@ -14,6 +14,18 @@ import (
 	"github.com/kvstore/kv/lsm/record"
 )
 
+// editFile copies fs's DB at /db with the file called name replaced by
+// edit of its contents.
+func editFile(t *testing.T, fs *vfs.MemFS, name string, edit func(data []byte) []byte) *vfs.MemFS {
+	t.Helper()
+	return copyFS(t, fs, "/db", func(file string, data []byte) []byte {
+		if file == name {
+			return edit(data)
+		}
+		return data
+	})
+}
+
 // walWithRecords writes n single-put batches with SyncAlways and closes the
 // DB without flushing, so that they live only in its one WAL. It returns
 // the FS, the WAL's name and the end offset of each record.
@@ -65,11 +77,8 @@ func TestWALTornTail(t *testing.T) {
 	cases["garbage-tail"] = func(b []byte) []byte { return append(b[:start], bytes.Repeat([]byte{0xa5}, 100)...) }
 	for name, edit := range cases {
 		t.Run(name, func(t *testing.T) {
-			cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-				if file == wal {
-					return edit(data)
-				}
-				return data
+			cfs := editFile(t, fs, wal, func(data []byte) []byte {
+				return edit(data)
 			})
 			for range 2 {
 				d := mustOpen(t, "/db", testOptions(cfs))
@@ -96,10 +105,8 @@ func TestWALCorruption(t *testing.T) {
 	const n = 20
 	fs, wal, ends := walWithRecords(t, n)
 	for _, off := range []int64{ends[4] + 2, ends[4] + 9, (ends[9] + ends[10]) / 2, ends[n-3] - 1} {
-		cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-			if file == wal {
-				data[off] ^= 0x40
-			}
+		cfs := editFile(t, fs, wal, func(data []byte) []byte {
+			data[off] ^= 0x40
 			return data
 		})
 		_, err := Open("/db", testOptions(cfs))
@@ -113,20 +120,34 @@ func TestWALCorruption(t *testing.T) {
 }
 
 // TestOlderWALTornTail: only the newest WAL may end in a torn record; an
-// older WAL was synced before the next one started.
+// older WAL was synced before the next one started, so Open refuses. With
+// RecoverDamagedWAL it opens with the writes before the damage, and drops
+// the later WALs too (their writes came after it).
 func TestOlderWALTornTail(t *testing.T) {
 	const n = 10
 	fs, wal, ends := walWithRecords(t, n)
 	_, num, _ := parseFilename(wal)
-	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-		if file == wal {
-			return data[:ends[n-1]-3]
-		}
-		return data
+	cfs := editFile(t, fs, wal, func(data []byte) []byte {
+		return data[:ends[n-1]-3]
 	})
-	writeFile(t, cfs, "/db/"+makeFilename(fileTypeLog, num+1), nil)
+	newer := makeFilename(fileTypeLog, num+1)
+	writeFile(t, cfs, "/db/"+newer, nil)
 	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrCorruption) {
 		t.Fatalf("Open = %v, want corruption", err)
+	}
+	opts := testOptions(cfs)
+	opts.RecoverDamagedWAL = true
+	d := mustOpen(t, "/db", opts)
+	for i := range n {
+		checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), i < n-1)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{wal, newer} {
+		if _, err := cfs.Stat("/db/" + name + ".corrupt"); err != nil {
+			t.Errorf("%s was not set aside: %v", name, err)
+		}
 	}
 }
 
@@ -148,14 +169,12 @@ func TestTableCorruption(t *testing.T) {
 		t.Fatalf("tables %v", tables)
 	}
 	table := makeFilename(fileTypeTable, tables[0])
-	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-		if file == table {
-			i := bytes.Index(data, []byte("value-000"))
-			if i < 0 {
-				t.Fatal("value not found in table")
-			}
-			data[i+6] ^= 1 // "value-000" -> "value-100"
+	cfs := editFile(t, fs, table, func(data []byte) []byte {
+		i := bytes.Index(data, []byte("value-000"))
+		if i < 0 {
+			t.Fatal("value not found in table")
 		}
+		data[i+6] ^= 1 // "value-000" -> "value-100"
 		return data
 	})
 	d = mustOpen(t, "/db", testOptions(cfs))
@@ -193,10 +212,8 @@ func TestManifestCorruption(t *testing.T) {
 		t.Fatalf("manifests %v", manifests)
 	}
 	name := makeFilename(fileTypeManifest, manifests[0])
-	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-		if file == name {
-			data[10] ^= 0xff
-		}
+	cfs := editFile(t, fs, name, func(data []byte) []byte {
+		data[10] ^= 0xff
 		return data
 	})
 	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrCorruption) {
@@ -211,10 +228,8 @@ func TestManifestCorruption(t *testing.T) {
 func TestRecoverDamagedWAL(t *testing.T) {
 	const n, bad = 20, 10
 	fs, wal, ends := walWithRecords(t, n)
-	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-		if file == wal {
-			data[ends[bad-1]+9] ^= 0x40 // a payload byte of record bad
-		}
+	cfs := editFile(t, fs, wal, func(data []byte) []byte {
+		data[ends[bad-1]+9] ^= 0x40 // a payload byte of record bad
 		return data
 	})
 	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrDamagedWAL) || !errors.Is(err, ErrCorruption) {
@@ -245,36 +260,6 @@ func TestRecoverDamagedWAL(t *testing.T) {
 	}
 }
 
-// TestRecoverDamagedOlderWAL: a damaged record in a WAL that is not the
-// newest drops the later WALs too (their writes came after the damage).
-func TestRecoverDamagedOlderWAL(t *testing.T) {
-	const n = 10
-	fs, wal, ends := walWithRecords(t, n)
-	_, num, _ := parseFilename(wal)
-	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-		if file == wal {
-			return data[:ends[n-1]-3]
-		}
-		return data
-	})
-	newer := makeFilename(fileTypeLog, num+1)
-	writeFile(t, cfs, "/db/"+newer, nil)
-	opts := testOptions(cfs)
-	opts.RecoverDamagedWAL = true
-	d := mustOpen(t, "/db", opts)
-	for i := range n {
-		checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), i < n-1)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{wal, newer} {
-		if _, err := cfs.Stat("/db/" + name + ".corrupt"); err != nil {
-			t.Errorf("%s was not set aside: %v", name, err)
-		}
-	}
-}
-
 // failManifestFS fails the creation of manifests.
 type failManifestFS struct{ vfs.FS }
 
@@ -293,10 +278,8 @@ func (f failManifestFS) Create(name string) (vfs.File, error) {
 func TestRecoverDamagedWALInterrupted(t *testing.T) {
 	const n, bad = 20, 10
 	fs, wal, ends := walWithRecords(t, n)
-	cfs := copyFS(t, fs, "/db", func(file string, data []byte) []byte {
-		if file == wal {
-			data[ends[bad-1]+9] ^= 0x40
-		}
+	cfs := editFile(t, fs, wal, func(data []byte) []byte {
+		data[ends[bad-1]+9] ^= 0x40
 		return data
 	})
 	opts := testOptions(failManifestFS{cfs})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
 )
 
 // command is one entry of a protocol's command table.
@@ -128,10 +129,29 @@ func (s *Server) observeAt(p *pending, now int64) {
 	}
 }
 
-// get serves a single-key read; encode renders the result in the
+// readReply renders a single-key read's reply in a protocol: found for a
+// value, missing for an absent key; errors render as the protocol's error.
+type readReply struct {
+	found   func(dst, v []byte) []byte
+	missing []byte
+}
+
+// encode appends the reply to a read's result to dst.
+func (s *Server) encode(cs *conn, r *readReply, dst, v []byte, err error) []byte {
+	switch {
+	case err == nil:
+		return r.found(dst, v)
+	case err == store.ErrNotFound:
+		return append(dst, r.missing...)
+	default:
+		return s.appendErr(cs, dst, err.Error())
+	}
+}
+
+// get serves a single-key read; reply renders the result in the
 // connection's protocol. A store whose reads never wait is read in place
 // when nothing is queued ahead, skipping the completion machinery.
-func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, dst, v []byte, err error) []byte) {
+func (s *Server) get(cs *conn, key []byte, start int64, reply *readReply) {
 	if msg := s.checkKey(key); msg != "" {
 		s.emit(cs, s.appendErr(cs, nil, msg))
 		return
@@ -141,7 +161,7 @@ func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, ds
 		// waits in the queue and runs when it reaches the front (startRead),
 		// while later writes to other keys go ahead.
 		p := s.newPending(cs, classRead, s.cmdGet, start)
-		p.key, p.encode, p.deferred = bytes.Clone(key), encode, true
+		p.key, p.readReply, p.deferred = bytes.Clone(key), reply, true
 		cs.push(p)
 		cs.count(classRead, 1)
 		return
@@ -149,9 +169,9 @@ func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, ds
 	if s.sync != nil {
 		v, err := s.sync.GetSync(key)
 		if cs.q.len() == 0 {
-			cs.out = encode(cs, cs.out, v, err)
+			cs.out = s.encode(cs, reply, cs.out, v, err)
 		} else {
-			s.emit(cs, encode(cs, nil, v, err))
+			s.emit(cs, s.encode(cs, reply, nil, v, err))
 		}
 		// Its reply leaves with the burst's: timed once for all of them
 		// when the burst is done (process).
@@ -159,8 +179,8 @@ func (s *Server) get(cs *conn, key []byte, start int64, encode func(cs *conn, ds
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
-	p.key, p.encode = bytes.Clone(key), encode
-	s.store.Get(key, func(v []byte, err error) { s.finish(p, encode(cs, nil, v, err)) })
+	p.key, p.readReply = bytes.Clone(key), reply
+	s.store.Get(key, func(v []byte, err error) { s.finish(p, s.encode(cs, reply, nil, v, err)) })
 	s.settle(p)
 }
 
@@ -171,11 +191,11 @@ func (s *Server) startRead(p *pending) bool {
 	p.deferred = false
 	if s.sync != nil {
 		v, err := s.sync.GetSync(p.key)
-		p.reply, p.done = p.encode(cs, nil, v, err), true
+		p.reply, p.done = s.encode(cs, p.readReply, nil, v, err), true
 		s.observe(p)
 		return true
 	}
-	s.store.Get(p.key, func(v []byte, err error) { s.finish(p, p.encode(cs, nil, v, err)) })
+	s.store.Get(p.key, func(v []byte, err error) { s.finish(p, s.encode(cs, p.readReply, nil, v, err)) })
 	if p.state.CompareAndSwap(stateRunning, stateAsync) {
 		s.inflight.Add(1)
 		return false

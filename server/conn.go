@@ -70,9 +70,9 @@ type pending struct {
 
 	// A read's key (copied) and reply encoder; deferred reads have not
 	// been handed to the store yet.
-	key      []byte
-	encode   func(cs *conn, dst, v []byte, err error) []byte
-	deferred bool
+	key       []byte
+	readReply *readReply
+	deferred  bool
 
 	// A member of a write group (writeOne): how many requests it answers,
 	// and the reply of each on success.

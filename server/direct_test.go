@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +24,7 @@ func TestDirectRepliesKeepOrder(t *testing.T) {
 	for name, newStore := range orderingStores() {
 		t.Run(name, func(t *testing.T) {
 			m := NewMetrics(nil)
-			addr := startTestServerWith(t, newStore(), nil, m)
-			var wg sync.WaitGroup
-			for c := 0; c < 4; c++ {
-				wg.Add(1)
-				go func(c int) {
-					defer wg.Done()
-					if err := checkBurstModel(addr, c); err != nil {
-						t.Error(err)
-						t.Log(lastServer.dumpState())
-					}
-				}(c)
-			}
-			wg.Wait()
+			runClients(t, startTestServerWith(t, newStore(), nil, m), checkBurstModel)
 			if m.directReplies() == 0 {
 				t.Error("no reply was written by its completion: the test does not exercise tryDirect")
 			}

@@ -67,21 +67,16 @@ func (s *Server) pipeCommands() []*command {
 }
 
 func (s *Server) pipeGet(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, s.appendPipeGet)
+	s.get(cs, args[1], start, pipeGetReply)
 }
 
-func (s *Server) appendPipeGet(cs *conn, dst, v []byte, err error) []byte {
-	switch {
-	case err == nil:
-		return codec.AppendPipe(dst, bVALUE, v)
-	case err == store.ErrNotFound:
-		return append(dst, pipeNotFound...)
-	default:
-		return s.appendErr(cs, dst, err.Error())
+var (
+	bVALUE       = []byte("VALUE")
+	pipeGetReply = &readReply{
+		found:   func(dst, v []byte) []byte { return codec.AppendPipe(dst, bVALUE, v) },
+		missing: pipeNotFound,
 	}
-}
-
-var bVALUE = []byte("VALUE")
+)
 
 func (s *Server) pipePut(cs *conn, args [][]byte, start int64) {
 	if msg := s.checkKey(args[1]); msg != "" {

@@ -153,45 +153,29 @@ func (s *Server) respHello(cs *conn, args [][]byte, _ int64) {
 }
 
 func (s *Server) respGet(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, s.appendRESPGet)
-}
-
-func (s *Server) appendRESPGet(cs *conn, dst, v []byte, err error) []byte {
-	switch {
-	case err == nil:
-		return codec.AppendBulk(dst, v)
-	case err == store.ErrNotFound:
-		return append(dst, respNull...)
-	default:
-		return s.appendErr(cs, dst, err.Error())
-	}
+	s.get(cs, args[1], start, respGetReply)
 }
 
 func (s *Server) respStrlen(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, func(cs *conn, dst, v []byte, err error) []byte {
-		switch {
-		case err == nil:
-			return codec.AppendInt(dst, int64(len(v)))
-		case err == store.ErrNotFound:
-			return codec.AppendInt(dst, 0)
-		default:
-			return s.appendErr(cs, dst, err.Error())
-		}
-	})
+	s.get(cs, args[1], start, respStrlenReply)
 }
 
 func (s *Server) respType(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, func(cs *conn, dst, _ []byte, err error) []byte {
-		switch {
-		case err == nil:
-			return append(dst, "+string\r\n"...)
-		case err == store.ErrNotFound:
-			return append(dst, "+none\r\n"...)
-		default:
-			return s.appendErr(cs, dst, err.Error())
-		}
-	})
+	s.get(cs, args[1], start, respTypeReply)
 }
+
+// Replies of the RESP single-key reads.
+var (
+	respGetReply    = &readReply{found: codec.AppendBulk, missing: respNull}
+	respStrlenReply = &readReply{
+		found:   func(dst, v []byte) []byte { return codec.AppendInt(dst, int64(len(v))) },
+		missing: []byte(":0\r\n"),
+	}
+	respTypeReply = &readReply{
+		found:   func(dst, _ []byte) []byte { return append(dst, "+string\r\n"...) },
+		missing: []byte("+none\r\n"),
+	}
+)
 
 func (s *Server) respSet(cs *conn, args [][]byte, start int64) {
 	if len(args) > 3 {

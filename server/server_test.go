@@ -178,21 +178,26 @@ func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server)
 func TestOrderingWithAsyncStore(t *testing.T) {
 	for name, newStore := range orderingStores() {
 		t.Run(name, func(t *testing.T) {
-			addr := startTestServer(t, newStore(), nil)
-			var wg sync.WaitGroup
-			for c := 0; c < 4; c++ {
-				wg.Add(1)
-				go func(c int) {
-					defer wg.Done()
-					if err := checkPipelinedModel(addr, c); err != nil {
-						t.Error(err)
-						t.Log(lastServer.dumpState())
-					}
-				}(c)
-			}
-			wg.Wait()
+			runClients(t, startTestServer(t, newStore(), nil), checkPipelinedModel)
 		})
 	}
+}
+
+// runClients runs check for clients 0 to 3 at once against addr and
+// reports each failure with the state of the server's connections.
+func runClients(t *testing.T, addr string, check func(addr string, c int) error) {
+	var wg sync.WaitGroup
+	for c := 0; c < 4; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			if err := check(addr, c); err != nil {
+				t.Error(err)
+				t.Log(lastServer.dumpState())
+			}
+		}(c)
+	}
+	wg.Wait()
 }
 
 // TestInputLimitErrorKeepsOrder pipelines more small requests than the
