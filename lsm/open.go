@@ -308,6 +308,9 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 // earlier link of the same WAL (WAL numbers are never reused), from a
 // recovery interrupted after linking.
 func (d *DB) keepDamagedWALs() error {
+	if len(d.damagedWALs) == 0 {
+		return nil
+	}
 	fs := d.opts.FS
 	for _, num := range d.damagedWALs {
 		name := fs.PathJoin(d.dirname, makeFilename(fileTypeLog, num))
@@ -318,9 +321,6 @@ func (d *DB) keepDamagedWALs() error {
 			return fmt.Errorf("lsm: keep damaged WAL %s: %w", name, err)
 		}
 		d.opts.Logger.Warn("lsm: damaged WAL kept for inspection", "file", name+".corrupt")
-	}
-	if len(d.damagedWALs) == 0 {
-		return nil
 	}
 	return syncDir(fs, d.dirname)
 }
