@@ -99,6 +99,11 @@ func Open(ctx context.Context, cfg conf.Config, logger *slog.Logger) (*Cluster, 
 }
 
 func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) (*Cluster, error) {
+	return openWithFaults(ctx, cfg, logger, fs, nil)
+}
+
+// openWithFaults is open with test faults on the node's raft links.
+func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS, faults *linkFaults) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -154,7 +159,7 @@ func open(ctx context.Context, cfg conf.Config, logger *slog.Logger, fs vfs.FS) 
 		RTTMillisecond:    uint64(cc.RTTMillis),
 		RaftAddress:       cc.RaftAddress,
 		RaftEventListener: leaderListener{c},
-		Expert:            expertConfig(fs, logger.With("component", "transport")),
+		Expert:            expertConfig(fs, transportFactory{log: logger.With("component", "transport"), faults: faults}),
 	})
 	if err != nil {
 		c.cache.Close()
@@ -457,12 +462,12 @@ func ShardMemtableBytes(cfg conf.Config) int64 {
 // defaults (16 and 16) on two cores. Dragonboat records both counts in the
 // raft directory and refuses to open it with others, so they can never
 // change. The transport is ours (transport.go).
-func expertConfig(fs vfs.FS, log *slog.Logger) config.ExpertConfig {
+func expertConfig(fs vfs.FS, transport transportFactory) config.ExpertConfig {
 	e := config.ExpertConfig{
 		LogDB:            config.GetTinyMemLogDBConfig(),
 		Engine:           config.GetDefaultEngineConfig(),
 		FS:               fs,
-		TransportFactory: transportFactory{log: log},
+		TransportFactory: transport,
 	}
 	e.Engine.ExecShards = 1
 	e.LogDB.Shards = 1

@@ -58,6 +58,8 @@ type testCluster struct {
 	t     *testing.T
 	cfgs  []conf.Config
 	nodes []*Cluster // nil while a node is stopped
+	// faults[i] cuts node i's raft links (see partition and heal).
+	faults []*linkFaults
 }
 
 type clusterOpts struct {
@@ -65,6 +67,7 @@ type clusterOpts struct {
 	shards          int
 	snapshotEntries int
 	stale           bool
+	requestTimeout  time.Duration // 0: baseConfig's
 }
 
 func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.Config {
@@ -110,8 +113,12 @@ func newTestCluster(t *testing.T, o clusterOpts) *testCluster {
 		if o.stale {
 			cfg.Cluster.ReadConsistency = conf.ReadStale
 		}
+		if o.requestTimeout > 0 {
+			cfg.Cluster.RequestTimeout = conf.Duration(o.requestTimeout)
+		}
 		tc.cfgs = append(tc.cfgs, cfg)
 		tc.nodes = append(tc.nodes, nil)
+		tc.faults = append(tc.faults, new(linkFaults))
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, o.nodes)
@@ -119,7 +126,7 @@ func newTestCluster(t *testing.T, o clusterOpts) *testCluster {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tc.nodes[i], errs[i] = open(context.Background(), tc.cfgs[i], testLogger(t).With("node", i+1), fsForTest())
+			tc.nodes[i], errs[i] = openWithFaults(context.Background(), tc.cfgs[i], testLogger(t).With("node", i+1), fsForTest(), tc.faults[i])
 		}()
 	}
 	wg.Wait()
@@ -139,6 +146,37 @@ func (tc *testCluster) closeAll() {
 		if n != nil {
 			n.Close()
 			tc.nodes[i] = nil
+		}
+	}
+}
+
+// partition cuts the raft links between nodes of different sides, both
+// ways; nodes in no side keep their links.
+func (tc *testCluster) partition(sides ...[]int) {
+	for a, side := range sides {
+		for b, other := range sides {
+			if a == b {
+				continue
+			}
+			for _, i := range side {
+				for _, j := range other {
+					tc.faults[i].set(true, tc.cfgs[j].Cluster.RaftAddress)
+				}
+			}
+		}
+	}
+}
+
+// cutOneWay cuts what node from sends to node to, and nothing else.
+func (tc *testCluster) cutOneWay(from, to int) {
+	tc.faults[from].set(true, tc.cfgs[to].Cluster.RaftAddress)
+}
+
+// heal restores every raft link.
+func (tc *testCluster) heal() {
+	for i := range tc.faults {
+		for j := range tc.cfgs {
+			tc.faults[i].set(false, tc.cfgs[j].Cluster.RaftAddress)
 		}
 	}
 }
@@ -164,7 +202,7 @@ func (tc *testCluster) stop(i int) {
 
 func (tc *testCluster) start(i int) {
 	tc.t.Helper()
-	n, err := open(context.Background(), tc.cfgs[i], testLogger(tc.t).With("node", i+1), fsForTest())
+	n, err := openWithFaults(context.Background(), tc.cfgs[i], testLogger(tc.t).With("node", i+1), fsForTest(), tc.faults[i])
 	if err != nil {
 		tc.t.Fatal(err)
 	}

@@ -55,110 +55,229 @@ var registerModel = porcupine.Model{
 	},
 }
 
-// TestLinearizable runs concurrent clients against every node while the
-// leader of one shard is stopped part way, and checks the history with
-// porcupine. A write that failed with "outcome unknown" may take effect at
-// any later time; any other failed write must not have taken effect (the
-// protocol's promise); failed reads are dropped.
-func TestLinearizable(t *testing.T) {
-	tc := newTestCluster(t, clusterOpts{shards: 2})
-	keys := []string{"a", "b", "c", "d", "e", "f"}
-	base := time.Now()
-	now := func() int64 { return int64(time.Since(base)) }
+// registerClients runs clients against the nodes of a cluster, each a
+// goroutine doing random puts of unique values and gets on a few keys,
+// recording a porcupine history. A write that failed with "outcome
+// unknown" may take effect at any later time (its return is open-ended);
+// any other failed write must not have taken effect (the protocol's
+// promise), so it is left out; failed reads are left out.
+type registerClients struct {
+	base time.Time
+	done chan struct{}
+	wg   sync.WaitGroup
 
-	var (
-		mu      sync.Mutex
-		history []porcupine.Operation
-		unknown int
-		failed  = map[string]int{}
-	)
-	record := func(op porcupine.Operation) {
-		mu.Lock()
-		history = append(history, op)
-		mu.Unlock()
-	}
-	stopAt := time.Now().Add(600 * time.Millisecond)
-	done := make(chan struct{})
-	victim := tc.leaderOf(tc.nodes[0], 1)
-	nodes := append([]*Cluster(nil), tc.nodes...)
+	mu      sync.Mutex
+	history []porcupine.Operation
+	unknown int
+	failed  map[string]int
+}
 
-	var wg sync.WaitGroup
-	for c := range 9 {
-		wg.Add(1)
+// startRegisterClients starts n clients; client c uses node c%len(nodes)
+// while up(that node) says it is running.
+func startRegisterClients(nodes []*Cluster, n int, keys []string, up func(node int) bool) *registerClients {
+	rc := &registerClients{base: time.Now(), done: make(chan struct{}), failed: map[string]int{}}
+	for c := range n {
+		rc.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			n := nodes[c%3]
+			defer rc.wg.Done()
+			ni := c % len(nodes)
+			node := nodes[ni]
 			rng := rand.New(rand.NewPCG(uint64(c), 7))
 			for seq := 0; ; seq++ {
 				select {
-				case <-done:
+				case <-rc.done:
 					return
 				default:
 				}
-				if c%3 == victim && time.Now().After(stopAt) {
-					return // its node is gone
+				if !up(ni) {
+					return
 				}
 				key := keys[rng.IntN(len(keys))]
 				if rng.IntN(2) == 0 {
 					val := fmt.Sprintf("c%d-%d", c, seq)
-					call := now()
-					err := put(n, key, val)
-					ret := now()
+					call := rc.now()
+					err := put(node, key, val)
+					ret := rc.now()
 					switch {
 					case err == nil:
 					case errors.Is(err, store.ErrTimeout):
 						ret = math.MaxInt64
-						mu.Lock()
-						unknown++
-						mu.Unlock()
+						rc.mu.Lock()
+						rc.unknown++
+						rc.mu.Unlock()
 					default:
-						mu.Lock()
-						failed[err.Error()]++
-						mu.Unlock()
+						rc.fail(err)
 						continue // definitely not applied
 					}
-					record(porcupine.Operation{ClientId: c, Input: regInput{put: true, key: key, value: val}, Call: call, Output: regOutput{}, Return: ret})
+					rc.record(porcupine.Operation{ClientId: c, Input: regInput{put: true, key: key, value: val}, Call: call, Output: regOutput{}, Return: ret})
 					continue
 				}
-				call := now()
-				v, err := get(n, key)
-				ret := now()
+				call := rc.now()
+				v, err := get(node, key)
+				ret := rc.now()
 				if err != nil && !errors.Is(err, store.ErrNotFound) {
-					mu.Lock()
-					failed[err.Error()]++
-					mu.Unlock()
+					rc.fail(err)
 					continue
 				}
-				record(porcupine.Operation{ClientId: c, Input: regInput{key: key}, Call: call, Output: regOutput{value: v}, Return: ret})
+				rc.record(porcupine.Operation{ClientId: c, Input: regInput{key: key}, Call: call, Output: regOutput{value: v}, Return: ret})
 			}
 		}()
 	}
-	time.Sleep(time.Until(stopAt))
-	tc.stop(victim)
-	// Run for at least a second more and until enough operations are in
-	// (a loaded machine is slower), within reason.
-	minEnd, maxEnd := time.Now().Add(time.Second), time.Now().Add(8*time.Second)
-	for {
-		mu.Lock()
-		n := len(history)
-		mu.Unlock()
-		if now := time.Now(); now.After(maxEnd) || now.After(minEnd) && n >= 600 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	close(done)
-	wg.Wait()
+	return rc
+}
 
-	t.Logf("%d operations, %d with unknown outcome, failures: %v", len(history), unknown, failed)
-	if len(history) < 100 {
-		t.Fatalf("only %d operations completed", len(history))
+func (rc *registerClients) now() int64 { return int64(time.Since(rc.base)) }
+
+func (rc *registerClients) record(op porcupine.Operation) {
+	rc.mu.Lock()
+	rc.history = append(rc.history, op)
+	rc.mu.Unlock()
+}
+
+func (rc *registerClients) fail(err error) {
+	rc.mu.Lock()
+	rc.failed[err.Error()]++
+	rc.mu.Unlock()
+}
+
+func (rc *registerClients) ops() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.history)
+}
+
+// completedBy counts the operations of clients on node that completed
+// (were answered, not left unknown) and were called between from and to,
+// the instants given by now.
+func (rc *registerClients) completedBy(node, nodes int, from, to int64) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for _, op := range rc.history {
+		if op.ClientId%nodes == node && op.Return != math.MaxInt64 && op.Call >= from && op.Call <= to {
+			n++
+		}
 	}
-	res := porcupine.CheckOperationsTimeout(registerModel, history, 60*time.Second)
+	return n
+}
+
+// stopAndCheck stops the clients and checks the history.
+func (rc *registerClients) stopAndCheck(t *testing.T, minOps int) {
+	t.Helper()
+	close(rc.done)
+	rc.wg.Wait()
+	t.Logf("%d operations, %d with unknown outcome, failures: %v", len(rc.history), rc.unknown, rc.failed)
+	if len(rc.history) < minOps {
+		t.Fatalf("only %d operations completed", len(rc.history))
+	}
+	res := porcupine.CheckOperationsTimeout(registerModel, rc.history, 60*time.Second)
 	switch res {
 	case porcupine.Illegal:
 		t.Fatal("history is not linearizable")
 	case porcupine.Unknown:
 		t.Log("linearizability check timed out (inconclusive)")
 	}
+}
+
+// TestLinearizable runs concurrent clients against every node while the
+// leader of one shard is stopped part way, and checks the history with
+// porcupine.
+func TestLinearizable(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	victim := tc.leaderOf(tc.nodes[0], 1)
+	stopAt := time.Now().Add(600 * time.Millisecond)
+	rc := startRegisterClients(append([]*Cluster(nil), tc.nodes...), 9, []string{"a", "b", "c", "d", "e", "f"},
+		func(node int) bool { return node != victim || time.Now().Before(stopAt) })
+	time.Sleep(time.Until(stopAt))
+	tc.stop(victim)
+	// Run for at least a second more and until enough operations are in
+	// (a loaded machine is slower), within reason.
+	minEnd, maxEnd := time.Now().Add(time.Second), time.Now().Add(8*time.Second)
+	for {
+		if now := time.Now(); now.After(maxEnd) || now.After(minEnd) && rc.ops() >= 600 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rc.stopAndCheck(t, 100)
+}
+
+// TestLinearizableUnderPartitions runs concurrent clients against every
+// node through network partitions of the raft links (the nodes and their
+// clients stay up) and checks the history with porcupine, and that the
+// majority side keeps serving during each partition and every node serves
+// again after it heals:
+//   - the leader of shard 1 cut off from both peers (it must step down:
+//     check quorum), while clients of its node keep sending to it;
+//   - a one-way partition: the new leader of shard 1 still sends to its
+//     peers but hears nothing back;
+//   - every node cut from every other (no quorum anywhere): every request
+//     fails or ends with unknown outcome.
+func TestLinearizableUnderPartitions(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2, requestTimeout: 2 * time.Second})
+	const nodes = 3
+	rc := startRegisterClients(append([]*Cluster(nil), tc.nodes...), 12,
+		[]string{"a", "b", "c", "d", "e", "f", "g", "h"}, func(int) bool { return true })
+	others := func(i int) []int {
+		var o []int
+		for j := range nodes {
+			if j != i {
+				o = append(o, j)
+			}
+		}
+		return o
+	}
+	// phase runs fault, waits, heals, and then waits for leaders on every
+	// node. It returns the window (in rc.now time) in which the fault was
+	// in force, less the first settle (for the re-election).
+	const settle = 1500 * time.Millisecond
+	phase := func(name string, d time.Duration, fault func()) (from, to int64) {
+		t.Logf("fault: %s", name)
+		fault()
+		from = rc.now() + int64(settle)
+		time.Sleep(d)
+		to = rc.now()
+		tc.heal()
+		tc.waitLeaders(tc.nodes...)
+		return from, to
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	victim := tc.leaderOf(tc.nodes[0], 1)
+	from, to := phase(fmt.Sprintf("node %d isolated", victim+1), 3*time.Second, func() {
+		tc.partition([]int{victim}, others(victim))
+	})
+	for _, i := range others(victim) {
+		if n := rc.completedBy(i, nodes, from, to); n == 0 {
+			t.Errorf("node %d (majority side) completed nothing while node %d was isolated", i+1, victim+1)
+		}
+	}
+
+	victim = tc.leaderOf(tc.nodes[0], 1)
+	from, to = phase(fmt.Sprintf("node %d hears nothing", victim+1), 3*time.Second, func() {
+		for _, j := range others(victim) {
+			tc.cutOneWay(j, victim)
+		}
+	})
+	for _, i := range others(victim) {
+		if n := rc.completedBy(i, nodes, from, to); n == 0 {
+			t.Errorf("node %d completed nothing while node %d heard nothing", i+1, victim+1)
+		}
+	}
+
+	phase("every node isolated", 2*time.Second, func() {
+		tc.partition([]int{0}, []int{1}, []int{2})
+	})
+
+	// Dragonboat waits 0.5-1.5 s before redialing a peer it failed to
+	// reach (its circuit breaker), and a client may be in a request that
+	// started before the heal until that request's timeout: give both time.
+	healed := rc.now()
+	time.Sleep(3 * time.Second)
+	for i := range nodes {
+		if n := rc.completedBy(i, nodes, healed, rc.now()); n == 0 {
+			t.Errorf("node %d completed nothing after the partitions healed", i+1)
+		}
+	}
+	rc.stopAndCheck(t, 200)
 }

@@ -59,7 +59,10 @@ const (
 var errBadFrame = errors.New("raft transport: bad frame")
 
 // transportFactory makes the NodeHost use tcpTransport.
-type transportFactory struct{ log *slog.Logger }
+type transportFactory struct {
+	log    *slog.Logger
+	faults *linkFaults // nil outside tests
+}
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	return &tcpTransport{
@@ -67,8 +70,43 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		handler: handler,
 		chunks:  chunks,
 		log:     f.log,
+		faults:  f.faults,
 		conns:   make(map[net.Conn]struct{}),
 	}
+}
+
+// linkFaults lets a test cut this node's raft links: a dial to a cut
+// target is refused and a send on an open connection to it fails, as on a
+// broken network, so what the node sends there is lost and dragonboat
+// reconnects once the link is healed. A node cut from a peer in one
+// direction only still hears from it: an asymmetric partition. A nil
+// *linkFaults cuts nothing.
+type linkFaults struct {
+	mu  sync.Mutex
+	cut map[string]bool // raft address -> link from this node is cut
+}
+
+var errLinkCut = errors.New("raft transport: link cut (test fault)")
+
+// set cuts (or heals, with cut false) the links to the given raft addresses.
+func (l *linkFaults) set(cut bool, targets ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cut == nil {
+		l.cut = make(map[string]bool)
+	}
+	for _, t := range targets {
+		l.cut[t] = cut
+	}
+}
+
+func (l *linkFaults) isCut(target string) bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cut[target]
 }
 
 // Validate accepts host:port addresses.
@@ -82,6 +120,7 @@ type tcpTransport struct {
 	handler raftio.MessageHandler
 	chunks  raftio.ChunkHandler
 	log     *slog.Logger
+	faults  *linkFaults
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -207,6 +246,9 @@ func (t *tcpTransport) Close() error {
 }
 
 func (t *tcpTransport) dial(ctx context.Context, target string) (net.Conn, error) {
+	if t.faults.isCut(target) {
+		return nil, fmt.Errorf("raft transport: dial %s: %w", target, errLinkCut)
+	}
 	d := net.Dialer{Timeout: transportDialTimeout, KeepAlive: transportKeepAlive}
 	c, err := d.DialContext(ctx, "tcp", target)
 	if err != nil {
@@ -220,7 +262,7 @@ func (t *tcpTransport) GetConnection(ctx context.Context, target string) (raftio
 	if err != nil {
 		return nil, err
 	}
-	return &frameConn{c: c}, nil
+	return &frameConn{c: c, target: target, faults: t.faults}, nil
 }
 
 func (t *tcpTransport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
@@ -228,13 +270,15 @@ func (t *tcpTransport) GetSnapshotConnection(ctx context.Context, target string)
 	if err != nil {
 		return nil, err
 	}
-	return &frameConn{c: c, snapshot: true}, nil
+	return &frameConn{c: c, target: target, faults: t.faults, snapshot: true}, nil
 }
 
 // frameConn is a dialed connection: dragonboat's per-target sender (or a
 // snapshot job) is its only user, so it needs no lock.
 type frameConn struct {
 	c        net.Conn
+	target   string
+	faults   *linkFaults
 	buf      []byte
 	snapshot bool
 }
@@ -248,6 +292,9 @@ func (f *frameConn) SendChunk(ch pb.Chunk) error {
 }
 
 func (f *frameConn) send(kind byte, size int, marshal func([]byte) (int, error)) error {
+	if f.faults.isCut(f.target) {
+		return errLinkCut
+	}
 	if size > maxFramePayload {
 		return fmt.Errorf("raft transport: %d-byte payload over the %d-byte limit", size, maxFramePayload)
 	}
