@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/lni/vfs"
 
@@ -326,8 +327,8 @@ func (d *DB) keepDamagedWALs() error {
 }
 
 // removeUnreferenced deletes what recovery left behind: WALs older than
-// logNum, manifests other than the live one, tables no version names, and
-// temporary files.
+// logNum, manifests other than the live one, tables no version names,
+// temporary files, and checkpoints of interrupted backups.
 func (d *DB) removeUnreferenced(names []string, logNum uint64) {
 	live := make(map[uint64]bool)
 	for _, files := range d.current.levels {
@@ -337,6 +338,12 @@ func (d *DB) removeUnreferenced(names []string, logNum uint64) {
 	}
 	fs := d.opts.FS
 	for _, name := range names {
+		if strings.HasPrefix(name, backupDirPrefix) {
+			if err := fs.RemoveAll(fs.PathJoin(d.dirname, name)); err != nil {
+				d.opts.Logger.Warn("lsm: remove leftover backup checkpoint", "dir", name, "err", err)
+			}
+			continue
+		}
 		t, num, ok := parseFilename(name)
 		if !ok {
 			continue

@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,17 +19,27 @@ import (
 	"github.com/kvstore/kv/store"
 )
 
-// Admin is the operator's HTTP endpoint: /healthz, /metrics and
-// /debug/pprof/. It listens separately from the data port so a scrape or a
-// profile never competes with client parsing on the event loops.
+// Admin is the operator's HTTP endpoint: /healthz, /metrics,
+// /debug/pprof/ and /backup. It listens separately from the data port so a
+// scrape, a profile or a backup never competes with client parsing on the
+// event loops.
 type Admin struct {
-	srv *http.Server
-	ln  net.Listener
-	log *slog.Logger
+	srv      *http.Server
+	ln       net.Listener
+	log      *slog.Logger
+	st       store.Store
+	password string
+	backupMu sync.Mutex // one backup at a time
 }
 
-// StartAdmin listens on addr and serves in the background.
-func StartAdmin(addr string, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger) (*Admin, error) {
+// backuper is a store that can write a consistent copy of its data as a
+// tar archive (standalone mode).
+type backuper interface{ Backup(w io.Writer) error }
+
+// StartAdmin listens on addr and serves in the background. password, when
+// set (server.requirepass), is required by /backup, which hands out every
+// key (HTTP basic authentication, any user name, as `curl -u :PASSWORD`).
+func StartAdmin(addr, password string, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger) (*Admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
@@ -55,10 +68,13 @@ func StartAdmin(addr string, st store.Store, gatherer prometheus.Gatherer, logge
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a := &Admin{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		ln:  ln,
-		log: logger,
+		srv:      &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+		ln:       ln,
+		log:      logger,
+		st:       st,
+		password: password,
 	}
+	mux.HandleFunc("/backup", a.backup)
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin server stopped", "err", err)
@@ -72,3 +88,68 @@ func (a *Admin) Addr() string { return a.ln.Addr().String() }
 
 // Close stops the admin endpoint.
 func (a *Admin) Close(ctx context.Context) error { return a.srv.Shutdown(ctx) }
+
+// backup streams a consistent copy of the data as a tar archive; extracted
+// into an empty directory it is a data directory kvserver starts on
+// (-dir). A failure before the first byte is a 500 with the reason; after
+// it, the connection is cut, so a client never takes a truncated archive
+// for a whole one (tar reports the missing end).
+func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "backup: use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if a.password != "" {
+		_, pass, ok := r.BasicAuth()
+		if !ok || subtle.ConstantTimeCompare([]byte(pass), []byte(a.password)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="kvserver"`)
+			http.Error(w, "backup: the server's requirepass is needed (curl -u :PASSWORD)", http.StatusUnauthorized)
+			return
+		}
+	}
+	b, ok := a.st.(backuper)
+	if !ok {
+		http.Error(w, "backup: available in standalone mode; a cluster node's data is its raft log and snapshots, kept by its peers",
+			http.StatusNotImplemented)
+		return
+	}
+	if !a.backupMu.TryLock() {
+		http.Error(w, "backup: another backup is running", http.StatusConflict)
+		return
+	}
+	defer a.backupMu.Unlock()
+
+	start := time.Now()
+	name := "kv-backup-" + start.UTC().Format("20060102T150405Z") + ".tar"
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	cw := &countWriter{w: w}
+	if err := b.Backup(cw); err != nil {
+		a.log.Error("backup failed", "remote", r.RemoteAddr, "bytes", cw.n, "err", err)
+		if cw.n == 0 {
+			w.Header().Del("Content-Disposition")
+			http.Error(w, "backup: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+	a.log.Info("backup written", "remote", r.RemoteAddr, "bytes", cw.n, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// countWriter counts what reaches w; an empty write does not reach it (it
+// would send the response's header, after which no error can be
+// reported).
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

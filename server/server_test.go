@@ -522,7 +522,7 @@ func TestHealthzReportsStorage(t *testing.T) {
 		{newSlowStore(), http.StatusOK, "storage=ok"},
 		{sickStore{newSlowStore()}, http.StatusServiceUnavailable, "storage=err: storage unavailable: lsm: flushes failing: disk full"},
 	} {
-		a, err := StartAdmin("127.0.0.1:0", tc.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+		a, err := StartAdmin("127.0.0.1:0", "", tc.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 
@@ -73,6 +74,11 @@ type Local struct {
 func NewLocal(db *lsm.DB, client string) *Local {
 	return &Local{db: db, client: client}
 }
+
+// Backup writes a consistent copy of the data to w as a tar archive of
+// engine files (lsm.DB.WriteBackup): extracted into an empty directory, it
+// is a data directory to start on.
+func (l *Local) Backup(w io.Writer) error { return l.db.WriteBackup(w) }
 
 // DB returns the engine.
 func (l *Local) DB() *lsm.DB { return l.db }

@@ -121,7 +121,7 @@ func run(args []string) error {
 
 	var admin *server.Admin
 	if cfg.Server.AdminListen != "" {
-		if admin, err = server.StartAdmin(cfg.Server.AdminListen, st, reg, logger); err != nil {
+		if admin, err = server.StartAdmin(cfg.Server.AdminListen, cfg.Server.RequirePass, st, reg, logger); err != nil {
 			st.Close()
 			return err
 		}
