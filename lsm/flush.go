@@ -96,8 +96,9 @@ func (d *DB) flushLoop() {
 // WAL number from which replay must start (nextLogNum, the WAL of the
 // memtable after m), in the manifest; then it deletes WALs nobody needs.
 func (d *DB) flushMemtable(m *memTable, nextLogNum uint64) error {
-	iter := m.t.NewFlushIter()
-	ci := &compactionIter{iter: iter, snapshots: d.snapshotSeqs()}
+	snapshots := d.snapshotSeqs()
+	iter := m.t.NewFlushIter(snapshots[0])
+	ci := &compactionIter{iter: iter, snapshots: snapshots}
 	meta, err := d.writeL0(ci)
 	if cerr := iter.Close(); err == nil {
 		err = cerr

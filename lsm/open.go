@@ -3,6 +3,7 @@ package lsm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -200,7 +201,8 @@ func (d *DB) recover() error {
 	// Replayed writes go to L0 now, so the old WALs can go.
 	e := &versionEdit{}
 	for _, m := range mems {
-		iter := m.t.NewFlushIter()
+		// No reader exists yet: only each key's newest version is kept.
+		iter := m.t.NewFlushIter(math.MaxUint64)
 		meta, err := d.writeL0(&compactionIter{iter: iter})
 		if cerr := iter.Close(); err == nil {
 			err = cerr

@@ -66,19 +66,33 @@ func (it *iterator) Close() error {
 	return nil
 }
 
-// NewFlushIter returns an iterator over every entry, like NewIter, for a
-// table no more entries will be added to (immutable, about to be written
-// out). When nothing was ever linked into the skiplist, it iterates one
-// sorted run of all entries instead of linking them: a flush then costs a
-// sort, not a sort plus a skiplist build it would walk once. Otherwise it
-// is NewIter.
-func (t *Table) NewFlushIter() base.Iterator {
+// NewFlushIter returns an iterator for writing out a table no more entries
+// will be added to (immutable). oldest is the oldest sequence number any
+// reader may read the output at (the engine's oldest snapshot).
+//
+// When nothing was ever linked into the skiplist, it iterates one sorted
+// run instead of linking the entries: a flush then costs a sort, not a
+// sort plus a skiplist build it would walk once. When, besides, some keys
+// have several versions and every key's newest is at or below oldest, the
+// run holds only those newest versions: the older ones are invisible to
+// every reader (a flush would drop them), and with overwrites the sort is
+// of the distinct keys instead of every entry. Otherwise the run holds
+// every entry, and with a linked skiplist it is NewIter.
+func (t *Table) NewFlushIter(oldest uint64) base.Iterator {
 	t.linkMu.Lock()
 	if t.linked.Load() != headLen {
 		t.linkMu.Unlock()
 		return t.NewIter()
 	}
-	run := t.sortedRun(nil, headLen, t.used.Load())
+	end := t.used.Load()
+	var run []sortEntry
+	ok := false
+	if t.idx.claimed < t.Len() {
+		run, ok = t.newestRun(oldest)
+	}
+	if !ok {
+		run = t.sortedRun(nil, headLen, end)
+	}
 	t.linkMu.Unlock()
 	return &runIter{t: t, run: run, i: -1}
 }

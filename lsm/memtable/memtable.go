@@ -342,14 +342,48 @@ func (t *Table) catchUp() {
 func (t *Table) sortedRun(run []sortEntry, from, end uint32) []sortEntry {
 	lcp := int(t.lcp.Load())
 	for nd := from; nd < end; nd += t.nodeSize(nd) {
-		ikey := t.key(nd)
-		ukey := ikey[:len(ikey)-base.TrailerLen]
-		e := sortEntry{prefix: keyPrefix(ukey, lcp), trailer: base.Trailer(ikey), nd: nd, keyLen: -1}
-		if len(ukey)-lcp <= 8 {
-			e.keyLen = int32(len(ukey)) // the prefix holds the rest of the key
+		run = append(run, t.sortEntry(nd, lcp))
+	}
+	t.sortRun(run)
+	return run
+}
+
+// newestRun returns the newest version of each user key in internal-key
+// order, or false when some of them is newer than oldest: then a reader at
+// oldest needs an older version, which the run leaves out. The index holds
+// exactly one node per user key, its newest, so the run is the index's
+// nodes sorted. For an immutable table only (the index must not change).
+func (t *Table) newestRun(oldest uint64) ([]sortEntry, bool) {
+	lcp := int(t.lcp.Load())
+	x := &t.idx
+	run := make([]sortEntry, 0, x.claimed)
+	for i := range x.slots {
+		s := x.slots[i].Load()
+		if s == 0 {
+			continue
+		}
+		e := t.sortEntry(x.node(s), lcp)
+		if base.SeqNum(e.trailer) > oldest {
+			return nil, false
 		}
 		run = append(run, e)
 	}
+	t.sortRun(run)
+	return run, true
+}
+
+func (t *Table) sortEntry(nd uint32, lcp int) sortEntry {
+	ikey := t.key(nd)
+	ukey := ikey[:len(ikey)-base.TrailerLen]
+	e := sortEntry{prefix: keyPrefix(ukey, lcp), trailer: base.Trailer(ikey), nd: nd, keyLen: -1}
+	if len(ukey)-lcp <= 8 {
+		e.keyLen = int32(len(ukey)) // the prefix holds the rest of the key
+	}
+	return e
+}
+
+// sortRun sorts run in internal-key order.
+func (t *Table) sortRun(run []sortEntry) {
 	slices.SortFunc(run, func(a, b sortEntry) int {
 		switch {
 		case a.prefix < b.prefix:
@@ -373,7 +407,6 @@ func (t *Table) sortedRun(run []sortEntry, from, end uint32) []sortEntry {
 		}
 		return base.Compare(t.key(a.nd), t.key(b.nd))
 	})
-	return run
 }
 
 // sortEntry is a node to order, with 8 bytes of its user key that follow
