@@ -10,10 +10,12 @@ import (
 )
 
 // Checkpoint writes a consistent, openable copy of the DB to dir, which
-// must not exist yet: it flushes (so every write acknowledged before the
-// call is in a table), hard-links the live tables into dir (copying them
-// where linking fails, e.g. across filesystems) and writes a manifest and
-// CURRENT naming them. The copy shares no mutable file with the DB.
+// must not exist yet: it flushes, takes the tables of the version that
+// flush installed (every batch committed before the call, none committed
+// after, each whole: see flushTicket.pin), hard-links them into dir
+// (copying them where linking fails, e.g. across filesystems) and writes a
+// manifest and CURRENT naming them. The copy shares no mutable file with
+// the DB.
 func (d *DB) Checkpoint(dir string) error {
 	if d.opts.ReadOnly {
 		return ErrReadOnly
@@ -27,17 +29,10 @@ func (d *DB) Checkpoint(dir string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("lsm: checkpoint to %s: %w", dir, err)
 	}
-	if err := d.Flush(); err != nil {
+	v, err := d.flush(true)
+	if err != nil {
 		return fmt.Errorf("lsm: checkpoint to %s: %w", dir, err)
 	}
-	d.mu.Lock()
-	if d.closing {
-		d.mu.Unlock()
-		return ErrClosed
-	}
-	v := d.current
-	v.ref()
-	d.mu.Unlock()
 	defer v.unref()
 
 	if err := ensureDir(fs, dir); err != nil {

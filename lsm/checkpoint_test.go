@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lni/vfs"
@@ -65,5 +67,71 @@ func TestCheckpoint(t *testing.T) {
 			}
 			checkGet(t, d, "k02999", "v2999", true)
 		})
+	}
+}
+
+// TestCheckpointNeverTearsABatch: a writer commits batches that each
+// rewrite every key with one round number, about half a memtable each, so
+// many are split across two memtables; checkpoints taken meanwhile must
+// each hold one whole round (a version installed by a later flush may hold
+// the first part of a split batch without its second), no older than the
+// last round acknowledged before the call and none begun after it returned.
+func TestCheckpointNeverTearsABatch(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := smallOptions(fs)
+	opts.Sync = SyncNone
+	d := mustOpen(t, "/db", opts)
+	defer d.Close()
+	const keys = 150 // ~200 B each: ~30 KiB a batch, half a 64 KiB memtable
+	value := make([]byte, 180)
+	stop := make(chan struct{})
+	writerDone := make(chan error, 1)
+	var acked atomic.Int64
+	go func() {
+		for round := 1; ; round++ {
+			select {
+			case <-stop:
+				writerDone <- nil
+				return
+			default:
+			}
+			b := NewBatch()
+			for k := range keys {
+				b.Put(fmt.Appendf(nil, "k%03d", k), fmt.Appendf(value[:0:0], "%08d%s", round, value[8:]))
+			}
+			if err := d.Write(b); err != nil {
+				writerDone <- err
+				return
+			}
+			acked.Store(int64(round))
+		}
+	}()
+	for i := range 60 {
+		dir := fmt.Sprintf("/cp%d", i)
+		before := acked.Load()
+		if err := d.Checkpoint(dir); err != nil {
+			t.Fatal(err)
+		}
+		after := acked.Load() + 1 // may have been committed before the call returned
+		cp := mustOpen(t, dir, opts)
+		rounds := map[string]int{}
+		n := 0
+		for _, kv := range scan(t, cp, nil, nil) {
+			rounds[kv[1][:8]]++
+			n++
+		}
+		cp.Close()
+		if len(rounds) > 1 || n != 0 && n != keys {
+			t.Fatalf("checkpoint %d holds parts of several batches: keys per round %v", i, rounds)
+		}
+		for r := range rounds {
+			if got, _ := strconv.Atoi(r); int64(got) < before || int64(got) > after {
+				t.Fatalf("checkpoint %d holds round %d; acknowledged before the call: %d, at most %d after", i, got, before, after)
+			}
+		}
+	}
+	close(stop)
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
 	}
 }

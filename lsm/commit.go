@@ -94,12 +94,28 @@ type commitReq struct {
 	b     *Batch
 	done  func(error)
 	flush chan<- flushTicket
+	// pin (with flush) asks for the version holding exactly the batches
+	// committed before this point: see flushTicket.pin.
+	pin bool
 }
 
 // flushTicket tells a Flush caller which memtable to wait for.
 type flushTicket struct {
 	memID uint64 // 0: nothing to flush
 	err   error
+	// pin, for a request with pin set, receives the version installed by
+	// the flush of memtable memID (or, with nothing to flush, the current
+	// one, already in pin.v), referenced for the caller. Its tables hold
+	// every batch committed before the request and none after, each whole:
+	// later flushes install later versions, and one of them may hold the
+	// first part of a batch split across two memtables.
+	pin *flushPin
+}
+
+// flushPin is a Checkpoint's wait for one flush; d.mu guards it.
+type flushPin struct {
+	memID uint64
+	v     *version
 }
 
 // enqueue adds r unless the pipeline is closed.
@@ -346,7 +362,7 @@ func (d *DB) commitGroup(reqs []commitReq) {
 			return
 		}
 		if reqs[0].flush != nil {
-			t := d.rotateForFlush()
+			t := d.rotateForFlush(reqs[0].pin)
 			reqs[0].flush <- t
 			reqs = reqs[1:]
 			if errors.Is(t.err, ErrClosed) {
@@ -594,8 +610,10 @@ func (d *DB) installMemtableLocked(m *memTable) {
 
 // rotateForFlush serves a Flush request: it rotates a non-empty mutable
 // memtable and returns the id of the newest memtable the caller must wait
-// for (0 when there is nothing to flush).
-func (d *DB) rotateForFlush() flushTicket {
+// for (0 when there is nothing to flush). With pin, the ticket also carries
+// the caller's pin (see flushTicket.pin), registered before the flush can
+// install its version.
+func (d *DB) rotateForFlush(pin bool) flushTicket {
 	if !d.mem.empty() {
 		if err := d.rotateMemtable(0); err != nil {
 			return flushTicket{err: err}
@@ -604,9 +622,18 @@ func (d *DB) rotateForFlush() flushTicket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.imm) == 0 {
-		return flushTicket{}
+		if !pin {
+			return flushTicket{}
+		}
+		d.current.ref()
+		return flushTicket{pin: &flushPin{v: d.current}}
 	}
-	return flushTicket{memID: d.imm[len(d.imm)-1].id}
+	t := flushTicket{memID: d.imm[len(d.imm)-1].id}
+	if pin {
+		t.pin = &flushPin{memID: t.memID}
+		d.flushPins = append(d.flushPins, t.pin)
+	}
+	return t
 }
 
 // syncWALIfDirty is the SyncBatch timer's work.

@@ -87,7 +87,8 @@ type DB struct {
 	flushedMemID  uint64 // every memtable with a smaller or equal id is in a table
 	flushErr      error  // the last flush failure (Flush callers wait on flushFailures)
 	flushFailures int
-	flushFailing  error // the last flush attempt's error: nil once one succeeds
+	flushPins     []*flushPin // checkpoints waiting for the version of a flush
+	flushFailing  error       // the last flush attempt's error: nil once one succeeds
 	bgErr         error
 	closing       bool
 	snapshots     snapshotNode // sentinel of the pinned-sequence list

@@ -2,6 +2,7 @@ package lsm
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kvstore/kv/lsm/internal/base"
@@ -13,30 +14,63 @@ import (
 // all older memtables are written as L0 tables and recorded in the
 // manifest. With DisableWAL this is the only way writes become durable.
 func (d *DB) Flush() error {
+	_, err := d.flush(false)
+	return err
+}
+
+// flush is Flush; with pin it also returns the version holding exactly
+// the batches committed before the call (see flushTicket.pin), referenced.
+func (d *DB) flush(pin bool) (*version, error) {
 	if d.opts.ReadOnly {
-		return ErrReadOnly
+		return nil, ErrReadOnly
 	}
 	ch := make(chan flushTicket, 1)
-	if !d.commit.enqueue(commitReq{flush: ch}) {
-		return ErrClosed
+	if !d.commit.enqueue(commitReq{flush: ch, pin: pin}) {
+		return nil, ErrClosed
 	}
 	t := <-ch
-	if t.err != nil || t.memID == 0 {
-		return t.err
+	if t.err != nil {
+		return nil, t.err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if t.pin != nil && t.pin.v != nil {
+		return t.pin.v, nil
+	}
+	if t.memID == 0 {
+		return nil, nil
+	}
 	failures := d.flushFailures
 	for d.flushedMemID < t.memID {
+		var err error
 		switch {
 		case d.closing:
-			return ErrClosed
+			err = ErrClosed
 		case d.flushFailures != failures:
-			return d.flushErr
+			err = d.flushErr
+		}
+		if err != nil {
+			if t.pin != nil {
+				d.dropFlushPinLocked(t.pin)
+			}
+			return nil, err
 		}
 		d.cond.Wait()
 	}
-	return nil
+	if t.pin == nil {
+		return nil, nil
+	}
+	return t.pin.v, nil
+}
+
+// dropFlushPinLocked forgets a pin whose caller gave up, releasing the
+// version it may have received meanwhile. d.mu must be held.
+func (d *DB) dropFlushPinLocked(p *flushPin) {
+	d.flushPins = slices.DeleteFunc(d.flushPins, func(q *flushPin) bool { return q == p })
+	if p.v != nil {
+		p.v.unref()
+		p.v = nil
+	}
 }
 
 // scheduleFlushLocked wakes the flush goroutine.
@@ -119,6 +153,16 @@ func (d *DB) flushMemtable(m *memTable, nextLogNum uint64) error {
 		}
 		d.imm = d.imm[1:]
 		d.flushedMemID = m.id
+		// Hand the version holding exactly this flush to the checkpoints
+		// waiting for it; later flushes may add half of a split batch.
+		d.flushPins = slices.DeleteFunc(d.flushPins, func(p *flushPin) bool {
+			if p.memID != m.id {
+				return false
+			}
+			d.current.ref()
+			p.v = d.current
+			return true
+		})
 	})
 	if err != nil {
 		return err

@@ -29,8 +29,15 @@ type Admin struct {
 	log      *slog.Logger
 	st       store.Store
 	password string
-	backupMu sync.Mutex // one backup at a time
+	backupMu sync.Mutex     // one backup at a time
+	backups  sync.WaitGroup // backups running, for Close
+	// backupStall is how long a backup's write may wait on a client that
+	// does not read before the backup is abandoned (its checkpoint removed,
+	// the lock released).
+	backupStall time.Duration
 }
+
+const backupStallTimeout = 30 * time.Second
 
 // backuper is a store that can write a consistent copy of its data as a
 // tar archive (standalone mode).
@@ -68,11 +75,12 @@ func StartAdmin(addr, password string, st store.Store, gatherer prometheus.Gathe
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a := &Admin{
-		srv:      &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		ln:       ln,
-		log:      logger,
-		st:       st,
-		password: password,
+		srv:         &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+		ln:          ln,
+		log:         logger,
+		st:          st,
+		password:    password,
+		backupStall: backupStallTimeout,
 	}
 	mux.HandleFunc("/backup", a.backup)
 	go func() {
@@ -86,8 +94,17 @@ func StartAdmin(addr, password string, st store.Store, gatherer prometheus.Gathe
 // Addr is the address the admin endpoint listens on.
 func (a *Admin) Addr() string { return a.ln.Addr().String() }
 
-// Close stops the admin endpoint.
-func (a *Admin) Close(ctx context.Context) error { return a.srv.Shutdown(ctx) }
+// Close stops the admin endpoint. Requests still running when ctx ends
+// (a backup to a slow client) have their connections closed, and Close
+// waits for a backup to give up, so the store may close after it.
+func (a *Admin) Close(ctx context.Context) error {
+	err := a.srv.Shutdown(ctx)
+	if err != nil {
+		a.srv.Close()
+	}
+	a.backups.Wait()
+	return err
+}
 
 // backup streams a consistent copy of the data as a tar archive; extracted
 // into an empty directory it is a data directory kvserver starts on
@@ -98,6 +115,12 @@ func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "backup: use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if !r.ProtoAtLeast(1, 1) {
+		// Without chunked encoding a cut connection reads as a clean end,
+		// and a cut at an entry boundary as a whole archive.
+		http.Error(w, "backup: needs HTTP/1.1", http.StatusHTTPVersionNotSupported)
 		return
 	}
 	if a.password != "" {
@@ -118,13 +141,15 @@ func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "backup: another backup is running", http.StatusConflict)
 		return
 	}
+	a.backups.Add(1)
+	defer a.backups.Done()
 	defer a.backupMu.Unlock()
 
 	start := time.Now()
 	name := "kv-backup-" + start.UTC().Format("20060102T150405Z") + ".tar"
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-	cw := &countWriter{w: w}
+	cw := &countWriter{w: w, rc: http.NewResponseController(w), stall: a.backupStall}
 	if err := b.Backup(cw); err != nil {
 		a.log.Error("backup failed", "remote", r.RemoteAddr, "bytes", cw.n, "err", err)
 		if cw.n == 0 {
@@ -137,17 +162,22 @@ func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("backup written", "remote", r.RemoteAddr, "bytes", cw.n, "duration", time.Since(start).Round(time.Millisecond))
 }
 
-// countWriter counts what reaches w; an empty write does not reach it (it
-// would send the response's header, after which no error can be
-// reported).
+// countWriter counts what reaches w, giving each write stall to complete;
+// an empty write does not reach w (it would send the response's header,
+// after which no error can be reported).
 type countWriter struct {
-	w io.Writer
-	n int64
+	w     io.Writer
+	rc    *http.ResponseController
+	stall time.Duration
+	n     int64
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if err := c.rc.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+		return 0, err
 	}
 	n, err := c.w.Write(p)
 	c.n += int64(n)

@@ -1,23 +1,31 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvstore/kv/store"
 )
 
-// backupStore is a store whose Backup writes body, then fails with err.
+// backupStore is a store whose Backup writes body, or, with big set, that
+// many bytes in 32 KiB writes, then fails with err.
 type backupStore struct {
 	*slowStore
+	mu      sync.Mutex // guards body and big
 	body    string
+	big     int
 	err     error
 	started chan struct{} // closed when a backup starts, if set
 	release chan struct{} // a backup waits for it, if set
@@ -28,20 +36,34 @@ func (b *backupStore) Backup(w io.Writer) error {
 		close(b.started)
 		<-b.release
 	}
-	if _, err := io.WriteString(w, b.body); err != nil {
+	b.mu.Lock()
+	body, big := b.body, b.big
+	b.mu.Unlock()
+	if _, err := io.WriteString(w, body); err != nil {
 		return err
+	}
+	chunk := make([]byte, 32<<10)
+	for n := 0; n < big; n += len(chunk) {
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
 	}
 	return b.err
 }
 
 func startTestAdmin(t *testing.T, password string, st store.Store) string {
 	t.Helper()
+	return "http://" + startAdminFor(t, password, st).Addr() + "/backup"
+}
+
+func startAdminFor(t *testing.T, password string, st store.Store) *Admin {
+	t.Helper()
 	a, err := StartAdmin("127.0.0.1:0", password, st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close(context.Background()) })
-	return "http://" + a.Addr() + "/backup"
+	return a
 }
 
 type backupReply struct {
@@ -121,5 +143,52 @@ func TestAdminBackup(t *testing.T) {
 	close(blocked.release)
 	if r := <-first; r.code != http.StatusOK || r.body != "first" {
 		t.Fatalf("first backup: %+v", r)
+	}
+}
+
+// TestAdminBackupStalledClient: a client that stops reading loses its
+// backup once a write has waited backupStall; the lock is free again for
+// the next one. An HTTP/1.0 client is refused: without chunked encoding a
+// cut transfer would read as a whole one.
+func TestAdminBackupStalledClient(t *testing.T) {
+	st := &backupStore{slowStore: newSlowStore(), big: 256 << 20}
+	a := startAdminFor(t, "", st)
+	a.backupStall = 300 * time.Millisecond
+	c, err := net.Dial("tcp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(c, "GET /backup HTTP/1.1\r\nHost: x\r\n\r\n")
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("stalled client's status line: %q, %v", line, err)
+	}
+	// The client reads nothing more. Within a few stall periods the
+	// backup gives up and a new one can start.
+	st.mu.Lock()
+	st.big, st.body = 0, "second"
+	st.mu.Unlock()
+	url := "http://" + a.Addr() + "/backup"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := getBackup(t, http.MethodGet, url, "")
+		if r.code == http.StatusOK && r.body == "second" {
+			break
+		}
+		if r.code != http.StatusConflict || time.Now().After(deadline) {
+			t.Fatalf("backup after a stalled one: %+v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	h, err := net.Dial("tcp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	fmt.Fprintf(h, "GET /backup HTTP/1.0\r\n\r\n")
+	if line, err := bufio.NewReader(h).ReadString('\n'); err != nil || !strings.Contains(line, "505") {
+		t.Fatalf("HTTP/1.0 backup: %q, %v", line, err)
 	}
 }
