@@ -60,22 +60,28 @@ var registerModel = porcupine.Model{
 // recording a porcupine history. A write that failed with "outcome
 // unknown" may take effect at any later time (its return is open-ended);
 // any other failed write must not have taken effect (the protocol's
-// promise), so it is left out; failed reads are left out.
+// promise), so it is left out; failed reads are left out. As many writes
+// again go to keys of their own, so that checkUnique can check
+// that promise directly: a failed write's key must stay absent, an
+// acknowledged one's present (a register history only catches a wrongly
+// failed write when some read happens to see its value).
 type registerClients struct {
 	base time.Time
 	done chan struct{}
 	wg   sync.WaitGroup
 
-	mu      sync.Mutex
-	history []porcupine.Operation
-	unknown int
-	failed  map[string]int
+	mu         sync.Mutex
+	history    []porcupine.Operation
+	unknown    int
+	failed     map[string]int // by error, writes and reads
+	uniqAcked  []string
+	uniqFailed map[string]string // key -> error
 }
 
 // startRegisterClients starts n clients; client c uses node c%len(nodes)
 // while up(that node) says it is running.
 func startRegisterClients(nodes []*Cluster, n int, keys []string, up func(node int) bool) *registerClients {
-	rc := &registerClients{base: time.Now(), done: make(chan struct{}), failed: map[string]int{}}
+	rc := &registerClients{base: time.Now(), done: make(chan struct{}), failed: map[string]int{}, uniqFailed: map[string]string{}}
 	for c := range n {
 		rc.wg.Add(1)
 		go func() {
@@ -93,7 +99,23 @@ func startRegisterClients(nodes []*Cluster, n int, keys []string, up func(node i
 					return
 				}
 				key := keys[rng.IntN(len(keys))]
-				if rng.IntN(2) == 0 {
+				op := rng.IntN(4)
+				if op == 0 {
+					ukey := fmt.Sprintf("u/%d/%d", c, seq)
+					err := put(node, ukey, "x")
+					rc.mu.Lock()
+					switch {
+					case err == nil:
+						rc.uniqAcked = append(rc.uniqAcked, ukey)
+					case errors.Is(err, store.ErrTimeout):
+						rc.unknown++
+					default:
+						rc.uniqFailed[ukey] = err.Error()
+					}
+					rc.mu.Unlock()
+					continue
+				}
+				if op == 1 {
 					val := fmt.Sprintf("c%d-%d", c, seq)
 					call := rc.now()
 					err := put(node, key, val)
@@ -128,6 +150,16 @@ func startRegisterClients(nodes []*Cluster, n int, keys []string, up func(node i
 
 func (rc *registerClients) now() int64 { return int64(time.Since(rc.base)) }
 
+// registerKeys returns n key names. More keys means fewer writes of
+// unknown outcome per key, which keeps the checker's search short.
+func registerKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("r%02d", i)
+	}
+	return keys
+}
+
 func (rc *registerClients) record(op porcupine.Operation) {
 	rc.mu.Lock()
 	rc.history = append(rc.history, op)
@@ -161,21 +193,33 @@ func (rc *registerClients) completedBy(node, nodes int, from, to int64) int {
 	return n
 }
 
-// stopAndCheck stops the clients and checks the history.
-func (rc *registerClients) stopAndCheck(t *testing.T, minOps int) {
+// stopAndCheck stops the clients, checks the history (an inconclusive
+// check fails too: an illegal history is the one whose search runs long),
+// and checks the unique keys through node.
+func (rc *registerClients) stopAndCheck(t *testing.T, minOps int, node *Cluster) {
 	t.Helper()
 	close(rc.done)
 	rc.wg.Wait()
-	t.Logf("%d operations, %d with unknown outcome, failures: %v", len(rc.history), rc.unknown, rc.failed)
+	t.Logf("%d operations, %d writes with unknown outcome, failures: %v; own-key writes: %d acknowledged, %d failed",
+		len(rc.history), rc.unknown, rc.failed, len(rc.uniqAcked), len(rc.uniqFailed))
 	if len(rc.history) < minOps {
 		t.Fatalf("only %d operations completed", len(rc.history))
 	}
-	res := porcupine.CheckOperationsTimeout(registerModel, rc.history, 60*time.Second)
-	switch res {
+	switch porcupine.CheckOperationsTimeout(registerModel, rc.history, 60*time.Second) {
 	case porcupine.Illegal:
 		t.Fatal("history is not linearizable")
 	case porcupine.Unknown:
-		t.Log("linearizability check timed out (inconclusive)")
+		t.Fatal("linearizability check timed out: inconclusive")
+	}
+	for _, k := range rc.uniqAcked {
+		if v, err := get(node, k); err != nil || v != "x" {
+			t.Fatalf("acknowledged write of %s reads %q, %v", k, v, err)
+		}
+	}
+	for k, werr := range rc.uniqFailed {
+		if _, err := get(node, k); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("write of %s failed (%s), yet it reads as %v", k, werr, err)
+		}
 	}
 }
 
@@ -199,7 +243,7 @@ func TestLinearizable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rc.stopAndCheck(t, 100)
+	rc.stopAndCheck(t, 100, tc.nodes[(victim+1)%3])
 }
 
 // TestLinearizableUnderPartitions runs concurrent clients against every
@@ -217,7 +261,7 @@ func TestLinearizableUnderPartitions(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 2, requestTimeout: 2 * time.Second})
 	const nodes = 3
 	rc := startRegisterClients(append([]*Cluster(nil), tc.nodes...), 12,
-		[]string{"a", "b", "c", "d", "e", "f", "g", "h"}, func(int) bool { return true })
+		registerKeys(24), func(int) bool { return true })
 	others := func(i int) []int {
 		var o []int
 		for j := range nodes {
@@ -279,5 +323,5 @@ func TestLinearizableUnderPartitions(t *testing.T) {
 			t.Errorf("node %d completed nothing after the partitions healed", i+1)
 		}
 	}
-	rc.stopAndCheck(t, 200)
+	rc.stopAndCheck(t, 200, tc.nodes[0])
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+
+	"github.com/kvstore/kv/store"
 )
 
 // Join adds node id, reachable for raft at raftAddr and for clients at
@@ -87,20 +89,25 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	if present == c.shards {
 		return fmt.Errorf("node %d is already a member", id)
 	}
+	// From here on every step changes the cluster: a failure says what
+	// was done before it (the steps are idempotent, so the same join again
+	// completes it).
 	if err := c.recordInitialMembers(ctx, ms[0]); err != nil {
-		return fmt.Errorf("join node %d: %w", id, err)
+		return partlyDone(fmt.Errorf("join node %d: %w", id, err), 0)
 	}
 	if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(member{ID: id, Raft: raftAddr, Client: client})); err != nil {
-		return fmt.Errorf("join node %d: record its address: %w", id, err)
+		return partlyDone(fmt.Errorf("join node %d: record its address: %w", id, err), 0)
 	}
+	added := 0
 	for i, m := range ms {
 		shard := uint64(i + 1)
 		if _, ok := m.Nodes[id]; ok {
 			continue
 		}
 		if err := c.addReplica(ctx, shard, id, raftAddr, m); err != nil {
-			return fmt.Errorf("join node %d: shard %d: %w", id, shard, err)
+			return partlyDone(fmt.Errorf("join node %d: shard %d: %w", id, shard, err), added)
 		}
+		added++
 	}
 	c.log.Info("node joined", "id", id, "raft", raftAddr, "client", client)
 	return nil
@@ -150,14 +157,34 @@ func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr str
 		})
 }
 
+// partlyDone marks a membership command's failure after some of its steps
+// changed the cluster (shards is how many shards it changed), so the
+// reply does not read as "nothing happened".
+func partlyDone(err error, shards int) error {
+	what := "its first steps were applied"
+	if shards > 0 {
+		what = fmt.Sprintf("%d shard(s) were changed before it", shards)
+	}
+	return fmt.Errorf("%w (%s; the same command again completes it)", err, what)
+}
+
 // changeReplica runs one membership change on shard until it is in effect
 // (applied reports that from a fresh membership, or an error that makes
 // retrying pointless) or fails for good.
 // Rejected (another change got in first), busy, or timed out with an
-// unknown outcome: look at the membership again and retry.
+// unknown outcome: look at the membership again and retry. Once an attempt
+// timed out it may still take effect, so a failure after it is an unknown
+// outcome, whatever the later error.
 func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat.Membership,
 	request func(ctx context.Context, ccid uint64) error, applied func(*dragonboat.Membership) (bool, error)) error {
 	backoff := 10 * time.Millisecond
+	unknown := false
+	fail := func(err error) error {
+		if unknown && !errors.Is(err, store.ErrTimeout) {
+			return fmt.Errorf("%w (membership change on shard %d: %v)", store.ErrTimeout, shard, err)
+		}
+		return err
+	}
 	for {
 		actx, cancel := context.WithTimeout(ctx, c.timeout)
 		err := request(actx, m.ConfigChangeID)
@@ -165,15 +192,16 @@ func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat
 		if err == nil {
 			return nil
 		}
+		unknown = unknown || errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 		if !retryableMembershipError(err) || ctx.Err() != nil {
-			return c.membershipError(shard, err, ctx)
+			return fail(c.membershipError(shard, err, ctx))
 		}
 		if c.sleepOrStop(backoff, nil) {
-			return errClosed
+			return fail(errClosed)
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 		if m, err = c.membership(ctx, shard); err != nil {
-			return err
+			return fail(err)
 		}
 		if ok, err := applied(m); ok || err != nil {
 			return err
@@ -208,14 +236,20 @@ func (c *Cluster) remove(id uint64) error {
 		}
 		return fmt.Errorf("node %d is not a member", id)
 	}
+	done := 0
 	for i, m := range ms {
 		shard := uint64(i + 1)
 		if _, ok := m.Nodes[id]; !ok {
 			continue
 		}
 		if err := c.deleteReplica(ctx, shard, id, m); err != nil {
-			return fmt.Errorf("remove node %d: shard %d: %w", id, shard, err)
+			err = fmt.Errorf("remove node %d: shard %d: %w", id, shard, err)
+			if done > 0 {
+				err = partlyDone(err, done)
+			}
+			return err
 		}
+		done++
 	}
 	// The address record only serves CLUSTER_NODES, which no longer lists
 	// the node; dropping it is tidiness, not correctness.
@@ -248,7 +282,7 @@ func (c *Cluster) membershipError(shard uint64, err error, ctx context.Context) 
 		if _, _, ok, _ := c.nh.GetLeaderID(shard); !ok {
 			return errNoLeader(shard)
 		}
-		return fmt.Errorf("timeout: outcome unknown (membership change on shard %d)", shard)
+		return fmt.Errorf("%w (membership change on shard %d)", store.ErrTimeout, shard)
 	}
 	return c.mapError(shard, err)
 }

@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/store"
 )
 
 // TestJoinCatchUpBySnapshotAndRemove joins a fresh node through a member's
@@ -139,5 +142,122 @@ func TestOpenWithoutMembership(t *testing.T) {
 	cfg.Cluster.Members = []conf.Member{{ID: 1, Raft: addrs[1], Client: "127.0.0.1:1"}}
 	if _, err := open(context.Background(), cfg, testLogger(t), fsForTest()); err == nil || !strings.Contains(err.Error(), "not in cluster.members") {
 		t.Fatalf("open: %v", err)
+	}
+}
+
+// TestRemovedNodeReportsNoFalseFailure: writers on a follower keep writing
+// unique keys while the leader removes that follower. A write whose attempt
+// was forwarded to the leader, and was still unanswered when the follower
+// applied its own removal, may commit on the others: re-sent, it is
+// refused ("not hosted on this node"), and it must then be reported as an
+// unknown outcome, never as a failure; every write reported failed must be
+// absent.
+func TestRemovedNodeReportsNoFalseFailure(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 1, requestTimeout: 3 * time.Second})
+	// a follower, so its writes are forwarded to the leader
+	leader := tc.leaderOf(tc.nodes[0], 1)
+	victim, remover := (leader+1)%3, leader
+	n3 := tc.nodes[victim]
+	type res struct {
+		key string
+		err error
+	}
+	var mu sync.Mutex
+	var results []res
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := fmt.Sprintf("r/%d/%d", w, i)
+				err := put(n3, k, "x")
+				mu.Lock()
+				results = append(results, res{k, err})
+				mu.Unlock()
+				if err != nil && strings.Contains(err.Error(), "not hosted") {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := remove(tc.nodes[remover], uint64(victim+1)); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	byErr := map[string]int{}
+	for _, r := range results {
+		kind := "ok"
+		if r.err != nil {
+			kind = r.err.Error()
+		}
+		byErr[kind]++
+		if r.err == nil || errors.Is(r.err, store.ErrTimeout) {
+			continue
+		}
+		v, err := get(tc.nodes[remover], r.key)
+		if err == nil && v == "x" {
+			t.Errorf("write of %s failed definitely (%q) but is applied", r.key, r.err)
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("read %s: %v", r.key, err)
+		}
+	}
+	t.Logf("%d writes through node %d: %v", len(results), victim+1, byErr)
+}
+
+// TestMembershipChangeWithoutAnswerIsUnknown: a node that can send but
+// hears nothing asks to remove a node; the change reaches the leader and
+// commits, the requester never learns it and loses its leader. Its error
+// must say the outcome is unknown, not that nothing happened.
+func TestMembershipChangeWithoutAnswerIsUnknown(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 1, requestTimeout: time.Second})
+	leader := tc.leaderOf(tc.nodes[0], 1)
+	req, victim := -1, -1
+	for i := range 3 {
+		if i != leader {
+			if req < 0 {
+				req = i
+			} else {
+				victim = i
+			}
+		}
+	}
+	n := tc.nodes[req]
+	ctx, cancel := context.WithTimeout(n.stopCtx, 3*time.Second)
+	defer cancel()
+	m, err := n.membership(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The requester can still send (its forwarded config change reaches
+	// the leader) but hears nothing back.
+	for j := range 3 {
+		if j != req {
+			tc.cutOneWay(j, req)
+		}
+	}
+	start := time.Now()
+	// remove() runs exactly this for each shard after reading memberships.
+	err = n.deleteReplica(ctx, 1, uint64(victim+1), m)
+	t.Logf("node %d: remove node %d from shard 1 after %v: %v", req+1, victim+1, time.Since(start).Round(time.Millisecond), err)
+	tc.heal()
+	lm, lerr := tc.nodes[leader].membership(context.Background(), 1)
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	_, stillMember := lm.Nodes[uint64(victim+1)]
+	_, removed := lm.Removed[uint64(victim+1)]
+	t.Logf("membership at leader node %d: nodes=%v removed=%v", leader+1, lm.Nodes, lm.Removed)
+	if err != nil && !strings.HasPrefix(err.Error(), "timeout: outcome unknown") && !stillMember && removed {
+		t.Errorf("membership change reported as definite failure %q, but it was applied", err)
 	}
 }

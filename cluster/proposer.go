@@ -303,8 +303,10 @@ func (p *proposer) send() bool {
 		case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
 			return false
 		default:
-			// Refused for good (too large, not hosted here): resolved.
-			p.complete(pr, p.c.mapError(p.shard, err))
+			// Refused for good (too large, not hosted here any more): resolved,
+			// unless an earlier attempt may still commit (this node was
+			// removed while one was forwarded to the leader).
+			p.complete(pr, pr.definite(p.c.mapError(p.shard, err)))
 			p.inflight = append(p.inflight[:i], p.inflight[i+1:]...)
 			i--
 		}
@@ -369,12 +371,22 @@ func (p *proposer) handle(head *proposal, r dragonboat.RequestResult) {
 		// The node is stopping; shutdown resolves the rest.
 		head.abandoned = true
 	default:
-		p.pop(fmt.Errorf("cluster unavailable: shard %d refused the write", p.shard))
+		p.pop(head.definite(fmt.Errorf("cluster unavailable: shard %d refused the write", p.shard)))
 	}
 }
 
 // unknown says whether pr might have been applied.
 func (pr *proposal) unknown() bool { return pr.abandoned || pr.rs != nil }
+
+// definite returns err, a refusal of pr's latest attempt, as pr's outcome
+// when no earlier attempt can still commit, else store.ErrTimeout (the
+// protocol's "outcome unknown", word for word).
+func (pr *proposal) definite(err error) error {
+	if pr.unknown() {
+		return store.ErrTimeout
+	}
+	return err
+}
 
 // expireHead gives up the oldest proposal once its deadline passed.
 func (p *proposer) expireHead() {
