@@ -201,7 +201,7 @@ func (d *DB) WriteAsync(b *Batch, done func(error)) {
 // false, having done nothing, when b must take the queue.
 func (d *DB) commitInline(b *Batch, done func(error)) bool {
 	defer d.commit.active.Unlock()
-	if d.walErr != nil || !d.mem.fits(b.Len(), batchMemBytes(b)) {
+	if d.walErr != nil || !d.mem.fits(b.Len(), d.batchBytes(b)) {
 		return false
 	}
 	d.mu.Lock()
@@ -375,7 +375,7 @@ func (d *DB) commitGroup(reqs []commitReq) {
 		var need int64
 		n, entries := 0, 0
 		for n < len(reqs) && reqs[n].flush == nil {
-			sz := batchMemBytes(reqs[n].b)
+			sz := d.batchBytes(reqs[n].b)
 			if !d.mem.fits(entries+reqs[n].b.Len(), need+sz) {
 				if n == 0 {
 					need = batchMaxMemBytes(reqs[n].b)
@@ -437,12 +437,28 @@ func (d *DB) commitSegment(reqs []commitReq) {
 	}
 }
 
+// batchBytes is the arena room the commit path checks for before b goes
+// into the mutable memtable: the typical size (batchMemBytes), so that a
+// memtable fills up completely, except without a WAL. There a batch split
+// across two memtables (see applyToMemtable) could be half durable: the
+// first memtable flushed alone, then a crash; the caller's state (a raft
+// state machine's applied index and dedup records, written in the same
+// batch) would then disagree with its data. So it is the most b can take,
+// and b never splits.
+func (d *DB) batchBytes(b *Batch) int64 {
+	if d.opts.DisableWAL {
+		return batchMaxMemBytes(b)
+	}
+	return batchMemBytes(b)
+}
+
 // applyToMemtable inserts b into the mutable memtable. The size check
-// before the write uses the typical entry size, so a memtable fills up
-// completely; when the estimate falls short, the rest of the batch goes to
-// a fresh memtable that shares the current WAL (its logNum is the same, so
-// the WAL is kept until both are flushed). The batch stays invisible until
-// the whole group is published, so the split is never observable.
+// before the write uses the typical entry size (batchBytes), so a memtable
+// fills up completely; when the estimate falls short, the rest of the
+// batch goes to a fresh memtable that shares the current WAL (its logNum
+// is the same, so the WAL is kept until both are flushed, and replay
+// restores the whole batch). The batch stays invisible until the whole
+// group is published, so the split is never observable.
 func (d *DB) applyToMemtable(b *Batch) error {
 	done := 0
 	for {

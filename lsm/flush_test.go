@@ -1,6 +1,8 @@
 package lsm
 
 import (
+	"math/rand/v2"
+
 	"testing"
 
 	"github.com/lni/vfs"
@@ -32,4 +34,33 @@ func TestFlushKeepsTheVisibleVersion(t *testing.T) {
 		t.Fatalf("the memtable was not flushed: %+v", m)
 	}
 	checkGet(t, d, "k", "published", true)
+}
+
+// TestBatchMaxMemBytesBoundsTheArena: without a WAL the commit path checks
+// for batchMaxMemBytes of room (batchBytes), which must be at least what
+// the batch takes in a memtable, whatever its tower heights: then a batch
+// is never split across two memtables (a flush of the first one alone
+// followed by a crash would keep half of it).
+func TestBatchMaxMemBytesBoundsTheArena(t *testing.T) {
+	d := &DB{opts: Options{DisableWAL: true}}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range 3000 {
+		b := NewBatch()
+		for range 1 + rng.IntN(1+i%60) { // small batches too: their tower heights vary most
+
+			key := make([]byte, rng.IntN(40))
+			if rng.IntN(4) == 0 {
+				b.Delete(key)
+				continue
+			}
+			b.Put(key, make([]byte, rng.IntN(300)))
+		}
+		m := newMemTable(1, 1<<20, 0)
+		if _, err := m.apply(b, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, bound := m.t.Size(), d.batchBytes(b); got > bound {
+			t.Fatalf("a batch of %d entries took %d arena bytes, over the %d checked for", b.Len(), got, bound)
+		}
+	}
 }
