@@ -102,9 +102,8 @@ func (d *DB) runCompaction(v *version, c *compaction) error {
 		e.added = append(e.added, newFile{level: c.outputLevel, meta: m})
 	}
 	if err := d.logAndApply(e, nil); err != nil {
-		for _, m := range outputs {
-			d.removeTable(m.fileNum)
-		}
+		// The edit may be on disk even so (see logAndApply): the outputs
+		// stay until the next Open removes them if no manifest names them.
 		return err
 	}
 	var read, written int64

@@ -72,14 +72,15 @@ func Open(dirname string, opts Options) (*DB, error) {
 	return d, nil
 }
 
-// ensureDir creates the DB directory if it is missing and makes its entry
-// in the parent durable.
+// ensureDir creates the DB directory if it is missing and makes its entry,
+// and those of the directories above it, durable. It syncs them even when
+// the directory exists: a crash between a previous run's mkdir and its
+// sync leaves a directory that is there now and gone after a power loss,
+// with everything acknowledged in it since. The parent's sync must work;
+// those of the directories above it are best effort (a process may lack
+// read access to an ancestor it only traverses, and one it could not read
+// it did not create).
 func ensureDir(fs vfs.FS, dir string) error {
-	if _, err := fs.Stat(dir); err == nil {
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("lsm: open %s: %w", dir, err)
-	}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("lsm: create %s: %w", dir, err)
 	}
@@ -90,7 +91,14 @@ func ensureDir(fs vfs.FS, dir string) error {
 			return fmt.Errorf("lsm: create %s: %w", dir, err)
 		}
 	}
-	return nil
+	for p := parent; ; {
+		up := fs.PathDir(p)
+		if up == p || p == "." || p == "" {
+			return nil
+		}
+		_ = syncDir(fs, up)
+		p = up
+	}
 }
 
 // abandon releases what a failed Open acquired.
