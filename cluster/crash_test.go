@@ -230,28 +230,16 @@ func childConfigs(t *testing.T, n int) []conf.Config {
 func writeLoad(nodes []*child, prefix string, stop <-chan struct{}) map[string]string {
 	var mu sync.Mutex
 	acked := map[string]string{}
-	var wg sync.WaitGroup
-	for w := range 12 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n := nodes[(w+i)%len(nodes)]
-				k, v := fmt.Sprintf("%s-%d-%d", prefix, w, i), fmt.Sprintf("v%d.%d", w, i)
-				if n.put(k, v) {
-					mu.Lock()
-					acked[k] = v
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	loopWriters(12, stop, func(w, i int) bool {
+		n := nodes[(w+i)%len(nodes)]
+		k, v := fmt.Sprintf("%s-%d-%d", prefix, w, i), fmt.Sprintf("v%d.%d", w, i)
+		if n.put(k, v) {
+			mu.Lock()
+			acked[k] = v
+			mu.Unlock()
+		}
+		return true
+	})()
 	return acked
 }
 

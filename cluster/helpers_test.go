@@ -364,3 +364,27 @@ func serveMembership(t testing.TB, addr string, n *Cluster) {
 		}
 	}()
 }
+
+// loopWriters runs n goroutines, each calling write(w, i) for i = 0, 1, ...
+// until stop closes or write returns false, and returns a function that
+// waits for all of them.
+func loopWriters(n int, stop <-chan struct{}, write func(w, i int) bool) (wait func()) {
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !write(w, i) {
+					return
+				}
+			}
+		}()
+	}
+	return wg.Wait
+}

@@ -165,35 +165,21 @@ func TestRemovedNodeReportsNoFalseFailure(t *testing.T) {
 	var mu sync.Mutex
 	var results []res
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k := fmt.Sprintf("r/%d/%d", w, i)
-				err := put(n3, k, "x")
-				mu.Lock()
-				results = append(results, res{k, err})
-				mu.Unlock()
-				if err != nil && strings.Contains(err.Error(), "not hosted") {
-					return
-				}
-			}
-		}()
-	}
+	wait := loopWriters(16, stop, func(w, i int) bool {
+		k := fmt.Sprintf("r/%d/%d", w, i)
+		err := put(n3, k, "x")
+		mu.Lock()
+		results = append(results, res{k, err})
+		mu.Unlock()
+		return err == nil || !strings.Contains(err.Error(), "not hosted")
+	})
 	time.Sleep(300 * time.Millisecond)
 	if err := remove(tc.nodes[remover], uint64(victim+1)); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
 	time.Sleep(1500 * time.Millisecond)
 	close(stop)
-	wg.Wait()
+	wait()
 	byErr := map[string]int{}
 	for _, r := range results {
 		kind := "ok"
