@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -20,13 +19,7 @@ func TestWriteBackup(t *testing.T) {
 	fs := vfs.NewStrictMem()
 	opts := smallOptions(fs)
 	d := mustOpen(t, "/db", opts)
-	for i := range 3000 {
-		mustPut(t, d, fmt.Sprintf("k%05d", i), fmt.Sprintf("v%d", i))
-	}
-	mustPut(t, d, "k00001", "overwritten")
-	if err := d.Delete([]byte("k00002")); err != nil {
-		t.Fatal(err)
-	}
+	fillCopyFixture(t, d)
 	want := scan(t, d, nil, nil)
 	var buf bytes.Buffer
 	if err := d.WriteBackup(&buf); err != nil {

@@ -11,6 +11,20 @@ import (
 	"github.com/lni/vfs"
 )
 
+// fillCopyFixture writes what the copy tests (checkpoint, backup) expect
+// to find: k00000..k02999 = v<i> over several tables, k00001 overwritten,
+// k00002 deleted.
+func fillCopyFixture(t *testing.T, d *DB) {
+	t.Helper()
+	for i := range 3000 {
+		mustPut(t, d, fmt.Sprintf("k%05d", i), fmt.Sprintf("v%d", i))
+	}
+	mustPut(t, d, "k00001", "overwritten")
+	if err := d.Delete([]byte("k00002")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCheckpoint(t *testing.T) {
 	for _, disableWAL := range []bool{false, true} {
 		t.Run(fmt.Sprint("disableWAL=", disableWAL), func(t *testing.T) {
@@ -18,13 +32,7 @@ func TestCheckpoint(t *testing.T) {
 			opts := smallOptions(fs)
 			opts.DisableWAL = disableWAL
 			d := mustOpen(t, "/db", opts)
-			for i := range 3000 {
-				mustPut(t, d, fmt.Sprintf("k%05d", i), fmt.Sprintf("v%d", i))
-			}
-			mustPut(t, d, "k00001", "overwritten")
-			if err := d.Delete([]byte("k00002")); err != nil {
-				t.Fatal(err)
-			}
+			fillCopyFixture(t, d)
 			if err := d.Checkpoint("/cp"); err != nil {
 				t.Fatal(err)
 			}
