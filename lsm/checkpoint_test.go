@@ -47,9 +47,7 @@ func TestCheckpoint(t *testing.T) {
 			}
 
 			// The checkpoint survives a power loss right after it returned.
-			fs.SetIgnoreSyncs(true)
-			fs.ResetToSyncedState()
-			fs.SetIgnoreSyncs(false)
+			powerLoss(fs)
 			cp := mustOpen(t, "/cp", opts)
 			got := scan(t, cp, nil, nil)
 			if len(got) != len(want)-1 {

@@ -185,3 +185,10 @@ const testCacheBytes = 1 << 20
 func testOptions(fs vfs.FS) Options {
 	return Options{FS: fs, BlockCacheBytes: testCacheBytes}
 }
+
+// powerLoss keeps only what was synced, as a power cut would.
+func powerLoss(mem *vfs.MemFS) {
+	mem.SetIgnoreSyncs(true)
+	mem.ResetToSyncedState()
+	mem.SetIgnoreSyncs(false)
+}

@@ -254,9 +254,7 @@ func TestNewDirectoriesSurvivePowerLoss(t *testing.T) {
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
 		}
-		fs.SetIgnoreSyncs(true)
-		fs.ResetToSyncedState()
-		fs.SetIgnoreSyncs(false)
+		powerLoss(fs)
 		for _, p := range []string{dir, "/backups/daily/cp"} {
 			d, err := Open(p, opts)
 			if err != nil {
@@ -277,9 +275,7 @@ func TestNewDirectoriesSurvivePowerLoss(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fs.SetIgnoreSyncs(true)
-	fs.ResetToSyncedState()
-	fs.SetIgnoreSyncs(false)
+	powerLoss(fs)
 	d, err := Open("/pre/db", opts)
 	if err != nil {
 		t.Fatalf("pre-existing directory after power loss: %v", err)
