@@ -58,6 +58,7 @@ type stateMachine struct {
 	seqs           map[uint64]seqState // by proposer id
 	dirty          map[uint64]struct{} // proposers whose state is not yet written
 	membersChanged bool                // the batch adds or removes a member
+	clearChunk     int                 // bytes of deletes per write of a clear (applyChunkBytes; tests lower it)
 	batch          lsm.Batch
 	part           lsm.Batch
 	kbuf           []byte
@@ -69,12 +70,13 @@ var (
 
 func newStateMachine(shardID, replicaID uint64, dir string, fs vfs.FS, opts lsm.Options, log *slog.Logger) *stateMachine {
 	return &stateMachine{
-		shardID:   shardID,
-		replicaID: replicaID,
-		dir:       dir,
-		fs:        fs,
-		opts:      opts,
-		log:       log.With("shard", shardID),
+		shardID:    shardID,
+		replicaID:  replicaID,
+		dir:        dir,
+		fs:         fs,
+		opts:       opts,
+		log:        log.With("shard", shardID),
+		clearChunk: applyChunkBytes,
 	}
 }
 
@@ -292,6 +294,14 @@ func (s *stateMachine) apply(b *lsm.Batch, kind byte, body []byte) error {
 // commit writes b, the proposers' states changed since the last commit and
 // the applied index, then empties b.
 func (s *stateMachine) commit(db *lsm.DB, b *lsm.Batch, index uint64) error {
+	if err := s.persist(db, b, index); err != nil {
+		return err
+	}
+	return s.refreshMembers(db, index)
+}
+
+// persist writes b with the proposers' states and the applied index.
+func (s *stateMachine) persist(db *lsm.DB, b *lsm.Batch, index uint64) error {
 	for id := range s.dirty {
 		b.Put(seqKey(id), s.seqs[id].encode())
 	}
@@ -302,6 +312,11 @@ func (s *stateMachine) commit(db *lsm.DB, b *lsm.Batch, index uint64) error {
 	s.applied = index
 	clear(s.dirty)
 	b.Reset()
+	return nil
+}
+
+// refreshMembers reloads the member cache when applied entries changed it.
+func (s *stateMachine) refreshMembers(db *lsm.DB, index uint64) error {
 	if s.membersChanged {
 		s.membersChanged = false
 		members, err := readMembers(db)
@@ -343,13 +358,24 @@ func loadSeqs(db *lsm.DB) (map[uint64]seqState, error) {
 
 // applyClear deletes every user key. The deletes go out in chunks; only the
 // last carries the clear's index, and a replay after a crash in between just
-// deletes what is left.
+// deletes what is left. Reads (Lookup) wait meanwhile, so that none sees
+// the clear half done: it is one command.
 func (s *stateMachine) applyClear(db *lsm.DB, index uint64) error {
+	s.mu.Lock()
+	err := s.clearLocked(db, index)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.refreshMembers(db, index)
+}
+
+func (s *stateMachine) clearLocked(db *lsm.DB, index uint64) error {
 	it := db.NewIterator([]byte{prefixUser}, userUpper)
 	b := lsm.NewBatch()
 	for ok := it.First(); ok; ok = it.Next() {
 		b.Delete(it.Key())
-		if b.Size() >= applyChunkBytes {
+		if b.Size() >= s.clearChunk {
 			if err := db.Write(b); err != nil {
 				it.Close()
 				return fmt.Errorf("shard %d: clear: %w", s.shardID, err)
@@ -364,7 +390,7 @@ func (s *stateMachine) applyClear(db *lsm.DB, index uint64) error {
 	if err != nil {
 		return fmt.Errorf("shard %d: clear: %w", s.shardID, err)
 	}
-	return s.commit(db, b, index)
+	return s.persist(db, b, index)
 }
 
 // Sync makes every applied entry durable: with the WAL off, that is a

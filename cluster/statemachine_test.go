@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/lni/vfs"
@@ -461,5 +462,52 @@ func TestStateMachineDeterministicSplits(t *testing.T) {
 		} else if got != want {
 			t.Fatalf("split %v stored\n%s\nwant\n%s", split, got, want)
 		}
+	}
+}
+
+// TestClearIsAtomicForReaders: a clear big enough to go out in several
+// writes is never seen half done by a concurrent read: a range over the
+// shard sees every key or none.
+func TestClearIsAtomicForReaders(t *testing.T) {
+	s, _ := openSM(t, t.TempDir())
+	defer s.Close()
+	s.clearChunk = 256 // many writes for the clear below
+	const keys = 500
+	var puts []string
+	for i := range keys {
+		puts = append(puts, fmt.Sprintf("k%03d=v", i))
+	}
+	update(t, s, sm.Entry{Index: 1, Cmd: writeCmd(puts)})
+
+	done := make(chan struct{})
+	seen := make(chan map[int]int, 1)
+	go func() {
+		counts := map[int]int{}
+		for {
+			select {
+			case <-done:
+				seen <- counts
+				return
+			default:
+			}
+			op := &readOp{isRange: true, start: []byte("k"), end: []byte("l"), limit: keys + 1}
+			if _, err := s.Lookup(&readBatch{ops: []*readOp{op}}); err != nil || op.err != nil {
+				continue
+			}
+			counts[len(op.kvs)]++
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	update(t, s, sm.Entry{Index: 2, Cmd: command(cmdClear, nil)})
+	time.Sleep(20 * time.Millisecond)
+	close(done)
+	counts := <-seen
+	for n, c := range counts {
+		if n != 0 && n != keys {
+			t.Fatalf("a read saw %d of %d keys during a clear (%d times); counts %v", n, keys, c, counts)
+		}
+	}
+	if counts[0] == 0 || counts[keys] == 0 {
+		t.Fatalf("the reader did not run on both sides of the clear: %v", counts)
 	}
 }
