@@ -92,11 +92,20 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	// From here on every step changes the cluster: a failure says what
 	// was done before it (the steps are idempotent, so the same join again
 	// completes it).
-	if err := c.recordInitialMembers(ctx, ms[0]); err != nil {
-		return partlyDone(fmt.Errorf("join node %d: %w", id, err), 0)
+	recorded, err := c.recordInitialMembers(ctx, ms[0])
+	if err != nil {
+		err = fmt.Errorf("join node %d: %w", id, err)
+		if recorded > 0 {
+			err = partlyDone(err, 0)
+		}
+		return err
 	}
 	if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(member{ID: id, Raft: raftAddr, Client: client})); err != nil {
-		return partlyDone(fmt.Errorf("join node %d: record its address: %w", id, err), 0)
+		err = fmt.Errorf("join node %d: record its address: %w", id, err)
+		if recorded > 0 {
+			err = partlyDone(err, 0)
+		}
+		return err
 	}
 	added := 0
 	for i, m := range ms {
@@ -118,21 +127,24 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 // cluster and not recorded yet. Only joined nodes need them: they have no
 // member list of their own, and CLUSTER_NODES and CLUSTER_LEADER show
 // every node's client address.
-func (c *Cluster) recordInitialMembers(ctx context.Context, m *dragonboat.Membership) error {
+// It returns how many it recorded.
+func (c *Cluster) recordInitialMembers(ctx context.Context, m *dragonboat.Membership) (int, error) {
 	recorded := make(map[uint64]bool)
 	for _, r := range c.registeredMembers() {
 		recorded[r.ID] = true
 	}
+	n := 0
 	for _, im := range c.cfg.Cluster.Members {
 		if _, ok := m.Nodes[im.ID]; !ok || recorded[im.ID] || im.Client == "" {
 			continue
 		}
 		rec := member{ID: im.ID, Raft: im.Raft, Client: im.Client}
 		if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(rec)); err != nil {
-			return fmt.Errorf("record the address of member %d: %w", im.ID, err)
+			return n, fmt.Errorf("record the address of member %d: %w", im.ID, err)
 		}
+		n++
 	}
-	return nil
+	return n, nil
 }
 
 // isAlreadyMember recognises Join's refusal of a node that is a member of
@@ -158,8 +170,8 @@ func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr str
 }
 
 // partlyDone marks a membership command's failure after some of its steps
-// changed the cluster (shards is how many shards it changed), so the
-// reply does not read as "nothing happened".
+// changed the cluster (shards is how many shards it changed; 0: only
+// address records), so the reply does not read as "nothing happened".
 func partlyDone(err error, shards int) error {
 	what := "its first steps were applied"
 	if shards > 0 {
@@ -192,7 +204,10 @@ func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat
 		if err == nil {
 			return nil
 		}
-		unknown = unknown || errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+		// Timed out or cut short (the node is stopping) after it was handed
+		// to dragonboat: it may still commit.
+		unknown = unknown || errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, dragonboat.ErrCanceled) || errors.Is(err, context.Canceled) || errors.Is(err, dragonboat.ErrShardClosed)
 		if !retryableMembershipError(err) || ctx.Err() != nil {
 			return fail(c.membershipError(shard, err, ctx))
 		}

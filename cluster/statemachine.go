@@ -43,7 +43,10 @@ type stateMachine struct {
 	opts               lsm.Options
 	log                *slog.Logger
 
-	mu      sync.RWMutex
+	mu sync.RWMutex
+	// clearMu keeps reads of user data (Lookup of a readBatch) out while a
+	// clear's chunked deletes go in; taken before mu, never inside it.
+	clearMu sync.RWMutex
 	db      *lsm.DB
 	closed  bool
 	current string // name of the live lsm directory
@@ -211,8 +214,10 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 			}
 		}
 	}
-	if last := ents[len(ents)-1].Index; last > s.applied {
-		if err := s.commit(db, b, last); err != nil {
+	// Also when a clear applied the last entry but earlier work of this
+	// Update is still in b (proposers forgotten at a GC boundary).
+	if last := ents[len(ents)-1].Index; last > s.applied || b.Len() > 0 || len(s.dirty) > 0 {
+		if err := s.commit(db, b, max(last, s.applied)); err != nil {
 			return nil, err
 		}
 	}
@@ -358,12 +363,14 @@ func loadSeqs(db *lsm.DB) (map[uint64]seqState, error) {
 
 // applyClear deletes every user key. The deletes go out in chunks; only the
 // last carries the clear's index, and a replay after a crash in between just
-// deletes what is left. Reads (Lookup) wait meanwhile, so that none sees
-// the clear half done: it is one command.
+// deletes what is left. Reads of user data wait meanwhile (clearMu), so
+// that none sees the clear half done: it is one command. Health and key
+// counts do not wait (a clear stalled on a full disk must not hang
+// /healthz).
 func (s *stateMachine) applyClear(db *lsm.DB, index uint64) error {
-	s.mu.Lock()
+	s.clearMu.Lock()
 	err := s.clearLocked(db, index)
-	s.mu.Unlock()
+	s.clearMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -405,6 +412,10 @@ func (s *stateMachine) Sync() error {
 // Lookup serves reads: *readBatch (gets and ranges queued by a reader),
 // membersQuery and approxKeysQuery.
 func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
+	if _, ok := q.(*readBatch); ok {
+		s.clearMu.RLock()
+		defer s.clearMu.RUnlock()
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed || s.db == nil {

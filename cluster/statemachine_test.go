@@ -511,3 +511,24 @@ func TestClearIsAtomicForReaders(t *testing.T) {
 		t.Fatalf("the reader did not run on both sides of the clear: %v", counts)
 	}
 }
+
+// TestHealthDoesNotWaitForAClear: while a clear holds reads of user data
+// back (clearMu), health and the key estimate still answer: a clear
+// stalled on a full disk must not hang /healthz, INFO or DBSIZE.
+func TestHealthDoesNotWaitForAClear(t *testing.T) {
+	s, _ := openSM(t, t.TempDir())
+	defer s.Close()
+	s.clearMu.Lock() // as applyClear does
+	answered := make(chan struct{})
+	go func() {
+		s.health()
+		s.approxKeys()
+		close(answered)
+	}()
+	select {
+	case <-answered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("health or approxKeys waited for the clear")
+	}
+	s.clearMu.Unlock()
+}

@@ -34,6 +34,9 @@ func (d *DB) Checkpoint(dir string) error {
 		return fmt.Errorf("lsm: checkpoint to %s: %w", dir, err)
 	}
 	defer v.unref()
+	if d.closed.Load() {
+		return ErrClosed
+	}
 
 	if err := ensureDir(fs, dir); err != nil {
 		return err

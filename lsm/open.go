@@ -76,16 +76,18 @@ func Open(dirname string, opts Options) (*DB, error) {
 // and those of the directories above it, durable. It syncs them even when
 // the directory exists: a crash between a previous run's mkdir and its
 // sync leaves a directory that is there now and gone after a power loss,
-// with everything acknowledged in it since. The parent's sync must work;
-// those of the directories above it are best effort (a process may lack
-// read access to an ancestor it only traverses, and one it could not read
-// it did not create).
+// with everything acknowledged in it since. Only the sync of the parent of
+// a directory created now must work; the others are best effort (a
+// process may lack read access to a directory it only traverses, and one
+// it could not read it did not create).
 func ensureDir(fs vfs.FS, dir string) error {
+	_, statErr := fs.Stat(dir)
+	created := statErr != nil
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("lsm: create %s: %w", dir, err)
 	}
 	parent := fs.PathDir(dir)
-	if err := syncDir(fs, parent); err != nil {
+	if err := syncDir(fs, parent); err != nil && created {
 		// An in-memory FS names its root "", not ".".
 		if parent != "." || syncDir(fs, "") != nil {
 			return fmt.Errorf("lsm: create %s: %w", dir, err)

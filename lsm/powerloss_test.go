@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -282,4 +283,40 @@ func TestNewDirectoriesSurvivePowerLoss(t *testing.T) {
 	}
 	checkGet(t, d, "acked", "v", true)
 	d.Close()
+}
+
+// unreadableDirFS refuses to open one directory for sync, as the OS does
+// for a directory the process may traverse but not read.
+type unreadableDirFS struct {
+	vfs.FS
+	dir string
+}
+
+func (f unreadableDirFS) OpenDir(name string) (vfs.File, error) {
+	if name == f.dir {
+		return nil, os.ErrPermission
+	}
+	return f.FS.OpenDir(name)
+}
+
+// TestOpenUnderUnreadableParent: an existing DB whose parent directory
+// cannot be opened for sync still opens (its entry was synced when it was
+// made); a DB created there now cannot be made durable and fails.
+func TestOpenUnderUnreadableParent(t *testing.T) {
+	mem := vfs.NewMem()
+	d := mustOpen(t, "/srv/db", smallOptions(mem))
+	mustPut(t, d, "k", "v")
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fs := unreadableDirFS{FS: mem, dir: "/srv"}
+	d, err := Open("/srv/db", smallOptions(fs))
+	if err != nil {
+		t.Fatalf("existing DB under an unreadable parent: %v", err)
+	}
+	checkGet(t, d, "k", "v", true)
+	d.Close()
+	if _, err := Open("/srv/new", smallOptions(fs)); err == nil {
+		t.Fatal("a DB created under a parent that cannot be synced opened")
+	}
 }
