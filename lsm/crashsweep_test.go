@@ -194,17 +194,23 @@ func (f *sweepFile) Sync() error {
 	return f.fs.do(kind, f.name, 0, f.File.Sync)
 }
 
-func (fs *sweepFS) Create(name string) (vfs.File, error) {
+// open runs a counted operation that opens a file for writing, and wraps
+// the file.
+func (fs *sweepFS) open(kind, label, name string, open func() (vfs.File, error)) (vfs.File, error) {
 	var f vfs.File
-	err := fs.do("create", name, 0, func() error {
+	err := fs.do(kind, label, 0, func() error {
 		var err error
-		f, err = fs.MemFS.Create(name)
+		f, err = open()
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &sweepFile{File: f, fs: fs, name: name}, nil
+}
+
+func (fs *sweepFS) Create(name string) (vfs.File, error) {
+	return fs.open("create", name, name, func() (vfs.File, error) { return fs.MemFS.Create(name) })
 }
 
 func (fs *sweepFS) OpenDir(name string) (vfs.File, error) {
@@ -216,29 +222,13 @@ func (fs *sweepFS) OpenDir(name string) (vfs.File, error) {
 }
 
 func (fs *sweepFS) OpenForAppend(name string) (vfs.File, error) {
-	var f vfs.File
-	err := fs.do("openapp", name, 0, func() error {
-		var err error
-		f, err = fs.MemFS.OpenForAppend(name)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &sweepFile{File: f, fs: fs, name: name}, nil
+	return fs.open("openapp", name, name, func() (vfs.File, error) { return fs.MemFS.OpenForAppend(name) })
 }
 
 func (fs *sweepFS) ReuseForWrite(oldname, newname string) (vfs.File, error) {
-	var f vfs.File
-	err := fs.do("reuse", oldname+" -> "+newname, 0, func() error {
-		var err error
-		f, err = fs.MemFS.ReuseForWrite(oldname, newname)
-		return err
+	return fs.open("reuse", oldname+" -> "+newname, newname, func() (vfs.File, error) {
+		return fs.MemFS.ReuseForWrite(oldname, newname)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &sweepFile{File: f, fs: fs, name: newname}, nil
 }
 
 func (fs *sweepFS) Rename(oldname, newname string) error {
