@@ -92,16 +92,8 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	// From here on every step changes the cluster: a failure says what
 	// was done before it (the steps are idempotent, so the same join again
 	// completes it).
-	recorded, err := c.recordInitialMembers(ctx, ms[0])
-	if err != nil {
+	if recorded, err := c.recordAddresses(ctx, ms[0], member{ID: id, Raft: raftAddr, Client: client}); err != nil {
 		err = fmt.Errorf("join node %d: %w", id, err)
-		if recorded > 0 {
-			err = partlyDone(err, 0)
-		}
-		return err
-	}
-	if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(member{ID: id, Raft: raftAddr, Client: client})); err != nil {
-		err = fmt.Errorf("join node %d: record its address: %w", id, err)
 		if recorded > 0 {
 			err = partlyDone(err, 0)
 		}
@@ -122,13 +114,13 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	return nil
 }
 
-// recordInitialMembers records in shard 1 the client addresses of the
-// initial members (from this node's cluster.members) that are still in the
-// cluster and not recorded yet. Only joined nodes need them: they have no
-// member list of their own, and CLUSTER_NODES and CLUSTER_LEADER show
-// every node's client address.
-// It returns how many it recorded.
-func (c *Cluster) recordInitialMembers(ctx context.Context, m *dragonboat.Membership) (int, error) {
+// recordAddresses records in shard 1 the client addresses of the initial
+// members (from this node's cluster.members) that are still in the cluster
+// and not recorded yet, then the joining node's. Only joined nodes need
+// the initial members': they have no member list of their own, and
+// CLUSTER_NODES and CLUSTER_LEADER show every node's client address. It
+// returns how many records it wrote.
+func (c *Cluster) recordAddresses(ctx context.Context, m *dragonboat.Membership, joiner member) (int, error) {
 	recorded := make(map[uint64]bool)
 	for _, r := range c.registeredMembers() {
 		recorded[r.ID] = true
@@ -144,7 +136,10 @@ func (c *Cluster) recordInitialMembers(ctx context.Context, m *dragonboat.Member
 		}
 		n++
 	}
-	return n, nil
+	if err := c.proposeWait(ctx, 1, cmdMember, encodeMemberValue(joiner)); err != nil {
+		return n, fmt.Errorf("record its address: %w", err)
+	}
+	return n + 1, nil
 }
 
 // isAlreadyMember recognises Join's refusal of a node that is a member of

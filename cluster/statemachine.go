@@ -217,7 +217,7 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	// Also when a clear applied the last entry but earlier work of this
 	// Update is still in b (proposers forgotten at a GC boundary).
 	if last := ents[len(ents)-1].Index; last > s.applied || b.Len() > 0 || len(s.dirty) > 0 {
-		if err := s.commit(db, b, max(last, s.applied)); err != nil {
+		if err := s.commit(db, b, last); err != nil {
 			return nil, err
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/lni/vfs"
 )
 
 // backupDirPrefix names the checkpoints WriteBackup makes inside the DB's
@@ -37,7 +39,7 @@ func (d *DB) WriteBackup(w io.Writer) error {
 	tw := tar.NewWriter(w)
 	now := time.Now()
 	for _, name := range names {
-		if err := tarFile(tw, d, dir, name, now); err != nil {
+		if err := tarFile(tw, fs, fs.PathJoin(dir, name), name, now); err != nil {
 			return fmt.Errorf("lsm: backup: %s: %w", name, err)
 		}
 	}
@@ -47,9 +49,9 @@ func (d *DB) WriteBackup(w io.Writer) error {
 	return nil
 }
 
-func tarFile(tw *tar.Writer, d *DB, dir, name string, mtime time.Time) error {
-	fs := d.opts.FS
-	f, err := fs.Open(fs.PathJoin(dir, name))
+// tarFile appends the file at path to tw as the regular file name.
+func tarFile(tw *tar.Writer, fs vfs.FS, path, name string, mtime time.Time) error {
+	f, err := fs.Open(path)
 	if err != nil {
 		return err
 	}

@@ -768,14 +768,7 @@ func openSweep(t *testing.T, base *vfs.MemFS, run *sweepRun, crashAt int64, rep 
 		cur = d
 		dmu.Unlock()
 		if err == nil {
-			for i := range 3 {
-				k, v := fmt.Sprintf("post%d", i), fmt.Sprintf("post-value-%d", i)
-				if err := d.Put([]byte(k), []byte(v)); err != nil {
-					extraMaybe[k] = v
-					break
-				}
-				extra[k] = v
-			}
+			putAfterRecovery(d, extra, extraMaybe)
 			if !fs.isCrashed() {
 				d.Flush()
 			}
@@ -800,6 +793,20 @@ func openSweep(t *testing.T, base *vfs.MemFS, run *sweepRun, crashAt int64, rep 
 		if !reached {
 			return
 		}
+	}
+}
+
+// putAfterRecovery writes three keys to a recovered DB, as a restarted
+// process would: acknowledged ones go to extra, the one that failed (the
+// power went) to extraMaybe.
+func putAfterRecovery(d *DB, extra, extraMaybe map[string]string) {
+	for i := range 3 {
+		k, v := fmt.Sprintf("post%d", i), fmt.Sprintf("post-value-%d", i)
+		if err := d.Put([]byte(k), []byte(v)); err != nil {
+			extraMaybe[k] = v
+			return
+		}
+		extra[k] = v
 	}
 }
 
@@ -890,14 +897,7 @@ func TestCrashSweep(t *testing.T) {
 						trace: traceAround(log, 10), sig: sigOf(op, "Open fails")})
 					return
 				}
-				for i := range 3 {
-					k, v := fmt.Sprintf("post%d", i), fmt.Sprintf("post-value-%d", i)
-					if err := d.Put([]byte(k), []byte(v)); err != nil {
-						extraMaybe[k] = v
-						break
-					}
-					extra[k] = v
-				}
+				putAfterRecovery(d, extra, extraMaybe)
 				d.Close()
 				mem.ResetToSyncedState()
 				if msg, _ := verifyAfterCrash(mem, run, extra, extraMaybe); msg != "" {

@@ -84,14 +84,13 @@ func (t *Table) NewFlushIter(oldest uint64) base.Iterator {
 		t.linkMu.Unlock()
 		return t.NewIter()
 	}
-	end := t.used.Load()
 	var run []sortEntry
 	ok := false
 	if t.idx.claimed < t.Len() {
 		run, ok = t.newestRun(oldest)
 	}
 	if !ok {
-		run = t.sortedRun(nil, headLen, end)
+		run = t.sortedRun(nil, headLen, t.used.Load())
 	}
 	t.linkMu.Unlock()
 	return &runIter{t: t, run: run, i: -1}
