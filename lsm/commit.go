@@ -593,7 +593,8 @@ func (d *DB) rotateMemtable(need int64) error {
 // newMemTableLocked returns the next memtable, taking the spare one when it
 // has the right size, and has a spare prepared in the background for the
 // rotation after this one, so that committing never waits for a large
-// arena to be allocated and zeroed. d.mu must be held.
+// arena to be allocated and zeroed, nor faults its pages in
+// (memtable.Table.Prefault). d.mu must be held.
 func (d *DB) newMemTableLocked(need int64, logNum uint64) *memTable {
 	d.nextMemID++
 	size := d.memtableBytes(need)
@@ -602,11 +603,13 @@ func (d *DB) newMemTableLocked(need int64, logNum uint64) *memTable {
 		m.t, d.spareMem = d.spareMem, nil
 	} else {
 		m.t = memtable.New(int(size))
+		go m.t.Prefault()
 	}
 	if next := d.memtableBytes(0); d.spareMem == nil && !d.spareMemPending {
 		d.spareMemPending = true
 		go func() {
 			t := memtable.New(int(next))
+			t.Prefault()
 			d.mu.Lock()
 			d.spareMem, d.spareMemBytes, d.spareMemPending = t, next, false
 			d.mu.Unlock()

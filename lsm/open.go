@@ -240,6 +240,7 @@ func (d *DB) recover() error {
 		return err
 	}
 	d.mem = newMemTable(1, d.memtableBytes(0), 0)
+	go d.mem.t.Prefault()
 	d.nextMemID = 1
 	if !d.opts.DisableWAL {
 		if d.wal, err = createWAL(fs, d.dirname, logNum); err != nil {

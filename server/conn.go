@@ -37,6 +37,7 @@ type conn struct {
 	barriers int         // pending classBarrier commands in q
 	parked   bool        // stopped parsing until q drains (ordering or back-pressure)
 	open     *writeGroup // write group still taking requests; its members are queued, the group not yet submitted
+	spare    *writeGroup // a finished group kept for the next one (reuse)
 
 	closed  bool
 	closing bool // reply then close (QUIT, fatal protocol error)

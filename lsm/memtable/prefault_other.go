@@ -1,0 +1,7 @@
+//go:build !linux
+
+package memtable
+
+// populate does nothing where MADV_POPULATE_WRITE does not exist: pages
+// fault in on first write.
+func populate([]byte) {}
