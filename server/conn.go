@@ -83,6 +83,10 @@ type pending struct {
 	// direct: the completion wrote the reply to the socket itself (and
 	// observed its latency); the loop only has to retire the request.
 	direct bool
+
+	// group, on the last member of a write group completed through the
+	// mailbox, hands the finished group back to its connection for reuse.
+	group *writeGroup
 }
 
 const (
@@ -203,6 +207,12 @@ func (l *loop) deliver(context.Context) error {
 	now := time.Now().UnixNano()
 	for _, p := range batch {
 		p.done = true
+		if g := p.group; g != nil {
+			p.group = nil
+			if !p.cs.closed {
+				p.cs.reuse(g)
+			}
+		}
 		if p.direct {
 			continue // observed by tryDirect
 		}

@@ -105,6 +105,8 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 		if len(g.members) == 1 && s.tryDirect(g.members[0]) {
 			return
 		}
+		// The store is done with the batch once it calls back.
+		g.members[len(g.members)-1].group = g
 		cs.loop.post(g.members...)
 	})
 	if g.state.CompareAndSwap(stateRunning, stateAsync) {
@@ -126,13 +128,13 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 // next write group.
 const maxRetainedBatch = 64 << 10
 
-// reuse keeps g, whose commit finished inline, for cs's next write group.
-// Nothing else refers to it any more: the store returned from Write after
-// its completion ran, and its members have left the queue. A fresh batch
-// per burst was a quarter of the page faults of a pipelined SET load
+// reuse keeps the finished group g for cs's next write group: a fresh
+// batch per burst was a quarter of the page faults of a pipelined SET load
 // (new heap memory for each, until the next GC) and most of its garbage.
-// Only inline commits are recycled: after an asynchronous one the loop
-// cannot tell when the committer is done with the batch.
+// Nothing else refers to g any more: the store has called back (it is
+// done with a batch then), and the loop is past submitOpen. An inline
+// commit's group is reused at once, an asynchronous one's when its
+// completion reaches the loop (deliver). Runs on cs's loop.
 func (cs *conn) reuse(g *writeGroup) {
 	if cap(g.batch.Repr()) > maxRetainedBatch {
 		return

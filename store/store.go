@@ -64,6 +64,8 @@ type Store interface {
 	// Get reads one key; done receives ErrNotFound when it is absent.
 	Get(key []byte, done func(value []byte, err error))
 	// Write applies a batch atomically (cluster mode: atomically per shard).
+	// The store does not touch b once it has called done: the caller may
+	// reuse it from then on.
 	Write(b *lsm.Batch, done func(err error))
 	// Range returns up to limit pairs with start <= key < end in key order;
 	// an empty end means no upper bound.
