@@ -144,7 +144,9 @@ type loop struct {
 
 // post hands completed requests to their loop. One Execute covers every
 // completion that arrives before the loop runs it, so a group commit of many
-// writes costs one wake-up per loop, not one per reply.
+// writes costs one wake-up per loop, not one per reply. It never touches ps
+// (nor the pending structs) after it has appended them: from then on they
+// belong to the loop, which may reuse a finished write group (reuse).
 func (l *loop) post(ps ...*pending) {
 	l.mu.Lock()
 	l.mail = append(l.mail, ps...)

@@ -125,16 +125,20 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 }
 
 // maxRetainedBatch is the largest batch buffer a connection keeps for its
-// next write group.
-const maxRetainedBatch = 64 << 10
+// next write group: a pipelined burst of small writes fits, and 10,000
+// idle connections hold at most 160 MiB of them.
+const maxRetainedBatch = 16 << 10
 
 // reuse keeps the finished group g for cs's next write group: a fresh
 // batch per burst was a quarter of the page faults of a pipelined SET load
 // (new heap memory for each, until the next GC) and most of its garbage.
-// Nothing else refers to g any more: the store has called back (it is
-// done with a batch then), and the loop is past submitOpen. An inline
-// commit's group is reused at once, an asynchronous one's when its
-// completion reaches the loop (deliver). Runs on cs's loop.
+// No one uses g any more: the store has called back, and is done with the
+// batch then (store.Store.Write); the completion itself may still be
+// returning from post, which does not touch what it was given once it
+// returns; and the loop is past submitOpen. An inline commit's group is
+// reused at once, an asynchronous one's when its completion reaches the
+// loop (deliver); one answered by tryDirect is left to the collector.
+// Runs on cs's loop.
 func (cs *conn) reuse(g *writeGroup) {
 	if cap(g.batch.Repr()) > maxRetainedBatch {
 		return

@@ -577,8 +577,8 @@ func (t *Table) value(nd uint32) []byte {
 	return t.arena[v:end:end]
 }
 
-// Prefault backs the index and the arena with memory, a megabyte at a
-// time, without changing their contents. Run on a goroutine of its own
+// Prefault backs the index and then the arena with memory (the arena a
+// megabyte at a time), without changing their contents. Run on a goroutine of its own
 // right after New, it moves the table's page faults off the commit path:
 // otherwise every 4 KiB of a fresh arena faults on the write that first
 // reaches it (15% of the server's CPU in a pipelined SET run on a fresh
@@ -587,9 +587,11 @@ func (t *Table) value(nd uint32) []byte {
 // whole capacity is resident from the start instead of as it fills.
 func (t *Table) Prefault() {
 	s := t.idx.slots
-	populate(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4))
+	if populate(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)) != nil {
+		return // not supported here: nothing else will be either
+	}
 	const chunk = 1 << 20
 	for off := 0; off < len(t.arena); off += chunk {
-		populate(t.arena[off:min(off+chunk, len(t.arena))])
+		_ = populate(t.arena[off:min(off+chunk, len(t.arena))])
 	}
 }

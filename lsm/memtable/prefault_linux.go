@@ -12,12 +12,13 @@ const madvPopulateWrite = 23
 
 // populate backs the whole pages inside b with memory. Concurrent writers
 // are unaffected: a page already present is left alone, and a missing one
-// is filled with the zeros it would have read. An error (a kernel before
-// 5.14) is ignored; the pages then fault in on first write, as without it.
-func populate(b []byte) {
+// is filled with the zeros it would have read. It fails with EINVAL on a
+// kernel before 5.14; the pages then fault in on first write, as without it.
+func populate(b []byte) error {
 	if p := wholePages(b); len(p) > 0 {
-		_ = unix.Madvise(p, madvPopulateWrite)
+		return unix.Madvise(p, madvPopulateWrite)
 	}
+	return nil
 }
 
 // wholePages returns the part of b made of whole pages.

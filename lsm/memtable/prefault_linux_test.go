@@ -30,6 +30,9 @@ func resident(t *testing.T, b []byte) (in, pages int) {
 // TestPrefaultBacksTheTable: after Prefault every page of the arena and the
 // index is resident, and entries written while it ran are intact.
 func TestPrefaultBacksTheTable(t *testing.T) {
+	if err := populate(make([]byte, 2*unix.Getpagesize())); err != nil {
+		t.Skipf("MADV_POPULATE_WRITE not supported here: %v", err)
+	}
 	tbl := New(16 << 20)
 	key := func(i int) []byte { return fmt.Appendf(nil, "key%08d", i) }
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1+i%64) }

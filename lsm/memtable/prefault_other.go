@@ -2,6 +2,8 @@
 
 package memtable
 
+import "errors"
+
 // populate does nothing where MADV_POPULATE_WRITE does not exist: pages
 // fault in on first write.
-func populate([]byte) {}
+func populate([]byte) error { return errors.ErrUnsupported }
