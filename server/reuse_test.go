@@ -1,13 +1,18 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
 )
 
 // guardStore checks, from the store's side, that the server keeps the
@@ -79,5 +84,81 @@ func TestReusedBatchesAreNeverSharedWithTheStore(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// checkEnginePipelined sends 200 pipelined bursts of up to 300 PUTs (values
+// up to 3 KB, so some groups outgrow what a connection keeps), DELETEs and
+// GETs of its own keys, and checks every reply against its model.
+func checkEnginePipelined(addr string, c int) error {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rng := rand.New(rand.NewSource(int64(c)))
+	data := map[string]string{}
+	r := bufio.NewReader(conn)
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	for round := 0; round < 200; round++ {
+		var req strings.Builder
+		var want []string
+		for i := 0; i < 1+rng.Intn(300); i++ {
+			k := fmt.Sprintf("c%d-k%d", c, rng.Intn(50))
+			switch rng.Intn(5) {
+			case 0, 1, 2:
+				v := fmt.Sprintf("%d-%d-%s", round, i, strings.Repeat("x", rng.Intn(3000)))
+				fmt.Fprintf(&req, "PUT|%s|%s\n", k, v)
+				data[k] = v
+				want = append(want, "OK")
+			case 3:
+				fmt.Fprintf(&req, "DELETE|%s\n", k)
+				delete(data, k)
+				want = append(want, "OK")
+			default:
+				fmt.Fprintf(&req, "GET|%s\n", k)
+				if v, ok := data[k]; ok {
+					want = append(want, "VALUE|"+v)
+				} else {
+					want = append(want, "NOT_FOUND")
+				}
+			}
+		}
+		errc := make(chan error, 1)
+		go func() { _, err := conn.Write([]byte(req.String())); errc <- err }()
+		for j, w := range want {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("conn %d round %d reply %d: %v", c, round, j, err)
+			}
+			if got := strings.TrimSuffix(line, "\n"); got != w {
+				return fmt.Errorf("conn %d round %d reply %d: got %.60q want %.60q", c, round, j, got, w)
+			}
+		}
+		if err := <-errc; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestReusedBatchesOnTheEngine: the same reuse on a real engine, whose
+// small memtables rotate often, in each sync mode (inline commits with
+// none and batch, the committer with always).
+func TestReusedBatchesOnTheEngine(t *testing.T) {
+	for _, sync := range []lsm.SyncMode{lsm.SyncNone, lsm.SyncBatch, lsm.SyncAlways} {
+		t.Run(fmt.Sprint(sync), func(t *testing.T) {
+			db, err := lsm.Open(t.TempDir(), lsm.Options{Sync: sync, MemtableBytes: 256 << 10, SyncInterval: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := store.NewLocal(db, "x")
+			t.Cleanup(func() {
+				if err := st.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			runClients(t, startTestServer(t, st, nil), checkEnginePipelined)
+		})
 	}
 }
