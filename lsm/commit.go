@@ -388,6 +388,7 @@ func (d *DB) commitGroup(reqs []commitReq) {
 		}
 		if n == 0 {
 			if err := d.rotateMemtable(need); err != nil {
+				// Only these requests: the next group tries again.
 				failAll(reqs, err)
 				return
 			}
@@ -543,11 +544,22 @@ func MemtableMemory(memtableBytes int64) int64 {
 
 // rotateMemtable makes the mutable memtable immutable and starts a new one
 // (and a new WAL) with room for at least need bytes. It waits while too
-// many memtables already wait for flush.
+// many memtables already wait for flush, except while flushes are failing
+// (a full disk, say): then the writes that need the room are refused with
+// the flush's error instead of hanging until the disk recovers, and the
+// first write after a flush succeeds goes through. Nothing was written for
+// them, so the refusal is definite. Without a WAL it waits regardless: the
+// caller keeps its own log and cannot refuse what it logged (cluster mode:
+// a raft entry that committed), so it resumes when a flush succeeds.
 func (d *DB) rotateMemtable(need int64) error {
 	d.mu.Lock()
 	var start time.Time
+	var refused error
 	for !d.closing && len(d.imm) >= maxImmutableMemtables {
+		if d.flushFailing != nil && !d.opts.DisableWAL {
+			refused = fmt.Errorf("lsm: memtables full and flushes failing: %w", d.flushFailing)
+			break
+		}
 		if start.IsZero() {
 			start = time.Now()
 			d.metrics.stalls.Add(1)
@@ -559,8 +571,11 @@ func (d *DB) rotateMemtable(need int64) error {
 	if !start.IsZero() {
 		d.metrics.stallNanos.Add(int64(time.Since(start)))
 	}
-	if closing {
+	switch {
+	case closing:
 		return ErrClosed
+	case refused != nil:
+		return refused
 	}
 
 	var logNum uint64

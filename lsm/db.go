@@ -267,7 +267,7 @@ func (d *DB) deleteObsoleteWALs(logNum uint64) {
 // Health reports why the DB is not fit for writes right now, or nil: a
 // failed commit or a corrupt table disabled them (for good, until the DB
 // is reopened), or memtables cannot be flushed (a full disk, say: writes
-// go on until memtables pile up, then stall).
+// go on until memtables pile up, then fail; see rotateMemtable).
 func (d *DB) Health() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
