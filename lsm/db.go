@@ -35,6 +35,7 @@ import (
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/internal/base"
 	"github.com/kvstore/kv/lsm/memtable"
+	"github.com/kvstore/kv/lsm/sstable"
 )
 
 // ErrReadOnly is returned by writes, Flush and Checkpoint on a DB opened
@@ -111,6 +112,19 @@ type DB struct {
 
 // Get returns a copy of the value of key, or ErrNotFound.
 func (d *DB) Get(key []byte) ([]byte, error) {
+	return d.get(key, false)
+}
+
+// GetNoWait is Get for a caller that must not wait for the disk, such as
+// an event loop serving many connections: when the answer needs a table
+// block that is in neither the block cache nor the OS page cache, or a
+// table not opened yet, it returns ErrWouldBlock, having read nothing from
+// the disk, and the caller retries with Get where waiting is fine.
+func (d *DB) GetNoWait(key []byte) ([]byte, error) {
+	return d.get(key, true)
+}
+
+func (d *DB) get(key []byte, nowait bool) ([]byte, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -133,7 +147,7 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 		if !f.containsUkey(key) {
 			continue
 		}
-		if v, kind, ok, err := d.getFromTable(f, key, seq); err != nil || ok {
+		if v, kind, ok, err := d.getFromTable(f, key, seq, nowait); err != nil || ok {
 			if err != nil {
 				return nil, err
 			}
@@ -146,7 +160,7 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 		if i == len(files) || !files[i].containsUkey(key) {
 			continue
 		}
-		if v, kind, ok, err := d.getFromTable(files[i], key, seq); err != nil || ok {
+		if v, kind, ok, err := d.getFromTable(files[i], key, seq, nowait); err != nil || ok {
 			if err != nil {
 				return nil, err
 			}
@@ -156,14 +170,30 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 	return nil, ErrNotFound
 }
 
-func (d *DB) getFromTable(f *fileMetadata, key []byte, seq uint64) ([]byte, base.Kind, bool, error) {
-	r, err := d.tc.reader(f)
+func (d *DB) getFromTable(f *fileMetadata, key []byte, seq uint64, nowait bool) ([]byte, base.Kind, bool, error) {
+	var r *sstable.Reader
+	var err error
+	if nowait {
+		// Opening a table reads its index and filter from the disk.
+		if r = f.reader.Load(); r == nil {
+			return nil, 0, false, ErrWouldBlock
+		}
+	} else {
+		r, err = d.tc.reader(f)
+	}
 	if err == nil {
 		var v []byte
 		var kind base.Kind
 		var ok bool
-		if v, kind, ok, err = r.Get(key, seq); err == nil {
+		get := r.Get
+		if nowait {
+			get = r.GetNoWait
+		}
+		if v, kind, ok, err = get(key, seq); err == nil {
 			return v, kind, ok, nil
+		}
+		if errors.Is(err, ErrWouldBlock) {
+			return nil, 0, false, err
 		}
 	}
 	if d.closed.Load() {

@@ -17,4 +17,7 @@ var (
 	ErrDamagedWAL = errors.New("lsm: damaged WAL")
 	// ErrClosed is returned by operations on a closed DB.
 	ErrClosed = errors.New("lsm: closed")
+	// ErrWouldBlock is returned by GetNoWait when the read would have to
+	// wait for the disk.
+	ErrWouldBlock = base.ErrWouldBlock
 )

@@ -32,7 +32,7 @@ func (it *iterator) loadBlock(i int) bool {
 		return false
 	}
 	h := it.r.index[i].h
-	block, err := it.r.readBlock(h)
+	block, err := it.r.readBlock(h, false)
 	if err != nil {
 		it.err = err
 		return false

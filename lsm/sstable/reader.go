@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/internal/base"
@@ -30,11 +31,16 @@ type ReaderOptions struct {
 // only reads its own fields, and block reads use ReadAt. It must not be
 // closed while a Get or an iterator is still using it.
 type Reader struct {
-	f       vfs.File
-	name    string
-	cache   *cache.Cache
-	cacheID uint64
-	fileNum uint64
+	f vfs.File
+	// raw reaches the file's descriptor for reads that must not wait for
+	// the disk (readAtNoWait); nil when they cannot be told apart (an
+	// in-memory file, or no support for it).
+	raw      syscall.RawConn
+	noNowait atomic.Bool // the kernel or filesystem refused RWF_NOWAIT
+	name     string
+	cache    *cache.Cache
+	cacheID  uint64
+	fileNum  uint64
 	// verify is false only in fuzz tests that reach past the checksums.
 	verify bool
 
@@ -64,6 +70,7 @@ func open(f vfs.File, size int64, opts ReaderOptions, verify bool) (*Reader, err
 	if r.name == "" {
 		r.name = fmt.Sprintf("%06d.sst", opts.FileNum)
 	}
+	r.raw = rawConn(f)
 	if size < footerLen {
 		return nil, r.corrupt(0, "file of %d bytes is too short for a footer", size)
 	}
@@ -132,7 +139,7 @@ func (r *Reader) readMetaBlock(h handle, footerOff uint64, what string) ([]byte,
 	if h.length > footerOff || h.offset > footerOff-h.length || footerOff-h.length-h.offset < blockTrailerLen {
 		return nil, r.corrupt(h.offset, "%s block handle (length %d) outside file", what, h.length)
 	}
-	b, err := r.readBlockFromFile(h, false)
+	b, err := r.readBlockFromFile(h, false, false)
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +207,9 @@ const maxPooledBuffer = 256 << 10
 
 // readBlockFromFile reads the block at h, verifies its trailer and returns
 // the raw block, a fresh allocation nobody else references. With pooled,
-// a compressed block is read into a recycled buffer.
-func (r *Reader) readBlockFromFile(h handle, pooled bool) ([]byte, error) {
+// a compressed block is read into a recycled buffer. With nowait, a block
+// not in the OS page cache is base.ErrWouldBlock instead of a disk read.
+func (r *Reader) readBlockFromFile(h handle, pooled, nowait bool) ([]byte, error) {
 	if r.closed.Load() {
 		return nil, fmt.Errorf("sstable %s: read after close", r.name)
 	}
@@ -221,7 +229,11 @@ func (r *Reader) readBlockFromFile(h handle, pooled bool) ([]byte, error) {
 	} else {
 		buf = make([]byte, n)
 	}
-	if err := r.readAt(buf, h.offset); err != nil {
+	read := r.readAt
+	if nowait {
+		read = r.readAtNoWait
+	}
+	if err := read(buf, h.offset); err != nil {
 		return nil, err
 	}
 	stored := buf[:h.length]
@@ -242,14 +254,14 @@ func (r *Reader) readBlockFromFile(h handle, pooled bool) ([]byte, error) {
 }
 
 // readBlock returns the raw data block at h, from the cache when it holds
-// it. The block is immutable.
-func (r *Reader) readBlock(h handle) ([]byte, error) {
+// it. The block is immutable. With nowait, see readBlockFromFile.
+func (r *Reader) readBlock(h handle, nowait bool) ([]byte, error) {
 	if r.cache != nil {
 		if b, ok := r.cache.Get(r.cacheID, r.fileNum, h.offset); ok {
 			return b, nil
 		}
 	}
-	b, err := r.readBlockFromFile(h, true)
+	b, err := r.readBlockFromFile(h, true, nowait)
 	if err != nil {
 		return nil, err
 	}
@@ -293,6 +305,18 @@ func (r *Reader) MayContain(ukey []byte) bool {
 // immutable block and stays valid for as long as the caller keeps it; the
 // caller must not modify it.
 func (r *Reader) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, found bool, err error) {
+	return r.get(ukey, seq, false)
+}
+
+// GetNoWait is Get for a caller that must not wait for the disk (an event
+// loop): a block in neither the block cache nor the OS page cache makes it
+// fail with base.ErrWouldBlock, having read nothing from the disk. Files
+// without a descriptor (in-memory ones) are read as by Get.
+func (r *Reader) GetNoWait(ukey []byte, seq uint64) (value []byte, kind base.Kind, found bool, err error) {
+	return r.get(ukey, seq, true)
+}
+
+func (r *Reader) get(ukey []byte, seq uint64, nowait bool) (value []byte, kind base.Kind, found bool, err error) {
 	if !r.MayContain(ukey) {
 		return nil, 0, false, nil
 	}
@@ -306,7 +330,7 @@ func (r *Reader) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, fou
 	}()
 	for i := r.findBlock(target); i < len(r.index); i++ {
 		h := r.index[i].h
-		block, err := r.readBlock(h)
+		block, err := r.readBlock(h, nowait)
 		if err != nil {
 			return nil, 0, false, err
 		}

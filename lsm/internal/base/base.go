@@ -38,6 +38,11 @@ const MaxSeq = uint64(1)<<56 - 1
 // (bad checksum, impossible length, bad magic). Callers test with errors.Is.
 var ErrCorruption = errors.New("corruption")
 
+// ErrWouldBlock is returned by reads told not to wait for the disk when
+// they would have to (a block in neither the block cache nor the OS page
+// cache, or a table not open yet).
+var ErrWouldBlock = errors.New("read would wait for the disk")
+
 // MakeTrailer packs a sequence number and kind.
 func MakeTrailer(seq uint64, kind Kind) uint64 { return seq<<8 | uint64(kind) }
 

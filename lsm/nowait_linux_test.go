@@ -1,0 +1,89 @@
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lni/vfs"
+	"golang.org/x/sys/unix"
+)
+
+// evictTables drops every table of dir from the OS page cache.
+func evictTables(t *testing.T, dir string) {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("tables in %s: %v %v", dir, names, err)
+	}
+	for _, name := range names {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
+// TestGetNoWaitNeverWaitsForTheDisk: on a real filesystem, GetNoWait
+// answers from memtables, the block cache and the OS page cache, and
+// returns ErrWouldBlock for a block only the disk has (and for a table not
+// opened yet), where Get reads it; after that GetNoWait finds it cached.
+func TestGetNoWaitNeverWaitsForTheDisk(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{FS: vfs.Default, BlockCacheBytes: 1 << 20, Sync: SyncNone}
+	d := mustOpen(t, dir, opts)
+	defer d.Close()
+	value := strings.Repeat("v", 200)
+	key := func(i int) string { return fmt.Sprintf("key%06d", i) }
+	const n = 20000 // ~4 MB of blocks: first and last key far apart
+	for i := range n {
+		mustPut(t, d, key(i), value)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d, "in-memtable", "m")
+
+	// The table is not open yet: opening it would read the disk.
+	if _, err := d.GetNoWait([]byte(key(0))); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("GetNoWait before the table is open: %v", err)
+	}
+	checkGet(t, d, key(0), value, true) // opens it; key(0)'s block is cached
+	d.tc.cache.Wait()
+	evictTables(t, dir)
+
+	if v, err := d.GetNoWait([]byte("in-memtable")); err != nil || string(v) != "m" {
+		t.Fatalf("GetNoWait from the memtable: %q %v", v, err)
+	}
+	if v, err := d.GetNoWait([]byte(key(0))); err != nil || string(v) != value {
+		t.Fatalf("GetNoWait of a block in the block cache: %q %v", v, err)
+	}
+	if _, err := d.GetNoWait([]byte(key(n - 1))); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("GetNoWait of a block only on disk: %v", err)
+	}
+	checkGet(t, d, key(n-1), value, true)
+	d.tc.cache.Wait()
+	if v, err := d.GetNoWait([]byte(key(n - 1))); err != nil || string(v) != value {
+		t.Fatalf("GetNoWait once Get has read the block: %q %v", v, err)
+	}
+	// In the page cache but not the block cache: read without waiting.
+	names, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	for _, name := range names {
+		if _, err := os.ReadFile(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := d.GetNoWait([]byte(key(n / 2))); err != nil || string(v) != value {
+		t.Fatalf("GetNoWait of a block in the page cache only: %q %v", v, err)
+	}
+	if _, err := d.GetNoWait([]byte("absent")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetNoWait of a missing key: %v", err)
+	}
+}

@@ -1,0 +1,69 @@
+package sstable
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/lni/vfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/kvstore/kv/lsm/internal/base"
+)
+
+// rawConn returns access to f's descriptor, or nil when f has none (an
+// in-memory file). Reads go through RawConn.Read, which keeps the
+// descriptor from being closed (and its number reused by another file)
+// while they run, as os.File.ReadAt does.
+func rawConn(f vfs.File) syscall.RawConn {
+	sc, ok := f.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// readAtNoWait is readAt that fails with base.ErrWouldBlock, having waited
+// for nothing, when part of p is not in the OS page cache: preadv2 with
+// RWF_NOWAIT. Where that is unsupported it reads as readAt does.
+func (r *Reader) readAtNoWait(p []byte, off uint64) error {
+	if r.raw == nil || r.noNowait.Load() {
+		return r.readAt(p, off)
+	}
+	done := 0
+	var err error
+	if cerr := r.raw.Read(func(fd uintptr) bool {
+		for done < len(p) {
+			var n int
+			n, err = unix.Preadv2(int(fd), [][]byte{p[done:]}, int64(off)+int64(done), unix.RWF_NOWAIT)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || n == 0 {
+				return true
+			}
+			done += n
+		}
+		return true
+	}); cerr != nil {
+		return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, cerr)
+	}
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		return base.ErrWouldBlock
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
+		// A kernel before 4.14, or a filesystem without it: read as
+		// before, on the caller's goroutine, from now on.
+		r.noNowait.Store(true)
+		return r.readAt(p, off)
+	case err != nil:
+		return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, err)
+	case done < len(p):
+		return r.corrupt(off, "short read of %d bytes (got %d)", len(p), done)
+	}
+	return nil
+}
