@@ -167,16 +167,19 @@ func (s *Server) get(cs *conn, key []byte, start int64, reply *readReply) {
 		return
 	}
 	if s.sync != nil {
-		v, err := s.sync.GetSync(key)
-		if cs.q.len() == 0 {
-			cs.out = s.encode(cs, reply, cs.out, v, err)
-		} else {
-			s.emit(cs, s.encode(cs, reply, nil, v, err))
+		// A read that would wait for the disk takes the asynchronous path
+		// below, which does not hold up the loop's other connections.
+		if v, err := s.sync.GetSync(key); err != store.ErrWouldBlock {
+			if cs.q.len() == 0 {
+				cs.out = s.encode(cs, reply, cs.out, v, err)
+			} else {
+				s.emit(cs, s.encode(cs, reply, nil, v, err))
+			}
+			// Its reply leaves with the burst's: timed once for all of them
+			// when the burst is done (process).
+			cs.inplaceGets++
+			return
 		}
-		// Its reply leaves with the burst's: timed once for all of them
-		// when the burst is done (process).
-		cs.inplaceGets++
-		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
 	p.key, p.readReply = bytes.Clone(key), reply
@@ -190,10 +193,11 @@ func (s *Server) startRead(p *pending) bool {
 	cs := p.cs
 	p.deferred = false
 	if s.sync != nil {
-		v, err := s.sync.GetSync(p.key)
-		p.reply, p.done = s.encode(cs, p.readReply, nil, v, err), true
-		s.observe(p)
-		return true
+		if v, err := s.sync.GetSync(p.key); err != store.ErrWouldBlock {
+			p.reply, p.done = s.encode(cs, p.readReply, nil, v, err), true
+			s.observe(p)
+			return true
+		}
 	}
 	s.store.Get(p.key, func(v []byte, err error) { s.finish(p, s.encode(cs, p.readReply, nil, v, err)) })
 	if p.state.CompareAndSwap(stateRunning, stateAsync) {

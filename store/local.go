@@ -83,16 +83,32 @@ func (l *Local) Backup(w io.Writer) error { return l.db.WriteBackup(w) }
 // DB returns the engine.
 func (l *Local) DB() *lsm.DB { return l.db }
 
-// Get reads from memtables and the block cache on the caller's goroutine;
-// the engine's reads never wait on a sync.
+// Get reads key. What is in memory (memtables, the block cache, the OS
+// page cache) is read on the caller's goroutine: the engine's reads never
+// wait on a sync. A read that needs the disk runs on a goroutine of its
+// own (Close waits for it), so that the caller, an event loop, does not
+// hold up its other connections for it.
 func (l *Local) Get(key []byte, done func([]byte, error)) {
-	done(l.GetSync(key))
+	v, err := l.GetSync(key)
+	if err == ErrWouldBlock {
+		key = bytes.Clone(key)
+		if l.background(func() { done(readResult(l.db.Get(key))) }) {
+			return
+		}
+		v, err = readResult(l.db.Get(key)) // closing: answered right here
+	}
+	done(v, err)
 }
 
-// GetSync reads key on the caller's goroutine.
+// GetSync reads key on the caller's goroutine if that needs no disk read,
+// and returns ErrWouldBlock otherwise.
 func (l *Local) GetSync(key []byte) ([]byte, error) {
-	v, err := l.db.Get(key)
-	if err != nil && err != lsm.ErrNotFound {
+	return readResult(l.db.GetNoWait(key))
+}
+
+// readResult maps an engine read's error to the store's.
+func readResult(v []byte, err error) ([]byte, error) {
+	if err != nil && err != lsm.ErrNotFound && err != lsm.ErrWouldBlock {
 		err = storageErr(err)
 	}
 	return v, err

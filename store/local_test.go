@@ -216,3 +216,41 @@ func TestLocalCloseWaitsForBackgroundRange(t *testing.T) {
 		t.Fatal("clear after Close succeeded")
 	}
 }
+
+// TestLocalDiskReadsLeaveCallersGoroutine: a GET whose table is not open
+// yet (its first read needs the disk) is answered on another goroutine,
+// and GetSync says ErrWouldBlock; once the table is open and its blocks
+// are in memory, both answer on the caller's goroutine.
+func TestLocalDiskReadsLeaveCallersGoroutine(t *testing.T) {
+	l := openLocal(t)
+	b := lsm.NewBatch()
+	b.Put([]byte("k"), []byte("v"))
+	if err := waitErr(func(done func(error)) { l.Write(b, done) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DB().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.GetSync([]byte("k")); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("GetSync of an unopened table: %v", err)
+	}
+	for _, wantOther := range []bool{true, false} {
+		type res struct {
+			v   []byte
+			err error
+			id  string
+		}
+		ch := make(chan res, 1)
+		l.Get([]byte("k"), func(v []byte, err error) { ch <- res{v, err, goid()} })
+		r := <-ch
+		if r.err != nil || string(r.v) != "v" {
+			t.Fatalf("get: %q %v", r.v, r.err)
+		}
+		if other := r.id != goid(); other != wantOther {
+			t.Fatalf("answered on another goroutine: %v, want %v", other, wantOther)
+		}
+	}
+	if v, err := l.GetSync([]byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("GetSync once the table is open: %q %v", v, err)
+	}
+}

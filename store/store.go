@@ -86,11 +86,17 @@ type Store interface {
 	Close() error
 }
 
-// SyncReader is implemented by stores whose point reads always complete on
-// the caller's goroutine without waiting (standalone: memtable and block
-// cache). The server then reads directly and encodes the reply in place,
-// skipping the asynchronous completion machinery and its allocations.
+// SyncReader is implemented by stores whose point reads usually complete
+// on the caller's goroutine without waiting (standalone: memtables, block
+// cache, OS page cache). The server then reads directly and encodes the
+// reply in place, skipping the asynchronous completion machinery and its
+// allocations.
 type SyncReader interface {
 	// GetSync is Get with the result returned instead of passed to done.
+	// It never waits for the disk: ErrWouldBlock means the read needs it,
+	// and the caller uses Get, which then reads on another goroutine.
 	GetSync(key []byte) ([]byte, error)
 }
+
+// ErrWouldBlock is GetSync's answer when the read would wait for the disk.
+var ErrWouldBlock = lsm.ErrWouldBlock
