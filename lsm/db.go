@@ -118,8 +118,10 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 // GetNoWait is Get for a caller that must not wait for the disk, such as
 // an event loop serving many connections: when the answer needs a table
 // block that is in neither the block cache nor the OS page cache, or a
-// table not opened yet, it returns ErrWouldBlock, having read nothing from
-// the disk, and the caller retries with Get where waiting is fine.
+// table not opened yet, it returns ErrWouldBlock, having waited for
+// nothing, and the caller retries with Get where waiting is fine. On a
+// filesystem that cannot tell what is cached (tmpfs, some network and
+// FUSE filesystems) it reads as Get does.
 func (d *DB) GetNoWait(key []byte) ([]byte, error) {
 	return d.get(key, true)
 }

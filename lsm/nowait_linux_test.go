@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lni/vfs"
@@ -85,5 +88,63 @@ func TestGetNoWaitNeverWaitsForTheDisk(t *testing.T) {
 	}
 	if _, err := d.GetNoWait([]byte("absent")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetNoWait of a missing key: %v", err)
+	}
+}
+
+// TestCloseRacesGetNoWait: Close while many GetNoWait and Get run on an
+// open table whose blocks are in the page cache but not the block cache
+// (so preadv2 runs): every read returns its value, ErrClosed or
+// ErrWouldBlock, never another file's bytes or a crash.
+func TestCloseRacesGetNoWait(t *testing.T) {
+	for round := 0; round < 10; round++ {
+		dir := t.TempDir()
+		d := mustOpen(t, dir, Options{FS: vfs.Default, BlockCacheBytes: 1, Sync: SyncNone})
+		value := strings.Repeat("v", 200)
+		const n = 5000
+		for i := range n {
+			mustPut(t, d, fmt.Sprintf("key%06d", i), value)
+		}
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		checkGet(t, d, "key000000", value, true) // open the table
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		var other atomic.Value
+		var wouldBlock, ok, closed atomic.Int64
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := g; !stop.Load(); i += 7 {
+					k := []byte(fmt.Sprintf("key%06d", i%n))
+					get := d.GetNoWait
+					if i%3 == 0 {
+						get = d.Get
+					}
+					v, err := get(k)
+					switch {
+					case err == nil && string(v) == value:
+						ok.Add(1)
+					case errors.Is(err, ErrClosed):
+						closed.Add(1)
+						return
+					case errors.Is(err, ErrWouldBlock):
+						wouldBlock.Add(1)
+					default:
+						other.Store(fmt.Sprintf("%q %v", v, err))
+					}
+				}
+			}()
+		}
+		for ok.Load() < 2000 {
+			runtime.Gosched()
+		}
+		d.Close()
+		stop.Store(true)
+		wg.Wait()
+		if o := other.Load(); o != nil {
+			t.Fatalf("round %d: unexpected result %v (ok %d, closed %d, wouldblock %d)", round, o, ok.Load(), closed.Load(), wouldBlock.Load())
+		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"time"
 
@@ -169,7 +170,7 @@ func (s *Server) get(cs *conn, key []byte, start int64, reply *readReply) {
 	if s.sync != nil {
 		// A read that would wait for the disk takes the asynchronous path
 		// below, which does not hold up the loop's other connections.
-		if v, err := s.sync.GetSync(key); err != store.ErrWouldBlock {
+		if v, err := s.sync.GetSync(key); !errors.Is(err, store.ErrWouldBlock) {
 			if cs.q.len() == 0 {
 				cs.out = s.encode(cs, reply, cs.out, v, err)
 			} else {
@@ -193,7 +194,7 @@ func (s *Server) startRead(p *pending) bool {
 	cs := p.cs
 	p.deferred = false
 	if s.sync != nil {
-		if v, err := s.sync.GetSync(p.key); err != store.ErrWouldBlock {
+		if v, err := s.sync.GetSync(p.key); !errors.Is(err, store.ErrWouldBlock) {
 			p.reply, p.done = s.encode(cs, p.readReply, nil, v, err), true
 			s.observe(p)
 			return true

@@ -84,6 +84,10 @@ type pending struct {
 	// observed its latency); the loop only has to retire the request.
 	direct bool
 
+	// readsFirst: a write that reads its keys before writing (DEL); later
+	// writes wait for it (admit).
+	readsFirst bool
+
 	// group, on the last member of a write group completed through the
 	// mailbox, hands the finished group back to its connection for reuse.
 	group *writeGroup

@@ -192,12 +192,27 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 	case classWrite:
 		ok = ok && (cs.reads == 0 || (cmd.keys != nil && !s.readsPending(cs, cmd.keys(args))))
 		ok = ok && (!cmd.readsFirst || cs.writes == 0)
+		// A write that reads first (DEL) reaches the store only once its
+		// read is answered, which may be later than a write behind it
+		// would: DEL k; SET k v would then leave k deleted.
+		ok = ok && (cs.writes == 0 || !readFirstPending(cs))
 	}
 	if !ok {
 		cs.withdraw()
 		cs.parked = true
 	}
 	return ok
+}
+
+// readFirstPending reports whether a write that reads its keys first is
+// still pending on cs.
+func readFirstPending(cs *conn) bool {
+	for i := cs.q.head; i < len(cs.q.items); i++ {
+		if p := cs.q.items[i]; p.readsFirst && !p.done {
+			return true
+		}
+	}
+	return false
 }
 
 // readsPending reports whether a read still pending on cs could observe a

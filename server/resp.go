@@ -296,6 +296,7 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 	}
 	keys := copyKeys(args[1:])
 	p := s.newPending(cs, classWrite, s.cmdDelete, start)
+	p.readsFirst = true
 	s.multiGet(keys, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))

@@ -67,12 +67,21 @@ type Local struct {
 
 	bgMu     sync.Mutex
 	bgClosed bool
-	bg       sync.WaitGroup // ranges and clears running on their own goroutines
+	bg       sync.WaitGroup // ranges, clears and disk reads running on their own goroutines
+
+	// diskReads bounds the reads waiting for the disk at once: each
+	// blocked read holds an OS thread, and a burst of cold reads (an MGET
+	// of thousands of keys) must not approach Go's thread limit. Reads
+	// beyond it wait as goroutines, which hold none.
+	diskReads chan struct{}
 }
+
+// maxDiskReads is how many reads may wait for the disk at once.
+const maxDiskReads = 64
 
 // NewLocal serves db; client is the node's client address for CLUSTER_*.
 func NewLocal(db *lsm.DB, client string) *Local {
-	return &Local{db: db, client: client}
+	return &Local{db: db, client: client, diskReads: make(chan struct{}, maxDiskReads)}
 }
 
 // Backup writes a consistent copy of the data to w as a tar archive of
@@ -86,16 +95,21 @@ func (l *Local) DB() *lsm.DB { return l.db }
 // Get reads key. What is in memory (memtables, the block cache, the OS
 // page cache) is read on the caller's goroutine: the engine's reads never
 // wait on a sync. A read that needs the disk runs on a goroutine of its
-// own (Close waits for it), so that the caller, an event loop, does not
-// hold up its other connections for it.
+// own (Close waits for it; at most maxDiskReads at once), so that the
+// caller, an event loop, does not hold up its other connections for it;
+// once the store is closing it is answered on the caller's goroutine.
 func (l *Local) Get(key []byte, done func([]byte, error)) {
 	v, err := l.GetSync(key)
-	if err == ErrWouldBlock {
+	if errors.Is(err, ErrWouldBlock) {
 		key = bytes.Clone(key)
-		if l.background(func() { done(readResult(l.db.Get(key))) }) {
+		if l.background(func() {
+			l.diskReads <- struct{}{}
+			defer func() { <-l.diskReads }()
+			done(readResult(l.db.Get(key)))
+		}) {
 			return
 		}
-		v, err = readResult(l.db.Get(key)) // closing: answered right here
+		v, err = readResult(l.db.Get(key))
 	}
 	done(v, err)
 }
@@ -108,7 +122,7 @@ func (l *Local) GetSync(key []byte) ([]byte, error) {
 
 // readResult maps an engine read's error to the store's.
 func readResult(v []byte, err error) ([]byte, error) {
-	if err != nil && err != lsm.ErrNotFound && err != lsm.ErrWouldBlock {
+	if err != nil && err != lsm.ErrNotFound && !errors.Is(err, lsm.ErrWouldBlock) {
 		err = storageErr(err)
 	}
 	return v, err
@@ -238,8 +252,8 @@ func (l *Local) Join(_ uint64, _, _ string, done func(error)) { done(ErrStandalo
 // Remove is refused like Join.
 func (l *Local) Remove(_ uint64, done func(error)) { done(ErrStandalone) }
 
-// Close waits for the ranges and clears running on their own goroutines,
-// then closes the engine.
+// Close waits for the ranges, clears and disk reads running on their own
+// goroutines, then closes the engine.
 func (l *Local) Close() error {
 	l.bgMu.Lock()
 	l.bgClosed = true

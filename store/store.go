@@ -94,7 +94,8 @@ type Store interface {
 type SyncReader interface {
 	// GetSync is Get with the result returned instead of passed to done.
 	// It never waits for the disk: ErrWouldBlock means the read needs it,
-	// and the caller uses Get, which then reads on another goroutine.
+	// and the caller uses Get, which then reads on another goroutine
+	// (unless the store is closing).
 	GetSync(key []byte) ([]byte, error)
 }
 

@@ -12,9 +12,11 @@ import (
 )
 
 // rawConn returns access to f's descriptor, or nil when f has none (an
-// in-memory file). Reads go through RawConn.Read, which keeps the
+// in-memory file). Reads go through RawConn.Control, which keeps the
 // descriptor from being closed (and its number reused by another file)
-// while they run, as os.File.ReadAt does.
+// while they run by holding a reference, as os.File.ReadAt does, without
+// serializing them (RawConn.Read would: it takes the descriptor's read
+// lock, made for sockets).
 func rawConn(f vfs.File) syscall.RawConn {
 	sc, ok := f.(syscall.Conn)
 	if !ok {
@@ -29,14 +31,17 @@ func rawConn(f vfs.File) syscall.RawConn {
 
 // readAtNoWait is readAt that fails with base.ErrWouldBlock, having waited
 // for nothing, when part of p is not in the OS page cache: preadv2 with
-// RWF_NOWAIT. Where that is unsupported it reads as readAt does.
+// RWF_NOWAIT, which returns what is cached and EAGAIN for the rest (the
+// kernel may start reading ahead meanwhile). Where that is unsupported
+// (tmpfs, some network and FUSE filesystems, kernels before 4.14) it
+// reads as readAt does, waiting.
 func (r *Reader) readAtNoWait(p []byte, off uint64) error {
 	if r.raw == nil || r.noNowait.Load() {
 		return r.readAt(p, off)
 	}
 	done := 0
 	var err error
-	if cerr := r.raw.Read(func(fd uintptr) bool {
+	if cerr := r.raw.Control(func(fd uintptr) {
 		for done < len(p) {
 			var n int
 			n, err = unix.Preadv2(int(fd), [][]byte{p[done:]}, int64(off)+int64(done), unix.RWF_NOWAIT)
@@ -44,11 +49,10 @@ func (r *Reader) readAtNoWait(p []byte, off uint64) error {
 				continue
 			}
 			if err != nil || n == 0 {
-				return true
+				return
 			}
 			done += n
 		}
-		return true
 	}); cerr != nil {
 		return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, cerr)
 	}

@@ -28,7 +28,8 @@ type ReaderOptions struct {
 }
 
 // Reader reads one table. It is safe for concurrent use: after Open it
-// only reads its own fields, and block reads use ReadAt. It must not be
+// only reads its own fields, and block reads use ReadAt or preadv2 (both
+// positional). It must not be
 // closed while a Get or an iterator is still using it.
 type Reader struct {
 	f vfs.File
@@ -310,8 +311,9 @@ func (r *Reader) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, fou
 
 // GetNoWait is Get for a caller that must not wait for the disk (an event
 // loop): a block in neither the block cache nor the OS page cache makes it
-// fail with base.ErrWouldBlock, having read nothing from the disk. Files
-// without a descriptor (in-memory ones) are read as by Get.
+// fail with base.ErrWouldBlock, having waited for nothing. Files without a
+// descriptor (in-memory ones), and filesystems that cannot tell, are read
+// as by Get (readAtNoWait).
 func (r *Reader) GetNoWait(ukey []byte, seq uint64) (value []byte, kind base.Kind, found bool, err error) {
 	return r.get(ukey, seq, true)
 }
