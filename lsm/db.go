@@ -108,6 +108,8 @@ type DB struct {
 	wg        sync.WaitGroup
 
 	metrics metricsCounters
+
+	nowaitWarned atomic.Bool // the RWF_NOWAIT fallback was logged
 }
 
 // Get returns a copy of the value of key, or ErrNotFound.
@@ -191,7 +193,11 @@ func (d *DB) getFromTable(f *fileMetadata, key []byte, seq uint64, nowait bool) 
 		if nowait {
 			get = r.GetNoWait
 		}
-		if v, kind, ok, err = get(key, seq); err == nil {
+		v, kind, ok, err = get(key, seq)
+		if nowait && r.ReadsMayWait() && !d.nowaitWarned.Swap(true) {
+			d.opts.Logger.Warn("lsm: this filesystem does not support RWF_NOWAIT reads: point reads that miss the block cache wait for the disk on the caller's goroutine (an event loop)", "dir", d.dirname)
+		}
+		if err == nil {
 			return v, kind, ok, nil
 		}
 		if errors.Is(err, ErrWouldBlock) {

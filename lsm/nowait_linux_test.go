@@ -1,8 +1,10 @@
 package lsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -146,5 +148,39 @@ func TestCloseRacesGetNoWait(t *testing.T) {
 		if o := other.Load(); o != nil {
 			t.Fatalf("round %d: unexpected result %v (ok %d, closed %d, wouldblock %d)", round, o, ok.Load(), closed.Load(), wouldBlock.Load())
 		}
+	}
+}
+
+// TestGetNoWaitOnTmpfsWarnsOnce: tmpfs refuses RWF_NOWAIT; GetNoWait then
+// reads as Get does (its pages are memory anyway) and the DB says once, in
+// its log, that reads missing the block cache wait there.
+func TestGetNoWaitOnTmpfsWarnsOnce(t *testing.T) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Skip("no tmpfs at /dev/shm")
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "lsm-nowait-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(dir)
+	var log bytes.Buffer
+	opts := Options{FS: vfs.Default, BlockCacheBytes: 1 << 20, Sync: SyncNone, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	d := mustOpen(t, dir, opts)
+	defer d.Close()
+	for i := range 2000 {
+		mustPut(t, d, fmt.Sprintf("key%05d", i), strings.Repeat("v", 100))
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	checkGet(t, d, "key00000", strings.Repeat("v", 100), true) // opens the table
+	for _, k := range []string{"key01999", "key01000", "key00500"} {
+		if v, err := d.GetNoWait([]byte(k)); err != nil || len(v) != 100 {
+			t.Fatalf("GetNoWait %s on tmpfs: %d bytes, %v", k, len(v), err)
+		}
+	}
+	if n := strings.Count(log.String(), "does not support RWF_NOWAIT"); n != 1 {
+		t.Fatalf("%d warnings in the log, want 1:\n%s", n, log.String())
 	}
 }

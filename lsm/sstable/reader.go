@@ -309,6 +309,11 @@ func (r *Reader) Get(ukey []byte, seq uint64) (value []byte, kind base.Kind, fou
 	return r.get(ukey, seq, false)
 }
 
+// ReadsMayWait reports whether GetNoWait has found that this file's
+// filesystem cannot tell cached blocks from ones on disk, so that its
+// reads that miss the block cache wait for the disk like Get's.
+func (r *Reader) ReadsMayWait() bool { return r.noNowait.Load() }
+
 // GetNoWait is Get for a caller that must not wait for the disk (an event
 // loop): a block in neither the block cache nor the OS page cache makes it
 // fail with base.ErrWouldBlock, having waited for nothing. Files without a
