@@ -36,12 +36,33 @@ func evictTables(t *testing.T, dir string) {
 	}
 }
 
+// skipWithoutNoWait skips the test where dir's filesystem refuses
+// RWF_NOWAIT reads (tmpfs, some overlay, network and FUSE filesystems).
+func skipWithoutNoWait(t *testing.T, dir string) {
+	t.Helper()
+	name := filepath.Join(dir, "probe")
+	if err := os.WriteFile(name, make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(name)
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = unix.Preadv2(int(f.Fd()), [][]byte{make([]byte, 4096)}, 0, unix.RWF_NOWAIT)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		t.Skipf("%s does not support RWF_NOWAIT reads: %v", dir, err)
+	}
+}
+
 // TestGetNoWaitNeverWaitsForTheDisk: on a real filesystem, GetNoWait
 // answers from memtables, the block cache and the OS page cache, and
 // returns ErrWouldBlock for a block only the disk has (and for a table not
 // opened yet), where Get reads it; after that GetNoWait finds it cached.
 func TestGetNoWaitNeverWaitsForTheDisk(t *testing.T) {
 	dir := t.TempDir()
+	skipWithoutNoWait(t, dir)
 	opts := Options{FS: vfs.Default, BlockCacheBytes: 1 << 20, Sync: SyncNone}
 	d := mustOpen(t, dir, opts)
 	defer d.Close()
