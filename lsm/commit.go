@@ -389,6 +389,13 @@ func (d *DB) commitGroup(reqs []commitReq) {
 		if n == 0 {
 			if err := d.rotateMemtable(need); err != nil {
 				// Only these requests: the next group tries again.
+				if errors.Is(err, errFlushesFailing) {
+					for _, r := range reqs {
+						if r.flush == nil {
+							d.metrics.writesRefused.Add(1)
+						}
+					}
+				}
 				failAll(reqs, err)
 				return
 			}
@@ -542,6 +549,9 @@ func MemtableMemory(memtableBytes int64) int64 {
 	return (2 + maxImmutableMemtables) * o.MemtableBytes
 }
 
+// errFlushesFailing is wrapped by rotateMemtable's refusals.
+var errFlushesFailing = errors.New("lsm: memtables full and flushes failing")
+
 // rotateMemtable makes the mutable memtable immutable and starts a new one
 // (and a new WAL) with room for at least need bytes. It waits while too
 // many memtables already wait for flush, except while flushes are failing
@@ -557,7 +567,7 @@ func (d *DB) rotateMemtable(need int64) error {
 	var refused error
 	for !d.closing && len(d.imm) >= maxImmutableMemtables {
 		if d.flushFailing != nil && !d.opts.DisableWAL {
-			refused = fmt.Errorf("lsm: memtables full and flushes failing: %w", d.flushFailing)
+			refused = fmt.Errorf("%w: %w", errFlushesFailing, d.flushFailing)
 			break
 		}
 		if start.IsZero() {

@@ -125,7 +125,11 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 // filesystem that cannot tell what is cached (tmpfs, some network and
 // FUSE filesystems) it reads as Get does.
 func (d *DB) GetNoWait(key []byte) ([]byte, error) {
-	return d.get(key, true)
+	v, err := d.get(key, true)
+	if err == ErrWouldBlock {
+		d.metrics.readsNeedingDisk.Add(1)
+	}
+	return v, err
 }
 
 func (d *DB) get(key []byte, nowait bool) ([]byte, error) {

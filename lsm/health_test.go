@@ -88,6 +88,9 @@ func TestWritesFailWhileFlushesFail(t *testing.T) {
 	if refused == nil || !strings.Contains(refused.Error(), "flushes failing") || !strings.Contains(refused.Error(), "no space left") {
 		t.Fatalf("after %d writes on a full disk: %v", acked, refused)
 	}
+	if n := d.Metrics().WritesRefused; n != 1 {
+		t.Fatalf("WritesRefused = %d after one refused write", n)
+	}
 	// Refused again at once, not after a wait, and nothing else broke.
 	if err := d.Put([]byte("late"), []byte(value)); err == nil || !strings.Contains(err.Error(), "flushes failing") {
 		t.Fatalf("a write while flushes still fail: %v", err)

@@ -47,6 +47,12 @@ type Metrics struct {
 	StallDuration time.Duration
 	SlowdownCount int64
 
+	// WritesRefused counts batches refused because the memtables were full
+	// while flushes failed (a full disk, say). ReadsNeedingDisk counts
+	// GetNoWait calls that returned ErrWouldBlock.
+	WritesRefused    int64
+	ReadsNeedingDisk int64
+
 	// CacheHits and CacheMisses are the block cache's counters (shared by
 	// every DB using the cache).
 	CacheHits, CacheMisses int64
@@ -72,6 +78,8 @@ type metricsCounters struct {
 	stalls, stallNanos, slowdowns atomic.Int64
 	manifestRotations             atomic.Int64
 	timedSyncs                    atomic.Int64 // by the SyncBatch timer
+	writesRefused                 atomic.Int64
+	readsNeedingDisk              atomic.Int64
 }
 
 // Metrics returns current counters and state.
@@ -89,6 +97,8 @@ func (d *DB) Metrics() Metrics {
 		StallCount:             c.stalls.Load(),
 		StallDuration:          time.Duration(c.stallNanos.Load()),
 		SlowdownCount:          c.slowdowns.Load(),
+		WritesRefused:          c.writesRefused.Load(),
+		ReadsNeedingDisk:       c.readsNeedingDisk.Load(),
 		Seq:                    d.visibleSeq.Load(),
 	}
 	if m.UserBytesWritten > 0 {

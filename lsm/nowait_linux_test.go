@@ -94,6 +94,9 @@ func TestGetNoWaitNeverWaitsForTheDisk(t *testing.T) {
 	if _, err := d.GetNoWait([]byte(key(n - 1))); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("GetNoWait of a block only on disk: %v", err)
 	}
+	if got := d.Metrics().ReadsNeedingDisk; got != 2 {
+		t.Fatalf("ReadsNeedingDisk = %d after two reads that needed the disk", got)
+	}
 	checkGet(t, d, key(n-1), value, true)
 	d.tc.cache.Wait()
 	if v, err := d.GetNoWait([]byte(key(n - 1))); err != nil || string(v) != value {

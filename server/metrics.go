@@ -208,12 +208,14 @@ var (
 	descCacheMisses  = prometheus.NewDesc("kv_engine_cache_misses_total", "Block cache misses.", nil, nil)
 	descCacheRatio   = prometheus.NewDesc("kv_engine_cache_hit_ratio", "Block cache hits over lookups since start (0 before any).", nil, nil)
 	descKeys         = prometheus.NewDesc("kv_engine_keys_estimate", "Estimated live keys (see DBSIZE).", nil, nil)
+	descRefused      = prometheus.NewDesc("kv_engine_writes_refused_total", "Write batches refused while flushes failed and the memtables were full.", nil, nil)
+	descDiskReads    = prometheus.NewDesc("kv_engine_reads_needing_disk_total", "Point reads that needed the disk, served on a goroutine instead of an event loop.", nil, nil)
 )
 
 func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
 		descWALSyncs, descFlushes, descCompactions, descCompRead, descCompWritten, descWriteAmp, descStalls,
-		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys} {
+		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads} {
 		ch <- d
 	}
 }
@@ -249,4 +251,6 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descCacheRatio, ratio)
 	gauge(descKeys, float64(m.ApproxKeys))
+	counter(descRefused, float64(m.WritesRefused))
+	counter(descDiskReads, float64(m.ReadsNeedingDisk))
 }

@@ -562,17 +562,20 @@ func TestMetricsExistAtStart(t *testing.T) {
 func TestEngineCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewEngineCollector(func() lsm.Metrics {
-		return lsm.Metrics{Levels: make([]lsm.LevelMetrics, 2), CacheHits: 3, CacheMisses: 1, WALSyncs: 7, StallCount: 2, Compactions: 5}
+		return lsm.Metrics{Levels: make([]lsm.LevelMetrics, 2), CacheHits: 3, CacheMisses: 1, WALSyncs: 7, StallCount: 2, Compactions: 5,
+			WritesRefused: 4, ReadsNeedingDisk: 6}
 	}))
 	got := gatherValues(t, reg)
 	for name, want := range map[string]float64{
-		"kv_engine_cache_hit_ratio":       0.75,
-		"kv_engine_cache_hits_total":      3,
-		"kv_engine_wal_syncs_total":       7,
-		"kv_engine_write_stalls_total":    2,
-		"kv_engine_compactions_total":     5,
-		"kv_engine_level_files,0":         0,
-		"kv_engine_write_slowdowns_total": 0,
+		"kv_engine_cache_hit_ratio":          0.75,
+		"kv_engine_cache_hits_total":         3,
+		"kv_engine_wal_syncs_total":          7,
+		"kv_engine_write_stalls_total":       2,
+		"kv_engine_compactions_total":        5,
+		"kv_engine_level_files,0":            0,
+		"kv_engine_write_slowdowns_total":    0,
+		"kv_engine_writes_refused_total":     4,
+		"kv_engine_reads_needing_disk_total": 6,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)
