@@ -126,7 +126,7 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 // FUSE filesystems) it reads as Get does.
 func (d *DB) GetNoWait(key []byte) ([]byte, error) {
 	v, err := d.get(key, true)
-	if err == ErrWouldBlock {
+	if errors.Is(err, ErrWouldBlock) {
 		d.metrics.readsNeedingDisk.Add(1)
 	}
 	return v, err
