@@ -1,10 +1,8 @@
 package server
 
 import (
-	"bufio"
-	"fmt"
+	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,31 +39,24 @@ func reopenedLocal(t *testing.T, keys ...string) *store.Local {
 	return st
 }
 
-func respReq(cmds ...[]string) string {
-	var b strings.Builder
-	for _, args := range cmds {
-		fmt.Fprintf(&b, "*%d\r\n", len(args))
-		for _, a := range args {
-			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-		}
-	}
-	return b.String()
-}
-
+// readExactly reads len(want) bytes from c (want only gives the length).
 func readExactly(t *testing.T, c net.Conn, want string) string {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
 	got := make([]byte, len(want))
-	n := 0
-	for n < len(want) {
-		m, err := r.Read(got[n:])
-		if err != nil {
-			t.Fatalf("read: %v (got %q)", err, got[:n])
-		}
-		n += m
+	if n, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read: %v (got %q)", err, got[:n])
 	}
 	return string(got)
+}
+
+// respReq encodes each command as a RESP array of bulk strings.
+func respReq(cmds ...[]string) []byte {
+	var b []byte
+	for _, args := range cmds {
+		b = appendRESP(b, args...)
+	}
+	return b
 }
 
 // TestDelThenSetInAPipelineWithDiskReads: DEL k; SET k new; GET k
@@ -79,7 +70,7 @@ func TestDelThenSetInAPipelineWithDiskReads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write([]byte(respReq([]string{"DEL", "k"}, []string{"SET", "k", "new"}, []string{"GET", "k"})))
+		c.Write(respReq([]string{"DEL", "k"}, []string{"SET", "k", "new"}, []string{"GET", "k"}))
 		want := ":1\r\n+OK\r\n$3\r\nnew\r\n"
 		if got := readExactly(t, c, want); got != want {
 			t.Fatalf("round %d: got %q want %q", i, got, want)
@@ -98,8 +89,8 @@ func TestReadsOfUnopenedTablesKeepOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write([]byte(respReq([]string{"GET", "k"}, []string{"SET", "k", "new"}, []string{"GET", "k"},
-			[]string{"MGET", "j", "k"}, []string{"EXISTS", "j"}, []string{"STRLEN", "j"}, []string{"SET", "j", "x"}, []string{"GET", "j"})))
+		c.Write(respReq([]string{"GET", "k"}, []string{"SET", "k", "new"}, []string{"GET", "k"},
+			[]string{"MGET", "j", "k"}, []string{"EXISTS", "j"}, []string{"STRLEN", "j"}, []string{"SET", "j", "x"}, []string{"GET", "j"}))
 		want := "$5\r\nold-k\r\n+OK\r\n$3\r\nnew\r\n*2\r\n$5\r\nold-j\r\n$3\r\nnew\r\n:1\r\n:5\r\n+OK\r\n$1\r\nx\r\n"
 		if got := readExactly(t, c, want); got != want {
 			t.Fatalf("round %d: got %q want %q", i, got, want)
@@ -119,7 +110,7 @@ func TestDelThenSetInAPipelineOnAnAsyncStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte(respReq([]string{"DEL", "k"}, []string{"SET", "k", "new"}, []string{"GET", "k"})))
+	c.Write(respReq([]string{"DEL", "k"}, []string{"SET", "k", "new"}, []string{"GET", "k"}))
 	want := ":1\r\n+OK\r\n$3\r\nnew\r\n"
 	if got := readExactly(t, c, want); got != want {
 		t.Fatalf("got %q want %q", got, want)

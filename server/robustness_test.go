@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"fmt"
 	"math/rand"
 	"net"
 	"strings"
@@ -53,10 +52,7 @@ func TestRandomCommandsNeverKillTheServer(t *testing.T) {
 				if args[0] == "QUIT" {
 					continue
 				}
-				fmt.Fprintf(&req, "*%d\r\n", len(args))
-				for _, a := range args {
-					fmt.Fprintf(&req, "$%d\r\n%s\r\n", len(a), a)
-				}
+				req.Write(appendRESP(nil, args...))
 			} else { // pipe: fields must not hold raw newlines or stray escapes
 				f := []string{pipeNames[rng.Intn(len(pipeNames))]}
 				for j := rng.Intn(6); j > 0; j-- {

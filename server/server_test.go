@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
@@ -321,13 +322,8 @@ func testRESPOrdering(t *testing.T, st *slowStore) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	var req strings.Builder
-	cmd := func(args ...string) {
-		fmt.Fprintf(&req, "*%d\r\n", len(args))
-		for _, a := range args {
-			fmt.Fprintf(&req, "$%d\r\n%s\r\n", len(a), a)
-		}
-	}
+	var req []byte
+	cmd := func(args ...string) { req = appendRESP(req, args...) }
 	cmd("SET", "a", "1")
 	cmd("SET", "b", "2")
 	cmd("MGET", "a", "b", "c")
@@ -344,7 +340,7 @@ func testRESPOrdering(t *testing.T, st *slowStore) {
 	cmd("GET", "d")
 	want := "+OK\r\n+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:1\r\n:1\r\n$-1\r\n+PONG\r\n" +
 		"+OK\r\n:1\r\n+OK\r\n$1\r\n5\r\n+OK\r\n$1\r\n6\r\n$-1\r\n"
-	conn.Write([]byte(req.String()))
+	conn.Write(req)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got := make([]byte, 0, len(want))
 	buf := make([]byte, 4096)
@@ -358,6 +354,16 @@ func testRESPOrdering(t *testing.T, st *slowStore) {
 	if string(got) != want {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
+}
+
+// appendRESP appends a command as a client sends it: a RESP array of bulk
+// strings.
+func appendRESP(dst []byte, args ...string) []byte {
+	b := make([][]byte, len(args))
+	for i, a := range args {
+		b[i] = []byte(a)
+	}
+	return codec.AppendRESPCommand(dst, b...)
 }
 
 func TestGlobMatch(t *testing.T) {
