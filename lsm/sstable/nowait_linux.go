@@ -2,7 +2,6 @@ package sstable
 
 import (
 	"errors"
-	"fmt"
 	"syscall"
 
 	"github.com/lni/vfs"
@@ -54,7 +53,7 @@ func (r *Reader) readAtNoWait(p []byte, off uint64) error {
 			done += n
 		}
 	}); cerr != nil {
-		return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, cerr)
+		return r.readErr(len(p), off, cerr)
 	}
 	switch {
 	case errors.Is(err, unix.EAGAIN):
@@ -65,7 +64,7 @@ func (r *Reader) readAtNoWait(p []byte, off uint64) error {
 		r.noNowait.Store(true)
 		return r.readAt(p, off)
 	case err != nil:
-		return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, err)
+		return r.readErr(len(p), off, err)
 	case done < len(p):
 		return r.corrupt(off, "short read of %d bytes (got %d)", len(p), done)
 	}

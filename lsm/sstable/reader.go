@@ -195,7 +195,12 @@ func (r *Reader) readAt(p []byte, off uint64) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return r.corrupt(off, "short read of %d bytes (got %d)", len(p), n)
 	}
-	return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, len(p), off, err)
+	return r.readErr(len(p), off, err)
+}
+
+// readErr reports a failed read of n bytes at off.
+func (r *Reader) readErr(n int, off uint64, err error) error {
+	return fmt.Errorf("sstable %s: read %d bytes at offset %d: %w", r.name, n, off, err)
 }
 
 // readBuffers recycles the buffers that compressed blocks are read into;
