@@ -19,6 +19,7 @@ package cache
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
@@ -38,7 +39,13 @@ type Cache struct {
 	hits, misses  atomic.Int64
 	sets, dropped atomic.Int64
 	collisionMiss atomic.Int64
-	closed        atomic.Bool
+
+	// mu is held for reading by every use of rc and for writing by Close:
+	// ristretto's Close closes channels that a concurrent Get or Set may
+	// still send on (a panic), so a read racing the close of its DB must
+	// be kept apart from it here.
+	mu     sync.RWMutex
+	closed bool
 }
 
 // entry is what ristretto stores: the block and the identity that the key
@@ -102,7 +109,13 @@ func key(id, fileNum, offset uint64) uint64 {
 // Get returns the block cached for (id, fileNum, offset). The caller must
 // not modify it.
 func (c *Cache) Get(id, fileNum, offset uint64) ([]byte, bool) {
-	e, ok := c.rc.Get(key(id, fileNum, offset))
+	c.mu.RLock()
+	var e entry
+	var ok bool
+	if !c.closed {
+		e, ok = c.rc.Get(key(id, fileNum, offset))
+	}
+	c.mu.RUnlock()
 	if ok && (e.id != id || e.fileNum != fileNum || e.offset != offset) {
 		c.collisionMiss.Add(1)
 		ok = false
@@ -119,7 +132,9 @@ func (c *Cache) Get(id, fileNum, offset uint64) ([]byte, bool) {
 // len(block) bytes. The cache keeps block itself, so the caller must never
 // modify it afterwards. Set may be dropped: never rely on a later Get.
 func (c *Cache) Set(id, fileNum, offset uint64, block []byte) {
-	if c.closed.Load() {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
 		return
 	}
 	e := entry{id: id, fileNum: fileNum, offset: offset, block: block}
@@ -140,25 +155,33 @@ func (c *Cache) Stats() Stats {
 		Collisions: c.collisionMiss.Load(),
 		Capacity:   c.capacity,
 	}
-	if !c.closed.Load() {
+	c.mu.RLock()
+	if !c.closed {
 		s.Bytes = c.capacity - c.rc.RemainingCost()
 	}
+	c.mu.RUnlock()
 	return s
 }
 
 // Wait blocks until every Set made before it has been applied or rejected.
 // Tests use it to make a Set observable.
 func (c *Cache) Wait() {
-	c.rc.Wait()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.closed {
+		c.rc.Wait()
+	}
 }
 
 // Close stops ristretto's goroutines and drops every block. Afterwards Get
-// misses, Set does nothing and Wait returns at once. Close must not run
-// concurrently with other methods (ristretto would send on a closed channel):
-// close the cache after every DB that uses it.
+// misses, Set does nothing and Wait returns at once. It may run
+// concurrently with the other methods: it waits for those in progress.
 func (c *Cache) Close() {
-	if c.closed.Swap(true) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return
 	}
+	c.closed = true
 	c.rc.Close()
 }

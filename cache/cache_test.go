@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -172,6 +173,42 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestCloseRacesUse closes the cache while Gets and Sets run, as a DB's
+// Close may race reads still in progress on it: no panic (ristretto's own
+// Close closes channels a Set may still send on), and nothing is found
+// afterwards.
+func TestCloseRacesUse(t *testing.T) {
+	for round := range 50 {
+		c, err := New(1 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := c.NewID()
+		var done atomic.Bool
+		var started, wg sync.WaitGroup
+		for g := range 4 {
+			started.Add(1)
+			wg.Go(func() {
+				block := make([]byte, 64)
+				for i := uint64(0); !done.Load(); i++ {
+					if i == 100 {
+						started.Done()
+					}
+					c.Set(id, uint64(g), i, block)
+					c.Get(id, uint64(g), i/2)
+				}
+			})
+		}
+		started.Wait()
+		c.Close()
+		done.Store(true)
+		wg.Wait()
+		if _, ok := c.Get(id, 0, 0); ok {
+			t.Fatalf("round %d: hit after Close", round)
+		}
+	}
 }
 
 func TestGetDoesNotAllocate(t *testing.T) {
