@@ -224,13 +224,17 @@ func (tc *testCluster) waitLeaders(nodes ...*Cluster) {
 	})
 }
 
-// leaderOf returns the index of the node leading shard, per node from.
+// leaderOf returns the index of the node leading shard, per node from,
+// waiting while from knows none (an election after a fault can leave a
+// node without a leader for a moment even after waitLeaders saw one).
 func (tc *testCluster) leaderOf(from *Cluster, shard uint64) int {
 	tc.t.Helper()
-	id, _, ok, err := from.nh.GetLeaderID(shard)
-	if err != nil || !ok {
-		tc.t.Fatalf("no leader for shard %d: %v", shard, err)
-	}
+	var id uint64
+	waitFor(tc.t, 20*time.Second, fmt.Sprintf("a leader of shard %d", shard), func() bool {
+		leader, _, ok, err := from.nh.GetLeaderID(shard)
+		id = leader
+		return err == nil && ok
+	})
 	return int(id - 1)
 }
 

@@ -33,7 +33,7 @@ start_redis() { # args...
   for _ in $(seq 100); do redis-cli -p $rport ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "redis did not start"; exit 1
 }
 bench() { # port P -> "set get"
-  redis-benchmark -p "$1" -t set,get -n "$N" -r 200000 -d 100 -c 50 -P "$2" -q 2>/dev/null | tr '\r' '\n' \
+  timeout 300 redis-benchmark -p "$1" -t set,get -n "$N" -r 200000 -d 100 -c 50 -P "$2" -q 2>/dev/null | tr '\r' '\n' \
     | awk '/^SET: [0-9]/{s=$2} /^GET: [0-9]/{g=$2} END{print s, g}'
 }
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
