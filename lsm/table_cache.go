@@ -26,6 +26,8 @@ type tableCache struct {
 	mu     sync.Mutex
 	open   map[uint64]*fileMetadata
 	closed bool // no more readers are opened (an iterator outliving Close)
+
+	afterOpen func() // tests: runs between opening a reader and keeping it
 }
 
 func (c *tableCache) path(fileNum uint64) string {
@@ -61,10 +63,19 @@ func (c *tableCache) reader(f *fileMetadata) (*sstable.Reader, error) {
 		file.Close()
 		return nil, fmt.Errorf("lsm: open table %s: %w", name, err)
 	}
-	f.reader.Store(r)
+	if c.afterOpen != nil {
+		c.afterOpen()
+	}
+	// closeAll may have run while the table was being opened: it did not
+	// see this reader, so it must not be kept.
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		r.Close()
+		return nil, ErrClosed
+	}
 	c.open[f.fileNum] = f
-	c.mu.Unlock()
+	f.reader.Store(r)
 	return r, nil
 }
 
