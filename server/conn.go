@@ -144,6 +144,10 @@ type loop struct {
 	// unsent: mail holds requests answered directly, which wait for the
 	// loop's next callback instead of waking it (retire).
 	unsent atomic.Bool
+	// busy is above zero while a callback of the loop runs that may hand
+	// requests to the store: they are counted in Server.inflight only once
+	// the store call returns, so Shutdown waits for busy too (quiet).
+	busy atomic.Int32
 }
 
 // post hands completed requests to their loop. One Execute covers every
@@ -201,6 +205,8 @@ func (l *loop) retire() {
 // deliver runs on the loop: it marks completions done and writes out each
 // touched connection's ready prefix.
 func (l *loop) deliver(context.Context) error {
+	l.busy.Add(1)
+	defer l.busy.Add(-1)
 	l.mu.Lock()
 	batch := l.mail
 	l.mail = l.spare[:0]

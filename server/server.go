@@ -150,7 +150,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for s.inflight.Load() > 0 {
+	for !s.quiet() {
 		select {
 		case <-ctx.Done():
 			s.log.Warn("shutdown: giving up waiting for in-flight requests", "inflight", s.inflight.Load())
@@ -168,6 +168,21 @@ stop:
 		return fmt.Errorf("stop event loops: %w", err)
 	}
 	return nil
+}
+
+// quiet reports that no request is in flight: no loop callback is running
+// that may still hand requests to the store (read first: such a callback
+// has counted its requests in inflight by the time it ends), and no reply
+// handed to the store is undelivered.
+func (s *Server) quiet() bool {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	for _, l := range s.loops {
+		if l.busy.Load() > 0 {
+			return false
+		}
+	}
+	return s.inflight.Load() == 0
 }
 
 // OnBoot keeps the engine handle for Shutdown.
@@ -233,6 +248,10 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok || cs.closed {
 		return gnet.Close
 	}
+	// Before the draining check: if it sees draining unset, Shutdown sees
+	// this callback (quiet) and waits for the requests it starts.
+	cs.loop.busy.Add(1)
+	defer cs.loop.busy.Add(-1)
 	cs.loop.retire()
 	cs.last = time.Now().UnixNano()
 	if s.draining.Load() && !cs.closing {
