@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,9 +45,7 @@ func freeAddrs(t testing.TB, n int) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a := fmt.Sprintf("127.0.0.1:%d", p); !slices.Contains(addrs, a) {
-			addrs = append(addrs, a)
-		}
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
 	}
 	return addrs
 }

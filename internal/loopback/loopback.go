@@ -16,12 +16,21 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // lowest port handed out.
 const lowest = 10000
 
-// FreePort returns a loopback port nothing listened on a moment ago.
+// handedOut holds every port FreePort returned in this process: a port is
+// only bound some time after it is handed out (a child process starting,
+// a cluster's addresses chosen before any node binds), so the check that
+// nothing listens on it cannot see the earlier caller's claim. Ports are a
+// process-wide resource, hence the package-level set.
+var handedOut sync.Map
+
+// FreePort returns a loopback port nothing listened on a moment ago and
+// that it has not returned before in this process.
 func FreePort() (int, error) {
 	hi := ephemeralStart()
 	if hi-lowest < 1000 {
@@ -29,10 +38,16 @@ func FreePort() (int, error) {
 	}
 	for range 1000 {
 		p := lowest + rand.IntN(hi-lowest)
+		if _, taken := handedOut.Load(p); taken {
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err == nil {
 			if err := ln.Close(); err != nil {
 				return 0, err
+			}
+			if _, taken := handedOut.LoadOrStore(p, struct{}{}); taken {
+				continue // another goroutine got it meanwhile
 			}
 			return p, nil
 		}

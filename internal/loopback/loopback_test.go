@@ -22,3 +22,20 @@ func TestFreePortIsBindableAndBelowTheEphemeralRange(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// TestFreePortNeverRepeats: ports are bound some time after they are
+// handed out, so one process must never get the same port twice (500
+// random draws from ~22,000 ports would repeat one almost surely).
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := make(map[int]bool)
+	for range 500 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
