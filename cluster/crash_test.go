@@ -227,7 +227,7 @@ func childConfigs(t *testing.T, n int) []conf.Config {
 
 // writeLoad writes unique keys through the given children until stop
 // closes, and returns the acknowledged ones.
-func writeLoad(nodes []*child, prefix string, stop <-chan struct{}) map[string]string {
+func writeLoad(nodes []*child, prefix string, stop <-chan struct{}, count *atomic.Int64) map[string]string {
 	var mu sync.Mutex
 	acked := map[string]string{}
 	loopWriters(12, stop, func(w, i int) bool {
@@ -237,6 +237,7 @@ func writeLoad(nodes []*child, prefix string, stop <-chan struct{}) map[string]s
 			mu.Lock()
 			acked[k] = v
 			mu.Unlock()
+			count.Add(1)
 		}
 		return true
 	})()
@@ -270,8 +271,9 @@ func TestKill9Leader(t *testing.T) {
 
 	stop := make(chan struct{})
 	done := make(chan map[string]string)
-	go func() { done <- writeLoad(nodes, "a", stop) }()
-	time.Sleep(700 * time.Millisecond)
+	var count atomic.Int64
+	go func() { done <- writeLoad(nodes, "a", stop, &count) }()
+	waitFor(t, 30*time.Second, "100 acknowledged writes", func() bool { return count.Load() >= 100 })
 	nodes[0].kill() // node 1: the bootstrap leader of most shards
 	killed := time.Now()
 	time.Sleep(100 * time.Millisecond)
@@ -288,14 +290,12 @@ func TestKill9Leader(t *testing.T) {
 	}
 	t.Logf("survivors accepted new writes %v after the kill", time.Since(killed).Round(time.Millisecond))
 	stop = make(chan struct{})
-	go func() { done <- writeLoad(survivors, "b", stop) }()
-	time.Sleep(500 * time.Millisecond)
+	count.Store(0)
+	go func() { done <- writeLoad(survivors, "b", stop, &count) }()
+	waitFor(t, 30*time.Second, "100 writes acknowledged by the survivors", func() bool { return count.Load() >= 100 })
 	close(stop)
 	for k, v := range <-done {
 		acked[k] = v
-	}
-	if len(acked) < 100 {
-		t.Fatalf("only %d writes acknowledged", len(acked))
 	}
 
 	nodes[0] = startChild(t, cfgs[0])
@@ -319,16 +319,14 @@ func TestKill9WholeCluster(t *testing.T) {
 	start()
 	stop := make(chan struct{})
 	done := make(chan map[string]string)
-	go func() { done <- writeLoad(nodes, "w", stop) }()
-	time.Sleep(time.Second)
+	var count atomic.Int64
+	go func() { done <- writeLoad(nodes, "w", stop, &count) }()
+	waitFor(t, 30*time.Second, "100 acknowledged writes", func() bool { return count.Load() >= 100 })
 	for _, n := range nodes {
 		n.kill()
 	}
 	close(stop)
 	acked := <-done
-	if len(acked) == 0 {
-		t.Fatal("nothing acknowledged before the kill")
-	}
 	start()
 	checkAcked(t, nodes, acked)
 	t.Logf("%d acknowledged writes all present", len(acked))
