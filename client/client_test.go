@@ -338,7 +338,7 @@ func TestPoolWaitRespectsContext(t *testing.T) {
 	c := dialT(t, s, Options{PoolSize: 1, Timeout: -1})
 	busy := make(chan error, 1)
 	go func() {
-		_, err := c.Do(context.Background(), []byte("SLEEP"), []byte("300"))
+		_, err := c.Do(context.Background(), []byte("SLEEP"), []byte("1000"))
 		busy <- err
 	}()
 	// Wait until the sleeper holds the only connection.

@@ -163,10 +163,13 @@ func TestMaxConnections(t *testing.T) {
 // TestIdleTimeout: idle connections are closed after idle_timeout, busy
 // ones are not.
 func TestIdleTimeout(t *testing.T) {
-	n := startNode(t, `idle_timeout = "300ms"`, "")
+	// The busy connection pings far more often than the timeout, so that a
+	// pause of the (race-built) test or server on a loaded machine cannot
+	// make it look idle.
+	n := startNode(t, `idle_timeout = "1s"`, "")
 	idle := dialPipe(t, n.addr)
 	busy := dialPipe(t, n.addr)
-	deadline := time.Now().Add(1200 * time.Millisecond)
+	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		if got := busy.do("PING"); got != "PONG" {
 			t.Fatalf("busy conn: %q", got)
