@@ -627,20 +627,36 @@ func (d *DB) newMemTableLocked(need int64, logNum uint64) *memTable {
 	if d.spareMem != nil && d.spareMemBytes == size {
 		m.t, d.spareMem = d.spareMem, nil
 	} else {
-		m.t = memtable.New(int(size))
-		go m.t.Prefault()
+		t := memtable.New(int(size))
+		m.t = t
+		d.goPrefaultLocked(func() { t.Prefault(d.closeCh) })
 	}
 	if next := d.memtableBytes(0); d.spareMem == nil && !d.spareMemPending {
 		d.spareMemPending = true
-		go func() {
+		d.goPrefaultLocked(func() {
 			t := memtable.New(int(next))
-			t.Prefault()
+			t.Prefault(d.closeCh)
 			d.mu.Lock()
 			d.spareMem, d.spareMemBytes, d.spareMemPending = t, next, false
 			d.mu.Unlock()
-		}()
+		})
 	}
 	return m
+}
+
+// goPrefaultLocked runs f, which prepares memtable memory, on a goroutine
+// Close waits for (f gives up early once closeCh is closed). Once closing
+// is set nothing is started: the DB will not need the memory, and Close's
+// Wait must not race an Add. d.mu must be held, or Open still running.
+func (d *DB) goPrefaultLocked(f func()) {
+	if d.closing {
+		return
+	}
+	d.prefaults.Add(1)
+	go func() {
+		defer d.prefaults.Done()
+		f()
+	}()
 }
 
 // installMemtableLocked makes m the mutable memtable and queues the current

@@ -106,6 +106,7 @@ type DB struct {
 	compactCh chan struct{}
 	closeCh   chan struct{}
 	wg        sync.WaitGroup
+	prefaults sync.WaitGroup // memtable memory being prepared (goPrefaultLocked)
 
 	metrics metricsCounters
 
@@ -236,6 +237,7 @@ func (d *DB) Close() error {
 	d.mu.Unlock()
 	close(d.closeCh)
 	d.wg.Wait()
+	d.prefaults.Wait()
 	// Requests queued after the committer's last look (none can be added
 	// now: the queue is closed) and when no committer ran (ReadOnly).
 	for _, r := range d.commit.close() {

@@ -105,6 +105,8 @@ func ensureDir(fs vfs.FS, dir string) error {
 
 // abandon releases what a failed Open acquired.
 func (d *DB) abandon() {
+	close(d.closeCh)
+	d.prefaults.Wait()
 	if d.wal != nil {
 		d.wal.close()
 	}
@@ -240,7 +242,8 @@ func (d *DB) recover() error {
 		return err
 	}
 	d.mem = newMemTable(1, d.memtableBytes(0), 0)
-	go d.mem.t.Prefault()
+	first := d.mem.t
+	d.goPrefaultLocked(func() { first.Prefault(d.closeCh) })
 	d.nextMemID = 1
 	if !d.opts.DisableWAL {
 		if d.wal, err = createWAL(fs, d.dirname, logNum); err != nil {

@@ -584,14 +584,20 @@ func (t *Table) value(nd uint32) []byte {
 // reaches it (15% of the server's CPU in a pipelined SET run on a fresh
 // table, the committer stalled meanwhile), and the hash index's slots,
 // reached at random, fault all over it. The cost is that the table's
-// whole capacity is resident from the start instead of as it fills.
-func (t *Table) Prefault() {
+// whole capacity is resident from the start instead of as it fills. It
+// gives up between megabytes once stop is closed (nil: never).
+func (t *Table) Prefault(stop <-chan struct{}) {
 	s := t.idx.slots
 	if populate(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)) != nil {
 		return // not supported here: nothing else will be either
 	}
 	const chunk = 1 << 20
 	for off := 0; off < len(t.arena); off += chunk {
+		select {
+		case <-stop:
+			return
+		default:
+		}
 		_ = populate(t.arena[off:min(off+chunk, len(t.arena))])
 	}
 }

@@ -38,7 +38,7 @@ func TestPrefaultBacksTheTable(t *testing.T) {
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1+i%64) }
 	const n = 20000
 	var wg sync.WaitGroup
-	wg.Go(tbl.Prefault)
+	wg.Go(func() { tbl.Prefault(nil) })
 	for i := range n {
 		if err := tbl.Add(key(i), uint64(i+1), base.KindSet, value(i)); err != nil {
 			t.Fatal(err)
