@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -481,6 +482,7 @@ func TestClearIsAtomicForReaders(t *testing.T) {
 
 	done := make(chan struct{})
 	seen := make(chan map[int]int, 1)
+	var full, empty atomic.Int64 // reads that saw every key, none
 	go func() {
 		counts := map[int]int{}
 		for {
@@ -495,20 +497,23 @@ func TestClearIsAtomicForReaders(t *testing.T) {
 				continue
 			}
 			counts[len(op.kvs)]++
+			switch len(op.kvs) {
+			case keys:
+				full.Add(1)
+			case 0:
+				empty.Add(1)
+			}
 		}
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, 10*time.Second, "a read before the clear", func() bool { return full.Load() > 0 })
 	update(t, s, sm.Entry{Index: 2, Cmd: command(cmdClear, nil)})
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, 10*time.Second, "a read after the clear", func() bool { return empty.Load() > 0 })
 	close(done)
 	counts := <-seen
 	for n, c := range counts {
 		if n != 0 && n != keys {
 			t.Fatalf("a read saw %d of %d keys during a clear (%d times); counts %v", n, keys, c, counts)
 		}
-	}
-	if counts[0] == 0 || counts[keys] == 0 {
-		t.Fatalf("the reader did not run on both sides of the clear: %v", counts)
 	}
 }
 
