@@ -141,6 +141,23 @@ func startTestServer(t *testing.T, st store.Store, mutate func(*conf.Server)) st
 // into m (nil: unregistered metrics), and stops it at the end of the test.
 func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server), m *Metrics) string {
 	t.Helper()
+	s, addr, done := serveTestServer(t, st, mutate, m)
+	lastServer = s
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		<-done
+	})
+	return addr
+}
+
+// serveTestServer starts a server on a free loopback port and returns it,
+// its address and the result of its Serve; stopping it is the caller's.
+func serveTestServer(t *testing.T, st store.Store, mutate func(*conf.Server), m *Metrics) (*Server, string, <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +171,6 @@ func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server)
 		mutate(&cfg)
 	}
 	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, nil, m)
-	lastServer = s
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -162,15 +178,7 @@ func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server)
 	if err := s.WaitStarted(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-		<-done
-	})
-	return addr
+	return s, addr, done
 }
 
 // TestOrderingWithAsyncStore pipelines mixed commands from several

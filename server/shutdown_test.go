@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/kvstore/kv/conf"
 )
 
 // gatedStore holds its first Get on the caller's goroutine (an event loop)
@@ -38,23 +36,9 @@ func (g *gatedStore) Get(key []byte, done func([]byte, error)) {
 // client got EOF).
 func TestShutdownWaitsForRequestsReadBeforeDraining(t *testing.T) {
 	st := &gatedStore{slowStore: newSlowStore(), entered: make(chan struct{}), release: make(chan struct{})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg := conf.Default().Server
-	cfg.Listen = addr
-	cfg.EventLoops = 2
-	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, nil, nil)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
+	s, addr, served := serveTestServer(t, st, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.WaitStarted(ctx); err != nil {
-		t.Fatal(err)
-	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
