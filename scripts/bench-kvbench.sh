@@ -16,7 +16,7 @@ kvport=28380; rport=26390
 run() { # label addr proto pipeline
   local line
   line=$(./bin/kvbench -addr "$2" -proto "$3" -clients 512 -pipeline "$4" -ops put,get -prefill -keys 100000 \
-    -duration "$DUR" -warmup 2s 2>/dev/null | awk '/^  (put|get|all) /{printf "%s %s p99=%s ms; ", $1, $4, $9}')
+    -duration "$DUR" -warmup 2s 2>/dev/null | awk '/^  (put|get|all) /{printf "%s %s p99=%s ms; ", $1, $4, $8}')
   echo "| $1 | $3 | $4 | $line |"
 }
 echo "| target | proto | pipeline | ops/s and p99 (put; get; all) |"

@@ -122,7 +122,7 @@ func (s *Server) infoText(sections ...string) string {
 	add("keyspace", func(w func(string, any)) {
 		n := s.store.ApproxKeys()
 		w("db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", n))
-		w("keys_are_estimate", "yes (DBSIZE counts table entries, including overwritten and deleted versions not yet compacted away)")
+		w("keys_are_estimate", "yes (DBSIZE is table entries less two per tombstone: overwritten versions not yet compacted count twice, a tombstone whose key is already gone counts negative)")
 	})
 	add("cluster", func(w func(string, any)) {
 		st := s.store.Status()

@@ -5,7 +5,8 @@
 //
 // The interface lives here rather than in server because Go matches method
 // signatures by named type: cluster must name Status, Node and KV without
-// importing server (server depends on cluster, not the reverse).
+// importing server (cmd/kvserver wires the two together; cluster must
+// never import server).
 //
 // Invariants every implementation keeps:
 //   - done is called exactly once per call, either before the method returns

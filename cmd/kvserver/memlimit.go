@@ -21,8 +21,8 @@ const memoryHeadroom = 256 << 20
 // Why: memtable arenas and cached blocks live on the Go heap, and with the
 // default GOGC the heap grows to twice what is live before a collection.
 // With the default budgets (64 MiB memtables, 256 MiB cache) a loaded
-// server sat at 1.2 GB RSS, four times what its configuration suggests;
-// with this limit, 660 MB. The limit is soft: if more is live (many
+// server sat at 1.2-1.3 GB RSS, four times what its configuration
+// suggests; with this limit, 0.8-0.9 GB. The limit is soft: if more is live (many
 // clients with large pending replies), the collector works harder (the
 // runtime caps it at half the CPU) rather than failing.
 func memoryLimit(cfg conf.Config) int64 {
