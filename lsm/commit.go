@@ -342,6 +342,16 @@ func failAll(reqs []commitReq, err error) {
 	}
 }
 
+// countRefused counts the writes among reqs as refused (a definite
+// refusal while the disk cannot take more: writesRefused).
+func (d *DB) countRefused(reqs []commitReq) {
+	for _, r := range reqs {
+		if r.flush == nil {
+			d.metrics.writesRefused.Add(1)
+		}
+	}
+}
+
 func (r commitReq) fail(err error) {
 	if r.flush != nil {
 		r.flush <- flushTicket{err: err}
@@ -353,6 +363,9 @@ func (r commitReq) fail(err error) {
 // commitGroup commits a group of queued requests in order.
 func (d *DB) commitGroup(reqs []commitReq) {
 	if err := d.stallIfNeeded(); err != nil {
+		if errors.Is(err, errCompactionsFailing) {
+			d.countRefused(reqs)
+		}
 		failAll(reqs, err)
 		return
 	}
@@ -390,11 +403,7 @@ func (d *DB) commitGroup(reqs []commitReq) {
 			if err := d.rotateMemtable(need); err != nil {
 				// Only these requests: the next group tries again.
 				if errors.Is(err, errFlushesFailing) {
-					for _, r := range reqs {
-						if r.flush == nil {
-							d.metrics.writesRefused.Add(1)
-						}
-					}
+					d.countRefused(reqs)
 				}
 				failAll(reqs, err)
 				return
@@ -421,7 +430,7 @@ func (d *DB) commitSegment(reqs []commitReq) {
 		d.metrics.walBytes.Add(n)
 		if err != nil {
 			d.setWALErr(err)
-			failAll(reqs, d.walErr)
+			failAll(reqs, fmt.Errorf("%w: %w", ErrOutcomeUnknown, d.walErr))
 			return
 		}
 		if d.opts.Sync == SyncAlways {
@@ -431,9 +440,9 @@ func (d *DB) commitSegment(reqs []commitReq) {
 	for _, r := range reqs {
 		if err := d.applyToMemtable(r.b); err != nil {
 			// The batch is in the WAL but only partly in memory: nothing can
-			// be published safely any more.
+			// be published safely any more, and a restart replays the WAL.
 			d.setWALErr(err)
-			failAll(reqs, d.walErr)
+			failAll(reqs, fmt.Errorf("%w: %w", ErrOutcomeUnknown, d.walErr))
 			return
 		}
 	}
@@ -504,11 +513,23 @@ func (d *DB) setWALErr(err error) {
 // stallIfNeeded delays a commit group while L0 is crowded: a short sleep
 // from L0SlowdownWrites files, a wait for compaction from L0StopWrites.
 // It returns ErrClosed if the DB closes meanwhile, and the background error
-// if compaction has failed for good while writes are stopped.
+// if compaction has failed for good while writes are stopped. While writes
+// are stopped and compactions keep failing (a disk with room for a flush
+// but not for a compaction's outputs, say), it refuses the group with the
+// compaction's error rather than waiting for the disk to recover: the
+// writes, and a Flush or Close queued behind them, would otherwise hang
+// with no error at all. Nothing was written, so the refusal is definite;
+// the first group after a compaction succeeds goes through. Without a WAL
+// it waits regardless, as rotateMemtable does.
 func (d *DB) stallIfNeeded() error {
 	d.mu.Lock()
 	var start time.Time
+	var refused error
 	for !d.closing && d.bgErr == nil && len(d.current.levels[0]) >= d.opts.L0StopWrites {
+		if d.compactFailing != nil && !d.opts.DisableWAL {
+			refused = fmt.Errorf("%w: %w", errCompactionsFailing, d.compactFailing)
+			break
+		}
 		if start.IsZero() {
 			start = time.Now()
 			d.metrics.stalls.Add(1)
@@ -527,6 +548,8 @@ func (d *DB) stallIfNeeded() error {
 	switch {
 	case closing:
 		return ErrClosed
+	case refused != nil:
+		return refused
 	case stalled && bgErr != nil:
 		return bgErr
 	}
@@ -551,6 +574,9 @@ func MemtableMemory(memtableBytes int64) int64 {
 
 // errFlushesFailing is wrapped by rotateMemtable's refusals.
 var errFlushesFailing = errors.New("lsm: memtables full and flushes failing")
+
+// errCompactionsFailing is wrapped by stallIfNeeded's refusals.
+var errCompactionsFailing = errors.New("lsm: level 0 full and compactions failing")
 
 // rotateMemtable makes the mutable memtable immutable and starts a new one
 // (and a new WAL) with room for at least need bytes. It waits while too

@@ -54,16 +54,18 @@ func (d *DB) compactLoop() {
 			if errors.Is(err, errCompactionAborted) {
 				return
 			}
-			if errors.Is(err, ErrCorruption) {
+			d.mu.Lock()
+			d.compactFailing = err
+			if err != nil {
+				// Stalled writes look at it (stallIfNeeded).
+				d.cond.Broadcast()
+			}
+			if errors.Is(err, ErrCorruption) && d.bgErr == nil {
 				// Retrying cannot help, and L0 will pile up behind it:
 				// let stalled writes fail instead of waiting forever.
-				d.mu.Lock()
-				if d.bgErr == nil {
-					d.bgErr = fmt.Errorf("lsm: compaction failed: %w", err)
-				}
-				d.cond.Broadcast()
-				d.mu.Unlock()
+				d.bgErr = fmt.Errorf("lsm: compaction failed: %w", err)
 			}
+			d.mu.Unlock()
 			if retry.after(err, d.opts.Logger, "lsm: compaction failed; will retry", "lsm: compaction succeeded after failures", "level", c.level) {
 				select {
 				case <-d.closeCh:

@@ -81,19 +81,20 @@ type DB struct {
 	mu   sync.Mutex
 	cond sync.Cond // on mu: flush/compaction progress, errors, close
 	// Protected by mu:
-	current       *version
-	mem           *memTable
-	imm           []*memTable // oldest first
-	nextMemID     uint64
-	flushedMemID  uint64 // every memtable with a smaller or equal id is in a table
-	flushErr      error  // the last flush failure (Flush callers wait on flushFailures)
-	flushFailures int
-	flushPins     []*flushPin // checkpoints waiting for the version of a flush
-	flushFailing  error       // the last flush attempt's error: nil once one succeeds
-	bgErr         error
-	closing       bool
-	snapshots     snapshotNode // sentinel of the pinned-sequence list
-	walNums       []uint64     // WAL files on disk, ascending
+	current        *version
+	mem            *memTable
+	imm            []*memTable // oldest first
+	nextMemID      uint64
+	flushedMemID   uint64 // every memtable with a smaller or equal id is in a table
+	flushErr       error  // the last flush failure (Flush callers wait on flushFailures)
+	flushFailures  int
+	flushPins      []*flushPin // checkpoints waiting for the version of a flush
+	flushFailing   error       // the last flush attempt's error: nil once one succeeds
+	compactFailing error       // the last compaction attempt's error: nil once one succeeds
+	bgErr          error
+	closing        bool
+	snapshots      snapshotNode // sentinel of the pinned-sequence list
+	walNums        []uint64     // WAL files on disk, ascending
 	// spareMem is a preallocated arena for the next rotation.
 	spareMem        *memtable.Table
 	spareMemBytes   int64
@@ -320,6 +321,9 @@ func (d *DB) Health() error {
 	}
 	if d.flushFailing != nil {
 		return fmt.Errorf("lsm: flushes failing: %w", d.flushFailing)
+	}
+	if d.compactFailing != nil && len(d.current.levels[0]) >= d.opts.L0SlowdownWrites {
+		return fmt.Errorf("lsm: compactions failing with %d level-0 tables: %w", len(d.current.levels[0]), d.compactFailing)
 	}
 	return nil
 }

@@ -15,6 +15,11 @@ var (
 	// WAL with a damaged record that is not a torn tail; Options.
 	// RecoverDamagedWAL opens such a DB.
 	ErrDamagedWAL = errors.New("lsm: damaged WAL")
+	// ErrOutcomeUnknown is wrapped by the error of a write whose WAL write
+	// or sync failed: its record may have reached the disk anyway (a failed
+	// fsync says nothing of which pages did), so it may be applied after a
+	// restart. Writes refused later, once writes are disabled, were not.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 	// ErrClosed is returned by operations on a closed DB.
 	ErrClosed = errors.New("lsm: closed")
 	// ErrWouldBlock is returned by GetNoWait when the read would have to

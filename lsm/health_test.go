@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,5 +184,161 @@ func TestRetryBackoff(t *testing.T) {
 	}
 	if r.after(nil, log, "failed", "recovered") || r.wait != 0 || r.failures != 0 {
 		t.Fatalf("a success must reset: %+v", r)
+	}
+}
+
+// TestWritesRefusedWhileCompactionsFail: when compactions keep failing (a
+// disk with room for a flush but not for a compaction's outputs), level 0
+// fills up to L0StopWrites; then writes are refused with the compaction's
+// error instead of waiting forever, Flush returns, and Health says why.
+// Once compactions succeed again, writes go through.
+func TestWritesRefusedWhileCompactionsFail(t *testing.T) {
+	fs := newSweepFS(vfs.NewStrictMem(), 0, false)
+	var fail atomic.Bool
+	fail.Store(true)
+	fs.inject = func(kind, where string) error {
+		if fail.Load() && kind == "create" && strings.Contains(where, "writeCompactionOutputs") {
+			return errors.New("injected: no space left on device")
+		}
+		return nil
+	}
+	d := mustOpen(t, "/db", smallOptions(fs))
+	defer d.Close()
+	value := strings.Repeat("v", 1000)
+	acked := map[string]string{}
+	result := make(chan error, 1)
+	go func() { // until a write is refused (the old code waited forever)
+		for i := 0; ; i++ {
+			k := fmt.Sprintf("k%06d", (i*7919)%5000)
+			if err := d.Put([]byte(k), []byte(value)); err != nil {
+				result <- err
+				return
+			}
+			acked[k] = value
+		}
+	}()
+	var refused error
+	select {
+	case refused = <-result:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("writes neither acknowledged nor refused for 20 s; level 0 holds %d tables, Health: %v",
+			len(d.readState.Load().v.levels[0]), d.Health())
+	}
+	if !strings.Contains(refused.Error(), "compactions failing") || !strings.Contains(refused.Error(), "no space left") {
+		t.Fatalf("refusal: %v", refused)
+	}
+	if err := d.Health(); err == nil || !strings.Contains(err.Error(), "compactions failing") {
+		t.Fatalf("Health while compactions fail with writes stopped: %v", err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- d.Flush() }()
+	select {
+	case <-flushed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Flush hangs while compactions fail")
+	}
+	fail.Store(false)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err := d.Put([]byte("after"), []byte("recovery")); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("writes after compactions recovered: %v", err)
+		}
+	}
+	if err := d.Health(); err != nil {
+		t.Fatalf("Health after recovery: %v", err)
+	}
+	for k, v := range acked {
+		checkGet(t, d, k, v, true)
+	}
+}
+
+// TestFailedWALSyncReportsUnknownOutcome: a write whose WAL fsync failed
+// may be on disk anyway and reappear after a restart, so its error says the
+// outcome is unknown; writes refused afterwards (writes disabled) were not
+// applied, and their error says nothing of the kind.
+func TestFailedWALSyncReportsUnknownOutcome(t *testing.T) {
+	mem := vfs.NewMem()
+	fs := newSweepFS(mem, 0, false)
+	var arm atomic.Bool
+	fs.inject = func(kind, where string) error {
+		if kind == "sync" && strings.Contains(where, "walWriter") && arm.CompareAndSwap(true, false) {
+			return errInjectedEIO
+		}
+		return nil
+	}
+	opts := testOptions(fs)
+	opts.Sync = SyncAlways
+	d := mustOpen(t, "/db", opts)
+	mustPut(t, d, "acked", "1")
+	arm.Store(true)
+	err := d.Put([]byte("unknown"), []byte("2"))
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("Put whose WAL sync failed: %v, want ErrOutcomeUnknown", err)
+	}
+	err = d.Put([]byte("refused"), []byte("3"))
+	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("Put after writes were disabled: %v, want a definite refusal", err)
+	}
+	d.Close()
+	d = mustOpen(t, "/db", testOptions(mem))
+	defer d.Close()
+	checkGet(t, d, "acked", "1", true)
+	checkGet(t, d, "refused", "", false)
+	// "unknown" may or may not be there: that is what the error said.
+}
+
+// openFilesFS counts the files opened for writing and not yet closed.
+type openFilesFS struct {
+	vfs.FS
+	open atomic.Int64
+}
+
+type countedFile struct {
+	vfs.File
+	fs   *openFilesFS
+	once sync.Once
+}
+
+func (f *countedFile) Close() error {
+	f.once.Do(func() { f.fs.open.Add(-1) })
+	return f.File.Close()
+}
+
+func (fs *openFilesFS) Create(name string) (vfs.File, error) {
+	f, err := fs.FS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	fs.open.Add(1)
+	return &countedFile{File: f, fs: fs}, nil
+}
+
+// TestWALClosedWhenItsSyncFails: after a failed WAL write, the WAL's sync at
+// Close fails; its descriptor is closed all the same.
+func TestWALClosedWhenItsSyncFails(t *testing.T) {
+	sfs := newSweepFS(vfs.NewMem(), 0, true)
+	var phase atomic.Int32 // 1: fail the next WAL write; 2: then its sync at close
+	sfs.inject = func(kind, where string) error {
+		switch {
+		case kind == "write" && strings.Contains(where, "walWriter") && phase.CompareAndSwap(1, 2):
+			return errInjectedEIO
+		case kind == "sync" && strings.Contains(where, "walWriter).close") && phase.CompareAndSwap(2, 3):
+			return errInjectedEIO
+		}
+		return nil
+	}
+	fs := &openFilesFS{FS: sfs}
+	opts := smallOptions(fs)
+	opts.Sync = SyncNone
+	d := mustOpen(t, "/db", opts)
+	mustPut(t, d, "a", "1")
+	phase.Store(1)
+	if err := d.Put([]byte("b"), []byte("2")); err == nil {
+		t.Fatal("Put with a failing WAL write succeeded")
+	}
+	d.Close() // the old code's close synced again here, failed, and kept the file
+	if n := fs.open.Load(); n != 0 {
+		t.Fatalf("%d files still open after Close", n)
 	}
 }

@@ -19,7 +19,8 @@ import (
 type walWriter struct {
 	num    uint64
 	name   string
-	f      vfs.File
+	f      vfs.File // syncing wrapper of raw
+	raw    vfs.File
 	w      *record.Writer
 	dirty  bool // written since the last sync
 	closed bool
@@ -43,8 +44,8 @@ func createWAL(fs vfs.FS, dir string, num uint64) (*walWriter, error) {
 	// reads, only grows with the writes), so that a sync of an append
 	// journals less; on file systems without a descriptor (tests) Sync is
 	// the file's own.
-	f = vfs.NewSyncingFile(f, vfs.SyncingFileOptions{PreallocateSize: walPreallocateBytes})
-	return &walWriter{num: num, name: name, f: f, w: record.NewWriter(f, f)}, nil
+	sf := vfs.NewSyncingFile(f, vfs.SyncingFileOptions{PreallocateSize: walPreallocateBytes})
+	return &walWriter{num: num, name: name, f: sf, raw: f, w: record.NewWriter(sf, sf)}, nil
 }
 
 // walPreallocateBytes is the step in which WAL blocks are allocated ahead.
@@ -82,14 +83,21 @@ func (w *walWriter) sync() error {
 	return nil
 }
 
-// close syncs and closes the file. It is idempotent.
+// close syncs and closes the file. It is idempotent. The descriptor is
+// closed even when the sync fails: the syncing wrapper's Close would return
+// at its own failed sync and leave it open for good.
 func (w *walWriter) close() error {
 	if w.closed {
 		return nil
 	}
 	w.closed = true
 	err := w.sync()
-	if cerr := w.f.Close(); err == nil && cerr != nil {
+	if err != nil {
+		w.raw.Close()
+		return err
+	}
+	if cerr := w.f.Close(); cerr != nil {
+		w.raw.Close() // no-op if the wrapper got that far
 		err = fmt.Errorf("close WAL %s: %w", w.name, cerr)
 	}
 	return err
