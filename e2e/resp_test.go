@@ -188,6 +188,61 @@ func TestRESPScan(t *testing.T) {
 	}
 }
 
+// TestRESPScanCostIsBounded: a MATCH pattern whose stars would make a
+// backtracking matcher exponential answers at once; a match too costly for
+// one call's budget ends the reply early and the cursor resumes after it, so
+// paging still finds every key; over-long patterns and too many CONFIG GET
+// patterns are refused.
+func TestRESPScanCostIsBounded(t *testing.T) {
+	n := startNode(t, "", "")
+	ctx := ctxT(t)
+	r := newRedis(t, n.addr)
+	long := strings.Repeat("a", 20000)
+	for i := 0; i < 10; i++ {
+		if err := r.Set(ctx, fmt.Sprintf("%s%02d", long, i), "x", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Set(ctx, strings.Repeat("a", 60), "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := r.Scan(ctx, 0, strings.Repeat("*a", 12)+"*b", 100).Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("SCAN with a pattern matching nothing: %d keys, %v", len(keys), err)
+	}
+	// 500 stars: each 20 KB key costs more than one call's budget.
+	pattern := strings.Repeat("*a", 500) + "*"
+	var got []string
+	calls := 0
+	for cursor := uint64(0); ; {
+		page, next, err := r.Scan(ctx, cursor, pattern, 100).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		got = append(got, page...)
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if len(got) != 10 {
+		t.Fatalf("SCAN MATCH (*a)x500* found %d keys, want 10", len(got))
+	}
+	if calls < 10 {
+		t.Fatalf("SCAN answered %d keys of 20 KB against a 1000-byte pattern in %d calls: no budget", len(got), calls)
+	}
+	if err := r.Do(ctx, "SCAN", "0", "MATCH", strings.Repeat("*", 1025)).Err(); err == nil || !strings.Contains(err.Error(), "pattern too long") {
+		t.Fatalf("SCAN with a 1025-byte pattern: %v", err)
+	}
+	args := []any{"CONFIG", "GET"}
+	for i := 0; i < 1025; i++ {
+		args = append(args, "x*")
+	}
+	if err := r.Do(ctx, args...).Err(); err == nil || !strings.Contains(err.Error(), "too many patterns") {
+		t.Fatalf("CONFIG GET with 1025 patterns: %v", err)
+	}
+}
+
 // TestFlushAllAllowed checks FLUSHALL when the config allows it.
 func TestFlushAllAllowed(t *testing.T) {
 	n := startNode(t, "allow_flush = true", "")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -358,6 +359,10 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 		}
 		switch strings.ToUpper(string(args[i])) {
 		case "MATCH":
+			if len(args[i+1]) > maxGlobPattern {
+				s.emit(cs, appendRESPError(nil, fmt.Sprintf("ERR pattern too long (max %d bytes)", maxGlobPattern)))
+				return
+			}
 			pattern = bytes.Clone(args[i+1])
 		case "COUNT":
 			n, err := strconv.Atoi(string(args[i+1]))
@@ -394,7 +399,20 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 			return
 		}
 		var keys [][]byte
-		for _, kv := range kvs {
+		budget := scanMatchBudget
+		for i, kv := range kvs {
+			if pattern != nil {
+				// Matching runs on the event loop: past the budget, the
+				// reply ends early (SCAN may return fewer keys than COUNT)
+				// and the cursor resumes after the last key examined.
+				cost := (len(kv.Key) + 1) * (len(pattern) + 1)
+				if i > 0 && cost > budget {
+					kvs = kvs[:i]
+					limit = i
+					break
+				}
+				budget -= cost
+			}
 			if pattern == nil || globMatch(pattern, kv.Key) {
 				keys = append(keys, kv.Key)
 			}
@@ -408,6 +426,14 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 	})
 	s.settle(p)
 }
+
+// scanMatchBudget bounds the glob work of one SCAN call (in steps of
+// len(key)·len(pattern), the matcher's worst case): about 10 ms.
+const scanMatchBudget = 16 << 20
+
+// maxConfigPatterns bounds the patterns of one CONFIG GET: each is matched
+// against every parameter on the event loop.
+const maxConfigPatterns = 1024
 
 func scanReply(next uint64, keys [][]byte) []byte {
 	out := codec.AppendArrayHeader(nil, 2)
@@ -443,12 +469,24 @@ func (s *Server) respConfig(cs *conn, args [][]byte, _ int64) {
 		s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'config|get' command"))
 		return
 	}
+	if len(args)-2 > maxConfigPatterns {
+		s.emit(cs, appendRESPError(nil, fmt.Sprintf("ERR too many patterns (max %d)", maxConfigPatterns)))
+		return
+	}
+	pats := make([][]byte, len(args)-2)
+	for i, pat := range args[2:] {
+		if len(pat) > maxGlobPattern {
+			s.emit(cs, appendRESPError(nil, fmt.Sprintf("ERR pattern too long (max %d bytes)", maxGlobPattern)))
+			return
+		}
+		pats[i] = bytes.ToLower(pat)
+	}
 	params := s.configParams()
 	var out []byte
 	n := 0
 	for _, kv := range params {
-		for _, pat := range args[2:] {
-			if globMatch(bytes.ToLower(pat), []byte(kv[0])) {
+		for _, pat := range pats {
+			if globMatch(pat, []byte(kv[0])) {
 				out = codec.AppendBulkString(out, kv[0])
 				out = codec.AppendBulkString(out, kv[1])
 				n++

@@ -374,33 +374,6 @@ func appendRESP(dst []byte, args ...string) []byte {
 	return codec.AppendRESPCommand(dst, b...)
 }
 
-func TestGlobMatch(t *testing.T) {
-	for _, tc := range []struct {
-		pat, s string
-		want   bool
-	}{
-		{"*", "", true},
-		{"*", "abc", true},
-		{"user:*", "user:1", true},
-		{"user:*", "use", false},
-		{"h?llo", "hello", true},
-		{"h?llo", "hllo", false},
-		{"h[ae]llo", "hallo", true},
-		{"h[ae]llo", "hillo", false},
-		{"h[^e]llo", "hallo", true},
-		{"h[^e]llo", "hello", false},
-		{"h[a-b]llo", "hbllo", true},
-		{`h\*llo`, "h*llo", true},
-		{`h\*llo`, "hello", false},
-		{"a*b*c", "axxbyyc", true},
-		{"a*b*c", "axxbyy", false},
-	} {
-		if got := globMatch([]byte(tc.pat), []byte(tc.s)); got != tc.want {
-			t.Errorf("globMatch(%q, %q) = %v", tc.pat, tc.s, got)
-		}
-	}
-}
-
 func TestCursorTableIsBounded(t *testing.T) {
 	ct := newCursorTable(3, 10)
 	var ids []uint64
