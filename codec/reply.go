@@ -77,7 +77,8 @@ func (d *ReplyDecoder) Decode(buf []byte) (r Reply, n int, err error) {
 	if cap(d.flat) > maxRetainedFields {
 		d.flat = nil
 	}
-	if cap(d.nodes) > maxRetainedFields {
+	if len(d.nodes) == 0 && cap(d.nodes) > maxRetainedFields {
+		// Only between replies: a pending reply's nodes are its progress.
 		d.nodes = nil
 	}
 	maxFrame, maxBulk, maxArgs := d.lim.maxFrame(), d.lim.maxBulk(), d.lim.maxArgs()

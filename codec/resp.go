@@ -68,7 +68,10 @@ func (d *RESPDecoder) Decode(buf []byte) (args [][]byte, n int, err error) {
 	if cap(d.args) > maxRetainedFields {
 		d.args = nil
 	}
-	if cap(d.offs) > 2*maxRetainedFields {
+	if d.want == 0 && cap(d.offs) > 2*maxRetainedFields {
+		// Only between requests: a pending array's offsets are its
+		// progress (dropping them stalled any array of more than ~60K
+		// arguments that arrived in more than one read).
 		d.offs = nil
 	}
 	switch {
