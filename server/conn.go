@@ -21,7 +21,9 @@ const (
 )
 
 // conn is one client connection. Every field is owned by the connection's
-// event loop; other goroutines only hand results over through loop.post.
+// event loop; other goroutines only hand results over through loop.post,
+// except for the direct-reply fields under dmu and the atomics owed and
+// overflow.
 type conn struct {
 	c     gnet.Conn
 	id    uint64
@@ -46,6 +48,16 @@ type conn struct {
 	last    int64 // unix nanos of the last traffic: idle_timeout, and the start of request latencies
 
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
+
+	// owed is the size of the replies completed by other goroutines and
+	// not yet moved to out; a completion that would take it past
+	// max_output_bytes drops its reply and sets overflow, and the loop then
+	// closes the connection (chargeOwed). Without it, 4096 pipelined reads
+	// of a big value answered asynchronously (cluster mode, disk reads)
+	// held all their replies at once: gigabytes for a 32 KB request.
+	owed       atomic.Int64
+	overflow   atomic.Bool
+	overClosed bool // closeOverOutput ran
 
 	// Direct replies (offerDirect, tryDirect). grant is loop-owned: the
 	// request offered, as far as the loop knows. offer and gone are shared
@@ -83,6 +95,9 @@ type pending struct {
 	// direct: the completion wrote the reply to the socket itself (and
 	// observed its latency); the loop only has to retire the request.
 	direct bool
+
+	// owed: what chargeOwed added to cs.owed for this reply.
+	owed int64
 
 	// readsFirst: a write that reads its keys before writing (DEL); later
 	// writes wait for it (admit).
@@ -233,6 +248,10 @@ func (l *loop) deliver(context.Context) error {
 	}
 	for _, p := range batch {
 		cs := p.cs
+		if cs.overflow.Load() && !cs.closed && !cs.overClosed {
+			s.closeOverOutput(cs)
+			continue
+		}
 		if cs.closed || cs.q.len() == 0 || !cs.q.front().done {
 			continue
 		}
@@ -269,6 +288,10 @@ func (s *Server) drain(cs *conn) {
 			break
 		}
 		cs.out = append(cs.out, p.reply...)
+		if p.owed != 0 {
+			cs.owed.Add(-p.owed)
+			p.owed = 0
+		}
 		cs.count(p.class, -1)
 		cs.q.pop()
 		if p == cs.grant {
@@ -336,7 +359,25 @@ func (s *Server) finish(p *pending, reply []byte) {
 	if s.tryDirect(p) {
 		return
 	}
+	s.chargeOwed(p)
 	p.cs.loop.post(p)
+}
+
+// chargeOwed counts p's reply against its connection's output limit, or
+// drops it when the limit is reached (any goroutine).
+func (s *Server) chargeOwed(p *pending) {
+	limit := s.cfg.MaxOutputBytes
+	if limit <= 0 || len(p.reply) == 0 {
+		return
+	}
+	n := int64(len(p.reply))
+	if p.cs.owed.Add(n) > int64(limit) {
+		p.cs.owed.Add(-n)
+		p.cs.overflow.Store(true)
+		p.reply = nil
+		return
+	}
+	p.owed = n
 }
 
 // settle runs on the loop right after the store call returned: an inline

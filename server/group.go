@@ -48,7 +48,9 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 		cs.spare = nil
 		if g == nil {
 			g = &writeGroup{batch: lsm.NewBatch()}
-			g.batch.Grow(8 * lsm.PutSize(len(key), len(value)))
+			// Room for a few more writes like this one, but a group is cut
+			// at maxGroupBytes: eight times a 30 MiB SET reserved 240 MiB.
+			g.batch.Grow(min(8*lsm.PutSize(len(key), len(value)), lsm.PutSize(len(key), len(value))+maxGroupBytes))
 		}
 		cs.open = g
 	}

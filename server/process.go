@@ -246,18 +246,24 @@ const flushOutBytes = 1 << 20
 // does with a client over its output-buffer limit.
 func (s *Server) overOutput(cs *conn) bool {
 	max := int(s.cfg.MaxOutputBytes)
-	if max <= 0 || len(cs.out)+cs.c.OutboundBuffered() <= max {
+	if max <= 0 || len(cs.out)+cs.c.OutboundBuffered() <= max && !cs.overflow.Load() {
 		return false
 	}
+	s.closeOverOutput(cs)
+	return true
+}
+
+// closeOverOutput closes cs for exceeding max_output_bytes.
+func (s *Server) closeOverOutput(cs *conn) {
 	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
 	s.metrics.LimitCloses.WithLabelValues("output").Inc()
+	cs.overClosed = true
 	cs.withdraw()
 	cs.out = cs.out[:0]
 	cs.closing = true
 	cs.q = replyQueue{}
 	cs.reads, cs.writes = 0, 0
 	_ = cs.c.Close()
-	return true
 }
 
 // appendErr encodes an error reply in the connection's protocol.
