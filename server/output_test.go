@@ -5,11 +5,47 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
 )
+
+// respConn sends RESP commands and decodes their replies.
+type respConn struct {
+	c   net.Conn
+	d   *codec.ReplyDecoder
+	buf []byte
+}
+
+// do sends one command and returns its reply (valid until the next do).
+func (r *respConn) do(t *testing.T, args ...string) codec.Reply {
+	t.Helper()
+	if _, err := r.c.Write(appendRESP(nil, args...)); err != nil {
+		t.Fatal(err)
+	}
+	r.buf = r.buf[:0]
+	chunk := make([]byte, 64<<10)
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if len(r.buf) >= r.d.Need() {
+			reply, n, err := r.d.Decode(r.buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				return reply
+			}
+		}
+		m, err := r.c.Read(chunk)
+		if err != nil {
+			t.Fatalf("%s: %v", args[0], err)
+		}
+		r.buf = append(r.buf, chunk[:m]...)
+	}
+}
 
 // frontGatedStore answers GETs of "front" only once released, and GETs of
 // anything else at once from another goroutine: replies behind the front
@@ -58,5 +94,63 @@ func TestAsyncRepliesCountAgainstOutputLimit(t *testing.T) {
 	}
 	if n != 0 {
 		t.Fatalf("%d bytes of replies before the close; the front reply was never produced", n)
+	}
+}
+
+// countingStore counts the Gets in flight and records the most at once;
+// its answers come from other goroutines.
+type countingStore struct {
+	*slowStore
+	inflight, most atomic.Int64
+}
+
+func (c *countingStore) Get(key []byte, done func([]byte, error)) {
+	n := c.inflight.Add(1)
+	for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+	}
+	c.slowStore.Get(key, func(v []byte, err error) {
+		c.inflight.Add(-1)
+		done(v, err)
+	})
+}
+
+// TestMultiKeyReadsAreBounded: MGET, EXISTS and DEL of many keys keep at
+// most multiGetWindow reads in flight, and an MGET whose values add up to
+// more than max_output_bytes is refused instead of assembled.
+func TestMultiKeyReadsAreBounded(t *testing.T) {
+	st := &countingStore{slowStore: newSlowStore()}
+	st.data["big"] = strings.Repeat("v", 1<<20)
+	st.data["small"] = "s"
+	addr := startTestServer(t, st, func(c *conf.Server) { c.MaxOutputBytes = 4 << 20 })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := &respConn{c: c, d: codec.NewReplyDecoder(codec.Limits{MaxFrame: 64 << 20})}
+	args := []string{"MGET"}
+	for i := 0; i < 2000; i++ {
+		args = append(args, "small", "missing")
+	}
+	reply := r.do(t, args...)
+	if len(reply.Elems) != 4000 || string(reply.Elems[3998].Str) != "s" || !reply.Elems[3999].Null {
+		t.Fatalf("MGET of 4000 keys: %d elements", len(reply.Elems))
+	}
+	args[0] = "EXISTS"
+	if reply := r.do(t, args...); reply.Int != 2000 {
+		t.Fatalf("EXISTS: %+v", reply)
+	}
+	if most := st.most.Load(); most > multiGetWindow {
+		t.Fatalf("%d reads in flight at once for one command, want at most %d", most, multiGetWindow)
+	}
+	big := []string{"MGET"}
+	for i := 0; i < 5; i++ {
+		big = append(big, "big")
+	}
+	if reply := r.do(t, big...); reply.Type != '-' || !strings.Contains(string(reply.Str), "reply too large") {
+		t.Fatalf("MGET of 5 MiB with max_output_bytes 4 MiB: %c %q", reply.Type, reply.Str)
+	}
+	if reply := r.do(t, "MGET", "big", "big", "small"); len(reply.Elems) != 3 || len(reply.Elems[1].Str) != 1<<20 {
+		t.Fatalf("MGET of 2 MiB after the refusal: %c %d elements", reply.Type, len(reply.Elems))
 	}
 }

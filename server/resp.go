@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -203,33 +204,101 @@ func (s *Server) respMSet(cs *conn, args [][]byte, start int64) {
 	s.write(cs, newBatchPairs(pairs), s.cmdBatch, start, respOK)
 }
 
-// multiGet reads keys concurrently and calls done once with every result
-// (vals[i] == nil and found[i] == false for an absent key). keys must stay
-// valid until done runs.
-func (s *Server) multiGet(keys [][]byte, done func(vals [][]byte, found []bool, err error)) {
-	vals := make([][]byte, len(keys))
-	found := make([]bool, len(keys))
-	var left atomic.Int64
-	left.Store(int64(len(keys)))
-	var firstErr atomic.Pointer[error]
-	for i, k := range keys {
-		s.store.Get(k, func(v []byte, err error) {
-			switch {
-			case err == nil:
-				vals[i], found[i] = v, true
-			case err == store.ErrNotFound:
-			default:
-				firstErr.CompareAndSwap(nil, &err)
-			}
-			if left.Add(-1) == 0 {
-				if e := firstErr.Load(); e != nil {
-					done(nil, nil, *e)
-					return
-				}
-				done(vals, found, nil)
-			}
-		})
+// multiGet reads keys and calls done once with every result (vals[i] ==
+// nil and found[i] == false for an absent key). keys must stay valid until
+// done runs.
+//
+// With keepBytes < 0 no value is kept (EXISTS and DEL only need found).
+// Otherwise, once the values kept add up to more than keepBytes, the rest
+// are dropped as they arrive and done gets errReplyTooLarge: a 1 KB MGET of
+// one 4 MiB key repeated 500 times must not assemble a 2 GB reply.
+//
+// At most multiGetWindow reads are out at once: a read that needs the disk
+// gets a goroutine of its own (store.Local), and a cold MGET of a million
+// keys must not start a million of them.
+func (s *Server) multiGet(keys [][]byte, keepBytes int64, done func(vals [][]byte, found []bool, err error)) {
+	m := &multiGet{keys: keys, keepBytes: keepBytes, done: done, found: make([]bool, len(keys))}
+	if keepBytes >= 0 {
+		m.vals = make([][]byte, len(keys))
 	}
+	if len(keys) == 0 {
+		done(m.vals, m.found, nil)
+		return
+	}
+	m.left.Store(int64(len(keys)))
+	m.pump(s)
+}
+
+// multiGetWindow bounds the reads of one multi-key command in flight.
+const multiGetWindow = 64
+
+// errReplyTooLarge is a multi-key read whose values add up to more than
+// max_output_bytes.
+var errReplyTooLarge = errors.New("reply too large (values add up to more than max_output_bytes)")
+
+type multiGet struct {
+	keys      [][]byte
+	vals      [][]byte
+	found     []bool
+	keepBytes int64
+	done      func(vals [][]byte, found []bool, err error)
+
+	next     atomic.Int64 // index of the next key to read
+	inflight atomic.Int64 // reads issued and not completed
+	pumping  atomic.Bool  // a goroutine is issuing reads
+	left     atomic.Int64 // reads not completed
+	kept     atomic.Int64 // bytes of the values kept
+	firstErr atomic.Pointer[error]
+}
+
+// pump issues reads while fewer than multiGetWindow are out. Completions
+// call it again; one that runs inline, inside store.Get, finds pumping set
+// and returns, so the issuing stays a loop, never a recursion.
+func (m *multiGet) pump(s *Server) {
+	n := int64(len(m.keys))
+	for m.pumping.CompareAndSwap(false, true) {
+		for m.inflight.Load() < multiGetWindow {
+			i := m.next.Add(1) - 1
+			if i >= n {
+				break
+			}
+			m.inflight.Add(1)
+			s.store.Get(m.keys[i], func(v []byte, err error) { m.complete(s, int(i), v, err) })
+		}
+		m.pumping.Store(false)
+		// A completion that came after the check above may have found
+		// pumping set and left the issuing to this goroutine.
+		if m.next.Load() >= n || m.inflight.Load() >= multiGetWindow {
+			return
+		}
+	}
+}
+
+func (m *multiGet) complete(s *Server, i int, v []byte, err error) {
+	switch {
+	case err == nil:
+		m.found[i] = true
+		if m.vals != nil {
+			if m.kept.Add(int64(len(v))) > m.keepBytes {
+				m.firstErr.CompareAndSwap(nil, &errReplyTooLarge)
+			} else {
+				m.vals[i] = v
+			}
+		}
+	case err == store.ErrNotFound:
+	default:
+		m.firstErr.CompareAndSwap(nil, &err)
+	}
+	m.inflight.Add(-1)
+	if m.left.Add(-1) == 0 {
+		if e := m.firstErr.Load(); e != nil {
+			m.done(nil, nil, *e)
+			return
+		}
+		m.done(m.vals, m.found, nil)
+		return
+	}
+	m.pump(s)
 }
 
 // copyKeys copies keys that must outlive the current input buffer.
@@ -253,7 +322,7 @@ func (s *Server) respExists(cs *conn, args [][]byte, start int64) {
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
-	s.multiGet(copyKeys(args[1:]), func(_ [][]byte, found []bool, err error) {
+	s.multiGet(copyKeys(args[1:]), -1, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))
 			return
@@ -269,7 +338,7 @@ func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
-	s.multiGet(copyKeys(args[1:]), func(vals [][]byte, found []bool, err error) {
+	s.multiGet(copyKeys(args[1:]), int64(s.cfg.MaxOutputBytes), func(vals [][]byte, found []bool, err error) {
 		if err != nil {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))
 			return
@@ -298,7 +367,7 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 	keys := copyKeys(args[1:])
 	p := s.newPending(cs, classWrite, s.cmdDelete, start)
 	p.readsFirst = true
-	s.multiGet(keys, func(_ [][]byte, found []bool, err error) {
+	s.multiGet(keys, -1, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))
 			return
