@@ -28,6 +28,10 @@ func (r *readReq) complete(err error) {
 		err = r.op.err
 	}
 	if r.op.isRange {
+		if errors.Is(err, store.ErrRangeTruncated) {
+			r.kvDone(r.op.kvs, err)
+			return
+		}
 		if err != nil {
 			r.kvDone(nil, err)
 			return

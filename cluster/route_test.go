@@ -3,9 +3,11 @@ package cluster
 import (
 	"bytes"
 	"hash/fnv"
+	"strings"
 	"testing"
 
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
 )
 
 func TestShardOfIsFNV1a(t *testing.T) {
@@ -95,5 +97,45 @@ func TestMemberCodec(t *testing.T) {
 	}
 	if _, err := decodeForget([]byte{7, 7}); err == nil {
 		t.Error("decoded trailing bytes")
+	}
+}
+
+// TestRangeCollectorCutsAtTruncatedShard: when a shard stopped at its byte
+// budget, the merged result ends at that shard's last key (past it, that
+// shard's keys could be missing) and says it is truncated; a result that
+// reached its limit before the cut is whole.
+func TestRangeCollectorCutsAtTruncatedShard(t *testing.T) {
+	kv := func(keys ...string) []store.KV {
+		var out []store.KV
+		for _, k := range keys {
+			out = append(out, store.KV{Key: []byte(k)})
+		}
+		return out
+	}
+	run := func(limit int, parts ...[]store.KV) (string, error) {
+		var got []store.KV
+		var gotErr error
+		rc := &rangeCollector{remaining: len(parts), limit: limit, done: func(kvs []store.KV, err error) { got, gotErr = kvs, err }}
+		for i, p := range parts {
+			var err error
+			if i == 0 {
+				err = store.ErrRangeTruncated // the first part stopped at its budget
+			}
+			rc.add(p, err)
+		}
+		var keys []string
+		for _, kv := range got {
+			keys = append(keys, string(kv.Key))
+		}
+		return strings.Join(keys, ","), gotErr
+	}
+	if got, err := run(10, kv("b", "d"), kv("a", "c", "e", "f")); got != "a,b,c,d" || err != store.ErrRangeTruncated {
+		t.Fatalf("cut at d: %q, %v", got, err)
+	}
+	if got, err := run(3, kv("b", "d"), kv("a", "c", "e")); got != "a,b,c" || err != nil {
+		t.Fatalf("limit reached before the cut: %q, %v", got, err)
+	}
+	if got, err := run(10, kv("b", "d"), kv("a")); got != "a,b,d" || err != store.ErrRangeTruncated {
+		t.Fatalf("other shards exhausted: %q, %v", got, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 
@@ -502,6 +503,7 @@ type readOp struct {
 	isRange    bool
 	start, end []byte
 	limit      int
+	maxBytes   int // past it, stop with store.ErrRangeTruncated; 0: no bound
 	kvs        []store.KV
 
 	err error
@@ -528,16 +530,24 @@ func (op *readOp) run(db *lsm.DB) {
 	}
 	it := db.NewIterator(lower, upper)
 	var kvs []store.KV
-	for ok := it.First(); ok && len(kvs) < op.limit; ok = it.Next() {
+	size, maxBytes := 0, op.maxBytes
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt
+	}
+	for ok := it.First(); ok && len(kvs) < op.limit && size <= maxBytes; ok = it.Next() {
 		k, v := it.Key(), it.Value()
 		buf := make([]byte, len(k)-1+len(v))
 		n := copy(buf, k[1:])
 		copy(buf[n:], v)
 		kvs = append(kvs, store.KV{Key: buf[:n:n], Value: buf[n:]})
+		size += len(buf)
 	}
 	err := it.Err()
 	if cerr := it.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && size > maxBytes {
+		err = store.ErrRangeTruncated
 	}
 	op.kvs, op.err = kvs, err
 }

@@ -148,6 +148,11 @@ func TestStateMachineApply(t *testing.T) {
 	if got := kvString(smRange(t, s, "b", "d", 100)); got != "c=3" {
 		t.Errorf("range [b,d) = %q", got)
 	}
+	// A byte budget stops the range after the pair that passes it.
+	op := &readOp{isRange: true, limit: 100, maxBytes: 3}
+	if _, err := s.Lookup(&readBatch{ops: []*readOp{op}}); err != nil || !errors.Is(op.err, store.ErrRangeTruncated) || kvString(op.kvs) != "a=10 c=3" {
+		t.Errorf("range over 3 bytes = %q, %v, %v", kvString(op.kvs), op.err, err)
+	}
 	if got := kvString(smRange(t, s, "", "", 2)); got != "a=10 c=3" {
 		t.Errorf("range limit 2 = %q", got)
 	}

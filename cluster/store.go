@@ -170,7 +170,9 @@ func (c *Cluster) Range(start, end []byte, limit int, done func([]store.KV, erro
 	deadline := time.Now().Add(c.timeout)
 	for s := uint64(1); s <= uint64(c.shards); s++ {
 		req := &readReq{
-			op:       readOp{isRange: true, start: start, end: end, limit: limit},
+			// The shards share the byte budget, so the whole Range stays
+			// within it.
+			op:       readOp{isRange: true, start: start, end: end, limit: limit, maxBytes: store.MaxRangeBytes / c.shards},
 			deadline: deadline,
 			kvDone:   rc.add,
 		}
@@ -190,10 +192,21 @@ type rangeCollector struct {
 	err       error
 	limit     int
 	done      func([]store.KV, error)
+	// cut, once a shard stopped at its byte budget, is the smallest last
+	// key of such a shard: past it, the merge could miss that shard's keys.
+	cut       []byte
+	truncated bool
 }
 
 func (rc *rangeCollector) add(kvs []store.KV, err error) {
 	rc.mu.Lock()
+	if errors.Is(err, store.ErrRangeTruncated) {
+		if last := kvs[len(kvs)-1].Key; !rc.truncated || bytes.Compare(last, rc.cut) < 0 {
+			rc.cut = last
+		}
+		rc.truncated = true
+		err = nil
+	}
 	if err != nil && rc.err == nil {
 		rc.err = err
 	}
@@ -210,7 +223,18 @@ func (rc *rangeCollector) add(kvs []store.KV, err error) {
 		rc.done(nil, rc.err)
 		return
 	}
-	rc.done(mergeKVs(rc.parts, rc.limit), nil)
+	merged := mergeKVs(rc.parts, rc.limit)
+	if rc.truncated {
+		n, _ := slices.BinarySearchFunc(merged, rc.cut, func(kv store.KV, k []byte) int { return bytes.Compare(kv.Key, k) })
+		if n < len(merged) && bytes.Equal(merged[n].Key, rc.cut) {
+			n++
+		}
+		if n < len(merged) || len(merged) < rc.limit {
+			rc.done(merged[:n], store.ErrRangeTruncated)
+			return
+		}
+	}
+	rc.done(merged, nil)
 }
 
 // mergeKVs merges sorted runs of distinct keys (each shard owns its keys)

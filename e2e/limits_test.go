@@ -244,3 +244,43 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 	t.Fatalf("no %s", field)
 	return 0
 }
+
+// TestRangeOverByteBound: a RANGE whose pairs add up to more than 64 MiB
+// is refused with a hint instead of built (1000 pairs of 32 MiB values
+// would be 32 GB); SCAN over the same keys returns fewer keys per call and
+// still pages through all of them.
+func TestRangeOverByteBound(t *testing.T) {
+	n := startNode(t, "", "")
+	p := dialPipe(t, n.addr)
+	value := strings.Repeat("v", 1<<20)
+	for i := 0; i < 70; i++ {
+		if got := p.do(fmt.Sprintf("PUT|big%02d|%s", i, value)); got != "OK" {
+			t.Fatalf("PUT: %q", got)
+		}
+	}
+	if got := p.do("RANGE|big|"); !strings.HasPrefix(got, "ERROR|range reply too large") {
+		t.Fatalf("RANGE over 64 MiB: %.80q", got)
+	}
+	if got := p.do("RANGE|big|big10"); !strings.HasPrefix(got, "RANGE|10|big00|") {
+		t.Fatalf("RANGE of 10 MiB: %.80q", got)
+	}
+	ctx := ctxT(t)
+	r := newRedis(t, n.addr)
+	seen := map[string]bool{}
+	calls := 0
+	for cursor := uint64(0); ; calls++ {
+		keys, next, err := r.Scan(ctx, cursor, "big*", 1000).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			seen[k] = true
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if len(seen) != 70 || calls < 1 {
+		t.Fatalf("SCAN paged through %d of 70 keys in %d calls", len(seen), calls+1)
+	}
+}

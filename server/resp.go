@@ -463,6 +463,11 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 	limit := s.rangeLimit(count)
 	p := s.newPending(cs, classRead, s.cmdRange, start)
 	s.store.Range(from, nil, limit, func(kvs []store.KV, err error) {
+		if errors.Is(err, store.ErrRangeTruncated) {
+			// Big values: fewer keys this time (SCAN may return fewer than
+			// COUNT), and the cursor goes on after the last.
+			err, limit = nil, len(kvs)
+		}
 		if err != nil {
 			s.finish(p, s.appendErr(cs, nil, err.Error()))
 			return

@@ -158,11 +158,16 @@ func (l *Local) Range(start, end []byte, limit int, done func([]KV, error)) {
 func (l *Local) scan(start, end []byte, limit int) ([]KV, error) {
 	it := l.db.NewIterator(start, end)
 	var kvs []KV
-	for ok := it.First(); ok && len(kvs) < limit; ok = it.Next() {
+	size := 0
+	for ok := it.First(); ok && len(kvs) < limit && size <= MaxRangeBytes; ok = it.Next() {
 		kvs = append(kvs, KV{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
+		size += len(it.Key()) + len(it.Value())
 	}
 	if err := it.Close(); err != nil {
 		return nil, storageErr(err)
+	}
+	if size > MaxRangeBytes {
+		return kvs, ErrRangeTruncated
 	}
 	return kvs, nil
 }

@@ -35,6 +35,16 @@ var ErrNotFound = lsm.ErrNotFound
 // have been applied.
 var ErrTimeout = errors.New("timeout: outcome unknown")
 
+// MaxRangeBytes bounds the keys and values one Range collects, whatever
+// its limit: a RANGE of 1000 pairs of 32 MiB values would otherwise build
+// 32 GB. A Range that reaches it stops and reports ErrRangeTruncated with
+// the pairs it has, which are complete up to the last of them.
+const MaxRangeBytes = 64 << 20
+
+// ErrRangeTruncated is what Range reports, with a prefix of its result,
+// when the pairs reached MaxRangeBytes before limit.
+var ErrRangeTruncated = errors.New("range reply too large: over 64 MiB of keys and values; ask for fewer pairs")
+
 // KV is one key/value pair of a range result.
 type KV struct {
 	Key, Value []byte
@@ -70,6 +80,9 @@ type Store interface {
 	Write(b *lsm.Batch, done func(err error))
 	// Range returns up to limit pairs with start <= key < end in key order;
 	// an empty end means no upper bound.
+	// Range reports at most limit pairs with start <= key < end (nil end:
+	// no bound) in key order; past MaxRangeBytes, a prefix of them and
+	// ErrRangeTruncated.
 	Range(start, end []byte, limit int, done func(kvs []KV, err error))
 	// Clear deletes every key (FLUSHALL).
 	Clear(done func(err error))
