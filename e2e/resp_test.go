@@ -127,6 +127,12 @@ func TestRESPCommands(t *testing.T) {
 	if v, err := r.Do(ctx, "CLIENT", "GETNAME").Text(); err != nil || v != "tester" {
 		t.Fatalf("CLIENT GETNAME: %q %v", v, err)
 	}
+	if err := r.Do(ctx, "CLIENT", "SETNAME", strings.Repeat("n", 513)).Err(); err == nil || !strings.Contains(err.Error(), "limited to 512 bytes") {
+		t.Fatalf("CLIENT SETNAME of 513 bytes: %v", err)
+	}
+	if err := r.Do(ctx, "HELLO", "2", "SETNAME", "a\x01b").Err(); err == nil || !strings.Contains(err.Error(), "cannot contain") {
+		t.Fatalf("HELLO SETNAME with a control byte: %v", err)
+	}
 	if id, err := r.Do(ctx, "CLIENT", "ID").Int64(); err != nil || id <= 0 {
 		t.Fatalf("CLIENT ID: %d %v", id, err)
 	}

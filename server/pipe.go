@@ -26,7 +26,7 @@ func (s *Server) pipeCommands() []*command {
 			cs.closing = true
 		}},
 		{name: "AUTH", minArgs: 2, maxArgs: 2, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
-			if s.cfg.RequirePass != "" && string(args[1]) != s.cfg.RequirePass {
+			if !s.passwordOK(args[1]) {
 				s.emit(cs, codec.AppendPipeStrings(nil, "ERROR", "invalid password"))
 				return
 			}
