@@ -48,6 +48,7 @@ type conn struct {
 	last    int64 // unix nanos of the last traffic: idle_timeout, and the start of request latencies
 
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
+	writeBytes  int64  // keys and values of the writes in q (maxPendingWriteBytes)
 
 	// owed is the size of the replies completed by other goroutines and
 	// not yet moved to out; a completion that would take it past
@@ -98,6 +99,9 @@ type pending struct {
 
 	// owed: what chargeOwed added to cs.owed for this reply.
 	owed int64
+	// bytes: a write's keys and values, counted in cs.writeBytes while
+	// it is queued.
+	bytes int64
 
 	// readsFirst: a write that reads its keys before writing (DEL); later
 	// writes wait for it (admit).
@@ -293,6 +297,7 @@ func (s *Server) drain(cs *conn) {
 			p.owed = 0
 		}
 		cs.count(p.class, -1)
+		cs.writeBytes -= p.bytes
 		cs.q.pop()
 		if p == cs.grant {
 			// Offered after its completion had already gone the usual way.
@@ -329,7 +334,7 @@ func (s *Server) flush(cs *conn) {
 // so a parked connection retries on every step of its queue (at worst one
 // decode of the same request each time).
 func (s *Server) canResume(cs *conn) bool {
-	return cs.q.len() < maxPending/2
+	return cs.q.len() < maxPending/2 && cs.writeBytes < maxPendingWriteBytes/2
 }
 
 // newPending starts an asynchronous request on cs.
@@ -389,6 +394,7 @@ func (s *Server) settle(p *pending) {
 	if p.state.CompareAndSwap(stateRunning, stateAsync) {
 		cs.push(p)
 		cs.count(p.class, 1)
+		cs.writeBytes += p.bytes
 		cs.offerDirect(p)
 		return
 	}

@@ -61,7 +61,10 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 		cs.count(classWrite, 1)
 		g.members = append(g.members, p)
 	}
-	g.members[len(g.members)-1].n++
+	m := g.members[len(g.members)-1]
+	m.n++
+	m.bytes += int64(len(key) + len(value))
+	cs.writeBytes += int64(len(key) + len(value))
 	if del {
 		g.batch.Delete(key)
 	} else {

@@ -1,16 +1,19 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
 )
 
 // respConn sends RESP commands and decodes their replies.
@@ -152,5 +155,73 @@ func TestMultiKeyReadsAreBounded(t *testing.T) {
 	}
 	if reply := r.do(t, "MGET", "big", "big", "small"); len(reply.Elems) != 3 || len(reply.Elems[1].Str) != 1<<20 {
 		t.Fatalf("MGET of 2 MiB after the refusal: %c %d elements", reply.Type, len(reply.Elems))
+	}
+}
+
+// heldWritesStore holds every write's acknowledgement until released, as
+// a stalled engine does, and counts the bytes it was handed.
+type heldWritesStore struct {
+	*slowStore
+	mu      sync.Mutex
+	bytes   int64
+	held    []func(error)
+	release chan struct{}
+}
+
+func (h *heldWritesStore) Write(b *lsm.Batch, done func(error)) {
+	h.mu.Lock()
+	h.bytes += int64(b.Size())
+	h.mu.Unlock()
+	go func() { <-h.release; done(nil) }()
+}
+
+// TestPendingWriteBytesAreBounded: a client pipelining big writes into a
+// store that does not acknowledge them is parked once 64 MiB of its writes
+// wait (the count limit alone let 4096 writes of up to 32 MiB each wait);
+// once the store catches up, every write is answered.
+func TestPendingWriteBytesAreBounded(t *testing.T) {
+	st := &heldWritesStore{slowStore: newSlowStore(), release: make(chan struct{})}
+	addr := startTestServer(t, st, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 100
+	put := []byte("PUT|k|" + strings.Repeat("v", 1<<20) + "\n")
+	sent := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			if _, err := c.Write(put); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	// Wait until the handed-over bytes stop growing.
+	var last int64 = -1
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		st.mu.Lock()
+		b := st.bytes
+		st.mu.Unlock()
+		if b == last && b > 0 {
+			break
+		}
+		last = b
+	}
+	if limit := int64(maxPendingWriteBytes + 2<<20); last > limit {
+		t.Fatalf("%d MiB of writes handed to a store that acknowledged none, want at most %d MiB", last>>20, limit>>20)
+	}
+	close(st.release)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := 0; i < n; i++ {
+		if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
+			t.Fatalf("reply %d: %q, %v", i, line, err)
+		}
 	}
 }

@@ -162,6 +162,7 @@ func (s *Server) membership(cs *conn, field []byte, start int64, op func(id uint
 // write hands a batch to the store and replies ok once it is durable.
 func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) {
 	p := s.newPending(cs, classWrite, cmd, start)
+	p.bytes = int64(b.Size())
 	s.store.Write(b, func(err error) { s.finishOK(p, cs, err, ok) })
 	s.settle(p)
 }

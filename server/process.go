@@ -190,6 +190,11 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 		// A single-key GET behind writes is deferred by get, not parked.
 		ok = ok && (cs.writes == 0 || cmd.waitsInQueue)
 	case classWrite:
+		// Writes the store has not acknowledged yet (the engine may be
+		// stalled) hold their bytes: bound them, as maxPending bounds the
+		// count (8 connections pipelining 2 MiB SETs into a stalled engine
+		// queued 3.5 GiB).
+		ok = ok && cs.writeBytes < maxPendingWriteBytes
 		ok = ok && (cs.reads == 0 || (cmd.keys != nil && !s.readsPending(cs, cmd.keys(args))))
 		ok = ok && (!cmd.readsFirst || cs.writes == 0)
 		// A write that reads first (DEL) reaches the store only once its
@@ -262,7 +267,7 @@ func (s *Server) closeOverOutput(cs *conn) {
 	cs.out = cs.out[:0]
 	cs.closing = true
 	cs.q = replyQueue{}
-	cs.reads, cs.writes = 0, 0
+	cs.reads, cs.writes, cs.writeBytes = 0, 0, 0
 	_ = cs.c.Close()
 }
 

@@ -21,6 +21,10 @@ import (
 // the server stops parsing its input (back-pressure towards the client).
 const maxPending = 4096
 
+// maxPendingWriteBytes bounds the keys and values of a connection's writes
+// waiting for the store: past it, the connection parks until they drain.
+const maxPendingWriteBytes = 64 << 20
+
 // Info is static information the server reports (INFO, HELLO, logs).
 type Info struct {
 	Version string
