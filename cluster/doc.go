@@ -63,5 +63,8 @@
 // to every shard (Join) and records its client address in shard 1; the new
 // node then starts its replicas in join mode and catches up from the log or a
 // snapshot. Replica ids are never reused: dragonboat refuses them, and Join
-// refuses them first with a clear error.
+// refuses them first with a clear error. Join also checks, before it
+// changes anything, the addresses (host:port), that the new node's raft
+// port answers, and that every shard keeps a live quorum without the new
+// node.
 package cluster

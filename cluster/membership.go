@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lni/dragonboat/v4"
 
@@ -16,8 +21,12 @@ import (
 // client, to every shard, after recording its client address in shard 1.
 // It refuses ids that are or were members: dragonboat never lets a removed
 // replica id back in, and a second node under a live id would corrupt the
-// shards. A join interrupted part way (some shards added) can be repeated
-// with the same addresses and completes the rest.
+// shards. It also refuses, before changing anything, addresses that are not
+// host:port, a node whose raft port does not answer (a joining node serves
+// it before it asks), and a join that would leave a shard with fewer live
+// voters than its grown quorum (checkJoin). A join interrupted part way
+// (some shards added) can be repeated with the same addresses and completes
+// the rest.
 func (c *Cluster) Join(id uint64, raftAddr, client string, done func(error)) {
 	c.background(func() error { return c.join(id, raftAddr, client) }, done)
 }
@@ -89,6 +98,12 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	if present == c.shards {
 		return fmt.Errorf("node %d is already a member", id)
 	}
+	// The checks above come first: a repeated join of a member gets "already
+	// a member", which a restarted joiner takes as its earlier success.
+	live, err := c.checkJoin(id, raftAddr, client, ms)
+	if err != nil {
+		return err
+	}
 	// From here on every step changes the cluster: a failure says what
 	// was done before it (the steps are idempotent, so the same join again
 	// completes it).
@@ -105,7 +120,7 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 		if _, ok := m.Nodes[id]; ok {
 			continue
 		}
-		if err := c.addReplica(ctx, shard, id, raftAddr, m); err != nil {
+		if err := c.addReplica(ctx, shard, id, raftAddr, m, live); err != nil {
 			return partlyDone(fmt.Errorf("join node %d: shard %d: %w", id, shard, err), added)
 		}
 		added++
@@ -148,8 +163,160 @@ func isAlreadyMember(msg string) bool {
 	return strings.Contains(msg, "is already a member")
 }
 
-func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr string, m *dragonboat.Membership) error {
+// checkJoin refuses a join that must not change the cluster, before it
+// changes anything: an address that is not host:port, a node whose raft
+// port does not answer, or one whose addition would leave a shard it joins
+// with too few live voters for a quorum (joinQuorumError). It returns the
+// liveness of the members it probed, for the same check on every attempt
+// (addReplica).
+func (c *Cluster) checkJoin(id uint64, raftAddr, client string, ms []*dragonboat.Membership) (*liveness, error) {
+	if err := checkHostPort(raftAddr, true); err != nil {
+		return nil, fmt.Errorf("invalid raft address %s for node %d: %w", shortQuote(raftAddr), id, err)
+	}
+	// A node may listen for clients on every interface (":8080"), as its
+	// server.listen allows, so the host may be empty.
+	if err := checkHostPort(client, false); err != nil {
+		return nil, fmt.Errorf("invalid client address %s for node %d: %w", shortQuote(client), id, err)
+	}
+	addrs := []string{raftAddr}
+	for _, m := range ms {
+		for nid, addr := range m.Nodes {
+			if nid != c.nodeID {
+				addrs = append(addrs, addr)
+			}
+		}
+	}
+	live := probeAll(c.nodeID, addrs)
+	// A joining node starts its raft transport (NewNodeHost) before it sends
+	// CLUSTER_JOIN, so one that does not answer now is not running, or not
+	// reachable at that address: as a voter it would only count against
+	// every quorum.
+	if !live.up(id, raftAddr) {
+		return nil, fmt.Errorf("join of node %d refused: its raft address %s does not answer (a joining node listens there before it asks to join); check that it runs and that this member reaches that address", id, raftAddr)
+	}
+	for i, m := range ms {
+		if _, ok := m.Nodes[id]; ok {
+			continue
+		}
+		if err := joinQuorumError(uint64(i+1), id, m, live); err != nil {
+			return nil, err
+		}
+	}
+	return live, nil
+}
+
+// joinQuorum reports how many live voters a shard of voters voters needs
+// once one more voter is added (its quorum, n/2+1 of the grown shard), and
+// whether live, not counting the new node (it has to catch up before it
+// can acknowledge anything), are enough. If they are not, a new node that
+// then fails leaves the shard without a quorum for good: a CLUSTER_REMOVE
+// of it needs a quorum too. Growing a shard of one live voter is the
+// exception (as in etcd): there is no other way to grow a one-node cluster,
+// and Join has just seen the new node answer.
+func joinQuorum(voters, live int) (need int, ok bool) {
+	need = (voters+1)/2 + 1
+	return need, live >= need || voters == 1 && live == 1
+}
+
+// joinQuorumError is joinQuorum's refusal for shard, whose voters are
+// m.Nodes, of node id.
+func joinQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
+	up := 0
+	for nid, addr := range m.Nodes {
+		if live.up(nid, addr) {
+			up++
+		}
+	}
+	need, ok := joinQuorum(len(m.Nodes), up)
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("join of node %d refused: shard %d has %d voters and %d of them up; with node %d added it needs %d up for a quorum before the new node catches up, or a failure of the new node would leave it unavailable: bring the down members back or CLUSTER_REMOVE them first",
+		id, shard, len(m.Nodes), up, id, need)
+}
+
+// liveness is which members answer on their raft port, as CLUSTER_STATUS
+// counts nodes_up (probeMember; this node always is), probed afresh for one
+// membership command rather than taken from the status view, which can be
+// over a second old. Only the command's goroutine uses it.
+type liveness struct {
+	self uint64
+	seen map[string]bool // raft address -> answered
+}
+
+// probeAll probes every address at once.
+func probeAll(self uint64, addrs []string) *liveness {
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	up := make([]bool, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			up[i] = probeMember(addr)
+		}()
+	}
+	wg.Wait()
+	l := &liveness{self: self, seen: make(map[string]bool, len(addrs))}
+	for i, addr := range addrs {
+		l.seen[addr] = up[i]
+	}
+	return l
+}
+
+// up reports whether member id at raftAddr answered, probing an address
+// not seen before (a member added meanwhile).
+func (l *liveness) up(id uint64, raftAddr string) bool {
+	if id == l.self {
+		return true
+	}
+	up, ok := l.seen[raftAddr]
+	if !ok {
+		up = probeMember(raftAddr)
+		l.seen[raftAddr] = up
+	}
+	return up
+}
+
+// checkHostPort accepts host:port with a port number 1-65535 and a host
+// (required if needHost) of at most 253 bytes without spaces or control
+// characters. Syntax only: the host is not resolved.
+func checkHostPort(addr string, needHost bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return errors.New("want host:port with a port number 1-65535")
+	}
+	switch {
+	case host == "" && needHost:
+		return errors.New("want host:port with a host")
+	case len(host) > 253:
+		return errors.New("host name too long")
+	case strings.ContainsFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f || r == utf8.RuneError }):
+		return errors.New("want host:port without spaces or control characters")
+	}
+	return nil
+}
+
+// shortQuote quotes s for an error message, cut to 64 bytes.
+func shortQuote(s string) string {
+	const n = 64
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", strings.ToValidUTF8(s[:n], ""), len(s))
+}
+
+// addReplica adds node id to shard. Every attempt checks the quorum rule
+// against the membership it is made for (which dragonboat applies only if
+// the shard's configuration has not changed since, OrderedConfigChange),
+// so concurrent joins cannot add up to a lost quorum either.
+func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr string, m *dragonboat.Membership, live *liveness) error {
 	return c.changeReplica(ctx, shard, m,
+		func(m *dragonboat.Membership) error { return joinQuorumError(shard, id, m, live) },
 		func(ctx context.Context, ccid uint64) error {
 			return c.nh.SyncRequestAddReplica(ctx, shard, id, raftAddr, ccid)
 		},
@@ -177,12 +344,13 @@ func partlyDone(err error, shards int) error {
 
 // changeReplica runs one membership change on shard until it is in effect
 // (applied reports that from a fresh membership, or an error that makes
-// retrying pointless) or fails for good.
+// retrying pointless) or fails for good. check, if not nil, vets the
+// membership each attempt is made against; its error ends the change.
 // Rejected (another change got in first), busy, or timed out with an
 // unknown outcome: look at the membership again and retry. Once an attempt
 // timed out it may still take effect, so a failure after it is an unknown
 // outcome, whatever the later error.
-func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat.Membership,
+func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat.Membership, check func(*dragonboat.Membership) error,
 	request func(ctx context.Context, ccid uint64) error, applied func(*dragonboat.Membership) (bool, error)) error {
 	backoff := 10 * time.Millisecond
 	unknown := false
@@ -193,6 +361,11 @@ func (c *Cluster) changeReplica(ctx context.Context, shard uint64, m *dragonboat
 		return err
 	}
 	for {
+		if check != nil {
+			if err := check(m); err != nil {
+				return fail(err)
+			}
+		}
 		actx, cancel := context.WithTimeout(ctx, c.timeout)
 		err := request(actx, m.ConfigChangeID)
 		cancel()
@@ -271,7 +444,7 @@ func (c *Cluster) remove(id uint64) error {
 }
 
 func (c *Cluster) deleteReplica(ctx context.Context, shard, id uint64, m *dragonboat.Membership) error {
-	return c.changeReplica(ctx, shard, m,
+	return c.changeReplica(ctx, shard, m, nil,
 		func(ctx context.Context, ccid uint64) error {
 			return c.nh.SyncRequestDeleteReplica(ctx, shard, id, ccid)
 		},

@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -246,4 +249,222 @@ func TestMembershipChangeWithoutAnswerIsUnknown(t *testing.T) {
 	if err != nil && !strings.HasPrefix(err.Error(), "timeout: outcome unknown") && !stillMember && removed {
 		t.Errorf("membership change reported as definite failure %q, but it was applied", err)
 	}
+}
+
+// TestJoinRefusesBadAddresses: CLUSTER_JOIN with an address that is not
+// host:port (or whose port is out of range), or whose raft address does not
+// answer, is refused before anything is proposed: no member record, no
+// replica, and the cluster keeps serving. The audit's sequence (ids 100-102
+// with dead raft addresses, the first with a garbage client address) used
+// to add three voters that never come up to every shard: no quorum, and no
+// way to remove them.
+func TestJoinRefusesBadAddresses(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	n1 := tc.nodes[0]
+	live := fakeRaftPeer(t) // answers liveness probes like a node's raft port
+	dead := freeAddrs(t, 3) // nothing listens there
+	for _, tt := range []struct {
+		id           uint64
+		raft, client string
+		want         string
+	}{
+		{104, "x", "127.0.0.1:9104", "invalid raft address"},
+		{105, "not an address", "127.0.0.1:9105", "invalid raft address"},
+		{106, strings.Repeat("z", 1000), "127.0.0.1:9106", "invalid raft address"},
+		{107, "127.0.0.1:70000", "127.0.0.1:9107", "invalid raft address"},
+		{108, "127.0.0.1:0", "127.0.0.1:9108", "invalid raft address"},
+		{109, ":7001", "127.0.0.1:9109", "invalid raft address"},
+		{110, "bad host:7001", "127.0.0.1:9110", "invalid raft address"},
+		{111, live, "not an address", "invalid client address"},
+		{112, live, "127.0.0.1:99999", "invalid client address"},
+		{113, live, "", "invalid client address"},
+		{100, "127.0.0.1:1", "garbage", "invalid client address"},
+		{101, dead[0], "127.0.0.1:9101", "does not answer"},
+		{102, dead[1], "127.0.0.1:9102", "does not answer"},
+		{103, dead[2], "127.0.0.1:9103", "does not answer"},
+	} {
+		start := time.Now()
+		err := join(n1, tt.id, tt.raft, tt.client)
+		if err == nil {
+			// Every further request could wait out a lost quorum.
+			t.Fatalf("join %d (raft %.40q, client %.40q) accepted, want a refusal saying %q", tt.id, tt.raft, tt.client, tt.want)
+		}
+		if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "applied") {
+			t.Errorf("join %d (raft %.40q, client %.40q): %v, want a refusal saying %q", tt.id, tt.raft, tt.client, err, tt.want)
+		} else if len(err.Error()) > 400 {
+			t.Errorf("join %d: a %d-byte error", tt.id, len(err.Error()))
+		}
+		t.Logf("join %d refused after %v: %v", tt.id, time.Since(start).Round(time.Millisecond), err)
+	}
+	// Nothing was proposed: no member record (the first join would also
+	// have recorded the initial members'), every shard has its three voters.
+	if ms := n1.registeredMembers(); len(ms) != 0 {
+		t.Errorf("member records after refused joins: %+v", ms)
+	}
+	assertVoters(t, n1, 2, 1, 2, 3)
+	for i, n := range tc.nodes {
+		if err := put(n, fmt.Sprintf("after-refusals-%d", i), "ok"); err != nil {
+			t.Fatalf("write through node %d after the refused joins: %v", i+1, err)
+		}
+	}
+}
+
+// TestJoinRefusedWhenQuorumWouldBeLost: nodes that answered at join time
+// and died right after stay voters. Joins go on while the live voters
+// still make a quorum of the grown shard (5 voters, 3 up); the one that
+// would need 4 of 6 up is refused, and the cluster stays writable.
+func TestJoinRefusedWhenQuorumWouldBeLost(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	n1 := tc.nodes[0]
+	for _, id := range []uint64{4, 5} {
+		peer := newFakeRaftPeer(t)
+		if err := join(n1, id, peer.addr, fmt.Sprintf("127.0.0.1:%d", 9000+id)); err != nil {
+			t.Fatalf("join %d, with every voter up: %v", id, err)
+		}
+		peer.close() // the new node dies before it catches up
+	}
+	assertVoters(t, n1, 2, 1, 2, 3, 4, 5)
+	mustPut(t, tc.nodes[1], "five-voters", "ok")
+
+	peer := newFakeRaftPeer(t)
+	err := join(n1, 6, peer.addr, "127.0.0.1:9006")
+	if err == nil || !strings.Contains(err.Error(), "quorum") || strings.Contains(err.Error(), "applied") {
+		t.Fatalf("join 6 with 3 of 5 voters up: %v, want a refusal for the quorum", err)
+	}
+	t.Logf("join 6: %v", err)
+	assertVoters(t, n1, 2, 1, 2, 3, 4, 5)
+	for _, m := range n1.registeredMembers() {
+		if m.ID == 6 {
+			t.Errorf("refused node 6 has a member record: %+v", m)
+		}
+	}
+	for i, n := range tc.nodes {
+		if err := put(n, fmt.Sprintf("after-refusal-%d", i), "ok"); err != nil {
+			t.Fatalf("write through node %d after the refused join: %v", i+1, err)
+		}
+	}
+	// Removing a dead voter still works, which a lost quorum would prevent.
+	if err := remove(n1, 5); err != nil {
+		t.Fatalf("remove 5: %v", err)
+	}
+	assertVoters(t, n1, 2, 1, 2, 3, 4)
+}
+
+// TestJoinQuorumRule pins the arithmetic of the join check.
+func TestJoinQuorumRule(t *testing.T) {
+	for _, tt := range []struct {
+		voters, live, need int
+		ok                 bool
+	}{
+		{1, 1, 2, true}, // growing a one-node cluster: the only way to grow it
+		{1, 0, 2, false},
+		{2, 2, 2, true},
+		{2, 1, 2, false},
+		{3, 3, 3, true},
+		{3, 2, 3, false}, // one member down: remove it first
+		{4, 3, 3, true},
+		{4, 2, 3, false},
+		{5, 3, 4, false},
+		{5, 4, 4, true},
+		{6, 4, 4, true},
+	} {
+		need, ok := joinQuorum(tt.voters, tt.live)
+		if need != tt.need || ok != tt.ok {
+			t.Errorf("joinQuorum(%d voters, %d live) = %d, %v; want %d, %v", tt.voters, tt.live, need, ok, tt.need, tt.ok)
+		}
+	}
+}
+
+// assertVoters checks that every shard's voters, as n reads them, are ids.
+func assertVoters(t *testing.T, n *Cluster, shards int, ids ...uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for s := uint64(1); s <= uint64(shards); s++ {
+		m, err := n.membership(ctx, s)
+		if err != nil {
+			t.Fatalf("membership of shard %d: %v", s, err)
+		}
+		got := make([]uint64, 0, len(m.Nodes))
+		for id := range m.Nodes {
+			got = append(got, id)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, ids) {
+			t.Errorf("shard %d voters %v, want %v", s, got, ids)
+		}
+	}
+}
+
+// fakeRaftPeer listens on a loopback port and answers the liveness probe
+// like a node's raft transport (frameClose -> frameClosed), discarding
+// anything else, until the test ends. It returns the address.
+func fakeRaftPeer(t *testing.T) string {
+	return newFakeRaftPeer(t).addr
+}
+
+type fakePeer struct {
+	addr string
+	ln   net.Listener
+	mu   sync.Mutex
+	cs   map[net.Conn]bool
+	wg   sync.WaitGroup
+}
+
+func newFakeRaftPeer(t *testing.T) *fakePeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &fakePeer{addr: ln.Addr().String(), ln: ln, cs: make(map[net.Conn]bool)}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.cs == nil {
+				p.mu.Unlock()
+				c.Close()
+				return
+			}
+			p.cs[c] = true
+			p.wg.Add(1)
+			p.mu.Unlock()
+			go func() {
+				defer p.wg.Done()
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					kind, _, err := readFrame(r, nil)
+					if err != nil {
+						return
+					}
+					if kind == frameClose {
+						c.Write(appendFrameHeader(nil, frameClosed, nil))
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(p.close)
+	return p
+}
+
+// close stops the peer as a killed process would: it no longer accepts,
+// and its connections are closed.
+func (p *fakePeer) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for c := range p.cs {
+		c.Close()
+	}
+	p.cs = nil
+	p.mu.Unlock()
+	p.wg.Wait()
 }
