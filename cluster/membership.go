@@ -419,13 +419,29 @@ func (c *Cluster) remove(id uint64) error {
 		}
 		return fmt.Errorf("node %d is not a member", id)
 	}
+	var addrs []string
+	for _, m := range ms {
+		for nid, addr := range m.Nodes {
+			if nid != c.nodeID {
+				addrs = append(addrs, addr)
+			}
+		}
+	}
+	live := probeAll(c.nodeID, addrs)
+	for i, m := range ms {
+		if _, ok := m.Nodes[id]; ok {
+			if err := removeQuorumError(uint64(i+1), id, m, live); err != nil {
+				return err
+			}
+		}
+	}
 	done := 0
 	for i, m := range ms {
 		shard := uint64(i + 1)
 		if _, ok := m.Nodes[id]; !ok {
 			continue
 		}
-		if err := c.deleteReplica(ctx, shard, id, m); err != nil {
+		if err := c.deleteReplica(ctx, shard, id, m, live); err != nil {
 			err = fmt.Errorf("remove node %d: shard %d: %w", id, shard, err)
 			if done > 0 {
 				err = partlyDone(err, done)
@@ -443,8 +459,29 @@ func (c *Cluster) remove(id uint64) error {
 	return nil
 }
 
-func (c *Cluster) deleteReplica(ctx context.Context, shard, id uint64, m *dragonboat.Membership) error {
-	return c.changeReplica(ctx, shard, m, nil,
+// removeQuorumError refuses the removal of node id from shard (voters
+// m.Nodes) when the voters left would have fewer live ones than their
+// quorum: removing a live voter while another is down (3 voters, 1 down)
+// leaves a shard that can never elect a leader again. Removing the down
+// one is what such a shard needs, and passes.
+func removeQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
+	up := 0
+	for nid, addr := range m.Nodes {
+		if nid != id && live.up(nid, addr) {
+			up++
+		}
+	}
+	left := len(m.Nodes) - 1
+	if need := left/2 + 1; up < need {
+		return fmt.Errorf("removal of node %d refused: shard %d would keep %d voters with %d of them up, fewer than the %d a quorum needs: bring the down members back first, or remove a down member instead",
+			id, shard, left, up, need)
+	}
+	return nil
+}
+
+func (c *Cluster) deleteReplica(ctx context.Context, shard, id uint64, m *dragonboat.Membership, live *liveness) error {
+	return c.changeReplica(ctx, shard, m,
+		func(m *dragonboat.Membership) error { return removeQuorumError(shard, id, m, live) },
 		func(ctx context.Context, ccid uint64) error {
 			return c.nh.SyncRequestDeleteReplica(ctx, shard, id, ccid)
 		},

@@ -227,6 +227,11 @@ func TestMembershipChangeWithoutAnswerIsUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var addrs []string
+	for _, addr := range m.Nodes {
+		addrs = append(addrs, addr)
+	}
+	live := probeAll(n.nodeID, addrs) // as remove() does, before the cut
 	// The requester can still send (its forwarded config change reaches
 	// the leader) but hears nothing back.
 	for j := range 3 {
@@ -236,7 +241,7 @@ func TestMembershipChangeWithoutAnswerIsUnknown(t *testing.T) {
 	}
 	start := time.Now()
 	// remove() runs exactly this for each shard after reading memberships.
-	err = n.deleteReplica(ctx, 1, uint64(victim+1), m)
+	err = n.deleteReplica(ctx, 1, uint64(victim+1), m, live)
 	t.Logf("node %d: remove node %d from shard 1 after %v: %v", req+1, victim+1, time.Since(start).Round(time.Millisecond), err)
 	tc.heal()
 	lm, lerr := tc.nodes[leader].membership(context.Background(), 1)
@@ -348,6 +353,22 @@ func TestJoinRefusedWhenQuorumWouldBeLost(t *testing.T) {
 		t.Fatalf("remove 5: %v", err)
 	}
 	assertVoters(t, n1, 2, 1, 2, 3, 4)
+	// A live voter may go while the rest keep a quorum (1 and 3 of 1, 3, 4),
+	// not when they would not (1 of 1, 4); the dead one may.
+	if err := remove(n1, 2); err != nil {
+		t.Fatalf("remove live node 2 of 1-4 (4 down): %v", err)
+	}
+	if err := remove(n1, 3); err == nil || !strings.Contains(err.Error(), "quorum") || strings.Contains(err.Error(), "applied") {
+		t.Fatalf("remove live node 3 of 1, 3, 4 (4 down): %v, want a refusal for the quorum", err)
+	}
+	assertVoters(t, n1, 2, 1, 3, 4)
+	if err := remove(n1, 4); err != nil {
+		t.Fatalf("remove dead node 4: %v", err)
+	}
+	assertVoters(t, n1, 2, 1, 3)
+	if err := put(n1, "after-removals", "ok"); err != nil {
+		t.Fatalf("write after the removals: %v", err)
+	}
 }
 
 // TestJoinQuorumRule pins the arithmetic of the join check.
