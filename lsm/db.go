@@ -77,6 +77,12 @@ type DB struct {
 	manifestLogNum  uint64
 	manifestLastSeq uint64
 	closedManifest  bool
+	// After a failed manifest edit that may still be on disk: the tables it
+	// added (each holding an extra reference) and the manifests abandoned
+	// (still CURRENT until the next one is). The next manifest written in
+	// full settles them: from then on no durable manifest names them.
+	unsettled          []*fileMetadata
+	abandonedManifests []uint64
 
 	mu   sync.Mutex
 	cond sync.Cond // on mu: flush/compaction progress, errors, close

@@ -129,35 +129,53 @@ func (m *manifestWriter) close() {
 // createManifest writes a new manifest holding a snapshot of v (plus the
 // counters), syncs it, points CURRENT at it and closes and deletes the
 // previous one. d.manifestMu must be held (or Open be running alone).
-func (d *DB) createManifest(v *version, logNum, lastSeq uint64) error {
+// On failure, unnamed reports that CURRENT certainly does not name the new
+// manifest: nothing durable refers to v's new tables then.
+func (d *DB) createManifest(v *version, logNum, lastSeq uint64) (unnamed bool, err error) {
 	fs := d.opts.FS
 	num := d.nextFileNum.Add(1) - 1
 	tempNum := d.nextFileNum.Add(1) - 1
 	m, err := writeSnapshotManifest(fs, d.dirname, num, v, logNum, d.nextFileNum.Load(), lastSeq)
+	unnamed = err != nil
 	if err == nil {
 		if err = setCurrent(fs, d.dirname, num, tempNum); err != nil {
 			m.close()
 			// A failed rename leaves CURRENT on the old manifest.
 			if cur, cerr := readCurrent(fs, d.dirname); cerr == nil && cur != num {
+				unnamed = true
 				fs.Remove(fs.PathJoin(d.dirname, makeFilename(fileTypeManifest, num)))
 			}
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("lsm: write manifest: %w", err)
+		return unnamed, fmt.Errorf("lsm: write manifest: %w", err)
 	}
 	old := d.manifest
 	d.manifest = m
 	d.manifestLogNum = logNum
+	var remove []uint64
 	if old != nil {
 		old.close()
-		oldName := fs.PathJoin(d.dirname, makeFilename(fileTypeManifest, old.num))
-		if err := fs.Remove(oldName); err != nil {
-			d.opts.Logger.Warn("lsm: remove old manifest", "manifest", oldName, "err", err)
+		remove = append(remove, old.num)
+	}
+	// CURRENT names the new manifest, a snapshot of v: what failed edits
+	// may have left on disk is named by no manifest any more.
+	remove = append(remove, d.abandonedManifests...)
+	d.abandonedManifests = nil
+	for _, n := range remove {
+		name := fs.PathJoin(d.dirname, makeFilename(fileTypeManifest, n))
+		if err := fs.Remove(name); err != nil {
+			d.opts.Logger.Warn("lsm: remove old manifest", "manifest", name, "err", err)
 		}
 	}
+	for _, f := range d.unsettled {
+		if f.refs.Add(-1) == 0 {
+			d.markObsolete(f)
+		}
+	}
+	d.unsettled = nil
 	d.metrics.manifestRotations.Add(1)
-	return nil
+	return false, nil
 }
 
 // writeSnapshotManifest creates MANIFEST-num in dir holding one edit that
@@ -210,8 +228,9 @@ func (d *DB) logAndApply(e *versionEdit, install func()) error {
 		logNum = max(logNum, e.logNum)
 	}
 	lastSeq := max(d.visibleSeq.Load(), d.manifestLastSeq)
+	unnamed := false
 	if d.manifest == nil || d.manifest.size >= d.opts.maxManifestBytes {
-		err = d.createManifest(nv, logNum, lastSeq)
+		unnamed, err = d.createManifest(nv, logNum, lastSeq)
 	} else {
 		e.setLogNum(logNum)
 		e.setNextFileNum(d.nextFileNum.Load())
@@ -224,6 +243,8 @@ func (d *DB) logAndApply(e *versionEdit, install func()) error {
 			// fresh manifest from a snapshot.
 			d.opts.Logger.Error("lsm: manifest write failed; will rewrite it", "err", err)
 			d.manifest.close()
+			// Still CURRENT: removed once a new manifest is (createManifest).
+			d.abandonedManifests = append(d.abandonedManifests, d.manifest.num)
 			d.manifest = nil
 			err = fmt.Errorf("lsm: write manifest: %w", err)
 		} else {
@@ -232,10 +253,15 @@ func (d *DB) logAndApply(e *versionEdit, install func()) error {
 	}
 	if err != nil {
 		// The edit may have reached the disk even though the write or sync
-		// reported failure, so the tables it adds must not be deleted now;
-		// the next Open removes them if no manifest names them.
-		for _, a := range e.added {
-			a.meta.refs.Add(1)
+		// reported failure, so the tables it adds must not be deleted until
+		// a manifest that does not name them is CURRENT (createManifest
+		// settles them), unless CURRENT certainly does not name the edit's
+		// manifest: then nothing durable refers to them, and they go now.
+		if !unnamed {
+			for _, a := range e.added {
+				a.meta.refs.Add(1)
+				d.unsettled = append(d.unsettled, a.meta)
+			}
 		}
 		nv.unref()
 		return err

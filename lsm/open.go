@@ -238,7 +238,7 @@ func (d *DB) recover() error {
 	if err := d.keepDamagedWALs(); err != nil {
 		return err
 	}
-	if err := d.createManifest(d.current, logNum, lastSeq); err != nil {
+	if _, err := d.createManifest(d.current, logNum, lastSeq); err != nil {
 		return err
 	}
 	d.mem = newMemTable(1, d.memtableBytes(0), 0)
