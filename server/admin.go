@@ -10,11 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/kvstore/kv/store"
 )
@@ -23,12 +26,23 @@ import (
 // /debug/pprof/ and /backup. It listens separately from the data port so a
 // scrape, a profile or a backup never competes with client parsing on the
 // event loops.
+//
+// It shares the process's file descriptors with the data port, where an
+// accept failing with EMFILE stops gnet's whole engine: so it holds at most
+// AdminMaxConns connections (more wait in the kernel's accept queue, which
+// costs no descriptor) and closes connections that idle, or that stall
+// while sending headers. And it answers only requests naming this server
+// (Host: an IP address, localhost or the admin_listen host), so that a web
+// page in a browser on this machine cannot read it through a DNS name
+// rebound to 127.0.0.1.
 type Admin struct {
 	srv      *http.Server
 	ln       net.Listener
 	log      *slog.Logger
 	st       store.Store
 	password string
+	limits   adminLimits
+	name     string         // the admin_listen host, when it is a name (lower case, no final dot)
 	backupMu sync.Mutex     // one backup at a time
 	backups  sync.WaitGroup // backups running, for Close
 	// backupStall is how long a backup's write may wait on a client that
@@ -39,14 +53,52 @@ type Admin struct {
 
 const backupStallTimeout = 30 * time.Second
 
+// AdminMaxConns is the most connections the admin endpoint holds open at
+// once; cmd/kvserver counts them among the descriptors it keeps free of
+// client connections.
+const AdminMaxConns = 32
+
+// adminLimits are the admin server's connection limit and timeouts (tests
+// shorten them). None of them cuts a long response short:
+//   - read (http.Server.ReadTimeout) bounds reading a request, headers and
+//     body; net/http clears the read deadline before the handler runs
+//     (its background read), so it does not cancel a running request;
+//   - write (WriteTimeout) bounds writing a response from the end of the
+//     request; pprof adds the seconds a profile or trace asks for, and
+//     /backup sets a deadline of its own before every write (backupStall),
+//     so a backup may stream for as long as its client keeps reading;
+//   - idle bounds a kept-alive connection's wait for its next request.
+type adminLimits struct {
+	maxConns                      int
+	readHeader, read, write, idle time.Duration
+}
+
+var defaultAdminLimits = adminLimits{
+	maxConns:   AdminMaxConns,
+	readHeader: 10 * time.Second,
+	read:       30 * time.Second,
+	write:      30 * time.Second,
+	idle:       30 * time.Second,
+}
+
+// adminMaxHeaderBytes bounds a request's headers (net/http's default is
+// 1 MiB); an admin request needs at most an Authorization header.
+const adminMaxHeaderBytes = 32 << 10
+
 // backuper is a store that can write a consistent copy of its data as a
 // tar archive (standalone mode).
 type backuper interface{ Backup(w io.Writer) error }
 
 // StartAdmin listens on addr and serves in the background. password, when
 // set (server.requirepass), is required by /backup, which hands out every
-// key (HTTP basic authentication, any user name, as `curl -u :PASSWORD`).
+// key, and by /debug/pprof/ (HTTP basic authentication, any user name, as
+// `curl -u :PASSWORD`); /healthz and /metrics stay open to probes and
+// Prometheus scrapes, which send no credentials by convention.
 func StartAdmin(addr, password string, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger) (*Admin, error) {
+	return startAdmin(addr, password, st, gatherer, logger, defaultAdminLimits)
+}
+
+func startAdmin(addr, password string, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger, limits adminLimits) (*Admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
@@ -69,26 +121,117 @@ func StartAdmin(addr, password string, st store.Store, gatherer prometheus.Gathe
 			status.State, status.Mode, status.NodesUp, status.Nodes, status.ShardsWithLeader, status.Shards, storage)
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a := &Admin{
-		srv:         &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		ln:          ln,
+		ln:          netutil.LimitListener(ln, limits.maxConns),
 		log:         logger,
 		st:          st,
 		password:    password,
+		limits:      limits,
+		name:        adminName(addr),
 		backupStall: backupStallTimeout,
+	}
+	a.srv = &http.Server{
+		Handler:           a.guard(mux),
+		ReadHeaderTimeout: limits.readHeader,
+		ReadTimeout:       limits.read,
+		WriteTimeout:      limits.write,
+		IdleTimeout:       limits.idle,
+		MaxHeaderBytes:    adminMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// A profile shows what the process runs and pprof's cmdline its
+	// arguments: with requirepass set, they need it as /backup does.
+	for path, h := range map[string]http.HandlerFunc{
+		"/debug/pprof/":        pprof.Index,
+		"/debug/pprof/cmdline": pprof.Cmdline,
+		"/debug/pprof/profile": pprof.Profile,
+		"/debug/pprof/symbol":  pprof.Symbol,
+		"/debug/pprof/trace":   pprof.Trace,
+	} {
+		mux.Handle(path, a.requirePass("pprof", h))
 	}
 	mux.HandleFunc("/backup", a.backup)
 	go func() {
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin server stopped", "err", err)
 		}
 	}()
 	return a, nil
+}
+
+// adminName is addr's host when it is a name, as a Host header would carry
+// it: lower case, without a final dot; "" for an IP address or no host.
+func adminName(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	return strings.TrimSuffix(strings.ToLower(host), ".")
+}
+
+// hostAllowed reports whether a request naming host (its Host header) is
+// meant for this server: an IP address, localhost, or the admin_listen
+// host. A page whose DNS name was rebound to 127.0.0.1 sends its own name
+// and is refused. No Host at all (HTTP/1.0) is no browser's request.
+func (a *Admin) hostAllowed(host string) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	return host == "localhost" || (a.name != "" && host == a.name)
+}
+
+// guard refuses requests for other hosts before any handler runs.
+func (a *Admin) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.hostAllowed(r.Host) {
+			w.Header().Set("Connection", "close")
+			http.Error(w, fmt.Sprintf("admin: Host %q is not this server; use its IP address, localhost or the admin_listen host", r.Host),
+				http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// authorized reports whether r carries the requirepass password (always,
+// without one): HTTP basic authentication, any user name.
+func (a *Admin) authorized(r *http.Request) bool {
+	if a.password == "" {
+		return true
+	}
+	_, pass, ok := r.BasicAuth()
+	return ok && subtle.ConstantTimeCompare([]byte(pass), []byte(a.password)) == 1
+}
+
+// checkPass answers 401 and returns false when r lacks the password.
+func (a *Admin) checkPass(w http.ResponseWriter, r *http.Request, what string) bool {
+	if a.authorized(r) {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Basic realm="kvserver"`)
+	http.Error(w, what+": the server's requirepass is needed (curl -u :PASSWORD)", http.StatusUnauthorized)
+	return false
+}
+
+// requirePass serves h only to requests that carry the password.
+func (a *Admin) requirePass(what string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.checkPass(w, r, what) {
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // Addr is the address the admin endpoint listens on.
@@ -123,13 +266,8 @@ func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "backup: needs HTTP/1.1", http.StatusHTTPVersionNotSupported)
 		return
 	}
-	if a.password != "" {
-		_, pass, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(pass), []byte(a.password)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Basic realm="kvserver"`)
-			http.Error(w, "backup: the server's requirepass is needed (curl -u :PASSWORD)", http.StatusUnauthorized)
-			return
-		}
+	if !a.checkPass(w, r, "backup") {
+		return
 	}
 	b, ok := a.st.(backuper)
 	if !ok {
@@ -153,6 +291,8 @@ func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
 	if err := b.Backup(cw); err != nil {
 		a.log.Error("backup failed", "remote", r.RemoteAddr, "bytes", cw.n, "err", err)
 		if cw.n == 0 {
+			// The checkpoint may have outlasted WriteTimeout.
+			_ = cw.rc.SetWriteDeadline(time.Now().Add(a.backupStall))
 			w.Header().Del("Content-Disposition")
 			http.Error(w, "backup: "+err.Error(), http.StatusInternalServerError)
 			return

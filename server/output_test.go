@@ -164,7 +164,6 @@ type heldWritesStore struct {
 	*slowStore
 	mu      sync.Mutex
 	bytes   int64
-	held    []func(error)
 	release chan struct{}
 }
 

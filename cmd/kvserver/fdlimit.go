@@ -4,36 +4,121 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"syscall"
+
+	"github.com/kvstore/kv/server"
 )
 
-// reservedFDs is kept free of client connections for everything else the
-// process opens later: tables the engine writes, the admin listener and
-// its clients, raft connections. (Files already open count separately.)
-const reservedFDs = 256
+// Descriptors kept free of client connections, besides the files already
+// open when the budget is computed and the tables the engine will open
+// (fdUse.tables):
+const (
+	// engineFDs: files the engine opens for a while: the next WAL before
+	// the last one closes, flush and compaction outputs (a compaction's
+	// new tables are open beside its inputs until those go), a new
+	// manifest, directory syncs, the file a backup is streaming.
+	engineFDs = 32
+	// otherFDs: the raft transport (a connection each way per peer, plus
+	// snapshot streams), the metrics' /proc reads, name resolution.
+	otherFDs = 32
+	// acceptBurstFDs: connections accepted but not yet refused. gnet's
+	// acceptor accepts until the listen queue is empty and hands each
+	// connection to an event loop, which refuses it (over max_connections)
+	// only when it gets to it: in a connect flood, refused connections
+	// hold descriptors for a while. On two busy cores, 2000 simultaneous
+	// connects left up to ~250 of them open at once. This is headroom, not
+	// a bound: a flood queued in the listen backlog (up to somaxconn, 4096
+	// on Linux) while the loops are stalled is accepted all at once, and
+	// an accept failing with EMFILE still stops the engine.
+	acceptBurstFDs = 256
+)
+
+// fdUse is what the descriptor arithmetic behind max_connections counts.
+type fdUse struct {
+	limit  int // RLIMIT_NOFILE, soft (Go raises it to the hard limit at start-up)
+	open   int // descriptors open now
+	tables int // the engines' table files not open yet: each takes one when first read, and keeps it
+	loops  int // gnet event loops
+}
+
+// reserve is how many descriptors the process may need beyond those open
+// now and its client connections: gnet's listener and one epoll and one
+// eventfd per poller (each loop and the acceptor), the admin listener and
+// its connections, the tables, engine files, others, and the accept burst.
+func (u fdUse) reserve() int {
+	gnet := 1 + 2*(u.loops+1)
+	admin := 1 + server.AdminMaxConns
+	return gnet + admin + u.tables + engineFDs + otherFDs + acceptBurstFDs
+}
+
+// budget is the most client connections that fit: limit less what is
+// open and the reserve.
+func (u fdUse) budget() int { return u.limit - u.open - u.reserve() }
 
 // connectionBudget lowers max_connections to what the open-file limit
 // allows, as Redis does with maxclients: with more connections than file
 // descriptors, accept fails with EMFILE, and gnet stops its whole engine
 // on that instead of refusing one client. Go raises the soft limit to the
-// hard one at start-up, so the hard limit is what counts.
+// hard one at start-up, so the hard limit is what counts. It runs once the
+// store is open, so its files count, and its tables are found next to
+// the manifests it holds open.
 func connectionBudget(want int, log *slog.Logger) (int, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return want, nil // no limit to respect that we can see
 	}
-	open := 0
-	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
-		open = len(fds)
-	}
-	budget := int64(lim.Cur) - int64(open) - reservedFDs
-	if int64(want) <= budget {
+	u := fdUse{limit: int(min(lim.Cur, 1<<30)), loops: max(runtime.GOMAXPROCS(0), runtime.NumCPU())}
+	u.open, u.tables = openFiles("/proc/self/fd")
+	budget := u.budget()
+	if want <= budget {
 		return want, nil
 	}
 	if budget < 1 {
-		return 0, fmt.Errorf("server.max_connections: the open-file limit (%d, %d already open) leaves no room for client connections; raise it (ulimit -n)", lim.Cur, open)
+		return 0, fmt.Errorf("server.max_connections: the open-file limit (%d; %d open, %d tables to open, %d more reserved) leaves no room for client connections; raise it (ulimit -n)",
+			u.limit, u.open, u.tables, u.reserve()-u.tables)
 	}
 	log.Warn("server.max_connections reduced to fit the open-file limit; raise the limit (ulimit -n) for more",
-		"requested", want, "max_connections", budget, "open_file_limit", lim.Cur, "open_files", open, "reserved", reservedFDs)
-	return int(budget), nil
+		"requested", want, "max_connections", budget, "open_file_limit", u.limit, "open_files", u.open,
+		"tables_to_open", u.tables, "reserved", u.reserve()-u.tables)
+	return budget, nil
+}
+
+// openFiles counts the descriptors listed in fdDir (/proc/self/fd), and
+// the table files (*.sst) in the directories of the engines whose manifest
+// is among them that no descriptor holds yet: the engine opens a table on
+// its first read and keeps it open. Without fdDir, both are 0.
+func openFiles(fdDir string) (open, tables int) {
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return 0, 0
+	}
+	dbs := map[string]bool{}
+	held := map[string]bool{}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if err != nil {
+			continue
+		}
+		switch base := filepath.Base(target); {
+		case strings.HasPrefix(base, "MANIFEST-"):
+			dbs[filepath.Dir(target)] = true
+		case strings.HasSuffix(base, ".sst"):
+			held[target] = true
+		}
+	}
+	for dir := range dbs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".sst") && !held[filepath.Join(dir, e.Name())] {
+				tables++
+			}
+		}
+	}
+	return len(fds), tables
 }
