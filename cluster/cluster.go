@@ -58,6 +58,8 @@ type Cluster struct {
 	cache   *cache.Cache
 	lsmOpts lsm.Options
 	nh      *dragonboat.NodeHost
+	// deploymentID is the NodeHost's raft deployment id (deployment).
+	deploymentID uint64
 
 	// attemptTimeout bounds one attempt of a proposal or ReadIndex; both
 	// are retried (proposals are exactly-once) until the request timeout.
@@ -153,8 +155,13 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	for i := range c.leaders {
 		c.leaders[i].changed = make(chan struct{})
 	}
+	if c.deploymentID, err = c.deployment(ctx); err != nil {
+		c.cache.Close()
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
 	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
+		DeploymentID:      c.deploymentID,
 		NodeHostDir:       fs.PathJoin(c.dir, "raft"),
 		RTTMillisecond:    uint64(cc.RTTMillis),
 		RaftAddress:       cc.RaftAddress,
@@ -252,7 +259,7 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		}
 	}
 	if newIdentity {
-		if err := writeIdentity(c.fs, c.dir, identity{NodeID: c.nodeID, Shards: c.shards}); err != nil {
+		if err := writeIdentity(c.fs, c.dir, identity{NodeID: c.nodeID, Shards: c.shards, Deployment: c.deploymentID}); err != nil {
 			return err
 		}
 	}
@@ -288,7 +295,7 @@ func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error)
 		return false, err
 	}
 	if found {
-		if have != want {
+		if have.NodeID != want.NodeID || have.Shards != want.Shards {
 			return false, fmt.Errorf("data directory %s belongs to node %d of a cluster with %d shards, but the configuration says node_id = %d, shards = %d: a node keeps its id, and shards are fixed for the life of the cluster", c.dir, have.NodeID, have.Shards, c.nodeID, c.shards)
 		}
 		return false, nil

@@ -160,6 +160,24 @@ func startChild(t *testing.T, cfg conf.Config) *child {
 	return c
 }
 
+// startChildren starts a child for each of cfgs, all at once.
+func startChildren(t *testing.T, cfgs []conf.Config) []*child {
+	t.Helper()
+	nodes := make([]*child, len(cfgs))
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		wg.Add(1)
+		go func() { defer wg.Done(); nodes[i] = startChild(t, cfgs[i]) }()
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		if n == nil {
+			t.FailNow() // startChild failed on its goroutine
+		}
+	}
+	return nodes
+}
+
 // kill sends SIGKILL (by pid, to this child only) and reaps it.
 func (c *child) kill() {
 	if c.cmd.ProcessState != nil {
@@ -191,8 +209,21 @@ func (c *child) call(format string, args ...any) string {
 	}
 }
 
-func (c *child) put(key, value string) bool {
-	return strings.HasPrefix(c.call("P %s %s %s", key, value), "A ")
+// put writes key=value through the child: nil once acknowledged, an error
+// wrapping store.ErrTimeout when the outcome is unknown (the child said so,
+// died or did not answer), another error when the write was refused.
+func (c *child) put(key, value string) error {
+	line := c.call("P %s %s %s", key, value)
+	f := strings.SplitN(line, " ", 3)
+	switch {
+	case len(f) >= 2 && f[0] == "A":
+		return nil
+	case len(f) == 3 && f[0] == "E" && strings.HasPrefix(f[2], store.ErrTimeout.Error()):
+		return fmt.Errorf("%w%s", store.ErrTimeout, strings.TrimPrefix(f[2], store.ErrTimeout.Error()))
+	case len(f) == 3 && f[0] == "E":
+		return errors.New(f[2])
+	}
+	return fmt.Errorf("%w: no answer (%q)", store.ErrTimeout, line)
 }
 
 func (c *child) get(key string) (string, error) {
@@ -233,7 +264,7 @@ func writeLoad(nodes []*child, prefix string, stop <-chan struct{}, count *atomi
 	loopWriters(12, stop, func(w, i int) bool {
 		n := nodes[(w+i)%len(nodes)]
 		k, v := fmt.Sprintf("%s-%d-%d", prefix, w, i), fmt.Sprintf("v%d.%d", w, i)
-		if n.put(k, v) {
+		if n.put(k, v) == nil {
 			mu.Lock()
 			acked[k] = v
 			mu.Unlock()
@@ -261,13 +292,7 @@ func checkAcked(t *testing.T, nodes []*child, acked map[string]string) {
 // that every acknowledged write is readable through every node.
 func TestKill9Leader(t *testing.T) {
 	cfgs := childConfigs(t, 3)
-	nodes := make([]*child, 3)
-	var wg sync.WaitGroup
-	for i := range cfgs {
-		wg.Add(1)
-		go func() { defer wg.Done(); nodes[i] = startChild(t, cfgs[i]) }()
-	}
-	wg.Wait()
+	nodes := startChildren(t, cfgs)
 
 	stop := make(chan struct{})
 	done := make(chan map[string]string)
@@ -283,7 +308,7 @@ func TestKill9Leader(t *testing.T) {
 	// Writes through the survivors succeed again within a few seconds.
 	survivors := nodes[1:]
 	start := time.Now()
-	for !survivors[0].put("probe", "1") || !survivors[1].put("probe", "2") {
+	for survivors[0].put("probe", "1") != nil || survivors[1].put("probe", "2") != nil {
 		if time.Since(start) > 15*time.Second {
 			t.Fatal("no write succeeded through the survivors")
 		}
@@ -307,16 +332,7 @@ func TestKill9Leader(t *testing.T) {
 // restarts them: every acknowledged write survives.
 func TestKill9WholeCluster(t *testing.T) {
 	cfgs := childConfigs(t, 3)
-	nodes := make([]*child, 3)
-	start := func() {
-		var wg sync.WaitGroup
-		for i := range cfgs {
-			wg.Add(1)
-			go func() { defer wg.Done(); nodes[i] = startChild(t, cfgs[i]) }()
-		}
-		wg.Wait()
-	}
-	start()
+	nodes := startChildren(t, cfgs)
 	stop := make(chan struct{})
 	done := make(chan map[string]string)
 	var count atomic.Int64
@@ -327,7 +343,7 @@ func TestKill9WholeCluster(t *testing.T) {
 	}
 	close(stop)
 	acked := <-done
-	start()
+	nodes = startChildren(t, cfgs)
 	checkAcked(t, nodes, acked)
 	t.Logf("%d acknowledged writes all present", len(acked))
 }

@@ -209,16 +209,31 @@ func (tc *testCluster) start(i int) {
 // waitLeaders waits until every given node knows a leader for every shard.
 func (tc *testCluster) waitLeaders(nodes ...*Cluster) {
 	tc.t.Helper()
-	waitFor(tc.t, 20*time.Second, "leaders on every shard", func() bool {
-		for _, n := range nodes {
-			for s := uint64(1); s <= uint64(n.shards); s++ {
-				if _, _, ok, err := n.nh.GetLeaderID(s); err != nil || !ok {
-					return false
-				}
+	waitFor(tc.t, 20*time.Second, "leaders on every shard", func() bool { return haveLeaders(nodes...) })
+}
+
+// haveLeaders reports whether every given node knows a leader for every
+// shard.
+func haveLeaders(nodes ...*Cluster) bool {
+	for _, n := range nodes {
+		for s := uint64(1); s <= uint64(n.shards); s++ {
+			if _, _, ok, err := n.nh.GetLeaderID(s); err != nil || !ok {
+				return false
 			}
 		}
-		return true
-	})
+	}
+	return true
+}
+
+// others returns the node indexes 0..n-1 but i.
+func others(n, i int) []int {
+	var o []int
+	for j := range n {
+		if j != i {
+			o = append(o, j)
+		}
+	}
+	return o
 }
 
 // leaderOf returns the index of the node leading shard, per node from,
@@ -237,21 +252,28 @@ func (tc *testCluster) leaderOf(from *Cluster, shard uint64) int {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// poll waits until cond holds or timeout passes, and reports whether cond
+// held.
+func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 // Synchronous wrappers over the callback API.
 
 func put(n *Cluster, key, value string) error {
-	b := lsm.NewBatch()
-	b.Put([]byte(key), []byte(value))
-	return write(n, b)
+	return write(n, newBatch(key, value))
 }
 
 func write(n *Cluster, b *lsm.Batch) error {
@@ -304,13 +326,19 @@ func remove(n *Cluster, id uint64) error {
 // while; only for setup, never where a failure matters.
 func mustPut(t testing.TB, n *Cluster, key, value string) {
 	t.Helper()
+	mustWrite(t, n, newBatch(key, value), "put "+key)
+}
+
+// mustWrite is mustPut for a batch, what names it in the failure.
+func mustWrite(t testing.TB, n *Cluster, b *lsm.Batch, what string) {
+	t.Helper()
 	var err error
 	for range 5 {
-		if err = put(n, key, value); err == nil {
+		if err = write(n, b); err == nil {
 			return
 		}
 	}
-	t.Fatalf("put %s: %v", key, err)
+	t.Fatalf("%s: %v", what, err)
 }
 
 // serveMembership answers AUTH, CLUSTER_STATUS and CLUSTER_JOIN on addr like the server
@@ -347,6 +375,8 @@ func serveMembership(t testing.TB, addr string, n *Cluster) {
 						st := n.Status()
 						reply = fmt.Sprintf("CLUSTER_STATUS|mode=cluster|state=%s|node_id=%d|nodes=%d|nodes_up=%d|shards=%d|shards_with_leader=%d",
 							st.State, st.NodeID, st.Nodes, st.NodesUp, st.Shards, st.ShardsWithLeader)
+					case f[0] == "CLUSTER_DEPLOYMENT":
+						reply = fmt.Sprintf("DEPLOYMENT|%d", n.Deployment())
 					case f[0] == "CLUSTER_JOIN" && len(f) == 4:
 						id, _ := strconv.ParseUint(f[1], 10, 64)
 						if err := join(n, id, f[2], f[3]); err != nil {

@@ -22,10 +22,18 @@ const identityFile = "CLUSTER_IDENTITY"
 type identity struct {
 	NodeID uint64
 	Shards int
+	// Deployment is the raft deployment id (see Cluster.deployment); 0 in
+	// files of builds before it, whose clusters run under dragonboat's
+	// default.
+	Deployment uint64
 }
 
 func (id identity) String() string {
-	return fmt.Sprintf("node_id=%d\nshards=%d\n", id.NodeID, id.Shards)
+	s := fmt.Sprintf("node_id=%d\nshards=%d\n", id.NodeID, id.Shards)
+	if id.Deployment != 0 {
+		s += fmt.Sprintf("deployment=%d\n", id.Deployment)
+	}
+	return s
 }
 
 // readIdentity reads dir's identity file; found is false when there is
@@ -51,6 +59,8 @@ func readIdentity(fs vfs.FS, dir string) (id identity, found bool, err error) {
 			id.NodeID, err = strconv.ParseUint(v, 10, 64)
 		case "shards":
 			id.Shards, err = strconv.Atoi(v)
+		case "deployment":
+			id.Deployment, err = strconv.ParseUint(v, 10, 64)
 		}
 		if err != nil {
 			return identity{}, false, fmt.Errorf("read %s: bad %s: %w", path, k, err)

@@ -34,15 +34,29 @@ func TestIdentityGuardsDataDir(t *testing.T) {
 	if err := reopen(func(c *conf.Config) { c.Cluster.NodeID = 9; c.Cluster.Join = []string{"127.0.0.1:1"} }); err == nil || !strings.Contains(err.Error(), "belongs to node 3") {
 		t.Fatalf("open under another node id: %v", err)
 	}
-	// A directory from before identity files: the shard directories tell.
-	if err := tc.nodes[0].fs.Remove(tc.nodes[0].fs.PathJoin(tc.cfgs[2].Storage.Dir, identityFile)); err != nil {
+	// Without the identity file (as a directory of a build before it), the
+	// shard directories tell. (Such a build ran raft under deployment id 0,
+	// which this directory does not: dragonboat may refuse it first.)
+	fs := tc.nodes[0].fs
+	idPath := fs.PathJoin(tc.cfgs[2].Storage.Dir, identityFile)
+	saved, found, err := readIdentity(fs, tc.cfgs[2].Storage.Dir)
+	if err != nil || !found {
+		t.Fatalf("identity of node 3: %v", err)
+	}
+	if err := fs.Remove(idPath); err != nil {
 		t.Fatal(err)
 	}
-	if err := reopen(func(c *conf.Config) { c.Cluster.NodeID = 9; c.Cluster.Join = []string{"127.0.0.1:1"} }); err == nil || !strings.Contains(err.Error(), "belongs to another node id") {
+	refused := func(err error, want string) bool {
+		return err != nil && (strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "deployment ID changed"))
+	}
+	if err := reopen(func(c *conf.Config) { c.Cluster.NodeID = 9; c.Cluster.Join = []string{"127.0.0.1:1"} }); !refused(err, "belongs to another node id") {
 		t.Fatalf("open of an old directory under another node id: %v", err)
 	}
-	if err := reopen(func(c *conf.Config) { c.Cluster.Shards = 1 }); err == nil || !strings.Contains(err.Error(), "holds data of shard 2") {
+	if err := reopen(func(c *conf.Config) { c.Cluster.Shards = 1 }); !refused(err, "holds data of shard 2") {
 		t.Fatalf("open of an old directory with fewer shards: %v", err)
+	}
+	if err := writeIdentity(fs, tc.cfgs[2].Storage.Dir, saved); err != nil {
+		t.Fatal(err)
 	}
 	// Node 3 starts as itself and still has every key.
 	tc.start(2)
@@ -54,8 +68,8 @@ func TestIdentityGuardsDataDir(t *testing.T) {
 			return err == nil && string(op.val) == "v"
 		})
 	}
-	if _, found, err := readIdentity(tc.nodes[2].fs, tc.cfgs[2].Storage.Dir); !found || err != nil {
-		t.Fatalf("identity not rewritten for an old directory: %v", err)
+	if have, found, err := readIdentity(tc.nodes[2].fs, tc.cfgs[2].Storage.Dir); !found || err != nil || have != saved {
+		t.Fatalf("identity after the refusals: %+v, %v, want %+v", have, err, saved)
 	}
 }
 

@@ -40,6 +40,53 @@ func (e *joinRefusedError) transient() bool {
 // says OK or refuses it for good, retrying unreachable or unavailable
 // members for up to wait.
 func sendJoin(ctx context.Context, addrs []string, req joinRequest, wait time.Duration, log *slog.Logger) error {
+	return askMembers(ctx, addrs, req.Password, wait, log, func(ctx context.Context, addr string, c *client.Client) error {
+		// Keys map to shards by their count: a node configured with another
+		// count would serve wrong answers. CLUSTER_STATUS says the cluster's.
+		st, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if got := st.Get("shards"); got != strconv.Itoa(req.Shards) {
+			return &joinRefusedError{addr: addr, msg: fmt.Sprintf("the cluster has %s shards but this node's cluster.shards = %d", got, req.Shards)}
+		}
+		_, err = c.Do(ctx, []byte("CLUSTER_JOIN"), strconv.AppendUint(nil, req.ID, 10), []byte(req.Raft), []byte(req.Client))
+		return err
+	})
+}
+
+// fetchDeployment asks the members at addrs for the cluster's raft
+// deployment id (CLUSTER_DEPLOYMENT), as sendJoin asks to join. A member
+// of a build without the command answers "unknown command": its cluster
+// runs under dragonboat's default, 0.
+func fetchDeployment(ctx context.Context, addrs []string, password string, wait time.Duration, log *slog.Logger) (uint64, error) {
+	var id uint64
+	err := askMembers(ctx, addrs, password, wait, log, func(ctx context.Context, addr string, c *client.Client) error {
+		f, err := c.Do(ctx, []byte("CLUSTER_DEPLOYMENT"))
+		var se *client.ServerError
+		if errors.As(err, &se) && strings.HasPrefix(se.Msg, "unknown command") {
+			id = 0
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(f) != 2 || string(f[0]) != "DEPLOYMENT" {
+			return &joinRefusedError{addr: addr, msg: fmt.Sprintf("unexpected reply to CLUSTER_DEPLOYMENT: %q", f)}
+		}
+		if id, err = strconv.ParseUint(string(f[1]), 10, 64); err != nil {
+			return &joinRefusedError{addr: addr, msg: fmt.Sprintf("bad deployment id %q", f[1])}
+		}
+		return nil
+	})
+	return id, err
+}
+
+// askMembers runs ask against the members at addrs, in order (after AUTH
+// when the cluster has a password), until one succeeds or refuses for
+// good, retrying unreachable or unavailable members for up to wait.
+func askMembers(ctx context.Context, addrs []string, password string, wait time.Duration, log *slog.Logger,
+	ask func(ctx context.Context, addr string, c *client.Client) error) error {
 	if len(addrs) == 0 {
 		return errors.New("join: cluster.join lists no member")
 	}
@@ -49,7 +96,7 @@ func sendJoin(ctx context.Context, addrs []string, req joinRequest, wait time.Du
 	for {
 		var last error
 		for _, addr := range addrs {
-			err := joinVia(ctx, addr, req)
+			err := askVia(ctx, addr, password, ask)
 			if err == nil {
 				return nil
 			}
@@ -71,39 +118,30 @@ func sendJoin(ctx context.Context, addrs []string, req joinRequest, wait time.Du
 	}
 }
 
-// joinVia sends CLUSTER_JOIN to one member over the pipe protocol (after
-// AUTH when the cluster has a password), through the Go client.
-func joinVia(ctx context.Context, addr string, req joinRequest) error {
+// askVia runs ask against one member over the pipe protocol, through the
+// Go client.
+func askVia(ctx context.Context, addr, password string, ask func(ctx context.Context, addr string, c *client.Client) error) error {
 	// Adding a node to every shard can take a while; the caller's deadline,
 	// not the client's default request timeout, bounds it.
 	timeout := time.Minute
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(d), time.Millisecond)
 	}
-	c, err := client.Dial(addr, client.Options{Password: req.Password, PoolSize: 1,
+	c, err := client.Dial(addr, client.Options{Password: password, PoolSize: 1,
 		DialTimeout: min(timeout, 2*time.Second), Timeout: timeout})
 	if err != nil {
 		return joinError(addr, err)
 	}
 	defer c.Close()
-	// Keys map to shards by their count: a node configured with another
-	// count would serve wrong answers. CLUSTER_STATUS says the cluster's.
-	st, err := c.ClusterStatus(ctx)
-	if err != nil {
-		return joinError(addr, err)
-	}
-	if got := st.Get("shards"); got != strconv.Itoa(req.Shards) {
-		return &joinRefusedError{addr: addr, msg: fmt.Sprintf("the cluster has %s shards but this node's cluster.shards = %d", got, req.Shards)}
-	}
-	_, err = c.Do(ctx, []byte("CLUSTER_JOIN"), strconv.AppendUint(nil, req.ID, 10), []byte(req.Raft), []byte(req.Client))
-	return joinError(addr, err)
+	return joinError(addr, ask(ctx, addr, c))
 }
 
 // joinError turns a member's ERROR reply (to AUTH or CLUSTER_JOIN) into a
 // joinRefusedError and wraps anything else with the member's address.
 func joinError(addr string, err error) error {
-	if err == nil {
-		return nil
+	var refused *joinRefusedError
+	if err == nil || errors.As(err, &refused) {
+		return err
 	}
 	var se *client.ServerError
 	if errors.As(err, &se) {

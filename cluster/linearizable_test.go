@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -56,14 +58,88 @@ var registerModel = porcupine.Model{
 	},
 }
 
+// regNode is a node as the register clients see it: one in this process
+// (localNode) or in a child process (*child). A put whose outcome is
+// unknown fails with an error that wraps store.ErrTimeout; a get of an
+// absent key fails with store.ErrNotFound.
+type regNode interface {
+	put(key, value string) error
+	get(key string) (string, error)
+}
+
+// localNode is a node of this process as a regNode.
+type localNode struct{ c *Cluster }
+
+func (n localNode) put(key, value string) error    { return put(n.c, key, value) }
+func (n localNode) get(key string) (string, error) { return get(n.c, key) }
+
+// liveNodes is what the register clients talk to: the current incarnation
+// of every node, nil while it is down. The fault schedule swaps them
+// (online, offline); over a testCluster (tc set) stop and start do both.
+type liveNodes struct {
+	tc     *testCluster // nil for child-process nodes
+	slots  []atomic.Pointer[incarnation]
+	starts []atomic.Int64
+}
+
+// incarnation is one run of a node.
+type incarnation struct {
+	node  regNode
+	epoch int64 // restarts before this one
+}
+
+func newLiveNodes(n int) *liveNodes {
+	return &liveNodes{slots: make([]atomic.Pointer[incarnation], n), starts: make([]atomic.Int64, n)}
+}
+
+// liveCluster returns the liveNodes of tc's nodes, all running.
+func liveCluster(tc *testCluster) *liveNodes {
+	l := newLiveNodes(len(tc.nodes))
+	l.tc = tc
+	for i, n := range tc.nodes {
+		l.online(i, localNode{n})
+	}
+	return l
+}
+
+func (l *liveNodes) at(i int) *incarnation { return l.slots[i].Load() }
+
+func (l *liveNodes) offline(i int) { l.slots[i].Store(nil) }
+
+func (l *liveNodes) online(i int, n regNode) {
+	l.slots[i].Store(&incarnation{node: n, epoch: l.starts[i].Add(1) - 1})
+}
+
+// running returns the nodes that are up.
+func (l *liveNodes) running() []regNode {
+	var ns []regNode
+	for i := range l.slots {
+		if in := l.at(i); in != nil {
+			ns = append(ns, in.node)
+		}
+	}
+	return ns
+}
+
+func (l *liveNodes) stop(i int) {
+	l.offline(i)
+	l.tc.stop(i)
+}
+
+func (l *liveNodes) start(i int) {
+	l.tc.start(i)
+	l.online(i, localNode{l.tc.nodes[i]})
+}
+
 // registerClients runs clients against the nodes of a cluster, each a
 // goroutine doing random puts of unique values and gets on a few keys,
-// recording a porcupine history. A write that failed with "outcome
-// unknown" may take effect at any later time (its return is open-ended);
-// any other failed write must not have taken effect (the protocol's
-// promise), so it is left out; failed reads are left out. As many writes
-// again go to keys of their own, so that checkUnique can check
-// that promise directly: a failed write's key must stay absent, an
+// recording a porcupine history. A client follows its node (client c uses
+// node c%nodes) across restarts, waiting while it is down. A write that
+// failed with "outcome unknown" may take effect at any later time (its
+// return is open-ended); any other failed write must not have taken effect
+// (the protocol's promise), so it is left out; failed reads are left out.
+// As many writes again go to keys of their own, so that checkOwnKeys can
+// check that promise directly: a failed write's key must stay absent, an
 // acknowledged one's present (a register history only catches a wrongly
 // failed write when some read happens to see its value).
 type registerClients struct {
@@ -73,22 +149,29 @@ type registerClients struct {
 
 	mu         sync.Mutex
 	history    []porcupine.Operation
+	info       []opInfo // parallel to history
+	events     []string // the fault schedule (see event)
 	unknown    int
 	failed     map[string]int // by error, writes and reads
 	uniqAcked  []string
 	uniqFailed map[string]string // key -> error
 }
 
-// startRegisterClients starts n clients; client c uses node c%nodes, as
-// node(i) returns it at each operation (nil: the node is down; the client
-// waits for it).
-func startRegisterClients(nodes, n int, keys []string, node func(i int) *Cluster) *registerClients {
+// opInfo annotates a history entry for failure dumps.
+type opInfo struct {
+	node  int
+	epoch int64
+	err   string // of a write of unknown outcome
+}
+
+// startRegisterClients starts n clients on the nodes of ln.
+func startRegisterClients(ln *liveNodes, n int, keys []string) *registerClients {
 	rc := &registerClients{base: time.Now(), done: make(chan struct{}), failed: map[string]int{}, uniqFailed: map[string]string{}}
 	for c := range n {
 		rc.wg.Add(1)
 		go func() {
 			defer rc.wg.Done()
-			ni := c % nodes
+			ni := c % len(ln.slots)
 			rng := rand.New(rand.NewPCG(uint64(c), 7))
 			for seq := 0; ; seq++ {
 				select {
@@ -96,59 +179,72 @@ func startRegisterClients(nodes, n int, keys []string, node func(i int) *Cluster
 					return
 				default:
 				}
-				node := node(ni)
-				if node == nil {
-					time.Sleep(5 * time.Millisecond)
+				in := ln.at(ni)
+				if in == nil {
+					time.Sleep(10 * time.Millisecond)
 					continue
 				}
-				key := keys[rng.IntN(len(keys))]
-				op := rng.IntN(4)
-				if op == 0 {
-					ukey := fmt.Sprintf("u/%d/%d", c, seq)
-					err := put(node, ukey, "x")
-					rc.mu.Lock()
-					switch {
-					case err == nil:
-						rc.uniqAcked = append(rc.uniqAcked, ukey)
-					case errors.Is(err, store.ErrTimeout):
-						rc.unknown++
-					default:
-						rc.uniqFailed[ukey] = err.Error()
-					}
-					rc.mu.Unlock()
-					continue
+				at := opInfo{node: ni, epoch: in.epoch}
+				switch key := keys[rng.IntN(len(keys))]; rng.IntN(4) {
+				case 0:
+					rc.ownKeyPut(in.node, fmt.Sprintf("u/%d/%d", c, seq), at)
+				case 1:
+					rc.registerPut(in.node, c, key, fmt.Sprintf("c%d-%d", c, seq), at)
+				default:
+					rc.registerGet(in.node, c, key, at)
 				}
-				if op == 1 {
-					val := fmt.Sprintf("c%d-%d", c, seq)
-					call := rc.now()
-					err := put(node, key, val)
-					ret := rc.now()
-					switch {
-					case err == nil:
-					case errors.Is(err, store.ErrTimeout):
-						ret = math.MaxInt64
-						rc.mu.Lock()
-						rc.unknown++
-						rc.mu.Unlock()
-					default:
-						rc.fail(err)
-						continue // definitely not applied
-					}
-					rc.record(porcupine.Operation{ClientId: c, Input: regInput{put: true, key: key, value: val}, Call: call, Output: regOutput{}, Return: ret})
-					continue
-				}
-				call := rc.now()
-				v, err := get(node, key)
-				ret := rc.now()
-				if err != nil && !errors.Is(err, store.ErrNotFound) {
-					rc.fail(err)
-					continue
-				}
-				rc.record(porcupine.Operation{ClientId: c, Input: regInput{key: key}, Call: call, Output: regOutput{value: v}, Return: ret})
 			}
 		}()
 	}
 	return rc
+}
+
+func (rc *registerClients) ownKeyPut(n regNode, key string, at opInfo) {
+	err := n.put(key, "x")
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	switch {
+	case err == nil:
+		rc.uniqAcked = append(rc.uniqAcked, key)
+	case errors.Is(err, store.ErrTimeout):
+		rc.unknown++
+	default:
+		rc.uniqFailed[key] = fmt.Sprintf("%s (node %d epoch %d)", err, at.node+1, at.epoch)
+		rc.failed[err.Error()]++
+	}
+}
+
+func (rc *registerClients) registerPut(n regNode, client int, key, val string, at opInfo) {
+	call := rc.now()
+	err := n.put(key, val)
+	ret := rc.now()
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrTimeout):
+		ret = math.MaxInt64
+		at.err = err.Error()
+		rc.mu.Lock()
+		rc.unknown++
+		rc.mu.Unlock()
+	default:
+		rc.fail(err)
+		return // definitely not applied
+	}
+	rc.record(porcupine.Operation{ClientId: client, Input: regInput{put: true, key: key, value: val}, Call: call, Output: regOutput{}, Return: ret}, at)
+}
+
+func (rc *registerClients) registerGet(n regNode, client int, key string, at opInfo) {
+	call := rc.now()
+	v, err := n.get(key)
+	ret := rc.now()
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		rc.fail(err)
+		return
+	}
+	if err != nil {
+		v = ""
+	}
+	rc.record(porcupine.Operation{ClientId: client, Input: regInput{key: key}, Call: call, Output: regOutput{value: v}, Return: ret}, at)
 }
 
 func (rc *registerClients) now() int64 { return int64(time.Since(rc.base)) }
@@ -163,9 +259,10 @@ func registerKeys(n int) []string {
 	return keys
 }
 
-func (rc *registerClients) record(op porcupine.Operation) {
+func (rc *registerClients) record(op porcupine.Operation, at opInfo) {
 	rc.mu.Lock()
 	rc.history = append(rc.history, op)
+	rc.info = append(rc.info, at)
 	rc.mu.Unlock()
 }
 
@@ -173,6 +270,18 @@ func (rc *registerClients) fail(err error) {
 	rc.mu.Lock()
 	rc.failed[err.Error()]++
 	rc.mu.Unlock()
+}
+
+// event logs a step of the fault schedule and keeps it, in the clients'
+// time, for the dump of a key that fails the check.
+func (rc *registerClients) event(t testing.TB, format string, args ...any) {
+	t.Helper()
+	at := time.Since(rc.base).Seconds()
+	msg := fmt.Sprintf(format, args...)
+	rc.mu.Lock()
+	rc.events = append(rc.events, fmt.Sprintf("  %.3f %s\n", at, msg))
+	rc.mu.Unlock()
+	t.Logf("%.3f fault: %s", at, msg)
 }
 
 func (rc *registerClients) ops() int {
@@ -196,34 +305,138 @@ func (rc *registerClients) completedBy(node, nodes int, from, to int64) int {
 	return n
 }
 
-// stopAndCheck stops the clients, checks the history (an inconclusive
-// check fails too: an illegal history is the one whose search runs long),
-// and checks the unique keys through node.
-func (rc *registerClients) stopAndCheck(t *testing.T, minOps int, node *Cluster) {
+// stopAndCheck stops the clients and checks the history key by key (an
+// inconclusive check fails too: an illegal history is the one whose
+// search runs long), dumping the operations of a key that fails, and the
+// own keys through every node of nodes.
+func (rc *registerClients) stopAndCheck(t *testing.T, minOps int, nodes []regNode) {
 	t.Helper()
 	close(rc.done)
 	rc.wg.Wait()
-	t.Logf("%d operations, %d writes with unknown outcome, failures: %v; own-key writes: %d acknowledged, %d failed",
-		len(rc.history), rc.unknown, rc.failed, len(rc.uniqAcked), len(rc.uniqFailed))
-	if len(rc.history) < minOps {
-		t.Fatalf("only %d operations completed", len(rc.history))
-	}
-	switch porcupine.CheckOperationsTimeout(registerModel, rc.history, 60*time.Second) {
-	case porcupine.Illegal:
-		t.Fatal("history is not linearizable")
-	case porcupine.Unknown:
-		t.Fatal("linearizability check timed out: inconclusive")
-	}
-	for _, k := range rc.uniqAcked {
-		if v, err := get(node, k); err != nil || v != "x" {
-			t.Fatalf("acknowledged write of %s reads %q, %v", k, v, err)
+	puts, unknownPuts, restarted := 0, 0, 0
+	byKey := map[string][]int{}
+	for i, op := range rc.history {
+		in := op.Input.(regInput)
+		byKey[in.key] = append(byKey[in.key], i)
+		if in.put {
+			puts++
+			if op.Return == math.MaxInt64 {
+				unknownPuts++
+			}
 		}
+		if rc.info[i].epoch > 0 {
+			restarted++
+		}
+	}
+	t.Logf("%d register operations (%d puts, %d of unknown outcome; %d through restarted nodes), %d writes with unknown outcome in all, failures: %v; own-key writes: %d acknowledged, %d failed",
+		len(rc.history), puts, unknownPuts, restarted, rc.unknown, rc.failed, len(rc.uniqAcked), len(rc.uniqFailed))
+	if len(rc.history) < minOps {
+		t.Errorf("only %d operations completed", len(rc.history))
+	}
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	bad := 0
+	for _, k := range keys {
+		ops := make([]porcupine.Operation, 0, len(byKey[k]))
+		for _, i := range byKey[k] {
+			ops = append(ops, rc.history[i])
+		}
+		res := porcupine.CheckOperationsTimeout(registerModel, ops, 60*time.Second)
+		if res == porcupine.Ok {
+			continue
+		}
+		bad++
+		t.Errorf("key %s: %d ops, check result %v (Illegal: not linearizable; Unknown: the check timed out)", k, len(ops), res)
+		if bad <= 2 {
+			rc.dump(t, byKey[k])
+		}
+	}
+	rc.checkOwnKeys(t, nodes)
+}
+
+// dump logs the operations idx of the history in call order, and the
+// fault schedule.
+func (rc *registerClients) dump(t *testing.T, idx []int) {
+	sort.Slice(idx, func(a, b int) bool { return rc.history[idx[a]].Call < rc.history[idx[b]].Call })
+	var sb strings.Builder
+	for _, i := range idx {
+		op, in := rc.history[i], rc.info[i]
+		ret := "inf"
+		if op.Return != math.MaxInt64 {
+			ret = fmt.Sprintf("%.3f", float64(op.Return)/1e9)
+		}
+		fmt.Fprintf(&sb, "  [%.3f, %s] client %2d node %d/e%d %s %s\n", float64(op.Call)/1e9, ret, op.ClientId, in.node+1, in.epoch,
+			registerModel.DescribeOperation(op.Input, op.Output), in.err)
+	}
+	t.Logf("ops:\n%s", sb.String())
+	t.Logf("faults:\n%s", strings.Join(rc.events, ""))
+}
+
+// checkOwnKeys reads every own key through every node of nodes: an
+// acknowledged write must be present, a failed one absent.
+func (rc *registerClients) checkOwnKeys(t *testing.T, nodes []regNode) {
+	t.Helper()
+	type check struct{ key, werr string } // werr "": acknowledged
+	var checks []check
+	for _, k := range rc.uniqAcked {
+		checks = append(checks, check{k, ""})
 	}
 	for k, werr := range rc.uniqFailed {
-		if _, err := get(node, k); !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("write of %s failed (%s), yet it reads as %v", k, werr, err)
+		checks = append(checks, check{k, werr})
+	}
+	for ni, n := range nodes {
+		var missing, present atomic.Int64
+		deadline := time.Now().Add(time.Minute)
+		parallel(len(checks), 8, func(i int) {
+			c := checks[i]
+			v, err := readBack(n, c.key, deadline)
+			switch {
+			case c.werr == "" && (err != nil || v != "x"):
+				if missing.Add(1) <= 5 {
+					t.Errorf("via node %d: acknowledged write of %s reads %q, %v", ni+1, c.key, v, err)
+				}
+			case c.werr != "" && !errors.Is(err, store.ErrNotFound):
+				if present.Add(1) <= 5 {
+					t.Errorf("via node %d: write of %s failed (%s), yet it reads as %q, %v", ni+1, c.key, c.werr, v, err)
+				}
+			}
+		})
+		if missing.Load()+present.Load() > 0 {
+			t.Errorf("via node %d: %d acknowledged own-key writes missing, %d failed ones present", ni+1, missing.Load(), present.Load())
 		}
 	}
+}
+
+// readBack reads key through n for a check, retrying until deadline while
+// the read fails with anything but not-found: the cluster is idle by then,
+// but a read can still time out on a loaded machine.
+func readBack(n regNode, key string, deadline time.Time) (string, error) {
+	for {
+		v, err := n.get(key)
+		if err == nil || errors.Is(err, store.ErrNotFound) || time.Now().After(deadline) {
+			return v, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// parallel calls f(0..n-1) on up to workers goroutines and waits for them.
+func parallel(n, workers int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // TestLinearizable runs concurrent clients against every node while the
@@ -232,16 +445,11 @@ func (rc *registerClients) stopAndCheck(t *testing.T, minOps int, node *Cluster)
 func TestLinearizable(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 2})
 	victim := tc.leaderOf(tc.nodes[0], 1)
-	stopAt := time.Now().Add(600 * time.Millisecond)
-	nodes := append([]*Cluster(nil), tc.nodes...)
-	rc := startRegisterClients(3, 9, []string{"a", "b", "c", "d", "e", "f"}, func(i int) *Cluster {
-		if i == victim && !time.Now().Before(stopAt) {
-			return nil // its node is gone
-		}
-		return nodes[i]
-	})
-	time.Sleep(time.Until(stopAt))
-	tc.stop(victim)
+	ln := liveCluster(tc)
+	rc := startRegisterClients(ln, 9, []string{"a", "b", "c", "d", "e", "f"})
+	time.Sleep(600 * time.Millisecond)
+	rc.event(t, "stop node %d (leader of shard 1)", victim+1)
+	ln.stop(victim)
 	// Run for at least a second more and until enough operations are in
 	// (a loaded machine is slower), within reason.
 	minEnd, maxEnd := time.Now().Add(time.Second), time.Now().Add(8*time.Second)
@@ -251,7 +459,7 @@ func TestLinearizable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rc.stopAndCheck(t, 100, tc.nodes[(victim+1)%3])
+	rc.stopAndCheck(t, 100, ln.running())
 }
 
 // TestLinearizableUnderPartitions runs concurrent clients against every
@@ -268,27 +476,19 @@ func TestLinearizable(t *testing.T) {
 func TestLinearizableUnderPartitions(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 2, requestTimeout: 2 * time.Second})
 	const nodes = 3
-	fixed := append([]*Cluster(nil), tc.nodes...)
-	rc := startRegisterClients(nodes, 12, registerKeys(24), func(i int) *Cluster { return fixed[i] })
-	others := func(i int) []int {
-		var o []int
-		for j := range nodes {
-			if j != i {
-				o = append(o, j)
-			}
-		}
-		return o
-	}
+	ln := liveCluster(tc)
+	rc := startRegisterClients(ln, 12, registerKeys(24))
 	// phase runs fault, waits, heals, and then waits for leaders on every
 	// node. It returns the window (in rc.now time) in which the fault was
 	// in force, less the first settle (for the re-election).
 	const settle = 1500 * time.Millisecond
 	phase := func(name string, d time.Duration, fault func()) (from, to int64) {
-		t.Logf("fault: %s", name)
+		rc.event(t, "%s", name)
 		fault()
 		from = rc.now() + int64(settle)
 		time.Sleep(d)
 		to = rc.now()
+		rc.event(t, "heal")
 		tc.heal()
 		tc.waitLeaders(tc.nodes...)
 		return from, to
@@ -297,9 +497,9 @@ func TestLinearizableUnderPartitions(t *testing.T) {
 
 	victim := tc.leaderOf(tc.nodes[0], 1)
 	from, to := phase(fmt.Sprintf("node %d isolated", victim+1), 3*time.Second, func() {
-		tc.partition([]int{victim}, others(victim))
+		tc.partition([]int{victim}, others(nodes, victim))
 	})
-	for _, i := range others(victim) {
+	for _, i := range others(nodes, victim) {
 		if n := rc.completedBy(i, nodes, from, to); n == 0 {
 			t.Errorf("node %d (majority side) completed nothing while node %d was isolated", i+1, victim+1)
 		}
@@ -307,11 +507,11 @@ func TestLinearizableUnderPartitions(t *testing.T) {
 
 	victim = tc.leaderOf(tc.nodes[0], 1)
 	from, to = phase(fmt.Sprintf("node %d hears nothing", victim+1), 3*time.Second, func() {
-		for _, j := range others(victim) {
+		for _, j := range others(nodes, victim) {
 			tc.cutOneWay(j, victim)
 		}
 	})
-	for _, i := range others(victim) {
+	for _, i := range others(nodes, victim) {
 		if n := rc.completedBy(i, nodes, from, to); n == 0 {
 			t.Errorf("node %d completed nothing while node %d heard nothing", i+1, victim+1)
 		}
@@ -331,34 +531,7 @@ func TestLinearizableUnderPartitions(t *testing.T) {
 			t.Errorf("node %d completed nothing after the partitions healed", i+1)
 		}
 	}
-	rc.stopAndCheck(t, 200, tc.nodes[0])
-}
-
-// liveNodes lets register clients follow the nodes of a test cluster
-// through restarts: a stopped node reads as nil until it is back.
-type liveNodes struct {
-	tc   *testCluster
-	ptrs []atomic.Pointer[Cluster]
-}
-
-func newLiveNodes(tc *testCluster) *liveNodes {
-	l := &liveNodes{tc: tc, ptrs: make([]atomic.Pointer[Cluster], len(tc.nodes))}
-	for i, n := range tc.nodes {
-		l.ptrs[i].Store(n)
-	}
-	return l
-}
-
-func (l *liveNodes) get(i int) *Cluster { return l.ptrs[i].Load() }
-
-func (l *liveNodes) stop(i int) {
-	l.ptrs[i].Store(nil)
-	l.tc.stop(i)
-}
-
-func (l *liveNodes) start(i int) {
-	l.tc.start(i)
-	l.ptrs[i].Store(l.tc.nodes[i])
+	rc.stopAndCheck(t, 200, ln.running())
 }
 
 // TestLinearizableUnderRestarts runs the register clients while nodes
@@ -370,10 +543,10 @@ func (l *liveNodes) start(i int) {
 // linearizable, every acknowledged write present, every failed one absent.
 func TestLinearizableUnderRestarts(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 2, requestTimeout: time.Second, snapshotEntries: 20})
-	ln := newLiveNodes(tc)
-	rc := startRegisterClients(len(tc.nodes), 12, registerKeys(24), ln.get)
+	ln := liveCluster(tc)
+	rc := startRegisterClients(ln, 12, registerKeys(24))
 	step := func(name string, fault func()) {
-		t.Logf("fault: %s", name)
+		rc.event(t, "%s", name)
 		fault()
 		tc.waitLeaders(tc.live()...)
 		time.Sleep(700 * time.Millisecond)
@@ -406,5 +579,5 @@ func TestLinearizableUnderRestarts(t *testing.T) {
 			ln.start(i)
 		}
 	})
-	rc.stopAndCheck(t, 200, tc.nodes[0])
+	rc.stopAndCheck(t, 200, ln.running())
 }

@@ -38,6 +38,9 @@ func TestJoinCatchUpBySnapshotAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n4.Close()
+	if n4.Deployment() != n1.Deployment() || n1.Deployment() == 0 {
+		t.Fatalf("joined node's deployment id %d, the cluster's %d", n4.Deployment(), n1.Deployment())
+	}
 	tc.waitLeaders(n4)
 
 	// The new node holds every key locally (it recovered a snapshot: the

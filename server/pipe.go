@@ -63,6 +63,10 @@ func (s *Server) pipeCommands() []*command {
 		}},
 		{name: "CLUSTER_JOIN", minArgs: 4, maxArgs: 4, class: classWrite, run: (*Server).pipeJoin},
 		{name: "CLUSTER_REMOVE", minArgs: 2, maxArgs: 2, class: classWrite, run: (*Server).pipeRemove},
+		// Internal: what a joining node asks before it starts raft.
+		{name: "CLUSTER_DEPLOYMENT", minArgs: 1, maxArgs: 1, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
+			s.emit(cs, codec.AppendPipe(nil, []byte("DEPLOYMENT"), strconv.AppendUint(nil, s.store.Deployment(), 10)))
+		}},
 	}
 }
 

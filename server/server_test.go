@@ -128,6 +128,7 @@ func (f *slowStore) Nodes() []store.Node                          { return []sto
 func (f *slowStore) Leader([]byte) (store.Node, error)            { return store.Node{ID: 1, Client: "x"}, nil }
 func (f *slowStore) Join(_ uint64, _, _ string, done func(error)) { done(store.ErrStandalone) }
 func (f *slowStore) Remove(_ uint64, done func(error))            { done(store.ErrStandalone) }
+func (f *slowStore) Deployment() uint64                           { return 0 }
 func (f *slowStore) Close() error                                 { return nil }
 
 var lastServer *Server

@@ -257,6 +257,9 @@ func (l *Local) Join(_ uint64, _, _ string, done func(error)) { done(ErrStandalo
 // Remove is refused like Join.
 func (l *Local) Remove(_ uint64, done func(error)) { done(ErrStandalone) }
 
+// Deployment is 0: a standalone node has no raft deployment.
+func (l *Local) Deployment() uint64 { return 0 }
+
 // Close waits for the ranges, clears and disk reads running on their own
 // goroutines, then closes the engine.
 func (l *Local) Close() error {

@@ -96,6 +96,9 @@ type Store interface {
 	// Join adds a node to every shard; Remove takes one out of every shard.
 	Join(id uint64, raft, client string, done func(err error))
 	Remove(id uint64, done func(err error))
+	// Deployment is the cluster's raft deployment id, which a joining node
+	// needs before it can talk to the members; 0 in standalone mode.
+	Deployment() uint64
 
 	Close() error
 }
