@@ -180,8 +180,9 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 // TestSlowReaderIsClosed: a client that pipelines 100k GETs of a 1 MiB
-// value and never reads is closed once its unsent output passes
-// max_output_bytes, and the server's memory stays bounded.
+// value and never reads is closed (its parsing stops at half of
+// max_output_bytes; a backlog that does not shrink for 5 s closes it), and
+// the server's memory stays bounded.
 func TestSlowReaderIsClosed(t *testing.T) {
 	n := startNode(t, `max_output_bytes = "32MiB"`, "")
 	p := dialPipe(t, n.addr)
@@ -204,8 +205,11 @@ func TestSlowReaderIsClosed(t *testing.T) {
 		}
 	}
 	if !closed {
-		// The writes may all fit in kernel buffers; the server must still
-		// have closed us: reading yields EOF after the buffered replies.
+		// The writes may all fit in kernel buffers. A client that reads
+		// gets its replies as it reads (its requests wait meanwhile); one
+		// that reads nothing for 5 s (the server's outputStall) is closed:
+		// reading then yields EOF after the buffered replies.
+		time.Sleep(7 * time.Second)
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		buf := make([]byte, 1<<20)
 		for {
@@ -225,6 +229,31 @@ func TestSlowReaderIsClosed(t *testing.T) {
 	}
 	if got := dialPipe(t, n.addr).do("PING"); got != "PONG" {
 		t.Fatalf("server after slow reader: %q", got)
+	}
+}
+
+// TestPipelinedBigRepliesToAReader: a client that pipelines more replies
+// than max_output_bytes holds but reads them as they come is slowed down,
+// not closed (redis-benchmark -d 262144 -P 300 used to fail with "Server
+// closed the connection"): its requests wait while its backlog drains.
+func TestPipelinedBigRepliesToAReader(t *testing.T) {
+	n := startNode(t, `max_output_bytes = "8MiB"`, "")
+	p := dialPipe(t, n.addr)
+	value := strings.Repeat("v", 256<<10)
+	if got := p.do("PUT|big|" + value); got != "OK" {
+		t.Fatal(got)
+	}
+	const gets = 200 // 50 MiB of replies, six times the limit
+	for round := 0; round < 2; round++ {
+		p.send(strings.Repeat("GET|big\n", gets))
+		for i := 0; i < gets; i++ {
+			if got := p.recv(); got != "VALUE|"+value {
+				t.Fatalf("round %d, reply %d: %.40q", round, i, got)
+			}
+		}
+	}
+	if got := p.do("PING"); got != "PONG" {
+		t.Fatalf("after the pipelines: %q", got)
 	}
 }
 

@@ -50,6 +50,13 @@ type conn struct {
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
 	writeBytes  int64  // keys and values of the writes in q (maxPendingWriteBytes)
 
+	// Output back-pressure (parkForOutput): parked until the client reads
+	// its replies; outLow is the smallest backlog seen and outSince when
+	// it was last lowered.
+	outParked bool
+	outLow    int
+	outSince  int64
+
 	// owed is the size of the replies completed by other goroutines and
 	// not yet moved to out; a completion that would take it past
 	// max_output_bytes drops its reply and sets overflow, and the loop then
@@ -155,6 +162,10 @@ type loop struct {
 	el    gnet.EventLoop
 	conns map[*conn]struct{} // loop-owned
 	stats *loopStats
+	// outParked are the connections parked for output (loop-owned), and
+	// outCheck is set while a check of them is scheduled.
+	outParked map[*conn]struct{}
+	outCheck  bool
 
 	mu        sync.Mutex
 	mail      []*pending
@@ -334,7 +345,7 @@ func (s *Server) flush(cs *conn) {
 // so a parked connection retries on every step of its queue (at worst one
 // decode of the same request each time).
 func (s *Server) canResume(cs *conn) bool {
-	return cs.q.len() < maxPending/2 && cs.writeBytes < maxPendingWriteBytes/2
+	return cs.q.len() < maxPending/2 && cs.writeBytes < maxPendingWriteBytes/2 && !cs.outParked
 }
 
 // newPending starts an asynchronous request on cs.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/kvstore/kv/codec"
 )
@@ -34,6 +35,9 @@ func (s *Server) process(cs *conn) gnet.Action {
 		cs.inplaceGets = 0
 	}
 	s.flush(cs)
+	if !cs.parked && !cs.closing && !cs.closed && s.outputBacklogged(cs) {
+		s.parkForOutput(cs)
+	}
 	// An offer withdrawn while this ran may have been used already: its
 	// request waits in the mail with replies queued behind it.
 	cs.loop.retire()
@@ -168,6 +172,10 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 			// burst of large values grows by doubling (a client reading
 			// none of 100k 1 MiB GETs peaked at 320 MB RSS).
 			s.flush(cs) // enforces max_output_bytes too
+			if !cs.closing && !cs.closed && s.outputBacklogged(cs) {
+				s.parkForOutput(cs)
+				return used, false
+			}
 		}
 		if cs.closing || cs.closed || s.overOutput(cs) {
 			return len(buf), false
@@ -268,6 +276,10 @@ func (s *Server) closeOverOutput(cs *conn) {
 	cs.closing = true
 	cs.q = replyQueue{}
 	cs.reads, cs.writes, cs.writeBytes = 0, 0, 0
+	// Abortive close: the replies still queued in the kernel are dropped
+	// with the rest, instead of trickling out to a client that reads
+	// slowly (tens of seconds through a small window) before its EOF.
+	_ = unix.SetsockoptLinger(cs.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	_ = cs.c.Close()
 }
 

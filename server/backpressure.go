@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Output back-pressure. A client that pipelines many requests for big
+// values and reads its replies as they come (redis-benchmark -d 262144
+// -P 300 wants 75 MiB in flight) must not be treated as one that never
+// reads: once its unsent replies pass half of max_output_bytes, its loop
+// stops parsing its requests (they wait in gnet's input buffer) until the
+// client has read the backlog down to a quarter; only a backlog that does
+// not shrink for outputStall closes it, as max_output_bytes closes one
+// that grows past the limit. gnet calls nothing when a socket drains, so a
+// loop with such connections checks them every outputCheckEvery.
+const (
+	outputCheckEvery = time.Millisecond
+	outputStall      = 5 * time.Second
+)
+
+// outputBacklogged reports whether cs's unsent replies passed the point
+// where it stops parsing.
+func (s *Server) outputBacklogged(cs *conn) bool {
+	soft := int(s.cfg.MaxOutputBytes) / 2
+	return soft > 0 && len(cs.out)+cs.c.OutboundBuffered() > soft
+}
+
+// parkForOutput stops parsing cs until its backlog drains (checkOutput).
+func (s *Server) parkForOutput(cs *conn) {
+	s.flush(cs)
+	if cs.closing || cs.closed {
+		return
+	}
+	cs.withdraw()
+	cs.parked, cs.outParked = true, true
+	cs.outLow, cs.outSince = cs.c.OutboundBuffered(), time.Now().UnixNano()
+	l := cs.loop
+	if l.outParked == nil {
+		l.outParked = make(map[*conn]struct{})
+	}
+	l.outParked[cs] = struct{}{}
+	s.scheduleOutputCheck(l)
+}
+
+func (s *Server) scheduleOutputCheck(l *loop) {
+	if l.outCheck {
+		return
+	}
+	l.outCheck = true
+	time.AfterFunc(outputCheckEvery, func() {
+		if err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.outCheck = false
+			s.checkOutput(l)
+			return nil
+		})); err != nil {
+			return // the engine stopped
+		}
+	})
+}
+
+// checkOutput resumes the connections of l parked for output whose backlog
+// drained, closes those whose backlog did not shrink for outputStall, and
+// checks again later while any stays parked. It runs on l.
+func (s *Server) checkOutput(l *loop) {
+	l.busy.Add(1)
+	defer l.busy.Add(-1)
+	l.retire()
+	now := time.Now().UnixNano()
+	low := int(s.cfg.MaxOutputBytes) / 4
+	for cs := range l.outParked {
+		if cs.closed || cs.closing {
+			delete(l.outParked, cs)
+			continue
+		}
+		backlog := len(cs.out) + cs.c.OutboundBuffered()
+		switch {
+		case backlog <= low:
+			delete(l.outParked, cs)
+			cs.outParked = false
+			if cs.parked && s.canResume(cs) {
+				cs.parked = false
+				if s.process(cs) == gnet.Close {
+					_ = cs.c.Close()
+				}
+			}
+		case backlog < cs.outLow:
+			cs.outLow, cs.outSince = backlog, now
+		case now-cs.outSince > int64(outputStall):
+			delete(l.outParked, cs)
+			s.closeOverOutput(cs)
+		}
+	}
+	if len(l.outParked) > 0 {
+		s.scheduleOutputCheck(l)
+	}
+}
