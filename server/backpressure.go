@@ -80,6 +80,11 @@ func (s *Server) checkOutput(l *loop) {
 		case backlog <= low:
 			delete(l.outParked, cs)
 			cs.outParked = false
+			s.drain(cs) // replies left queued when it parked; may park again
+			if cs.closed || cs.outParked {
+				continue
+			}
+			s.flush(cs)
 			if cs.parked && s.canResume(cs) {
 				cs.parked = false
 				if s.process(cs) == gnet.Close {

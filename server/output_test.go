@@ -14,6 +14,7 @@ import (
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
 )
 
 // respConn sends RESP commands and decodes their replies.
@@ -221,6 +222,68 @@ func TestPendingWriteBytesAreBounded(t *testing.T) {
 	for i := 0; i < n; i++ {
 		if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
 			t.Fatalf("reply %d: %q, %v", i, line, err)
+		}
+	}
+}
+
+// heldWriteLocal is a standalone store whose next write is acknowledged
+// only once released; reads are the engine's, in place.
+type heldWriteLocal struct {
+	*store.Local
+	hold    atomic.Bool
+	release chan struct{}
+}
+
+func (h *heldWriteLocal) Write(b *lsm.Batch, done func(error)) {
+	if !h.hold.CompareAndSwap(true, false) {
+		h.Local.Write(b, done)
+		return
+	}
+	h.Local.Write(b, func(err error) { go func() { <-h.release; done(err) }() })
+}
+
+// TestDeferredReadsDrainUnderBackPressure: GETs pipelined behind a pending
+// write wait in the reply queue and run when it completes; their replies
+// (200 x 256 KiB, six times max_output_bytes) are handed out as the client
+// reads them instead of assembled at once past the limit, which closed the
+// connection.
+func TestDeferredReadsDrainUnderBackPressure(t *testing.T) {
+	dir := t.TempDir()
+	db, err := lsm.Open(dir, lsm.Options{Sync: lsm.SyncNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &heldWriteLocal{Local: store.NewLocal(db, "x"), release: make(chan struct{})}
+	t.Cleanup(func() { st.Close() })
+	addr := startTestServer(t, st, func(c *conf.Server) { c.MaxOutputBytes = 8 << 20 })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReaderSize(c, 1<<20)
+	value := strings.Repeat("v", 256<<10)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("PUT|big|" + value + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
+		t.Fatalf("PUT: %q, %v", line, err)
+	}
+	st.hold.Store(true)
+	const gets = 200
+	if _, err := c.Write([]byte("PUT|other|x\n" + strings.Repeat("GET|big\n", gets))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the GETs are queued behind the PUT
+	close(st.release)
+	if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
+		t.Fatalf("held PUT: %q, %v", line, err)
+	}
+	for i := 0; i < gets; i++ {
+		line, err := r.ReadString('\n')
+		if err != nil || line != "VALUE|"+value+"\n" {
+			t.Fatalf("GET %d: %.30q, %v", i, line, err)
 		}
 	}
 }
