@@ -178,15 +178,7 @@ func (c *Cluster) checkJoin(id uint64, raftAddr, client string, ms []*dragonboat
 	if err := checkHostPort(client, false); err != nil {
 		return nil, fmt.Errorf("invalid client address %s for node %d: %w", shortQuote(client), id, err)
 	}
-	addrs := []string{raftAddr}
-	for _, m := range ms {
-		for nid, addr := range m.Nodes {
-			if nid != c.nodeID {
-				addrs = append(addrs, addr)
-			}
-		}
-	}
-	live := probeAll(c.nodeID, addrs)
+	live := c.probeMembers(ms, raftAddr)
 	// A joining node starts its raft transport (NewNodeHost) before it sends
 	// CLUSTER_JOIN, so one that does not answer now is not running, or not
 	// reachable at that address: as a voter it would only count against
@@ -221,12 +213,7 @@ func joinQuorum(voters, live int) (need int, ok bool) {
 // joinQuorumError is joinQuorum's refusal for shard, whose voters are
 // m.Nodes, of node id.
 func joinQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
-	up := 0
-	for nid, addr := range m.Nodes {
-		if live.up(nid, addr) {
-			up++
-		}
-	}
+	up := live.count(m, 0)
 	need, ok := joinQuorum(len(m.Nodes), up)
 	if ok {
 		return nil
@@ -242,6 +229,32 @@ func joinQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness)
 type liveness struct {
 	self uint64
 	seen map[string]bool // raft address -> answered
+}
+
+// probeMembers probes the raft addresses of every member of ms but this
+// node, and extra, at once.
+func (c *Cluster) probeMembers(ms []*dragonboat.Membership, extra ...string) *liveness {
+	addrs := extra
+	for _, m := range ms {
+		for nid, addr := range m.Nodes {
+			if nid != c.nodeID {
+				addrs = append(addrs, addr)
+			}
+		}
+	}
+	return probeAll(c.nodeID, addrs)
+}
+
+// count is how many voters of m answered, not counting node except (0:
+// none; node ids start at 1).
+func (l *liveness) count(m *dragonboat.Membership, except uint64) int {
+	up := 0
+	for nid, addr := range m.Nodes {
+		if nid != except && l.up(nid, addr) {
+			up++
+		}
+	}
+	return up
 }
 
 // probeAll probes every address at once.
@@ -419,15 +432,7 @@ func (c *Cluster) remove(id uint64) error {
 		}
 		return fmt.Errorf("node %d is not a member", id)
 	}
-	var addrs []string
-	for _, m := range ms {
-		for nid, addr := range m.Nodes {
-			if nid != c.nodeID {
-				addrs = append(addrs, addr)
-			}
-		}
-	}
-	live := probeAll(c.nodeID, addrs)
+	live := c.probeMembers(ms)
 	for i, m := range ms {
 		if _, ok := m.Nodes[id]; ok {
 			if err := removeQuorumError(uint64(i+1), id, m, live); err != nil {
@@ -465,12 +470,7 @@ func (c *Cluster) remove(id uint64) error {
 // leaves a shard that can never elect a leader again. Removing the down
 // one is what such a shard needs, and passes.
 func removeQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
-	up := 0
-	for nid, addr := range m.Nodes {
-		if nid != id && live.up(nid, addr) {
-			up++
-		}
-	}
+	up := live.count(m, id)
 	left := len(m.Nodes) - 1
 	if need := left/2 + 1; up < need {
 		return fmt.Errorf("removal of node %d refused: shard %d would keep %d voters with %d of them up, fewer than the %d a quorum needs: bring the down members back first, or remove a down member instead",

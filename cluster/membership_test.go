@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
+
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/store"
 )
@@ -230,11 +232,7 @@ func TestMembershipChangeWithoutAnswerIsUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var addrs []string
-	for _, addr := range m.Nodes {
-		addrs = append(addrs, addr)
-	}
-	live := probeAll(n.nodeID, addrs) // as remove() does, before the cut
+	live := n.probeMembers([]*dragonboat.Membership{m}) // as remove() does, before the cut
 	// The requester can still send (its forwarded config change reaches
 	// the leader) but hears nothing back.
 	for j := range 3 {
