@@ -270,18 +270,7 @@ func (l *loop) deliver(context.Context) error {
 		if cs.closed || cs.q.len() == 0 || !cs.q.front().done {
 			continue
 		}
-		s.drain(cs)
-		if cs.closed {
-			continue
-		}
-		if cs.parked && s.canResume(cs) {
-			cs.parked = false
-			if s.process(cs) == gnet.Close {
-				_ = cs.c.Close()
-			}
-			continue
-		}
-		s.flush(cs)
+		s.advance(cs)
 	}
 	clear(batch)
 	l.mu.Lock()
@@ -290,6 +279,23 @@ func (l *loop) deliver(context.Context) error {
 	}
 	l.mu.Unlock()
 	return nil
+}
+
+// advance moves cs on after its queue moved or its client read: the ready
+// replies go out, and a parked connection parses again if it may.
+func (s *Server) advance(cs *conn) {
+	s.drain(cs)
+	if cs.closed {
+		return
+	}
+	if cs.parked && s.canResume(cs) {
+		cs.parked = false
+		if s.process(cs) == gnet.Close {
+			_ = cs.c.Close()
+		}
+		return
+	}
+	s.flush(cs)
 }
 
 // drain moves the completed prefix of cs's queue into its output buffer,
@@ -319,15 +325,8 @@ func (s *Server) drain(cs *conn) {
 			// Offered after its completion had already gone the usual way.
 			cs.withdraw()
 		}
-		if len(cs.out) >= flushOutBytes {
-			s.flush(cs)
-			if cs.closed || cs.overClosed {
-				return
-			}
-			if s.outputBacklogged(cs) {
-				s.parkForOutput(cs)
-				return
-			}
+		if s.flushIfBig(cs) || cs.closed || cs.overClosed {
+			return
 		}
 	}
 }

@@ -166,16 +166,8 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 		if cs.closing {
 			return len(buf), false
 		}
-		if len(cs.out) >= flushOutBytes {
-			// Hand big output to gnet as it is produced: its buffer holds
-			// exactly what is written, where one reply buffer for a long
-			// burst of large values grows by doubling (a client reading
-			// none of 100k 1 MiB GETs peaked at 320 MB RSS).
-			s.flush(cs) // enforces max_output_bytes too
-			if !cs.closing && !cs.closed && s.outputBacklogged(cs) {
-				s.parkForOutput(cs)
-				return used, false
-			}
+		if s.flushIfBig(cs) {
+			return used, false
 		}
 		if cs.closing || cs.closed || s.overOutput(cs) {
 			return len(buf), false
