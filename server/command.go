@@ -184,14 +184,29 @@ func (s *Server) get(cs *conn, key []byte, start int64, reply *readReply) {
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
 	p.key, p.readReply = bytes.Clone(key), reply
+	if cs.q.len() > 0 && (cs.held > 0 || !s.readRoom(cs)) {
+		cs.push(p)
+		cs.count(classRead, 1)
+		cs.hold(p, len(cs.q.items)-1)
+		return
+	}
+	p.keep = cs.q.len() == 0
 	s.store.Get(key, func(v []byte, err error) { s.finish(p, s.encode(cs, reply, nil, v, err)) })
 	s.settle(p)
+	if !p.done {
+		p.asyncRead = true
+		cs.asyncReads++
+	}
 }
 
-// startRead runs a deferred read that reached the front of its queue. It
+// startRead runs a deferred or held read, or one to read again. It
 // reports whether the read is done (answered on the spot).
 func (s *Server) startRead(p *pending) bool {
 	cs := p.cs
+	if p.held {
+		p.held = false
+		cs.held--
+	}
 	p.deferred = false
 	if s.sync != nil {
 		if v, err := s.sync.GetSync(p.key); !errors.Is(err, store.ErrWouldBlock) {
@@ -200,14 +215,74 @@ func (s *Server) startRead(p *pending) bool {
 			return true
 		}
 	}
+	p.state.Store(stateRunning) // a read run again completed once already
+	p.keep = cs.q.front() == p
 	s.store.Get(p.key, func(v []byte, err error) { s.finish(p, s.encode(cs, p.readReply, nil, v, err)) })
 	if p.state.CompareAndSwap(stateRunning, stateAsync) {
 		s.inflight.Add(1)
+		p.asyncRead = true
+		cs.asyncReads++
 		return false
 	}
 	p.done = true
 	s.observe(p)
 	return true
+}
+
+// The read window. A pipeline of single-key reads answered asynchronously
+// (cluster mode, reads that go to disk) used to be handed to the store
+// all at once: 4096 GETs of a 1 MiB value made 4 GiB of replies, and
+// max_output_bytes closed a client that was reading them. Now a
+// connection has at most maxAsyncReads reads out at the store, and starts
+// another only while the replies it holds (unsent, owed by completions,
+// and expected from the reads out, at their recent size) stay under half
+// of max_output_bytes; the rest wait in the queue, held. A completion
+// that still finds no room drops its reply and its read runs again later
+// (chargeOwed), except at the front of the queue, which is always kept so
+// that the queue moves.
+const maxAsyncReads = 128
+
+// readRoom reports whether cs may start another read.
+func (s *Server) readRoom(cs *conn) bool {
+	if cs.asyncReads >= maxAsyncReads {
+		return false
+	}
+	soft := int(s.cfg.MaxOutputBytes) / 2
+	return soft <= 0 || len(cs.out)+cs.c.OutboundBuffered()+int(cs.owed.Load())+cs.asyncReads*cs.readSize < soft
+}
+
+// hold queues p, at index at of cs.q.items, for the read window.
+func (cs *conn) hold(p *pending, at int) {
+	p.deferred, p.held = true, true
+	if cs.held == 0 || at < cs.heldAt {
+		cs.heldAt = at
+	}
+	cs.held++
+}
+
+// noteRead records the size of a read's reply, for readRoom.
+func (cs *conn) noteRead(n int) {
+	cs.readSize = (cs.readSize*3 + n) / 4
+}
+
+// startHeld starts cs's held reads, oldest first, while the window has
+// room.
+func (s *Server) startHeld(cs *conn) {
+	if cs.held == 0 || cs.closed {
+		return
+	}
+	i := max(cs.heldAt, cs.q.head)
+	for ; i < len(cs.q.items) && cs.held > 0; i++ {
+		p := cs.q.items[i]
+		if !p.held {
+			continue
+		}
+		if !s.readRoom(cs) {
+			break
+		}
+		s.startRead(p)
+	}
+	cs.heldAt = i
 }
 
 // checkKey validates a key against the protocol's rules; "" means fine.

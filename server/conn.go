@@ -50,6 +50,14 @@ type conn struct {
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
 	writeBytes  int64  // keys and values of the writes in q (maxPendingWriteBytes)
 
+	// The read window (readRoom): single-key reads out at the store, held
+	// reads queued for the window (heldAt: no held read sits before that
+	// index of q.items), and the recent size of a read's reply.
+	asyncReads int
+	held       int
+	heldAt     int
+	readSize   int
+
 	// Output back-pressure (parkForOutput): parked until the client reads
 	// its replies; outLow is the smallest backlog seen and outSince when
 	// it was last lowered.
@@ -90,10 +98,22 @@ type pending struct {
 	cmd   int
 
 	// A read's key (copied) and reply encoder; deferred reads have not
-	// been handed to the store yet.
+	// been handed to the store yet: a plain deferred read waits for the
+	// front of the queue (writes ahead of it), a held one only for the
+	// read window (readRoom).
 	key       []byte
 	readReply *readReply
 	deferred  bool
+	held      bool
+	// A single-key read out at the store: asyncRead (loop-owned) counts it
+	// in cs.asyncReads; keep (set before the store call) says it was the
+	// front, whose reply is never dropped; redo (set by chargeOwed) says
+	// its reply was dropped over max_output_bytes and it runs again once
+	// the window has room, dropped giving the reply's size.
+	asyncRead bool
+	keep      bool
+	redo      bool
+	dropped   int
 
 	// A member of a write group (writeOne): how many requests it answers,
 	// and the reply of each on success.
@@ -248,6 +268,21 @@ func (l *loop) deliver(context.Context) error {
 	s := l.s
 	now := time.Now().UnixNano()
 	for _, p := range batch {
+		if p.asyncRead {
+			p.asyncRead = false
+			p.cs.asyncReads--
+			p.cs.noteRead(len(p.reply) + p.dropped)
+		}
+		if p.redo {
+			// Its reply did not fit in max_output_bytes: it runs again
+			// when the window has room (startHeld).
+			p.redo, p.dropped = false, 0
+			if !p.cs.closed {
+				p.cs.hold(p, p.cs.q.head)
+			}
+			s.inflight.Add(-1)
+			continue
+		}
 		p.done = true
 		if g := p.group; g != nil {
 			p.group = nil
@@ -267,10 +302,14 @@ func (l *loop) deliver(context.Context) error {
 			s.closeOverOutput(cs)
 			continue
 		}
-		if cs.closed || cs.q.len() == 0 || !cs.q.front().done {
+		if cs.closed || cs.q.len() == 0 {
 			continue
 		}
-		s.advance(cs)
+		if front := cs.q.front(); front.done || front.deferred {
+			s.advance(cs)
+		} else {
+			s.startHeld(cs) // a read came back: the window may have room
+		}
 	}
 	clear(batch)
 	l.mu.Lock()
@@ -287,6 +326,12 @@ func (s *Server) advance(cs *conn) {
 	s.drain(cs)
 	if cs.closed {
 		return
+	}
+	if s.startHeld(cs); cs.q.len() > 0 && cs.q.front().done {
+		s.drain(cs) // the front was held and answered on the spot
+		if cs.closed {
+			return
+		}
 	}
 	if cs.parked && s.canResume(cs) {
 		cs.parked = false
@@ -401,12 +446,21 @@ func (s *Server) chargeOwed(p *pending) {
 		return
 	}
 	n := int64(len(p.reply))
-	if p.cs.owed.Add(n) > int64(limit) {
+	if p.cs.owed.Add(n) > int64(limit) && !p.keep {
 		p.cs.owed.Add(-n)
+		if p.readReply != nil {
+			// A single-key read behind the front: reading it again later
+			// costs a store read; closing would cost the client its
+			// connection for reading too slowly what it pipelined.
+			p.redo, p.dropped, p.reply = true, len(p.reply), nil
+			return
+		}
 		p.cs.overflow.Store(true)
 		p.reply = nil
 		return
 	}
+	// The front's reply is kept even over the limit (by at most its own
+	// size): the replies owed behind it cannot leave before it.
 	p.owed = n
 }
 

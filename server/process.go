@@ -30,6 +30,7 @@ func (s *Server) process(cs *conn) gnet.Action {
 		cs.parked = false
 		s.parseAll(cs)
 	}
+	s.startHeld(cs)
 	if cs.inplaceGets > 0 {
 		cs.loop.stats.observeN(s.cmdGet, time.Now().UnixNano()-cs.last, cs.inplaceGets)
 		cs.inplaceGets = 0
