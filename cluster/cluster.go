@@ -60,6 +60,13 @@ type Cluster struct {
 	nh      *dragonboat.NodeHost
 	// deploymentID is the NodeHost's raft deployment id (deployment).
 	deploymentID uint64
+	// nonVoting says this node joined as a non-voting replica of every
+	// shard (joinNonVoting): its replicas start non-voting, and promoteLoop
+	// runs until it is a voter everywhere.
+	nonVoting bool
+	// members caches each shard's membership for the status view (index
+	// shard-1; statusLoop's alone).
+	members []*dragonboat.Membership
 
 	// attemptTimeout bounds one attempt of a proposal or ReadIndex; both
 	// are retried (proposals are exactly-once) until the request timeout.
@@ -193,6 +200,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	c.refresh()
 	c.loops.Add(1)
 	go c.statusLoop()
+	if c.nonVoting {
+		c.loops.Add(1)
+		go c.promoteLoop()
+	}
 	c.log.Info("cluster node started", "raft", cc.RaftAddress, "shards", c.shards)
 	return c, nil
 }
@@ -253,10 +264,13 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 			}
 		}
 		if join {
-			if err := c.requestJoin(ctx, joinedBefore); err != nil {
+			if err := c.requestJoin(ctx, joinedBefore, len(fresh) == c.shards); err != nil {
 				return err
 			}
 		}
+	}
+	if c.nonVoting, err = c.joinedNonVoting(); err != nil {
+		return err
 	}
 	if newIdentity {
 		if err := writeIdentity(c.fs, c.dir, identity{NodeID: c.nodeID, Shards: c.shards, Deployment: c.deploymentID}); err != nil {
@@ -269,11 +283,15 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 	}
 	for s := uint64(1); s <= uint64(c.shards); s++ {
 		var err error
+		// A replica that joined non-voting starts so at every start, also
+		// once promoted: see joinNonVoting.
+		rc := c.shardConfig(s)
+		rc.IsNonVoting = c.nonVoting
 		switch {
 		case !fresh[s]:
-			err = c.nh.StartOnDiskReplica(nil, false, c.newStateMachine, c.shardConfig(s))
+			err = c.nh.StartOnDiskReplica(nil, false, c.newStateMachine, rc)
 		case join:
-			err = c.nh.StartOnDiskReplica(nil, true, c.newStateMachine, c.shardConfig(s))
+			err = c.nh.StartOnDiskReplica(nil, true, c.newStateMachine, rc)
 		default:
 			err = c.nh.StartOnDiskReplica(members, false, c.newStateMachine, c.shardConfig(s))
 		}
@@ -317,10 +335,16 @@ func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error)
 
 // requestJoin asks a member to add this node to every shard. retry says
 // an earlier attempt may have succeeded, so "already a member" is success.
-func (c *Cluster) requestJoin(ctx context.Context, retry bool) error {
+// noReplicas says no replica of this node has started yet.
+func (c *Cluster) requestJoin(ctx context.Context, retry, noReplicas bool) error {
 	cc := c.cfg.Cluster
-	if !retry {
-		if err := writeFileAtomic(c.fs, c.dir, joinMarkerFile, nil); err != nil {
+	if noReplicas {
+		// Written before the request, which may add the node as non-voting
+		// even if its reply is lost; rewritten on a retry too, since the
+		// members now add non-voting replicas whatever build asked first.
+		// Once a replica has started, the marker says how it started and
+		// stays.
+		if err := writeFileAtomic(c.fs, c.dir, joinMarkerFile, []byte(joinNonVoting)); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
 	}

@@ -60,11 +60,13 @@
 // Initial members come from [[cluster.members]] and bootstrap every shard. A
 // new node (empty data directory, cluster.join set) sends
 // CLUSTER_JOIN|id|raft|client over the client port of a member, which adds it
-// to every shard (Join) and records its client address in shard 1; the new
-// node then starts its replicas in join mode and catches up from the log or a
-// snapshot. Replica ids are never reused: dragonboat refuses them, and Join
-// refuses them first with a clear error. Join also checks, before it
-// changes anything, the addresses (host:port), that the new node's raft
-// port answers, and that every shard keeps a live quorum without the new
-// node.
+// to every shard as a non-voting replica (Join) and records its client
+// address in shard 1; the new node then starts its replicas in join mode,
+// catches up from the log or a snapshot, and promotes itself to a voter of
+// each shard once its replica there has caught up (promoteLoop), while the
+// shard keeps a live quorum counting it. A non-voting replica counts toward
+// no quorum, so a joiner that dies first changes nothing. Replica ids are
+// never reused: dragonboat refuses them, and Join refuses them first with a
+// clear error. Join also checks, before it changes anything, the addresses
+// (host:port) and that the new node's raft port answers.
 package cluster

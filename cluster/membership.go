@@ -18,15 +18,17 @@ import (
 )
 
 // Join adds node id, reachable for raft at raftAddr and for clients at
-// client, to every shard, after recording its client address in shard 1.
-// It refuses ids that are or were members: dragonboat never lets a removed
-// replica id back in, and a second node under a live id would corrupt the
-// shards. It also refuses, before changing anything, addresses that are not
-// host:port, a node whose raft port does not answer (a joining node serves
-// it before it asks), and a join that would leave a shard with fewer live
-// voters than its grown quorum (checkJoin). A join interrupted part way
-// (some shards added) can be repeated with the same addresses and completes
-// the rest.
+// client, to every shard as a non-voting replica, after recording its
+// client address in shard 1; the node promotes itself to a voter of each
+// shard once its replica there has caught up (promoteLoop). It refuses ids
+// that are or were members: dragonboat never lets a removed replica id back
+// in, and a second node under a live id would corrupt the shards. It also
+// refuses, before changing anything, addresses that are not host:port and a
+// node whose raft port does not answer (a joining node serves it before it
+// asks). A non-voting replica changes no quorum, so the quorum check is the
+// promotion's (promoteQuorumError), not the join's. A join interrupted part
+// way (some shards added) can be repeated with the same addresses and
+// completes the rest.
 func (c *Cluster) Join(id uint64, raftAddr, client string, done func(error)) {
 	c.background(func() error { return c.join(id, raftAddr, client) }, done)
 }
@@ -82,15 +84,17 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 		if _, ok := m.Removed[id]; ok {
 			return fmt.Errorf("node %d was removed from the cluster and node ids cannot be reused; give the new node another cluster.node_id", id)
 		}
-		if addr, ok := m.Nodes[id]; ok {
+		if addr, ok := memberAddr(m, id); ok {
 			if !sameAddr(addr, raftAddr) {
 				return fmt.Errorf("node %d is already a member (raft address %s)", id, addr)
 			}
 			present++
 		}
-		for other, addr := range m.Nodes {
-			if other != id && sameAddr(addr, raftAddr) {
-				return fmt.Errorf("raft address %s is already used by node %d", raftAddr, other)
+		for _, replicas := range []map[uint64]string{m.Nodes, m.NonVotings} {
+			for other, addr := range replicas {
+				if other != id && sameAddr(addr, raftAddr) {
+					return fmt.Errorf("raft address %s is already used by node %d", raftAddr, other)
+				}
 			}
 		}
 		ms[i] = m
@@ -100,8 +104,7 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	}
 	// The checks above come first: a repeated join of a member gets "already
 	// a member", which a restarted joiner takes as its earlier success.
-	live, err := c.checkJoin(id, raftAddr, client, ms)
-	if err != nil {
+	if err := checkJoin(id, raftAddr, client); err != nil {
 		return err
 	}
 	// From here on every step changes the cluster: a failure says what
@@ -117,15 +120,15 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	added := 0
 	for i, m := range ms {
 		shard := uint64(i + 1)
-		if _, ok := m.Nodes[id]; ok {
+		if _, ok := memberAddr(m, id); ok {
 			continue
 		}
-		if err := c.addReplica(ctx, shard, id, raftAddr, m, live); err != nil {
+		if err := c.addNonVoting(ctx, shard, id, raftAddr, m); err != nil {
 			return partlyDone(fmt.Errorf("join node %d: shard %d: %w", id, shard, err), added)
 		}
 		added++
 	}
-	c.log.Info("node joined", "id", id, "raft", raftAddr, "client", client)
+	c.log.Info("node joined as non-voting", "id", id, "raft", raftAddr, "client", client)
 	return nil
 }
 
@@ -164,61 +167,57 @@ func isAlreadyMember(msg string) bool {
 }
 
 // checkJoin refuses a join that must not change the cluster, before it
-// changes anything: an address that is not host:port, a node whose raft
-// port does not answer, or one whose addition would leave a shard it joins
-// with too few live voters for a quorum (joinQuorumError). It returns the
-// liveness of the members it probed, for the same check on every attempt
-// (addReplica).
-func (c *Cluster) checkJoin(id uint64, raftAddr, client string, ms []*dragonboat.Membership) (*liveness, error) {
+// changes anything: an address that is not host:port, or a node whose raft
+// port does not answer.
+func checkJoin(id uint64, raftAddr, client string) error {
 	if err := checkHostPort(raftAddr, true); err != nil {
-		return nil, fmt.Errorf("invalid raft address %s for node %d: %w", shortQuote(raftAddr), id, err)
+		return fmt.Errorf("invalid raft address %s for node %d: %w", shortQuote(raftAddr), id, err)
 	}
 	// A node may listen for clients on every interface (":8080"), as its
 	// server.listen allows, so the host may be empty.
 	if err := checkHostPort(client, false); err != nil {
-		return nil, fmt.Errorf("invalid client address %s for node %d: %w", shortQuote(client), id, err)
+		return fmt.Errorf("invalid client address %s for node %d: %w", shortQuote(client), id, err)
 	}
-	live := c.probeMembers(ms, raftAddr)
 	// A joining node starts its raft transport (NewNodeHost) before it sends
 	// CLUSTER_JOIN, so one that does not answer now is not running, or not
-	// reachable at that address: as a voter it would only count against
-	// every quorum.
-	if !live.up(id, raftAddr) {
-		return nil, fmt.Errorf("join of node %d refused: its raft address %s does not answer (a joining node listens there before it asks to join); check that it runs and that this member reaches that address", id, raftAddr)
+	// reachable at that address. As a non-voter it would count against no
+	// quorum, but the leaders would keep sending to it for nothing.
+	if !probeMember(raftAddr) {
+		return fmt.Errorf("join of node %d refused: its raft address %s does not answer (a joining node listens there before it asks to join); check that it runs and that this member reaches that address", id, raftAddr)
 	}
-	for i, m := range ms {
-		if _, ok := m.Nodes[id]; ok {
-			continue
-		}
-		if err := joinQuorumError(uint64(i+1), id, m, live); err != nil {
-			return nil, err
-		}
-	}
-	return live, nil
+	return nil
 }
 
-// joinQuorum reports how many live voters a shard of voters voters needs
-// once one more voter is added (its quorum, n/2+1 of the grown shard), and
-// whether live, not counting the new node (it has to catch up before it
-// can acknowledge anything), are enough. If they are not, a new node that
-// then fails leaves the shard without a quorum for good: a CLUSTER_REMOVE
-// of it needs a quorum too. Growing a shard of one live voter is the
-// exception (as in etcd): there is no other way to grow a one-node cluster,
-// and Join has just seen the new node answer.
-func joinQuorum(voters, live int) (need int, ok bool) {
+// memberAddr reports node id's raft address in m if it is a voter or a
+// non-voting replica there.
+func memberAddr(m *dragonboat.Membership, id uint64) (string, bool) {
+	if addr, ok := m.Nodes[id]; ok {
+		return addr, true
+	}
+	addr, ok := m.NonVotings[id]
+	return addr, ok
+}
+
+// promoteQuorum reports how many live voters a shard of voters voters needs
+// once a caught-up non-voting replica is promoted (its quorum, n/2+1 of the
+// grown shard), and whether live voters, with the promoted node (which has
+// just shown it is up and caught up), are enough. If they are not, a
+// failure of the new voter would leave the shard without a quorum for
+// good: a CLUSTER_REMOVE of it needs a quorum too.
+func promoteQuorum(voters, live int) (need int, ok bool) {
 	need = (voters+1)/2 + 1
-	return need, live >= need || voters == 1 && live == 1
+	return need, live+1 >= need
 }
 
-// joinQuorumError is joinQuorum's refusal for shard, whose voters are
-// m.Nodes, of node id.
-func joinQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
-	up := live.count(m, 0)
-	need, ok := joinQuorum(len(m.Nodes), up)
+// promoteQuorumError is promoteQuorum's refusal for shard, whose voters
+// are m.Nodes, of node id.
+func promoteQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
+	up := live.count(m, id)
+	need, ok := promoteQuorum(len(m.Nodes), up)
 	if ok {
 		return nil
 	}
-	return fmt.Errorf("join of node %d refused: shard %d has %d voters and %d of them up; with node %d added it needs %d up for a quorum before the new node catches up, or a failure of the new node would leave it unavailable: bring the down members back or CLUSTER_REMOVE them first",
+	return fmt.Errorf("promotion of node %d to a voter of shard %d waits: the shard has %d voters and %d of them up; with node %d it needs %d up for a quorum: bring the down members back or CLUSTER_REMOVE them",
 		id, shard, len(m.Nodes), up, id, need)
 }
 
@@ -231,10 +230,10 @@ type liveness struct {
 	seen map[string]bool // raft address -> answered
 }
 
-// probeMembers probes the raft addresses of every member of ms but this
-// node, and extra, at once.
-func (c *Cluster) probeMembers(ms []*dragonboat.Membership, extra ...string) *liveness {
-	addrs := extra
+// probeMembers probes the raft addresses of every voter of ms but this
+// node at once.
+func (c *Cluster) probeMembers(ms []*dragonboat.Membership) *liveness {
+	var addrs []string
 	for _, m := range ms {
 		for nid, addr := range m.Nodes {
 			if nid != c.nodeID {
@@ -323,18 +322,17 @@ func shortQuote(s string) string {
 	return fmt.Sprintf("%q... (%d bytes)", strings.ToValidUTF8(s[:n], ""), len(s))
 }
 
-// addReplica adds node id to shard. Every attempt checks the quorum rule
-// against the membership it is made for (which dragonboat applies only if
-// the shard's configuration has not changed since, OrderedConfigChange),
-// so concurrent joins cannot add up to a lost quorum either.
-func (c *Cluster) addReplica(ctx context.Context, shard, id uint64, raftAddr string, m *dragonboat.Membership, live *liveness) error {
-	return c.changeReplica(ctx, shard, m,
-		func(m *dragonboat.Membership) error { return joinQuorumError(shard, id, m, live) },
+// addNonVoting adds node id to shard as a non-voting replica. The request
+// is made against the membership m (which dragonboat applies only if the
+// shard's configuration has not changed since, OrderedConfigChange), and
+// retried against a fresh one.
+func (c *Cluster) addNonVoting(ctx context.Context, shard, id uint64, raftAddr string, m *dragonboat.Membership) error {
+	return c.changeReplica(ctx, shard, m, nil,
 		func(ctx context.Context, ccid uint64) error {
-			return c.nh.SyncRequestAddReplica(ctx, shard, id, raftAddr, ccid)
+			return c.nh.SyncRequestAddNonVoting(ctx, shard, id, raftAddr, ccid)
 		},
 		func(m *dragonboat.Membership) (bool, error) {
-			if _, ok := m.Nodes[id]; ok {
+			if _, ok := memberAddr(m, id); ok {
 				return true, nil
 			}
 			if _, ok := m.Removed[id]; ok {
@@ -415,11 +413,11 @@ func (c *Cluster) remove(id uint64) error {
 		if err != nil {
 			return err
 		}
-		if _, ok := m.Nodes[id]; ok {
+		if _, ok := memberAddr(m, id); ok {
 			present++
-			if len(m.Nodes) == 1 {
-				return fmt.Errorf("node %d is the last member of shard %d and cannot be removed", id, i+1)
-			}
+		}
+		if _, ok := m.Nodes[id]; ok && len(m.Nodes) == 1 {
+			return fmt.Errorf("node %d is the last voter of shard %d and cannot be removed", id, i+1)
 		}
 		if _, ok := m.Removed[id]; ok {
 			removed++
@@ -434,16 +432,14 @@ func (c *Cluster) remove(id uint64) error {
 	}
 	live := c.probeMembers(ms)
 	for i, m := range ms {
-		if _, ok := m.Nodes[id]; ok {
-			if err := removeQuorumError(uint64(i+1), id, m, live); err != nil {
-				return err
-			}
+		if err := removeQuorumError(uint64(i+1), id, m, live); err != nil {
+			return err
 		}
 	}
 	done := 0
 	for i, m := range ms {
 		shard := uint64(i + 1)
-		if _, ok := m.Nodes[id]; !ok {
+		if _, ok := memberAddr(m, id); !ok {
 			continue
 		}
 		if err := c.deleteReplica(ctx, shard, id, m, live); err != nil {
@@ -464,12 +460,16 @@ func (c *Cluster) remove(id uint64) error {
 	return nil
 }
 
-// removeQuorumError refuses the removal of node id from shard (voters
+// removeQuorumError refuses the removal of voter id from shard (voters
 // m.Nodes) when the voters left would have fewer live ones than their
 // quorum: removing a live voter while another is down (3 voters, 1 down)
 // leaves a shard that can never elect a leader again. Removing the down
-// one is what such a shard needs, and passes.
+// one is what such a shard needs, and passes. A non-voting replica counts
+// for no quorum, so its removal always passes.
 func removeQuorumError(shard, id uint64, m *dragonboat.Membership, live *liveness) error {
+	if _, ok := m.Nodes[id]; !ok {
+		return nil
+	}
 	up := live.count(m, id)
 	left := len(m.Nodes) - 1
 	if need := left/2 + 1; up < need {
@@ -485,7 +485,7 @@ func (c *Cluster) deleteReplica(ctx context.Context, shard, id uint64, m *dragon
 		func(ctx context.Context, ccid uint64) error {
 			return c.nh.SyncRequestDeleteReplica(ctx, shard, id, ccid)
 		},
-		func(m *dragonboat.Membership) (bool, error) { _, ok := m.Nodes[id]; return !ok, nil })
+		func(m *dragonboat.Membership) (bool, error) { _, ok := memberAddr(m, id); return !ok, nil })
 }
 
 func retryableMembershipError(err error) bool {

@@ -315,86 +315,202 @@ func TestJoinRefusesBadAddresses(t *testing.T) {
 	}
 }
 
-// TestJoinRefusedWhenQuorumWouldBeLost: nodes that answered at join time
-// and died right after stay voters. Joins go on while the live voters
-// still make a quorum of the grown shard (5 voters, 3 up); the one that
-// would need 4 of 6 up is refused, and the cluster stays writable.
-func TestJoinRefusedWhenQuorumWouldBeLost(t *testing.T) {
+// TestDeadJoinerLeavesQuorumUnchanged: nodes that answered at join time
+// and died before catching up stay non-voting replicas, which count for no
+// quorum: with one of the three voters down as well, the other two still
+// make progress (as voters at once, 2 of 5 could not). Non-voting nodes are
+// removed whatever is down, voters only while the rest keep a quorum.
+func TestDeadJoinerLeavesQuorumUnchanged(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 2})
 	n1 := tc.nodes[0]
 	for _, id := range []uint64{4, 5} {
 		peer := newFakeRaftPeer(t)
 		if err := join(n1, id, peer.addr, fmt.Sprintf("127.0.0.1:%d", 9000+id)); err != nil {
-			t.Fatalf("join %d, with every voter up: %v", id, err)
+			t.Fatalf("join %d: %v", id, err)
 		}
 		peer.close() // the new node dies before it catches up
 	}
-	assertVoters(t, n1, 2, 1, 2, 3, 4, 5)
-	mustPut(t, tc.nodes[1], "five-voters", "ok")
+	assertVoters(t, n1, 2, 1, 2, 3)
+	assertNonVoting(t, n1, 2, 4, 5)
+	waitFor(t, 5*time.Second, "status with two down non-voting members", func() bool {
+		st := n1.Status()
+		return st.Nodes == 5 && st.NodesUp == 3 && st.NodesNonVoting == 2 && st.State == "degraded"
+	})
+	for _, n := range n1.Nodes() {
+		if n.NonVoting != (n.ID >= 4) {
+			t.Errorf("node %d listed with NonVoting %v", n.ID, n.NonVoting)
+		}
+	}
 
-	peer := newFakeRaftPeer(t)
-	err := join(n1, 6, peer.addr, "127.0.0.1:9006")
-	if err == nil || !strings.Contains(err.Error(), "quorum") || strings.Contains(err.Error(), "applied") {
-		t.Fatalf("join 6 with 3 of 5 voters up: %v, want a refusal for the quorum", err)
-	}
-	t.Logf("join 6: %v", err)
-	assertVoters(t, n1, 2, 1, 2, 3, 4, 5)
-	for _, m := range n1.registeredMembers() {
-		if m.ID == 6 {
-			t.Errorf("refused node 6 has a member record: %+v", m)
+	tc.stop(2)
+	for i, n := range tc.live() {
+		if err := put(n, fmt.Sprintf("one-voter-down-%d", i), "ok"); err != nil {
+			t.Fatalf("write through node %d with node 3 and both joiners down: %v", i+1, err)
 		}
 	}
-	for i, n := range tc.nodes {
-		if err := put(n, fmt.Sprintf("after-refusal-%d", i), "ok"); err != nil {
-			t.Fatalf("write through node %d after the refused join: %v", i+1, err)
-		}
-	}
-	// Removing a dead voter still works, which a lost quorum would prevent.
+	// A non-voting node goes even while a voter is down.
 	if err := remove(n1, 5); err != nil {
-		t.Fatalf("remove 5: %v", err)
+		t.Fatalf("remove non-voting node 5: %v", err)
 	}
-	assertVoters(t, n1, 2, 1, 2, 3, 4)
-	// A live voter may go while the rest keep a quorum (1 and 3 of 1, 3, 4),
-	// not when they would not (1 of 1, 4); the dead one may.
-	if err := remove(n1, 2); err != nil {
-		t.Fatalf("remove live node 2 of 1-4 (4 down): %v", err)
+	assertNonVoting(t, n1, 2, 4)
+	// A live voter may not go while the rest would lack a quorum (1 of 1,
+	// 3); the dead one may.
+	if err := remove(n1, 2); err == nil || !strings.Contains(err.Error(), "quorum") || strings.Contains(err.Error(), "applied") {
+		t.Fatalf("remove live node 2 of 1-3 (3 down): %v, want a refusal for the quorum", err)
 	}
-	if err := remove(n1, 3); err == nil || !strings.Contains(err.Error(), "quorum") || strings.Contains(err.Error(), "applied") {
-		t.Fatalf("remove live node 3 of 1, 3, 4 (4 down): %v, want a refusal for the quorum", err)
+	if err := remove(tc.nodes[1], 4); err != nil {
+		t.Fatalf("remove non-voting node 4: %v", err)
 	}
-	assertVoters(t, n1, 2, 1, 3, 4)
-	if err := remove(n1, 4); err != nil {
-		t.Fatalf("remove dead node 4: %v", err)
+	if err := remove(n1, 3); err != nil {
+		t.Fatalf("remove dead node 3: %v", err)
 	}
-	assertVoters(t, n1, 2, 1, 3)
+	assertVoters(t, n1, 2, 1, 2)
+	assertNonVoting(t, n1, 2)
 	if err := put(n1, "after-removals", "ok"); err != nil {
 		t.Fatalf("write after the removals: %v", err)
 	}
+	waitFor(t, 5*time.Second, "status of the two voters left", func() bool {
+		st := n1.Status()
+		return st.Nodes == 2 && st.NodesUp == 2 && st.NodesNonVoting == 0 && st.State == "healthy"
+	})
 }
 
-// TestJoinQuorumRule pins the arithmetic of the join check.
-func TestJoinQuorumRule(t *testing.T) {
+// TestJoinNonVotingThenPromoted: a joining node lands as a non-voting
+// replica of every shard and stays one while it cannot catch up (its links
+// to the members are cut); restarted, with the member that granted its
+// join down, it catches up and promotes itself to a voter of every shard.
+// Restarted again (its replicas start non-voting, as always), it is a voter
+// at the raft level too: it can take over a shard's leadership.
+func TestJoinNonVotingThenPromoted(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2, snapshotEntries: 5})
+	serveMembership(t, tc.cfgs[0].Server.Listen, tc.nodes[0])
+	for i := range 40 {
+		mustPut(t, tc.nodes[i%3], fmt.Sprintf("p%03d", i), fmt.Sprintf("v%d", i))
+	}
+	addrs := freeAddrs(t, 2)
+	cfg := baseConfig(t, 4, addrs[0], addrs[1], 2)
+	cfg.Cluster.SnapshotEntries = 5
+	cfg.Cluster.Members = nil
+	cfg.Cluster.Join = []string{tc.cfgs[0].Server.Listen}
+	cut := new(linkFaults)
+	for _, c := range tc.cfgs {
+		cut.set(true, c.Cluster.RaftAddress)
+	}
+	n4, err := openWithFaults(context.Background(), cfg, testLogger(t).With("node", 4), fsForTest(), cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut off, it cannot show it caught up, so it is still non-voting.
+	assertVoters(t, tc.nodes[1], 2, 1, 2, 3)
+	assertNonVoting(t, tc.nodes[1], 2, 4)
+	waitFor(t, 5*time.Second, "node 4 listed as a non-voting member", func() bool {
+		ns, st := tc.nodes[1].Nodes(), tc.nodes[1].Status()
+		return len(ns) == 4 && ns[3].ID == 4 && ns[3].NonVoting && ns[3].Up && st.NodesNonVoting == 1 && st.State == "healthy"
+	})
+	n4.Close()
+	tc.stop(0)
+
+	start := time.Now()
+	if n4, err = open(context.Background(), cfg, testLogger(t).With("node", 4), fsForTest()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { n4.Close() }()
+	waitFor(t, 20*time.Second, "node 4 to become a voter", func() bool { return isVoterEverywhere(tc.nodes[1], 2, 4) })
+	t.Logf("node 4 caught up and became a voter %v after its restart", time.Since(start).Round(time.Millisecond))
+	assertVoters(t, tc.nodes[1], 2, 1, 2, 3, 4)
+	assertNonVoting(t, tc.nodes[1], 2)
+	for i := range 40 {
+		op := &readOp{key: []byte(fmt.Sprintf("p%03d", i))}
+		if _, err := n4.nh.StaleRead(shardOf(op.key, 2), &readBatch{ops: []*readOp{op}}); err != nil || string(op.val) != fmt.Sprintf("v%d", i) {
+			t.Fatalf("node 4 key p%03d: %q, %v", i, op.val, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "node 4 listed as a voter", func() bool {
+		ns, st := tc.nodes[1].Nodes(), tc.nodes[1].Status()
+		return len(ns) == 4 && !ns[3].NonVoting && st.NodesNonVoting == 0
+	})
+
+	tc.start(0)
+	n4.Close()
+	if n4, err = open(context.Background(), cfg, testLogger(t).With("node", 4), fsForTest()); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitLeaders(n4)
+	waitFor(t, 20*time.Second, "node 4 to lead shard 1", func() bool {
+		if leader, _, ok, err := n4.nh.GetLeaderID(1); err == nil && ok && leader == 4 {
+			return true
+		}
+		n4.nh.RequestLeaderTransfer(1, 4)
+		time.Sleep(200 * time.Millisecond)
+		return false
+	})
+	mustPut(t, n4, "led-by-4", "ok")
+}
+
+// TestPromoteQuorumRule pins the arithmetic of the promotion check: the
+// promoted node, caught up, counts as live.
+func TestPromoteQuorumRule(t *testing.T) {
 	for _, tt := range []struct {
 		voters, live, need int
 		ok                 bool
 	}{
-		{1, 1, 2, true}, // growing a one-node cluster: the only way to grow it
+		{1, 1, 2, true}, // growing a one-node cluster
 		{1, 0, 2, false},
 		{2, 2, 2, true},
-		{2, 1, 2, false},
+		{2, 1, 2, true},
 		{3, 3, 3, true},
-		{3, 2, 3, false}, // one member down: remove it first
-		{4, 3, 3, true},
-		{4, 2, 3, false},
-		{5, 3, 4, false},
-		{5, 4, 4, true},
-		{6, 4, 4, true},
+		{3, 2, 3, true}, // replacing a down member: 4 voters, 3 up
+		{3, 1, 3, false},
+		{4, 2, 3, true},
+		{4, 1, 3, false},
+		{5, 3, 4, true},
+		{5, 2, 4, false},
+		{6, 3, 4, true},
 	} {
-		need, ok := joinQuorum(tt.voters, tt.live)
+		need, ok := promoteQuorum(tt.voters, tt.live)
 		if need != tt.need || ok != tt.ok {
-			t.Errorf("joinQuorum(%d voters, %d live) = %d, %v; want %d, %v", tt.voters, tt.live, need, ok, tt.need, tt.ok)
+			t.Errorf("promoteQuorum(%d voters, %d live) = %d, %v; want %d, %v", tt.voters, tt.live, need, ok, tt.need, tt.ok)
 		}
 	}
+}
+
+// assertNonVoting checks that every shard's non-voting replicas, as n
+// reads them, are ids.
+func assertNonVoting(t *testing.T, n *Cluster, shards int, ids ...uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for s := uint64(1); s <= uint64(shards); s++ {
+		m, err := n.membership(ctx, s)
+		if err != nil {
+			t.Fatalf("membership of shard %d: %v", s, err)
+		}
+		got := make([]uint64, 0, len(m.NonVotings))
+		for id := range m.NonVotings {
+			got = append(got, id)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, ids) {
+			t.Errorf("shard %d non-voting replicas %v, want %v", s, got, ids)
+		}
+	}
+}
+
+// isVoterEverywhere reports whether node id is a voter of every shard, as n
+// reads them.
+func isVoterEverywhere(n *Cluster, shards int, id uint64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for s := uint64(1); s <= uint64(shards); s++ {
+		m, err := n.membership(ctx, s)
+		if err != nil {
+			return false
+		}
+		if _, ok := m.Nodes[id]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // assertVoters checks that every shard's voters, as n reads them, are ids.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"io"
 	"net"
 	"slices"
@@ -45,16 +46,35 @@ func (c *Cluster) statusLoop() {
 }
 
 // refresh rebuilds the view of the members: the union of every local
-// replica's membership (the configured members until a replica knows
-// better); a member is up if it answers a probe on its raft port
-// (probeMember; this node always is). Leaders are not cached: Status asks
-// dragonboat, which keeps them in memory.
+// replica's membership, voters and non-voting replicas (the configured
+// members until a replica knows better); a member is up if it answers a
+// probe on its raft port (probeMember; this node always is). Leaders are
+// not cached: Status asks dragonboat, which keeps them in memory.
 func (c *Cluster) refresh() {
 	raftAddrs := make(map[uint64]string)
+	nonVoting := make(map[uint64]bool)
 	if info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
+		c.refreshMembers(info.ShardInfoList)
 		for _, si := range info.ShardInfoList {
 			for id, addr := range si.Replicas {
 				raftAddrs[id] = addr
+			}
+			if si.Pending || si.ShardID < 1 || si.ShardID > uint64(len(c.members)) {
+				continue
+			}
+			m := c.members[si.ShardID-1]
+			if m == nil {
+				continue
+			}
+			for id, addr := range m.NonVotings {
+				// Replicas is current, the cached membership may be a
+				// change behind: a voter there is no longer non-voting.
+				if _, voter := si.Replicas[id]; !voter {
+					nonVoting[id] = true
+					if _, ok := raftAddrs[id]; !ok {
+						raftAddrs[id] = addr
+					}
+				}
 			}
 		}
 	}
@@ -76,20 +96,61 @@ func (c *Cluster) refresh() {
 	}
 	nodes := c.probe(raftAddrs, clients)
 
-	up := 0
-	for _, n := range nodes {
-		if n.Up {
+	up, nv := 0, 0
+	for i := range nodes {
+		if nodes[i].Up {
 			up++
+		}
+		if nonVoting[nodes[i].ID] {
+			nodes[i].NonVoting = true
+			nv++
 		}
 	}
 	st := store.Status{
-		Mode:    "cluster",
-		NodeID:  c.nodeID,
-		Nodes:   len(nodes),
-		NodesUp: up,
-		Shards:  c.shards,
+		Mode:           "cluster",
+		NodeID:         c.nodeID,
+		Nodes:          len(nodes),
+		NodesUp:        up,
+		Shards:         c.shards,
+		NodesNonVoting: nv,
 	}
 	c.view.Store(&view{status: st, nodes: nodes})
+}
+
+// refreshMembers re-reads, at once, the membership of each shard whose
+// configuration changed since it was cached. Dragonboat reports a local
+// replica's voters and configuration change index without a network
+// round, but not its non-voting replicas; only a linearizable read
+// (ReadIndex) gives those, so it is made when the index moved, not twice
+// a second. A shard without a known leader is left for a later refresh
+// rather than held up for: a read there would only time out.
+func (c *Cluster) refreshMembers(infos []dragonboat.ShardInfo) {
+	if c.members == nil {
+		c.members = make([]*dragonboat.Membership, c.shards)
+	}
+	ctx, cancel := context.WithTimeout(c.stopCtx, min(c.attemptTimeout, time.Second))
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, si := range infos {
+		if si.Pending || si.ShardID < 1 || si.ShardID > uint64(c.shards) {
+			continue
+		}
+		i := si.ShardID - 1
+		if m := c.members[i]; m != nil && m.ConfigChangeID == si.ConfigChangeIndex {
+			continue
+		}
+		if _, _, ok, err := c.nh.GetLeaderID(si.ShardID); err != nil || !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if m, err := c.nh.SyncGetShardMembership(ctx, si.ShardID); err == nil {
+				c.members[i] = m
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // probe builds the member list, dialling every other member's raft port

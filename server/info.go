@@ -138,6 +138,7 @@ func (s *Server) infoText(sections ...string) string {
 		w("nodes_up", st.NodesUp)
 		w("shards", st.Shards)
 		w("shards_with_leader", st.ShardsWithLeader)
+		w("nodes_nonvoting", st.NodesNonVoting)
 	})
 	return b.String()
 }

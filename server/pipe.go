@@ -184,7 +184,7 @@ func (s *Server) finishOK(p *pending, cs *conn, err error, ok []byte) {
 // statusFields renders a Status as CLUSTER_STATUS fields, in the order
 // PROTOCOL.md fixes.
 func statusFields(head string, st store.Status) []string {
-	return []string{head,
+	f := []string{head,
 		"mode=" + st.Mode,
 		"state=" + st.State,
 		"node_id=" + strconv.FormatUint(st.NodeID, 10),
@@ -193,6 +193,12 @@ func statusFields(head string, st store.Status) []string {
 		"shards=" + strconv.Itoa(st.Shards),
 		"shards_with_leader=" + strconv.Itoa(st.ShardsWithLeader),
 	}
+	// PROTOCOL.md lets other fields follow its seven; the standalone reply
+	// stays exactly those.
+	if st.Mode == "cluster" {
+		f = append(f, "nodes_nonvoting="+strconv.Itoa(st.NodesNonVoting))
+	}
+	return f
 }
 
 func nodeField(n store.Node) string {

@@ -56,6 +56,9 @@ type Node struct {
 	Client string // client (pipe/RESP) address
 	Raft   string // raft address; empty in standalone mode
 	Up     bool
+	// NonVoting is set for a node that joined and is not yet a voter of
+	// every shard (it catches up as a non-voting replica first).
+	NonVoting bool
 }
 
 // Status is the cluster's health as CLUSTER_STATUS reports it.
@@ -67,6 +70,10 @@ type Status struct {
 	NodesUp          int
 	Shards           int
 	ShardsWithLeader int
+	// NodesNonVoting counts the members, among Nodes, that are not yet
+	// voters of every shard. Not one of PROTOCOL.md's fields: CLUSTER_STATUS
+	// reports it after them, in cluster mode only.
+	NodesNonVoting int
 }
 
 // Store is the data layer as the server sees it. All methods are safe for
