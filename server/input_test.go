@@ -1,0 +1,85 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/conf"
+)
+
+// TestLongFramesArriveInPieces: requests far longer than partialBytes,
+// written a few KiB at a time (so that they are parsed from the
+// connection's own buffer), pipelined between small ones, in both
+// protocols, come out whole and in order; one over max_frame_bytes still
+// closes the connection with "request too large".
+func TestLongFramesArriveInPieces(t *testing.T) {
+	st := newSlowStore()
+	addr := startTestServer(t, st, func(c *conf.Server) { c.MaxFrameBytes = 4 << 20 })
+	big := strings.Repeat("ab|c\\\n", 300<<10/6) // escaped on the pipe protocol
+	escaped := strings.NewReplacer("\\", "\\\\", "|", "\\|", "\n", "\\n").Replace(big)
+
+	var pipeReq bytes.Buffer
+	var resp bytes.Buffer
+	args := []string{"MSET"}
+	for i := 0; i < 3; i++ {
+		fmt.Fprintf(&pipeReq, "PUT|p%d|%s\nGET|p%d\nPING\n", i, escaped, i)
+		args = append(args, fmt.Sprintf("r%d", i), big)
+	}
+	// A RESP command of many arguments: its length is not known up front.
+	for i := 0; i < 20000; i++ {
+		args = append(args, fmt.Sprintf("m%d", i), "v")
+	}
+	resp.Write(appendRESP(nil, args...))
+	resp.Write(appendRESP(nil, "GET", "r2"))
+	resp.Write(appendRESP(nil, "GET", "m19999"))
+
+	send := func(req []byte) *bufio.Reader {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		go func() {
+			for b := req; len(b) > 0; {
+				n := min(len(b), 3000)
+				if _, err := c.Write(b[:n]); err != nil {
+					return
+				}
+				b = b[n:]
+			}
+		}()
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		return bufio.NewReaderSize(c, 1<<20)
+	}
+	r := send(pipeReq.Bytes())
+	for i := 0; i < 3; i++ {
+		for _, want := range []string{"OK\n", "VALUE|" + escaped + "\n", "PONG\n"} {
+			line, err := r.ReadString('\n')
+			if err != nil || line != want {
+				t.Fatalf("pipe %d: got %d bytes (%.40q), want %d: %v", i, len(line), line, len(want), err)
+			}
+		}
+	}
+	r = send(resp.Bytes())
+	for _, want := range []string{"+OK\r\n", fmt.Sprintf("$%d\r\n%s\r\n", len(big), big), "$1\r\nv\r\n"} {
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(r, got); err != nil || string(got) != want {
+			t.Fatalf("resp: got %.40q, want %.40q: %v", got, want, err)
+		}
+	}
+
+	over := []byte("PUT|k|" + strings.Repeat("x", 5<<20) + "\n")
+	r = send(over)
+	if line, _ := r.ReadString('\n'); line != "ERROR|request too large\n" {
+		t.Fatalf("line over max_frame_bytes: %q", line)
+	}
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("connection open after a line over max_frame_bytes")
+	}
+}
