@@ -261,8 +261,8 @@ func checkAcked(t *testing.T, nd *node, acked map[string]string, mu *sync.Mutex)
 }
 
 // TestClusterJoinAndRemove: a fresh node joins through a member, catches
-// up (by snapshot: snapshot_entries is small), serves reads; then it is
-// removed and its id cannot be reused.
+// up (by snapshot: snapshot_entries is small) and becomes a voter, serves
+// reads; then it is removed and its id cannot be reused.
 func TestClusterJoinAndRemove(t *testing.T) {
 	c := startCluster(t, 3)
 	p := dialPipe(t, c.nodes[1].addr)
@@ -281,8 +281,10 @@ func TestClusterJoinAndRemove(t *testing.T) {
 	c.raft[4] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.writeConfig(4, []string{c.nodes[2].addr})
 	c.nodes[4].start()
+	// It joins as a non-voting replica and becomes a voter once caught up:
+	// CLUSTER_STATUS counts it in nodes_nonvoting until then.
 	c.waitStatus(c.nodes[1], 30*time.Second, func(st map[string]string) bool {
-		return st["state"] == "healthy" && st["nodes"] == "4"
+		return st["state"] == "healthy" && st["nodes"] == "4" && st["nodes_nonvoting"] == "0"
 	})
 	q := dialPipe(t, c.nodes[4].addr)
 	for i := 0; i < 600; i += 37 {
