@@ -380,16 +380,30 @@ func TestDeadJoinerLeavesQuorumUnchanged(t *testing.T) {
 // to the members are cut); restarted, with the member that granted its
 // join down, it catches up and promotes itself to a voter of every shard.
 // Restarted again (its replicas start non-voting, as always), it is a voter
-// at the raft level too: it can take over a shard's leadership.
+// at the raft level too: it can take over a shard's leadership. Dragonboat
+// turns it into one by two paths, both run: recovering a snapshot that has
+// the promotion (it caught up by snapshot), and replaying the promotion
+// from the log (it caught up by log, no snapshot anywhere).
 func TestJoinNonVotingThenPromoted(t *testing.T) {
-	tc := newTestCluster(t, clusterOpts{shards: 2, snapshotEntries: 5})
+	t.Run("by snapshot", func(t *testing.T) { testJoinNonVotingThenPromoted(t, true) })
+	t.Run("by log", func(t *testing.T) { testJoinNonVotingThenPromoted(t, false) })
+}
+
+func testJoinNonVotingThenPromoted(t *testing.T, bySnapshot bool) {
+	snapshotEntries := 0 // the default, never reached here
+	if bySnapshot {
+		snapshotEntries = 5
+	}
+	tc := newTestCluster(t, clusterOpts{shards: 2, snapshotEntries: snapshotEntries})
 	serveMembership(t, tc.cfgs[0].Server.Listen, tc.nodes[0])
 	for i := range 40 {
 		mustPut(t, tc.nodes[i%3], fmt.Sprintf("p%03d", i), fmt.Sprintf("v%d", i))
 	}
 	addrs := freeAddrs(t, 2)
 	cfg := baseConfig(t, 4, addrs[0], addrs[1], 2)
-	cfg.Cluster.SnapshotEntries = 5
+	if bySnapshot {
+		cfg.Cluster.SnapshotEntries = snapshotEntries
+	}
 	cfg.Cluster.Members = nil
 	cfg.Cluster.Join = []string{tc.cfgs[0].Server.Listen}
 	cut := new(linkFaults)
@@ -429,6 +443,19 @@ func TestJoinNonVotingThenPromoted(t *testing.T) {
 		ns, st := tc.nodes[1].Nodes(), tc.nodes[1].Status()
 		return len(ns) == 4 && !ns[3].NonVoting && st.NodesNonVoting == 0
 	})
+	recovered := 0
+	n4.smMu.Lock()
+	for _, s := range n4.sms {
+		s.mu.RLock()
+		if s.current != dbDirName(1) {
+			recovered++
+		}
+		s.mu.RUnlock()
+	}
+	n4.smMu.Unlock()
+	if bySnapshot != (recovered > 0) {
+		t.Fatalf("node 4 recovered %d snapshots; the test should catch up by snapshot: %v", recovered, bySnapshot)
+	}
 
 	tc.start(0)
 	n4.Close()
