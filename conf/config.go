@@ -33,6 +33,7 @@ type Server struct {
 	MaxKeyBytes    ByteSize `toml:"max_key_bytes"`    // default 64 KiB
 	MaxArgs        int      `toml:"max_args"`         // default 1048576
 	MaxOutputBytes ByteSize `toml:"max_output_bytes"` // default 64 MiB
+	MaxInputBytes  ByteSize `toml:"max_input_bytes"`  // default 1 GiB, all connections together
 	RangeLimit     int      `toml:"range_limit"`      // default 1000
 	IdleTimeout    Duration `toml:"idle_timeout"`     // default 0 = off
 	RequirePass    string   `toml:"requirepass"`      // default ""
@@ -97,6 +98,7 @@ func Default() Config {
 			MaxKeyBytes:    64 * KiB,
 			MaxArgs:        1 << 20,
 			MaxOutputBytes: 64 * MiB,
+			MaxInputBytes:  GiB,
 			RangeLimit:     1000,
 			IdleTimeout:    0,
 		},

@@ -128,6 +128,12 @@ func (c Config) validate() []keyError {
 		ch.fail("server.max_args", "must be at least 3, got %d", s.MaxArgs)
 	}
 	ch.size("server.max_output_bytes", s.MaxOutputBytes)
+	ch.size("server.max_input_bytes", s.MaxInputBytes)
+	// One client may hold two frames' worth before it is closed; a budget
+	// below that would refuse a request of the largest allowed size.
+	if s.MaxInputBytes > 0 && s.MaxFrameBytes > 0 && s.MaxInputBytes < 2*s.MaxFrameBytes {
+		ch.fail("server.max_input_bytes", "must be at least twice server.max_frame_bytes (%s), got %s", s.MaxFrameBytes, s.MaxInputBytes)
+	}
 	ch.positive("server.range_limit", int64(s.RangeLimit))
 	if s.IdleTimeout < 0 {
 		ch.fail("server.idle_timeout", "must not be negative, got %s", s.IdleTimeout)

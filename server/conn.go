@@ -48,6 +48,7 @@ type conn struct {
 	last    int64 // unix nanos of the last traffic: idle_timeout, and the start of request latencies
 
 	partial     []byte // the start of a long frame, moved out of gnet's buffer (keepPartial)
+	inCharged   int    // this connection's part of Server.input
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
 	writeBytes  int64  // keys and values of the writes in q (maxPendingWriteBytes)
 

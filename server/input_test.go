@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
 )
 
@@ -81,5 +82,68 @@ func TestLongFramesArriveInPieces(t *testing.T) {
 	}
 	if _, err := r.ReadByte(); err == nil {
 		t.Fatal("connection open after a line over max_frame_bytes")
+	}
+}
+
+// TestInputBudgetClosesTheBiggest: partial requests that each stay within
+// max_frame_bytes but together pass max_input_bytes close connections,
+// the largest first, until the total is back under the budget; the rest
+// complete their requests, and new clients are served.
+func TestInputBudgetClosesTheBiggest(t *testing.T) {
+	st := newSlowStore()
+	addr := startTestServer(t, st, func(c *conf.Server) {
+		c.EventLoops = 1
+		c.MaxFrameBytes = 1 << 20
+		c.MaxInputBytes = 4 << 20
+	})
+	const clients, size, sent = 8, 1000000, 900 << 10
+	head := fmt.Sprintf("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n", size)
+	body := strings.Repeat("v", size) + "\r\n"
+	conns := make([]net.Conn, clients)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+		if _, err := c.Write([]byte(head + body[:sent])); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var open []net.Conn
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		reply, err := io.ReadAll(c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() && len(reply) == 0 {
+			open = append(open, c)
+			continue
+		}
+		if want := "-ERR server input buffers full (max_input_bytes)\r\n"; string(reply) != want {
+			t.Fatalf("client %d: %q, %v; want %q and the close", i, reply, err, want)
+		}
+	}
+	if len(open) == 0 || len(open)*sent > 4<<20 {
+		t.Fatalf("%d of %d clients still open with %d bytes each, budget %d", len(open), clients, sent, 4<<20)
+	}
+	for i, c := range open {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(body[sent:])); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "+OK\r\n" {
+			t.Fatalf("open client %d: %q, %v", i, got, err)
+		}
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := &respConn{c: c, d: codec.NewReplyDecoder(codec.Limits{})}
+	if reply := r.do(t, "PING"); string(reply.Str) != "PONG" {
+		t.Fatalf("PING after the closes: %+v", reply)
 	}
 }

@@ -65,6 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Errors.WithLabelValues("", "unknown")
 	m.LimitCloses.WithLabelValues("input")
 	m.LimitCloses.WithLabelValues("output")
+	m.LimitCloses.WithLabelValues("input_total")
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Errors, m.LimitCloses, m)
 	}

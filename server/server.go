@@ -62,6 +62,7 @@ type Server struct {
 	conns      atomic.Int64
 	inflight   atomic.Int64 // replies handed to the store and not yet delivered
 	offers     atomic.Int64 // direct-reply offers out (offerDirect)
+	input      atomic.Int64 // unparsed input of all connections (chargeInput)
 	draining   atomic.Bool
 	totalConns atomic.Int64
 	rejected   atomic.Int64
@@ -241,6 +242,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	cs.closed = true
 	delete(cs.loop.conns, cs)
+	s.uncharge(cs)
 	s.conns.Add(-1)
 	s.metrics.Connections.Dec()
 	return gnet.None
