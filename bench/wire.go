@@ -73,9 +73,9 @@ type wire interface {
 func newWire(p Proto, rangeLimit int) wire {
 	limit := []byte(strconv.Itoa(rangeLimit))
 	if p == ProtoRESP {
-		return &respWire{dec: codec.NewReplyDecoder(codec.Limits{}), limit: limit}
+		return &respWire{dec: codec.NewReplyDecoder(codec.ReplyLimits(0)), limit: limit}
 	}
-	return &pipeWire{dec: codec.NewPipeDecoder(codec.Limits{}), limit: limit}
+	return &pipeWire{dec: codec.NewPipeDecoder(codec.ReplyLimits(0)), limit: limit}
 }
 
 var (

@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/kvstore/kv/codec"
 )
 
 func TestWireDecode(t *testing.T) {
@@ -58,6 +62,33 @@ func TestWireDecode(t *testing.T) {
 	}
 	if _, _, err := newWire(ProtoRESP, 10).decode([]byte("?\r\n")); err == nil {
 		t.Error("RESP decoder accepted a bad type byte")
+	}
+}
+
+// TestWireDecodeLargeReply: a reply may exceed the largest request a
+// server reads (a RANGE of big values does), so the reply decoders must
+// not apply the request limits.
+func TestWireDecodeLargeReply(t *testing.T) {
+	val := strings.Repeat("v", codec.DefaultMaxFrame/4)
+	var pipe, resp strings.Builder
+	pipe.WriteString("RANGE|5")
+	resp.WriteString("*2\r\n$1\r\n0\r\n*5\r\n")
+	for range 5 {
+		pipe.WriteString("|k|" + val)
+		resp.WriteString("$" + strconv.Itoa(len(val)) + "\r\n" + val + "\r\n")
+	}
+	pipe.WriteString("\n")
+	for _, tt := range []struct {
+		proto Proto
+		in    string
+	}{{ProtoPipe, pipe.String()}, {ProtoRESP, resp.String()}} {
+		if len(tt.in) <= codec.DefaultMaxFrame {
+			t.Fatalf("%v: reply of %d bytes is within a request's limit", tt.proto, len(tt.in))
+		}
+		rep, n, err := newWire(tt.proto, 5).decode([]byte(tt.in))
+		if err != nil || n != len(tt.in) || rep.kind != replyRange {
+			t.Errorf("%v: reply of %d bytes: kind %v, n=%d, err=%v", tt.proto, len(tt.in), rep.kind, n, err)
+		}
 	}
 }
 

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kvstore/kv/codec"
 )
 
 // Options configures a Client. The zero value is usable.
@@ -52,7 +54,7 @@ type Options struct {
 const (
 	defaultTimeout       = 5 * time.Second
 	defaultPoolSize      = 8
-	defaultMaxReplyBytes = 512 << 20
+	defaultMaxReplyBytes = codec.DefaultMaxReply
 )
 
 func (o Options) withDefaults() Options {

@@ -57,7 +57,7 @@ func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
 	cn := &conn{
 		nc: nc,
 		// Replies to RANGE and BATCH can be long lines with many fields.
-		dec:     codec.NewPipeDecoder(codec.Limits{MaxFrame: c.opts.MaxReplyBytes, MaxArgs: c.opts.MaxReplyBytes}),
+		dec:     codec.NewPipeDecoder(codec.ReplyLimits(c.opts.MaxReplyBytes)),
 		authGen: gen,
 	}
 	if password != "" {

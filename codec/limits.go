@@ -32,6 +32,21 @@ type Limits struct {
 	MaxBulk  int // max RESP bulk length; 0 = 512 MiB (still bounded by MaxFrame)
 }
 
+// DefaultMaxReply is the bound ReplyLimits puts on one reply by default.
+// Replies outgrow requests: a RANGE of server.range_limit pairs of large
+// values passes DefaultMaxFrame, which only bounds what a server reads.
+const DefaultMaxReply = 512 << 20
+
+// ReplyLimits returns the limits of a client decoding replies of up to
+// maxBytes bytes (DefaultMaxReply when maxBytes <= 0). Only the size is
+// bounded: a reply may have as many fields or elements as fit in it.
+func ReplyLimits(maxBytes int) Limits {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxReply
+	}
+	return Limits{MaxFrame: maxBytes, MaxArgs: maxBytes}
+}
+
 func (l Limits) maxFrame() int {
 	if l.MaxFrame <= 0 {
 		return DefaultMaxFrame
