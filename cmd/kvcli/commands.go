@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -59,7 +60,14 @@ func lookup(args []string) (*command, error) {
 		if n < cmd.minArgs || (cmd.maxArgs >= 0 && n > cmd.maxArgs) || (cmd.name == "batch" && n%2 != 0) {
 			return nil, &usageError{strings.TrimSpace("usage: " + cmd.name + " " + cmd.args)}
 		}
-		if cmd.name == "cluster" {
+		switch cmd.name {
+		case "range":
+			if len(args) == 4 {
+				if _, err := rangeLimit(args[3]); err != nil {
+					return nil, err
+				}
+			}
+		case "cluster":
 			if err := checkCluster(args[1:]); err != nil {
 				return nil, err
 			}
@@ -125,29 +133,55 @@ func runPing(ctx context.Context, c *client.Client, _ []string, w io.Writer, _ b
 	return err
 }
 
+// runRange prints the pairs page by page: the server caps each reply at
+// its range_limit, so a reply shorter than asked for does not mean the
+// range is done, only an empty one does.
 func runRange(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
-	limit := 0
+	start, end := []byte(args[0]), []byte(args[1])
+	limit := 0 // no limit: the whole range
 	if len(args) == 3 {
-		n, err := strconv.Atoi(args[2])
-		if err != nil || n <= 0 {
-			return &usageError{fmt.Sprintf("range: limit must be a positive integer, got %q", args[2])}
+		n, err := rangeLimit(args[2])
+		if err != nil {
+			return err
 		}
 		limit = n
 	}
-	kvs, err := c.Range(ctx, []byte(args[0]), []byte(args[1]), limit)
-	if err != nil {
-		return err
+	printed := 0
+	for limit == 0 || printed < limit {
+		ask := 0
+		if limit > 0 {
+			ask = limit - printed
+		}
+		kvs, err := c.Range(ctx, start, end, ask)
+		if err != nil {
+			return err
+		}
+		if len(kvs) == 0 {
+			break
+		}
+		for _, kv := range kvs {
+			if _, err := fmt.Fprintf(w, "%s\t%s\n", show(kv.Key, quote), show(kv.Value, quote)); err != nil {
+				return err
+			}
+		}
+		printed += len(kvs)
+		// The next page starts just after the last key.
+		start = slices.Concat(kvs[len(kvs)-1].Key, []byte{0})
 	}
-	if len(kvs) == 0 && quote {
+	if printed == 0 && quote {
 		_, err := fmt.Fprintln(w, "(empty)")
 		return err
 	}
-	for _, kv := range kvs {
-		if _, err := fmt.Fprintf(w, "%s\t%s\n", show(kv.Key, quote), show(kv.Value, quote)); err != nil {
-			return err
-		}
-	}
 	return nil
+}
+
+// rangeLimit parses the limit argument of range.
+func rangeLimit(arg string) (int, error) {
+	n, err := strconv.Atoi(arg)
+	if err != nil || n <= 0 {
+		return 0, &usageError{fmt.Sprintf("range: limit must be a positive integer, got %q", arg)}
+	}
+	return n, nil
 }
 
 func runBatch(ctx context.Context, c *client.Client, args []string, w io.Writer, _ bool) error {
@@ -172,13 +206,20 @@ func checkCluster(args []string) error {
 		return nil
 	case "remove":
 		if len(args) == 2 {
-			if _, err := strconv.ParseUint(args[1], 10, 64); err != nil {
-				return &usageError{fmt.Sprintf("cluster remove: node id must be a positive integer, got %q", args[1])}
-			}
-			return nil
+			_, err := nodeID(args[1])
+			return err
 		}
 	}
 	return &usageError{"usage: cluster status | nodes | leader [key] | remove id"}
+}
+
+// nodeID parses the node id argument of cluster remove; node ids start at 1.
+func nodeID(arg string) (uint64, error) {
+	id, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil || id == 0 {
+		return 0, &usageError{fmt.Sprintf("cluster remove: node id must be a positive integer, got %q", arg)}
+	}
+	return id, nil
 }
 
 func runCluster(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
@@ -217,9 +258,9 @@ func runCluster(ctx context.Context, c *client.Client, args []string, w io.Write
 		_, err = fmt.Fprintln(w, leader)
 		return err
 	case "remove":
-		id, err := strconv.ParseUint(args[1], 10, 64)
+		id, err := nodeID(args[1])
 		if err != nil {
-			return &usageError{fmt.Sprintf("cluster remove: node id must be a positive integer, got %q", args[1])}
+			return err
 		}
 		if err := c.ClusterRemove(ctx, id); err != nil {
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"sort"
 	"strconv"
@@ -19,10 +20,11 @@ type fakeServer struct {
 	password string
 	wg       sync.WaitGroup
 
-	mu       sync.Mutex
-	data     map[string]string
-	requests [][]string
-	conns    []net.Conn
+	mu         sync.Mutex
+	data       map[string]string
+	rangeLimit int // caps every RANGE reply, as server.range_limit does
+	requests   [][]string
+	conns      []net.Conn
 }
 
 func newFakeServer(t *testing.T, password string) *fakeServer {
@@ -31,7 +33,7 @@ func newFakeServer(t *testing.T, password string) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{ln: ln, password: password, data: map[string]string{}}
+	s := &fakeServer{ln: ln, password: password, data: map[string]string{}, rangeLimit: 1000}
 	s.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -57,6 +59,35 @@ func newFakeServer(t *testing.T, password string) *fakeServer {
 }
 
 func (s *fakeServer) addr() string { return s.ln.Addr().String() }
+
+// setRangeLimit sets the most pairs one RANGE reply holds.
+func (s *fakeServer) setRangeLimit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rangeLimit = n
+}
+
+// fill stores n pairs prefix00000=v0 ... directly.
+func (s *fakeServer) fill(prefix string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range n {
+		s.data[fmt.Sprintf("%s%05d", prefix, i)] = "v" + strconv.Itoa(i)
+	}
+}
+
+// count returns how many requests named cmd were received.
+func (s *fakeServer) count(cmd string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.requests {
+		if r[0] == cmd {
+			n++
+		}
+	}
+	return n
+}
 
 // last returns the last request received.
 func (s *fakeServer) last() []string {
@@ -140,9 +171,10 @@ func (s *fakeServer) handle(f []string, authed *bool) []string {
 		}
 		return []string{"OK", strconv.Itoa(len(args) / 2)}
 	case cmd == "RANGE" && (len(args) == 2 || len(args) == 3):
-		limit := 1000
+		limit := s.rangeLimit
 		if len(args) == 3 {
-			limit, _ = strconv.Atoi(args[2])
+			n, _ := strconv.Atoi(args[2])
+			limit = min(n, limit)
 		}
 		var keys []string
 		for k := range s.data {

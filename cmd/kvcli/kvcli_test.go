@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -40,7 +41,7 @@ func TestOneShotCommands(t *testing.T) {
 		{[]string{"del", "k1"}, 0, "OK\n", "", []string{"DELETE", "k1"}},
 		{[]string{"get", "k1"}, 1, "", "", nil},
 		{[]string{"batch", "b1", "1", "b2", "2", "b3", "3"}, 0, "OK (3 pairs)\n", "", []string{"BATCH", "b1", "1", "b2", "2", "b3", "3"}},
-		{[]string{"range", "b1", "b3"}, 0, "b1\t1\nb2\t2\n", "", []string{"RANGE", "b1", "b3"}},
+		{[]string{"range", "b1", "b3"}, 0, "b1\t1\nb2\t2\n", "", []string{"RANGE", "b2\x00", "b3"}}, // the page after the last key is empty
 		{[]string{"range", "b", "", "2"}, 0, "b1\t1\nb2\t2\n", "", []string{"RANGE", "b", "", "2"}},
 		{[]string{"range", "z", ""}, 0, "", "", nil},
 		{[]string{"cluster", "status"}, 0, "mode: standalone\nstate: healthy\nnode_id: 1\nnodes: 1\nnodes_up: 1\nshards: 1\nshards_with_leader: 1\n", "", []string{"CLUSTER_STATUS"}},
@@ -58,6 +59,7 @@ func TestOneShotCommands(t *testing.T) {
 		{[]string{"range", "a", "b", "0"}, 2, "", "limit must be a positive integer", nil},
 		{[]string{"cluster", "explode"}, 2, "", "usage: cluster status", nil},
 		{[]string{"cluster", "remove", "x"}, 2, "", "node id must be a positive integer", nil},
+		{[]string{"cluster", "remove", "0"}, 2, "", "node id must be a positive integer", nil},
 		{[]string{"frob"}, 2, "", `unknown command "frob"`, nil},
 	}
 	for _, tt := range tests {
@@ -106,6 +108,74 @@ func TestNoServer(t *testing.T) {
 	code, _, errOut := kvcli(t, nil, "", "-addr", addr, "ping")
 	if code != 2 || !strings.Contains(errOut, addr) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestUsageBeforeDial: arguments are checked before connecting, so a
+// wrong one is reported as such with no server running.
+func TestUsageBeforeDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	for _, args := range [][]string{
+		{"range", "a", "b", "0"},
+		{"range", "a", "b", "-3"},
+		{"range", "a", "b", "many"},
+		{"cluster", "remove", "0"},
+		{"cluster", "remove", "-1"},
+	} {
+		code, _, errOut := kvcli(t, nil, "", append([]string{"-addr", addr}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "must be a positive integer") || strings.Contains(errOut, "dial") {
+			t.Errorf("%q: exit %d, stderr %q; want a usage error", args, code, errOut)
+		}
+	}
+}
+
+// TestRangePages: the server caps each RANGE reply (server.range_limit),
+// so range asks again from after the last key until the range is done or
+// limit pairs are printed.
+func TestRangePages(t *testing.T) {
+	s := newFakeServer(t, "")
+	s.fill("pg:", 25)
+	s.fill("zz:", 3)
+	s.setRangeLimit(10)
+	pairs := func(from, to int) string {
+		var b strings.Builder
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&b, "pg:%05d\tv%d\n", i, i)
+		}
+		return b.String()
+	}
+	tests := []struct {
+		args     []string
+		stdout   string
+		requests int
+	}{
+		{[]string{"range", "pg:", "pg;"}, pairs(0, 25), 4},        // 10, 10, 5, then an empty page
+		{[]string{"range", "pg:", "pg;", "20"}, pairs(0, 20), 2},  // 10, 10: the limit is reached
+		{[]string{"range", "pg:", "pg;", "15"}, pairs(0, 15), 2},  // 10, then the 5 still wanted
+		{[]string{"range", "pg:", "pg;", "100"}, pairs(0, 25), 4}, // the range ends first
+		{[]string{"range", "pg:00020", ""}, pairs(20, 25) + "zz:00000\tv0\nzz:00001\tv1\nzz:00002\tv2\n", 2},
+	}
+	for _, tt := range tests {
+		before := s.count("RANGE")
+		code, out, errOut := kvcli(t, s, "", tt.args...)
+		if code != 0 || out != tt.stdout {
+			t.Errorf("%q: exit %d, stderr %q, %d lines, want exit 0 and %d lines; output:\n%s",
+				tt.args, code, errOut, strings.Count(out, "\n"), strings.Count(tt.stdout, "\n"), out)
+		}
+		if n := s.count("RANGE") - before; n != tt.requests {
+			t.Errorf("%q: %d RANGE requests, want %d", tt.args, n, tt.requests)
+		}
+	}
+
+	// Piped to the prompt, the same.
+	code, out, errOut := kvcli(t, s, "range pg: pg;\n")
+	if code != 0 || out != pairs(0, 25) {
+		t.Errorf("piped: exit %d, stderr %q, output:\n%s", code, errOut, out)
 	}
 }
 
