@@ -96,7 +96,7 @@ type client struct {
 	hist    [numOps]*hdr.PackedHistogram
 	lag     *hdr.PackedHistogram // open loop: send time minus due time
 	count   [numOps]int64        // measured successes
-	errs    [numOps]int64        // failures, whenever they happened
+	errs    [numOps]int64        // measured failures (runner.errCount has them all)
 	misses  [numOps]int64        // measured gets that found nothing
 	clamped int64
 	unsent  int64 // open loop: due requests abandoned at the end

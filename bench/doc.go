@@ -17,7 +17,8 @@
 //     ones that happened to be in flight (no coordinated omission).
 //   - Histograms have one geometry (1 ns to 1 h, 3 significant digits), so
 //     per-client, per-operation and per-second histograms merge exactly.
-//   - Requests that start during the warmup are sent but not measured.
+//   - Requests that start during the warmup are sent but not measured;
+//     their failures count in the run's total errors only.
 //   - With Verify, every key has exactly one writer (the client whose index
 //     it is congruent to), so a get is checked against the last value that
 //     same connection wrote before sending it; read-your-writes on one

@@ -52,6 +52,9 @@ svg text{font:12px system-ui,sans-serif;fill:#333}
 	if c := r.CPU; c.Known {
 		fmt.Fprintf(bw, " Client CPU %.0f%% of %d.", 100*c.Share, c.Procs)
 	}
+	if r.Errors > 0 {
+		fmt.Fprintf(bw, " Errors %s.", esc(r.errorSummary()))
+	}
 	fmt.Fprint(bw, "</p>\n")
 
 	fmt.Fprint(bw, r.throughputChart().svg())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"sync"
@@ -264,5 +265,54 @@ func TestGroupDigits(t *testing.T) {
 		if got := formatLatency(in); got != want {
 			t.Errorf("formatLatency(%d) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	sec := func(n int64, lat time.Duration) second {
+		s := second{hist: newPacked()}
+		s.counts[OpPut] = n
+		s.errs = 1
+		for range n {
+			_ = s.hist.RecordValue(int64(lat))
+		}
+		return s
+	}
+	ops := []Op{OpPut}
+	tests := []struct {
+		name    string
+		secs    []second
+		elapsed float64
+		spans   []float64
+		totals  []int64
+		max     []time.Duration
+	}{
+		{"ends mid-second", []second{sec(1000, time.Millisecond), sec(500, time.Millisecond)}, 1.5,
+			[]float64{1, 0.5}, []int64{1000, 500}, []time.Duration{time.Millisecond, time.Millisecond}},
+		{"sliver after the boundary", []second{sec(1000, time.Millisecond), sec(4, 50*time.Millisecond)}, 1.004,
+			[]float64{1.004}, []int64{1004}, []time.Duration{50 * time.Millisecond}},
+		{"short run", []second{sec(4, time.Millisecond)}, 0.004,
+			[]float64{0.004}, []int64{4}, []time.Duration{time.Millisecond}},
+		{"idle end", []second{sec(100, time.Millisecond), {}}, 3.5, // clients waited to reconnect
+			[]float64{1, 1}, []int64{100, 0}, []time.Duration{time.Millisecond, 0}},
+	}
+	for _, tt := range tests {
+		tl := timeline(tt.secs, ops, tt.elapsed)
+		if len(tl) != len(tt.spans) {
+			t.Errorf("%s: %d seconds, want %d: %+v", tt.name, len(tl), len(tt.spans), tl)
+			continue
+		}
+		for i, s := range tl {
+			if math.Abs(s.Span-tt.spans[i]) > 1e-9 || s.Total != tt.totals[i] || s.Ops["put"] != tt.totals[i] {
+				t.Errorf("%s: second %d spans %gs with %d requests, want %gs with %d", tt.name, i, s.Span, s.Total, tt.spans[i], tt.totals[i])
+			}
+			if d := time.Duration(s.Max); d < tt.max[i] || d > tt.max[i]+tt.max[i]/100 {
+				t.Errorf("%s: second %d max latency %v, want %v", tt.name, i, d, tt.max[i])
+			}
+		}
+	}
+	// Errors are summed like the requests.
+	if tl := timeline([]second{sec(10, time.Millisecond), sec(1, time.Millisecond)}, ops, 1.01); len(tl) != 1 || tl[0].Errors != 2 {
+		t.Errorf("folded errors: %+v", tl)
 	}
 }

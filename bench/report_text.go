@@ -117,12 +117,7 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, "WARNING   %s\n", warn)
 	}
 	if r.Errors > 0 {
-		if r.ReconnectErrors > 0 {
-			fmt.Fprintf(bw, "errors    %s (%s of them failed reconnects, in no operation's row); first:\n",
-				groupDigits(r.Errors), groupDigits(r.ReconnectErrors))
-		} else {
-			fmt.Fprintf(bw, "errors    %s; first:\n", groupDigits(r.Errors))
-		}
+		fmt.Fprintf(bw, "errors    %s; first:\n", r.errorSummary())
 		for _, e := range r.FirstErrors {
 			fmt.Fprintf(bw, "          %s\n", e)
 		}
@@ -131,4 +126,21 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, "stopped   %s\n", r.Stopped)
 	}
 	return bw.Flush()
+}
+
+// errorSummary is the run's error count, saying which of the errors are in
+// no operation's row: failed reconnects, and the failed requests of the
+// warmup and the prefill.
+func (r *Result) errorSummary() string {
+	var outside []string
+	if r.ReconnectErrors > 0 {
+		outside = append(outside, groupDigits(r.ReconnectErrors)+" of them failed reconnects")
+	}
+	if n := r.Errors - r.ReconnectErrors - r.All.Errors; n > 0 {
+		outside = append(outside, groupDigits(n)+" in the warmup or prefill")
+	}
+	if len(outside) == 0 {
+		return groupDigits(r.Errors)
+	}
+	return fmt.Sprintf("%s (%s, in no operation's row)", groupDigits(r.Errors), strings.Join(outside, ", "))
 }

@@ -32,9 +32,9 @@ type Result struct {
 	OpenLoop *OpenLoopStats `json:"open_loop,omitempty"`
 	CPU      ClientCPU      `json:"client_cpu"`
 	Prefill  *PrefillStats  `json:"prefill,omitempty"`
-	// Errors counts every failed request, warmup and prefill included,
-	// and every failed attempt to reconnect (ReconnectErrors of them),
-	// which no operation's row counts.
+	// Errors counts every failed request, warmup and prefill included
+	// (the operations' rows count the measured ones), and every failed
+	// attempt to reconnect (ReconnectErrors of them), which no row counts.
 	Errors          int64    `json:"errors"`
 	ReconnectErrors int64    `json:"reconnect_errors,omitempty"`
 	FirstErrors     []string `json:"first_errors,omitempty"`
@@ -73,8 +73,10 @@ type RunInfo struct {
 
 // OpStats summarises one operation, or all of them.
 type OpStats struct {
-	Op        string  `json:"op"`
-	Count     int64   `json:"count"`
+	Op    string `json:"op"`
+	Count int64  `json:"count"`
+	// Errors counts the measured requests that failed, as Count those
+	// that succeeded; Result.Errors has the warmup's and prefill's too.
 	Errors    int64   `json:"errors"`
 	Misses    int64   `json:"misses,omitempty"` // gets that found no value
 	OpsPerSec float64 `json:"ops_per_sec"`
@@ -101,7 +103,9 @@ type Latency struct {
 type Second struct {
 	T int `json:"t"` // seconds since the warmup ended
 	// Span is how much of the second the run covered: 1, except for the
-	// last second, which the run ends during. Rates are counts / Span.
+	// last second, which the run ends during: less than 1, or up to 1.1
+	// when it also holds the replies that came in the first tenth of the
+	// next second. Rates are counts / Span.
 	Span   float64          `json:"span_seconds"`
 	Ops    map[string]int64 `json:"ops"`
 	Total  int64            `json:"total"`
@@ -153,11 +157,11 @@ func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 	res.Run = runInfo(cfg)
 	res.Errors = r.errCount.Load()
 	res.ReconnectErrors = r.reconnectErrs.Load()
+	if err := r.stopErr(); err != nil {
+		res.Stopped = err.Error()
+	}
 	r.mu.Lock()
 	res.FirstErrors = slices.Clone(r.firstErrs)
-	if r.abortErr != nil {
-		res.Stopped = r.abortErr.Error()
-	}
 	r.mu.Unlock()
 
 	var ended int64
@@ -196,22 +200,7 @@ func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 	res.All.finish(res.Elapsed)
 
 	if col != nil {
-		for i, s := range col.secs {
-			sec := Second{T: i, Span: 1, Ops: make(map[string]int64), Errors: s.errs}
-			if rest := res.Elapsed - float64(i); rest < 1 {
-				sec.Span = max(rest, 0.001)
-			}
-			for _, op := range cfg.Mix.ops {
-				sec.Ops[op.String()] = s.counts[op]
-				sec.Total += s.counts[op]
-			}
-			if s.hist != nil && s.hist.TotalCount() > 0 {
-				sec.P50 = s.hist.ValueAtPercentile(50)
-				sec.P99 = s.hist.ValueAtPercentile(99)
-				sec.Max = s.hist.Max()
-			}
-			res.Timeline = append(res.Timeline, sec)
-		}
+		res.Timeline = timeline(col.secs, cfg.Mix.ops, res.Elapsed)
 	}
 
 	if cfg.Rate > 0 {
@@ -222,6 +211,8 @@ func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 			Lag:        summarise(lag),
 		}
 		if res.Elapsed > 0 {
+			// Both count measured requests only: warmup and prefill
+			// requests were sent outside the measured time.
 			res.OpenLoop.AchievedRate = float64(res.All.Count+res.All.Errors) / res.Elapsed
 		}
 	}
@@ -237,6 +228,54 @@ func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 		res.CPU.Bound = res.CPU.Share > cpuBoundShare
 	}
 	res.Warnings = warnings(res)
+}
+
+// minLastSpan is the shortest last second the timeline keeps apart. The
+// last replies of a run often arrive just after a second boundary; a rate
+// over those few milliseconds says nothing about the run, so such a sliver
+// is added to the second before it instead.
+const minLastSpan = 0.1
+
+// timeline turns the collector's seconds into the report's. elapsed is the
+// measured time, which ends during the last second.
+func timeline(secs []second, ops []Op, elapsed float64) []Second {
+	n := len(secs)
+	if n > 1 && elapsed-float64(n-1) < minLastSpan {
+		n-- // the second before the sliver takes it in
+	}
+	tl := make([]Second, 0, n)
+	h := newHist()
+	for i := range n {
+		part := secs[i : i+1]
+		sec := Second{T: i, Span: 1, Ops: make(map[string]int64)}
+		if i == n-1 {
+			part = secs[i:]
+			sec.Span = elapsed - float64(i)
+			if len(part) == 1 {
+				// The run may have ended well after its last reply
+				// (clients waiting to reconnect wait for the end).
+				sec.Span = min(sec.Span, 1)
+			}
+		}
+		h.Reset()
+		for _, s := range part {
+			for _, op := range ops {
+				sec.Ops[op.String()] += s.counts[op]
+				sec.Total += s.counts[op]
+			}
+			sec.Errors += s.errs
+			if s.hist != nil {
+				s.hist.MergeInto(h)
+			}
+		}
+		if h.TotalCount() > 0 {
+			sec.P50 = h.ValueAtPercentile(50)
+			sec.P99 = h.ValueAtPercentile(99)
+			sec.Max = h.Max()
+		}
+		tl = append(tl, sec)
+	}
+	return tl
 }
 
 func runInfo(cfg *Config) RunInfo {

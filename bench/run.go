@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if r.aborted.Load() {
 		r.fillResult(res, nil, cpuSample{}, cpuSample{})
-		return res, r.abortErr
+		return res, r.stopErr()
 	}
 	if cfg.Total > 0 {
 		r.remaining.Store(cfg.Total)
@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	col := r.runPhase(ph)
 	cpu1 := sampleCPU()
 	r.fillResult(res, col, cpu0, cpu1)
-	return res, r.abortErr
+	return res, r.stopErr()
 }
 
 func newRunner(cfg Config) (*runner, error) {
@@ -261,11 +261,24 @@ func (r *runner) addError(msg string) {
 	if len(r.firstErrs) < firstErrorsKept {
 		r.firstErrs = append(r.firstErrs, msg)
 	}
-	first := r.firstErrs[0]
 	r.mu.Unlock()
 	if n > r.cfg.MaxErrors {
-		r.abort(fmt.Errorf("%w: %d errors exceed -max-errors %d (first: %s)", ErrTooManyErrors, n, r.cfg.MaxErrors, first))
+		r.abort(ErrTooManyErrors) // described by stopErr, once the count is final
 	}
+}
+
+// stopErr is why the run stopped early, nil if it did not; it is called
+// once the clients have stopped. Requests that fail while the clients stop
+// are counted too, so ErrTooManyErrors is given the final count, the one
+// the report shows, rather than the count that crossed the limit.
+func (r *runner) stopErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.abortErr != ErrTooManyErrors {
+		return r.abortErr
+	}
+	return fmt.Errorf("%w: %d errors exceed -max-errors %d (first: %s)",
+		ErrTooManyErrors, r.errCount.Load(), r.cfg.MaxErrors, r.firstErrs[0])
 }
 
 // abort stops every client now; requests in flight are not counted.

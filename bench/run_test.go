@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -197,6 +199,11 @@ func TestRunMaxErrors(t *testing.T) {
 		if !strings.Contains(res.FirstErrors[0], "no space left") {
 			t.Errorf("first error %q does not quote the server", res.FirstErrors[0])
 		}
+		// Replies already received when the run stopped count too: the
+		// message gives the count the report does.
+		if want := fmt.Sprintf(": %d errors exceed -max-errors 0", res.Errors); !strings.Contains(err.Error(), want) || res.Stopped != err.Error() {
+			t.Errorf("run error %q, report stopped %q: want %q, as the report's %d errors", err, res.Stopped, want, res.Errors)
+		}
 	})
 	t.Run("tolerated errors are counted", func(t *testing.T) {
 		srv := startServer(t, fakeserver.Options{Fail: failPuts})
@@ -366,5 +373,105 @@ func TestOpenLoopSendsTheSchedule(t *testing.T) {
 	// 200 warmup requests, 500 measured, and each connection's PING.
 	if got := srv.Requests(); got != 700+int64(cfg.Clients) {
 		t.Errorf("server saw %d requests, want %d", got, 700+cfg.Clients)
+	}
+}
+
+// TestMeasuredErrors: an operation's row, the timeline and the open-loop
+// rate count the failed requests of the measured phase only, as they count
+// its successes; the run's total has the warmup's too.
+func TestMeasuredErrors(t *testing.T) {
+	t.Run("open loop", func(t *testing.T) {
+		// Without AUTH every request fails: PING alone is allowed.
+		srv := startServer(t, fakeserver.Options{Password: "sesame"})
+		cfg := testConfig(t, srv.Addr(), ProtoPipe)
+		cfg.Clients, cfg.Pipeline = 2, 2
+		cfg.Total, cfg.Rate, cfg.MaxErrors = 0, 1000, 1<<40
+		cfg.Warmup, cfg.Duration = 300*time.Millisecond, 300*time.Millisecond
+		res, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkErrorCounts(t, res)
+		// 300 requests are due in the warmup and 300 in the measured phase.
+		if res.All.Count != 0 || res.All.Errors+res.OpenLoop.Unsent != 300 {
+			t.Errorf("measured %d successes, %d errors, %d unsent; want the 300 due to fail",
+				res.All.Count, res.All.Errors, res.OpenLoop.Unsent)
+		}
+		if res.Errors != res.All.Errors+300 {
+			t.Errorf("%d errors in all, %d measured: want the 300 of the warmup besides", res.Errors, res.All.Errors)
+		}
+		if ol := res.OpenLoop; ol.AchievedRate > ol.TargetRate {
+			t.Errorf("achieved %.0f ops/s of %.0f: warmup requests counted", ol.AchievedRate, ol.TargetRate)
+		}
+		var buf bytes.Buffer
+		if err := res.WriteText(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if want := "300 in the warmup or prefill, in no operation's row"; !strings.Contains(buf.String(), want) {
+			t.Errorf("report does not say %q:\n%s", want, buf.String())
+		}
+	})
+	t.Run("closed loop", func(t *testing.T) {
+		srv := startServer(t, fakeserver.Options{Fail: func(cmd string) string {
+			if cmd == "PUT" {
+				return "storage unavailable"
+			}
+			return ""
+		}})
+		cfg := testConfig(t, srv.Addr(), ProtoPipe)
+		cfg.Clients, cfg.Pipeline = 2, 1
+		cfg.Total, cfg.MaxErrors = 0, 1<<40
+		cfg.Warmup, cfg.Duration = 200*time.Millisecond, 200*time.Millisecond
+		res, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkErrorCounts(t, res)
+		put := res.stats("put")
+		if put.Count != 0 || put.Errors == 0 || put.Errors >= res.Errors {
+			t.Errorf("put: %d successes, %d errors of %d in all; want only errors, fewer than in the warmup and measured phase together",
+				put.Count, put.Errors, res.Errors)
+		}
+	})
+}
+
+// checkErrorCounts checks the rows and the timeline count the same errors.
+func checkErrorCounts(t *testing.T, res *Result) {
+	t.Helper()
+	var rows, secs int64
+	for _, st := range res.Ops {
+		rows += st.Errors
+	}
+	for _, sec := range res.Timeline {
+		secs += sec.Errors
+	}
+	if rows != res.All.Errors || secs != res.All.Errors {
+		t.Errorf("errors: %d in all's row, %d in the op rows, %d in the timeline", res.All.Errors, rows, secs)
+	}
+}
+
+// TestTimelineLastSecond: a closed-loop run of 1s ends just after the
+// second boundary, with the replies of the requests still in flight; that
+// sliver of a second is part of the one before, not a second of its own
+// with a rate over a few milliseconds.
+func TestTimelineLastSecond(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Clients, cfg.Pipeline = 2, 1
+	cfg.Total, cfg.Duration = 0, time.Second
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for i, sec := range res.Timeline {
+		total += sec.Total
+		last := i == len(res.Timeline)-1
+		if (!last && sec.Span != 1) || (last && (sec.Span < minLastSpan || sec.Span >= 1+minLastSpan)) {
+			t.Errorf("second %d of %d spans %.4fs (measured %.4fs)", i, len(res.Timeline), sec.Span, res.Elapsed)
+		}
+	}
+	if total != res.All.Count {
+		t.Errorf("timeline holds %d requests, the rows %d", total, res.All.Count)
 	}
 }

@@ -88,10 +88,16 @@ func describeReply(op Op, rep reply) string {
 	return fmt.Sprintf("%v: unexpected reply %v %q", op, rep.kind, rep.val)
 }
 
-// fail counts a failed request. A failed write leaves its keys in an
-// unknown state, which -verify then stops checking.
+// fail counts a failed request: in the run's total always, and in its
+// operation's row and its second of the timeline when it was measured, so
+// that they count the same requests as the successes beside them. A failed
+// write leaves its keys in an unknown state, which -verify then stops
+// checking.
 func (c *client) fail(s *slot, now int64, msg string) {
-	c.errs[s.op]++
+	if s.measured {
+		c.errs[s.op]++
+		c.intervalAt(now).errs++
+	}
 	if c.r.cfg.Verify && s.op.writes() {
 		n := 1
 		if s.op == OpBatch {
@@ -100,9 +106,6 @@ func (c *client) fail(s *slot, now int64, msg string) {
 		for j := range n {
 			c.last[c.ownIndex(c.nthKey(s.key, j))] = verUnknown
 		}
-	}
-	if !c.ph.prefill && now >= c.ph.warmupNs {
-		c.intervalAt(now).errs++
 	}
 	c.r.addError(msg)
 }
