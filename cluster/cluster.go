@@ -380,7 +380,7 @@ func (c *Cluster) shardConfig(shard uint64) config.Config {
 	return config.Config{
 		ShardID:             shard,
 		ReplicaID:           c.nodeID,
-		ElectionRTT:         uint64(cc.ElectionRTT),
+		ElectionRTT:         electionTicks(c.cfg),
 		HeartbeatRTT:        uint64(cc.HeartbeatRTT),
 		CheckQuorum:         true,
 		PreVote:             true,

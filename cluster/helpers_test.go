@@ -65,6 +65,7 @@ type clusterOpts struct {
 	snapshotEntries int
 	stale           bool
 	requestTimeout  time.Duration // 0: baseConfig's
+	maxFrameBytes   conf.ByteSize // 0: baseConfig's
 }
 
 func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.Config {
@@ -80,6 +81,10 @@ func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.C
 	cfg.Cluster.RTTMillis = 10
 	cfg.Cluster.ElectionRTT = 10
 	cfg.Cluster.HeartbeatRTT = 1
+	// The election timeout grows with the largest request (electionTicks):
+	// 8 MiB keeps it near the configured 100 ms, so failovers stay quick.
+	// TestLargeWritesKeepLeaders runs with the default.
+	cfg.Server.MaxFrameBytes = 8 << 20
 	// Generous: under the race detector on two loaded cores a 5 MiB
 	// proposal replicated to three in-process nodes once took over 5 s, and a
 	// test must not fail on speed. Tests of the timeout path set their own.
@@ -112,6 +117,9 @@ func newTestCluster(t *testing.T, o clusterOpts) *testCluster {
 		}
 		if o.requestTimeout > 0 {
 			cfg.Cluster.RequestTimeout = conf.Duration(o.requestTimeout)
+		}
+		if o.maxFrameBytes > 0 {
+			cfg.Server.MaxFrameBytes = o.maxFrameBytes
 		}
 		tc.cfgs = append(tc.cfgs, cfg)
 		tc.nodes = append(tc.nodes, nil)

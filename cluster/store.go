@@ -57,6 +57,10 @@ func (c *Cluster) Write(b *lsm.Batch, done func(error)) {
 	deadline := time.Now().Add(c.timeout)
 	shard, single := c.singleShard(b)
 	if single {
+		if len(b.Repr())+cmdHeaderLen > maxCommandBytes {
+			done(errCommandTooLarge(shard, len(b.Repr())+cmdHeaderLen))
+			return
+		}
 		c.proposers[shard-1].enqueue(&writeOp{kind: cmdWrite, data: b.Repr(), count: n, deadline: deadline, done: done})
 		return
 	}
@@ -78,10 +82,16 @@ func (c *Cluster) Write(b *lsm.Batch, done func(error)) {
 		return
 	}
 	count := 0
-	for _, p := range parts {
-		if p != nil {
-			count++
+	for i, p := range parts {
+		if p == nil {
+			continue
 		}
+		if n := len(p.Repr()) + cmdHeaderLen; n > maxCommandBytes {
+			// Refused before any part is proposed: nothing applied.
+			done(errCommandTooLarge(uint64(i+1), n))
+			return
+		}
+		count++
 	}
 	j := newJoiner(count, done)
 	for i, p := range parts {

@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// TestLargeWritesKeepLeaders writes values just under the default
+// max_frame_bytes through a follower and through the leader of their shard,
+// with the default request timeout. Each must succeed, and the shard must
+// keep its leader and term: persisting a 30 MiB entry stalls every node's
+// raft for a while, and with an election timeout shorter than that stall
+// the leader lost its quorum, the proposer re-sent the entry after each
+// election, and writes that were applied reported "outcome unknown".
+func TestLargeWritesKeepLeaders(t *testing.T) {
+	def := conf.Default()
+	tc := newTestCluster(t, clusterOpts{requestTimeout: def.Cluster.RequestTimeout.D(), maxFrameBytes: def.Server.MaxFrameBytes})
+	const key = "large"
+	shard := shardOf([]byte(key), 4)
+	li := tc.leaderOf(tc.nodes[0], shard)
+	fi := (li + 1) % 3
+	_, term, _, err := tc.nodes[li].nh.GetLeaderID(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 30 << 20
+	if raceEnabled {
+		// The race detector makes every node several times slower; a
+		// value an eighth the size stalls them about as long.
+		size /= 8
+	}
+	for i, via := range []int{fi, li, fi} {
+		v := strings.Repeat(fmt.Sprint(i), size)
+		start := time.Now()
+		if err := put(tc.nodes[via], key, v); err != nil {
+			t.Fatalf("write %d of %d bytes through node %d (leader %d): %v after %v", i, size, via+1, li+1, err, time.Since(start))
+		}
+		t.Logf("write %d through node %d: %v", i, via+1, time.Since(start))
+	}
+	for _, n := range tc.nodes {
+		leader, now, ok, err := n.nh.GetLeaderID(shard)
+		if err != nil || !ok || int(leader-1) != li || now != term {
+			t.Errorf("node %d: shard %d leader %d term %d (ok %v, %v), want leader %d term %d throughout", n.nodeID, shard, leader, now, ok, err, li+1, term)
+		}
+	}
+	if v, err := get(tc.nodes[(li+2)%3], key); err != nil || len(v) != size || v[0] != '2' {
+		t.Fatalf("read back: %d bytes, %v", len(v), err)
+	}
+}
+
+// TestElectionTimeoutCoversLargestEntry: the election timeout is raised to
+// what persisting one max_frame_bytes entry may take, and left alone when
+// the configured one is longer.
+func TestElectionTimeoutCoversLargestEntry(t *testing.T) {
+	cfg := conf.Default()
+	cfg.Cluster.RTTMillis, cfg.Cluster.ElectionRTT = 10, 10
+	for _, tt := range []struct {
+		frame    conf.ByteSize
+		election int
+		want     uint64
+	}{
+		{32 << 20, 10, 50},   // the defaults: 500 ms, not 100
+		{1 << 20, 10, 10},    // 16 ms to persist: as configured
+		{32 << 20, 80, 80},   // configured longer
+		{1 << 30, 10, 100},   // entries are at most maxCommandBytes
+		{32<<20 + 1, 10, 51}, // rounded up
+	} {
+		cfg.Server.MaxFrameBytes = tt.frame
+		cfg.Cluster.ElectionRTT = tt.election
+		if got := electionTicks(cfg); got != tt.want {
+			t.Errorf("max_frame_bytes %d, election_rtt %d: %d ticks, want %d", tt.frame, tt.election, got, tt.want)
+		}
+	}
+}
+
+// TestWriteTooLargeForRaftIsRefused: a shard's part of a write that no
+// message batch could carry to a follower is refused before anything is
+// proposed, and so are the write's parts for other shards. Before, with
+// max_frame_bytes over 32 MiB, such a part was proposed (dragonboat's own
+// limit is twice max_frame_bytes), and the entry could never reach a
+// follower: the shard stalled behind it.
+func TestWriteTooLargeForRaftIsRefused(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{nodes: 1, shards: 2, maxFrameBytes: 128 << 20})
+	n := tc.nodes[0]
+	huge := bytes.Repeat([]byte{'x'}, maxCommandBytes)
+	var small string // a key of the other shard than "huge"
+	for i := 0; small == ""; i++ {
+		if k := fmt.Sprint("small", i); shardOf([]byte(k), 2) != shardOf([]byte("huge"), 2) {
+			small = k
+		}
+	}
+	b := lsm.NewBatch()
+	b.Put([]byte(small), []byte("v"))
+	b.Put([]byte("huge"), huge)
+	err := write(n, b)
+	if err == nil || !strings.Contains(err.Error(), "request too large") {
+		t.Fatalf("write of a %d-byte value: %v, want request too large", len(huge), err)
+	}
+	for _, k := range []string{small, "huge"} {
+		if _, err := get(n, k); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s after the refused write: %v, want not found", k, err)
+		}
+	}
+	if err := put(n, "huge", string(huge[:1<<20])); err != nil {
+		t.Fatalf("a write within the limit: %v", err)
+	}
+}
