@@ -252,6 +252,8 @@ type pipeModel struct {
 	c    int
 	keys int
 	seq  int
+	pad  string // appended to every value
+	gets bool   // GETs only
 	data map[string]string
 }
 
@@ -263,9 +265,13 @@ func newPipeModel(c, keys int) *pipeModel {
 func (m *pipeModel) add(req *strings.Builder) string {
 	m.seq++
 	k := fmt.Sprintf("c%d-k%d", m.c, m.rng.Intn(m.keys))
-	switch m.rng.Intn(6) {
+	op := m.rng.Intn(6)
+	if m.gets {
+		op = 5
+	}
+	switch op {
 	case 0, 1:
-		v := fmt.Sprint(m.seq)
+		v := fmt.Sprint(m.seq) + m.pad
 		fmt.Fprintf(req, "PUT|%s|%s\n", k, v)
 		m.data[k] = v
 		return "OK"
@@ -286,15 +292,21 @@ func (m *pipeModel) add(req *strings.Builder) string {
 }
 
 func checkPipelinedModel(addr string, c int) error {
+	return checkPipelined(addr, newPipeModel(c, 20), 3000)
+}
+
+// checkPipelined sends n requests of m in one pipeline and checks every
+// reply.
+func checkPipelined(addr string, m *pipeModel, n int) error {
+	c := m.c
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	m := newPipeModel(c, 20)
 	var req strings.Builder
 	var want []string
-	for i := 0; i < 3000; i++ {
+	for i := 0; i < n; i++ {
 		want = append(want, m.add(&req))
 	}
 	errc := make(chan error, 1)
@@ -314,6 +326,29 @@ func checkPipelinedModel(addr string, c int) error {
 		}
 	}
 	return <-errc
+}
+
+// TestOrderingThroughTheReadWindow does the same with values big enough
+// for a small max_output_bytes to hold only a few replies: reads wait for
+// the read window, and replies dropped over the limit are read again,
+// interleaved with the connection's writes.
+func TestOrderingThroughTheReadWindow(t *testing.T) {
+	for name, newStore := range orderingStores() {
+		t.Run(name, func(t *testing.T) {
+			addr := startTestServer(t, newStore(), func(c *conf.Server) { c.MaxOutputBytes = 256 << 10 })
+			runClients(t, addr, func(addr string, c int) error {
+				m := newPipeModel(c, 8)
+				m.pad = strings.Repeat("x", 24<<10)
+				if err := checkPipelined(addr, m, 1500); err != nil {
+					return err
+				}
+				// Reads only, on a new connection: more are started
+				// before the first reply is seen than the limit holds.
+				m.gets = true
+				return checkPipelined(addr, m, 600)
+			})
+		})
+	}
 }
 
 // TestRESPOrderingWithAsyncStore does the same over RESP, with MGET/DEL
