@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -48,9 +49,14 @@ type Server struct {
 	cursors *cursorTable
 	started time.Time
 
-	engMu  sync.Mutex
-	eng    gnet.Engine
-	booted chan struct{}
+	// The listener and the event loops, set by Serve; Shutdown closes the
+	// one and stops the other, and then closes stopped.
+	engMu    sync.Mutex
+	ln       net.Listener
+	cli      *gnet.Client
+	shutdown bool
+	booted   chan struct{}
+	stopped  chan struct{}
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -85,6 +91,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 		cursors: newCursorTable(64<<10, 32<<20),
 		started: time.Now(),
 		booted:  make(chan struct{}),
+		stopped: make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loop),
 		limits: codec.Limits{
 			MaxFrame: int(cfg.MaxFrameBytes),
@@ -125,17 +132,46 @@ func EventLoops(cfg conf.Server) int {
 
 // Serve listens on cfg.Listen and serves until Shutdown; it blocks.
 func (s *Server) Serve() error {
-	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
+	ln, err := net.Listen("tcp", s.cfg.Listen) // SO_REUSEADDR, backlog somaxconn
+	if err != nil {
+		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
+	}
+	cli, err := gnet.NewClient(s,
 		gnet.WithNumEventLoop(EventLoops(s.cfg)),
-		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTicker(true),
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
-	if err != nil {
-		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
+	if err == nil {
+		err = cli.Start()
 	}
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("serve %s: start event loops: %w", s.cfg.Listen, err)
+	}
+	s.engMu.Lock()
+	if s.shutdown {
+		// Shutdown ran before the loops existed: nothing to wait for.
+		s.engMu.Unlock()
+		ln.Close()
+		return cli.Stop()
+	}
+	s.ln, s.cli = ln, cli
+	s.engMu.Unlock()
+	close(s.booted)
+	s.acceptLoop(ln, cli)
+	<-s.stopped
 	return nil
+}
+
+// Addr returns the address the server listens on, once it has started.
+func (s *Server) Addr() net.Addr {
+	s.engMu.Lock()
+	defer s.engMu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
 }
 
 // WaitStarted blocks until the listener is up or ctx ends.
@@ -153,6 +189,14 @@ func (s *Server) WaitStarted(ctx context.Context) error {
 // not close the store: the caller owns it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.engMu.Lock()
+	s.shutdown = true
+	ln, cli := s.ln, s.cli
+	s.engMu.Unlock()
+	if cli == nil {
+		return nil // Serve has not started the loops; it will not
+	}
+	ln.Close()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !s.quiet() {
@@ -164,15 +208,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 stop:
-	s.engMu.Lock()
-	eng := s.eng
-	s.engMu.Unlock()
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := eng.Stop(stopCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("stop event loops: %w", err)
+	// Stopping the loops closes their connections (OnClose).
+	stopped := make(chan error, 1)
+	go func() { stopped <- cli.Stop() }()
+	select {
+	case err := <-stopped:
+		close(s.stopped)
+		if err != nil {
+			return fmt.Errorf("stop event loops: %w", err)
+		}
+		return nil
+	case <-time.After(10 * time.Second):
+		close(s.stopped)
+		return errors.New("stop event loops: still running after 10s")
 	}
-	return nil
 }
 
 // quiet reports that no request is in flight: no loop callback is running
@@ -188,15 +237,6 @@ func (s *Server) quiet() bool {
 		}
 	}
 	return s.inflight.Load() == 0
-}
-
-// OnBoot keeps the engine handle for Shutdown.
-func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
-	s.engMu.Lock()
-	s.eng = eng
-	s.engMu.Unlock()
-	close(s.booted)
-	return gnet.None
 }
 
 // OnOpen admits a connection or rejects it when max_connections is reached.

@@ -24,16 +24,14 @@ const (
 	// otherFDs: the raft transport (a connection each way per peer, plus
 	// snapshot streams), the metrics' /proc reads, name resolution.
 	otherFDs = 32
-	// acceptBurstFDs: connections accepted but not yet refused. gnet's
-	// acceptor accepts until the listen queue is empty and hands each
-	// connection to an event loop, which refuses it (over max_connections)
-	// only when it gets to it: in a connect flood, refused connections
-	// hold descriptors for a while. On two busy cores, 2000 simultaneous
-	// connects left up to ~250 of them open at once. This is headroom, not
-	// a bound: a flood queued in the listen backlog (up to somaxconn, 4096
-	// on Linux) while the loops are stalled is accepted all at once, and
-	// an accept failing with EMFILE still stops the engine.
-	acceptBurstFDs = 256
+	// acceptFDs: the connection the server's accept loop holds (refusing
+	// it over max_connections, or handing a duplicate of it to an event
+	// loop: two descriptors for a moment). The accept loop takes one at a
+	// time, and an accept that fails with EMFILE waits and retries
+	// (server/accept.go); before it, gnet's acceptor left up to ~250
+	// refused connections open at once in a flood of 2000 connects, and
+	// its EMFILE stopped the server.
+	acceptFDs = 2
 )
 
 // fdUse is what the descriptor arithmetic behind max_connections counts.
@@ -45,13 +43,13 @@ type fdUse struct {
 }
 
 // reserve is how many descriptors the process may need beyond those open
-// now and its client connections: gnet's listener and one epoll and one
-// eventfd per poller (each loop and the acceptor), the admin listener and
-// its connections, the tables, engine files, others, and the accept burst.
+// now and its client connections: the listener and one epoll and one
+// eventfd per event loop, the admin listener and its connections, the
+// tables, engine files, others, and the accept loop's.
 func (u fdUse) reserve() int {
-	gnet := 1 + 2*(u.loops+1)
+	loops := 1 + 2*u.loops
 	admin := 1 + server.AdminMaxConns
-	return gnet + admin + u.tables + engineFDs + otherFDs + acceptBurstFDs
+	return loops + admin + u.tables + engineFDs + otherFDs + acceptFDs
 }
 
 // budget is the most client connections that fit: limit less what is
@@ -60,8 +58,8 @@ func (u fdUse) budget() int { return u.limit - u.open - u.reserve() }
 
 // connectionBudget lowers max_connections to what the open-file limit
 // allows, as Redis does with maxclients: with more connections than file
-// descriptors, accept fails with EMFILE, and gnet stops its whole engine
-// on that instead of refusing one client. Go raises the soft limit to the
+// descriptors, accept fails with EMFILE, and clients wait in the listen
+// queue instead of getting the max_connections refusal. Go raises the soft limit to the
 // hard one at start-up, so the hard limit is what counts. It runs once the
 // store is open, so its files count, and its tables are found next to
 // the manifests it holds open.

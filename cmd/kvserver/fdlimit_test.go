@@ -12,18 +12,18 @@ import (
 
 // TestConnectionBudgetArithmetic: what max_connections may use is the
 // limit less the open files and a reserve that holds the admin endpoint's
-// connections, gnet's pollers, the tables the engine will open and room
-// for refused connections in a connect flood.
+// connections, the event loops' pollers, the tables the engine will open
+// and the accept loop's descriptors.
 func TestConnectionBudgetArithmetic(t *testing.T) {
 	// kvserver under `ulimit -n 1024` on two cores, empty data directory:
 	// 13 files open when the budget is computed.
 	u := fdUse{limit: 1024, open: 13, loops: 3}
-	if got, want := u.budget(), 1024-13-(1+2*4)-(1+server.AdminMaxConns)-engineFDs-otherFDs-acceptBurstFDs; got != want {
+	if got, want := u.budget(), 1024-13-(1+2*3)-(1+server.AdminMaxConns)-engineFDs-otherFDs-acceptFDs; got != want {
 		t.Fatalf("budget %d, want %d", got, want)
 	}
-	// Every admin connection, every table and a refused connection burst
-	// of that size must fit beside a full house of clients.
-	if r := u.reserve(); r < server.AdminMaxConns+acceptBurstFDs+engineFDs || acceptBurstFDs < 250 {
+	// Every admin connection, every table and the accept loop's
+	// descriptors must fit beside a full house of clients.
+	if r := u.reserve(); r < server.AdminMaxConns+acceptFDs+engineFDs {
 		t.Fatalf("reserve %d", r)
 	}
 	// Each table the engine has yet to open is one client less.
