@@ -211,6 +211,7 @@ func (s *Server) startRead(p *pending) bool {
 	if s.sync != nil {
 		if v, err := s.sync.GetSync(p.key); !errors.Is(err, store.ErrWouldBlock) {
 			p.reply, p.done = s.encode(cs, p.readReply, nil, v, err), true
+			cs.queueReady(p)
 			s.observe(p)
 			return true
 		}
@@ -225,6 +226,7 @@ func (s *Server) startRead(p *pending) bool {
 		return false
 	}
 	p.done = true
+	cs.queueReady(p)
 	s.observe(p)
 	return true
 }
@@ -244,11 +246,11 @@ const maxAsyncReads = 128
 
 // readRoom reports whether cs may start another read.
 func (s *Server) readRoom(cs *conn) bool {
-	if cs.asyncReads >= maxAsyncReads {
-		return false
+	if cs.asyncReads >= maxAsyncReads || cs.readSize == 0 && cs.asyncReads > 0 {
+		return false // one read at a time until one reply told their size
 	}
 	soft := int(s.cfg.MaxOutputBytes) / 2
-	return soft <= 0 || len(cs.out)+cs.c.OutboundBuffered()+int(cs.owed.Load())+cs.asyncReads*cs.readSize < soft
+	return soft <= 0 || len(cs.out)+cs.c.OutboundBuffered()+s.waitingBytes(cs)+cs.asyncReads*cs.readSize < soft
 }
 
 // hold queues p, at index at of cs.q.items, for the read window.
@@ -262,7 +264,7 @@ func (cs *conn) hold(p *pending, at int) {
 
 // noteRead records the size of a read's reply, for readRoom.
 func (cs *conn) noteRead(n int) {
-	cs.readSize = (cs.readSize*3 + n) / 4
+	cs.readSize = max(1, (cs.readSize*3+n)/4)
 }
 
 // startHeld starts cs's held reads, oldest first, while the window has

@@ -49,6 +49,7 @@ type conn struct {
 
 	partial     []byte // the start of a long frame, moved out of gnet's buffer (keepPartial)
 	inCharged   int    // this connection's part of Server.input
+	readyBytes  int    // replies answered on the loop and queued behind an unanswered one (queueReady)
 	inplaceGets uint64 // GETs of this burst answered in place, timed together at its end
 	writeBytes  int64  // keys and values of the writes in q (maxPendingWriteBytes)
 
@@ -126,8 +127,10 @@ type pending struct {
 	// observed its latency); the loop only has to retire the request.
 	direct bool
 
-	// owed: what chargeOwed added to cs.owed for this reply.
-	owed int64
+	// owed: what chargeOwed added to cs.owed for this reply; queued:
+	// what queueReady added to cs.readyBytes.
+	owed   int64
+	queued int
 	// bytes: a write's keys and values, counted in cs.writeBytes while
 	// it is queued.
 	bytes int64
@@ -273,7 +276,9 @@ func (l *loop) deliver(context.Context) error {
 		if p.asyncRead {
 			p.asyncRead = false
 			p.cs.asyncReads--
-			p.cs.noteRead(len(p.reply) + p.dropped)
+			if !p.direct { // a direct reply's size is gone with it
+				p.cs.noteRead(len(p.reply) + p.dropped)
+			}
 		}
 		if p.redo {
 			// Its reply did not fit in max_output_bytes: it runs again
@@ -365,6 +370,7 @@ func (s *Server) drain(cs *conn) {
 			cs.owed.Add(-p.owed)
 			p.owed = 0
 		}
+		cs.readyBytes -= p.queued
 		cs.count(p.class, -1)
 		cs.writeBytes -= p.bytes
 		cs.q.pop()
@@ -406,7 +412,25 @@ func (s *Server) flush(cs *conn) {
 // so a parked connection retries on every step of its queue (at worst one
 // decode of the same request each time).
 func (s *Server) canResume(cs *conn) bool {
-	return cs.q.len() < maxPending/2 && cs.writeBytes < maxPendingWriteBytes/2 && !cs.outParked
+	return cs.q.len() < maxPending/2 && cs.writeBytes < maxPendingWriteBytes/2 && !cs.outParked &&
+		s.waitingBytes(cs) < int(s.cfg.MaxOutputBytes)/4
+}
+
+// waitingBytes is the size of cs's replies that are answered but wait
+// behind an unanswered one: completed on the loop (readyBytes) or by other
+// goroutines (owed). Past half of max_output_bytes the connection stops
+// parsing (admit) until the front is answered and they leave: 4000
+// pipelined GETs of a 256 KiB value answered from memory behind one read
+// that waits on the disk queued a gigabyte of replies.
+func (s *Server) waitingBytes(cs *conn) int {
+	return cs.readyBytes + int(cs.owed.Load())
+}
+
+// queueReady counts p's reply, answered on the loop while p waits in cs's
+// queue, in cs.readyBytes.
+func (cs *conn) queueReady(p *pending) {
+	p.queued = len(p.reply)
+	cs.readyBytes += p.queued
 }
 
 // newPending starts an asynchronous request on cs.
@@ -447,22 +471,33 @@ func (s *Server) chargeOwed(p *pending) {
 	if limit <= 0 || len(p.reply) == 0 {
 		return
 	}
+	if p.keep {
+		// The front: its reply leaves at its delivery, and the replies
+		// owed behind it cannot leave before it. Counting it could make
+		// one of them, which cannot be read again, close the connection.
+		return
+	}
 	n := int64(len(p.reply))
-	if p.cs.owed.Add(n) > int64(limit) && !p.keep {
-		p.cs.owed.Add(-n)
-		if p.readReply != nil {
-			// A single-key read behind the front: reading it again later
-			// costs a store read; closing would cost the client its
-			// connection for reading too slowly what it pipelined.
+	if p.readReply != nil {
+		// A single-key read behind the front takes at most half of the
+		// limit, leaving the rest to replies that cannot be produced
+		// again; past it the read runs again later: that costs a store
+		// read, where closing would cost the client its connection for
+		// reading too slowly what it pipelined.
+		if p.cs.owed.Add(n) > int64(limit/2) {
+			p.cs.owed.Add(-n)
 			p.redo, p.dropped, p.reply = true, len(p.reply), nil
 			return
 		}
+		p.owed = n
+		return
+	}
+	if p.cs.owed.Add(n) > int64(limit) {
+		p.cs.owed.Add(-n)
 		p.cs.overflow.Store(true)
 		p.reply = nil
 		return
 	}
-	// The front's reply is kept even over the limit (by at most its own
-	// size): the replies owed behind it cannot leave before it.
 	p.owed = n
 }
 
@@ -491,7 +526,9 @@ func (s *Server) emit(cs *conn, reply []byte) {
 		cs.out = append(cs.out, reply...)
 		return
 	}
-	cs.push(&pending{cs: cs, reply: reply, class: classNone, done: true})
+	p := &pending{cs: cs, reply: reply, class: classNone, done: true}
+	cs.push(p)
+	cs.queueReady(p)
 }
 
 // push queues p behind cs's pending replies, withdrawing any offer first.

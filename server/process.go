@@ -304,6 +304,9 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 		return true
 	}
 	ok := cs.q.len() < maxPending && cs.barriers == 0
+	if soft := int(s.cfg.MaxOutputBytes) / 2; soft > 0 {
+		ok = ok && s.waitingBytes(cs) < soft
+	}
 	switch cmd.class {
 	case classBarrier:
 		ok = false
@@ -388,7 +391,7 @@ func (s *Server) closeOverOutput(cs *conn) {
 	cs.out = cs.out[:0]
 	cs.closing = true
 	cs.q = replyQueue{}
-	cs.reads, cs.writes, cs.writeBytes = 0, 0, 0
+	cs.reads, cs.writes, cs.writeBytes, cs.readyBytes = 0, 0, 0, 0
 	// Abortive close: the replies still queued in the kernel are dropped
 	// with the rest, instead of trickling out to a client that reads
 	// slowly (tens of seconds through a small window) before its EOF.

@@ -277,12 +277,12 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cs.gone = true
 	cs.dropOffer()
 	cs.dmu.Unlock()
+	s.uncharge(cs) // whichever way it was closed (closeIdle marks it closed first)
 	if cs.closed {
 		return gnet.None
 	}
 	cs.closed = true
 	delete(cs.loop.conns, cs)
-	s.uncharge(cs)
 	s.conns.Add(-1)
 	s.metrics.Connections.Dec()
 	return gnet.None
