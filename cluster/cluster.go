@@ -142,8 +142,11 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		stop:    make(chan struct{}),
 	}
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
-	election := time.Duration(cc.ElectionRTT*cc.RTTMillis) * time.Millisecond
-	c.attemptTimeout = min(max(20*election, 2*time.Second), c.timeout)
+	// An attempt outlasts a few elections; electionTicks may have raised
+	// the configured timeout to cover persisting the largest entry.
+	tick := time.Duration(cc.RTTMillis) * time.Millisecond
+	configured, effective := time.Duration(cc.ElectionRTT)*tick, time.Duration(electionTicks(cfg))*tick
+	c.attemptTimeout = min(max(20*configured, 4*effective, 2*time.Second), c.timeout)
 
 	if err := fs.MkdirAll(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
