@@ -56,6 +56,7 @@ type Server struct {
 	cli      *gnet.Client
 	shutdown bool
 	booted   chan struct{}
+	accepted chan struct{} // closed when the accept loop has returned
 	stopped  chan struct{}
 
 	loopsMu sync.Mutex
@@ -83,16 +84,17 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 		m = NewMetrics(nil)
 	}
 	s := &Server{
-		cfg:     cfg,
-		store:   st,
-		info:    info,
-		log:     logger,
-		metrics: m,
-		cursors: newCursorTable(64<<10, 32<<20),
-		started: time.Now(),
-		booted:  make(chan struct{}),
-		stopped: make(chan struct{}),
-		loops:   make(map[gnet.EventLoop]*loop),
+		cfg:      cfg,
+		store:    st,
+		info:     info,
+		log:      logger,
+		metrics:  m,
+		cursors:  newCursorTable(64<<10, 32<<20),
+		started:  time.Now(),
+		booted:   make(chan struct{}),
+		stopped:  make(chan struct{}),
+		accepted: make(chan struct{}),
+		loops:    make(map[gnet.EventLoop]*loop),
 		limits: codec.Limits{
 			MaxFrame: int(cfg.MaxFrameBytes),
 			MaxArgs:  cfg.MaxArgs,
@@ -160,6 +162,7 @@ func (s *Server) Serve() error {
 	s.engMu.Unlock()
 	close(s.booted)
 	s.acceptLoop(ln, cli)
+	close(s.accepted)
 	<-s.stopped
 	return nil
 }
@@ -197,6 +200,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil // Serve has not started the loops; it will not
 	}
 	ln.Close()
+	// A connection accepted just before is still being handed to a loop,
+	// which must be running to take it (Enroll waits for OnOpen).
+	<-s.accepted
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !s.quiet() {
