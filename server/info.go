@@ -68,6 +68,10 @@ func (s *Server) infoText(sections ...string) string {
 		w("connected_clients", s.conns.Load())
 		w("maxclients", s.cfg.MaxConnections)
 		w("blocked_clients", 0) // no blocking commands
+		// Requests received and not yet parsed, all clients together, and
+		// the bound past which the biggest holder is closed.
+		w("input_buffered_bytes", s.input.Load())
+		w("max_input_bytes", int64(s.cfg.MaxInputBytes))
 	})
 	add("memory", func(w func(string, any)) {
 		heap, limit := goMemory()

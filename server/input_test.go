@@ -127,6 +127,16 @@ func TestInputBudgetClosesTheBiggest(t *testing.T) {
 	if len(open) == 0 || len(open)*sent > 4<<20 {
 		t.Fatalf("%d of %d clients still open with %d bytes each, budget %d", len(open), clients, sent, 4<<20)
 	}
+	ic, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ic.Close()
+	info := string((&respConn{c: ic, d: codec.NewReplyDecoder(codec.Limits{})}).do(t, "INFO", "clients").Str)
+	want := fmt.Sprintf("input_buffered_bytes:%d\r\nmax_input_bytes:%d\r\n", len(open)*(len(head)+sent), 4<<20)
+	if !strings.Contains(info, want) {
+		t.Errorf("INFO clients %q lacks %q", info, want)
+	}
 	for i, c := range open {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write([]byte(body[sent:])); err != nil {
