@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"os"
 	"syscall"
@@ -71,5 +72,29 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 	c2.Write([]byte("PING\n"))
 	if line, err := bufio.NewReader(c2).ReadString('\n'); err != nil || line != "PONG\n" {
 		t.Fatalf("PING on a new connection: %q, %v", line, err)
+	}
+}
+
+// TestShutdownTwice: a second Shutdown returns the first one's result
+// instead of stopping the loops again.
+func TestShutdownTwice(t *testing.T) {
+	s, addr, done := serveTestServer(t, newSlowStore(), nil, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown %d: %v", i+1, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Fatal("listening after Shutdown")
 	}
 }

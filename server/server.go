@@ -58,6 +58,8 @@ type Server struct {
 	booted   chan struct{}
 	accepted chan struct{} // closed when the accept loop has returned
 	stopped  chan struct{}
+	stopOnce sync.Once
+	stopErr  error
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -214,20 +216,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 stop:
-	// Stopping the loops closes their connections (OnClose).
-	stopped := make(chan error, 1)
-	go func() { stopped <- cli.Stop() }()
-	select {
-	case err := <-stopped:
-		close(s.stopped)
-		if err != nil {
-			return fmt.Errorf("stop event loops: %w", err)
+	// Stopping the loops closes their connections (OnClose). A second
+	// Shutdown waits for the first and returns its result.
+	s.stopOnce.Do(func() {
+		stopped := make(chan error, 1)
+		go func() { stopped <- cli.Stop() }()
+		select {
+		case err := <-stopped:
+			if err != nil {
+				s.stopErr = fmt.Errorf("stop event loops: %w", err)
+			}
+		case <-time.After(10 * time.Second):
+			s.stopErr = errors.New("stop event loops: still running after 10s")
 		}
-		return nil
-	case <-time.After(10 * time.Second):
 		close(s.stopped)
-		return errors.New("stop event loops: still running after 10s")
-	}
+	})
+	return s.stopErr
 }
 
 // quiet reports that no request is in flight: no loop callback is running
