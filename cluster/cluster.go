@@ -176,7 +176,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RTTMillisecond:    uint64(cc.RTTMillis),
 		RaftAddress:       cc.RaftAddress,
 		RaftEventListener: leaderListener{c},
-		Expert:            expertConfig(fs, transportFactory{log: logger.With("component", "transport"), faults: faults}),
+		Expert:            expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults}),
 	})
 	if err != nil {
 		c.cache.Close()
@@ -495,15 +495,15 @@ func ShardMemtableBytes(cfg conf.Config) int64 {
 // together, which measured 10-35% less CPU per write than dragonboat's
 // defaults (16 and 16) on two cores. Dragonboat records both counts in the
 // raft directory and refuses to open it with others, so they can never
-// change. The transport is ours (transport.go).
-func expertConfig(fs vfs.FS, transport transportFactory) config.ExpertConfig {
+// change. The LogDB's memory settings may change (logDBConfig). The
+// transport is ours (transport.go).
+func expertConfig(cfg conf.Config, fs vfs.FS, transport transportFactory) config.ExpertConfig {
 	e := config.ExpertConfig{
-		LogDB:            config.GetTinyMemLogDBConfig(),
+		LogDB:            logDBConfig(cfg),
 		Engine:           config.GetDefaultEngineConfig(),
 		FS:               fs,
 		TransportFactory: transport,
 	}
 	e.Engine.ExecShards = 1
-	e.LogDB.Shards = 1
 	return e
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/lni/dragonboat/v4/config"
+
 	"github.com/kvstore/kv/conf"
 )
 
@@ -53,4 +55,46 @@ func electionTicks(cfg conf.Config) uint64 {
 	tick := time.Duration(cc.RTTMillis) * time.Millisecond
 	need := uint64((persist + tick - 1) / tick)
 	return max(uint64(cc.ElectionRTT), need)
+}
+
+// logDBConfig is the NodeHost's LogDB setup: dragonboat's tiny preset (4
+// MiB memtables) in one LogDB instance (see expertConfig), with room in
+// its memtable queue for the largest entries a client can send.
+//
+// Dragonboat's pebble LogDB reports itself busy when its unflushed data
+// (memtables, and large batches waiting for their flush) reaches 19/20 of
+// KVWriteBufferSize × KVMaxWriteBufferNumber, and while it is busy every
+// shard of the node refuses proposals (ErrSystemBusy, which the proposer
+// retries until the request timeout). Pebble queues a batch over half a
+// memtable as it is, at its capacity (a power of two), so with the
+// preset's 4 memtables one entry over 8 MiB made the node busy until its
+// flush ended. That alone would cost a pause; but dragonboat recomputes
+// the flag after every flush, compaction and WAL switch, each in a
+// goroutine of its own, and stores the results in whatever order those
+// finish: a compaction that read the queue before a flush removed the
+// entry can store "busy" after the flush stored "not busy". The node then
+// refuses every proposal until its LogDB next flushes, compacts or
+// switches its WAL, which on an idle cluster happens only when another
+// node replicates a write to it (3 of 150 sequential writes of 20-31 MiB
+// failed as "overloaded" after the 5 s request timeout that way).
+//
+// So the queue holds two of the largest entries, each at twice its size
+// (two entries may also share one batch), besides three memtables, below
+// the busy mark: one write never makes a node busy, only a backlog of
+// large ones does. The count limits unflushed data and allocates nothing:
+// the memory is used only while flushes are behind, at most 152 MiB with
+// the default 32 MiB max_frame_bytes (the preset's 16 MiB before), and
+// pebble stalls the node's raft writes beyond it, as it did at 16 MiB.
+func logDBConfig(cfg conf.Config) config.LogDBConfig {
+	c := config.GetTinyMemLogDBConfig()
+	c.Shards = 1
+	largest := uint64(min(int64(cfg.Server.MaxFrameBytes), maxCommandBytes))
+	// An entry's LogDB batch holds the command and some framing, at up to
+	// twice that capacity: pebble doubles a batch as it grows.
+	batch := 2 * (largest + 1<<20)
+	queue := 3*c.KVWriteBufferSize + 2*batch
+	// Busy at 19/20 of the memtable budget (dragonboat's kv_pebble.go).
+	need := (queue*20/19)/c.KVWriteBufferSize + 1
+	c.KVMaxWriteBufferNumber = max(c.KVMaxWriteBufferNumber, need)
+	return c
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
+
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
@@ -81,6 +83,33 @@ func TestElectionTimeoutCoversLargestEntry(t *testing.T) {
 	}
 }
 
+// TestLogDBRoomForLargestEntries: the LogDB's busy mark (19/20 of its
+// memtable budget) lies above two of the largest entries at twice their
+// size plus three memtables.
+func TestLogDBRoomForLargestEntries(t *testing.T) {
+	cfg := conf.Default()
+	for _, tt := range []struct {
+		frame conf.ByteSize
+		want  uint64
+	}{
+		{32 << 20, 38}, // the default: 152 MiB of memtables
+		{8 << 20, 13},
+		{64 << 10, 5},
+		{1 << 30, 72}, // entries are at most maxCommandBytes
+	} {
+		cfg.Server.MaxFrameBytes = tt.frame
+		c := logDBConfig(cfg)
+		if c.KVMaxWriteBufferNumber != tt.want || c.Shards != 1 {
+			t.Errorf("max_frame_bytes %d: %d memtables, %d shards; want %d, 1", tt.frame, c.KVMaxWriteBufferNumber, c.Shards, tt.want)
+		}
+		largest := uint64(min(int64(tt.frame), maxCommandBytes))
+		mark := c.KVWriteBufferSize * c.KVMaxWriteBufferNumber * 19 / 20
+		if queue := 3*c.KVWriteBufferSize + 2*2*(largest+1<<20); queue >= mark {
+			t.Errorf("max_frame_bytes %d: busy at %d bytes, two entries queue %d", tt.frame, mark, queue)
+		}
+	}
+}
+
 // TestWriteTooLargeForRaftIsRefused: a shard's part of a write that no
 // message batch could carry to a follower is refused before anything is
 // proposed, and so are the write's parts for other shards. Before, with
@@ -111,5 +140,68 @@ func TestWriteTooLargeForRaftIsRefused(t *testing.T) {
 	}
 	if err := put(n, "huge", string(huge[:1<<20])); err != nil {
 		t.Fatalf("a write within the limit: %v", err)
+	}
+}
+
+// TestLargeWriteLeavesLogDBIdle: while writes of the largest size
+// max_frame_bytes allows go through a node, its LogDB never turns busy,
+// which would make dragonboat refuse every proposal of every shard of the
+// node (ErrSystemBusy). With dragonboat's tiny LogDB preset one entry over
+// 8 MiB made it busy until the entry's flush ended, and a flag that
+// dragonboat stores out of order could then stay set until the LogDB's
+// next flush: writes through that node failed as "overloaded" after the
+// request timeout (3 of 150 writes of 20-31 MiB). A probe proposes small
+// commands to the node's shards throughout, straight to dragonboat, and
+// none may be refused.
+func TestLargeWriteLeavesLogDBIdle(t *testing.T) {
+	def := conf.Default()
+	tc := newTestCluster(t, clusterOpts{nodes: 1, requestTimeout: def.Cluster.RequestTimeout.D(), maxFrameBytes: def.Server.MaxFrameBytes})
+	n := tc.nodes[0]
+	sizes := []int{31 << 20, 20 << 20, 31 << 20}
+	if raceEnabled {
+		// Still over the 8 MiB that made the preset busy.
+		sizes = []int{12 << 20, 12 << 20}
+	}
+
+	stop := make(chan struct{})
+	probed := make(chan error, 1)
+	go func() {
+		probed <- probeBusy(n, stop)
+	}()
+	for i, size := range sizes {
+		start := time.Now()
+		if err := put(n, "large", strings.Repeat(fmt.Sprint(i), size)); err != nil {
+			t.Fatalf("write %d of %d bytes: %v after %v", i, size, err, time.Since(start))
+		}
+	}
+	// The last entry's flush ends after the write is applied.
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	if err := <-probed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// probeBusy proposes a small command to each shard of n in turn, one at a
+// time, until stop closes, and reports the first ErrSystemBusy.
+func probeBusy(n *Cluster, stop <-chan struct{}) error {
+	cmd := writeCmd([]string{"probe=1"})
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		shard := uint64(i%n.shards) + 1
+		rs, err := n.nh.Propose(n.nh.GetNoOPSession(shard), cmd, time.Second)
+		switch {
+		case errors.Is(err, dragonboat.ErrSystemBusy):
+			return fmt.Errorf("probe %d refused by shard %d: %w", i, shard, err)
+		case err != nil:
+			time.Sleep(time.Millisecond) // no leader yet, say
+			continue
+		}
+		<-rs.ResultC()
+		rs.Release()
 	}
 }
