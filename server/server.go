@@ -63,6 +63,8 @@ type Server struct {
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
+	order   []gnet.EventLoop // the loops in the order first seen (pickLoop)
+	turn    atomic.Uint64
 
 	pipeTable, respTable                                    commandTable
 	cmdGet, cmdPut, cmdDelete, cmdRange, cmdBatch, cmdAdmin int // latency series
@@ -72,6 +74,7 @@ type Server struct {
 	inflight   atomic.Int64 // replies handed to the store and not yet delivered
 	offers     atomic.Int64 // direct-reply offers out (offerDirect)
 	input      atomic.Int64 // unparsed input of all connections (chargeInput)
+	enrolling  atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
 	draining   atomic.Bool
 	totalConns atomic.Int64
 	rejected   atomic.Int64
@@ -136,7 +139,7 @@ func EventLoops(cfg conf.Server) int {
 
 // Serve listens on cfg.Listen and serves until Shutdown; it blocks.
 func (s *Server) Serve() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen) // SO_REUSEADDR, backlog somaxconn
+	ln, err := net.Listen(listenNetwork(s.cfg.Listen), s.cfg.Listen) // SO_REUSEADDR, backlog somaxconn
 	if err != nil {
 		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
 	}
@@ -164,7 +167,6 @@ func (s *Server) Serve() error {
 	s.engMu.Unlock()
 	close(s.booted)
 	s.acceptLoop(ln, cli)
-	close(s.accepted)
 	<-s.stopped
 	return nil
 }
@@ -202,9 +204,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil // Serve has not started the loops; it will not
 	}
 	ln.Close()
-	// A connection accepted just before is still being handed to a loop,
-	// which must be running to take it (Enroll waits for OnOpen).
-	<-s.accepted
+	// Connections accepted just before are still being handed to the
+	// loops, which must be running to take them (Enroll waits for
+	// OnOpen); a loop stuck in a callback must not hold Shutdown past ctx.
+	select {
+	case <-s.accepted:
+	case <-ctx.Done():
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !s.quiet() {
@@ -373,8 +379,24 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	if !ok {
 		l = &loop{s: s, el: el, conns: make(map[*conn]struct{}), stats: s.metrics.newLoopStats()}
 		s.loops[el] = l
+		s.order = append(s.order, el)
 	}
 	return l
+}
+
+// pickLoop is the loop a new connection goes to, in turn, or nil while
+// some loop has had no connection yet (gnet.Client.Enroll then picks the
+// loop with the fewest, which is one of those). gnet's own choice counts
+// only connections a loop has opened: a loop stuck in a callback, with
+// connections waiting to be opened, looked the least loaded and got every
+// new one.
+func (s *Server) pickLoop() gnet.EventLoop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if len(s.order) < EventLoops(s.cfg) {
+		return nil
+	}
+	return s.order[s.turn.Add(1)%uint64(len(s.order))]
 }
 
 // loopStats returns every loop's counters (for scrapes and INFO).
