@@ -106,19 +106,40 @@ func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
 	}
 	// Both ways close c once its descriptor is duplicated, and return
 	// once the loop has run OnOpen.
-	if el := s.pickLoop(); el != nil {
-		var res gnet.RegisteredResult
-		ch, err := el.Enroll(context.Background(), c)
-		if err == nil {
-			res = <-ch
-			err = res.Err
+	el := s.pickLoop()
+	if el == nil {
+		if s.discover(c, cli) {
+			return
 		}
-		if err != nil {
-			s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
-		}
-		return
+		el = s.pickLoop()
+	}
+	s.enrollOn(el, c)
+}
+
+// discover hands c to the loop gnet picks, the one with the fewest opened
+// connections, while some loop has had none (pickLoop): one at a time, so
+// that each counts before the next is placed (50 connections arriving at
+// once all went to the first loop). It reports false, having done
+// nothing, once every loop has been seen.
+func (s *Server) discover(c net.Conn, cli *gnet.Client) bool {
+	s.discoverMu.Lock()
+	defer s.discoverMu.Unlock()
+	if s.loopsSeen() {
+		return false
 	}
 	if _, err := cli.Enroll(c); err != nil {
+		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
+	}
+	return true
+}
+
+// enrollOn hands c to the event loop el.
+func (s *Server) enrollOn(el gnet.EventLoop, c net.Conn) {
+	ch, err := el.Enroll(context.Background(), c)
+	if err == nil {
+		err = (<-ch).Err
+	}
+	if err != nil {
 		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
 	}
 }

@@ -8,6 +8,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/kvstore/kv/conf"
 )
 
 // TestAcceptSurvivesDescriptorExhaustion: with every descriptor of the
@@ -171,6 +175,44 @@ func TestListenNetwork(t *testing.T) {
 	} {
 		if got := listenNetwork(addr); got != want {
 			t.Errorf("listenNetwork(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+// TestConnectionsSpreadOverLoops: 50 connections made at once are spread
+// over the loops (handed over concurrently, they all went to the first).
+func TestConnectionsSpreadOverLoops(t *testing.T) {
+	s, addr, _ := serveTestServer(t, newSlowStore(), func(c *conf.Server) { c.EventLoops = 2 }, nil)
+	conns := make([]net.Conn, 50)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("PING\n"))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "PONG\n" {
+			t.Fatalf("conn %d: %q %v", i, line, err)
+		}
+	}
+	s.loopsMu.Lock()
+	loops := make([]*loop, 0, len(s.loops))
+	for _, l := range s.loops {
+		loops = append(loops, l)
+	}
+	s.loopsMu.Unlock()
+	if len(loops) != 2 {
+		t.Fatalf("%d loops have had connections, want 2", len(loops))
+	}
+	for _, l := range loops {
+		n := make(chan int, 1)
+		l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error { n <- len(l.conns); return nil }))
+		if got := <-n; got < 15 {
+			t.Errorf("a loop has %d of 50 connections", got)
 		}
 	}
 }

@@ -65,6 +65,8 @@ type Server struct {
 	loops   map[gnet.EventLoop]*loop
 	order   []gnet.EventLoop // the loops in the order first seen (pickLoop)
 	turn    atomic.Uint64
+	// discoverMu serializes handovers until every loop has been seen.
+	discoverMu sync.Mutex
 
 	pipeTable, respTable                                    commandTable
 	cmdGet, cmdPut, cmdDelete, cmdRange, cmdBatch, cmdAdmin int // latency series
@@ -397,6 +399,13 @@ func (s *Server) pickLoop() gnet.EventLoop {
 		return nil
 	}
 	return s.order[s.turn.Add(1)%uint64(len(s.order))]
+}
+
+// loopsSeen reports whether every loop has had a connection.
+func (s *Server) loopsSeen() bool {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	return len(s.order) >= EventLoops(s.cfg)
 }
 
 // loopStats returns every loop's counters (for scrapes and INFO).
