@@ -336,19 +336,37 @@ func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error)
 	return true, nil
 }
 
-// requestJoin asks a member to add this node to every shard. retry says
-// an earlier attempt may have succeeded, so "already a member" is success.
-// noReplicas says no replica of this node has started yet.
-func (c *Cluster) requestJoin(ctx context.Context, retry, noReplicas bool) error {
+// requestJoin asks a member to add this node to every shard. asked says
+// an earlier start asked already (its join marker exists), so the node may
+// be a member. noReplicas says no replica of this node has started yet.
+//
+// The join marker is written before the request, which may add the node
+// even if its reply is lost, and says how the replicas are to start:
+// non-voting once a request that may add the node as a non-voting replica
+// is sent, so that a later start knows (sendJoin), and as the outcome says
+// after it. Once a replica has started, the marker says how it started and
+// stays.
+func (c *Cluster) requestJoin(ctx context.Context, asked, noReplicas bool) error {
 	cc := c.cfg.Cluster
-	if noReplicas {
-		// Written before the request, which may add the node as non-voting
-		// even if its reply is lost; rewritten on a retry too, since the
-		// members now add non-voting replicas whatever build asked first.
-		// Once a replica has started, the marker says how it started and
-		// stays.
-		if err := writeFileAtomic(c.fs, c.dir, joinMarkerFile, []byte(joinNonVoting)); err != nil {
+	prior := joinOutcome{maybeAdded: asked}
+	if asked {
+		var err error
+		if prior.nonVoting, err = c.markerNonVoting(); err != nil {
+			return err
+		}
+	}
+	mark := func(content string) error {
+		if !noReplicas {
+			return nil
+		}
+		if err := writeFileAtomic(c.fs, c.dir, joinMarkerFile, []byte(content)); err != nil {
 			return fmt.Errorf("join: %w", err)
+		}
+		return nil
+	}
+	if !asked {
+		if err := mark(joinVoter); err != nil {
+			return err
 		}
 	}
 	req := joinRequest{
@@ -359,20 +377,23 @@ func (c *Cluster) requestJoin(ctx context.Context, retry, noReplicas bool) error
 		Shards:   c.shards,
 	}
 	wait := max(6*c.timeout, 30*time.Second)
-	err := sendJoin(ctx, cc.Join, req, wait, c.log)
-	var refused *joinRefusedError
-	if retry && errors.As(err, &refused) && isAlreadyMember(refused.msg) {
-		c.log.Info("join was granted before a restart", "node", c.nodeID)
-		return nil
-	}
+	out, err := sendJoin(ctx, cc.Join, req, prior, func() error { return mark(joinNonVoting) }, wait, c.log)
 	if err != nil {
-		if !retry {
+		if !out.maybeAdded {
 			// Nothing was granted: a later start may try again afresh.
 			c.fs.Remove(c.joinMarker())
 		}
 		return err
 	}
-	c.log.Info("joined the cluster", "via", cc.Join)
+	if out.nonVoting {
+		err = mark(joinNonVoting)
+	} else {
+		err = mark(joinVoter)
+	}
+	if err != nil {
+		return err
+	}
+	c.log.Info("joined the cluster", "via", cc.Join, "non-voting", out.nonVoting)
 	return nil
 }
 

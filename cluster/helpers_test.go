@@ -353,6 +353,22 @@ func mustWrite(t testing.TB, n *Cluster, b *lsm.Batch, what string) {
 // does, for the join tests (the real server lives in another package).
 func serveMembership(t testing.TB, addr string, n *Cluster) {
 	t.Helper()
+	serveFakeMember(t, addr, n, fakeMember{})
+}
+
+// fakeMember changes what serveFakeMember answers.
+type fakeMember struct {
+	// earlierBuild answers CLUSTER_STATUS without nodes_nonvoting, as the
+	// builds that added joiners as voters did.
+	earlierBuild bool
+	// join, if set, carries out CLUSTER_JOIN instead of n.Join; drop closes
+	// the connection without a reply.
+	join func(id uint64, raft, client string) (drop bool, err error)
+}
+
+// serveFakeMember is serveMembership as o says.
+func serveFakeMember(t testing.TB, addr string, n *Cluster, o fakeMember) {
+	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -383,11 +399,24 @@ func serveMembership(t testing.TB, addr string, n *Cluster) {
 						st := n.Status()
 						reply = fmt.Sprintf("CLUSTER_STATUS|mode=cluster|state=%s|node_id=%d|nodes=%d|nodes_up=%d|shards=%d|shards_with_leader=%d",
 							st.State, st.NodeID, st.Nodes, st.NodesUp, st.Shards, st.ShardsWithLeader)
+						if !o.earlierBuild {
+							reply += fmt.Sprintf("|nodes_nonvoting=%d", st.NodesNonVoting)
+						}
 					case f[0] == "CLUSTER_DEPLOYMENT":
 						reply = fmt.Sprintf("DEPLOYMENT|%d", n.Deployment())
 					case f[0] == "CLUSTER_JOIN" && len(f) == 4:
 						id, _ := strconv.ParseUint(f[1], 10, 64)
-						if err := join(n, id, f[2], f[3]); err != nil {
+						var err error
+						drop := false
+						if o.join == nil {
+							err = join(n, id, f[2], f[3])
+						} else {
+							drop, err = o.join(id, f[2], f[3])
+						}
+						if drop {
+							return
+						}
+						if err != nil {
 							reply = strings.TrimSuffix(string(codec.AppendPipeStrings(nil, "ERROR", err.Error())), "\n")
 						} else {
 							reply = "OK"

@@ -32,15 +32,47 @@ func (e *joinRefusedError) Error() string {
 
 // transient reports a refusal worth retrying: the member could not reach a
 // quorum or timed out, as opposed to refusing the node itself.
-func (e *joinRefusedError) transient() bool {
-	return strings.HasPrefix(e.msg, "cluster unavailable") || strings.HasPrefix(e.msg, "timeout")
+func (e *joinRefusedError) transient() bool { return transientRefusal(e.msg) }
+
+func transientRefusal(msg string) bool {
+	return strings.HasPrefix(msg, "cluster unavailable") || strings.HasPrefix(msg, "timeout")
+}
+
+// joinOutcome is what sendJoin learnt about the node's membership.
+type joinOutcome struct {
+	// nonVoting says the node's replicas must start non-voting: it may have
+	// been added as a non-voting replica of some shard.
+	nonVoting bool
+	// maybeAdded says a CLUSTER_JOIN was sent whose outcome is unknown (no
+	// reply, or a timeout or unavailability reply): the node may have been
+	// added although sendJoin failed.
+	maybeAdded bool
 }
 
 // sendJoin asks the members at addrs, in order, to add the node, until one
 // says OK or refuses it for good, retrying unreachable or unavailable
-// members for up to wait.
-func sendJoin(ctx context.Context, addrs []string, req joinRequest, wait time.Duration, log *slog.Logger) error {
-	return askMembers(ctx, addrs, req.Password, wait, log, func(ctx context.Context, addr string, c *client.Client) error {
+// members for up to wait. prior is what earlier starts' requests may have
+// done (from the join marker). A refusal saying the node is a member
+// already at its raft address is success if an earlier request, of this
+// call or before, may have been carried out.
+//
+// The outcome says how the node's replicas must start. A replica that
+// starts non-voting and is added as a voter at once stays non-voting in
+// raft, and one that starts as a voter and finds itself added non-voting
+// panics, so non-voting it is whenever a request that may have taken
+// effect went to a member that adds joiners non-voting, or a member says
+// the node is non-voting in some shard. markNonVoting records the former
+// before such a request is sent, for a later start. CLUSTER_JOIN's reply
+// is fixed as OK by PROTOCOL.md, so the member's build tells how it adds
+// joiners: one that adds them non-voting reports nodes_nonvoting in
+// CLUSTER_STATUS (the two came in the same build); one without it adds
+// them as voters, promoting any non-voting replica of the node it finds
+// (which a non-voting start then follows).
+func sendJoin(ctx context.Context, addrs []string, req joinRequest, prior joinOutcome, markNonVoting func() error,
+	wait time.Duration, log *slog.Logger) (joinOutcome, error) {
+	out := prior
+	marked := prior.nonVoting
+	err := askMembers(ctx, addrs, req.Password, wait, log, func(ctx context.Context, addr string, c *client.Client) error {
 		// Keys map to shards by their count: a node configured with another
 		// count would serve wrong answers. CLUSTER_STATUS says the cluster's.
 		st, err := c.ClusterStatus(ctx)
@@ -50,9 +82,35 @@ func sendJoin(ctx context.Context, addrs []string, req joinRequest, wait time.Du
 		if got := st.Get("shards"); got != strconv.Itoa(req.Shards) {
 			return &joinRefusedError{addr: addr, msg: fmt.Sprintf("the cluster has %s shards but this node's cluster.shards = %d", got, req.Shards)}
 		}
+		_, addsNonVoting := st.Lookup("nodes_nonvoting")
+		if addsNonVoting && !marked {
+			if err := markNonVoting(); err != nil {
+				return err
+			}
+			marked = true
+		}
 		_, err = c.Do(ctx, []byte("CLUSTER_JOIN"), strconv.AppendUint(nil, req.ID, 10), []byte(req.Raft), []byte(req.Client))
+		var se *client.ServerError
+		switch {
+		case err == nil:
+			out.nonVoting = out.nonVoting || addsNonVoting
+			return nil
+		case errors.As(err, &se):
+			if member, nonVoting := parseAlreadyMember(se.Msg, req.ID); member && out.maybeAdded {
+				log.Info("join was granted by an earlier request", "via", addr)
+				out.nonVoting = out.nonVoting || nonVoting
+				return nil
+			}
+			if !transientRefusal(se.Msg) && !strings.Contains(se.Msg, partlyDoneNote) {
+				return err // nothing changed
+			}
+		}
+		// Sent, and no answer for sure: it may yet be carried out.
+		out.maybeAdded = true
+		out.nonVoting = out.nonVoting || addsNonVoting
 		return err
 	})
+	return out, err
 }
 
 // fetchDeployment asks the members at addrs for the cluster's raft

@@ -74,7 +74,7 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	ctx, cancel := context.WithTimeout(c.stopCtx, c.membershipTimeout())
 	defer cancel()
 	ms := make([]*dragonboat.Membership, c.shards)
-	present := 0
+	present, nonVoting := 0, 0
 	for i := range ms {
 		shard := uint64(i + 1)
 		m, err := c.membership(ctx, shard)
@@ -89,6 +89,9 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 				return fmt.Errorf("node %d is already a member (raft address %s)", id, addr)
 			}
 			present++
+			if _, ok := m.NonVotings[id]; ok {
+				nonVoting++
+			}
 		}
 		for _, replicas := range []map[uint64]string{m.Nodes, m.NonVotings} {
 			for other, addr := range replicas {
@@ -100,10 +103,11 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 		ms[i] = m
 	}
 	if present == c.shards {
-		return fmt.Errorf("node %d is already a member", id)
+		return errors.New(alreadyMemberMsg(id, nonVoting, c.shards))
 	}
 	// The checks above come first: a repeated join of a member gets "already
-	// a member", which a restarted joiner takes as its earlier success.
+	// a member", which a joiner whose earlier request may have been carried
+	// out takes as its success (sendJoin).
 	if err := checkJoin(id, raftAddr, client); err != nil {
 		return err
 	}
@@ -160,10 +164,33 @@ func (c *Cluster) recordAddresses(ctx context.Context, m *dragonboat.Membership,
 	return n + 1, nil
 }
 
-// isAlreadyMember recognises Join's refusal of a node that is a member of
-// every shard already.
-func isAlreadyMember(msg string) bool {
-	return strings.Contains(msg, "is already a member")
+// alreadyMemberMsg is Join's refusal of node id, a member of every shard
+// at the address it asks with and non-voting in nonVoting of them. A node
+// that is a voter everywhere gets the plain form, as from earlier builds,
+// which refused only voters (they added joiners as voters).
+func alreadyMemberMsg(id uint64, nonVoting, shards int) string {
+	msg := fmt.Sprintf("node %d is already a member", id)
+	if nonVoting > 0 {
+		msg += fmt.Sprintf(", non-voting in %d of %d shards", nonVoting, shards)
+	}
+	return msg
+}
+
+// parseAlreadyMember recognises alreadyMemberMsg's refusal of node id, and
+// reports whether it says the node is non-voting in some shard. The
+// refusal of id held at another raft address ("node N is already a member
+// (raft address ...)") is not one: that is another node under this id.
+func parseAlreadyMember(msg string, id uint64) (member, nonVoting bool) {
+	rest, ok := strings.CutPrefix(msg, fmt.Sprintf("node %d is already a member", id))
+	switch {
+	case !ok:
+		return false, false
+	case rest == "":
+		return true, false
+	case strings.HasPrefix(rest, ", non-voting in "):
+		return true, true
+	}
+	return false, false
 }
 
 // checkJoin refuses a join that must not change the cluster, before it
@@ -350,8 +377,11 @@ func partlyDone(err error, shards int) error {
 	if shards > 0 {
 		what = fmt.Sprintf("%d shard(s) were changed before it", shards)
 	}
-	return fmt.Errorf("%w (%s; the same command again completes it)", err, what)
+	return fmt.Errorf("%w (%s; %s)", err, what, partlyDoneNote)
 }
+
+// partlyDoneNote ends partlyDone's errors.
+const partlyDoneNote = "the same command again completes it"
 
 // changeReplica runs one membership change on shard until it is in effect
 // (applied reports that from a fresh membership, or an error that makes

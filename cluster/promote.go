@@ -16,28 +16,51 @@ import (
 // and at every restart: dragonboat turns a non-voting replica into a voter
 // itself when it applies or recovers its promotion), and it runs promoteLoop
 // until it is a voter of every shard. A marker without it was written by a
-// build that joined nodes as voters at once: such a node's replicas must
-// start as voters, since dragonboat does not turn a replica that starts
+// build that joined nodes as voters at once, or by a node that a member of
+// such a build added (joinVoter): such a node's replicas must start as
+// voters, since dragonboat does not turn a replica that starts
 // non-voting into a voter when it replays an addition that was never a
 // promotion.
 const joinNonVoting = "replicas=non-voting\n"
 
+// joinVoter is the content of the join marker of a node that no member
+// that adds joiners non-voting may have added (a member of an earlier
+// build added it as a voter of every shard, or it has not asked yet): its
+// replicas start as voters, as those of a node that an earlier build
+// joined (empty marker).
+const joinVoter = "replicas=voter\n"
+
 // joinedNonVoting reports whether the join marker says this node joined as
 // a non-voting replica.
 func (c *Cluster) joinedNonVoting() (bool, error) {
+	data, err := c.readJoinMarker()
+	return string(data) == joinNonVoting, err
+}
+
+// markerNonVoting reports whether the join marker of a node that asked to
+// join before any of its replicas started allows that it was added as a
+// non-voting replica: all but joinVoter do, including the empty marker of
+// an earlier build, which did not record what it asked.
+func (c *Cluster) markerNonVoting() (bool, error) {
+	data, err := c.readJoinMarker()
+	return string(data) != joinVoter, err
+}
+
+// readJoinMarker returns the join marker's content (nil if there is none).
+func (c *Cluster) readJoinMarker() ([]byte, error) {
 	f, err := c.fs.Open(c.joinMarker())
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read join marker: %w", err)
+		return nil, fmt.Errorf("read join marker: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, 256))
 	if err != nil {
-		return false, fmt.Errorf("read join marker: %w", err)
+		return nil, fmt.Errorf("read join marker: %w", err)
 	}
-	return string(data) == joinNonVoting, nil
+	return data, nil
 }
 
 // promoteLoop makes this node, which joined as a non-voting replica, a
