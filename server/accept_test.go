@@ -183,15 +183,7 @@ func TestListenNetwork(t *testing.T) {
 // over the loops (handed over concurrently, they all went to the first).
 func TestConnectionsSpreadOverLoops(t *testing.T) {
 	s, addr, _ := serveTestServer(t, newSlowStore(), func(c *conf.Server) { c.EventLoops = 2 }, nil)
-	conns := make([]net.Conn, 50)
-	for i := range conns {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
-	}
+	conns := dialN(t, addr, 50)
 	for i, c := range conns {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		c.Write([]byte("PING\n"))

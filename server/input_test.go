@@ -46,15 +46,7 @@ func TestLongFramesArriveInPieces(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		go func() {
-			for b := req; len(b) > 0; {
-				n := min(len(b), 3000)
-				if _, err := c.Write(b[:n]); err != nil {
-					return
-				}
-				b = b[n:]
-			}
-		}()
+		go writeInPieces(c, req, 0)
 		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		return bufio.NewReaderSize(c, 1<<20)
 	}
@@ -99,14 +91,8 @@ func TestInputBudgetClosesTheBiggest(t *testing.T) {
 	const clients, size, sent = 8, 1000000, 900 << 10
 	head := fmt.Sprintf("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n", size)
 	body := strings.Repeat("v", size) + "\r\n"
-	conns := make([]net.Conn, clients)
-	for i := range conns {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
+	conns := dialN(t, addr, clients)
+	for _, c := range conns {
 		if _, err := c.Write([]byte(head + body[:sent])); err != nil {
 			t.Fatal(err)
 		}
@@ -156,4 +142,32 @@ func TestInputBudgetClosesTheBiggest(t *testing.T) {
 	if reply := r.do(t, "PING"); string(reply.Str) != "PONG" {
 		t.Fatalf("PING after the closes: %+v", reply)
 	}
+}
+
+// writeInPieces writes b to c 3000 bytes at a time, pausing between
+// writes, until done or a write fails.
+func writeInPieces(c net.Conn, b []byte, pause time.Duration) {
+	for len(b) > 0 {
+		n := min(len(b), 3000)
+		if _, err := c.Write(b[:n]); err != nil {
+			return
+		}
+		b = b[n:]
+		time.Sleep(pause)
+	}
+}
+
+// dialN opens n connections to addr, closed when the test ends.
+func dialN(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns[i] = c
+	}
+	return conns
 }

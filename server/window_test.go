@@ -47,16 +47,7 @@ func TestIdleCloseReturnsItsInput(t *testing.T) {
 	}
 	defer c.Close()
 	req := []byte("PUT|k2|" + strings.Repeat("y", 200000) + "\n")
-	go func() {
-		for b := req; len(b) > 0; {
-			n := min(len(b), 3000)
-			if _, err := c.Write(b[:n]); err != nil {
-				return
-			}
-			b = b[n:]
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	go writeInPieces(c, req, time.Millisecond)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if line != "OK\n" {
@@ -75,13 +66,7 @@ func (f *syncGated) GetSync(key []byte) ([]byte, error) {
 	if string(key) == "slow" {
 		return nil, store.ErrWouldBlock
 	}
-	f.mu.Lock()
-	v, ok := f.data[string(key)]
-	f.mu.Unlock()
-	if !ok {
-		return nil, store.ErrNotFound
-	}
-	return []byte(v), nil
+	return f.lookup(key)
 }
 
 func (f *syncGated) Get(key []byte, done func([]byte, error)) {
@@ -157,13 +142,7 @@ func (f *warmStore) GetSync(key []byte) ([]byte, error) {
 	if string(key) == "slow" || !f.warm.Load() {
 		return nil, store.ErrWouldBlock
 	}
-	f.mu.Lock()
-	v, ok := f.data[string(key)]
-	f.mu.Unlock()
-	if !ok {
-		return nil, store.ErrNotFound
-	}
-	return []byte(v), nil
+	return f.lookup(key)
 }
 
 func (f *warmStore) Get(key []byte, done func([]byte, error)) {
@@ -314,4 +293,15 @@ func TestReadsLeaveRoomForOtherReplies(t *testing.T) {
 			t.Fatalf("reply %d of %d: %v (the client reads everything)", i, n+2, err)
 		}
 	}
+}
+
+// lookup reads key from f's data, as a store read that never waits.
+func (f *slowStore) lookup(key []byte) ([]byte, error) {
+	f.mu.Lock()
+	v, ok := f.data[string(key)]
+	f.mu.Unlock()
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return []byte(v), nil
 }
