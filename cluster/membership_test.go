@@ -505,22 +505,7 @@ func TestPromoteQuorumRule(t *testing.T) {
 // reads them, are ids.
 func assertNonVoting(t *testing.T, n *Cluster, shards int, ids ...uint64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for s := uint64(1); s <= uint64(shards); s++ {
-		m, err := n.membership(ctx, s)
-		if err != nil {
-			t.Fatalf("membership of shard %d: %v", s, err)
-		}
-		got := make([]uint64, 0, len(m.NonVotings))
-		for id := range m.NonVotings {
-			got = append(got, id)
-		}
-		slices.Sort(got)
-		if !slices.Equal(got, ids) {
-			t.Errorf("shard %d non-voting replicas %v, want %v", s, got, ids)
-		}
-	}
+	assertReplicas(t, n, shards, "non-voting replicas", func(m *dragonboat.Membership) map[uint64]string { return m.NonVotings }, ids)
 }
 
 // isVoterEverywhere reports whether node id is a voter of every shard, as n
@@ -543,6 +528,13 @@ func isVoterEverywhere(n *Cluster, shards int, id uint64) bool {
 // assertVoters checks that every shard's voters, as n reads them, are ids.
 func assertVoters(t *testing.T, n *Cluster, shards int, ids ...uint64) {
 	t.Helper()
+	assertReplicas(t, n, shards, "voters", func(m *dragonboat.Membership) map[uint64]string { return m.Nodes }, ids)
+}
+
+// assertReplicas checks that the replicas of every shard that of picks
+// from its membership, as n reads it, are ids.
+func assertReplicas(t *testing.T, n *Cluster, shards int, what string, of func(*dragonboat.Membership) map[uint64]string, ids []uint64) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for s := uint64(1); s <= uint64(shards); s++ {
@@ -550,13 +542,13 @@ func assertVoters(t *testing.T, n *Cluster, shards int, ids ...uint64) {
 		if err != nil {
 			t.Fatalf("membership of shard %d: %v", s, err)
 		}
-		got := make([]uint64, 0, len(m.Nodes))
-		for id := range m.Nodes {
+		got := make([]uint64, 0, len(of(m)))
+		for id := range of(m) {
 			got = append(got, id)
 		}
 		slices.Sort(got)
 		if !slices.Equal(got, ids) {
-			t.Errorf("shard %d voters %v, want %v", s, got, ids)
+			t.Errorf("shard %d %s %v, want %v", s, what, got, ids)
 		}
 	}
 }
