@@ -82,7 +82,7 @@ func (s *Server) scheduleOutputCheck(l *loop) {
 // drained, closes those whose backlog did not shrink for outputStall, and
 // checks again later while any stays parked. It runs on l.
 func (s *Server) checkOutput(l *loop) {
-	l.busy.Add(1)
+	l.enter()
 	defer l.busy.Add(-1)
 	l.retire()
 	now := time.Now().UnixNano()

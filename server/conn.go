@@ -202,7 +202,17 @@ type loop struct {
 	// busy is above zero while a callback of the loop runs that may hand
 	// requests to the store: they are counted in Server.inflight only once
 	// the store call returns, so Shutdown waits for busy too (quiet).
-	busy atomic.Int32
+	// entered counts such callbacks, so that quiet also sees one that ran
+	// entirely between its reads.
+	busy    atomic.Int32
+	entered atomic.Uint64
+}
+
+// enter marks the start of a callback that may hand requests to the
+// store; the callback ends with busy.Add(-1).
+func (l *loop) enter() {
+	l.entered.Add(1)
+	l.busy.Add(1)
 }
 
 // post hands completed requests to their loop. One Execute covers every
@@ -260,7 +270,7 @@ func (l *loop) retire() {
 // deliver runs on the loop: it marks completions done and writes out each
 // touched connection's ready prefix.
 func (l *loop) deliver(context.Context) error {
-	l.busy.Add(1)
+	l.enter()
 	defer l.busy.Add(-1)
 	l.mu.Lock()
 	batch := l.mail

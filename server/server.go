@@ -249,12 +249,26 @@ stop:
 func (s *Server) quiet() bool {
 	s.loopsMu.Lock()
 	defer s.loopsMu.Unlock()
-	for _, l := range s.loops {
+	entered := make([]uint64, len(s.order))
+	for i, el := range s.order {
+		l := s.loops[el]
 		if l.busy.Load() > 0 {
 			return false
 		}
+		entered[i] = l.entered.Load()
 	}
-	return s.inflight.Load() == 0
+	if s.inflight.Load() != 0 {
+		return false
+	}
+	// A callback that started after the first look may have taken the
+	// count to zero on its way to starting another request (a read run
+	// again): look again.
+	for i, el := range s.order {
+		if l := s.loops[el]; l.busy.Load() > 0 || l.entered.Load() != entered[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // OnOpen admits a connection or rejects it when max_connections is reached.
@@ -314,7 +328,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	// Before the draining check: if it sees draining unset, Shutdown sees
 	// this callback (quiet) and waits for the requests it starts.
-	cs.loop.busy.Add(1)
+	cs.loop.enter()
 	defer cs.loop.busy.Add(-1)
 	cs.loop.retire()
 	cs.last = time.Now().UnixNano()
