@@ -344,12 +344,9 @@ func (s *Server) advance(cs *conn) {
 	if cs.closed {
 		return
 	}
-	if s.startHeld(cs); cs.q.len() > 0 && cs.q.front().done {
-		s.drain(cs) // the front was held and answered on the spot
-		if cs.closed {
-			return
-		}
-	}
+	// drain starts the front itself when it may; what it leaves held
+	// waits for the window, or for the client to read (outParked).
+	s.startHeld(cs)
 	if cs.parked && s.canResume(cs) {
 		cs.parked = false
 		if s.process(cs) == gnet.Close {
