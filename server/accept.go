@@ -57,7 +57,7 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)
+			delay = nextRetry(delay)
 			if time.Since(lastLog) > 10*time.Second {
 				lastLog = time.Now()
 				s.log.Warn("accept failed; retrying", "err", err, "retry_in", delay)
@@ -84,36 +84,44 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 	}
 }
 
-// enroll hands c to an event loop. gnet's Enroll duplicates the
-// descriptor and closes c whatever happens, so a duplicate that fails
-// with EMFILE would drop a client the accept already took: a probe
-// duplicate is taken first, and retried while descriptors are short
-// (the client waits, as it does in the listen queue).
+// enroll hands c to an event loop, or closes it.
 func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
-	var delay time.Duration
-	for {
+	if err := s.handOver(c, cli); err != nil {
+		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
+	}
+}
+
+// handOver hands c to an event loop; c is closed either way, and it
+// returns once the loop has run OnOpen. gnet's Enroll duplicates the
+// descriptor and closes c whatever happens, so a duplicate that fails with
+// EMFILE would drop a client the accept already took: a probe duplicate is
+// taken first, and retried while descriptors are short (the client waits,
+// as it does in the listen queue).
+func (s *Server) handOver(c net.Conn, cli *gnet.Client) error {
+	for delay := time.Duration(0); ; {
 		err := probeDup(c)
 		if err == nil {
 			break
 		}
 		if s.draining.Load() || !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) {
-			s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
 			_ = c.Close()
-			return
+			return err
 		}
-		delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)
+		delay = nextRetry(delay)
 		time.Sleep(delay)
 	}
-	// Both ways close c once its descriptor is duplicated, and return
-	// once the loop has run OnOpen.
 	el := s.pickLoop()
 	if el == nil {
-		if s.discover(c, cli) {
-			return
+		if handed, err := s.discover(c, cli); handed {
+			return err
 		}
 		el = s.pickLoop()
 	}
-	s.enrollOn(el, c)
+	ch, err := el.Enroll(context.Background(), c)
+	if err != nil {
+		return err
+	}
+	return (<-ch).Err
 }
 
 // discover hands c to the loop gnet picks, the one with the fewest opened
@@ -121,27 +129,19 @@ func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
 // that each counts before the next is placed (50 connections arriving at
 // once all went to the first loop). It reports false, having done
 // nothing, once every loop has been seen.
-func (s *Server) discover(c net.Conn, cli *gnet.Client) bool {
+func (s *Server) discover(c net.Conn, cli *gnet.Client) (handed bool, err error) {
 	s.discoverMu.Lock()
 	defer s.discoverMu.Unlock()
 	if s.loopsSeen() {
-		return false
+		return false, nil
 	}
-	if _, err := cli.Enroll(c); err != nil {
-		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
-	}
-	return true
+	_, err = cli.Enroll(c)
+	return true, err
 }
 
-// enrollOn hands c to the event loop el.
-func (s *Server) enrollOn(el gnet.EventLoop, c net.Conn) {
-	ch, err := el.Enroll(context.Background(), c)
-	if err == nil {
-		err = (<-ch).Err
-	}
-	if err != nil {
-		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
-	}
+// nextRetry is the wait after one more failed attempt, from the last.
+func nextRetry(last time.Duration) time.Duration {
+	return min(max(2*last, acceptRetryMin), acceptRetryMax)
 }
 
 // probeDup checks that c's descriptor can be duplicated now.
