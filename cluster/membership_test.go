@@ -56,16 +56,7 @@ func TestJoinCatchUpBySnapshotAndRemove(t *testing.T) {
 		}
 		return true
 	})
-	recovered := 0
-	n4.smMu.Lock()
-	for _, s := range n4.sms {
-		s.mu.RLock()
-		if s.current != dbDirName(1) {
-			recovered++
-		}
-		s.mu.RUnlock()
-	}
-	n4.smMu.Unlock()
+	recovered := recoveredSnapshots(n4)
 	if recovered == 0 {
 		t.Fatal("node 4 caught up without recovering a snapshot; the test should exercise that path")
 	}
@@ -443,16 +434,7 @@ func testJoinNonVotingThenPromoted(t *testing.T, bySnapshot bool) {
 		ns, st := tc.nodes[1].Nodes(), tc.nodes[1].Status()
 		return len(ns) == 4 && !ns[3].NonVoting && st.NodesNonVoting == 0
 	})
-	recovered := 0
-	n4.smMu.Lock()
-	for _, s := range n4.sms {
-		s.mu.RLock()
-		if s.current != dbDirName(1) {
-			recovered++
-		}
-		s.mu.RUnlock()
-	}
-	n4.smMu.Unlock()
+	recovered := recoveredSnapshots(n4)
 	if bySnapshot != (recovered > 0) {
 		t.Fatalf("node 4 recovered %d snapshots; the test should catch up by snapshot: %v", recovered, bySnapshot)
 	}
@@ -624,4 +606,20 @@ func (p *fakePeer) close() {
 	p.cs = nil
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// recoveredSnapshots counts n's replicas whose data is no longer the
+// directory they started with: they recovered a snapshot.
+func recoveredSnapshots(n *Cluster) int {
+	recovered := 0
+	n.smMu.Lock()
+	defer n.smMu.Unlock()
+	for _, s := range n.sms {
+		s.mu.RLock()
+		if s.current != dbDirName(1) {
+			recovered++
+		}
+		s.mu.RUnlock()
+	}
+	return recovered
 }

@@ -86,9 +86,7 @@ func TestRepliesQueuedOnTheLoopAreBounded(t *testing.T) {
 	st := &syncGated{slowStore: newSlowStore(), release: make(chan struct{})}
 	st.data["big"] = strings.Repeat("v", 256<<10)
 	addr := startTestServer(t, st, func(c *conf.Server) { c.MaxOutputBytes = 8 << 20 })
-	runtime.GC()
-	var m0 runtime.MemStats
-	runtime.ReadMemStats(&m0)
+	heap0 := liveHeap()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -97,14 +95,7 @@ func TestRepliesQueuedOnTheLoopAreBounded(t *testing.T) {
 	req := "GET|slow\n" + strings.Repeat("GET|big\n", 1000)
 	go c.Write([]byte(req))
 	time.Sleep(time.Second)
-	runtime.GC()
-	var m1 runtime.MemStats
-	runtime.ReadMemStats(&m1)
-	grew := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
-	t.Logf("heap grew by %d MiB with max_output_bytes 8 MiB", grew>>20)
-	if grew > 64<<20 {
-		t.Errorf("heap grew %d MiB holding replies of one connection (max_output_bytes 8 MiB)", grew>>20)
-	}
+	checkHeapGrowth(t, heap0)
 	close(st.release)
 	readReplies(t, c, append([]string{"VALUE|s\n"}, repeat("VALUE|"+st.data["big"]+"\n", 1000)...))
 }
@@ -166,9 +157,7 @@ func TestHeldReadsAnsweredOnTheLoopAreBounded(t *testing.T) {
 	st.data["big"] = strings.Repeat("v", 256<<10)
 	st.data["small"] = "s"
 	addr := startTestServer(t, st, func(c *conf.Server) { c.MaxOutputBytes = 8 << 20; c.EventLoops = 1 })
-	runtime.GC()
-	var m0 runtime.MemStats
-	runtime.ReadMemStats(&m0)
+	heap0 := liveHeap()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -179,14 +168,8 @@ func TestHeldReadsAnsweredOnTheLoopAreBounded(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	st.warm.Store(true)
 	time.Sleep(time.Second)
-	runtime.GC()
-	var m1 runtime.MemStats
-	runtime.ReadMemStats(&m1)
-	grew := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
-	t.Logf("heap grew by %d MiB with max_output_bytes 8 MiB; store Gets %d", grew>>20, st.gets.Load())
-	if grew > 64<<20 {
-		t.Errorf("heap grew %d MiB holding replies of one connection (max_output_bytes 8 MiB)", grew>>20)
-	}
+	t.Logf("store Gets %d", st.gets.Load())
+	checkHeapGrowth(t, heap0)
 	close(st.release)
 	want := append([]string{"VALUE|s\n"}, repeat("VALUE|s\n", 200)...)
 	readReplies(t, c, append(want, repeat("VALUE|"+st.data["big"]+"\n", 600)...))
@@ -304,4 +287,23 @@ func (f *slowStore) lookup(key []byte) ([]byte, error) {
 		return nil, store.ErrNotFound
 	}
 	return []byte(v), nil
+}
+
+// liveHeap is the heap in use after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// checkHeapGrowth fails t if the live heap grew by more than 64 MiB since
+// before: the replies one connection holds with max_output_bytes 8 MiB.
+func checkHeapGrowth(t *testing.T, before int64) {
+	t.Helper()
+	grew := liveHeap() - before
+	t.Logf("heap grew by %d MiB with max_output_bytes 8 MiB", grew>>20)
+	if grew > 64<<20 {
+		t.Errorf("heap grew %d MiB holding replies of one connection (max_output_bytes 8 MiB)", grew>>20)
+	}
 }
