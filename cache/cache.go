@@ -106,9 +106,19 @@ func key(id, fileNum, offset uint64) uint64 {
 	return xxhash.Sum64(b[:])
 }
 
-// Get returns the block cached for (id, fileNum, offset). The caller must
-// not modify it.
+// Get returns the block cached for (id, fileNum, offset) and counts a hit
+// or a miss. The caller must not modify the block.
 func (c *Cache) Get(id, fileNum, offset uint64) ([]byte, bool) {
+	b, ok := c.Lookup(id, fileNum, offset)
+	c.Count(ok)
+	return b, ok
+}
+
+// Lookup is Get without counting, for a caller that counts the lookup
+// itself once it knows whether it stands: a read that finds the block
+// missing but may not wait for the disk is retried, and only the retry
+// counts (see Count).
+func (c *Cache) Lookup(id, fileNum, offset uint64) ([]byte, bool) {
 	c.mu.RLock()
 	var e entry
 	var ok bool
@@ -121,11 +131,18 @@ func (c *Cache) Get(id, fileNum, offset uint64) ([]byte, bool) {
 		ok = false
 	}
 	if !ok {
-		c.misses.Add(1)
 		return nil, false
 	}
-	c.hits.Add(1)
 	return e.block, true
+}
+
+// Count records one lookup as a hit or a miss in Stats.
+func (c *Cache) Count(hit bool) {
+	if hit {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+	}
 }
 
 // Set offers block to the cache under (id, fileNum, offset) at a cost of

@@ -134,13 +134,13 @@ func (d *DB) writeCompactionOutputs(v *version, c *compaction) (outputs []*fileM
 			if err != nil {
 				return nil, err
 			}
-			iters = append(iters, r.NewIter())
+			iters = append(iters, r.NewCompactionIter())
 		}
 	} else {
-		iters = append(iters, newLevelIter(&d.tc, c.inputs[0]))
+		iters = append(iters, newCompactionLevelIter(&d.tc, c.inputs[0]))
 	}
 	if len(c.inputs[1]) > 0 {
-		iters = append(iters, newLevelIter(&d.tc, c.inputs[1]))
+		iters = append(iters, newCompactionLevelIter(&d.tc, c.inputs[1]))
 	}
 	mi := newMergingIter(iters)
 	defer func() {

@@ -664,6 +664,28 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// TestCompactionsBypassTheBlockCache: compactions read their inputs without
+// the block cache, so writes alone count no cache lookups and cache no
+// blocks (they would evict what readers use).
+func TestCompactionsBypassTheBlockCache(t *testing.T) {
+	d := mustOpen(t, "/db", smallOptions(vfs.NewMem()))
+	defer d.Close()
+	value := strings.Repeat("v", 100)
+	for i := 0; d.Metrics().CompactionBytesRead == 0; i++ {
+		if i == 200000 {
+			t.Fatalf("no compaction after %d writes: %+v", i, d.Metrics())
+		}
+		mustPut(t, d, fmt.Sprintf("k%06d", i%20000), value)
+	}
+	d.tc.cache.Wait()
+	if m := d.Metrics(); m.CacheHits+m.CacheMisses != 0 {
+		t.Fatalf("cache hits %d, misses %d with no reads", m.CacheHits, m.CacheMisses)
+	}
+	if st := d.tc.cache.Stats(); st.Sets != 0 || st.Bytes != 0 {
+		t.Fatalf("compactions filled the block cache: %+v", st)
+	}
+}
+
 func TestFlushWithConcurrentWrites(t *testing.T) {
 	fs := vfs.NewStrictMem()
 	opts := smallOptions(fs)

@@ -120,10 +120,17 @@ type levelIter struct {
 	idx   int
 	iter  base.Iterator
 	err   error
+	// compaction opens each table with NewCompactionIter (no block cache).
+	compaction bool
 }
 
 func newLevelIter(tc *tableCache, files []*fileMetadata) *levelIter {
 	return &levelIter{tc: tc, files: files}
+}
+
+// newCompactionLevelIter is newLevelIter for a compaction's inputs.
+func newCompactionLevelIter(tc *tableCache, files []*fileMetadata) *levelIter {
+	return &levelIter{tc: tc, files: files, compaction: true}
 }
 
 // open makes file i current (unpositioned), or none past the end.
@@ -143,7 +150,11 @@ func (l *levelIter) open(i int) bool {
 		l.err = err
 		return false
 	}
-	l.iter = r.NewIter()
+	if l.compaction {
+		l.iter = r.NewCompactionIter()
+	} else {
+		l.iter = r.NewIter()
+	}
 	return true
 }
 

@@ -91,6 +91,7 @@ func TestGetNoWaitNeverWaitsForTheDisk(t *testing.T) {
 	if v, err := d.GetNoWait([]byte(key(0))); err != nil || string(v) != value {
 		t.Fatalf("GetNoWait of a block in the block cache: %q %v", v, err)
 	}
+	before := d.Metrics()
 	if _, err := d.GetNoWait([]byte(key(n - 1))); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("GetNoWait of a block only on disk: %v", err)
 	}
@@ -98,6 +99,11 @@ func TestGetNoWaitNeverWaitsForTheDisk(t *testing.T) {
 		t.Fatalf("ReadsNeedingDisk = %d after two reads that needed the disk", got)
 	}
 	checkGet(t, d, key(n-1), value, true)
+	// The read that would have waited and its retry are one cache miss.
+	if m := d.Metrics(); m.CacheMisses-before.CacheMisses != 1 || m.CacheHits != before.CacheHits {
+		t.Fatalf("cache misses +%d, hits +%d for one block read from disk; want +1, +0",
+			m.CacheMisses-before.CacheMisses, m.CacheHits-before.CacheHits)
+	}
 	d.tc.cache.Wait()
 	if v, err := d.GetNoWait([]byte(key(n - 1))); err != nil || string(v) != value {
 		t.Fatalf("GetNoWait once Get has read the block: %q %v", v, err)

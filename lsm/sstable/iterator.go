@@ -14,6 +14,9 @@ type iterator struct {
 	idx int // index of the current data block
 	bi  blockIter
 	err error
+	// uncached reads every block from the file and leaves the block cache
+	// alone: see NewCompactionIter.
+	uncached bool
 }
 
 // NewIter returns an iterator over the whole table, unpositioned. Keys and
@@ -21,6 +24,15 @@ type iterator struct {
 // base.Iterator for how long they stay valid.
 func (r *Reader) NewIter() base.Iterator {
 	return &iterator{r: r}
+}
+
+// NewCompactionIter is NewIter for a compaction: it reads each block from
+// the file and neither looks in the block cache nor fills it. A compaction
+// reads each of its inputs once, in order, and the inputs are deleted when it
+// ends, so caching their blocks would only evict the blocks readers use (and
+// count misses no reader had).
+func (r *Reader) NewCompactionIter() base.Iterator {
+	return &iterator{r: r, uncached: true}
 }
 
 // loadBlock makes block i current, unpositioned; it reports whether that
@@ -32,7 +44,13 @@ func (it *iterator) loadBlock(i int) bool {
 		return false
 	}
 	h := it.r.index[i].h
-	block, err := it.r.readBlock(h, false)
+	var block []byte
+	var err error
+	if it.uncached {
+		block, err = it.r.readBlockFromFile(h, true, false)
+	} else {
+		block, err = it.r.readBlock(h, false)
+	}
 	if err != nil {
 		it.err = err
 		return false

@@ -261,19 +261,26 @@ func (r *Reader) readBlockFromFile(h handle, pooled, nowait bool) ([]byte, error
 
 // readBlock returns the raw data block at h, from the cache when it holds
 // it. The block is immutable. With nowait, see readBlockFromFile.
+//
+// Each read counts one cache hit or miss, except a nowait read that would
+// wait: the caller reads the block again, waiting, and that read counts.
 func (r *Reader) readBlock(h handle, nowait bool) ([]byte, error) {
-	if r.cache != nil {
-		if b, ok := r.cache.Get(r.cacheID, r.fileNum, h.offset); ok {
-			return b, nil
-		}
+	if r.cache == nil {
+		return r.readBlockFromFile(h, true, nowait)
+	}
+	if b, ok := r.cache.Lookup(r.cacheID, r.fileNum, h.offset); ok {
+		r.cache.Count(true)
+		return b, nil
 	}
 	b, err := r.readBlockFromFile(h, true, nowait)
+	if errors.Is(err, base.ErrWouldBlock) {
+		return nil, err
+	}
+	r.cache.Count(false)
 	if err != nil {
 		return nil, err
 	}
-	if r.cache != nil {
-		r.cache.Set(r.cacheID, r.fileNum, h.offset, b)
-	}
+	r.cache.Set(r.cacheID, r.fileNum, h.offset, b)
 	return b, nil
 }
 
