@@ -34,6 +34,13 @@ func TestReplicationAndReads(t *testing.T) {
 		if _, err := get(n, "missing"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("missing key: %v", err)
 		}
+		// Its replicas have applied every write (the reads above waited for
+		// that), all still in memtables, where the estimate is exact: the
+		// state machines' own keys (applied index, members, proposers of
+		// each node) are not counted.
+		if got := n.ApproxKeys(); got != 30 {
+			t.Fatalf("node %d ApproxKeys = %d, want 30", n.nodeID, got)
+		}
 	}
 
 	// Range merges the shards in key order and applies the limit.

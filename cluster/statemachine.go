@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/lni/vfs"
@@ -56,6 +57,10 @@ type stateMachine struct {
 	// second, and reading them from the lsm would make it link the
 	// memtable's new entries into order each time.
 	members []member
+	// proposerKeys is the number of proposer records (seqKeyPrefix) the
+	// lsm holds, for the key estimate: with the applied index and the
+	// member records they are keys no user wrote.
+	proposerKeys atomic.Int64
 
 	// apply path
 	applied        uint64
@@ -126,6 +131,7 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
 	}
 	s.seqs, s.dirty = seqs, make(map[uint64]struct{})
+	s.proposerKeys.Store(int64(len(seqs)))
 	s.mu.Lock()
 	s.db, s.current, s.closed, s.members = db, name, false, members
 	s.mu.Unlock()
@@ -316,6 +322,7 @@ func (s *stateMachine) persist(db *lsm.DB, b *lsm.Batch, index uint64) error {
 		return fmt.Errorf("shard %d: apply entries up to %d: %w", s.shardID, index, err)
 	}
 	s.applied = index
+	s.proposerKeys.Store(int64(len(s.seqs)))
 	clear(s.dirty)
 	b.Reset()
 	return nil
@@ -435,14 +442,35 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 	}
 }
 
-// approxKeys estimates the user keys of this replica.
+// approxKeys estimates the user keys of this replica: the lsm's estimate
+// less the keys the state machine keeps for itself (the applied index, the
+// member records and the proposer records).
 func (s *stateMachine) approxKeys() int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed || s.db == nil {
 		return 0
 	}
-	return s.db.Metrics().ApproxKeys
+	return max(s.db.Metrics().ApproxKeys-s.ownKeys(), 0)
+}
+
+// metrics returns the lsm's metrics with ApproxKeys as approxKeys counts
+// them, and ok false once the replica is closed.
+func (s *stateMachine) metrics() (m lsm.Metrics, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed || s.db == nil {
+		return lsm.Metrics{}, false
+	}
+	m = s.db.Metrics()
+	m.ApproxKeys = max(m.ApproxKeys-s.ownKeys(), 0)
+	return m, true
+}
+
+// ownKeys is the number of keys the state machine keeps for itself: the
+// applied index, the member records and the proposer records. s.mu is held.
+func (s *stateMachine) ownKeys() int64 {
+	return 1 + int64(len(s.members)) + s.proposerKeys.Load()
 }
 
 // health reports the lsm's Health.
@@ -635,6 +663,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	s.mu.Unlock()
 	s.applied = applied
 	s.seqs = seqs
+	s.proposerKeys.Store(int64(len(seqs)))
 	clear(s.dirty)
 	if old != nil {
 		if err := old.Close(); err != nil {

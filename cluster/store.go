@@ -277,9 +277,6 @@ func (c *Cluster) Clear(done func(error)) {
 	}
 }
 
-// ApproxKeys sums the local replicas' key estimates (which, like the
-// engine's, count overwritten and deleted entries until compaction), less
-// the one metadata key per shard.
 // Health reports why a local replica's storage cannot take writes now, or
 // nil (/healthz, INFO).
 func (c *Cluster) Health() error {
@@ -293,12 +290,32 @@ func (c *Cluster) Health() error {
 	return nil
 }
 
+// EngineMetrics adds up the metrics of the local replicas' engines (INFO,
+// /metrics); the block cache counters, shared by all of them, are counted
+// once.
+func (c *Cluster) EngineMetrics() lsm.Metrics {
+	c.smMu.Lock()
+	defer c.smMu.Unlock()
+	var total lsm.Metrics
+	for _, s := range c.sms {
+		if m, ok := s.metrics(); ok {
+			total.Add(m)
+		}
+	}
+	cs := c.cache.Stats()
+	total.CacheHits, total.CacheMisses = cs.Hits, cs.Misses
+	return total
+}
+
+// ApproxKeys sums the local replicas' estimates of their user keys (which,
+// like the engine's, count overwritten and deleted entries until
+// compaction).
 func (c *Cluster) ApproxKeys() int64 {
 	c.smMu.Lock()
 	defer c.smMu.Unlock()
 	var n int64
 	for _, s := range c.sms {
-		n += max(s.approxKeys()-1, 0)
+		n += s.approxKeys()
 	}
 	return n
 }

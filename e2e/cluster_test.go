@@ -153,6 +153,15 @@ func TestClusterReplicationFailoverRestart(t *testing.T) {
 		if got := p.do("RANGE|k1|k2"); !strings.HasPrefix(got, "RANGE|11|k1|v1|k10|v10|") {
 			t.Fatalf("node %d RANGE: %q", id, got)
 		}
+		// The replicas' engines are in /metrics, and the key estimate
+		// counts user keys only (all 60 are still in memtables, where it is
+		// exact).
+		if v, ok := metricValue(t, c.nodes[id].admin, "kv_engine_keys_estimate"); !ok || v != 60 {
+			t.Fatalf("node %d kv_engine_keys_estimate = %v (present %v), want 60", id, v, ok)
+		}
+		if v, ok := metricValue(t, c.nodes[id].admin, "kv_engine_memtable_bytes"); !ok || v == 0 {
+			t.Fatalf("node %d kv_engine_memtable_bytes = %v (present %v)", id, v, ok)
+		}
 	}
 
 	// Kill -9 the leader of the empty key's shard while writers run.

@@ -51,6 +51,18 @@ func TestMemoryLimitFromBudgets(t *testing.T) {
 
 func gomemlimit(t *testing.T, admin string) float64 {
 	t.Helper()
+	v, ok := metricValue(t, admin, "go_gc_gomemlimit_bytes")
+	if !ok {
+		t.Fatal("no go_gc_gomemlimit_bytes in /metrics")
+	}
+	return v
+}
+
+// metricValue returns the value of the first sample of /metrics on admin
+// whose name and labels are series (e.g. `kv_engine_keys_estimate` or
+// `kv_engine_level_files{level="0"}`), and whether there is one.
+func metricValue(t *testing.T, admin, series string) (float64, bool) {
+	t.Helper()
 	resp, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -58,14 +70,16 @@ func gomemlimit(t *testing.T, admin string) float64 {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_gomemlimit_bytes "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return f
+			return f, true
 		}
 	}
-	t.Fatal("no go_gc_gomemlimit_bytes in /metrics")
-	return 0
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return 0, false
 }

@@ -101,9 +101,7 @@ func (d *DB) Metrics() Metrics {
 		ReadsNeedingDisk:       c.readsNeedingDisk.Load(),
 		Seq:                    d.visibleSeq.Load(),
 	}
-	if m.UserBytesWritten > 0 {
-		m.WriteAmp = float64(m.WALBytes+m.FlushBytes+m.CompactionBytesWritten) / float64(m.UserBytesWritten)
-	}
+	m.WriteAmp = m.writeAmp()
 	cs := d.cache.Stats()
 	m.CacheHits, m.CacheMisses = cs.Hits, cs.Misses
 
@@ -127,4 +125,46 @@ func (d *DB) Metrics() Metrics {
 	m.ApproxKeys = max(m.ApproxKeys, 0)
 	m.ImmutableMemtables = len(rs.imm)
 	return m
+}
+
+// Add adds o to m, for one total over several DBs: counters and sizes add
+// up, levels level by level, and WriteAmp is recomputed from the sums.
+// The cache counters are left alone, since DBs that share a block cache
+// report the same ones, and so is Seq: sequence numbers of different DBs
+// do not add up.
+func (m *Metrics) Add(o Metrics) {
+	for len(m.Levels) < len(o.Levels) {
+		m.Levels = append(m.Levels, LevelMetrics{})
+	}
+	for i, l := range o.Levels {
+		ml := &m.Levels[i]
+		ml.Files += l.Files
+		ml.Bytes += l.Bytes
+		ml.Score = max(ml.Score, l.Score)
+	}
+	m.MemtableBytes += o.MemtableBytes
+	m.ImmutableMemtables += o.ImmutableMemtables
+	m.WALBytes += o.WALBytes
+	m.WALSyncs += o.WALSyncs
+	m.Flushes += o.Flushes
+	m.Compactions += o.Compactions
+	m.CompactionBytesRead += o.CompactionBytesRead
+	m.CompactionBytesWritten += o.CompactionBytesWritten
+	m.FlushBytes += o.FlushBytes
+	m.UserBytesWritten += o.UserBytesWritten
+	m.StallCount += o.StallCount
+	m.StallDuration += o.StallDuration
+	m.SlowdownCount += o.SlowdownCount
+	m.WritesRefused += o.WritesRefused
+	m.ReadsNeedingDisk += o.ReadsNeedingDisk
+	m.ApproxKeys += o.ApproxKeys
+	m.WriteAmp = m.writeAmp()
+}
+
+// writeAmp is WriteAmp computed from m's byte counters.
+func (m *Metrics) writeAmp() float64 {
+	if m.UserBytesWritten == 0 {
+		return 0
+	}
+	return float64(m.WALBytes+m.FlushBytes+m.CompactionBytesWritten) / float64(m.UserBytesWritten)
 }
