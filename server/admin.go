@@ -115,10 +115,16 @@ func startAdmin(addr, password string, st store.Store, gatherer prometheus.Gathe
 			code = http.StatusServiceUnavailable
 			storage = "storage=err: " + err.Error()
 		}
+		state := status.State
+		if code != http.StatusOK && state == "healthy" {
+			// The cluster is fine but the storage is not: a reader of the
+			// body alone (a log line, a human) must not see "healthy".
+			state = "unhealthy"
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(code)
 		fmt.Fprintf(w, "%s mode=%s nodes=%d/%d shards_with_leader=%d/%d %s\n",
-			status.State, status.Mode, status.NodesUp, status.Nodes, status.ShardsWithLeader, status.Shards, storage)
+			state, status.Mode, status.NodesUp, status.Nodes, status.ShardsWithLeader, status.Shards, storage)
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	a := &Admin{

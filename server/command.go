@@ -68,31 +68,25 @@ func (t commandTable) lookup(name []byte) *command {
 // dispatch runs one decoded request. It returns false when the connection
 // must park first; the request then stays in the input buffer.
 func (s *Server) dispatch(cs *conn, args [][]byte) bool {
-	table, resp := s.pipeTable, false
-	if cs.proto == protoRESP {
-		table, resp = s.respTable, true
-	}
-	cmd := table.lookup(args[0])
+	resp := cs.proto == protoRESP
+	cmd := s.table(cs).lookup(args[0])
 	if cmd == nil {
-		s.metrics.Errors.WithLabelValues("", "unknown").Inc()
-		s.emit(cs, s.appendErr(cs, nil, "unknown command '"+printable(args[0])+"'"))
+		s.emit(cs, s.appendErr(cs, nil, "", causeUnknown, "unknown command '"+printable(args[0])+"'"))
 		return true
 	}
 	if !cs.authed && !cmd.noAuth {
-		s.metrics.Errors.WithLabelValues(cmd.name, "noauth").Inc()
 		if resp {
-			s.emit(cs, appendRESPError(nil, "NOAUTH Authentication required."))
+			s.emit(cs, s.appendRESPErr(nil, cmd.name, causeNoAuth, "NOAUTH Authentication required."))
 		} else {
-			s.emit(cs, s.appendErr(cs, nil, "NOAUTH authentication required"))
+			s.emit(cs, s.appendErr(cs, nil, cmd.name, causeNoAuth, "NOAUTH authentication required"))
 		}
 		return true
 	}
 	if len(args) < cmd.minArgs || (cmd.maxArgs >= 0 && len(args) > cmd.maxArgs) {
-		s.metrics.Errors.WithLabelValues(cmd.name, "arity").Inc()
 		if resp {
-			s.emit(cs, s.appendErr(cs, nil, "wrong number of arguments for '"+lower(cmd.name)+"' command"))
+			s.emit(cs, s.appendErr(cs, nil, cmd.name, causeArity, "wrong number of arguments for '"+lower(cmd.name)+"' command"))
 		} else {
-			s.emit(cs, s.appendErr(cs, nil, "wrong number of fields for '"+cmd.name+"'"))
+			s.emit(cs, s.appendErr(cs, nil, cmd.name, causeArity, "wrong number of fields for '"+cmd.name+"'"))
 		}
 		return true
 	}
@@ -145,16 +139,17 @@ func (s *Server) encode(cs *conn, r *readReply, dst, v []byte, err error) []byte
 	case err == store.ErrNotFound:
 		return append(dst, r.missing...)
 	default:
-		return s.appendErr(cs, dst, err.Error())
+		return s.storeErr(cs, dst, s.cmdGet, err)
 	}
 }
 
-// get serves a single-key read; reply renders the result in the
-// connection's protocol. A store whose reads never wait is read in place
-// when nothing is queued ahead, skipping the completion machinery.
-func (s *Server) get(cs *conn, key []byte, start int64, reply *readReply) {
+// get serves a single-key read of args[1]; reply renders the result in
+// the connection's protocol. A store whose reads never wait is read in
+// place when nothing is queued ahead, skipping the completion machinery.
+func (s *Server) get(cs *conn, args [][]byte, start int64, reply *readReply) {
+	key := args[1]
 	if msg := s.checkKey(key); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	if cs.writes > 0 {
@@ -191,7 +186,7 @@ func (s *Server) get(cs *conn, key []byte, start int64, reply *readReply) {
 		return
 	}
 	p.keep = cs.q.len() == 0
-	s.store.Get(key, func(v []byte, err error) { s.finish(p, s.encode(cs, reply, nil, v, err)) })
+	s.store.Get(key, func(v []byte, err error) { s.finishRead(p, v, err) })
 	s.settle(p)
 	if !p.done {
 		p.asyncRead = true
@@ -218,7 +213,7 @@ func (s *Server) startRead(p *pending) bool {
 	}
 	p.state.Store(stateRunning) // a read run again completed once already
 	p.keep = cs.q.front() == p
-	s.store.Get(p.key, func(v []byte, err error) { s.finish(p, s.encode(cs, p.readReply, nil, v, err)) })
+	s.store.Get(p.key, func(v []byte, err error) { s.finishRead(p, v, err) })
 	if p.state.CompareAndSwap(stateRunning, stateAsync) {
 		s.inflight.Add(1)
 		p.asyncRead = true
@@ -229,6 +224,13 @@ func (s *Server) startRead(p *pending) bool {
 	cs.queueReady(p)
 	s.observe(p)
 	return true
+}
+
+// finishRead completes the single-key read p with the store's answer (any
+// goroutine).
+func (s *Server) finishRead(p *pending, v []byte, err error) {
+	p.failed = err != nil && err != store.ErrNotFound
+	s.finish(p, s.encode(p.cs, p.readReply, nil, v, err))
 }
 
 // The read window. A pipeline of single-key reads answered asynchronously

@@ -103,11 +103,13 @@ type pending struct {
 	// A read's key (copied) and reply encoder; deferred reads have not
 	// been handed to the store yet: a plain deferred read waits for the
 	// front of the queue (writes ahead of it), a held one only for the
-	// read window (readRoom).
+	// read window (readRoom). failed: the store failed the read (set by
+	// its completion, before finish).
 	key       []byte
 	readReply *readReply
 	deferred  bool
 	held      bool
+	failed    bool
 	// A single-key read out at the store: asyncRead (loop-owned) counts it
 	// in cs.asyncReads; keep (set before the store call) says it was the
 	// front, whose reply is never dropped; redo (set by chargeOwed) says
@@ -485,12 +487,15 @@ func (s *Server) chargeOwed(p *pending) {
 		return
 	}
 	n := int64(len(p.reply))
-	if p.readReply != nil {
+	if p.readReply != nil && !p.failed {
 		// A single-key read behind the front takes at most half of the
 		// limit, leaving the rest to replies that cannot be produced
 		// again; past it the read runs again later: that costs a store
 		// read, where closing would cost the client its connection for
-		// reading too slowly what it pipelined.
+		// reading too slowly what it pipelined. A failed read's reply is
+		// small and kept: it was counted in kv_errors_total when encoded,
+		// and dropped it would be an error counted that no client saw (or
+		// counted twice, if the second read failed too).
 		if p.cs.owed.Add(n) > int64(limit/2) {
 			p.cs.owed.Add(-n)
 			p.redo, p.dropped, p.reply = true, len(p.reply), nil

@@ -89,19 +89,14 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 	// Counted before the completion can be seen (tryDirect uncounts it).
 	s.inflight.Add(int64(len(g.members)))
 	s.store.Write(g.batch, func(err error) {
-		var msg []byte
-		if err != nil {
-			msg = s.appendErr(cs, nil, err.Error())
-		}
 		for _, p := range g.members {
-			one := p.ok
-			if err != nil {
-				s.metrics.Errors.WithLabelValues(s.metrics.opNames[p.cmd], "store").Add(float64(p.n))
-				one = msg
-			}
-			p.reply = one
-			if p.n > 1 {
-				p.reply = bytes.Repeat(one, p.n)
+			switch {
+			case err != nil:
+				p.reply = s.appendErrs(cs, nil, p.n, s.metrics.opNames[p.cmd], causeStore, err.Error())
+			case p.n > 1:
+				p.reply = bytes.Repeat(p.ok, p.n)
+			default:
+				p.reply = p.ok
 			}
 		}
 		if g.state.CompareAndSwap(stateRunning, stateInline) {

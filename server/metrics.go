@@ -30,14 +30,18 @@ type Metrics struct {
 var (
 	descRequests = prometheus.NewDesc("kv_requests_total", "Requests by command.", []string{"proto", "command"}, nil)
 	descLatency  = prometheus.NewDesc("kv_request_duration_seconds",
-		"Time from dispatch to reply ready, by store operation.", []string{"op"}, nil)
+		"Time from the arrival of the input holding a request to its reply being ready to send, by store operation.", []string{"op"}, nil)
 	descBytesIn  = prometheus.NewDesc("kv_net_input_bytes_total", "Request bytes parsed.", nil, nil)
 	descBytesOut = prometheus.NewDesc("kv_net_output_bytes_total", "Reply bytes written.", nil, nil)
 	descDirect   = prometheus.NewDesc("kv_server_direct_replies_total",
 		"Replies written by the goroutine that completed the request instead of the event loop.", nil, nil)
 
-	// latencyBounds are the histogram's upper bounds: 10 µs to ~6 s.
-	latencyBounds   = prometheus.ExponentialBuckets(0.00001, 2.5, 14)
+	// latencyBounds are the histogram's upper bounds, 10 µs to ~23 s: a
+	// cluster request times out after 5 s by default (request_timeout), and
+	// the top bounds must tell those from requests of a second or two.
+	// Extending the old series (which ended at 1.49 s) keeps the bounds
+	// dashboards already query.
+	latencyBounds   = prometheus.ExponentialBuckets(0.00001, 2.5, 17)
 	latencyBoundsNs = func() []int64 {
 		ns := make([]int64, len(latencyBounds))
 		for i, b := range latencyBounds {
@@ -47,13 +51,28 @@ var (
 	}()
 )
 
+// The causes of error replies, kv_errors_total's cause label. Every error
+// reply is counted where it is encoded (appendErrs, appendRESPErr), under
+// one of these.
+const (
+	causeProtocol = "protocol" // the request could not be decoded
+	causeUnknown  = "unknown"  // no such command
+	causeArity    = "arity"    // wrong number of arguments
+	causeNoAuth   = "noauth"   // AUTH needed first, or a wrong password
+	causeInvalid  = "invalid"  // refused as sent: a bad key, argument or option, a disabled command
+	causeLimit    = "limit"    // over a buffer limit: a connection's input, max_input_bytes, an MGET reply
+	causeShutdown = "shutdown" // the server is shutting down
+	causeStore    = "store"    // the store failed the request (storage errors, timeouts, no leader)
+)
+
 // NewMetrics creates the server's series and registers them with reg
 // (nil: unregistered, for tests).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kv_connections", Help: "Open client connections."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kv_errors_total",
-			Help: "Error replies by command (the command's name, or the store operation for store errors; empty when no command was decoded) and cause (protocol, unknown, arity, noauth, store)."},
+			Help: "Error replies by command (the command's name; the store operation for cause store; empty when no command was decoded) " +
+				"and cause (protocol, unknown, arity, noauth, invalid, limit, shutdown, store)."},
 			[]string{"command", "cause"}),
 		LimitCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kv_limit_closes_total",
 			Help: "Connections closed for exceeding a buffer limit."}, []string{"limit"}),
@@ -61,8 +80,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	// Series that exist before their first event, so that rate() and
 	// alerts on them work from the start.
-	m.Errors.WithLabelValues("", "protocol")
-	m.Errors.WithLabelValues("", "unknown")
+	m.Errors.WithLabelValues("", causeProtocol)
+	m.Errors.WithLabelValues("", causeUnknown)
 	m.LimitCloses.WithLabelValues("input")
 	m.LimitCloses.WithLabelValues("output")
 	m.LimitCloses.WithLabelValues("input_total")

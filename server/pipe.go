@@ -27,7 +27,7 @@ func (s *Server) pipeCommands() []*command {
 		}},
 		{name: "AUTH", minArgs: 2, maxArgs: 2, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
 			if !s.passwordOK(args[1]) {
-				s.emit(cs, codec.AppendPipeStrings(nil, "ERROR", "invalid password"))
+				s.refuse(cs, args, causeNoAuth, "invalid password")
 				return
 			}
 			cs.authed = true
@@ -56,7 +56,7 @@ func (s *Server) pipeCommands() []*command {
 			}
 			n, err := s.store.Leader(key)
 			if err != nil {
-				s.emit(cs, s.appendErr(cs, nil, err.Error()))
+				s.emit(cs, s.storeErr(cs, nil, s.cmdAdmin, err))
 				return
 			}
 			s.emit(cs, codec.AppendPipeStrings(nil, "CLUSTER_LEADER", "id="+strconv.FormatUint(n.ID, 10)+",client="+n.Client))
@@ -71,7 +71,7 @@ func (s *Server) pipeCommands() []*command {
 }
 
 func (s *Server) pipeGet(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, pipeGetReply)
+	s.get(cs, args, start, pipeGetReply)
 }
 
 var (
@@ -84,7 +84,7 @@ var (
 
 func (s *Server) pipePut(cs *conn, args [][]byte, start int64) {
 	if msg := s.checkKey(args[1]); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	s.writeOne(cs, s.cmdPut, args[1], args[2], false, start, pipeOK)
@@ -92,7 +92,7 @@ func (s *Server) pipePut(cs *conn, args [][]byte, start int64) {
 
 func (s *Server) pipeDelete(cs *conn, args [][]byte, start int64) {
 	if msg := s.checkKey(args[1]); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	s.writeOne(cs, s.cmdDelete, args[1], nil, true, start, pipeOK)
@@ -101,11 +101,11 @@ func (s *Server) pipeDelete(cs *conn, args [][]byte, start int64) {
 func (s *Server) pipeBatch(cs *conn, args [][]byte, start int64) {
 	pairs := args[1:]
 	if len(pairs)%2 != 0 {
-		s.emit(cs, s.appendErr(cs, nil, "wrong number of fields for 'BATCH'"))
+		s.refuse(cs, args, causeArity, "wrong number of fields for 'BATCH'")
 		return
 	}
 	if msg := s.checkKeys(pairs, 2); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	ok := codec.AppendPipeStrings(nil, "OK", strconv.Itoa(len(pairs)/2))
@@ -117,7 +117,7 @@ func (s *Server) pipeRange(cs *conn, args [][]byte, start int64) {
 	if len(args) == 4 {
 		n, err := strconv.Atoi(string(args[3]))
 		if err != nil || n <= 0 {
-			s.emit(cs, s.appendErr(cs, nil, "limit must be a positive integer"))
+			s.refuse(cs, args, causeInvalid, "limit must be a positive integer")
 			return
 		}
 		limit = s.rangeLimit(n)
@@ -125,7 +125,7 @@ func (s *Server) pipeRange(cs *conn, args [][]byte, start int64) {
 	p := s.newPending(cs, classRead, s.cmdRange, start)
 	s.store.Range(args[1], args[2], limit, func(kvs []store.KV, err error) {
 		if err != nil {
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return
 		}
 		fields := make([][]byte, 0, 2+2*len(kvs))
@@ -141,21 +141,21 @@ func (s *Server) pipeRange(cs *conn, args [][]byte, start int64) {
 }
 
 func (s *Server) pipeJoin(cs *conn, args [][]byte, start int64) {
-	s.membership(cs, args[1], start, func(id uint64, done func(error)) {
+	s.membership(cs, args, start, func(id uint64, done func(error)) {
 		s.store.Join(id, string(args[2]), string(args[3]), done)
 	})
 }
 
 func (s *Server) pipeRemove(cs *conn, args [][]byte, start int64) {
-	s.membership(cs, args[1], start, s.store.Remove)
+	s.membership(cs, args, start, s.store.Remove)
 }
 
-// membership runs a CLUSTER_JOIN/CLUSTER_REMOVE for the node id in field.
-// The fields op needs are copied by the store before it returns.
-func (s *Server) membership(cs *conn, field []byte, start int64, op func(id uint64, done func(error))) {
-	id, err := strconv.ParseUint(string(field), 10, 64)
+// membership runs a CLUSTER_JOIN/CLUSTER_REMOVE for the node id in
+// args[1]. The fields op needs are copied by the store before it returns.
+func (s *Server) membership(cs *conn, args [][]byte, start int64, op func(id uint64, done func(error))) {
+	id, err := strconv.ParseUint(string(args[1]), 10, 64)
 	if err != nil || id == 0 {
-		s.emit(cs, s.appendErr(cs, nil, "node id must be a positive integer"))
+		s.refuse(cs, args, causeInvalid, "node id must be a positive integer")
 		return
 	}
 	p := s.newPending(cs, classWrite, s.cmdAdmin, start)
@@ -174,8 +174,7 @@ func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) 
 // finishOK completes p with ok, or with the error in cs's protocol.
 func (s *Server) finishOK(p *pending, cs *conn, err error, ok []byte) {
 	if err != nil {
-		s.metrics.Errors.WithLabelValues(s.metrics.opNames[p.cmd], "store").Inc()
-		s.finish(p, s.appendErr(cs, nil, err.Error()))
+		s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 		return
 	}
 	s.finish(p, ok)

@@ -96,7 +96,7 @@ func (s *Server) parseAll(cs *conn) {
 			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", addrString(c.RemoteAddr()), "buffered", cs.inputBuffered())
 			s.metrics.LimitCloses.WithLabelValues("input").Inc()
 			// Behind the replies still owed, like any other reply.
-			s.emit(cs, s.appendErr(cs, nil, "request too large"))
+			s.emit(cs, s.appendErr(cs, nil, "", causeLimit, "request too large"))
 			cs.closing = true
 			cs.dropInput()
 		}
@@ -131,7 +131,7 @@ func (s *Server) chargeInput(cs *conn) {
 	}
 	s.log.Warn("closing the connection holding the most input: server input over max_input_bytes", "conn", victim.id, "remote", addrString(victim.c.RemoteAddr()), "buffered", victim.inCharged, "total", total)
 	s.metrics.LimitCloses.WithLabelValues("input_total").Inc()
-	s.emit(victim, s.appendErr(victim, nil, "server input buffers full (max_input_bytes)"))
+	s.emit(victim, s.appendErr(victim, nil, "", causeLimit, "server input buffers full (max_input_bytes)"))
 	victim.closing = true
 	victim.dropInput()
 	s.uncharge(victim)
@@ -258,8 +258,7 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 		if err != nil {
 			var pe *codec.ProtocolError
 			if errors.As(err, &pe) && !pe.Fatal && m > 0 {
-				s.metrics.Errors.WithLabelValues("", "protocol").Inc()
-				s.emit(cs, s.appendErr(cs, nil, pe.Msg))
+				s.emit(cs, s.appendErr(cs, nil, "", causeProtocol, pe.Msg))
 				used += m
 				continue
 			}
@@ -267,9 +266,8 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 			if pe != nil {
 				msg = pe.Msg
 			}
-			s.metrics.Errors.WithLabelValues("", "protocol").Inc()
 			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()), "err", msg)
-			s.emit(cs, s.appendErr(cs, nil, msg))
+			s.emit(cs, s.appendErr(cs, nil, "", causeProtocol, msg))
 			cs.closing = true
 			return len(buf), false
 		}
@@ -399,10 +397,61 @@ func (s *Server) closeOverOutput(cs *conn) {
 	_ = cs.c.Close()
 }
 
-// appendErr encodes an error reply in the connection's protocol.
-func (s *Server) appendErr(cs *conn, dst []byte, msg string) []byte {
-	if cs.proto == protoRESP {
-		return codec.AppendError(dst, "ERR "+msg)
+// appendErr encodes an error reply in cs's protocol and counts it in
+// kv_errors_total. command must come from the command tables or be a store
+// operation, never from the request: the label's values must stay few.
+func (s *Server) appendErr(cs *conn, dst []byte, command, cause, msg string) []byte {
+	return s.appendErrs(cs, dst, 1, command, cause, msg)
+}
+
+// appendErrs encodes n copies of an error reply and counts them. Every
+// error reply is counted when it is encoded, here or in appendRESPErr, and
+// is encoded once whoever sends it (the loop, or tryDirect); the only reply
+// dropped and produced again, a read's over the output limit, is never a
+// failed read's (chargeOwed).
+func (s *Server) appendErrs(cs *conn, dst []byte, n int, command, cause, msg string) []byte {
+	s.metrics.Errors.WithLabelValues(command, cause).Add(float64(n))
+	for range n {
+		if cs.proto == protoRESP {
+			dst = codec.AppendError(dst, "ERR "+msg)
+		} else {
+			dst = codec.AppendPipeStrings(dst, "ERROR", msg)
+		}
 	}
-	return codec.AppendPipeStrings(dst, "ERROR", msg)
+	return dst
+}
+
+// appendRESPErr encodes a RESP error reply whose message starts with its
+// own code (NOAUTH, WRONGPASS...) and counts it, as appendErr does.
+func (s *Server) appendRESPErr(dst []byte, command, cause, msg string) []byte {
+	s.metrics.Errors.WithLabelValues(command, cause).Inc()
+	return codec.AppendError(dst, msg)
+}
+
+// storeErr encodes the error reply to a request of store operation op
+// that the store failed.
+func (s *Server) storeErr(cs *conn, dst []byte, op int, err error) []byte {
+	return s.appendErr(cs, dst, s.metrics.opNames[op], causeStore, err.Error())
+}
+
+// refuse answers a request refused before it reached the store.
+func (s *Server) refuse(cs *conn, args [][]byte, cause, msg string) {
+	s.emit(cs, s.appendErr(cs, nil, s.commandName(cs, args), cause, msg))
+}
+
+// commandName is the name, in its table, of the command args invoke:
+// args[0] as sent (any case, any bytes) is no label value.
+func (s *Server) commandName(cs *conn, args [][]byte) string {
+	if cmd := s.table(cs).lookup(args[0]); cmd != nil {
+		return cmd.name
+	}
+	return ""
+}
+
+// table is the command table of cs's protocol.
+func (s *Server) table(cs *conn) commandTable {
+	if cs.proto == protoRESP {
+		return s.respTable
+	}
+	return s.pipeTable
 }

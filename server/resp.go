@@ -21,8 +21,6 @@ var (
 	respEmpty = []byte("*0\r\n")
 )
 
-func appendRESPError(dst []byte, msg string) []byte { return codec.AppendError(dst, msg) }
-
 func (s *Server) respCommands() []*command {
 	return []*command{
 		{name: "PING", minArgs: 1, maxArgs: 2, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
@@ -40,12 +38,12 @@ func (s *Server) respCommands() []*command {
 			cs.closing = true
 		}},
 		{name: "AUTH", minArgs: 2, maxArgs: 3, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
-			s.emit(cs, s.respAuth(cs, args[1:]))
+			s.emit(cs, s.respAuth(cs, "AUTH", args[1:]))
 		}},
 		{name: "HELLO", minArgs: 1, maxArgs: -1, noAuth: true, run: (*Server).respHello},
 		{name: "SELECT", minArgs: 2, maxArgs: 2, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
 			if string(args[1]) != "0" {
-				s.emit(cs, appendRESPError(nil, "ERR DB index is out of range"))
+				s.refuse(cs, args, causeInvalid, "DB index is out of range")
 				return
 			}
 			s.emit(cs, respOK)
@@ -80,16 +78,18 @@ func (s *Server) respCommands() []*command {
 	}
 }
 
-func (s *Server) respAuth(cs *conn, args [][]byte) []byte {
+// respAuth checks AUTH's arguments ([user] password) for command (AUTH or
+// HELLO) and returns the reply.
+func (s *Server) respAuth(cs *conn, command string, args [][]byte) []byte {
 	pw := args[len(args)-1]
 	if len(args) == 2 && string(args[0]) != "default" {
-		return appendRESPError(nil, "WRONGPASS invalid password")
+		return s.appendRESPErr(nil, command, causeNoAuth, "WRONGPASS invalid password")
 	}
 	// Without requirepass every password is accepted, as on the pipe
 	// protocol: PROTOCOL.md allows only +OK and WRONGPASS (Redis would
 	// answer an -ERR here).
 	if !s.passwordOK(pw) {
-		return appendRESPError(nil, "WRONGPASS invalid password")
+		return s.appendRESPErr(nil, command, causeNoAuth, "WRONGPASS invalid password")
 	}
 	cs.authed = true
 	return respOK
@@ -109,11 +109,11 @@ const maxClientName = 512
 // special characters), and its length; "" means it is fine.
 func clientNameError(name []byte) string {
 	if len(name) > maxClientName {
-		return fmt.Sprintf("ERR Client names are limited to %d bytes", maxClientName)
+		return fmt.Sprintf("Client names are limited to %d bytes", maxClientName)
 	}
 	for _, c := range name {
 		if c < '!' || c > '~' {
-			return "ERR Client names cannot contain spaces, newlines or special characters."
+			return "Client names cannot contain spaces, newlines or special characters."
 		}
 	}
 	return ""
@@ -124,11 +124,11 @@ func (s *Server) respHello(cs *conn, args [][]byte, _ int64) {
 	if len(rest) > 0 {
 		v, err := strconv.Atoi(string(rest[0]))
 		if err != nil {
-			s.emit(cs, appendRESPError(nil, "ERR Protocol version is not an integer or out of range"))
+			s.refuse(cs, args, causeInvalid, "Protocol version is not an integer or out of range")
 			return
 		}
 		if v != 2 {
-			s.emit(cs, appendRESPError(nil, "NOPROTO sorry, this protocol version is not supported"))
+			s.emit(cs, s.appendRESPErr(nil, "HELLO", causeInvalid, "NOPROTO sorry, this protocol version is not supported"))
 			return
 		}
 		rest = rest[1:]
@@ -137,32 +137,32 @@ func (s *Server) respHello(cs *conn, args [][]byte, _ int64) {
 		switch strings.ToUpper(string(rest[0])) {
 		case "AUTH":
 			if len(rest) < 3 {
-				s.emit(cs, appendRESPError(nil, "ERR Syntax error in HELLO option 'auth'"))
+				s.refuse(cs, args, causeInvalid, "Syntax error in HELLO option 'auth'")
 				return
 			}
-			if r := s.respAuth(cs, rest[1:3]); r[0] == '-' {
+			if r := s.respAuth(cs, "HELLO", rest[1:3]); r[0] == '-' {
 				s.emit(cs, r)
 				return
 			}
 			rest = rest[3:]
 		case "SETNAME":
 			if len(rest) < 2 {
-				s.emit(cs, appendRESPError(nil, "ERR Syntax error in HELLO option 'setname'"))
+				s.refuse(cs, args, causeInvalid, "Syntax error in HELLO option 'setname'")
 				return
 			}
 			if msg := clientNameError(rest[1]); msg != "" {
-				s.emit(cs, appendRESPError(nil, msg))
+				s.refuse(cs, args, causeInvalid, msg)
 				return
 			}
 			cs.name = string(rest[1])
 			rest = rest[2:]
 		default:
-			s.emit(cs, appendRESPError(nil, "ERR Syntax error in HELLO option '"+printable(rest[0])+"'"))
+			s.refuse(cs, args, causeInvalid, "Syntax error in HELLO option '"+printable(rest[0])+"'")
 			return
 		}
 	}
 	if !cs.authed {
-		s.emit(cs, appendRESPError(nil, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
+		s.emit(cs, s.appendRESPErr(nil, "HELLO", causeNoAuth, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
 		return
 	}
 	out := codec.AppendArrayHeader(nil, 14)
@@ -184,15 +184,15 @@ func (s *Server) respHello(cs *conn, args [][]byte, _ int64) {
 }
 
 func (s *Server) respGet(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, respGetReply)
+	s.get(cs, args, start, respGetReply)
 }
 
 func (s *Server) respStrlen(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, respStrlenReply)
+	s.get(cs, args, start, respStrlenReply)
 }
 
 func (s *Server) respType(cs *conn, args [][]byte, start int64) {
-	s.get(cs, args[1], start, respTypeReply)
+	s.get(cs, args, start, respTypeReply)
 }
 
 // Replies of the RESP single-key reads.
@@ -210,11 +210,11 @@ var (
 
 func (s *Server) respSet(cs *conn, args [][]byte, start int64) {
 	if len(args) > 3 {
-		s.emit(cs, appendRESPError(nil, "ERR SET options are not supported by this store (EX, PX, NX, XX, KEEPTTL, GET)"))
+		s.refuse(cs, args, causeInvalid, "SET options are not supported by this store (EX, PX, NX, XX, KEEPTTL, GET)")
 		return
 	}
 	if msg := s.checkKey(args[1]); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	s.writeOne(cs, s.cmdPut, args[1], args[2], false, start, respOK)
@@ -223,11 +223,11 @@ func (s *Server) respSet(cs *conn, args [][]byte, start int64) {
 func (s *Server) respMSet(cs *conn, args [][]byte, start int64) {
 	pairs := args[1:]
 	if len(pairs)%2 != 0 {
-		s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'mset' command"))
+		s.refuse(cs, args, causeArity, "wrong number of arguments for 'mset' command")
 		return
 	}
 	if msg := s.checkKeys(pairs, 2); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	s.write(cs, newBatchPairs(pairs), s.cmdBatch, start, respOK)
@@ -347,13 +347,13 @@ func copyKeys(keys [][]byte) [][]byte {
 
 func (s *Server) respExists(cs *conn, args [][]byte, start int64) {
 	if msg := s.checkKeys(args[1:], 1); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
 	s.multiGet(copyKeys(args[1:]), -1, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return
 		}
 		s.finish(p, codec.AppendInt(nil, int64(countTrue(found))))
@@ -363,13 +363,17 @@ func (s *Server) respExists(cs *conn, args [][]byte, start int64) {
 
 func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
 	if msg := s.checkKeys(args[1:], 1); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
 	s.multiGet(copyKeys(args[1:]), int64(s.cfg.MaxOutputBytes), func(vals [][]byte, found []bool, err error) {
+		if errors.Is(err, errReplyTooLarge) {
+			s.finish(p, s.appendErr(cs, nil, "MGET", causeLimit, err.Error()))
+			return
+		}
 		if err != nil {
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return
 		}
 		out := codec.AppendArrayHeader(nil, len(vals))
@@ -390,7 +394,7 @@ func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
 // atomically with it: a concurrent writer can make it off by that write.
 func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 	if msg := s.checkKeys(args[1:], 1); msg != "" {
-		s.emit(cs, s.appendErr(cs, nil, msg))
+		s.refuse(cs, args, causeInvalid, msg)
 		return
 	}
 	keys := copyKeys(args[1:])
@@ -398,7 +402,7 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 	p.readsFirst = true
 	s.multiGet(keys, -1, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return
 		}
 		// Only the keys found get a tombstone: one for a missing key would
@@ -445,27 +449,27 @@ func countTrue(b []bool) int {
 func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 	cursor, err := strconv.ParseUint(string(args[1]), 10, 64)
 	if err != nil {
-		s.emit(cs, appendRESPError(nil, "ERR invalid cursor"))
+		s.refuse(cs, args, causeInvalid, "invalid cursor")
 		return
 	}
 	var pattern []byte
 	count := 10
 	for i := 2; i < len(args); i += 2 {
 		if i+1 >= len(args) {
-			s.emit(cs, appendRESPError(nil, "ERR syntax error"))
+			s.refuse(cs, args, causeInvalid, "syntax error")
 			return
 		}
 		switch strings.ToUpper(string(args[i])) {
 		case "MATCH":
 			if len(args[i+1]) > maxGlobPattern {
-				s.emit(cs, appendRESPError(nil, fmt.Sprintf("ERR pattern too long (max %d bytes)", maxGlobPattern)))
+				s.refuse(cs, args, causeInvalid, fmt.Sprintf("pattern too long (max %d bytes)", maxGlobPattern))
 				return
 			}
 			pattern = bytes.Clone(args[i+1])
 		case "COUNT":
 			n, err := strconv.Atoi(string(args[i+1]))
 			if err != nil || n <= 0 {
-				s.emit(cs, appendRESPError(nil, "ERR value is not an integer or out of range"))
+				s.refuse(cs, args, causeInvalid, "value is not an integer or out of range")
 				return
 			}
 			count = n
@@ -476,7 +480,7 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 				return
 			}
 		default:
-			s.emit(cs, appendRESPError(nil, "ERR syntax error"))
+			s.refuse(cs, args, causeInvalid, "syntax error")
 			return
 		}
 	}
@@ -484,7 +488,7 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 	if cursor != 0 {
 		k, ok := s.cursors.get(cursor)
 		if !ok {
-			s.emit(cs, appendRESPError(nil, "ERR invalid cursor (expired or never issued); restart from 0"))
+			s.refuse(cs, args, causeInvalid, "invalid cursor (expired or never issued); restart from 0")
 			return
 		}
 		from = k
@@ -498,7 +502,7 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 			err, limit = nil, len(kvs)
 		}
 		if err != nil {
-			s.finish(p, s.appendErr(cs, nil, err.Error()))
+			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return
 		}
 		var keys [][]byte
@@ -559,27 +563,27 @@ func (s *Server) respCommand(cs *conn, args [][]byte, _ int64) {
 	case "DOCS", "INFO", "LIST":
 		s.emit(cs, respEmpty)
 	default:
-		s.emit(cs, appendRESPError(nil, "ERR unknown subcommand '"+printable(args[1])+"'. Try COMMAND HELP."))
+		s.refuse(cs, args, causeInvalid, "unknown subcommand '"+printable(args[1])+"'. Try COMMAND HELP.")
 	}
 }
 
 func (s *Server) respConfig(cs *conn, args [][]byte, _ int64) {
 	if !strings.EqualFold(string(args[1]), "GET") {
-		s.emit(cs, appendRESPError(nil, "ERR CONFIG "+strings.ToUpper(printable(args[1]))+" is not supported; configuration is read from the TOML file at start-up"))
+		s.refuse(cs, args, causeInvalid, "CONFIG "+strings.ToUpper(printable(args[1]))+" is not supported; configuration is read from the TOML file at start-up")
 		return
 	}
 	if len(args) < 3 {
-		s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'config|get' command"))
+		s.refuse(cs, args, causeArity, "wrong number of arguments for 'config|get' command")
 		return
 	}
 	if len(args)-2 > maxConfigPatterns {
-		s.emit(cs, appendRESPError(nil, fmt.Sprintf("ERR too many patterns (max %d)", maxConfigPatterns)))
+		s.refuse(cs, args, causeInvalid, fmt.Sprintf("too many patterns (max %d)", maxConfigPatterns))
 		return
 	}
 	pats := make([][]byte, len(args)-2)
 	for i, pat := range args[2:] {
 		if len(pat) > maxGlobPattern {
-			s.emit(cs, appendRESPError(nil, fmt.Sprintf("ERR pattern too long (max %d bytes)", maxGlobPattern)))
+			s.refuse(cs, args, causeInvalid, fmt.Sprintf("pattern too long (max %d bytes)", maxGlobPattern))
 			return
 		}
 		pats[i] = bytes.ToLower(pat)
@@ -606,11 +610,11 @@ func (s *Server) respClient(cs *conn, args [][]byte, _ int64) {
 		s.emit(cs, codec.AppendInt(nil, int64(cs.id)))
 	case "SETNAME":
 		if len(args) != 3 {
-			s.emit(cs, appendRESPError(nil, "ERR wrong number of arguments for 'client|setname' command"))
+			s.refuse(cs, args, causeArity, "wrong number of arguments for 'client|setname' command")
 			return
 		}
 		if msg := clientNameError(args[2]); msg != "" {
-			s.emit(cs, appendRESPError(nil, msg))
+			s.refuse(cs, args, causeInvalid, msg)
 			return
 		}
 		cs.name = string(args[2])
@@ -624,19 +628,19 @@ func (s *Server) respClient(cs *conn, args [][]byte, _ int64) {
 	case "SETINFO":
 		s.emit(cs, respOK)
 	default:
-		s.emit(cs, appendRESPError(nil, "ERR unknown subcommand '"+printable(args[1])+"'. Try CLIENT HELP."))
+		s.refuse(cs, args, causeInvalid, "unknown subcommand '"+printable(args[1])+"'. Try CLIENT HELP.")
 	}
 }
 
 func (s *Server) respFlush(cs *conn, args [][]byte, start int64) {
 	if !s.cfg.AllowFlush {
-		s.emit(cs, appendRESPError(nil, "ERR FLUSHALL/FLUSHDB are disabled; set server.allow_flush = true to enable them"))
+		s.refuse(cs, args, causeInvalid, "FLUSHALL/FLUSHDB are disabled; set server.allow_flush = true to enable them")
 		return
 	}
 	// ASYNC and SYNC only say how Redis frees memory; anything else is a
 	// mistake worth reporting before deleting everything.
 	if len(args) == 2 && !strings.EqualFold(string(args[1]), "ASYNC") && !strings.EqualFold(string(args[1]), "SYNC") {
-		s.emit(cs, appendRESPError(nil, "ERR syntax error"))
+		s.refuse(cs, args, causeInvalid, "syntax error")
 		return
 	}
 	// A barrier: the store's Clear deletes what it finds, so it is not

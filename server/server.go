@@ -337,7 +337,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		// connection resumes through deliver, not here), traffic read
 		// after is refused, so the in-flight count reaches zero however
 		// busy the clients are.
-		s.emit(cs, s.appendErr(cs, nil, "server is shutting down"))
+		s.emit(cs, s.appendErr(cs, nil, "", causeShutdown, "server is shutting down"))
 		cs.closing = true
 	}
 	return s.process(cs)

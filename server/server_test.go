@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -534,16 +535,38 @@ func (sickStore) Health() error {
 	return errors.New("storage unavailable: lsm: flushes failing: disk full")
 }
 
+// clusterStore is a slowStore reporting a cluster in state, its storage
+// failing with sick (nil: fine).
+type clusterStore struct {
+	*slowStore
+	state string
+	sick  error
+}
+
+func (c clusterStore) Status() store.Status {
+	return store.Status{Mode: "cluster", State: c.state, NodeID: 1, Nodes: 3, NodesUp: 2, Shards: 4, ShardsWithLeader: 3}
+}
+
+func (c clusterStore) Health() error { return c.sick }
+
 // TestHealthzReportsStorage: /healthz answers 503 and says why when the
 // store cannot take writes, 200 otherwise; INFO persistence says the same.
+// The body's first word is the state, never "healthy" with a 503.
 func TestHealthzReportsStorage(t *testing.T) {
+	diskFull := errors.New("storage unavailable: lsm: flushes failing: disk full")
 	for _, tc := range []struct {
-		st   store.Store
-		code int
-		body string
+		st    store.Store
+		code  int
+		state string
+		body  string
 	}{
-		{newSlowStore(), http.StatusOK, "storage=ok"},
-		{sickStore{newSlowStore()}, http.StatusServiceUnavailable, "storage=err: storage unavailable: lsm: flushes failing: disk full"},
+		{newSlowStore(), http.StatusOK, "healthy", "storage=ok"},
+		{sickStore{newSlowStore()}, http.StatusServiceUnavailable, "unhealthy", "storage=err: storage unavailable: lsm: flushes failing: disk full"},
+		{clusterStore{newSlowStore(), "healthy", nil}, http.StatusOK, "healthy", "storage=ok"},
+		{clusterStore{newSlowStore(), "healthy", diskFull}, http.StatusServiceUnavailable, "unhealthy", "storage=err: " + diskFull.Error()},
+		{clusterStore{newSlowStore(), "degraded", nil}, http.StatusOK, "degraded", "storage=ok"},
+		{clusterStore{newSlowStore(), "degraded", diskFull}, http.StatusServiceUnavailable, "degraded", "storage=err: " + diskFull.Error()},
+		{clusterStore{newSlowStore(), "unavailable", nil}, http.StatusServiceUnavailable, "unavailable", "storage=ok"},
 	} {
 		a, err := StartAdmin("127.0.0.1:0", "", tc.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 		if err != nil {
@@ -556,8 +579,8 @@ func TestHealthzReportsStorage(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		a.Close(context.Background())
-		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.body) {
-			t.Errorf("healthz: %d %q, want %d and %q", resp.StatusCode, body, tc.code, tc.body)
+		if resp.StatusCode != tc.code || !strings.HasPrefix(string(body), tc.state+" ") || !strings.Contains(string(body), tc.body) {
+			t.Errorf("healthz: %d %q, want %d, %q first and %q", resp.StatusCode, body, tc.code, tc.state, tc.body)
 		}
 		s := New(confDefaultServer(), tc.st, Info{}, slog.New(slog.DiscardHandler), nil)
 		info := s.infoText("persistence")
@@ -577,6 +600,220 @@ func TestMetricsExistAtStart(t *testing.T) {
 		if _, ok := got[n]; !ok {
 			t.Errorf("%s not exported at start: %v", n, got)
 		}
+	}
+}
+
+// TestLatencyBucketsReachTimeouts: the latency histogram tells a request
+// of 2 s from one that hit the cluster's 5 s request timeout, and its
+// bounds reach 10 s.
+func TestLatencyBucketsReachTimeouts(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	op := m.bindOp("get")
+	st := m.newLoopStats()
+	m.loops = func() []*loopStats { return []*loopStats{st} }
+	st.observeN(op, int64(2*time.Second), 1)
+	st.observeN(op, int64(5*time.Second), 1)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "kv_request_duration_seconds" {
+			continue
+		}
+		buckets := mf.GetMetric()[0].GetHistogram().GetBucket()
+		if top := buckets[len(buckets)-1]; top.GetUpperBound() < 10 || top.GetCumulativeCount() != 2 {
+			t.Errorf("top bucket: le=%v count %d, want le >= 10 and both requests", top.GetUpperBound(), top.GetCumulativeCount())
+		}
+		between := false
+		for _, b := range buckets {
+			if le := b.GetUpperBound(); le >= 2 && le < 5 && b.GetCumulativeCount() == 1 {
+				between = true
+			}
+		}
+		if !between {
+			t.Errorf("no bucket holds the 2 s request without the 5 s one: %v", buckets)
+		}
+		return
+	}
+	t.Fatal("kv_request_duration_seconds not exported")
+}
+
+// errStore is a slowStore that fails what touches keys starting with
+// "fail" (reads, ranges from such a key, writes), as a cluster does while
+// the key's shard has no leader. Reads of "slow" (not found) and of keys
+// starting with "latefail" (failed) take a while, so that the replies
+// behind them pile up.
+type errStore struct{ *slowStore }
+
+var errNoLeader = errors.New("cluster unavailable: no leader for shard 2")
+
+func failKey(k []byte) bool { return bytes.HasPrefix(k, []byte("fail")) }
+
+func (f errStore) Get(key []byte, done func([]byte, error)) {
+	switch {
+	case string(key) == "slow":
+		time.AfterFunc(50*time.Millisecond, func() { done(nil, store.ErrNotFound) })
+	case bytes.HasPrefix(key, []byte("latefail")):
+		time.AfterFunc(5*time.Millisecond, func() { done(nil, errNoLeader) })
+	case failKey(key):
+		f.later(func() { done(nil, errNoLeader) })
+	default:
+		f.slowStore.Get(key, done)
+	}
+}
+
+func (f errStore) Range(start, end []byte, limit int, done func([]store.KV, error)) {
+	if failKey(start) {
+		f.later(func() { done(nil, errNoLeader) })
+		return
+	}
+	f.slowStore.Range(start, end, limit, done)
+}
+
+func (f errStore) Write(b *lsm.Batch, done func(error)) {
+	if b.Each(func(_ bool, k, _ []byte) error {
+		if failKey(k) {
+			return errNoLeader
+		}
+		return nil
+	}) != nil {
+		f.later(func() { done(errNoLeader) })
+		return
+	}
+	f.slowStore.Write(b, done)
+}
+
+// TestErrorRepliesCounted: kv_errors_total counts every error reply
+// exactly once, whatever refused the request (the decoder, the command
+// table, the command's own checks, the store) and however the reply left
+// (with its burst, written by its completion, or through the read
+// window), under a command label taken from the tables, never from the
+// request.
+func TestErrorRepliesCounted(t *testing.T) {
+	for name, newStore := range orderingStores() {
+		t.Run(name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m := NewMetrics(reg)
+			addr := startTestServerWith(t, errStore{newStore()}, func(c *conf.Server) { c.MaxOutputBytes = 16 << 10 }, m)
+			before := gatherValues(t, reg)
+			var got int
+			// The audit's bad requests, then the store's failures, between
+			// requests that succeed.
+			got += errorReplies(t, dialReader(t, addr), "FOOBAR|x\nGET\nPUT||v\nRANGE|a|b|x\nBATCH|a|b|c\nPING\n"+
+				"PUT|a|1\nGET|fail\nGET|a\nRANGE|fail|z\nPUT|fail|v\n", 11)
+			var req []byte
+			for _, cmd := range [][]string{
+				{"FOOBAR", "x"}, {"GET"}, {"SET", "", "v"}, {"SET", "a", "b", "EX", "10"}, {"SELECT", "1"}, {"MSET", "a", "b", "c"},
+				{"PING"}, {"GET", "fail"}, {"GET", "b"}, {"MGET", "b", "fail"}, {"EXISTS", "fail"}, {"DEL", "fail"}, {"SET", "fail", "v"},
+			} {
+				req = appendRESP(req, cmd...)
+			}
+			got += errorReplies(t, dialReader(t, addr), string(req), 13)
+			// Alone on its connection, a failed read's reply is written by
+			// the completion itself (tryDirect).
+			got += errorReplies(t, dialReader(t, addr), "GET|fail\n", 1)
+			if got != 20 {
+				t.Errorf("%d error replies, want 20", got)
+			}
+			after := gatherValues(t, reg)
+			for key, want := range map[string]float64{
+				"kv_errors_total,unknown,":       2,
+				"kv_errors_total,arity,GET":      2,
+				"kv_errors_total,arity,BATCH":    1,
+				"kv_errors_total,arity,MSET":     1,
+				"kv_errors_total,invalid,PUT":    1,
+				"kv_errors_total,invalid,RANGE":  1,
+				"kv_errors_total,invalid,SET":    2,
+				"kv_errors_total,invalid,SELECT": 1,
+				"kv_errors_total,store,get":      5,
+				"kv_errors_total,store,range":    1,
+				"kv_errors_total,store,put":      2,
+				"kv_errors_total,store,delete":   1,
+			} {
+				if d := after[key] - before[key]; d != want {
+					t.Errorf("%s rose by %v, want %v", key, d, want)
+				}
+			}
+			checkErrorsCounted(t, m, reg, before, got)
+
+			// Through the read window: behind a slow read, the replies of
+			// the reads after it fill the half of max_output_bytes they may
+			// hold, and those that come later are dropped, to be read
+			// again; a failed read among them must not be counted again.
+			before = gatherValues(t, reg)
+			c := dialReader(t, addr)
+			errorReplies(t, c, "PUT|big|"+strings.Repeat("x", 100)+"\nGET|none\n", 2) // the window learns replies are small
+			var window strings.Builder
+			window.WriteString("GET|slow\n")
+			for range 30 {
+				window.WriteString("GET|latefail\nGET|big\nGET|big\nGET|big\n")
+			}
+			checkErrorsCounted(t, m, reg, before, errorReplies(t, c, window.String(), 121))
+		})
+	}
+}
+
+// connReader is a client connection and the reader of its replies.
+type connReader struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// dialReader connects to addr for the rest of the test.
+func dialReader(t *testing.T, addr string) connReader {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return connReader{c, bufio.NewReader(c)}
+}
+
+// errorReplies sends req on c, reads n replies (one line each, in either
+// protocol) and returns how many were errors.
+func errorReplies(t *testing.T, c connReader, req string, n int) int {
+	t.Helper()
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	errs := 0
+	for i := range n {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if strings.HasPrefix(line, "ERROR|") || strings.HasPrefix(line, "-") {
+			errs++
+		}
+	}
+	return errs
+}
+
+// checkErrorsCounted checks kv_errors_total rose by want since before,
+// under command labels from the command tables or store operations only.
+func checkErrorsCounted(t *testing.T, m *Metrics, reg *prometheus.Registry, before map[string]float64, want int) {
+	t.Helper()
+	names := map[string]bool{"": true}
+	for _, n := range append(m.cmdNames, m.opNames...) {
+		names[n] = true
+	}
+	var rise float64
+	for key, v := range gatherValues(t, reg) {
+		labels, ok := strings.CutPrefix(key, "kv_errors_total,")
+		if !ok {
+			continue
+		}
+		rise += v - before[key]
+		if _, command, _ := strings.Cut(labels, ","); !names[command] {
+			t.Errorf("%s: command label not from the command tables", key)
+		}
+	}
+	if rise != float64(want) {
+		t.Errorf("kv_errors_total rose by %v for %d error replies", rise, want)
 	}
 }
 
