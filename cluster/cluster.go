@@ -65,8 +65,10 @@ type Cluster struct {
 	// runs until it is a voter everywhere.
 	nonVoting bool
 	// members caches each shard's membership for the status view (index
-	// shard-1; statusLoop's alone).
+	// shard-1; refresh's alone).
 	members []*dragonboat.Membership
+	// refreshMu serializes refresh, which updates members.
+	refreshMu sync.Mutex
 
 	// attemptTimeout bounds one attempt of a proposal or ReadIndex; both
 	// are retried (proposals are exactly-once) until the request timeout.
@@ -84,7 +86,10 @@ type Cluster struct {
 
 	view atomic.Pointer[view]
 
-	closed    atomic.Bool
+	closed atomic.Bool
+	// removed is set once a replica of this node applied the node's
+	// removal (removed.go): every request is then refused.
+	removed   atomic.Bool
 	bgMu      sync.Mutex
 	bgClosed  bool // no new membership calls; guards loops.Add after Open
 	stop      chan struct{}
@@ -165,18 +170,23 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	for i := range c.leaders {
 		c.leaders[i].changed = make(chan struct{})
 	}
+	if err := c.checkNotRemoved(); err != nil {
+		c.cache.Close()
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
 	if c.deploymentID, err = c.deployment(ctx); err != nil {
 		c.cache.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
 	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
-		DeploymentID:      c.deploymentID,
-		NodeHostDir:       fs.PathJoin(c.dir, "raft"),
-		RTTMillisecond:    uint64(cc.RTTMillis),
-		RaftAddress:       cc.RaftAddress,
-		RaftEventListener: leaderListener{c},
-		Expert:            expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults}),
+		DeploymentID:        c.deploymentID,
+		NodeHostDir:         fs.PathJoin(c.dir, "raft"),
+		RTTMillisecond:      uint64(cc.RTTMillis),
+		RaftAddress:         cc.RaftAddress,
+		RaftEventListener:   leaderListener{c},
+		SystemEventListener: systemListener{c},
+		Expert:              expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults}),
 	})
 	if err != nil {
 		c.cache.Close()

@@ -39,7 +39,8 @@ func (c *Cluster) Remove(id uint64, done func(error)) {
 }
 
 // background runs a membership change on its own goroutine; Close waits
-// for it.
+// for it. The status view is rebuilt before done runs, so that
+// CLUSTER_NODES right after a change's reply shows it.
 func (c *Cluster) background(fn func() error, done func(error)) {
 	c.bgMu.Lock()
 	if c.bgClosed {
@@ -51,7 +52,11 @@ func (c *Cluster) background(fn func() error, done func(error)) {
 	c.bgMu.Unlock()
 	go func() {
 		defer c.loops.Done()
-		done(fn())
+		err := fn()
+		if !c.closed.Load() {
+			c.refresh()
+		}
+		done(err)
 	}()
 }
 

@@ -89,7 +89,7 @@ func (c *Cluster) promoteLoop() {
 		rest := pending[:0]
 		for _, shard := range pending {
 			done, err := c.promote(shard)
-			if c.closed.Load() {
+			if c.closed.Load() || c.removed.Load() {
 				return
 			}
 			if err != nil && err.Error() != lastErr {

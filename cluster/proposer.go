@@ -474,6 +474,8 @@ func (c *Cluster) mapError(shard uint64, err error) error {
 		return errNoLeader(shard)
 	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
 		return errClosed
+	case errors.Is(err, dragonboat.ErrShardNotFound) && c.removed.Load():
+		return c.errRemovedNode()
 	case errors.Is(err, dragonboat.ErrShardNotFound):
 		return fmt.Errorf("cluster unavailable: shard %d is not hosted on this node", shard)
 	case errors.Is(err, dragonboat.ErrPayloadTooBig):

@@ -51,6 +51,9 @@ func (c *Cluster) statusLoop() {
 // probe on its raft port (probeMember; this node always is). Leaders are
 // not cached: Status asks dragonboat, which keeps them in memory.
 func (c *Cluster) refresh() {
+	// The status loop and the end of a membership change both refresh.
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
 	raftAddrs := make(map[uint64]string)
 	nonVoting := make(map[uint64]bool)
 	if info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {

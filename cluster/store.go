@@ -19,6 +19,10 @@ func (c *Cluster) Get(key []byte, done func([]byte, error)) {
 		done(nil, errClosed)
 		return
 	}
+	if c.removed.Load() {
+		done(nil, c.errRemovedNode())
+		return
+	}
 	shard := shardOf(key, c.shards)
 	req := &readReq{
 		op:      readOp{key: bytes.Clone(key)},
@@ -47,6 +51,10 @@ func (c *Cluster) staleRead(shard uint64, req *readReq) {
 func (c *Cluster) Write(b *lsm.Batch, done func(error)) {
 	if c.closed.Load() {
 		done(errClosed)
+		return
+	}
+	if c.removed.Load() {
+		done(c.errRemovedNode())
 		return
 	}
 	n := b.Len()
@@ -171,6 +179,10 @@ func (c *Cluster) Range(start, end []byte, limit int, done func([]store.KV, erro
 		done(nil, errClosed)
 		return
 	}
+	if c.removed.Load() {
+		done(nil, c.errRemovedNode())
+		return
+	}
 	if limit <= 0 || (len(end) > 0 && bytes.Compare(start, end) >= 0) {
 		done(nil, nil)
 		return
@@ -270,6 +282,10 @@ func (c *Cluster) Clear(done func(error)) {
 		done(errClosed)
 		return
 	}
+	if c.removed.Load() {
+		done(c.errRemovedNode())
+		return
+	}
 	deadline := time.Now().Add(c.timeout)
 	j := newJoiner(c.shards, done)
 	for _, p := range c.proposers {
@@ -280,6 +296,9 @@ func (c *Cluster) Clear(done func(error)) {
 // Health reports why a local replica's storage cannot take writes now, or
 // nil (/healthz, INFO).
 func (c *Cluster) Health() error {
+	if c.removed.Load() {
+		return c.errRemovedNode()
+	}
 	c.smMu.Lock()
 	defer c.smMu.Unlock()
 	for id, s := range c.sms {

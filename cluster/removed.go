@@ -1,0 +1,74 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/lni/dragonboat/v4/raftio"
+)
+
+// removedFile marks the data directory of a node that was removed from the
+// cluster. Raft stops a replica when it applies its own removal, and node
+// ids are never reused, so such a node can never serve again: without the
+// mark it would keep running (or restart) as an empty shell answering
+// "cluster unavailable", and an operator would take it for an outage.
+const removedFile = "REMOVED"
+
+// errRemovedNode is the reply to every request on a removed node.
+func (c *Cluster) errRemovedNode() error {
+	return fmt.Errorf("cluster unavailable: node %d was removed from the cluster; stop it, and to use this machine again wipe %s and join with a new cluster.node_id", c.nodeID, c.dir)
+}
+
+// checkNotRemoved refuses to start a node whose directory is marked removed.
+func (c *Cluster) checkNotRemoved() error {
+	_, err := c.fs.Stat(c.fs.PathJoin(c.dir, removedFile))
+	switch {
+	case err == nil:
+		return fmt.Errorf("node %d was removed from the cluster and node ids cannot be reused: wipe %s and join with a new cluster.node_id", c.nodeID, c.dir)
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	default:
+		return fmt.Errorf("check %s: %w", removedFile, err)
+	}
+}
+
+// noteRemoved records that a replica of this node applied its own removal
+// (from the log or from a snapshot that lists the node as removed): the node
+// serves nothing from now on. The first call marks the directory and logs.
+func (c *Cluster) noteRemoved(shard uint64) {
+	if c.removed.Swap(true) {
+		return
+	}
+	if err := writeFileAtomic(c.fs, c.dir, removedFile, fmt.Appendf(nil, "node_id=%d\nshard=%d\n", c.nodeID, shard)); err != nil {
+		c.log.Error("mark the data directory removed", "err", err)
+	}
+	c.log.Warn("this node was removed from the cluster: it serves no requests from now on; stop it, and to use this machine again wipe its data directory and join with a new cluster.node_id",
+		"shard", shard, "dir", c.dir)
+}
+
+// systemListener passes dragonboat's system events on; only a replica's
+// own removal matters here.
+type systemListener struct{ c *Cluster }
+
+func (l systemListener) NodeDeleted(info raftio.NodeInfo) {
+	if info.ReplicaID == l.c.nodeID {
+		l.c.noteRemoved(info.ShardID)
+	}
+}
+
+func (systemListener) NodeHostShuttingDown()                       {}
+func (systemListener) NodeUnloaded(raftio.NodeInfo)                {}
+func (systemListener) NodeReady(raftio.NodeInfo)                   {}
+func (systemListener) MembershipChanged(raftio.NodeInfo)           {}
+func (systemListener) ConnectionEstablished(raftio.ConnectionInfo) {}
+func (systemListener) ConnectionFailed(raftio.ConnectionInfo)      {}
+func (systemListener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
+func (systemListener) SendSnapshotCompleted(raftio.SnapshotInfo)   {}
+func (systemListener) SendSnapshotAborted(raftio.SnapshotInfo)     {}
+func (systemListener) SnapshotReceived(raftio.SnapshotInfo)        {}
+func (systemListener) SnapshotRecovered(raftio.SnapshotInfo)       {}
+func (systemListener) SnapshotCreated(raftio.SnapshotInfo)         {}
+func (systemListener) SnapshotCompacted(raftio.SnapshotInfo)       {}
+func (systemListener) LogCompacted(raftio.EntryInfo)               {}
+func (systemListener) LogDBCompacted(raftio.EntryInfo)             {}
