@@ -461,17 +461,45 @@ type shardLeader struct {
 	leaderID uint64
 	term     uint64
 	changed  chan struct{}
+	// down says a request on the shard waited its whole timeout without
+	// a leader, and none has appeared since: new requests then fail at
+	// once (failFast) instead of each waiting out its own timeout — with
+	// a quorum of nodes down, a pipeline of alternating reads and writes
+	// on one connection took a request_timeout per request.
+	down bool
 }
 
 func (l *shardLeader) set(leaderID, term uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if leaderID != 0 {
+		l.down = false
+	}
 	if l.leaderID == leaderID && l.term == term {
 		return
 	}
 	l.leaderID, l.term = leaderID, term
 	close(l.changed)
 	l.changed = make(chan struct{})
+}
+
+// markDown records that a request timed out with no leader, if there is
+// still none.
+func (l *shardLeader) markDown() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.leaderID == 0 {
+		l.down = true
+	}
+}
+
+// failFast reports whether a new request should fail at once: the shard
+// has no leader, and a request already waited its timeout for one. The
+// request has done nothing yet, so its failure is definite.
+func (l *shardLeader) failFast() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.down && l.leaderID == 0
 }
 
 // watch returns a channel closed at the next leader change.

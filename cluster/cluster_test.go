@@ -319,6 +319,36 @@ func TestStatusStates(t *testing.T) {
 	if _, err := get(n1, "k"); err == nil || !strings.HasPrefix(err.Error(), "cluster unavailable") {
 		t.Fatalf("read without quorum: %v", err)
 	}
+
+	// A request has waited its whole timeout without a leader: until a
+	// leader appears, new ones fail at once instead of each waiting out
+	// its own timeout (now an hour).
+	n1.timeout = time.Hour
+	within := func(what string, f func() error) {
+		t.Helper()
+		errc := make(chan error, 1)
+		go func() { errc <- f() }()
+		select {
+		case err := <-errc:
+			if err == nil || !strings.HasPrefix(err.Error(), "cluster unavailable: no leader for shard") {
+				t.Fatalf("%s without quorum: %v", what, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s without quorum waited for its timeout", what)
+		}
+	}
+	within("write", func() error { return put(n1, "k", "v") })
+	within("read", func() error { _, err := get(n1, "k"); return err })
+	within("range", func() error { _, err := scan(n1, "", "", 10); return err })
+
+	// With a leader again, requests wait for it as before.
+	tc.start(1)
+	tc.waitLeaders(n1)
+	n1.timeout = 30 * time.Second
+	mustPut(t, n1, "back", "ok")
+	if v, err := get(n1, "back"); err != nil || v != "ok" {
+		t.Fatalf("read after the quorum is back: %q, %v", v, err)
+	}
 }
 
 // TestPartitionedReplicaCatchesUpBySnapshot: a replica cut off while the

@@ -104,6 +104,10 @@ func newProposer(c *Cluster, shard, id uint64) *proposer {
 
 // enqueue adds op to the queue; it never blocks.
 func (p *proposer) enqueue(op *writeOp) {
+	if p.leader.failFast() {
+		op.done(errNoLeader(p.shard))
+		return
+	}
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -322,8 +326,11 @@ func (p *proposer) pause(why error) {
 	p.backoff = min(2*p.backoff, maxRetryBackoff)
 }
 
-// refusal is the error of writes that never entered the log.
+// refusal is the error of writes that never entered the log, given when
+// their deadline passes; without a leader all that time, the shard is
+// marked down (shardLeader.failFast).
 func (p *proposer) refusal() error {
+	p.leader.markDown()
 	if p.lastRefusal != nil {
 		return p.lastRefusal
 	}

@@ -87,6 +87,10 @@ func newReader(c *Cluster, shard uint64) *reader {
 }
 
 func (r *reader) enqueue(req *readReq) {
+	if r.leader.failFast() {
+		req.complete(errNoLeader(r.shard))
+		return
+	}
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
@@ -186,6 +190,7 @@ func (r *reader) expire(reqs []*readReq) []*readReq {
 
 func (r *reader) timeoutError() error {
 	if r.leader.get() == 0 {
+		r.leader.markDown()
 		return errNoLeader(r.shard)
 	}
 	return fmt.Errorf("cluster unavailable: read on shard %d timed out", r.shard)
