@@ -174,6 +174,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		c.cache.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
+	if err := c.checkRaftAddress(); err != nil {
+		c.cache.Close()
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
 	if c.deploymentID, err = c.deployment(ctx); err != nil {
 		c.cache.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
@@ -286,7 +290,7 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		return err
 	}
 	if newIdentity {
-		if err := writeIdentity(c.fs, c.dir, identity{NodeID: c.nodeID, Shards: c.shards, Deployment: c.deploymentID}); err != nil {
+		if err := writeIdentity(c.fs, c.dir, identity{NodeID: c.nodeID, Shards: c.shards, Deployment: c.deploymentID, Raft: cc.RaftAddress}); err != nil {
 			return err
 		}
 	}
@@ -315,11 +319,24 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 	return nil
 }
 
+// checkRaftAddress refuses to start with a raft address other than the one
+// the data directory was created with: dragonboat would refuse too, with
+// "not the owner of the data directory".
+func (c *Cluster) checkRaftAddress() error {
+	have, found, err := readIdentity(c.fs, c.dir)
+	if err != nil || !found || have.Raft == "" || sameAddr(have.Raft, c.cfg.Cluster.RaftAddress) {
+		return err
+	}
+	return fmt.Errorf("data directory %s belongs to the node with raft address %s, but cluster.raft_address = %s: a node's raft address cannot change (raft keeps it with its log); restore it, or start this node on an empty directory and join with a new node_id",
+		c.dir, have.Raft, c.cfg.Cluster.RaftAddress)
+}
+
 // checkIdentity refuses to start on a data directory of another node, or
 // with another shard count than the cluster was created with. It reports
-// whether the directory has no identity file yet (a new node, or data of
-// a build without the file), which startReplicas then writes.
-func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error) {
+// whether startReplicas must write the identity file: there is none yet (a
+// new node, or data of a build without the file), or it lacks the raft
+// address.
+func (c *Cluster) checkIdentity(fresh map[uint64]bool) (write bool, err error) {
 	want := identity{NodeID: c.nodeID, Shards: c.shards}
 	have, found, err := readIdentity(c.fs, c.dir)
 	if err != nil {
@@ -329,7 +346,10 @@ func (c *Cluster) checkIdentity(fresh map[uint64]bool) (missing bool, err error)
 		if have.NodeID != want.NodeID || have.Shards != want.Shards {
 			return false, fmt.Errorf("data directory %s belongs to node %d of a cluster with %d shards, but the configuration says node_id = %d, shards = %d: a node keeps its id, and shards are fixed for the life of the cluster", c.dir, have.NodeID, have.Shards, c.nodeID, c.shards)
 		}
-		return false, nil
+		// An earlier build's file lacks the raft address; dragonboat has
+		// accepted this one as the data's owner (NewNodeHost), so it is
+		// recorded now.
+		return have.Raft == "", nil
 	}
 	dirs, err := shardDirs(c.fs, c.dir)
 	if err != nil {

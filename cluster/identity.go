@@ -26,12 +26,20 @@ type identity struct {
 	// files of builds before it, whose clusters run under dragonboat's
 	// default.
 	Deployment uint64
+	// Raft is the node's raft address, which dragonboat also keeps with
+	// the raft log and refuses to see changed ("not the owner of the data
+	// directory"); recorded here so that a changed raft_address is refused
+	// with a message that says so. Empty in files of earlier builds.
+	Raft string
 }
 
 func (id identity) String() string {
 	s := fmt.Sprintf("node_id=%d\nshards=%d\n", id.NodeID, id.Shards)
 	if id.Deployment != 0 {
 		s += fmt.Sprintf("deployment=%d\n", id.Deployment)
+	}
+	if id.Raft != "" {
+		s += fmt.Sprintf("raft=%s\n", id.Raft)
 	}
 	return s
 }
@@ -61,6 +69,8 @@ func readIdentity(fs vfs.FS, dir string) (id identity, found bool, err error) {
 			id.Shards, err = strconv.Atoi(v)
 		case "deployment":
 			id.Deployment, err = strconv.ParseUint(v, 10, 64)
+		case "raft":
+			id.Raft = v
 		}
 		if err != nil {
 			return identity{}, false, fmt.Errorf("read %s: bad %s: %w", path, k, err)

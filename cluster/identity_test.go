@@ -55,7 +55,21 @@ func TestIdentityGuardsDataDir(t *testing.T) {
 	if err := reopen(func(c *conf.Config) { c.Cluster.Shards = 1 }); !refused(err, "holds data of shard 2") {
 		t.Fatalf("open of an old directory with fewer shards: %v", err)
 	}
+	if saved.Raft != tc.cfgs[2].Cluster.RaftAddress {
+		t.Fatalf("identity records raft address %q, want %q", saved.Raft, tc.cfgs[2].Cluster.RaftAddress)
+	}
 	if err := writeIdentity(fs, tc.cfgs[2].Storage.Dir, saved); err != nil {
+		t.Fatal(err)
+	}
+	moved := freeAddrs(t, 1)[0]
+	if err := reopen(func(c *conf.Config) { c.Cluster.RaftAddress = moved; c.Cluster.Members[2].Raft = moved }); err == nil || !strings.Contains(err.Error(), "raft address cannot change") {
+		t.Fatalf("open with another raft address: %v", err)
+	}
+	// An earlier build's identity has no raft address: it is added once
+	// raft has accepted the address.
+	old := saved
+	old.Raft = ""
+	if err := writeIdentity(fs, tc.cfgs[2].Storage.Dir, old); err != nil {
 		t.Fatal(err)
 	}
 	// Node 3 starts as itself and still has every key.
