@@ -485,15 +485,16 @@ type shardLeader struct {
 	// a leader, and none has appeared since: new requests then fail at
 	// once (failFast) instead of each waiting out its own timeout — with
 	// a quorum of nodes down, a pipeline of alternating reads and writes
-	// on one connection took a request_timeout per request.
-	down bool
+	// on one connection took a request_timeout per request. Written under
+	// mu, read without it on every request.
+	down atomic.Bool
 }
 
 func (l *shardLeader) set(leaderID, term uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if leaderID != 0 {
-		l.down = false
+		l.down.Store(false)
 	}
 	if l.leaderID == leaderID && l.term == term {
 		return
@@ -509,7 +510,7 @@ func (l *shardLeader) markDown() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.leaderID == 0 {
-		l.down = true
+		l.down.Store(true)
 	}
 }
 
@@ -517,9 +518,12 @@ func (l *shardLeader) markDown() {
 // has no leader, and a request already waited its timeout for one. The
 // request has done nothing yet, so its failure is definite.
 func (l *shardLeader) failFast() bool {
+	if !l.down.Load() {
+		return false
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.down && l.leaderID == 0
+	return l.down.Load() && l.leaderID == 0
 }
 
 // watch returns a channel closed at the next leader change.
