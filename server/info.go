@@ -151,10 +151,12 @@ func (s *Server) infoText(sections ...string) string {
 // exists so Redis tools understand them.
 func (s *Server) configParams() [][2]string {
 	appendonly := "no"
-	if s.info.Sync == "always" || s.info.Sync == "batch" {
+	if s.info.Sync == "always" || s.info.Sync == "batch" || s.info.Sync == "raft" {
 		appendonly = "yes"
 	}
-	fsync := map[string]string{"always": "always", "batch": "everysec", "none": "no"}[s.info.Sync]
+	// "raft": a cluster node acknowledges a write once a quorum has fsynced
+	// its raft log, which is "always" to a Redis tool.
+	fsync := map[string]string{"always": "always", "batch": "everysec", "none": "no", "raft": "always"}[s.info.Sync]
 	return [][2]string{
 		{"save", ""},
 		{"appendonly", appendonly},

@@ -294,28 +294,67 @@ func runRaw(ctx context.Context, c *client.Client, args []string, w io.Writer, q
 	return nil
 }
 
-// show renders a key or value. Scripts get the bytes as they are; at the
-// prompt, anything that is not plain printable text (or is empty) is shown
-// as a Go-quoted string so that "", " " and "\x00" can be told apart.
+// show renders a key or value. Scripts get the bytes as they are. At the
+// prompt, what show prints can be typed back as one argument that is the
+// same bytes (TestShowReadsBack): text that splitArgs reads as it is (only
+// printable runes, no blank or quote) is shown bare; anything else
+// double-quoted, so that "", " " and "\x00" can be told apart.
 func show(b []byte, quote bool) string {
 	if !quote {
 		return string(b)
 	}
-	if len(b) > 0 && utf8.Valid(b) && printable(string(b)) {
+	if bare(b) {
 		return string(b)
 	}
-	return strconv.Quote(string(b))
+	return quoteArg(b)
 }
 
-// printable reports whether s reads back unambiguously when shown bare:
-// printable runes only, no surrounding spaces, not starting with a quote.
-func printable(s string) bool {
-	for _, r := range s {
-		if !strconv.IsPrint(r) {
+// bare reports whether b can be shown as it is: splitArgs takes blanks
+// and quotes outside quotes as syntax, and a terminal would act on
+// control characters.
+func bare(b []byte) bool {
+	if len(b) == 0 || !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if !strconv.IsPrint(r) || r == ' ' || r == '"' || r == '\'' {
 			return false
 		}
 	}
-	return !strings.HasPrefix(s, `"`) && strings.TrimSpace(s) == s
+	return true
+}
+
+// quoteArg double-quotes b with only the escapes splitArgs reads: \" \\
+// \n \r \t, and \xHH for every other byte that is not part of a printable
+// rune (control characters, invalid UTF-8, and the bytes of non-printable
+// runes such as U+00A0 or U+202E). strconv.Quote would also write \a \b
+// \f \v and \u, which the prompt does not read.
+func quoteArg(b []byte) string {
+	var sb strings.Builder
+	sb.WriteByte('"')
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == '"' || r == '\\':
+			sb.WriteByte('\\')
+			sb.WriteRune(r)
+		case r == '\n':
+			sb.WriteString(`\n`)
+		case r == '\r':
+			sb.WriteString(`\r`)
+		case r == '\t':
+			sb.WriteString(`\t`)
+		case r == utf8.RuneError && n == 1, !strconv.IsPrint(r):
+			for _, c := range b[:n] {
+				fmt.Fprintf(&sb, `\x%02x`, c)
+			}
+		default:
+			sb.Write(b[:n])
+		}
+		b = b[n:]
+	}
+	sb.WriteByte('"')
+	return sb.String()
 }
 
 // describe turns an error into the line shown at the prompt.

@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/chzyer/readline"
 )
 
 // kvcli runs the program with args against s and returns its exit status
@@ -226,7 +232,7 @@ func TestInteractive(t *testing.T) {
 	}
 	want := []string{
 		"OK",
-		"hello world",
+		`"hello world"`,
 		"OK",
 		`"a\x00b"`,
 		"OK",
@@ -235,11 +241,11 @@ func TestInteractive(t *testing.T) {
 		`(usage) unknown command "frob" (try help)`,
 		"(usage) unbalanced quotes",
 		"empty\t\"\"",
-		"greeting\thello world",
-		"it's\t\"a\\x00b\"",
+		"greeting\t\"hello world\"",
+		"\"it's\"\t\"a\\x00b\"",
 		"(empty)",
 		"1) VALUE",
-		"2) hello world",
+		`2) "hello world"`,
 		"mode: standalone",
 	}
 	lines := strings.Split(out, "\n")
@@ -310,7 +316,10 @@ func TestShow(t *testing.T) {
 	}{
 		{"plain", false, "plain"},
 		{"a\x00b", false, "a\x00b"},
-		{"plain text", true, "plain text"},
+		{"plain-text", true, "plain-text"},
+		{"plain text", true, `"plain text"`},
+		{"it's", true, `"it's"`},
+		{`a\b`, true, `a\b`},
 		{"", true, `""`},
 		{" padded", true, `" padded"`},
 		{"a\x00b", true, `"a\x00b"`},
@@ -318,10 +327,126 @@ func TestShow(t *testing.T) {
 		{"\xff", true, `"\xff"`},
 		{`"quoted"`, true, `"\"quoted\""`},
 		{"héllo", true, "héllo"},
+		{"héllo wörld", true, `"héllo wörld"`},
+		{"\a\b\f\v\x7f", true, `"\x07\x08\x0c\x0b\x7f"`},
+		{"nb\u00a0sp", true, `"nb\xc2\xa0sp"`},
+		{"\u202egnp.exe", true, `"\xe2\x80\xaegnp.exe"`},
+		{"\xe6\x97", true, `"\xe6\x97"`},
 	}
 	for _, tt := range tests {
 		if got := show([]byte(tt.in), tt.quote); got != tt.want {
 			t.Errorf("show(%q, %v) = %q, want %q", tt.in, tt.quote, got, tt.want)
 		}
+	}
+}
+
+// TestShowReadsBack: whatever the prompt prints for a value, typed back at
+// the prompt, is that value.
+func TestShowReadsBack(t *testing.T) {
+	values := []string{
+		"", " ", "  ", "a b", " lead", "trail ", "it's", `say "hi"`, `'`, `"`, `\`, `\x41`, `\n`,
+		"héllo", "日本語", "😀", "\ufffd", "\u00a0", "\u2028", "\u202e", "\u200b", "\ufeff",
+		"\xe6\x97", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x00\x01", "\x001", "\\x00",
+	}
+	var all []byte
+	for c := range 256 {
+		values = append(values, string(rune(c)), string([]byte{byte(c)}), "a"+string([]byte{byte(c)})+"b")
+		all = append(all, byte(c))
+	}
+	values = append(values, string(all))
+	for _, v := range values {
+		checkReadsBack(t, v)
+	}
+}
+
+func FuzzShowReadsBack(f *testing.F) {
+	f.Add("a\x00b")
+	f.Add("héllo wörld")
+	f.Add("\xff\xfe 'x' \"y\"")
+	f.Fuzz(func(t *testing.T, v string) { checkReadsBack(t, v) })
+}
+
+func checkReadsBack(t *testing.T, v string) {
+	t.Helper()
+	shown := show([]byte(v), true)
+	args, err := splitArgs(shown)
+	if err != nil || len(args) != 1 || args[0] != v {
+		t.Errorf("show(%q) = %s, read back as %q, %v", v, shown, args, err)
+	}
+	for _, r := range shown {
+		if !strconv.IsPrint(r) {
+			t.Errorf("show(%q) = %q prints %U", v, shown, r)
+		}
+	}
+}
+
+// TestHistoryOwnerOnly: ~/.kvcli_history keeps whatever is typed at the
+// prompt, passwords included: it is made readable by its owner only,
+// whether kvcli creates it, finds it from an older kvcli, or readline
+// rewrites it to trim it.
+func TestHistoryOwnerOnly(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	path := filepath.Join(home, ".kvcli_history")
+	checkMode := func(when string) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", when, fi.Mode().Perm())
+		}
+	}
+
+	got, err := historyFile()
+	if err != nil || got != path {
+		t.Fatalf("historyFile() = %q, %v; want %q", got, err, path)
+	}
+	checkMode("created")
+
+	// An older kvcli's history, longer than readline keeps.
+	var lines strings.Builder
+	for i := range 600 {
+		fmt.Fprintf(&lines, "raw AUTH secret%d\n", i)
+	}
+	if err := os.WriteFile(path, []byte(lines.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := historyFile(); err != nil {
+		t.Fatal(err)
+	}
+	checkMode("existing")
+	if b, err := os.ReadFile(path); err != nil || string(b) != lines.String() {
+		t.Fatalf("the history changed: %d bytes, %v", len(b), err)
+	}
+
+	stdin, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	rl, err := newReadline(&readline.Config{HistoryFile: path, Stdin: stdin, Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read a line before Close: readline's input loop registers with a
+	// WaitGroup from inside its goroutine, so a Close right after NewEx is
+	// a data race.
+	fmt.Fprintln(w, "raw AUTH typed")
+	if line, err := rl.Readline(); err != nil || line != "raw AUTH typed" {
+		t.Fatalf("Readline() = %q, %v", line, err)
+	}
+	rl.Close()
+	checkMode("trimmed by readline")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(b), "\n") >= 600 {
+		t.Errorf("readline did not trim the history: the test no longer covers its rewrite")
 	}
 }

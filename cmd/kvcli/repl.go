@@ -25,9 +25,13 @@ type lineReader interface {
 func interactive(c *client.Client, addr string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var lr lineReader
 	if f, ok := stdin.(*os.File); ok && readline.IsTerminal(int(f.Fd())) {
-		rl, err := readline.NewEx(&readline.Config{
+		history, err := historyFile()
+		if err != nil {
+			fmt.Fprintf(stderr, "kvcli: no history: %v\n", err)
+		}
+		rl, err := newReadline(&readline.Config{
 			Prompt:            addr + "> ",
-			HistoryFile:       historyFile(),
+			HistoryFile:       history,
 			HistorySearchFold: true,
 			AutoComplete:      completer(),
 			InterruptPrompt:   "^C",
@@ -111,13 +115,48 @@ func (p *plainLines) Readline() (string, error) {
 	return "", io.EOF
 }
 
-// historyFile is ~/.kvcli_history, or "" (no history) without a home.
-func historyFile() string {
+// historyFile is ~/.kvcli_history, readable by its owner only, or ""
+// (no history) without a home or when it cannot be made so.
+func historyFile() (string, error) {
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return ""
+		return "", nil
 	}
-	return filepath.Join(home, ".kvcli_history")
+	path := filepath.Join(home, ".kvcli_history")
+	if err := ownerOnly(path); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// ownerOnly creates path if it is missing and makes it readable and
+// writable by its owner only, as redis-cli does its history: anything
+// typed at the prompt is kept there, `raw AUTH password` included.
+// readline would create it 0666 less the umask, and older kvcli did.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err // names the operation and the file
+	}
+	defer f.Close()
+	return f.Chmod(0o600)
+}
+
+// newReadline is readline.NewEx keeping the history file owner-only:
+// readline trims a history over its limit when it starts by writing a new
+// file (mode 0666 less the umask) and renaming it over the old one.
+func newReadline(cfg *readline.Config) (*readline.Instance, error) {
+	rl, err := readline.NewEx(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HistoryFile != "" {
+		if err := ownerOnly(cfg.HistoryFile); err != nil {
+			rl.Close()
+			return nil, fmt.Errorf("history: %w", err)
+		}
+	}
+	return rl, nil
 }
 
 func completer() readline.AutoCompleter {

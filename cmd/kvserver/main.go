@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,6 +55,12 @@ func run(args []string) error {
 		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		// Flag parsing stops at the first argument that is not a flag:
+		// without this check `kvserver node1.toml -listen ...` would start
+		// a default standalone server, the flags after the file unread.
+		return fmt.Errorf("unexpected argument %q (a configuration file is given with -c FILE)", fs.Arg(0))
+	}
 	if *showVersion {
 		fmt.Println("kvserver", version)
 		return nil
@@ -75,19 +82,24 @@ func run(args []string) error {
 	override("-sync", "storage.sync", *syncMode, func(c *conf.Config) { c.Storage.Sync = *syncMode })
 	var cfg conf.Config
 	var err error
+	source, configName := *file, *file // what errors name; what the start-up line names
 	if *file != "" {
 		cfg, err = conf.Load(*file, overrides...)
 	} else {
-		cfg, err = conf.Parse(nil, "built-in configuration", overrides...)
+		source, configName = "built-in configuration", "built-in"
+		cfg, err = conf.Parse(nil, source, overrides...)
 	}
 	if err != nil {
 		return err
 	}
-	logger, closeLog, err := newLogger(cfg.Log)
+	logger, level, closeLog, err := newLogger(cfg.Log, source)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
+	// The start-up and stop lines are what an operator looks for first:
+	// they pass any level filter.
+	milestone := max(slog.LevelInfo, level)
 
 	spareProc(server.EventLoops(cfg.Server))
 	memLimit := setMemoryLimit(cfg)
@@ -96,6 +108,11 @@ func run(args []string) error {
 	if cfg.Cluster.Enabled {
 		mode = "cluster"
 	}
+	syncSource := source
+	if *syncMode != "" {
+		syncSource = "-sync"
+	}
+	syncPolicy := reportedSync(cfg, source, syncSource, logger)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if *recoverWAL && cfg.Cluster.Enabled {
@@ -116,7 +133,7 @@ func run(args []string) error {
 	if em, ok := st.(interface{ EngineMetrics() lsm.Metrics }); ok {
 		reg.MustRegister(server.NewEngineCollector(em.EngineMetrics))
 	}
-	srv := server.New(cfg.Server, st, server.Info{Version: version, Mode: mode, DataDir: cfg.Storage.Dir, Sync: cfg.Storage.Sync},
+	srv := server.New(cfg.Server, st, server.Info{Version: version, Mode: mode, DataDir: cfg.Storage.Dir, Sync: syncPolicy},
 		logger, server.NewMetrics(reg))
 
 	var admin *server.Admin
@@ -138,11 +155,14 @@ func run(args []string) error {
 	case <-waitStarted(startCtx, srv):
 	}
 	cancelStart()
-	logger.Info("kvserver started", "version", version, "listen", cfg.Server.Listen, "admin", cfg.Server.AdminListen,
-		"dir", cfg.Storage.Dir, "mode", mode, "sync", cfg.Storage.Sync, "memory_limit", conf.ByteSize(memLimit).String())
-
+	// Before the start-up line, which tells a supervisor or a test that
+	// the server is up: a SIGTERM sent on seeing it must find the handler.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	logger.Log(ctx, milestone, "kvserver started", "version", version, "config", configName, "listen", cfg.Server.Listen,
+		"admin", cfg.Server.AdminListen, "dir", cfg.Storage.Dir, "mode", mode, "sync", syncPolicy,
+		"memory_limit", conf.ByteSize(memLimit).String())
+
 	select {
 	case err := <-serveErr:
 		// gnet stops its engine by itself on some errors (an accept
@@ -155,12 +175,8 @@ func run(args []string) error {
 		return err
 	case sig := <-sigs:
 		logger.Info("shutting down", "signal", sig.String())
+		go exitOnSecondSignal(sigs, sig, time.Now(), logger, os.Exit)
 	}
-	go func() {
-		sig := <-sigs
-		logger.Warn("second signal, exiting at once", "signal", sig.String())
-		os.Exit(1)
-	}()
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -180,8 +196,55 @@ func run(args []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	logger.Info("kvserver stopped")
+	logger.Log(ctx, milestone, "kvserver stopped")
 	return nil
+}
+
+// signalEcho is how soon a repeat of the signal that started the shutdown
+// is taken for the same request. GNU timeout sends SIGTERM to its child
+// and then to its process group, about 1 ms apart; a person pressing ^C
+// twice is far slower.
+const signalEcho = 250 * time.Millisecond
+
+// exitOnSecondSignal calls exit(1) on a signal after first, the one that
+// started the graceful shutdown at firstAt, so that a shutdown that hangs
+// can be cut short; a repeat of first within signalEcho is not one.
+func exitOnSecondSignal(sigs <-chan os.Signal, first os.Signal, firstAt time.Time, logger *slog.Logger, exit func(int)) {
+	for sig := range sigs {
+		if since := time.Since(firstAt); sig == first && since < signalEcho {
+			logger.Debug("repeated signal taken as the first", "signal", sig.String(), "after", since)
+			continue
+		}
+		logger.Warn("second signal, exiting at once", "signal", sig.String())
+		exit(1)
+		return
+	}
+}
+
+// reportedSync is the sync policy kvserver reports: in its start-up line,
+// INFO persistence and CONFIG GET appendfsync. Cluster nodes keep no
+// engine WAL (the raft log is their log, and a write is acknowledged once
+// a quorum has fsynced it), so there it is "raft", and storage.sync and
+// storage.sync_interval change nothing: a config that sets them, likely
+// written for standalone mode, gets a warning rather than an error.
+// source names the configuration, syncSource where storage.sync came from.
+func reportedSync(cfg conf.Config, source, syncSource string, logger *slog.Logger) string {
+	if !cfg.Cluster.Enabled {
+		return cfg.Storage.Sync
+	}
+	def := conf.Default().Storage
+	var ignored []string
+	if cfg.Storage.Sync != def.Sync {
+		ignored = append(ignored, fmt.Sprintf("storage.sync = %q (from %s)", cfg.Storage.Sync, syncSource))
+	}
+	if cfg.Storage.SyncInterval != def.SyncInterval {
+		ignored = append(ignored, fmt.Sprintf("storage.sync_interval = %q (from %s)", cfg.Storage.SyncInterval, source))
+	}
+	if len(ignored) > 0 {
+		logger.Warn("no effect in cluster mode, where a write is durable once a quorum has fsynced the raft log",
+			"ignored", strings.Join(ignored, ", "))
+	}
+	return "raft"
 }
 
 func waitStarted(ctx context.Context, srv *server.Server) <-chan struct{} {
@@ -211,27 +274,33 @@ func openStore(ctx context.Context, cfg conf.Config, recoverWAL bool, logger *sl
 	return store.NewLocal(db, cfg.Server.Listen), nil
 }
 
-func newLogger(c conf.Log) (*slog.Logger, func(), error) {
+// newLogger returns the logger c describes, with its level. source names
+// the configuration in errors, as conf does: "<source>: log.file: ...".
+func newLogger(c conf.Log, source string) (logger *slog.Logger, level slog.Level, closeFn func(), err error) {
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, 0, nil, fmt.Errorf("%s: log.level: %w", source, err)
+	}
 	var w io.Writer = os.Stderr
-	closeFn := func() {}
+	closeFn = func() {}
 	if c.File != "" {
 		f, err := os.OpenFile(c.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
-			return nil, nil, fmt.Errorf("open log file: %w", err)
+			// The path is in the message already: keep only the cause.
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, 0, nil, fmt.Errorf("%s: log.file: cannot open %q: %w", source, c.File, err)
 		}
 		w = f
 		closeFn = func() { f.Close() }
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		return nil, nil, fmt.Errorf("log.level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(h), closeFn, nil
+	return slog.New(h), level, closeFn, nil
 }
 
 // spareProc gives the Go scheduler one processor (P) more than there are
