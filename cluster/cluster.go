@@ -89,7 +89,10 @@ type Cluster struct {
 	closed atomic.Bool
 	// removed is set once a replica of this node applied the node's
 	// removal (removed.go): every request is then refused.
-	removed   atomic.Bool
+	removed atomic.Bool
+	// removals is shared with the raft transport: the replicas this node
+	// knows removed (refresh), to tell them if they still send.
+	removals  *removals
 	bgMu      sync.Mutex
 	bgClosed  bool // no new membership calls; guards loops.Add after Open
 	stop      chan struct{}
@@ -147,6 +150,11 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		stop:    make(chan struct{}),
 	}
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
+	c.removals = &removals{heard: func(shard, replica uint64) {
+		if replica == c.nodeID {
+			c.noteRemoved(shard)
+		}
+	}}
 	// An attempt outlasts a few elections; electionTicks may have raised
 	// the configured timeout to cover persisting the largest entry.
 	tick := time.Duration(cc.RTTMillis) * time.Millisecond
@@ -190,7 +198,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RaftAddress:         cc.RaftAddress,
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
-		Expert:              expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults}),
+		Expert:              expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals}),
 	})
 	if err != nil {
 		c.cache.Close()

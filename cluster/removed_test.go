@@ -68,3 +68,27 @@ func TestRemovedNodeRefusesRequestsAndRestart(t *testing.T) {
 	// The two others serve on.
 	mustPut(t, tc.nodes[1], "after", "ok")
 }
+
+// TestNodeRemovedWhileDownLearnsFromPeers: raft never tells a node removed
+// while it was down; when it comes back, its replicas' messages reach
+// members that know it removed, whose transports say so, and the node then
+// refuses requests as any removed node does.
+func TestNodeRemovedWhileDownLearnsFromPeers(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	n1 := tc.nodes[0]
+	mustPut(t, n1, "k", "v")
+	tc.stop(2)
+	if err := remove(n1, 3); err != nil {
+		t.Fatal(err)
+	}
+	tc.start(2)
+	n3 := tc.nodes[2]
+	waitFor(t, 20*time.Second, "node 3 to learn it was removed", n3.removed.Load)
+	if err := put(n3, "k", "x"); err == nil || !strings.Contains(err.Error(), "node 3 was removed from the cluster") {
+		t.Fatalf("put on the removed node: %v", err)
+	}
+	if _, err := os.Stat(n3.fs.PathJoin(n3.dir, removedFile)); err != nil {
+		t.Fatalf("removed mark: %v", err)
+	}
+	mustPut(t, tc.nodes[1], "after", "ok")
+}

@@ -58,6 +58,7 @@ func (c *Cluster) refresh() {
 	nonVoting := make(map[uint64]bool)
 	if info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
 		c.refreshMembers(info.ShardInfoList)
+		c.refreshRemoved()
 		for _, si := range info.ShardInfoList {
 			for id, addr := range si.Replicas {
 				raftAddrs[id] = addr
@@ -118,6 +119,21 @@ func (c *Cluster) refresh() {
 		NodesNonVoting: nv,
 	}
 	c.view.Store(&view{status: st, nodes: nodes})
+}
+
+// refreshRemoved gives the transport the replicas the cached memberships
+// list as removed.
+func (c *Cluster) refreshRemoved() {
+	known := make(map[shardReplica]struct{})
+	for i, m := range c.members {
+		if m == nil {
+			continue
+		}
+		for id := range m.Removed {
+			known[shardReplica{uint64(i + 1), id}] = struct{}{}
+		}
+	}
+	c.removals.known.Store(&known)
 }
 
 // refreshMembers re-reads, at once, the membership of each shard whose

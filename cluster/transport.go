@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4/config"
@@ -38,12 +39,24 @@ import (
 //   - Frames on one connection are delivered in the order they were written.
 //   - A snapshot connection's Close waits (bounded) until the receiver has
 //     handled every chunk sent before it, as dragonboat's transport does.
+//   - A message from a replica this node knows removed from its shard is
+//     answered, on the same connection, with a frameRemoved notice (at
+//     most one a second per shard and connection); a dialed connection
+//     reads those notices and passes them on (removals.heard). Raft itself
+//     never tells a node removed while it was down: it campaigns in vain,
+//     and the notice is how it learns, as etcd's peers answer a removed
+//     member. Builds without notices neither send nor read them.
 const (
 	frameHeaderLen = 9
 	frameBatch     = 1 // a pb.MessageBatch
 	frameChunk     = 2 // a pb.Chunk
 	frameClose     = 3 // end of a snapshot stream; answered by frameClosed
 	frameClosed    = 4
+	frameRemoved   = 5 // shard and replica id, 8 bytes each: that replica was removed
+
+	// removedNoticeEvery spaces the notices sent on one connection for
+	// one shard: a removed node's replica campaigns every election timeout.
+	removedNoticeEvery = time.Second
 
 	// maxFramePayload bounds what a reader allocates for one frame: a
 	// message batch is at most 64 MiB in dragonboat (MaxMessageBatchSize),
@@ -60,19 +73,44 @@ var errBadFrame = errors.New("raft transport: bad frame")
 
 // transportFactory makes the NodeHost use tcpTransport.
 type transportFactory struct {
-	log    *slog.Logger
-	faults *linkFaults // nil outside tests
+	log      *slog.Logger
+	faults   *linkFaults // nil outside tests
+	removals *removals   // nil: no notices sent or heard
 }
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	return &tcpTransport{
-		addr:    nh.GetListenAddress(),
-		handler: handler,
-		chunks:  chunks,
-		log:     f.log,
-		faults:  f.faults,
-		conns:   make(map[net.Conn]struct{}),
+		addr:     nh.GetListenAddress(),
+		handler:  handler,
+		chunks:   chunks,
+		log:      f.log,
+		faults:   f.faults,
+		removals: f.removals,
+		conns:    make(map[net.Conn]struct{}),
 	}
+}
+
+// removals is what the transport knows of removed replicas: those this
+// node's memberships list as removed (set by the status refresh), and what
+// to do when a peer says a replica of this node was removed.
+type removals struct {
+	known atomic.Pointer[map[shardReplica]struct{}]
+	heard func(shard, replica uint64)
+}
+
+type shardReplica struct{ shard, replica uint64 }
+
+// isRemoved reports whether the replica is known removed from the shard.
+func (r *removals) isRemoved(shard, replica uint64) bool {
+	if r == nil {
+		return false
+	}
+	m := r.known.Load()
+	if m == nil || len(*m) == 0 {
+		return false
+	}
+	_, ok := (*m)[shardReplica{shard, replica}]
+	return ok
 }
 
 // linkFaults lets a test cut this node's raft links: a dial to a cut
@@ -116,11 +154,12 @@ func (transportFactory) Validate(addr string) bool {
 }
 
 type tcpTransport struct {
-	addr    string
-	handler raftio.MessageHandler
-	chunks  raftio.ChunkHandler
-	log     *slog.Logger
-	faults  *linkFaults
+	addr     string
+	handler  raftio.MessageHandler
+	chunks   raftio.ChunkHandler
+	log      *slog.Logger
+	faults   *linkFaults
+	removals *removals
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -188,6 +227,7 @@ func (t *tcpTransport) serve(c net.Conn) {
 	setKeepAlive(c)
 	r := bufio.NewReaderSize(c, readBufferBytes)
 	var buf []byte
+	var noticed map[uint64]time.Time // by shard: the last removal notice sent
 	for {
 		kind, payload, err := readFrame(r, buf)
 		if err != nil {
@@ -206,6 +246,7 @@ func (t *tcpTransport) serve(c net.Conn) {
 				t.log.Warn("raft transport: bad message batch", "remote", c.RemoteAddr(), "err", err)
 				return
 			}
+			noticed = t.noticeRemoved(c, mb, noticed)
 			t.handler(mb)
 		case frameChunk:
 			var ch pb.Chunk
@@ -223,6 +264,47 @@ func (t *tcpTransport) serve(c net.Conn) {
 		default:
 			t.log.Warn("raft transport: unknown frame", "remote", c.RemoteAddr(), "kind", kind)
 			return
+		}
+	}
+}
+
+// noticeRemoved answers messages from replicas known removed with a
+// frameRemoved notice each (rate-limited by shard in noticed, which it
+// returns). A failed write is left to the next read to notice.
+func (t *tcpTransport) noticeRemoved(c net.Conn, mb pb.MessageBatch, noticed map[uint64]time.Time) map[uint64]time.Time {
+	for _, m := range mb.Requests {
+		if !t.removals.isRemoved(m.ShardID, m.From) {
+			continue
+		}
+		now := time.Now()
+		if last, ok := noticed[m.ShardID]; ok && now.Sub(last) < removedNoticeEvery {
+			continue
+		}
+		if noticed == nil {
+			noticed = make(map[uint64]time.Time)
+		}
+		noticed[m.ShardID] = now
+		var p [16]byte
+		binary.LittleEndian.PutUint64(p[:8], m.ShardID)
+		binary.LittleEndian.PutUint64(p[8:], m.From)
+		c.SetWriteDeadline(now.Add(transportWriteTimeout))
+		c.Write(append(appendFrameHeader(nil, frameRemoved, p[:]), p[:]...))
+		t.log.Info("raft transport: told a removed replica", "shard", m.ShardID, "replica", m.From, "remote", c.RemoteAddr())
+	}
+	return noticed
+}
+
+// readNotices reads what the peer sends back on a dialed message
+// connection, removal notices only, until the connection closes.
+func (t *tcpTransport) readNotices(c net.Conn) {
+	r := bufio.NewReaderSize(c, 64)
+	for {
+		kind, payload, err := readFrame(r, nil)
+		if err != nil || kind != frameRemoved || len(payload) != 16 {
+			return
+		}
+		if t.removals != nil && t.removals.heard != nil {
+			t.removals.heard(binary.LittleEndian.Uint64(payload[:8]), binary.LittleEndian.Uint64(payload[8:]))
 		}
 	}
 }
@@ -262,6 +344,7 @@ func (t *tcpTransport) GetConnection(ctx context.Context, target string) (raftio
 	if err != nil {
 		return nil, err
 	}
+	go t.readNotices(c)
 	return &frameConn{c: c, target: target, faults: t.faults}, nil
 }
 
