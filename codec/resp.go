@@ -58,8 +58,10 @@ func (d *RESPDecoder) Need() int { return max(d.need, 1) }
 // Decode decodes one request from buf, which holds all bytes buffered so
 // far starting at a frame boundary. It returns the arguments and the number
 // of bytes consumed; n == 0 with a nil error means more bytes are needed.
-// "*0\r\n", "*-1\r\n" and blank inline lines are consumed with zero
-// arguments.
+// "*0\r\n" and blank inline lines are consumed with zero arguments. Every
+// negative count, "*-1\r\n" included, is a protocol error: PROTOCOL.md
+// says so of negative lengths (Redis skips "*-1" as a null array, which no
+// client sends as a request).
 //
 // Arguments alias buf, or the decoder's scratch buffer for inline arguments
 // with quotes; they are valid until the next Decode call or until buf
@@ -107,7 +109,7 @@ func (d *RESPDecoder) decodeArray(buf []byte) ([][]byte, int, error) {
 		case headerBad:
 			return nil, 0, errMultibulkLen
 		}
-		if count == 0 || count == -1 {
+		if count == 0 {
 			return d.args[:0], next, nil
 		}
 		if count < 0 || count > int64(d.lim.maxArgs()) {

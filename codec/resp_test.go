@@ -33,7 +33,7 @@ func TestRESPDecode(t *testing.T) {
 		{"empty bulk", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n", []frame{ok("SET", "k", "")}},
 		{"binary bulk", "*2\r\n$3\r\nGET\r\n$4\r\n\r\n\x00|\r\n", []frame{ok("GET", "\r\n\x00|")}},
 		{"star zero", "*0\r\n", []frame{ok()}},
-		{"star minus one", "*-1\r\n", []frame{ok()}},
+		{"star minus one", "*-1\r\n", []frame{fail("Protocol error: invalid multibulk length")}},
 		{"star zero then command", "*0\r\n" + pingMbulk, []frame{ok(), ok("PING")}},
 		{"incomplete header", "*3\r", nil},
 		{"incomplete bulk", "*1\r\n$4\r\nPI", nil},

@@ -32,6 +32,8 @@ func TestPipeCommands(t *testing.T) {
 		{"RANGE|b2\\0||1", "RANGE|1|b3|3"},
 		{"RANGE|b1||0", "ERROR|limit must be a positive integer"},
 		{"RANGE|b1||x", "ERROR|limit must be a positive integer"},
+		{"RANGE|b1||-99999999999999999999", "ERROR|limit must be a positive integer"},
+		{"RANGE|b1|b3|99999999999999999999", "RANGE|2|b1|1|b2|2"}, // beyond int64: capped, as any limit
 		{"BATCH|odd|pair|x", "ERROR|wrong number of fields for 'BATCH'"},
 		{"BATCH", "ERROR|wrong number of fields for 'BATCH'"},
 		{"GET|x", "NOT_FOUND"},

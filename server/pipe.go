@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 
@@ -116,6 +117,9 @@ func (s *Server) pipeRange(cs *conn, args [][]byte, start int64) {
 	limit := s.rangeLimit(0)
 	if len(args) == 4 {
 		n, err := strconv.Atoi(string(args[3]))
+		if errors.Is(err, strconv.ErrRange) && n > 0 {
+			err = nil // beyond int: capped like any limit over range_limit
+		}
 		if err != nil || n <= 0 {
 			s.refuse(cs, args, causeInvalid, "limit must be a positive integer")
 			return
