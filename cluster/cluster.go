@@ -89,7 +89,8 @@ type Cluster struct {
 	closed atomic.Bool
 	// removed is set once a replica of this node applied the node's
 	// removal (removed.go): every request is then refused.
-	removed atomic.Bool
+	removed   atomic.Bool
+	removedMu sync.Mutex // serializes noteRemoved
 	// removals is shared with the raft transport: the replicas this node
 	// knows removed (refresh), to tell them if they still send.
 	removals  *removals
@@ -496,6 +497,8 @@ type shardLeader struct {
 	// on one connection took a request_timeout per request. Written under
 	// mu, read without it on every request.
 	down atomic.Bool
+	// lostAt is when leaderID last became 0 (zero: it never had one).
+	lostAt time.Time
 }
 
 func (l *shardLeader) set(leaderID, term uint64) {
@@ -503,6 +506,8 @@ func (l *shardLeader) set(leaderID, term uint64) {
 	defer l.mu.Unlock()
 	if leaderID != 0 {
 		l.down.Store(false)
+	} else if l.leaderID != 0 {
+		l.lostAt = time.Now()
 	}
 	if l.leaderID == leaderID && l.term == term {
 		return
@@ -512,12 +517,14 @@ func (l *shardLeader) set(leaderID, term uint64) {
 	l.changed = make(chan struct{})
 }
 
-// markDown records that a request timed out with no leader, if there is
-// still none.
-func (l *shardLeader) markDown() {
+// markDown records that a request made at start timed out, if the shard
+// has had no leader since then: a request that timed out for another
+// reason (a backlog, an overloaded shard) while an election happened to
+// run at its deadline says nothing about the leader.
+func (l *shardLeader) markDown(start time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.leaderID == 0 {
+	if l.leaderID == 0 && !l.lostAt.After(start) {
 		l.down.Store(true)
 	}
 }

@@ -185,13 +185,20 @@ func startRegisterClients(ln *liveNodes, n int, keys []string) *registerClients 
 					continue
 				}
 				at := opInfo{node: ni, epoch: in.epoch}
+				var err error
 				switch key := keys[rng.IntN(len(keys))]; rng.IntN(4) {
 				case 0:
-					rc.ownKeyPut(in.node, fmt.Sprintf("u/%d/%d", c, seq), at)
+					err = rc.ownKeyPut(in.node, fmt.Sprintf("u/%d/%d", c, seq), at)
 				case 1:
-					rc.registerPut(in.node, c, key, fmt.Sprintf("c%d-%d", c, seq), at)
+					err = rc.registerPut(in.node, c, key, fmt.Sprintf("c%d-%d", c, seq), at)
 				default:
-					rc.registerGet(in.node, c, key, at)
+					err = rc.registerGet(in.node, c, key, at)
+				}
+				if err != nil && !errors.Is(err, store.ErrTimeout) {
+					// As a client backs off: a shard without a leader
+					// fails requests at once, and a client retrying in a
+					// tight loop only grows the history to check.
+					time.Sleep(5 * time.Millisecond)
 				}
 			}
 		}()
@@ -199,7 +206,7 @@ func startRegisterClients(ln *liveNodes, n int, keys []string) *registerClients 
 	return rc
 }
 
-func (rc *registerClients) ownKeyPut(n regNode, key string, at opInfo) {
+func (rc *registerClients) ownKeyPut(n regNode, key string, at opInfo) error {
 	err := n.put(key, "x")
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -212,9 +219,10 @@ func (rc *registerClients) ownKeyPut(n regNode, key string, at opInfo) {
 		rc.uniqFailed[key] = fmt.Sprintf("%s (node %d epoch %d)", err, at.node+1, at.epoch)
 		rc.failed[err.Error()]++
 	}
+	return err
 }
 
-func (rc *registerClients) registerPut(n regNode, client int, key, val string, at opInfo) {
+func (rc *registerClients) registerPut(n regNode, client int, key, val string, at opInfo) error {
 	call := rc.now()
 	err := n.put(key, val)
 	ret := rc.now()
@@ -228,23 +236,25 @@ func (rc *registerClients) registerPut(n regNode, client int, key, val string, a
 		rc.mu.Unlock()
 	default:
 		rc.fail(err)
-		return // definitely not applied
+		return err // definitely not applied
 	}
 	rc.record(porcupine.Operation{ClientId: client, Input: regInput{put: true, key: key, value: val}, Call: call, Output: regOutput{}, Return: ret}, at)
+	return err
 }
 
-func (rc *registerClients) registerGet(n regNode, client int, key string, at opInfo) {
+func (rc *registerClients) registerGet(n regNode, client int, key string, at opInfo) error {
 	call := rc.now()
 	v, err := n.get(key)
 	ret := rc.now()
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		rc.fail(err)
-		return
+		return err
 	}
 	if err != nil {
 		v = ""
 	}
 	rc.record(porcupine.Operation{ClientId: client, Input: regInput{key: key}, Call: call, Output: regOutput{value: v}, Return: ret}, at)
+	return nil
 }
 
 func (rc *registerClients) now() int64 { return int64(time.Since(rc.base)) }

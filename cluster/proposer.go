@@ -233,7 +233,7 @@ func (p *proposer) fill() {
 			if now.Before(op.deadline) {
 				live = append(live, op)
 			} else {
-				op.done(p.refusal())
+				op.done(p.refusal(op.deadline))
 			}
 		}
 		if len(live) == 0 {
@@ -329,8 +329,8 @@ func (p *proposer) pause(why error) {
 // refusal is the error of writes that never entered the log, given when
 // their deadline passes; without a leader all that time, the shard is
 // marked down (shardLeader.failFast).
-func (p *proposer) refusal() error {
-	p.leader.markDown()
+func (p *proposer) refusal(deadline time.Time) error {
+	p.leader.markDown(deadline.Add(-p.c.timeout))
 	if p.lastRefusal != nil {
 		return p.lastRefusal
 	}
@@ -427,7 +427,7 @@ func (p *proposer) expireHead() {
 	if head.unknown() {
 		p.pop(store.ErrTimeout)
 	} else {
-		p.pop(p.refusal())
+		p.pop(p.refusal(head.deadline))
 	}
 }
 

@@ -183,14 +183,14 @@ func (r *reader) expire(reqs []*readReq) []*readReq {
 			keep = append(keep, req)
 			continue
 		}
-		req.complete(r.timeoutError())
+		req.complete(r.timeoutError(req.deadline))
 	}
 	return keep
 }
 
-func (r *reader) timeoutError() error {
+func (r *reader) timeoutError(deadline time.Time) error {
 	if r.leader.get() == 0 {
-		r.leader.markDown()
+		r.leader.markDown(deadline.Add(-r.c.timeout))
 		return errNoLeader(r.shard)
 	}
 	return fmt.Errorf("cluster unavailable: read on shard %d timed out", r.shard)

@@ -36,13 +36,21 @@ func (c *Cluster) checkNotRemoved() error {
 // noteRemoved records that a replica of this node applied its own removal
 // (from the log or from a snapshot that lists the node as removed): the node
 // serves nothing from now on. The first call marks the directory and logs.
+//
+// The mark is durable before any request is refused: every refusal tells
+// the operator to stop the node, and a node stopped before its mark was
+// written would start again as a member. removedMu makes a second caller
+// (dragonboat's event and a peer's notice may race) wait for the first.
 func (c *Cluster) noteRemoved(shard uint64) {
-	if c.removed.Swap(true) {
+	c.removedMu.Lock()
+	defer c.removedMu.Unlock()
+	if c.removed.Load() {
 		return
 	}
 	if err := writeFileAtomic(c.fs, c.dir, removedFile, fmt.Appendf(nil, "node_id=%d\nshard=%d\n", c.nodeID, shard)); err != nil {
 		c.log.Error("mark the data directory removed", "err", err)
 	}
+	c.removed.Store(true)
 	c.log.Warn("this node was removed from the cluster: it serves no requests from now on; stop it, and to use this machine again wipe its data directory and join with a new cluster.node_id",
 		"shard", shard, "dir", c.dir)
 }

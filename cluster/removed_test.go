@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvstore/kv/conf"
 
 	"github.com/lni/dragonboat/v4/raftio"
 )
@@ -91,4 +94,63 @@ func TestNodeRemovedWhileDownLearnsFromPeers(t *testing.T) {
 		t.Fatalf("removed mark: %v", err)
 	}
 	mustPut(t, tc.nodes[1], "after", "ok")
+}
+
+// TestRemovalNoticeOfAnotherClusterIgnored: node and shard ids repeat from
+// cluster to cluster. Cluster A removed its node 2; cluster B lists, as its
+// (never started) node 3, the raft address of A's node 1. B's node 2, which
+// leads B's shards, sends there; A's node 1 must not answer with a removal
+// notice about "node 2", and B's node 2 must not take one for its own
+// (found by review: it marked itself removed and refused to restart).
+func TestRemovalNoticeOfAnotherClusterIgnored(t *testing.T) {
+	a := newTestCluster(t, clusterOpts{shards: 2})
+	if err := remove(a.nodes[0], 2); err != nil {
+		t.Fatal(err)
+	}
+	a1Raft := a.cfgs[0].Cluster.RaftAddress
+
+	addrs := freeAddrs(t, 5)
+	members := []conf.Member{
+		{ID: 1, Raft: addrs[0], Client: addrs[1]},
+		{ID: 2, Raft: addrs[2], Client: addrs[3]},
+		{ID: 3, Raft: a1Raft, Client: addrs[4]},
+	}
+	var cfgs []conf.Config
+	for i := range 2 {
+		cfg := baseConfig(t, uint64(i+1), members[i].Raft, members[i].Client, 2)
+		cfg.Cluster.Members = members
+		cfgs = append(cfgs, cfg)
+	}
+	b := make([]*Cluster, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b[i], errs[i] = openWithFaults(context.Background(), cfgs[i], testLogger(t).With("cluster", "B", "node", i+1), fsForTest(), nil)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("B node %d: %v", i+1, err)
+		}
+		defer b[i].Close()
+	}
+	if b[0].deploymentID == a.nodes[0].deploymentID {
+		t.Fatal("same deployment")
+	}
+	// B's node 2 is a healthy voter of B, never removed from it; as the
+	// leader of B's shards it sends heartbeats to B's node 3 (at a1Raft).
+	waitFor(t, 20*time.Second, "B leaders", func() bool { return haveLeaders(b...) })
+	for s := uint64(1); s <= 2; s++ {
+		b[1].nh.RequestLeaderTransfer(s, 2)
+	}
+	if poll(5*time.Second, b[1].removed.Load) {
+		perr := put(b[1], "k", "v")
+		b[1].Close()
+		_, oerr := open(context.Background(), cfgs[1], testLogger(t), fsForTest())
+		t.Fatalf("B's node 2, never removed from B, marked itself removed (a notice from cluster A, deployment %d, about A's node 2)\nput: %v\nrestart: %v", a.nodes[0].deploymentID, perr, oerr)
+	}
 }

@@ -39,24 +39,33 @@ import (
 //   - Frames on one connection are delivered in the order they were written.
 //   - A snapshot connection's Close waits (bounded) until the receiver has
 //     handled every chunk sent before it, as dragonboat's transport does.
-//   - A message from a replica this node knows removed from its shard is
-//     answered, on the same connection, with a frameRemoved notice (at
-//     most one a second per shard and connection); a dialed connection
-//     reads those notices and passes them on (removals.heard). Raft itself
-//     never tells a node removed while it was down: it campaigns in vain,
-//     and the notice is how it learns, as etcd's peers answer a removed
-//     member. Builds without notices neither send nor read them.
+//   - A message from a replica this node knows removed from its shard, in
+//     a batch of this node's own raft deployment, is answered on the same
+//     connection with a frameRemoved notice naming the deployment (at most
+//     one a second per shard and connection); a dialed connection reads
+//     those notices and passes on the ones of its own deployment
+//     (removals.heard). Raft itself never tells a node removed while it
+//     was down: it campaigns in vain, and the notice is how it learns, as
+//     etcd's peers answer a removed member. Node and shard ids repeat from
+//     cluster to cluster, so a notice of another deployment (a raft address
+//     reused by another cluster) must never count. Builds without notices
+//     neither send nor read them; a notice that cannot be written at once
+//     closes the connection rather than hold up the raft messages behind it.
 const (
 	frameHeaderLen = 9
 	frameBatch     = 1 // a pb.MessageBatch
 	frameChunk     = 2 // a pb.Chunk
 	frameClose     = 3 // end of a snapshot stream; answered by frameClosed
 	frameClosed    = 4
-	frameRemoved   = 5 // shard and replica id, 8 bytes each: that replica was removed
+	frameRemoved   = 5 // deployment, shard and replica id, 8 bytes each: that replica was removed
 
 	// removedNoticeEvery spaces the notices sent on one connection for
 	// one shard: a removed node's replica campaigns every election timeout.
 	removedNoticeEvery = time.Second
+	// removedNoticeWrite bounds the write of a notice: the peer may not
+	// read them (an earlier build), and raft messages queue behind it.
+	removedNoticeWrite = 100 * time.Millisecond
+	removedNoticeLen   = 24
 
 	// maxFramePayload bounds what a reader allocates for one frame: a
 	// message batch is at most 64 MiB in dragonboat (MaxMessageBatchSize),
@@ -80,13 +89,14 @@ type transportFactory struct {
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	return &tcpTransport{
-		addr:     nh.GetListenAddress(),
-		handler:  handler,
-		chunks:   chunks,
-		log:      f.log,
-		faults:   f.faults,
-		removals: f.removals,
-		conns:    make(map[net.Conn]struct{}),
+		addr:       nh.GetListenAddress(),
+		handler:    handler,
+		chunks:     chunks,
+		log:        f.log,
+		faults:     f.faults,
+		removals:   f.removals,
+		deployment: nh.GetDeploymentID(),
+		conns:      make(map[net.Conn]struct{}),
 	}
 }
 
@@ -160,6 +170,9 @@ type tcpTransport struct {
 	log      *slog.Logger
 	faults   *linkFaults
 	removals *removals
+	// deployment is the NodeHost's raft deployment id: dragonboat drops
+	// batches of another, and so do removal notices.
+	deployment uint64
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -246,7 +259,10 @@ func (t *tcpTransport) serve(c net.Conn) {
 				t.log.Warn("raft transport: bad message batch", "remote", c.RemoteAddr(), "err", err)
 				return
 			}
-			noticed = t.noticeRemoved(c, mb, noticed)
+			var ok bool
+			if noticed, ok = t.noticeRemoved(c, mb, noticed); !ok {
+				return
+			}
 			t.handler(mb)
 		case frameChunk:
 			var ch pb.Chunk
@@ -270,41 +286,62 @@ func (t *tcpTransport) serve(c net.Conn) {
 
 // noticeRemoved answers messages from replicas known removed with a
 // frameRemoved notice each (rate-limited by shard in noticed, which it
-// returns). A failed write is left to the next read to notice.
-func (t *tcpTransport) noticeRemoved(c net.Conn, mb pb.MessageBatch, noticed map[uint64]time.Time) map[uint64]time.Time {
+// returns); ok false says a notice could not be written whole in time, and
+// the connection must close (a partial frame would garble the stream).
+func (t *tcpTransport) noticeRemoved(c net.Conn, mb pb.MessageBatch, noticed map[uint64]time.Time) (_ map[uint64]time.Time, ok bool) {
+	if mb.DeploymentId != t.deployment {
+		return noticed, true // dragonboat drops the batch
+	}
 	for _, m := range mb.Requests {
 		if !t.removals.isRemoved(m.ShardID, m.From) {
 			continue
 		}
 		now := time.Now()
-		if last, ok := noticed[m.ShardID]; ok && now.Sub(last) < removedNoticeEvery {
+		last, told := noticed[m.ShardID]
+		if told && now.Sub(last) < removedNoticeEvery {
 			continue
 		}
 		if noticed == nil {
 			noticed = make(map[uint64]time.Time)
 		}
 		noticed[m.ShardID] = now
-		var p [16]byte
-		binary.LittleEndian.PutUint64(p[:8], m.ShardID)
-		binary.LittleEndian.PutUint64(p[8:], m.From)
-		c.SetWriteDeadline(now.Add(transportWriteTimeout))
-		c.Write(append(appendFrameHeader(nil, frameRemoved, p[:]), p[:]...))
-		t.log.Info("raft transport: told a removed replica", "shard", m.ShardID, "replica", m.From, "remote", c.RemoteAddr())
+		var p [removedNoticeLen]byte
+		binary.LittleEndian.PutUint64(p[0:], t.deployment)
+		binary.LittleEndian.PutUint64(p[8:], m.ShardID)
+		binary.LittleEndian.PutUint64(p[16:], m.From)
+		c.SetWriteDeadline(now.Add(removedNoticeWrite))
+		if _, err := c.Write(append(appendFrameHeader(nil, frameRemoved, p[:]), p[:]...)); err != nil {
+			t.log.Debug("raft transport: removal notice not written; closing", "remote", c.RemoteAddr(), "err", err)
+			return noticed, false
+		}
+		if !told {
+			// Once per shard and connection: a removed node campaigns on.
+			t.log.Info("raft transport: told a removed replica", "shard", m.ShardID, "replica", m.From, "remote", c.RemoteAddr())
+		}
 	}
-	return noticed
+	return noticed, true
 }
 
 // readNotices reads what the peer sends back on a dialed message
-// connection, removal notices only, until the connection closes.
+// connection, removal notices only, until the connection closes; anything
+// else closes it (dragonboat then dials again).
 func (t *tcpTransport) readNotices(c net.Conn) {
 	r := bufio.NewReaderSize(c, 64)
 	for {
 		kind, payload, err := readFrame(r, nil)
-		if err != nil || kind != frameRemoved || len(payload) != 16 {
+		if err != nil {
 			return
 		}
+		if kind != frameRemoved || len(payload) != removedNoticeLen {
+			t.log.Warn("raft transport: unexpected frame on a dialed connection", "remote", c.RemoteAddr(), "kind", kind)
+			c.Close()
+			return
+		}
+		if binary.LittleEndian.Uint64(payload[0:]) != t.deployment {
+			continue // another cluster's: its ids are not ours
+		}
 		if t.removals != nil && t.removals.heard != nil {
-			t.removals.heard(binary.LittleEndian.Uint64(payload[:8]), binary.LittleEndian.Uint64(payload[8:]))
+			t.removals.heard(binary.LittleEndian.Uint64(payload[8:]), binary.LittleEndian.Uint64(payload[16:]))
 		}
 	}
 }
