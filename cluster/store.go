@@ -15,12 +15,8 @@ import (
 // Get reads key from the shard that owns it: after a ReadIndex round by
 // default, directly from the local replica in stale mode.
 func (c *Cluster) Get(key []byte, done func([]byte, error)) {
-	if c.closed.Load() {
-		done(nil, errClosed)
-		return
-	}
-	if c.removed.Load() {
-		done(nil, c.errRemovedNode())
+	if err := c.serving(); err != nil {
+		done(nil, err)
 		return
 	}
 	shard := shardOf(key, c.shards)
@@ -49,12 +45,8 @@ func (c *Cluster) staleRead(shard uint64, req *readReq) {
 // part is committed and applied here, or with the first failure. A batch
 // is atomic within each shard, not across shards.
 func (c *Cluster) Write(b *lsm.Batch, done func(error)) {
-	if c.closed.Load() {
-		done(errClosed)
-		return
-	}
-	if c.removed.Load() {
-		done(c.errRemovedNode())
+	if err := c.serving(); err != nil {
+		done(err)
 		return
 	}
 	n := b.Len()
@@ -175,12 +167,8 @@ func (j *joiner) part(err error) {
 
 // Range collects up to limit pairs from every shard and merges them.
 func (c *Cluster) Range(start, end []byte, limit int, done func([]store.KV, error)) {
-	if c.closed.Load() {
-		done(nil, errClosed)
-		return
-	}
-	if c.removed.Load() {
-		done(nil, c.errRemovedNode())
+	if err := c.serving(); err != nil {
+		done(nil, err)
 		return
 	}
 	if limit <= 0 || (len(end) > 0 && bytes.Compare(start, end) >= 0) {
@@ -278,12 +266,8 @@ func mergeKVs(parts [][]store.KV, limit int) []store.KV {
 
 // Clear deletes every key in every shard (FLUSHALL).
 func (c *Cluster) Clear(done func(error)) {
-	if c.closed.Load() {
-		done(errClosed)
-		return
-	}
-	if c.removed.Load() {
-		done(c.errRemovedNode())
+	if err := c.serving(); err != nil {
+		done(err)
 		return
 	}
 	deadline := time.Now().Add(c.timeout)
@@ -291,6 +275,18 @@ func (c *Cluster) Clear(done func(error)) {
 	for _, p := range c.proposers {
 		p.enqueue(&writeOp{kind: cmdClear, deadline: deadline, done: j.part})
 	}
+}
+
+// serving returns why this node takes no requests now (closed, or removed
+// from the cluster), or nil.
+func (c *Cluster) serving() error {
+	switch {
+	case c.closed.Load():
+		return errClosed
+	case c.removed.Load():
+		return c.errRemovedNode()
+	}
+	return nil
 }
 
 // Health reports why a local replica's storage cannot take writes now, or
