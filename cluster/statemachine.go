@@ -446,16 +446,12 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 // less the keys the state machine keeps for itself (the applied index, the
 // member records and the proposer records).
 func (s *stateMachine) approxKeys() int64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed || s.db == nil {
-		return 0
-	}
-	return max(s.db.Metrics().ApproxKeys-s.ownKeys(), 0)
+	m, _ := s.metrics()
+	return m.ApproxKeys
 }
 
 // metrics returns the lsm's metrics with ApproxKeys as approxKeys counts
-// them, and ok false once the replica is closed.
+// them, and ok false (zero metrics) once the replica is closed.
 func (s *stateMachine) metrics() (m lsm.Metrics, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
