@@ -234,6 +234,15 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	return c, nil
 }
 
+// clientAddress is the address this node gives the cluster and clients for
+// its client port: cluster.client_address, or server.listen.
+func (c *Cluster) clientAddress() string {
+	if a := c.cfg.Cluster.ClientAddress; a != "" {
+		return a
+	}
+	return c.cfg.Server.Listen
+}
+
 // shardDir is where a shard's state machine lives.
 func (c *Cluster) shardDir(shard uint64) string {
 	return c.fs.PathJoin(c.dir, fmt.Sprintf("shard-%d", shard))
@@ -411,7 +420,7 @@ func (c *Cluster) requestJoin(ctx context.Context, asked, noReplicas bool) error
 	req := joinRequest{
 		ID:       c.nodeID,
 		Raft:     cc.RaftAddress,
-		Client:   c.cfg.Server.Listen,
+		Client:   c.clientAddress(),
 		Password: c.cfg.Server.RequirePass,
 		Shards:   c.shards,
 	}

@@ -32,7 +32,12 @@ func TestJoinCatchUpBySnapshotAndRemove(t *testing.T) {
 	addrs := freeAddrs(t, 2)
 	cfg := baseConfig(t, 4, addrs[0], addrs[1], 4)
 	cfg.Cluster.SnapshotEntries = 5
-	// Like a real new node, it knows the cluster only through join.
+	// Like a real new node, it knows the cluster only through join. It
+	// listens on every interface (nothing binds it here) and tells the
+	// cluster the address clients reach it at.
+	_, port, _ := net.SplitHostPort(addrs[1])
+	cfg.Server.Listen = "0.0.0.0:" + port
+	cfg.Cluster.ClientAddress = addrs[1]
 	cfg.Cluster.Members = nil
 	cfg.Cluster.Join = []string{"127.0.0.1:1", tc.cfgs[0].Server.Listen} // the first is unreachable
 	n4, err := open(context.Background(), cfg, testLogger(t).With("node", 4), fsForTest())

@@ -96,7 +96,7 @@ func (c *Cluster) refresh() {
 		clients[m.ID] = m.Client
 	}
 	if _, ok := clients[c.nodeID]; !ok {
-		clients[c.nodeID] = c.cfg.Server.Listen
+		clients[c.nodeID] = c.clientAddress()
 	}
 	nodes := c.probe(raftAddrs, clients)
 

@@ -59,6 +59,7 @@ type Cluster struct {
 	Enabled         bool     `toml:"enabled"` // default false
 	NodeID          uint64   `toml:"node_id"`
 	RaftAddress     string   `toml:"raft_address"`
+	ClientAddress   string   `toml:"client_address"`   // default "": server.listen
 	Shards          int      `toml:"shards"`           // default 8
 	RTTMillis       int      `toml:"rtt_ms"`           // default 10
 	ElectionRTT     int      `toml:"election_rtt"`     // default 10

@@ -310,6 +310,20 @@ func TestValidateCluster(t *testing.T) {
 			c.Cluster.NodeID = 4
 			c.Cluster.Join = []string{"127.0.0.1:8080"}
 		}, ""},
+		{"join listening everywhere", func(c *Config) {
+			c.Cluster.Members, c.Cluster.NodeID, c.Cluster.Join = nil, 4, []string{"127.0.0.1:8080"}
+			c.Server.Listen = "0.0.0.0:8083"
+		}, `cluster.client_address: must be set when cluster.join is set and server.listen ("0.0.0.0:8083") names no host clients can dial`},
+		{"join listening on every IPv6 interface", func(c *Config) {
+			c.Cluster.Members, c.Cluster.NodeID, c.Cluster.Join = nil, 4, []string{"127.0.0.1:8080"}
+			c.Server.Listen = ":8083"
+		}, "cluster.client_address: must be set"},
+		{"join with client address", func(c *Config) {
+			c.Cluster.Members, c.Cluster.NodeID, c.Cluster.Join = nil, 4, []string{"127.0.0.1:8080"}
+			c.Server.Listen, c.Cluster.ClientAddress = "[::]:8083", "10.0.0.4:8083"
+		}, ""},
+		{"client address bad", func(c *Config) { c.Cluster.ClientAddress = "x" }, "cluster.client_address: must be a host:port address"},
+		{"self client mismatch", func(c *Config) { c.Cluster.ClientAddress = "127.0.0.1:9999" }, `cluster.members[0].client: is this node (id 1) but differs from cluster.client_address ("127.0.0.1:9999")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -74,6 +74,17 @@ func (ch *checker) address(key, addr string) {
 	}
 }
 
+// dialable reports whether the host:port addr names a host a client can
+// dial: not empty, 0.0.0.0 or [::] (listen on every interface).
+func dialable(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsUnspecified()
+}
+
 func checkAddress(addr string) error {
 	if addr == "" {
 		return errors.New("must be a host:port address, got \"\"")
@@ -161,7 +172,7 @@ func (c Config) validate() []keyError {
 	ch.size("storage.level_base_bytes", st.LevelBaseBytes)
 
 	if c.Cluster.Enabled {
-		c.Cluster.validate(&ch)
+		c.Cluster.validate(&ch, c.Server.Listen)
 	}
 
 	ch.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -169,11 +180,20 @@ func (c Config) validate() []keyError {
 	return ch.errs
 }
 
-func (cl Cluster) validate(ch *checker) {
+// validate checks the cluster section; listen is server.listen, which a
+// joining node tells the cluster as its client address unless
+// cluster.client_address says otherwise.
+func (cl Cluster) validate(ch *checker, listen string) {
 	if cl.NodeID == 0 {
 		ch.fail("cluster.node_id", "must be set (greater than 0) when cluster.enabled is true")
 	}
 	ch.address("cluster.raft_address", cl.RaftAddress)
+	if cl.ClientAddress != "" {
+		ch.address("cluster.client_address", cl.ClientAddress)
+	} else if len(cl.Join) > 0 && !dialable(listen) {
+		// CLUSTER_NODES and CLUSTER_LEADER hand this address to clients.
+		ch.fail("cluster.client_address", "must be set when cluster.join is set and server.listen (%q) names no host clients can dial", listen)
+	}
 	if cl.Shards < 1 || cl.Shards > maxShards {
 		ch.fail("cluster.shards", "must be between 1 and %d, got %d", maxShards, cl.Shards)
 	}
@@ -223,6 +243,9 @@ func (cl Cluster) validate(ch *checker) {
 			self = true
 			if m.Raft != cl.RaftAddress {
 				ch.fail(key+".raft", "is this node (id %d) but differs from cluster.raft_address (%q), got %q", m.ID, cl.RaftAddress, m.Raft)
+			}
+			if cl.ClientAddress != "" && m.Client != cl.ClientAddress {
+				ch.fail(key+".client", "is this node (id %d) but differs from cluster.client_address (%q), got %q", m.ID, cl.ClientAddress, m.Client)
 			}
 		}
 	}
