@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/raftio"
 )
 
@@ -51,8 +52,31 @@ func (c *Cluster) noteRemoved(shard uint64) {
 		c.log.Error("mark the data directory removed", "err", err)
 	}
 	c.removed.Store(true)
+	c.bgMu.Lock()
+	if !c.bgClosed {
+		c.loops.Add(1)
+		go func() {
+			defer c.loops.Done()
+			c.stopReplicas()
+		}()
+	}
+	c.bgMu.Unlock()
 	c.log.Warn("this node was removed from the cluster: it serves no requests from now on; stop it, and to use this machine again wipe its data directory and join with a new cluster.node_id",
 		"shard", shard, "dir", c.dir)
+}
+
+// stopReplicas stops this node's replicas once it knows it was removed:
+// raft tells a removed replica nothing more, and left running, the replicas
+// of shards that never applied the removal (the node was down, or the
+// leader dropped it first) would campaign for ever, their peers answering
+// with removal notices. The node is then, to the cluster, a stopped node,
+// as it is told to be.
+func (c *Cluster) stopReplicas() {
+	for s := uint64(1); s <= uint64(c.shards); s++ {
+		if err := c.nh.StopShard(s); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) && !errors.Is(err, dragonboat.ErrClosed) {
+			c.log.Warn("stop the replica of a removed node", "shard", s, "err", err)
+		}
+	}
 }
 
 // systemListener passes dragonboat's system events on; only a replica's

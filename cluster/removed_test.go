@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/conf"
+	"github.com/lni/dragonboat/v4"
 
 	"github.com/lni/dragonboat/v4/raftio"
 )
@@ -56,6 +57,7 @@ func TestRemovedNodeRefusesRequestsAndRestart(t *testing.T) {
 	wantRemoved("range", err)
 	wantRemoved("clear", clearAll(n3))
 	wantRemoved("health", n3.Health())
+	waitFor(t, 10*time.Second, "node 3's replicas to stop", func() bool { return len(localShards(n3)) == 0 })
 	if _, err := os.Stat(n3.fs.PathJoin(n3.dir, removedFile)); err != nil {
 		t.Fatalf("removed mark: %v", err)
 	}
@@ -93,7 +95,20 @@ func TestNodeRemovedWhileDownLearnsFromPeers(t *testing.T) {
 	if _, err := os.Stat(n3.fs.PathJoin(n3.dir, removedFile)); err != nil {
 		t.Fatalf("removed mark: %v", err)
 	}
+	// Its replicas stop: left running, they would campaign for ever.
+	waitFor(t, 10*time.Second, "node 3's replicas to stop", func() bool { return len(localShards(n3)) == 0 })
 	mustPut(t, tc.nodes[1], "after", "ok")
+}
+
+// localShards lists the shards n runs a replica of.
+func localShards(n *Cluster) []uint64 {
+	var shards []uint64
+	if info := n.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
+		for _, si := range info.ShardInfoList {
+			shards = append(shards, si.ShardID)
+		}
+	}
+	return shards
 }
 
 // TestRemovalNoticeOfAnotherClusterIgnored: node and shard ids repeat from
