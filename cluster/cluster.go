@@ -151,11 +151,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		stop:    make(chan struct{}),
 	}
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
-	c.removals = &removals{heard: func(shard, replica uint64) {
-		if replica == c.nodeID {
-			c.noteRemoved(shard)
-		}
-	}}
+	c.removals = &removals{heard: c.noteRemoved}
 	// An attempt outlasts a few elections; electionTicks may have raised
 	// the configured timeout to cover persisting the largest entry.
 	tick := time.Duration(cc.RTTMillis) * time.Millisecond
@@ -179,11 +175,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	for i := range c.leaders {
 		c.leaders[i].changed = make(chan struct{})
 	}
-	if err := c.checkNotRemoved(); err != nil {
-		c.cache.Close()
-		return nil, fmt.Errorf("open cluster: %w", err)
-	}
-	if err := c.checkRaftAddress(); err != nil {
+	if err := c.checkDataDir(); err != nil {
 		c.cache.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}

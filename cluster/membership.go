@@ -38,9 +38,10 @@ func (c *Cluster) Remove(id uint64, done func(error)) {
 	c.background(func() error { return c.remove(id) }, done)
 }
 
-// background runs a membership change on its own goroutine; Close waits
-// for it. The status view is rebuilt before done runs, so that
-// CLUSTER_NODES right after a change's reply shows it.
+// background runs fn (a membership change, or stopping a removed node's
+// replicas) on its own goroutine; Close waits for it. The status view is
+// rebuilt before done runs, so that CLUSTER_NODES right after a change's
+// reply shows it.
 func (c *Cluster) background(fn func() error, done func(error)) {
 	c.bgMu.Lock()
 	if c.bgClosed {

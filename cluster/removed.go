@@ -21,6 +21,15 @@ func (c *Cluster) errRemovedNode() error {
 	return fmt.Errorf("cluster unavailable: node %d was removed from the cluster; stop it, and to use this machine again wipe %s and join with a new cluster.node_id", c.nodeID, c.dir)
 }
 
+// checkDataDir refuses to start on a data directory this node can no longer
+// run on: marked removed, or created with another raft address.
+func (c *Cluster) checkDataDir() error {
+	if err := c.checkNotRemoved(); err != nil {
+		return err
+	}
+	return c.checkRaftAddress()
+}
+
 // checkNotRemoved refuses to start a node whose directory is marked removed.
 func (c *Cluster) checkNotRemoved() error {
 	_, err := c.fs.Stat(c.fs.PathJoin(c.dir, removedFile))
@@ -34,15 +43,20 @@ func (c *Cluster) checkNotRemoved() error {
 	}
 }
 
-// noteRemoved records that a replica of this node applied its own removal
-// (from the log or from a snapshot that lists the node as removed): the node
-// serves nothing from now on. The first call marks the directory and logs.
+// noteRemoved records that the replica of shard with id replica was
+// removed, by dragonboat's account (the replica applied its removal from the
+// log or from a snapshot) or a peer's (a removal notice): if it is this
+// node's, the node serves nothing from now on. The first call marks the
+// directory and logs.
 //
 // The mark is durable before any request is refused: every refusal tells
 // the operator to stop the node, and a node stopped before its mark was
 // written would start again as a member. removedMu makes a second caller
 // (dragonboat's event and a peer's notice may race) wait for the first.
-func (c *Cluster) noteRemoved(shard uint64) {
+func (c *Cluster) noteRemoved(shard, replica uint64) {
+	if replica != c.nodeID {
+		return
+	}
 	c.removedMu.Lock()
 	defer c.removedMu.Unlock()
 	if c.removed.Load() {
@@ -52,15 +66,7 @@ func (c *Cluster) noteRemoved(shard uint64) {
 		c.log.Error("mark the data directory removed", "err", err)
 	}
 	c.removed.Store(true)
-	c.bgMu.Lock()
-	if !c.bgClosed {
-		c.loops.Add(1)
-		go func() {
-			defer c.loops.Done()
-			c.stopReplicas()
-		}()
-	}
-	c.bgMu.Unlock()
+	c.background(func() error { c.stopReplicas(); return nil }, func(error) {})
 	c.log.Warn("this node was removed from the cluster: it serves no requests from now on; stop it, and to use this machine again wipe its data directory and join with a new cluster.node_id",
 		"shard", shard, "dir", c.dir)
 }
@@ -84,9 +90,7 @@ func (c *Cluster) stopReplicas() {
 type systemListener struct{ c *Cluster }
 
 func (l systemListener) NodeDeleted(info raftio.NodeInfo) {
-	if info.ReplicaID == l.c.nodeID {
-		l.c.noteRemoved(info.ShardID)
-	}
+	l.c.noteRemoved(info.ShardID, info.ReplicaID)
 }
 
 func (systemListener) NodeHostShuttingDown()                       {}

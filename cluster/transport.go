@@ -102,7 +102,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 
 // removals is what the transport knows of removed replicas: those this
 // node's memberships list as removed (set by the status refresh), and what
-// to do when a peer says a replica of this node was removed.
+// to do with a peer's notice that a replica was removed (Cluster.noteRemoved).
 type removals struct {
 	known atomic.Pointer[map[shardReplica]struct{}]
 	heard func(shard, replica uint64)
