@@ -66,6 +66,7 @@ type clusterOpts struct {
 	stale           bool
 	requestTimeout  time.Duration // 0: baseConfig's
 	maxFrameBytes   conf.ByteSize // 0: baseConfig's
+	electionRTT     int           // 0: baseConfig's
 }
 
 func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.Config {
@@ -120,6 +121,9 @@ func newTestCluster(t *testing.T, o clusterOpts) *testCluster {
 		}
 		if o.maxFrameBytes > 0 {
 			cfg.Server.MaxFrameBytes = o.maxFrameBytes
+		}
+		if o.electionRTT > 0 {
+			cfg.Cluster.ElectionRTT = o.electionRTT
 		}
 		tc.cfgs = append(tc.cfgs, cfg)
 		tc.nodes = append(tc.nodes, nil)

@@ -49,9 +49,14 @@ func TestStateMachineAppliesEachSeqOnce(t *testing.T) {
 // the second copy must be the same proposal (proposer and seq), which the
 // state machine applies once (TestStateMachineAppliesEachSeqOnce). The
 // leader change is the proposer's view of one: its leader watch fires,
-// as dragonboat's leader event makes it, without an election.
+// as dragonboat's leader event makes it, without an election. Real
+// elections are kept out with a 300 ms election timeout: under the race
+// detector on two loaded cores, persisting a 6 MiB entry can outlast the
+// default (125 ms for the tests' 8 MiB frames), and leaders losing quorum
+// dropped every re-sent copy until the write timed out (2 of 10 runs
+// beside the server and lsm tests; 0 of 24 with 300 ms).
 func TestResentLargeProposalAppliesOnce(t *testing.T) {
-	tc := newTestCluster(t, clusterOpts{})
+	tc := newTestCluster(t, clusterOpts{electionRTT: 30})
 	const key = "resent"
 	shard := shardOf([]byte(key), 4)
 	li := tc.leaderOf(tc.nodes[0], shard)
