@@ -13,7 +13,11 @@ import (
 )
 
 func TestReplicationAndReads(t *testing.T) {
-	tc := newTestCluster(t, clusterOpts{})
+	// A 300 ms election timeout, as in TestResentLargeProposalAppliesOnce:
+	// the 5 MiB write below, under the race detector beside other
+	// packages' tests, once took longer to persist than the default 125 ms,
+	// and elections went on until the write timed out (1 of 16 runs).
+	tc := newTestCluster(t, clusterOpts{electionRTT: 30})
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 
 	// Writes through every node, leader or follower of the key's shard.
