@@ -16,8 +16,14 @@ import (
 // Versions a verifying client remembers per key. Real versions count up
 // from prefillVersion.
 const (
-	verUnknown = 0              // not written by this run, or a write to it failed: not checked
+	verUnknown = 0              // not written by this run: not checked until it is
 	verDeleted = math.MaxUint32 // deleted by this run: a get must find nothing
+	// verInDoubt: a write to the key failed, so it may have been applied,
+	// or may still be (a timed-out request the server has yet to execute,
+	// a write whose error reply was sent after it was logged). Later
+	// writes do not make the key's value known again: not checked for the
+	// rest of the run.
+	verInDoubt = math.MaxUint32 - 1
 )
 
 // slot is one request in flight. Replies come back in request order, so
@@ -103,6 +109,9 @@ type client struct {
 	iv      *interval
 	live    liveCounters
 	endedAt int64
+	// ranToEnd: open loop, the schedule reached the end of the phase, so
+	// the client's time runs to the end even if it stops a little before.
+	ranToEnd bool
 }
 
 func newClient(r *runner, id int) *client {
@@ -143,6 +152,7 @@ func (c *client) now() int64 { return int64(time.Since(c.r.base)) }
 func (c *client) startPhase(ph phase) {
 	c.ph = ph
 	c.stopping = false
+	c.ranToEnd = false
 	c.rdl, c.wdl = 0, 0
 	c.tokens = 0
 	if ph.openLoop {
@@ -181,17 +191,27 @@ func (c *client) fill(now int64) {
 	for c.n < ph.depth && !c.stopping {
 		start := now
 		if ph.openLoop {
-			if c.next > now {
-				return
-			}
+			// The end is checked before waiting for the next due time: a
+			// client whose next request falls due after the end stops now
+			// rather than idle until then, which stretched the measured
+			// time (and cut the achieved rate) by up to clients/rate.
 			if ph.endNs > 0 && c.next >= ph.endNs {
 				c.stopping = true
+				c.ranToEnd = true
+				return
+			}
+			if c.countUsedUp() {
+				// -n is used up: stop now, not at the next due time.
+				c.stopping = true
+				return
+			}
+			if c.next > now {
 				return
 			}
 			if ph.endNs > 0 && now >= ph.endNs+int64(c.r.cfg.Timeout) {
 				// Hopelessly behind: stop rather than drain forever, and
 				// say how many due requests were never sent.
-				c.unsent += int64(math.Ceil(float64(ph.endNs-c.next) / c.r.intervalNs))
+				c.abandonSchedule()
 				c.stopping = true
 				return
 			}
@@ -215,10 +235,34 @@ func (c *client) fill(now int64) {
 	}
 }
 
+// abandonSchedule counts the measured requests still due before the end
+// (open loop with a duration) as unsent, because the client will not send
+// them, and moves the schedule past the end so they are counted once.
+func (c *client) abandonSchedule() {
+	ph := &c.ph
+	if !ph.openLoop || ph.endNs <= 0 || c.next >= ph.endNs {
+		return
+	}
+	// dueBefore is how many of the client's requests are due before t.
+	dueBefore := func(t int64) int64 {
+		return max(int64(math.Ceil((float64(t)-c.offset)/c.r.intervalNs)), 0)
+	}
+	first := max(c.k, dueBefore(ph.warmupNs)) // the next measured one
+	c.unsent += max(dueBefore(ph.endNs)-first, 0)
+	c.next = ph.endNs
+}
+
+// countUsedUp reports whether an open-loop client's next request would be
+// measured but none of the -n requests is left for it.
+func (c *client) countUsedUp() bool {
+	return c.r.cfg.Total > 0 && !c.ph.prefill && c.next >= c.ph.warmupNs &&
+		c.tokens == 0 && c.r.remaining.Load() <= 0
+}
+
 // claim takes one of the -n requests, a few at a time from the shared count.
 func (c *client) claim() bool {
 	if c.tokens == 0 {
-		c.tokens = c.r.claim(16)
+		c.tokens = c.r.claim(c.r.claimChunk)
 		if c.tokens == 0 {
 			return false
 		}
@@ -257,7 +301,7 @@ func (c *client) issue(start int64, measured bool) {
 		}
 		c.wbuf = c.w.appendGet(c.wbuf, key)
 	case OpDelete:
-		if cfg.Verify {
+		if cfg.Verify && c.last[c.ownIndex(k)] != verInDoubt {
 			c.last[c.ownIndex(k)] = verDeleted
 		}
 		c.wbuf = c.w.appendDelete(c.wbuf, key)
@@ -294,12 +338,14 @@ func (c *client) putValue(k uint64, j int) []byte {
 	v := prefillVersion
 	if !c.ph.prefill {
 		c.version++
-		if c.version == verDeleted {
+		if c.version >= verInDoubt {
 			c.version = prefillVersion + 1
 		}
 		v = int(c.version)
 	}
-	c.last[c.ownIndex(k)] = uint32(v)
+	if c.last[c.ownIndex(k)] != verInDoubt {
+		c.last[c.ownIndex(k)] = uint32(v)
+	}
 	maxLen := c.r.cfg.ValueSize.Max
 	part := c.valBuf[j*maxLen : j*maxLen : (j+1)*maxLen]
 	part = c.r.values.stamped(part, k, uint32(v))
@@ -370,8 +416,8 @@ func (c *client) await() bool {
 	if c.r.aborted.Load() {
 		return false
 	}
-	if canSend && c.now() >= c.next {
-		return true
+	if canSend && (c.now() >= c.next || c.countUsedUp()) {
+		return true // the claim that used -n up may have missed idle
 	}
 	if c.rhi == len(c.rbuf) {
 		if c.rlo > 0 {
@@ -496,4 +542,7 @@ func (c *client) flushInterval() {
 func (c *client) finish() {
 	c.flushInterval()
 	c.endedAt = c.now()
+	if c.ranToEnd {
+		c.endedAt = max(c.endedAt, c.ph.endNs)
+	}
 }

@@ -29,6 +29,7 @@ func (c *client) reconnect(cause error) bool {
 	backoff := 50 * time.Millisecond
 	for !c.r.aborted.Load() {
 		if c.ph.endNs > 0 && c.now() >= c.ph.endNs {
+			c.abandonSchedule() // the requests due while it was down were never sent
 			return false
 		}
 		conn, err := c.connect()

@@ -151,6 +151,8 @@ func (c *Config) Validate() error {
 	if c.Verify {
 		check(c.Keys >= uint64(c.Clients),
 			"verify needs at least one key per client (keys %d < clients %d): each key has one writer", c.Keys, c.Clients)
+		check(c.ValueSize.Min >= stampLen,
+			"verify stamps the version in the first %d bytes of each value: value size %v is too small (a lost write would go unseen)", stampLen, c.ValueSize)
 		check(c.Keys <= maxVerifyKeys,
 			"verify keeps 4 bytes per key: keys %d over the %d kvbench allows", c.Keys, uint64(maxVerifyKeys))
 	}

@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no timeout", func(c *Config) { c.Timeout = 0 }, "timeout"},
 		{"verify keys", func(c *Config) { c.Verify, c.Keys, c.Clients = true, 10, 20 }, "one key per client"},
 		{"batch too big", func(c *Config) { c.Mix = mustMix(t, "batch"); c.BatchSize, c.Keys = 20, 10 }, "batch size"},
+		{"verify tiny values", func(c *Config) { c.Verify, c.ValueSize = true, ValueSize{0, 100} }, "first 8 bytes"},
 		{"verify too many keys", func(c *Config) { c.Verify, c.Keys = true, maxVerifyKeys+1 }, "4 bytes per key"},
 		{"batch request too large", func(c *Config) {
 			c.Mix = mustMix(t, "batch")

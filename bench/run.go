@@ -45,10 +45,11 @@ type runner struct {
 
 	base time.Time // start of the current phase; set before clients start
 
-	remaining atomic.Int64 // -n: measured requests not yet claimed
-	errCount  atomic.Int64
-	aborted   atomic.Bool
-	done      chan struct{} // closed on abort
+	remaining  atomic.Int64 // -n: measured requests not yet claimed
+	claimChunk int64        // -n: how many a client claims at a time
+	errCount   atomic.Int64
+	aborted    atomic.Bool
+	done       chan struct{} // closed on abort
 
 	mu        sync.Mutex
 	abortErr  error
@@ -126,6 +127,15 @@ func newRunner(cfg Config) (*runner, error) {
 	}
 	if cfg.Rate > 0 {
 		r.intervalNs = float64(cfg.Clients) * 1e9 / cfg.Rate
+	}
+	// Clients claim -n requests a few at a time, to keep the shared count
+	// cold, but never so many that some clients get none (the run would
+	// have fewer connections busy than asked) or, in open loop, that the
+	// last requests are left to a few clients, each sending at 1/clients
+	// of the rate (the run's end would stretch and its rate fall short).
+	r.claimChunk = 1
+	if cfg.Rate == 0 {
+		r.claimChunk = min(max(cfg.Total/(16*int64(cfg.Clients)), 1), 16)
 	}
 	r.clients = make([]*client, cfg.Clients)
 	for i := range r.clients {
@@ -240,7 +250,22 @@ func (r *runner) claim(n int64) int64 {
 		}
 		take := min(cur, n)
 		if r.remaining.CompareAndSwap(cur, cur-take) {
+			if cur == take && r.cfg.Rate > 0 {
+				r.wakeIdle() // open-loop clients waiting for their next due time stop now
+			}
 			return take
+		}
+	}
+}
+
+// wakeIdle wakes the open-loop clients blocked until their next request is
+// due, with a read deadline in the past, as the pacer does.
+func (r *runner) wakeIdle() {
+	for _, c := range r.clients {
+		if c.idle.Load() {
+			if p := c.conn.Load(); p != nil {
+				_ = (*p).SetReadDeadline(pastDeadline)
+			}
 		}
 	}
 }

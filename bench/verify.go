@@ -42,7 +42,7 @@ func (c *client) ownIndex(k uint64) uint64 {
 // before sending it; it returns a description of a mismatch, or "".
 func (c *client) verify(s *slot, rep reply) string {
 	want := s.expect
-	if want == verUnknown {
+	if want == verUnknown || want == verInDoubt {
 		return ""
 	}
 	var ok bool
@@ -52,8 +52,10 @@ func (c *client) verify(s *slot, rep reply) string {
 		c.valBuf = c.r.values.stamped(c.valBuf[:0], s.key, want)
 		ok = string(c.valBuf) == string(rep.val)
 	}
-	if ok || c.last[c.ownIndex(s.key)] == verUnknown {
-		return "" // a later write to the key failed, so its state is unknown
+	if ok || c.last[c.ownIndex(s.key)] == verInDoubt {
+		// A write to the key sent before this get failed after the get
+		// was sent, so the get could not know what to expect.
+		return ""
 	}
 	var key [keyLen]byte
 	k := appendKey(key[:0], s.key)
@@ -91,8 +93,7 @@ func describeReply(op Op, rep reply) string {
 // fail counts a failed request: in the run's total always, and in its
 // operation's row and its second of the timeline when it was measured, so
 // that they count the same requests as the successes beside them. A failed
-// write leaves its keys in an unknown state, which -verify then stops
-// checking.
+// write leaves its keys in doubt, which -verify then stops checking.
 func (c *client) fail(s *slot, now int64, msg string) {
 	if s.measured {
 		c.errs[s.op]++
@@ -104,7 +105,7 @@ func (c *client) fail(s *slot, now int64, msg string) {
 			n = c.r.cfg.BatchSize
 		}
 		for j := range n {
-			c.last[c.ownIndex(c.nthKey(s.key, j))] = verUnknown
+			c.last[c.ownIndex(c.nthKey(s.key, j))] = verInDoubt
 		}
 	}
 	c.r.addError(msg)
