@@ -1,6 +1,7 @@
 // Package client is the Go client for the pipe protocol of kvserver
 // (PROTOCOL.md §1): Dial, then Put/Get/Delete/Range/Batch, CLUSTER_*
-// queries, raw requests and pipelines, over a pool of connections.
+// queries, raw requests and pipelines, over a pool of connections to one
+// server or to the nodes of a cluster.
 //
 // Invariants:
 //   - A Client is safe for concurrent use. Each request (or pipeline) holds
@@ -13,7 +14,10 @@
 //     before reuse (after an ERROR reply, or when idle a while), so one the
 //     server has closed is replaced instead of failing a request.
 //   - Requests are never retried: a write whose connection failed may or may
-//     not have been applied, and only the caller can decide what to do.
+//     not have been applied (its error matches ErrOutcomeUnknown), and only
+//     the caller can decide what to do. Connecting is retried: given a
+//     cluster's nodes, a new connection goes to the next node in turn that
+//     accepts one, so a dead node costs no request that was sent.
 //   - Every new connection authenticates (with Options.Password, or the
 //     password of the last successful Auth) before it carries a request;
 //     after Auth, connections opened before it are not reused.
@@ -41,7 +45,11 @@ type Options struct {
 	// DialTimeout bounds connecting (and authenticating); default 5s.
 	DialTimeout time.Duration
 	// Timeout bounds each request or pipeline round trip, in addition to
-	// the context's deadline; default 5s, negative means none.
+	// the context's deadline; default 10s, negative means none. Keep it
+	// above the server's cluster.request_timeout (default 5s): a cluster
+	// node answers a request it could not complete by then with an error
+	// that says whether it was applied, which a shorter Timeout turns
+	// into a connection error whose outcome is unknown.
 	Timeout time.Duration
 	// PoolSize is the most connections open at once; default 8. A caller
 	// that finds them all busy waits for one (or for its context).
@@ -52,14 +60,15 @@ type Options struct {
 }
 
 const (
-	defaultTimeout       = 5 * time.Second
+	defaultDialTimeout   = 5 * time.Second
+	defaultTimeout       = 10 * time.Second
 	defaultPoolSize      = 8
 	defaultMaxReplyBytes = codec.DefaultMaxReply
 )
 
 func (o Options) withDefaults() Options {
 	if o.DialTimeout <= 0 {
-		o.DialTimeout = defaultTimeout
+		o.DialTimeout = defaultDialTimeout
 	}
 	if o.Timeout == 0 {
 		o.Timeout = defaultTimeout
@@ -73,11 +82,14 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Client talks to one kvserver address through a pool of connections.
+// Client talks to a kvserver, or to any node of a cluster, through a pool
+// of connections.
 type Client struct {
-	addr string
-	opts Options
-	pool pool
+	addr  string  // as given to Dial
+	nodes []*node // the addresses in addr
+	turn  atomic.Uint64
+	opts  Options
+	pool  pool
 
 	authMu   sync.Mutex
 	password string        // sent with AUTH by every new connection
@@ -89,13 +101,27 @@ type KV struct {
 	Key, Value []byte
 }
 
-// Dial returns a Client for addr (host:port) after checking, with a PING on
-// a fresh connection, that the server answers and, when Options.Password
-// is set, accepts the password. (PING needs no AUTH: a server with
-// requirepass and no password given answers the first other request with
-// a NOAUTH error; Auth can still authenticate the client then.)
+// Dial returns a Client for addr after checking, with a PING on a fresh
+// connection, that a server answers and, when Options.Password is set,
+// accepts the password. (PING needs no AUTH: a server with requirepass and
+// no password given answers the first other request with a NOAUTH error;
+// Auth can still authenticate the client then.)
+//
+// addr is host:port, or the client addresses of a cluster's nodes
+// separated by commas ("127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082"):
+// every node serves every request, so new connections go to the nodes in
+// turn, and a node that refuses or times out a connection is passed over
+// (and tried last for a second) until one accepts.
 func Dial(addr string, opts Options) (*Client, error) {
 	c := &Client{addr: addr, opts: opts.withDefaults(), password: opts.Password}
+	for a := range strings.SplitSeq(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.nodes = append(c.nodes, &node{addr: a})
+		}
+	}
+	if len(c.nodes) == 0 {
+		return nil, fmt.Errorf("kv dial: no address in %q", addr)
+	}
 	c.pool.init(c.opts.PoolSize, c.dial, func(cn *conn) bool { return cn.authGen == c.authGen.Load() })
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
 	defer cancel()
@@ -133,7 +159,7 @@ func (c *Client) Auth(ctx context.Context, password string) error {
 	return nil
 }
 
-// Addr returns the server address the client dials.
+// Addr returns the address given to Dial: one server's, or several.
 func (c *Client) Addr() string { return c.addr }
 
 // Ping sends PING and expects PONG.
@@ -316,7 +342,7 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 	deadline, fromCtx := c.deadline(ctx)
 	cn, err := c.pool.get(ctx, deadline)
 	if err != nil {
-		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, err)
+		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, err) // nothing sent
 	}
 	ok, err := cn.exchange(ctx, deadline, build, n, handle)
 	if ok && isQuit(cmd) {
@@ -333,7 +359,14 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 		if ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = fmt.Errorf("%w (%w)", ctxErr, err)
 		}
-		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, err)
+		// The request went out (or may have): unless the server's own
+		// answer was read (see replyAfterWriteError), nobody knows
+		// whether it took effect. Dial's check has no effect to speak of.
+		var se *ServerError
+		if cmd != "dial" && !errors.As(err, &se) {
+			err = fmt.Errorf("%w (%w)", err, ErrOutcomeUnknown)
+		}
+		return fmt.Errorf("kv %s %s: %w", cmd, cn.addr, err)
 	}
 	return err
 }

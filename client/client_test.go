@@ -567,3 +567,79 @@ func TestDialTimeoutBoundsAuth(t *testing.T) {
 		t.Fatalf("Dial took %v with DialTimeout 100ms: %v", d, err)
 	}
 }
+
+// TestOversizeRequestIsServerError: kvserver answers a request longer than
+// max_frame_bytes with ERROR|request too large and closes before reading
+// the rest, so the client's write fails (connection reset). The reply
+// already received is the answer: a *ServerError saying the request was
+// refused, not a network error whose outcome would be unknown.
+func TestOversizeRequestIsServerError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close() // with unread input: the kernel resets
+				buf := make([]byte, 64<<10)
+				var got []byte
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					got = append(got, buf[:n]...)
+					if bytes.Equal(got, []byte("PING\n")) {
+						c.Write([]byte("PONG\n"))
+						got = got[:0]
+						continue
+					}
+					if len(got) > 1<<20 {
+						c.Write([]byte("ERROR|request too large\n"))
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	c, err := Dial(ln.Addr().String(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Put(context.Background(), []byte("k"), bytes.Repeat([]byte("x"), 64<<20))
+	if se, ok := errorsAs[*ServerError](err); !ok || se.Msg != "request too large" {
+		t.Fatalf("Put of a value over the server's frame limit = %v, want the server's ERROR", err)
+	}
+}
+
+// TestClosedClientFailsAtOnce: a call on a closed client returns ErrClosed
+// at once, even while every pooled connection is busy with a slow request.
+func TestClosedClientFailsAtOnce(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{PoolSize: 1})
+	busy := make(chan struct{})
+	go func() {
+		close(busy)
+		c.Do(context.Background(), []byte("SLEEP"), []byte("2000"))
+	}()
+	<-busy
+	for len(c.pool.tokens) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	start := time.Now()
+	err := c.Ping(context.Background())
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ping after Close = %v, want ErrClosed", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Ping after Close waited %v for the busy connection", d)
+	}
+}

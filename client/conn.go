@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kv/codec"
@@ -14,6 +16,7 @@ import (
 // conn is one pooled connection: the socket, its reply decoder and buffers.
 // It is used by one caller at a time.
 type conn struct {
+	addr     string // the node it is connected to
 	nc       net.Conn
 	dec      *codec.PipeDecoder
 	rbuf     []byte // bytes read; rbuf[r:] not yet decoded
@@ -40,22 +43,72 @@ const (
 // reuse skips the probe's system call.
 const livenessAfter = 100 * time.Millisecond
 
-// dial opens and, when a password is set, authenticates a connection, both
-// within DialTimeout (and the request's deadline).
+// node is one address a Client dials.
+type node struct {
+	addr string
+	// downUntil (Unix nanoseconds): a connection to the node failed, so
+	// until then it is tried only after the others.
+	downUntil atomic.Int64
+}
+
+// nodeRetryAfter is how long a node that refused a connection is tried
+// last: long enough that a dead node does not cost every new connection a
+// failed attempt first, short enough that a restarted one gets its share
+// of connections back soon.
+const nodeRetryAfter = time.Second
+
+// dial opens a connection to the next node in turn that accepts one and,
+// when a password is set, authenticates it; each attempt within
+// DialTimeout, all within the request's deadline.
 func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
+	first := int(c.turn.Add(1) % uint64(len(c.nodes)))
+	now := time.Now().UnixNano()
+	order := make([]*node, 0, len(c.nodes))
+	var down []*node
+	for i := range c.nodes {
+		if n := c.nodes[(first+i)%len(c.nodes)]; n.downUntil.Load() > now {
+			down = append(down, n)
+		} else {
+			order = append(order, n)
+		}
+	}
+	order = append(order, down...)
+	var err error
+	for _, n := range order {
+		var cn *conn
+		cn, err = c.dialNode(ctx, deadline, n)
+		if err == nil {
+			return cn, nil
+		}
+		if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+			break
+		}
+	}
+	if len(c.nodes) > 1 {
+		err = fmt.Errorf("no node reachable, last: %w", err)
+	}
+	return nil, err
+}
+
+// dialNode connects to n and authenticates; a failure to connect marks n
+// down for nodeRetryAfter.
+func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node) (*conn, error) {
 	if d := time.Now().Add(c.opts.DialTimeout); deadline.IsZero() || d.Before(deadline) {
 		deadline = d
 	}
 	d := net.Dialer{Deadline: deadline}
-	nc, err := d.DialContext(ctx, "tcp", c.addr)
+	nc, err := d.DialContext(ctx, "tcp", n.addr)
 	if err != nil {
+		n.downUntil.Store(time.Now().Add(nodeRetryAfter).UnixNano())
 		return nil, err
 	}
+	n.downUntil.Store(0)
 	c.authMu.Lock()
 	password, gen := c.password, c.authGen.Load()
 	c.authMu.Unlock()
 	cn := &conn{
-		nc: nc,
+		addr: n.addr,
+		nc:   nc,
 		// Replies to RANGE and BATCH can be long lines with many fields.
 		dec:     codec.NewPipeDecoder(codec.ReplyLimits(c.opts.MaxReplyBytes)),
 		authGen: gen,
@@ -127,7 +180,7 @@ func (cn *conn) exchange(ctx context.Context, deadline time.Time, build func([]b
 	var werr chan error
 	if n == 1 {
 		if _, err := cn.nc.Write(cn.wbuf); err != nil {
-			return false, err
+			return false, cn.replyAfterWriteError(err)
 		}
 	} else {
 		werr = make(chan error, 1)
@@ -176,6 +229,27 @@ func (cn *conn) exchange(ctx context.Context, deadline time.Time, build func([]b
 		}
 	}
 	return ok, first
+}
+
+// replyAfterWriteError is the error of a request whose write failed. The
+// server answers a request over its max_frame_bytes with ERROR|request too
+// large and closes at once, before it has read the rest: the write then
+// fails (connection reset, broken pipe) while that reply already sits in
+// the receive buffer. It is the answer, and says the request was not
+// applied, so it is returned as the *ServerError rather than the write's
+// error, which would leave the outcome unknown.
+func (cn *conn) replyAfterWriteError(werr error) error {
+	if errors.Is(werr, os.ErrDeadlineExceeded) {
+		return werr // the caller's deadline or cancellation: no more waiting
+	}
+	if cn.nc.SetReadDeadline(time.Now().Add(50*time.Millisecond)) != nil {
+		return werr
+	}
+	fields, err := cn.readReply()
+	if err != nil || len(fields) < 2 || string(fields[0]) != "ERROR" {
+		return werr
+	}
+	return replyError(fields)
 }
 
 // msgTooLarge is the ERROR after which the server closes the connection.

@@ -57,3 +57,23 @@ func Example() {
 	}
 	fmt.Printf("a = %s\n", res[1].Value)
 }
+
+// A cluster: every node's address; connections are spread over the nodes,
+// and a node that is down is passed over. A write that fails may still
+// have been applied only when the error says the outcome is unknown.
+func ExampleDial_cluster() {
+	c, err := client.Dial("127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082", client.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Put(context.Background(), []byte("k"), []byte("v"))
+	switch {
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		// Applied or not: read it back, or make the write idempotent and
+		// send it again.
+	case err != nil:
+		// Not applied.
+		log.Print(err)
+	}
+}

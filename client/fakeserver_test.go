@@ -20,8 +20,9 @@ import (
 // so a client that does not read while it writes a long pipeline stalls.
 //
 // Test-only commands: SLEEP|ms delays the reply "OK"; HANGUP closes the
-// connection without a reply; TOOLARGE and ERRCLOSE reply ERROR and close; BADREPLY answers with a line the client must
-// reject; BIG|n answers VALUE with n bytes.
+// connection without a reply; TIMEOUT answers a cluster's "outcome unknown"
+// error; TOOLARGE and ERRCLOSE reply ERROR and close; BADREPLY answers with
+// a line the client must reject; BIG|n answers VALUE with n bytes.
 type fakeServer struct {
 	t        testing.TB
 	ln       net.Listener
@@ -252,6 +253,8 @@ func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) 
 		return ok, true
 	case "HANGUP":
 		return nil, false
+	case "TIMEOUT":
+		return errReply("timeout: outcome unknown"), true
 	case "TOOLARGE":
 		return errReply("request too large"), false
 	case "ERRCLOSE":

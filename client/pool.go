@@ -25,10 +25,12 @@ type pool struct {
 	mu     sync.Mutex
 	idle   []*conn // most recently used last
 	closed bool
+	done   chan struct{} // closed by close: wakes callers waiting for a token
 }
 
 func (p *pool) init(size int, dial func(context.Context, time.Time) (*conn, error), current func(*conn) bool) {
 	p.tokens = make(chan struct{}, size)
+	p.done = make(chan struct{})
 	p.dial = dial
 	p.current = current
 }
@@ -36,9 +38,16 @@ func (p *pool) init(size int, dial func(context.Context, time.Time) (*conn, erro
 // get returns an idle connection that still looks alive, or dials one.
 func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
 	select {
+	case <-p.done:
+		return nil, ErrClosed // at once, even when every connection is busy
+	default:
+	}
+	select {
 	case p.tokens <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-p.done:
+		return nil, ErrClosed
 	}
 	for {
 		p.mu.Lock()
@@ -89,6 +98,9 @@ func (p *pool) close() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	if !p.closed {
+		close(p.done)
+	}
 	p.closed = true
 	p.mu.Unlock()
 	for _, cn := range idle {

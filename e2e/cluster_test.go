@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvstore/kv/client"
 )
 
 // testCluster is a set of kvserver processes forming one raft cluster on
@@ -185,8 +189,47 @@ func TestClusterReplicationFailoverRestart(t *testing.T) {
 			}
 		}(c.nodes[id], id)
 	}
+	// The Go client, given every node, writes through the kill too: a
+	// request sent to the killed node may fail with an unknown outcome, and
+	// new connections go to the survivors; it never fails to find a node.
+	gc, err := client.Dial(c.nodes[1].addr+","+c.nodes[2].addr+","+c.nodes[3].addr, client.Options{PoolSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	var gcAfterKill int
+	var gcErr error
+	killed := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := fmt.Sprintf("g%d", i)
+			err := gc.Put(context.Background(), []byte(k), []byte("x"))
+			var se *client.ServerError
+			switch {
+			case err == nil:
+				mu.Lock()
+				acked[k] = "x"
+				mu.Unlock()
+				select {
+				case <-killed:
+					gcAfterKill++
+				default:
+				}
+			case !errors.Is(err, client.ErrOutcomeUnknown) && !errors.As(err, &se) && gcErr == nil:
+				gcErr = err
+			}
+		}
+	}()
 	time.Sleep(300 * time.Millisecond)
 	c.nodes[leader].kill()
+	close(killed)
 	killedAt := time.Now()
 	survivor := c.nodes[leader%3+1]
 	// A write through a survivor must succeed within a few seconds.
@@ -203,6 +246,9 @@ func TestClusterReplicationFailoverRestart(t *testing.T) {
 	})
 	close(stop)
 	wg.Wait()
+	if gcErr != nil || gcAfterKill == 0 {
+		t.Fatalf("Go client with every node's address: %d writes after the kill, unexpected error %v", gcAfterKill, gcErr)
+	}
 
 	// Restart the killed node: it catches up and the cluster is healthy.
 	c.nodes[leader].start()
