@@ -22,6 +22,24 @@
 //     password of the last successful Auth) before it carries a request;
 //     after Auth, connections opened before it are not reused.
 //   - Byte slices returned to the caller are copies; they stay valid forever.
+//
+// A call that runs out of time, whichever bound fired (Options.Timeout,
+// Options.DialTimeout, or the context's deadline, while connecting, waiting
+// for a free connection or waiting for the reply), returns an error that
+// satisfies net.Error with Timeout() true, so one test detects them all:
+//
+//	var ne net.Error
+//	if errors.As(err, &ne) && ne.Timeout() {
+//		// timed out
+//	}
+//
+// When the context's deadline fired, the error also matches
+// context.DeadlineExceeded (itself a net.Error whose Timeout is true). The
+// error of a cancelled context matches context.Canceled and is not a
+// timeout. A cluster node's own "timeout: outcome unknown" answer is a
+// *ServerError, not a net.Error: the node answered. Whether a timed-out
+// write took effect is a separate question, answered by
+// errors.Is(err, ErrOutcomeUnknown).
 package client
 
 import (
@@ -45,17 +63,22 @@ type Options struct {
 	// DialTimeout bounds connecting (and authenticating); default 5s.
 	DialTimeout time.Duration
 	// Timeout bounds each request or pipeline round trip, in addition to
-	// the context's deadline; default 10s, negative means none. Keep it
-	// above the server's cluster.request_timeout (default 5s): a cluster
-	// node answers a request it could not complete by then with an error
-	// that says whether it was applied, which a shorter Timeout turns
-	// into a connection error whose outcome is unknown.
+	// the context's deadline; default 10s, negative means none. It runs
+	// from the call: a call that waited for a free connection (PoolSize)
+	// until its deadline passed fails without sending anything. An error
+	// from any timeout satisfies net.Error with Timeout() true (see the
+	// package documentation). Keep it above the server's
+	// cluster.request_timeout (default 5s): a cluster node answers a
+	// request it could not complete by then with an error that says
+	// whether it was applied, which a shorter Timeout turns into a
+	// connection error whose outcome is unknown.
 	Timeout time.Duration
 	// PoolSize is the most connections open at once; default 8. A caller
 	// that finds them all busy waits for one (or for its context).
 	PoolSize int
 	// MaxReplyBytes bounds one reply line; default 512 MiB. A longer reply
-	// is an error and its connection is closed.
+	// (a Range over large values, say) is an error that names this option,
+	// and its connection is closed.
 	MaxReplyBytes int
 }
 
@@ -342,7 +365,18 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 	deadline, fromCtx := c.deadline(ctx)
 	cn, err := c.pool.get(ctx, deadline)
 	if err != nil {
-		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, err) // nothing sent
+		// Nothing sent. A dial cut short by the context's deadline fails
+		// with the net package's "i/o timeout": make it match the
+		// context's error as the other failures do.
+		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, contextError(ctx, deadline, fromCtx, err))
+	}
+	// The wait for a free connection may have outlasted the deadline (the
+	// wait itself ends only with the context). Writing now would fail on
+	// the deadline, close a healthy connection and report an outcome
+	// unknown for a request that was never sent.
+	if err := expired(ctx, deadline, fromCtx); err != nil {
+		c.pool.putUnused(cn)
+		return fmt.Errorf("kv %s %s: not sent: %w", cmd, c.addr, err)
 	}
 	ok, err := cn.exchange(ctx, deadline, build, n, handle)
 	if ok && isQuit(cmd) {
@@ -350,15 +384,7 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 	}
 	c.pool.put(cn, ok)
 	if err != nil && !ok {
-		// The socket deadline may fire a moment before the context's own
-		// timer: report the context's error either way.
-		ctxErr := ctx.Err()
-		if ctxErr == nil && fromCtx && errors.Is(err, os.ErrDeadlineExceeded) {
-			ctxErr = context.DeadlineExceeded
-		}
-		if ctxErr != nil && !errors.Is(err, ctxErr) {
-			err = fmt.Errorf("%w (%w)", ctxErr, err)
-		}
+		err = contextError(ctx, deadline, fromCtx, err)
 		// The request went out (or may have): unless the server's own
 		// answer was read (see replyAfterWriteError), nobody knows
 		// whether it took effect. Dial's check has no effect to speak of.
@@ -369,6 +395,44 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 		return fmt.Errorf("kv %s %s: %w", cmd, cn.addr, err)
 	}
 	return err
+}
+
+// expired returns the error of a call whose context has ended or whose
+// deadline has passed, and nil otherwise.
+func expired(ctx context.Context, deadline time.Time, fromCtx bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if deadline.IsZero() || time.Now().Before(deadline) {
+		return nil
+	}
+	if fromCtx {
+		return context.DeadlineExceeded // its timer has not fired yet
+	}
+	return os.ErrDeadlineExceeded
+}
+
+// contextError makes err, the failure of I/O bounded by deadline, report
+// the context's error when the context ended or its deadline passed, so
+// that errors.Is(err, context.DeadlineExceeded) and context.Canceled hold
+// whichever fired first: the socket deadline may fire a moment before the
+// context's own timer.
+func contextError(ctx context.Context, deadline time.Time, fromCtx bool, err error) error {
+	ctxErr := ctx.Err()
+	if ctxErr == nil && fromCtx && !time.Now().Before(deadline) && errors.Is(err, os.ErrDeadlineExceeded) {
+		ctxErr = context.DeadlineExceeded
+	}
+	switch {
+	case ctxErr == nil || errors.Is(err, ctxErr):
+		return err
+	case errors.Is(ctxErr, context.Canceled):
+		// Cancellation interrupts I/O by setting a past deadline (see
+		// exchange): the "i/o timeout" that comes of it is kept as text
+		// only, or the error would satisfy net.Error with Timeout() true
+		// and a cancelled call would look like a timeout.
+		return fmt.Errorf("%w (%v)", ctxErr, err)
+	}
+	return fmt.Errorf("%w (%w)", ctxErr, err)
 }
 
 // deadline is the earlier of the context's deadline and now+Timeout, and

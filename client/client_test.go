@@ -507,13 +507,28 @@ func TestLargeValues(t *testing.T) {
 	if err != nil || !bytes.Equal(got, v) {
 		t.Fatalf("Get(big): %d bytes, %v", len(got), err)
 	}
+}
 
+// TestReplyOverMaxReplyBytes: a reply longer than Options.MaxReplyBytes
+// fails with an error naming that option and its value, not the codec's
+// "request too large", which reads as the server's limit; the connection,
+// with the rest of the reply unread, is closed.
+func TestReplyOverMaxReplyBytes(t *testing.T) {
+	s := newFakeServer(t, "")
 	small := dialT(t, s, Options{MaxReplyBytes: 1 << 20})
-	if _, err := small.Do(ctx, []byte("BIG"), []byte("2000000")); err == nil || !strings.Contains(err.Error(), "too large") {
-		t.Fatalf("reply over MaxReplyBytes: %v", err)
+	ctx := context.Background()
+	_, err := small.Do(ctx, []byte("BIG"), []byte("2000000"))
+	if err == nil || !strings.Contains(err.Error(), "Options.MaxReplyBytes (1048576 bytes)") || strings.Contains(err.Error(), "request too large") {
+		t.Fatalf("reply over MaxReplyBytes: %v; want an error naming Options.MaxReplyBytes and its value", err)
+	}
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("reply over MaxReplyBytes: %v; want ErrOutcomeUnknown (the request was sent)", err)
 	}
 	if reply, err := small.Do(ctx, []byte("BIG"), []byte("1000")); err != nil || len(reply[1]) != 1000 {
 		t.Fatalf("after oversize reply: %v", err)
+	}
+	if n := s.accepted.Load(); n != 2 {
+		t.Errorf("accepted %d connections, want 2 (the one with the oversize reply closed)", n)
 	}
 }
 

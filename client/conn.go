@@ -26,8 +26,9 @@ type conn struct {
 	// suspect is set after an ERROR reply: some (request too large, too
 	// many connections) come just before the server closes the connection,
 	// so it is probed before reuse however recently it was used.
-	suspect bool
-	authGen uint64 // the Client's authGen when the connection authenticated
+	suspect  bool
+	authGen  uint64 // the Client's authGen when the connection authenticated
+	maxReply int    // Options.MaxReplyBytes, the decoder's bound, for errors
 }
 
 // Buffer sizes: the read buffer starts small and grows to fit a reply; a
@@ -110,8 +111,9 @@ func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node) (*co
 		addr: n.addr,
 		nc:   nc,
 		// Replies to RANGE and BATCH can be long lines with many fields.
-		dec:     codec.NewPipeDecoder(codec.ReplyLimits(c.opts.MaxReplyBytes)),
-		authGen: gen,
+		dec:      codec.NewPipeDecoder(codec.ReplyLimits(c.opts.MaxReplyBytes)),
+		authGen:  gen,
+		maxReply: c.opts.MaxReplyBytes,
 	}
 	if password != "" {
 		pw := []byte(password)
@@ -262,6 +264,14 @@ func (cn *conn) readReply() ([][]byte, error) {
 		if cn.r < len(cn.rbuf) {
 			fields, n, err := cn.dec.Decode(cn.rbuf[cn.r:])
 			if err != nil {
+				var pe *codec.ProtocolError
+				if errors.As(err, &pe) && pe.Fatal {
+					// The pipe decoder's one fatal error is a line over its
+					// bound, here the client's own: its text, "request too
+					// large", reads as the server's limit, and a caller with
+					// large values would look for the knob on the server.
+					return nil, fmt.Errorf("read reply: reply longer than the client's Options.MaxReplyBytes (%d bytes)", cn.maxReply)
+				}
 				return nil, fmt.Errorf("read reply: %w", err)
 			}
 			if n > 0 {

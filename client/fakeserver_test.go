@@ -19,7 +19,8 @@ import (
 // Requests on one connection are answered in order, one write per reply,
 // so a client that does not read while it writes a long pipeline stalls.
 //
-// Test-only commands: SLEEP|ms delays the reply "OK"; HANGUP closes the
+// Test-only commands: SLEEP|ms delays the reply "OK" (and signals
+// sleeping, so a test knows the request is in flight); HANGUP closes the
 // connection without a reply; TIMEOUT answers a cluster's "outcome unknown"
 // error; TOOLARGE and ERRCLOSE reply ERROR and close; BADREPLY answers with
 // a line the client must reject; BIG|n answers VALUE with n bytes.
@@ -29,10 +30,11 @@ type fakeServer struct {
 	password string
 	done     chan struct{}
 
-	accepted atomic.Int64 // connections accepted
-	open     atomic.Int64 // connections open now
-	maxOpen  atomic.Int64 // most connections open at once
-	auths    atomic.Int64 // successful AUTHs
+	accepted atomic.Int64  // connections accepted
+	open     atomic.Int64  // connections open now
+	maxOpen  atomic.Int64  // most connections open at once
+	auths    atomic.Int64  // successful AUTHs
+	sleeping chan struct{} // a SLEEP request arrived (dropped when full)
 
 	mu    sync.Mutex
 	data  map[string][]byte
@@ -47,7 +49,7 @@ func newFakeServer(t testing.TB, password string) *fakeServer {
 		t.Fatal(err)
 	}
 	s := &fakeServer{t: t, ln: ln, password: password, done: make(chan struct{}),
-		data: map[string][]byte{}, conns: map[net.Conn]bool{}}
+		sleeping: make(chan struct{}, 16), data: map[string][]byte{}, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	t.Cleanup(s.close)
@@ -244,6 +246,10 @@ func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) 
 		return ok, true
 	case "SLEEP":
 		ms, _ := strconv.Atoi(string(args[0]))
+		select {
+		case s.sleeping <- struct{}{}:
+		default:
+		}
 		s.mu.Unlock()
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):

@@ -79,11 +79,24 @@ func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
 	return cn, nil
 }
 
-// put returns cn to the pool when ok, and closes it otherwise.
+// put returns cn to the pool after an exchange when ok, and closes it
+// otherwise.
 func (p *pool) put(cn *conn, ok bool) {
+	if ok {
+		cn.lastUsed = time.Now()
+	}
+	p.release(cn, ok)
+}
+
+// putUnused returns cn, taken by get but not written to, to the pool as it
+// was: its last use, and so whether it is probed before reuse, is unchanged.
+func (p *pool) putUnused(cn *conn) { p.release(cn, true) }
+
+// release makes cn idle when ok, and closes it otherwise; either way the
+// caller's token is given back.
+func (p *pool) release(cn *conn, ok bool) {
 	p.mu.Lock()
 	if ok && !p.closed {
-		cn.lastUsed = time.Now()
 		p.idle = append(p.idle, cn)
 		cn = nil
 	}

@@ -39,7 +39,8 @@ var commands = []command{
 	{"range", "start end [limit]", "list pairs with start <= key < end (end \"\" = no bound)", 2, 3, runRange},
 	{"batch", "key value [key value ...]", "store several pairs atomically", 2, -1, runBatch},
 	{"cluster", "status | nodes | leader [key] | remove id", "cluster state and membership", 1, 2, runCluster},
-	{"raw", "FIELD [FIELD ...]", "send one pipe-protocol request as is, print the reply's fields", 1, -1, runRaw},
+	{"auth", "password", "authenticate: every connection uses password from now on", 1, 1, runAuth},
+	{"raw", "FIELD [FIELD ...]", "send one pipe-protocol request as is, print the reply's fields as is", 1, -1, runRaw},
 }
 
 // lookup finds the command named by args[0] and checks its argument count.
@@ -271,6 +272,20 @@ func runCluster(ctx context.Context, c *client.Client, args []string, w io.Write
 	return checkCluster(args)
 }
 
+// runAuth authenticates through Client.Auth rather than a raw AUTH, which
+// would authenticate one pooled connection and be lost when it is redialed.
+func runAuth(ctx context.Context, c *client.Client, args []string, w io.Writer, _ bool) error {
+	if err := c.Auth(ctx, args[0]); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "OK")
+	return err
+}
+
+// runRaw prints the reply's fields whatever they are. It does not know what
+// a reply means to the command it sent, so NOT_FOUND is printed like any
+// other reply and kvcli exits 0 (get, which does know, exits 1); only an
+// ERROR reply, which means the same for every command, is an error (exit 2).
 func runRaw(ctx context.Context, c *client.Client, args []string, w io.Writer, quote bool) error {
 	fields := make([][]byte, len(args))
 	for i, a := range args {
@@ -361,7 +376,12 @@ func quoteArg(b []byte) string {
 func describe(err error) string {
 	var se *client.ServerError
 	var ue *usageError
+	var nc *notConnectedError
 	switch {
+	case errors.As(err, &nc):
+		// Before the server's message, which alone (invalid password)
+		// would not say that the prompt is still not connected.
+		return "(error) " + nc.Error()
 	case errors.Is(err, client.ErrNotFound):
 		return "(not found)"
 	case errors.As(err, &se):

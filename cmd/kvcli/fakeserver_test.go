@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -29,7 +30,13 @@ type fakeServer struct {
 
 func newFakeServer(t *testing.T, password string) *fakeServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeServerAt(t, "127.0.0.1:0", password)
+}
+
+// newFakeServerAt is newFakeServer listening on addr.
+func newFakeServerAt(t *testing.T, addr, password string) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +133,9 @@ func (s *fakeServer) serve(c net.Conn) {
 			if _, err := c.Write(codec.AppendPipeStrings(nil, s.handle(args, &authed)...)); err != nil {
 				return
 			}
+			if strings.EqualFold(args[0], "QUIT") {
+				return // PROTOCOL.md: OK, then the server closes
+			}
 		}
 		k, err := c.Read(rd)
 		if err != nil {
@@ -143,6 +153,8 @@ func (s *fakeServer) handle(f []string, authed *bool) []string {
 	switch cmd {
 	case "PING":
 		return []string{"PONG"}
+	case "QUIT":
+		return []string{"OK"}
 	case "AUTH":
 		if len(args) == 1 && args[0] == s.password {
 			*authed = true

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,6 +60,8 @@ func TestOneShotCommands(t *testing.T) {
 		{[]string{"cluster", "remove", "1"}, 2, "", "server error: cannot remove node 1", nil},
 		{[]string{"raw", "GET", "b1"}, 0, "VALUE\n1\n", "", []string{"GET", "b1"}},
 		{[]string{"raw", "FROB"}, 2, "", "unknown command 'FROB'", nil},
+		// raw prints any reply but ERROR as is, NOT_FOUND included: exit 0.
+		{[]string{"raw", "GET", "missing"}, 0, "NOT_FOUND\n", "", []string{"GET", "missing"}},
 		// Usage errors: nothing is sent.
 		{[]string{"get"}, 2, "", "usage: get key", nil},
 		{[]string{"put", "k"}, 2, "", "usage: put key value", nil},
@@ -101,6 +105,136 @@ func TestPassword(t *testing.T) {
 	}
 	if code, _, errOut := kvcli(t, s, "", "-a", "nope", "ping"); code != 2 || !strings.Contains(errOut, "invalid password") {
 		t.Fatalf("wrong password: exit %d, %q", code, errOut)
+	}
+}
+
+// TestMain keeps the password of the user running the tests out of them.
+func TestMain(m *testing.M) {
+	os.Unsetenv("KVCLI_AUTH")
+	os.Exit(m.Run())
+}
+
+// TestPasswordFromEnv: KVCLI_AUTH gives the password without showing it
+// in ps as -a does; -a, even empty, wins when both are given.
+func TestPasswordFromEnv(t *testing.T) {
+	s := newFakeServer(t, "pw")
+	t.Setenv("KVCLI_AUTH", "pw")
+	if code, out, errOut := kvcli(t, s, "", "put", "k", "v"); code != 0 || out != "OK\n" {
+		t.Fatalf("KVCLI_AUTH=pw: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, out, errOut := kvcli(t, s, "get k\n"); code != 0 || out != "v\n" {
+		t.Fatalf("KVCLI_AUTH=pw, prompt: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, _, errOut := kvcli(t, s, "", "-a", "nope", "ping"); code != 2 || !strings.Contains(errOut, "invalid password") {
+		t.Fatalf("-a nope, KVCLI_AUTH=pw: exit %d, %q; want -a to win", code, errOut)
+	}
+	if code, _, errOut := kvcli(t, s, "", "-a", "", "put", "k", "v"); code != 2 || !strings.Contains(errOut, "NOAUTH") {
+		t.Fatalf("-a '', KVCLI_AUTH=pw: exit %d, %q; want -a to win", code, errOut)
+	}
+	t.Setenv("KVCLI_AUTH", "nope")
+	if code, out, errOut := kvcli(t, s, "", "-a", "pw", "put", "k", "v"); code != 0 || out != "OK\n" {
+		t.Fatalf("-a pw, KVCLI_AUTH=nope: exit %d, %q, %q", code, out, errOut)
+	}
+	if _, _, errOut := kvcli(t, nil, "", "-help"); !strings.Contains(errOut, "KVCLI_AUTH") {
+		t.Errorf("-help does not mention KVCLI_AUTH:\n%s", errOut)
+	}
+}
+
+// TestAuthCommand: auth authenticates the client, not one connection as
+// raw AUTH does: after the server closes the connection (raw QUIT), the
+// new one authenticates too.
+func TestAuthCommand(t *testing.T) {
+	s := newFakeServer(t, "pw")
+	input := "get k\nauth nope\nauth pw\nput k v\nraw QUIT\nget k\n"
+	code, out, errOut := kvcli(t, s, input)
+	want := "(error) NOAUTH authentication required\n(error) invalid password\nOK\nOK\n1) OK\nv\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, stderr %q, output:\n%s\nwant:\n%s", code, errOut, out, want)
+	}
+	s.mu.Lock()
+	reqs := slices.Clone(s.requests)
+	s.mu.Unlock()
+	i := slices.IndexFunc(reqs, func(r []string) bool { return r[0] == "QUIT" })
+	if i < 0 || !reflect.DeepEqual(reqs[i+1:], [][]string{{"AUTH", "pw"}, {"GET", "k"}}) {
+		t.Errorf("requests from QUIT on: %q, want QUIT, then AUTH pw on the new connection, then GET", reqs[max(i, 0):])
+	}
+
+	// A wrong -a keeps the prompt from connecting; auth sets the password
+	// it connects with.
+	code, out, errOut = kvcli(t, s, "ping\nauth pw\nget k\n", "-a", "nope")
+	if code != 0 || !strings.Contains(errOut, "not connected") {
+		t.Fatalf("-a nope: exit %d, stderr %q", code, errOut)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "(error) not connected: ") || !strings.Contains(lines[0], "invalid password") ||
+		lines[1] != "OK" || lines[2] != "v" {
+		t.Fatalf("-a nope, then auth pw: output:\n%s", out)
+	}
+
+	// One-shot, it checks a password.
+	if code, out, errOut := kvcli(t, s, "", "auth", "pw"); code != 0 || out != "OK\n" {
+		t.Fatalf("auth pw: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, _, errOut := kvcli(t, s, "", "auth", "nope"); code != 2 || !strings.Contains(errOut, "invalid password") {
+		t.Fatalf("auth nope: exit %d, %q", code, errOut)
+	}
+	if _, out, _ := kvcli(t, nil, "", "help"); !strings.Contains(out, "auth password") {
+		t.Errorf("help does not list auth:\n%s", out)
+	}
+}
+
+// TestPromptWithoutServer: the prompt starts with no server, says it is
+// not connected, reports each command's failure to connect, and connects
+// once the server is up. One-shot commands fail at once (TestNoServer).
+func TestPromptWithoutServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	var errOut bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		code := run([]string{"-addr", addr}, inR, outW, &errOut)
+		inR.Close() // unblock the test's writes if run ended early
+		outW.Close()
+		done <- code
+	}()
+	replies := bufio.NewScanner(outR)
+	send := func(line string) string {
+		t.Helper()
+		if _, err := fmt.Fprintln(inW, line); err != nil {
+			t.Fatalf("the prompt ended before %q: exit %d, stderr %q", line, <-done, errOut.String())
+		}
+		if !replies.Scan() {
+			t.Fatalf("no reply to %q: exit %d, stderr %q", line, <-done, errOut.String())
+		}
+		return replies.Text()
+	}
+
+	if got := send("ping"); !strings.HasPrefix(got, "(error) not connected: ") || !strings.Contains(got, addr) {
+		t.Fatalf("ping with no server: %q, want a not connected error naming %s", got, addr)
+	}
+	if got := send("frob"); !strings.HasPrefix(got, "(usage) unknown command") {
+		t.Fatalf("frob with no server: %q, want a usage error", got)
+	}
+	newFakeServerAt(t, addr, "")
+	if got := send("ping"); got != "PONG" {
+		t.Fatalf("ping once the server is up: %q", got)
+	}
+	if got := send("put k v"); got != "OK" {
+		t.Fatalf("put: %q", got)
+	}
+	inW.Close()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "not connected") {
+		t.Errorf("no notice that the prompt started unconnected: stderr %q", errOut.String())
 	}
 }
 
@@ -197,6 +331,10 @@ func TestVersionAndHelp(t *testing.T) {
 	code, _, errOut := kvcli(t, nil, "", "-help")
 	if code != 0 || !strings.Contains(errOut, "Usage: kvcli") {
 		t.Fatalf("-help: exit %d, %q", code, errOut)
+	}
+	// raw's exit status is documented where the others are.
+	if !strings.Contains(errOut, "raw prints the reply as is: exit 0 for any reply but ERROR, NOT_FOUND included") {
+		t.Errorf("-help does not say how raw exits:\n%s", errOut)
 	}
 	if code, _, _ := kvcli(t, nil, "", "-bogus"); code != 2 {
 		t.Fatalf("bad flag: exit %d", code)

@@ -2,8 +2,13 @@
 // (`kvcli put k v`, `kvcli get k`) for scripts, and an interactive prompt
 // with history and line editing when run without a command.
 //
-// Exit status: 0 on success, 1 when a key is not found, 2 on any error
-// (the message goes to standard error).
+// Exit status: 0 on success, 1 when get finds no key, 2 on any error (the
+// message goes to standard error). raw prints the server's reply as it is
+// and exits 0 for any reply but ERROR, NOT_FOUND included.
+//
+// The password for AUTH comes from -a or, when -a is not given, from the
+// environment variable KVCLI_AUTH, which other users cannot read in the
+// process list as they can -a. At the prompt, auth PASSWORD sets it.
 package main
 
 import (
@@ -23,6 +28,10 @@ import (
 // version is set at build time: -ldflags "-X main.version=...".
 var version = "dev"
 
+// envPassword names the environment variable read for the password when
+// -a is not given, as redis-cli reads REDISCLI_AUTH.
+const envPassword = "KVCLI_AUTH"
+
 // Exit statuses.
 const (
 	exitOK       = 0
@@ -41,7 +50,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	host := fs.String("h", "127.0.0.1", "server host")
 	port := fs.Int("p", 8080, "server port")
 	addr := fs.String("addr", "", "server address host:port (overrides -h and -p)")
-	password := fs.String("a", "", "password for AUTH")
+	password := fs.String("a", "", "password for AUTH (visible to other users in ps: prefer $"+envPassword+")")
 	// Longer than the server's own bounds (cluster.request_timeout, 5 s,
 	// and three of them for a membership change), so that kvcli reports
 	// the server's answer rather than giving up on a change that may
@@ -54,7 +63,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		writeHelp(stderr, false)
 		fmt.Fprintf(stderr, "\nFlags:\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nExit status: 0 success, 1 not found, 2 error.\n")
+		fmt.Fprintf(stderr, "\nEnvironment:\n  %s\n    \tpassword for AUTH when -a is not given\n", envPassword)
+		fmt.Fprintf(stderr, "\nExit status: 0 success, 1 not found (get), 2 error.\n")
+		fmt.Fprintf(stderr, "raw prints the reply as is: exit 0 for any reply but ERROR, NOT_FOUND included.\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -84,16 +95,23 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 
-	c, err := client.Dial(target, client.Options{Password: *password, Timeout: *timeout, DialTimeout: min(*timeout, 5*time.Second), PoolSize: 1})
+	pw := *password
+	if !isFlagSet(fs, "a") {
+		pw = os.Getenv(envPassword)
+	}
+	opts := client.Options{Password: pw, Timeout: *timeout, DialTimeout: min(*timeout, 5*time.Second), PoolSize: 1}
+
+	if len(cmdArgs) == 0 {
+		s := &session{addr: target, opts: opts}
+		defer s.close()
+		return interactive(s, stdin, stdout, stderr)
+	}
+	c, err := client.Dial(target, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "kvcli: %v\n", err)
 		return exitError
 	}
 	defer c.Close()
-
-	if len(cmdArgs) == 0 {
-		return interactive(c, target, stdin, stdout, stderr)
-	}
 	err = execute(context.Background(), c, cmdArgs, stdout, false)
 	switch {
 	case err == nil:
@@ -105,4 +123,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kvcli: %v\n", err)
 		return exitError
 	}
+}
+
+// isFlagSet reports whether the flag name was given on the command line,
+// even as an empty string.
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

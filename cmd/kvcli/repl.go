@@ -21,8 +21,55 @@ type lineReader interface {
 	Readline() (string, error)
 }
 
+// session is the prompt's client. Like redis-cli's prompt, it starts
+// whether or not the server answers, and every command connects until one
+// succeeds, so a user can wait for a server to come up. Once connected,
+// the client reconnects by itself.
+type session struct {
+	addr string
+	opts client.Options // opts.Password: the latest from -a, KVCLI_AUTH or auth
+	c    *client.Client // nil until connected
+}
+
+// notConnectedError is a failure to connect; nothing was sent.
+type notConnectedError struct{ err error }
+
+func (e *notConnectedError) Error() string { return "not connected: " + e.err.Error() }
+func (e *notConnectedError) Unwrap() error { return e.err }
+
+// connect returns the session's client, dialing the server first if there
+// is none yet.
+func (s *session) connect() (*client.Client, error) {
+	if s.c == nil {
+		c, err := client.Dial(s.addr, s.opts)
+		if err != nil {
+			return nil, &notConnectedError{err}
+		}
+		s.c = c
+	}
+	return s.c, nil
+}
+
+func (s *session) close() {
+	if s.c != nil {
+		s.c.Close()
+	}
+}
+
+// prompt is what the prompt shows: the server's address once connected,
+// as redis-cli does.
+func (s *session) prompt() string {
+	if s.c == nil {
+		return "not connected> "
+	}
+	return s.addr + "> "
+}
+
 // interactive runs the prompt until quit, exit or end of input.
-func interactive(c *client.Client, addr string, stdin io.Reader, stdout, stderr io.Writer) int {
+func interactive(s *session, stdin io.Reader, stdout, stderr io.Writer) int {
+	if _, err := s.connect(); err != nil {
+		fmt.Fprintf(stderr, "kvcli: %v\nkvcli: each command will try to connect again\n", err)
+	}
 	var lr lineReader
 	if f, ok := stdin.(*os.File); ok && readline.IsTerminal(int(f.Fd())) {
 		history, err := historyFile()
@@ -30,7 +77,7 @@ func interactive(c *client.Client, addr string, stdin io.Reader, stdout, stderr 
 			fmt.Fprintf(stderr, "kvcli: no history: %v\n", err)
 		}
 		rl, err := newReadline(&readline.Config{
-			Prompt:            addr + "> ",
+			Prompt:            s.prompt(),
 			HistoryFile:       history,
 			HistorySearchFold: true,
 			AutoComplete:      completer(),
@@ -53,7 +100,7 @@ func interactive(c *client.Client, addr string, stdin io.Reader, stdout, stderr 
 		sc.Buffer(make([]byte, 64<<10), maxInputLine)
 		lr = &plainLines{sc: sc}
 	}
-	if err := repl(context.Background(), c, lr, stdout); err != nil {
+	if err := repl(context.Background(), s, lr, stdout); err != nil {
 		fmt.Fprintf(stderr, "kvcli: %v\n", err)
 		return exitError
 	}
@@ -66,8 +113,11 @@ const maxInputLine = 128 << 20
 // repl reads commands and prints replies until quit, exit, end of input,
 // or ^C on an empty line. Errors of commands are printed and the prompt
 // goes on; an error reading the input ends it and is returned.
-func repl(ctx context.Context, c *client.Client, lr lineReader, w io.Writer) error {
+func repl(ctx context.Context, s *session, lr lineReader, w io.Writer) error {
 	for {
+		if p, ok := lr.(interface{ SetPrompt(string) }); ok {
+			p.SetPrompt(s.prompt())
+		}
 		line, err := lr.Readline()
 		if errors.Is(err, readline.ErrInterrupt) {
 			if line == "" {
@@ -96,10 +146,29 @@ func repl(ctx context.Context, c *client.Client, lr lineReader, w io.Writer) err
 			writeHelp(w, true)
 			continue
 		}
-		if err := execute(ctx, c, args, w, true); err != nil {
+		if err := s.execute(ctx, args, w); err != nil {
 			fmt.Fprintln(w, describe(err))
 		}
 	}
+}
+
+// execute runs one command of the prompt, connecting first if need be.
+func (s *session) execute(ctx context.Context, args []string, w io.Writer) error {
+	cmd, err := lookup(args)
+	if err != nil {
+		return err // a usage error needs no server
+	}
+	if cmd.name == "auth" && s.c == nil {
+		// The password is for the connection about to be made (connecting
+		// checks it) and every later one; the one given before, if any,
+		// may be what kept the prompt from connecting.
+		s.opts.Password = args[1]
+	}
+	c, err := s.connect()
+	if err != nil {
+		return err
+	}
+	return cmd.run(ctx, c, args[1:], w, true)
 }
 
 // plainLines reads lines without a prompt or editing.
