@@ -49,7 +49,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	host := fs.String("h", "127.0.0.1", "server host")
 	port := fs.Int("p", 8080, "server port")
-	addr := fs.String("addr", "", "server address host:port (overrides -h and -p)")
+	addr := fs.String("addr", "", "server address host:port, or a cluster's nodes separated by commas (overrides -h and -p)")
 	password := fs.String("a", "", "password for AUTH (visible to other users in ps: prefer $"+envPassword+")")
 	// Longer than the server's own bounds (cluster.request_timeout, 5 s,
 	// and three of them for a membership change), so that kvcli reports
