@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -68,18 +69,19 @@ func (c *client) connect() (net.Conn, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	if pw := c.r.cfg.Password; pw != "" {
 		c.wbuf = c.w.appendAuth(c.wbuf[:0], pw)
-		if rep, err := c.roundTrip(conn); err != nil {
+		rep, err := c.roundTrip(conn)
+		if err == nil && rep.kind != replyOK {
+			err = c.refused("auth", rep)
+		}
+		if err != nil {
 			_ = conn.Close()
 			return nil, err
-		} else if rep.kind != replyOK {
-			_ = conn.Close()
-			return nil, fmt.Errorf("auth on %s failed: %s", c.addr, rep.val)
 		}
 	}
 	c.wbuf = c.w.appendPing(c.wbuf[:0])
 	rep, err := c.roundTrip(conn)
 	if err == nil && rep.kind != replyPong {
-		err = fmt.Errorf("ping %s: %s", c.addr, describeReply(OpPing, rep))
+		err = c.refused("ping", rep)
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -87,6 +89,30 @@ func (c *client) connect() (net.Conn, error) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
+}
+
+// refused describes the reply to AUTH or PING (cmd) that was not the one
+// wanted, saying what to change when the reply shows it.
+func (c *client) refused(cmd string, rep reply) error {
+	if c.r.cfg.Proto == ProtoPipe && rep.kind == replyOther && len(rep.val) > 0 && strings.IndexByte("+-:$*", rep.val[0]) >= 0 {
+		// No pipe reply starts with a RESP type byte: the server speaks
+		// RESP only, as Redis does (kvserver speaks both).
+		return fmt.Errorf("%s %s: reply %q is RESP, not the pipe protocol (a Redis server? use -proto resp)", cmd, c.addr, rep.val)
+	}
+	if cmd == "auth" {
+		return fmt.Errorf("%w on %s: the server refused the password given with -a: %s", ErrAuth, c.addr, rep.val)
+	}
+	if rep.kind == replyError && isNoAuth(string(rep.val)) {
+		return fmt.Errorf("%w on %s: the server wants a password: give it with -a: %s", ErrAuth, c.addr, rep.val)
+	}
+	return fmt.Errorf("%s %s: %s", cmd, c.addr, describeReply(OpPing, rep))
+}
+
+// isNoAuth reports whether msg is, or quotes as describeReply does, a
+// server's refusal of a request sent without a password: NOAUTH, from
+// kvserver and Redis alike.
+func isNoAuth(msg string) bool {
+	return strings.HasPrefix(msg, "NOAUTH") || strings.Contains(msg, "server error: NOAUTH")
 }
 
 // roundTrip writes wbuf and reads one reply, outside the pipelined loop.

@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -164,5 +168,71 @@ func TestVerifyStillCatchesLostWrite(t *testing.T) {
 	c.complete(reply{kind: replyNotFound}, 2)
 	if n := r.errCount.Load(); n != 1 {
 		t.Errorf("errors = %d, want the lost write reported", n)
+	}
+}
+
+// TestVerifyMessageVersions: a -verify failure gives the version found (read
+// from the value's stamp) and the one wanted both in decimal. The value was
+// quoted with its stamp in hex ("0000001a...") beside "version 42".
+func TestVerifyMessageVersions(t *testing.T) {
+	r := testRunner(t, func(c *Config) { c.Clients, c.Keys, c.Verify, c.Mix = 1, 1, true, mustMix(t, "get") })
+	c := r.clients[0]
+	c.startPhase(phase{depth: 8})
+	c.last[0] = 42 // this client last wrote version 42 of key 0
+	check := func(rep reply, want ...string) {
+		t.Helper()
+		r.firstErrs = nil
+		c.issue(0, true)
+		c.complete(rep, 1)
+		if len(r.firstErrs) != 1 {
+			t.Fatalf("errors %v, want one verify failure", r.firstErrs)
+		}
+		msg := r.firstErrs[0]
+		for _, w := range want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("message %q lacks %q", msg, w)
+			}
+		}
+		if strings.Contains(msg, "0000001a") || strings.Contains(msg, "0000002a") {
+			t.Errorf("message %q gives a version in hex", msg)
+		}
+	}
+	stale := r.values.stamped(nil, 0, 26)
+	check(reply{kind: replyValue, val: stale},
+		fmt.Sprintf("returned a %d-byte value of version 26, want the %d-byte value of version 42", len(stale), len(r.values.value(0, 42))))
+	// The right stamp on the wrong bytes.
+	wrong := r.values.stamped(nil, 0, 42)
+	wrong[len(wrong)-1] ^= 1
+	check(reply{kind: replyValue, val: wrong}, "stamped with version 42 but not that version's bytes")
+	// No stamp at all.
+	check(reply{kind: replyValue, val: []byte("corrupt-value")}, `"corrupt-value", with no version stamp`)
+}
+
+// TestFirstErrorsDistinct: the report quotes each distinct error message
+// once, with how many errors had it, rather than the first five errors,
+// which against a failing server were five copies of one message.
+func TestFirstErrorsDistinct(t *testing.T) {
+	r := testRunner(t, func(c *Config) {})
+	for range 7 {
+		r.addError("put: server error: storage unavailable")
+	}
+	r.addError("get: no reply from 127.0.0.1:8080 within 5s")
+	r.addError("put: server error: storage unavailable")
+	for i := range 10 {
+		r.addError(fmt.Sprintf("message %d", i)) // only the first 3 are kept
+	}
+	res := &Result{Schema: Schema}
+	r.fillResult(res, nil, cpuSample{}, cpuSample{})
+	want := []string{"put: server error: storage unavailable", "get: no reply from 127.0.0.1:8080 within 5s", "message 0", "message 1", "message 2"}
+	if !slices.Equal(res.FirstErrors, want) || !slices.Equal(res.FirstErrorCounts, []int64{8, 1, 1, 1, 1}) {
+		t.Errorf("first errors %q, counts %v; want %q, counts [8 1 1 1 1]", res.FirstErrors, res.FirstErrorCounts, want)
+	}
+	var buf bytes.Buffer
+	if err := res.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "          put: server error: storage unavailable (8 times)\n          get: no reply") {
+		t.Errorf("report does not quote each message once with its count:\n%s", out)
 	}
 }

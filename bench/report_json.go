@@ -6,11 +6,25 @@ import (
 	"io"
 )
 
-// WriteJSON writes the machine-readable report (schema kvbench/v1).
+// WriteJSON writes the machine-readable report (schema kvbench/v1). Its
+// array fields are arrays, empty ones too, never null: a run that stopped
+// during the prefill has an empty timeline, not none.
 func (r *Result) WriteJSON(w io.Writer) error {
+	out := *r
+	out.Run.Addrs = nonNil(out.Run.Addrs)
+	out.Ops = nonNil(out.Ops)
+	out.Timeline = nonNil(out.Timeline)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	return enc.Encode(&out)
+}
+
+// nonNil returns s, or an empty slice (which JSON encodes as []) for nil.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // ReadJSON reads a report written by WriteJSON, histograms included.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -294,7 +295,11 @@ func TestTimeline(t *testing.T) {
 		{"short run", []second{sec(4, time.Millisecond)}, 0.004,
 			[]float64{0.004}, []int64{4}, []time.Duration{time.Millisecond}},
 		{"idle end", []second{sec(100, time.Millisecond), {}}, 3.5, // clients waited to reconnect
-			[]float64{1, 1}, []int64{100, 0}, []time.Duration{time.Millisecond, 0}},
+			[]float64{1, 1, 1, 0.5}, []int64{100, 0, 0, 0}, []time.Duration{time.Millisecond, 0, 0, 0}},
+		{"server gone for the last 2s", []second{sec(1000, time.Millisecond), sec(1000, time.Millisecond)}, 4.0002,
+			[]float64{1, 1, 1, 1}, []int64{1000, 1000, 0, 0}, []time.Duration{time.Millisecond, time.Millisecond, 0, 0}},
+		{"ends on a second", []second{sec(1000, time.Millisecond)}, 3,
+			[]float64{1, 1, 1}, []int64{1000, 0, 0}, []time.Duration{time.Millisecond, 0, 0}},
 	}
 	for _, tt := range tests {
 		tl := timeline(tt.secs, ops, tt.elapsed)
@@ -315,4 +320,102 @@ func TestTimeline(t *testing.T) {
 	if tl := timeline([]second{sec(10, time.Millisecond), sec(1, time.Millisecond)}, ops, 1.01); len(tl) != 1 || tl[0].Errors != 2 {
 		t.Errorf("folded errors: %+v", tl)
 	}
+}
+
+// TestOutageAtTheEnd: the server is down for the last 2 s of a 4 s run, so
+// the clients answer nothing in seconds 2 and 3. The timeline, the JSON and
+// the HTML throughput chart must show those seconds as zeros; they left
+// them out, and the report looked like a healthy 2 s run.
+func TestOutageAtTheEnd(t *testing.T) {
+	r := testRunner(t, func(c *Config) { c.Clients, c.Mix, c.Duration, c.Warmup = 1, mustMix(t, "put"), 4*time.Second, 0 })
+	c := r.clients[0]
+	c.startPhase(phase{depth: 1, endNs: int64(4 * time.Second)})
+	col := newCollector(r, c.ph)
+	for _, at := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond} {
+		c.issue(int64(at-time.Millisecond), true)
+		c.complete(reply{kind: replyOK}, int64(at))
+	}
+	c.flushInterval()
+	close(r.ivs)
+	for iv := range r.ivs {
+		col.absorb(iv)
+	}
+	// The last client gave up reconnecting at the end of the run.
+	c.endedAt = int64(4*time.Second) + int64(200*time.Microsecond)
+	res := &Result{Schema: Schema}
+	r.fillResult(res, col, cpuSample{}, cpuSample{})
+
+	var buf bytes.Buffer
+	if err := res.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadJSON(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, sec := range back.Timeline {
+		got = append(got, fmt.Sprintf("t=%d:%d", sec.T, sec.Ops["put"]))
+	}
+	if want := "t=0:1 t=1:1 t=2:0 t=3:0"; strings.Join(got, " ") != want {
+		t.Errorf("measured %.4fs; JSON timeline %v, want %s", back.Elapsed, got, want)
+	}
+	ch := res.throughputChart()
+	if s := ch.series[0]; len(s.xs) != 4 || s.xs[3] != 3.5 || s.ys[2] != 0 || s.ys[3] != 0 {
+		t.Errorf("HTML throughput chart: points at %v, rates %v; want 4 seconds, the last two at zero", s.xs, s.ys)
+	}
+}
+
+// TestJSONArraysNotNull: the JSON's array fields are arrays, never null,
+// even when the run stopped during the prefill and has no timeline.
+func TestJSONArraysNotNull(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{Fail: func(cmd string) string {
+		if cmd == "PUT" {
+			return "storage unavailable"
+		}
+		return ""
+	}})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Prefill = true
+	res, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrTooManyErrors) || res == nil || res.Prefill == nil || !res.Prefill.Interrupted {
+		t.Fatalf("err = %v, result %+v: want the prefill stopped by its errors", err, res)
+	}
+	for name, r := range map[string]*Result{"prefill stopped": res, "zero result": {Schema: Schema}} {
+		var buf bytes.Buffer
+		if err := r.WriteJSON(&buf); err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if tl, ok := doc["timeline"].([]any); !ok || len(tl) != 0 {
+			t.Errorf("%s: timeline is %#v, want []", name, doc["timeline"])
+		}
+		for _, path := range nulls("", doc) {
+			t.Errorf("%s: %s is null", name, path)
+		}
+	}
+}
+
+// nulls lists the paths of the null values in a decoded JSON document.
+func nulls(path string, v any) []string {
+	switch v := v.(type) {
+	case nil:
+		return []string{path}
+	case map[string]any:
+		var out []string
+		for k, e := range v {
+			out = append(out, nulls(path+"."+k, e)...)
+		}
+		return out
+	case []any:
+		var out []string
+		for i, e := range v {
+			out = append(out, nulls(fmt.Sprintf("%s[%d]", path, i), e)...)
+		}
+		return out
+	}
+	return nil
 }

@@ -118,7 +118,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	if r.Errors > 0 {
 		fmt.Fprintf(bw, "errors    %s; first:\n", r.errorSummary())
-		for _, e := range r.FirstErrors {
+		for i, e := range r.FirstErrors {
+			if i < len(r.FirstErrorCounts) && r.FirstErrorCounts[i] > 1 {
+				e += fmt.Sprintf(" (%s times)", groupDigits(r.FirstErrorCounts[i]))
+			}
 			fmt.Fprintf(bw, "          %s\n", e)
 		}
 	}

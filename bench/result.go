@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/base64"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -35,9 +36,12 @@ type Result struct {
 	// Errors counts every failed request, warmup and prefill included
 	// (the operations' rows count the measured ones), and every failed
 	// attempt to reconnect (ReconnectErrors of them), which no row counts.
-	Errors          int64    `json:"errors"`
-	ReconnectErrors int64    `json:"reconnect_errors,omitempty"`
-	FirstErrors     []string `json:"first_errors,omitempty"`
+	Errors          int64 `json:"errors"`
+	ReconnectErrors int64 `json:"reconnect_errors,omitempty"`
+	// FirstErrors are the first distinct error messages, each once, and
+	// FirstErrorCounts[i] is how many errors had message FirstErrors[i].
+	FirstErrors      []string `json:"first_errors,omitempty"`
+	FirstErrorCounts []int64  `json:"first_error_counts,omitempty"`
 	// Clamped counts latencies above an hour, recorded as an hour.
 	Clamped int64 `json:"clamped,omitempty"`
 	// Stopped says why the run ended before its planned end, if it did.
@@ -162,6 +166,7 @@ func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 	}
 	r.mu.Lock()
 	res.FirstErrors = slices.Clone(r.firstErrs)
+	res.FirstErrorCounts = slices.Clone(r.firstErrsN)
 	r.mu.Unlock()
 
 	var ended int64
@@ -239,25 +244,33 @@ const minLastSpan = 0.1
 // timeline turns the collector's seconds into the report's. elapsed is the
 // measured time, which ends during the last second.
 func timeline(secs []second, ops []Op, elapsed float64) []Second {
-	n := len(secs)
+	// Every second the measured time covers is in the timeline, those in
+	// which nothing was answered too: the collector has no entry for the
+	// last seconds of a run whose server died, and leaving them out hid
+	// the outage (a 4 s run with a timeline of 2 s).
+	n := max(len(secs), int(math.Ceil(elapsed)))
 	if n > 1 && elapsed-float64(n-1) < minLastSpan {
 		n-- // the second before the sliver takes it in
 	}
 	tl := make([]Second, 0, n)
 	h := newHist()
 	for i := range n {
-		part := secs[i : i+1]
+		lo, hi := min(i, len(secs)), min(i+1, len(secs))
 		sec := Second{T: i, Span: 1, Ops: make(map[string]int64)}
 		if i == n-1 {
-			part = secs[i:]
+			hi = len(secs)
 			sec.Span = elapsed - float64(i)
-			if len(part) == 1 {
-				// The run may have ended well after its last reply
-				// (clients waiting to reconnect wait for the end).
+			if hi-lo <= 1 {
+				// No replies came in the sliver after this second, so
+				// the second was not stretched to take them in.
 				sec.Span = min(sec.Span, 1)
 			}
 		}
+		part := secs[lo:hi]
 		h.Reset()
+		for _, op := range ops {
+			sec.Ops[op.String()] = 0 // an empty second lists every operation too
+		}
 		for _, s := range part {
 			for _, op := range ops {
 				sec.Ops[op.String()] += s.counts[op]
@@ -390,6 +403,13 @@ func warnings(res *Result) []string {
 	}
 	if res.Clamped > 0 {
 		w = append(w, fmt.Sprintf("%d latencies above one hour were recorded as one hour", res.Clamped))
+	}
+	if res.All.Count == 0 && res.All.Errors == 0 {
+		msg := "no request was measured: none was answered or failed after the warmup, so every figure is zero"
+		if res.Stopped == "" && res.Errors == 0 && res.Run.Duration > 0 {
+			msg += fmt.Sprintf(" (-duration %s may be too short for one request)", time.Duration(res.Run.Duration*float64(time.Second)))
+		}
+		w = append(w, msg)
 	}
 	return w
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,10 +16,20 @@ import (
 // the run ended early.
 var (
 	// ErrUnreachable: a server could not be connected to, or did not answer
-	// PING (or AUTH), before the run started.
+	// PING, before the run started.
 	ErrUnreachable = errors.New("server unreachable")
+	// ErrAuth: a server refused Config.Password, or wanted a password and
+	// none was set, before the run started.
+	ErrAuth = errors.New("authentication failed")
+	// ErrOutOfFiles: kvbench could not open its connections because the
+	// process (or the system) ran out of file descriptors: a local limit,
+	// not the server's.
+	ErrOutOfFiles = errors.New("out of file descriptors")
 	// ErrTooManyErrors: failed requests exceeded Config.MaxErrors.
 	ErrTooManyErrors = errors.New("too many errors")
+	// ErrNothingMeasured: the run ended without a single measured request
+	// answered or failed, so every figure of the report is zero.
+	ErrNothingMeasured = errors.New("no request was measured")
 )
 
 const (
@@ -28,7 +39,8 @@ const (
 	// dialParallel bounds concurrent dials, so 512 clients do not overflow
 	// the server's accept backlog (a dropped SYN costs a second).
 	dialParallel = 64
-	// firstErrorsKept is how many error messages the report quotes.
+	// firstErrorsKept is how many distinct error messages the report
+	// quotes.
 	firstErrorsKept = 5
 )
 
@@ -51,20 +63,30 @@ type runner struct {
 	aborted    atomic.Bool
 	done       chan struct{} // closed on abort
 
-	mu        sync.Mutex
-	abortErr  error
-	firstErrs []string
+	mu       sync.Mutex
+	abortErr error
+	// firstErrs are the first distinct error messages, in the order they
+	// first came, and firstErrsN how many errors had each: a dead server
+	// fails every request with the same message, which would otherwise
+	// fill the list.
+	firstErrs  []string
+	firstErrsN []int64
 	// reconnectErrs counts the failed reconnects among errCount.
 	reconnectErrs atomic.Int64
 
 	ivs  chan *interval // clients to collector
 	free chan *interval // collector back to clients
+
+	// cpuStart is the process's CPU time when the measured phase's
+	// warmup ended; nil until then.
+	cpuStart atomic.Pointer[cpuSample]
 }
 
 // Run performs the run cfg describes and returns its result. The error is
-// ErrUnreachable (with no result) when a server cannot be reached,
-// ErrTooManyErrors or the context's error when the run stopped early (with
-// the result so far), or a configuration error.
+// ErrUnreachable, ErrAuth or ErrOutOfFiles (with no result) when the run
+// could not start; ErrTooManyErrors or the context's error when the run
+// stopped early (with the result so far); ErrNothingMeasured (with the
+// result) when it measured no request at all; or a configuration error.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kvbench config: %w", err)
@@ -94,7 +116,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Total > 0 {
 		r.remaining.Store(cfg.Total)
 	}
-	cpu0 := sampleCPU()
 	ph := phase{
 		depth:    cfg.Pipeline,
 		warmupNs: int64(cfg.Warmup),
@@ -105,8 +126,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	col := r.runPhase(ph)
 	cpu1 := sampleCPU()
+	// A run that stopped before its warmup ended has no CPU start: its
+	// CPU use is not measured, rather than measured over the warmup.
+	var cpu0 cpuSample
+	if p := r.cpuStart.Load(); p != nil {
+		cpu0 = *p
+	}
 	r.fillResult(res, col, cpu0, cpu1)
-	return res, r.stopErr()
+	if err := r.stopErr(); err != nil {
+		return res, err
+	}
+	if res.All.Count == 0 && res.All.Errors == 0 {
+		// All zeros look like a result; they are the absence of one.
+		return res, ErrNothingMeasured // the report's warning says more
+	}
+	return res, nil
 }
 
 func newRunner(cfg Config) (*runner, error) {
@@ -186,11 +220,28 @@ func (r *runner) connectAll() error {
 
 func (r *runner) connectClient(c *client) error {
 	conn, err := c.connect()
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	switch {
+	case err == nil:
+		c.conn.Store(&conn)
+		return nil
+	case errors.Is(err, ErrAuth):
+		return err
 	}
-	c.conn.Store(&conn)
-	return nil
+	// Running out of file descriptors is kvbench's problem, not the
+	// server's: saying "unreachable" sent people to look at the server.
+	switch process, system := outOfFiles(err); {
+	case process:
+		limit := ""
+		if n, ok := openFileLimit(); ok {
+			limit = fmt.Sprintf(" of %d", n)
+		}
+		return fmt.Errorf("%w: -clients %d needs a file descriptor per connection, beyond this process's limit%s (a local limit, not the server's: raise it with ulimit -n, or lower -clients): %w",
+			ErrOutOfFiles, r.cfg.Clients, limit, err)
+	case system:
+		return fmt.Errorf("%w: the system's open-file table is full (a local limit, not the server's: lower -clients): %w",
+			ErrOutOfFiles, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
 }
 
 func (r *runner) closeAll() {
@@ -207,6 +258,21 @@ func (r *runner) runPhase(ph phase) *collector {
 	r.ivs = make(chan *interval, 4*len(r.clients))
 	r.free = make(chan *interval, 4*len(r.clients))
 	r.base = time.Now()
+	if !ph.prefill {
+		// The client CPU figure is for the measured time, which starts
+		// when the warmup ends, not when the phase does.
+		r.cpuStart.Store(nil)
+		markStart := func() {
+			s := sampleCPU()
+			r.cpuStart.Store(&s)
+		}
+		if ph.warmupNs <= 0 {
+			markStart()
+		} else {
+			t := time.AfterFunc(time.Until(r.base.Add(time.Duration(ph.warmupNs))), markStart)
+			defer t.Stop()
+		}
+	}
 	col := newCollector(r, ph)
 	colDone := make(chan struct{})
 	go func() {
@@ -283,8 +349,11 @@ func (r *runner) addReconnectError(msg string) {
 func (r *runner) addError(msg string) {
 	n := r.errCount.Add(1)
 	r.mu.Lock()
-	if len(r.firstErrs) < firstErrorsKept {
+	if i := slices.Index(r.firstErrs, msg); i >= 0 {
+		r.firstErrsN[i]++
+	} else if len(r.firstErrs) < firstErrorsKept {
 		r.firstErrs = append(r.firstErrs, msg)
+		r.firstErrsN = append(r.firstErrsN, 1)
 	}
 	r.mu.Unlock()
 	if n > r.cfg.MaxErrors {
@@ -302,8 +371,14 @@ func (r *runner) stopErr() error {
 	if r.abortErr != ErrTooManyErrors {
 		return r.abortErr
 	}
-	return fmt.Errorf("%w: %d errors exceed -max-errors %d (first: %s)",
-		ErrTooManyErrors, r.errCount.Load(), r.cfg.MaxErrors, r.firstErrs[0])
+	hint := ""
+	if isNoAuth(r.firstErrs[0]) {
+		// kvserver answers PING without a password, so a missing -a shows
+		// only once the requests fail.
+		hint = "; the server wants a password: give it with -a"
+	}
+	return fmt.Errorf("%w: %d errors exceed -max-errors %d (first: %s%s)",
+		ErrTooManyErrors, r.errCount.Load(), r.cfg.MaxErrors, r.firstErrs[0], hint)
 }
 
 // abort stops every client now; requests in flight are not counted.

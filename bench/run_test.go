@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -170,12 +171,147 @@ func TestRunUnreachable(t *testing.T) {
 	}
 }
 
-func TestRunWrongPassword(t *testing.T) {
-	srv := startServer(t, fakeserver.Options{Password: "right"})
+// TestRunAuthFailures: a server refusing the password, or wanting one, is
+// an authentication failure that says which flag gives the password, not
+// "server unreachable".
+func TestRunAuthFailures(t *testing.T) {
+	t.Run("wrong password", func(t *testing.T) {
+		srv := startServer(t, fakeserver.Options{Password: "right"})
+		cfg := testConfig(t, srv.Addr(), ProtoPipe)
+		cfg.Password = "wrong"
+		_, err := Run(context.Background(), cfg)
+		checkAuthError(t, err, "refused the password given with -a: invalid password")
+	})
+	t.Run("redis wrong password", func(t *testing.T) {
+		cfg := testConfig(t, cannedServer(t, "-WRONGPASS invalid username-password pair or user is disabled.\r\n"), ProtoRESP)
+		cfg.Password = "wrong"
+		_, err := Run(context.Background(), cfg)
+		checkAuthError(t, err, "refused the password given with -a: WRONGPASS")
+	})
+	t.Run("redis wants a password", func(t *testing.T) {
+		// Redis answers even PING with NOAUTH until AUTH.
+		cfg := testConfig(t, cannedServer(t, "-NOAUTH Authentication required.\r\n"), ProtoRESP)
+		_, err := Run(context.Background(), cfg)
+		checkAuthError(t, err, "wants a password: give it with -a: NOAUTH")
+	})
+	t.Run("kvserver wants a password", func(t *testing.T) {
+		// kvserver answers PING without a password: the requests fail.
+		srv := startServer(t, fakeserver.Options{Password: "sesame"})
+		cfg := testConfig(t, srv.Addr(), ProtoPipe)
+		_, err := Run(context.Background(), cfg)
+		if !errors.Is(err, ErrTooManyErrors) || !strings.Contains(err.Error(), "NOAUTH") || !strings.Contains(err.Error(), "the server wants a password: give it with -a") {
+			t.Errorf("err = %v, want the NOAUTH errors to point at -a", err)
+		}
+	})
+}
+
+func checkAuthError(t *testing.T, err error, want string) {
+	t.Helper()
+	if !errors.Is(err, ErrAuth) || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want ErrAuth saying %q", err, want)
+	}
+}
+
+// TestRunPipeAgainstRESPServer: the pipe protocol against a server that
+// speaks only RESP (Redis answers an inline PING with +PONG) says to use
+// -proto resp.
+func TestRunPipeAgainstRESPServer(t *testing.T) {
+	cfg := testConfig(t, cannedServer(t, "+PONG\r\n"), ProtoPipe)
+	_, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `reply "+PONG" is RESP`) || !strings.Contains(err.Error(), "use -proto resp") {
+		t.Errorf("err = %v, want a hint to use -proto resp", err)
+	}
+}
+
+// cannedServer listens on 127.0.0.1 and answers every read with reply, as
+// a server that refuses whatever kvbench sends first does.
+func cannedServer(t *testing.T, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(reply)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestRunNothingMeasured: a run that measured no request at all (here a
+// -duration of 1ns) says so and returns an error, rather than a report of
+// zeros that looks like a result.
+func TestRunNothingMeasured(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
 	cfg := testConfig(t, srv.Addr(), ProtoPipe)
-	cfg.Password = "wrong"
-	if _, err := Run(context.Background(), cfg); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "auth") {
-		t.Fatalf("err = %v, want an auth failure", err)
+	cfg.Total, cfg.Duration = 0, time.Nanosecond
+	res, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrNothingMeasured) {
+		t.Errorf("err = %v, want ErrNothingMeasured", err)
+	}
+	if res == nil {
+		t.Fatal("no result")
+	}
+	if res.All.Count != 0 || res.Stopped != "" {
+		t.Errorf("measured %d requests, stopped %q: want none, and a run that was not stopped", res.All.Count, res.Stopped)
+	}
+	var buf bytes.Buffer
+	if err := res.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if want := "WARNING   no request was measured"; !strings.Contains(buf.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, buf.String())
+	}
+}
+
+// TestClientCPUExcludesWarmup: the client CPU figure is for the measured
+// phase, so a run stopped during its warmup has none. It was read from the
+// start of the phase that holds the warmup, which made it cover the warmup
+// ("over 5.00s" for a 4 s measurement), and here the warmup alone.
+func TestClientCPUExcludesWarmup(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := startServer(t, fakeserver.Options{Stall: func(n int64) time.Duration {
+		if n == 200 {
+			cancel()
+		}
+		return 0
+	}})
+	cfg := testConfig(t, srv.Addr(), ProtoPipe)
+	cfg.Total, cfg.Duration, cfg.Warmup = 0, time.Second, time.Hour
+	res, err := Run(ctx, cfg)
+	if !errors.Is(err, context.Canceled) || res == nil {
+		t.Fatalf("err = %v, want the run cancelled in its warmup", err)
+	}
+	if res.Elapsed != 0 {
+		t.Fatalf("measured %.3fs of a run stopped in its warmup", res.Elapsed)
+	}
+	if res.CPU.Known {
+		t.Errorf("client CPU %+v measured over the warmup, for a run that never reached its measured phase", res.CPU)
+	}
+	var buf bytes.Buffer
+	if err := res.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if want := "CPU not measured: the run stopped before its measured phase"; !strings.Contains(buf.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, buf.String())
 	}
 }
 

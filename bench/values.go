@@ -108,6 +108,28 @@ func (p *valuePool) stamped(dst []byte, key uint64, version uint32) []byte {
 	return dst
 }
 
+// stampVersion reads the version stamped at the head of a value, if it has
+// a stamp (eight lower-case hex digits, as stamped writes them).
+func stampVersion(v []byte) (uint32, bool) {
+	if len(v) < stampLen {
+		return 0, false
+	}
+	var ver uint32
+	for _, b := range v[:stampLen] {
+		var d byte
+		switch {
+		case '0' <= b && b <= '9':
+			d = b - '0'
+		case 'a' <= b && b <= 'f':
+			d = b - 'a' + 10
+		default:
+			return 0, false
+		}
+		ver = ver<<4 | uint32(d)
+	}
+	return ver, true
+}
+
 // mix64 is the SplitMix64 finaliser: a cheap, well-mixed 64-bit hash.
 func mix64(x uint64) uint64 {
 	x ^= x >> 30

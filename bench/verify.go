@@ -62,22 +62,37 @@ func (c *client) verify(s *slot, rep reply) string {
 	if want == verDeleted {
 		return fmt.Sprintf("verify: get %s after delete returned %s", k, describeKind(rep))
 	}
+	wantLen := len(c.r.values.value(s.key, want))
+	if v, ok := stampVersion(rep.val); ok && rep.kind == replyValue && v == want {
+		return fmt.Sprintf("verify: get %s returned a %d-byte value stamped with version %d but not that version's bytes (%s), want the %d-byte value",
+			k, len(rep.val), want, quoteHead(rep.val[stampLen:]), wantLen)
+	}
 	return fmt.Sprintf("verify: get %s returned %s, want the %d-byte value of version %d",
-		k, describeKind(rep), len(c.r.values.value(s.key, want)), want)
+		k, describeKind(rep), wantLen, want)
 }
 
+// describeKind describes a reply to a get. A value's version is read from
+// its stamp and written in decimal, as the wanted version is: quoting the
+// stamp's hex digits beside a decimal version made them look unrelated.
 func describeKind(rep reply) string {
 	switch rep.kind {
 	case replyNotFound:
 		return "not found"
 	case replyValue:
-		v := rep.val
-		if len(v) > 24 {
-			return fmt.Sprintf("a %d-byte value %q...", len(v), v[:24])
+		if v, ok := stampVersion(rep.val); ok {
+			return fmt.Sprintf("a %d-byte value of version %d", len(rep.val), v)
 		}
-		return fmt.Sprintf("value %q", v)
+		return fmt.Sprintf("a %d-byte value %s, with no version stamp", len(rep.val), quoteHead(rep.val))
 	}
 	return "an unexpected reply"
+}
+
+// quoteHead quotes the first bytes of v, enough to recognise it.
+func quoteHead(v []byte) string {
+	if len(v) > 24 {
+		return fmt.Sprintf("%q...", v[:24])
+	}
+	return fmt.Sprintf("%q", v)
 }
 
 func describeReply(op Op, rep reply) string {

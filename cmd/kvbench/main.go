@@ -6,8 +6,10 @@
 //	kvbench -proto resp -addr 127.0.0.1:6379 -pipeline 16
 //	kvbench -rate 50000 -duration 60s -report run.html
 //
-// It exits 1 with a one-line message when a server is unreachable or the
-// errors exceed -max-errors, and 2 on bad flags.
+// It exits 1 with a one-line message when the run cannot start (a server
+// unreachable, a password refused or missing, kvbench out of file
+// descriptors), when the errors exceed -max-errors, when the run measured
+// no request at all, or when it is interrupted; and 2 on bad flags.
 package main
 
 import (

@@ -102,6 +102,10 @@ func TestExitStatus(t *testing.T) {
 			}
 			return ""
 		}}), "-n", "10", "-clients", "1", "-ops", "get", "-warmup", "0"}, 1, "too many errors"},
+		{"wrong password", []string{"-addr", startServer(t, fakeserver.Options{Password: "right"}), "-a", "wrong", "-n", "10"}, 1,
+			"kvbench: authentication failed on "},
+		{"nothing measured", []string{"-addr", startServer(t, fakeserver.Options{}), "-duration", "1ns", "-warmup", "0"}, 1,
+			"kvbench: no request was measured"},
 		{"bad flag", []string{"-clients", "x"}, 2, "invalid value"},
 		{"bad mix", []string{"-ops", "put=0"}, 2, "weight of put"},
 		{"bad proto", []string{"-proto", "http"}, 2, "unknown protocol"},
@@ -124,7 +128,10 @@ func TestExitStatus(t *testing.T) {
 		if tt.msg != "" && !strings.Contains(stderr.String(), tt.msg) {
 			t.Errorf("%s: stderr %q lacks %q", tt.name, stderr.String(), tt.msg)
 		}
-		if tt.name == "unreachable" && strings.Count(stderr.String(), "\n") != 1 {
+		if tt.name == "nothing measured" && !strings.Contains(stdout.String(), "WARNING   no request was measured") {
+			t.Errorf("%s: report has no warning:\n%s", tt.name, stdout.String())
+		}
+		if (tt.name == "unreachable" || tt.name == "wrong password") && strings.Count(stderr.String(), "\n") != 1 {
 			t.Errorf("%s: message is not one line: %q", tt.name, stderr.String())
 		}
 	}
