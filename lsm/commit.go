@@ -201,7 +201,7 @@ func (d *DB) WriteAsync(b *Batch, done func(error)) {
 // false, having done nothing, when b must take the queue.
 func (d *DB) commitInline(b *Batch, done func(error)) bool {
 	defer d.commit.active.Unlock()
-	if d.walErr != nil || !d.mem.fits(b.Len(), d.batchBytes(b)) {
+	if d.walErr != nil || (d.wal != nil && d.wal.closed) || !d.mem.fits(b.Len(), d.batchBytes(b)) {
 		return false
 	}
 	d.mu.Lock()
@@ -380,6 +380,15 @@ func (d *DB) commitGroup(reqs []commitReq) {
 			reqs = reqs[1:]
 			if errors.Is(t.err, ErrClosed) {
 				failAll(reqs, ErrClosed)
+				return
+			}
+			continue
+		}
+		if d.wal != nil && d.wal.closed {
+			// A rotation failed to create the next WAL: create it before
+			// anything is written.
+			if err := d.rotateMemtable(0); err != nil {
+				failAll(reqs, err)
 				return
 			}
 			continue
@@ -575,6 +584,14 @@ func MemtableMemory(memtableBytes int64) int64 {
 // errFlushesFailing is wrapped by rotateMemtable's refusals.
 var errFlushesFailing = errors.New("lsm: memtables full and flushes failing")
 
+// errWALCreateFailing is wrapped by the refusals of writes while the next
+// WAL cannot be created (see rotateMemtable).
+var errWALCreateFailing = errors.New("lsm: cannot create the next WAL")
+
+// walCreateRetry is the least time between two attempts to create the next
+// WAL after a failed one.
+const walCreateRetry = 100 * time.Millisecond
+
 // errCompactionsFailing is wrapped by stallIfNeeded's refusals.
 var errCompactionsFailing = errors.New("lsm: level 0 full and compactions failing")
 
@@ -618,21 +635,47 @@ func (d *DB) rotateMemtable(need int64) error {
 	if d.wal != nil {
 		// The old WAL must be complete on disk before the new one gets
 		// writes: recovery treats damage in any but the newest WAL as
-		// corruption.
-		if err := d.wal.close(); err != nil {
-			d.setWALErr(err)
-			return d.walErr
+		// corruption. It is still closed after a failed creation below
+		// (the rotation is being retried).
+		if !d.wal.closed {
+			if err := d.wal.close(); err != nil {
+				d.setWALErr(err)
+				return d.walErr
+			}
+			d.metrics.walSyncs.Add(1)
 		}
-		d.metrics.walSyncs.Add(1)
+		if d.wal.closed && d.walCreateFailing != nil && time.Since(d.walCreateTried) < walCreateRetry {
+			// Refused without a new attempt (and a file number spent) for
+			// every write while the cause lasts.
+			return d.walCreateFailing
+		}
+		d.walCreateTried = time.Now()
 		logNum = d.nextFileNum.Add(1) - 1
 		nw, err := createWAL(d.opts.FS, d.dirname, logNum)
 		if err != nil {
-			d.setWALErr(err)
-			return d.walErr
+			// Nothing was written for the requests that asked for this
+			// rotation and the old WAL is complete on disk, so the refusal
+			// is definite and the state is sound: the old WAL stays closed
+			// (no write goes to it again) and the next write retries the
+			// creation (commitGroup). A transient cause (EMFILE, ENOSPC, a
+			// read-only directory) must not disable writes until a restart.
+			d.opts.FS.Remove(d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeLog, logNum)))
+			err = fmt.Errorf("%w: %w", errWALCreateFailing, err)
+			d.mu.Lock()
+			if d.walCreateFailing == nil {
+				d.opts.Logger.Error("lsm: cannot create the next WAL; refusing writes until it can", "err", err)
+			}
+			d.walCreateFailing = err
+			d.mu.Unlock()
+			return err
 		}
 		d.wal = nw
 	}
 	d.mu.Lock()
+	if d.walCreateFailing != nil {
+		d.opts.Logger.Info("lsm: WAL created after failures; accepting writes again")
+		d.walCreateFailing = nil
+	}
 	if d.wal != nil {
 		d.walNums = append(d.walNums, logNum)
 	}

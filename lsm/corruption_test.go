@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -309,5 +310,59 @@ func TestRecoverDamagedWALInterrupted(t *testing.T) {
 	}
 	if strings.Contains(logged.String(), "leftover") {
 		t.Fatalf("recovery logged a spurious warning:\n%s", logged.String())
+	}
+}
+
+// TestManifestLastRecordDamagedAtRest: a synced manifest edit moves logNum
+// past a WAL, which is then deleted. If that last record is damaged later
+// (a bit flip at rest), it reads like a torn write; dropping it would lose
+// the writes of the deleted WAL silently, and delete the table the edit
+// added as unreferenced. Open refuses instead, and deletes nothing. A WAL
+// deleted by hand is found the same way.
+func TestManifestLastRecordDamagedAtRest(t *testing.T) {
+	fs := vfs.NewMem()
+	d := mustOpen(t, "/db", testOptions(fs))
+	mustPut(t, d, "flushed", "1")
+	if err := d.Flush(); err != nil { // its edit is the manifest's last record
+		t.Fatal(err)
+	}
+	mustPut(t, d, "in-wal", "2")
+	d.Close()
+	manifests := filesOfType(t, fs, "/db", fileTypeManifest)
+	if len(manifests) != 1 {
+		t.Fatalf("manifests %v", manifests)
+	}
+	name := makeFilename(fileTypeManifest, manifests[0])
+	cfs := editFile(t, fs, name, func(data []byte) []byte {
+		data[len(data)-3] ^= 0xff
+		return data
+	})
+	tables := filesOfType(t, cfs, "/db", fileTypeTable)
+	_, err := Open("/db", testOptions(cfs))
+	if !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), name) {
+		t.Fatalf("Open with the last manifest record damaged = %v, want corruption naming %s", err, name)
+	}
+	if got := filesOfType(t, cfs, "/db", fileTypeTable); !slices.Equal(got, tables) {
+		t.Fatalf("tables %v after the refused Open, want %v untouched", got, tables)
+	}
+
+	// The undamaged DB opens, with both writes.
+	d = mustOpen(t, "/db", testOptions(fs))
+	checkGet(t, d, "flushed", "1", true)
+	checkGet(t, d, "in-wal", "2", true)
+	d.Close()
+
+	// The WAL the manifest starts from gone, a later one present (as if
+	// it had been deleted by hand after a rotation).
+	logs := filesOfType(t, fs, "/db", fileTypeLog)
+	if len(logs) != 1 {
+		t.Fatalf("WALs %v", logs)
+	}
+	cfs = copyFS(t, fs, "/db", func(_ string, data []byte) []byte { return data })
+	if err := cfs.Rename("/db/"+makeFilename(fileTypeLog, logs[0]), "/db/"+makeFilename(fileTypeLog, logs[0]+5)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), "deleted from the directory") {
+		t.Fatalf("Open with the first WAL missing = %v, want corruption", err)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/internal/base"
@@ -87,20 +88,22 @@ type DB struct {
 	mu   sync.Mutex
 	cond sync.Cond // on mu: flush/compaction progress, errors, close
 	// Protected by mu:
-	current        *version
-	mem            *memTable
-	imm            []*memTable // oldest first
-	nextMemID      uint64
-	flushedMemID   uint64 // every memtable with a smaller or equal id is in a table
-	flushErr       error  // the last flush failure (Flush callers wait on flushFailures)
-	flushFailures  int
-	flushPins      []*flushPin // checkpoints waiting for the version of a flush
-	flushFailing   error       // the last flush attempt's error: nil once one succeeds
-	compactFailing error       // the last compaction attempt's error: nil once one succeeds
-	bgErr          error
-	closing        bool
-	snapshots      snapshotNode // sentinel of the pinned-sequence list
-	walNums        []uint64     // WAL files on disk, ascending
+	current          *version
+	mem              *memTable
+	imm              []*memTable // oldest first
+	nextMemID        uint64
+	flushedMemID     uint64 // every memtable with a smaller or equal id is in a table
+	flushErr         error  // the last flush failure (Flush callers wait on flushFailures)
+	flushFailures    int
+	flushPins        []*flushPin // checkpoints waiting for the version of a flush
+	flushFailing     error       // the last flush attempt's error: nil once one succeeds
+	compactFailing   error       // the last compaction attempt's error: nil once one succeeds
+	walCreateTried   time.Time   // the last attempt to create a WAL (committer only)
+	walCreateFailing error       // the last failed WAL creation of a rotation: nil once one succeeds
+	bgErr            error
+	closing          bool
+	snapshots        snapshotNode // sentinel of the pinned-sequence list
+	walNums          []uint64     // WAL files on disk, ascending
 	// spareMem is a preallocated arena for the next rotation.
 	spareMem        *memtable.Table
 	spareMemBytes   int64
@@ -324,6 +327,9 @@ func (d *DB) Health() error {
 	defer d.mu.Unlock()
 	if d.bgErr != nil {
 		return d.bgErr
+	}
+	if d.walCreateFailing != nil {
+		return d.walCreateFailing
 	}
 	if d.flushFailing != nil {
 		return fmt.Errorf("lsm: flushes failing: %w", d.flushFailing)

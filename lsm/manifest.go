@@ -39,6 +39,8 @@ type manifestState struct {
 	logNum      uint64
 	nextFileNum uint64
 	lastSeq     uint64
+	// droppedTail says the manifest's last record was damaged and ignored.
+	droppedTail bool
 }
 
 // loadManifest replays MANIFEST-num. A torn final record is an edit whose
@@ -67,6 +69,7 @@ func (d *DB) loadManifest(num uint64) (*manifestState, error) {
 		}
 		if errors.Is(err, record.ErrTornTail) {
 			d.opts.Logger.Warn("lsm: manifest ends in a torn record; ignoring it", "manifest", name, "err", err)
+			st.droppedTail = true
 			break
 		}
 		if err != nil {

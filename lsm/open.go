@@ -172,6 +172,10 @@ func (d *DB) recover() error {
 				}
 			}
 		}
+		if err := checkWALsFrom(d.dirname, manifestNum, st, dir.logs); err != nil {
+			st.v.unref()
+			return err
+		}
 	case errors.Is(err, os.ErrNotExist):
 		if len(dir.logs) > 0 || len(dir.tables) > 0 {
 			return fmt.Errorf("lsm: open %s: CURRENT is missing but the directory holds WAL or table files: %w",
@@ -210,6 +214,27 @@ func (d *DB) recover() error {
 		return nil
 	}
 
+	// Tables no manifest names (left by a crash mid-flush or mid-compaction,
+	// or by an earlier Open that failed, a full disk say) go before the
+	// replayed memtables are written: their data is in the WALs or in
+	// other tables, and on a full disk their room may be what this Open
+	// needs.
+	live := make(map[uint64]bool)
+	for _, files := range d.current.levels {
+		for _, f := range files {
+			live[f.fileNum] = true
+		}
+	}
+	names := dir.names[:0:0]
+	for _, name := range dir.names {
+		if t, num, ok := parseFilename(name); ok && t == fileTypeTable && !live[num] {
+			d.removeTable(num)
+			continue
+		}
+		names = append(names, name)
+	}
+	dir.names = names
+
 	// Replayed writes go to L0 now, so the old WALs can go.
 	e := &versionEdit{}
 	for _, m := range mems {
@@ -220,6 +245,11 @@ func (d *DB) recover() error {
 			err = cerr
 		}
 		if err != nil {
+			// The tables written so far are named by no manifest: remove
+			// them rather than leave them taking the room a retry needs.
+			for _, nf := range e.added {
+				d.removeTable(nf.meta.fileNum)
+			}
 			return fmt.Errorf("lsm: open %s: flush replayed WAL: %w", d.dirname, err)
 		}
 		if meta != nil {
@@ -255,6 +285,26 @@ func (d *DB) recover() error {
 	d.publishReadStateLocked()
 	d.removeUnreferenced(dir.names, logNum)
 	return nil
+}
+
+// checkWALsFrom checks that the WAL the manifest's state starts from is
+// present when a later one is. A WAL is deleted only once a synced
+// manifest edit has moved logNum past it, so it can be missing only if it
+// was deleted by hand or if that edit was lost: damaged at rest and dropped
+// as a torn last record, although it had been synced and relied on. Either
+// way acknowledged writes are gone (the WAL's, or the table the dropped
+// edit added), and opening would hide it and delete that table as
+// unreferenced. A DB without WALs (DisableWAL) has nothing to check.
+func checkWALsFrom(dirname string, manifestNum uint64, st *manifestState, logs []uint64) error {
+	if st.logNum == 0 || len(logs) == 0 || logs[len(logs)-1] <= st.logNum || slices.Contains(logs, st.logNum) {
+		return nil
+	}
+	why := "deleted from the directory"
+	if st.droppedTail {
+		why = "deleted after an edit the manifest's damaged last record held (damage at rest, not a torn write)"
+	}
+	return fmt.Errorf("lsm: open %s: WAL %s, where %s starts, is missing while later WALs exist: it was %s, and writes it or that edit held are lost; restore from a backup: %w",
+		dirname, makeFilename(fileTypeLog, st.logNum), makeFilename(fileTypeManifest, manifestNum), why, ErrCorruption)
 }
 
 // replayWALs replays the WALs numbered from minLog on, in order, into
