@@ -33,6 +33,9 @@ type command struct {
 	// writes, waits in the reply queue instead of parking the connection
 	// (get), so it need not end the open write group either.
 	waitsInQueue bool
+	// ranges marks a read of a key range (RANGE, SCAN), which waits for
+	// the one before it (admit).
+	ranges bool
 }
 
 // Key extractors for the command tables.

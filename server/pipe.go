@@ -37,7 +37,7 @@ func (s *Server) pipeCommands() []*command {
 		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).pipeGet, waitsInQueue: true},
 		{name: "PUT", minArgs: 3, maxArgs: 3, class: classWrite, run: (*Server).pipePut, keys: oneKey, coalesces: true},
 		{name: "DELETE", minArgs: 2, maxArgs: 2, class: classWrite, run: (*Server).pipeDelete, keys: oneKey, coalesces: true},
-		{name: "RANGE", minArgs: 3, maxArgs: 4, class: classRead, run: (*Server).pipeRange},
+		{name: "RANGE", minArgs: 3, maxArgs: 4, class: classRead, run: (*Server).pipeRange, ranges: true},
 		{name: "BATCH", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).pipeBatch, keys: pairKeys},
 		{name: "CLUSTER_STATUS", minArgs: 1, maxArgs: 1, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
 			s.emit(cs, codec.AppendPipeStrings(nil, statusFields("CLUSTER_STATUS", s.store.Status())...))

@@ -58,7 +58,7 @@ func (s *Server) respCommands() []*command {
 		{name: "UNLINK", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
 		{name: "EXISTS", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respExists},
 		{name: "MGET", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respMGet},
-		{name: "SCAN", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respScan},
+		{name: "SCAN", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respScan, ranges: true},
 		// classRead: it counts the writes pipelined before it.
 		{name: "DBSIZE", minArgs: 1, maxArgs: 1, class: classRead, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
 			s.emit(cs, codec.AppendInt(nil, s.store.ApproxKeys()))
