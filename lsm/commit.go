@@ -651,7 +651,7 @@ func (d *DB) rotateMemtable(need int64) error {
 		}
 		d.walCreateTried = time.Now()
 		logNum = d.nextFileNum.Add(1) - 1
-		nw, err := createWAL(d.opts.FS, d.dirname, logNum)
+		nw, err := createWAL(d.opts.FS, d.dirname, logNum, d.memtableBytes(need))
 		if err != nil {
 			// Nothing was written for the requests that asked for this
 			// rotation and the old WAL is complete on disk, so the refusal

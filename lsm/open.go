@@ -276,7 +276,14 @@ func (d *DB) recover() error {
 	d.goPrefaultLocked(func() { first.Prefault(d.closeCh) })
 	d.nextMemID = 1
 	if !d.opts.DisableWAL {
-		if d.wal, err = createWAL(fs, d.dirname, logNum); err != nil {
+		d.wal, err = createWAL(fs, d.dirname, logNum, d.memtableBytes(0))
+		if isNoSpace(err) {
+			// A full disk must not keep the DB from opening for reads:
+			// without the reservation the first write meets it instead.
+			d.opts.Logger.Warn("lsm: no room to reserve the WAL's blocks; opening without", "err", err)
+			d.wal, err = createWAL(fs, d.dirname, logNum, 0)
+		}
+		if err != nil {
 			return err
 		}
 		d.walNums = []uint64{logNum}

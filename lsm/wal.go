@@ -28,11 +28,22 @@ type walWriter struct {
 
 // createWAL creates WAL number num and makes its directory entry durable,
 // so that records synced into it survive a power loss.
-func createWAL(fs vfs.FS, dir string, num uint64) (*walWriter, error) {
+func createWAL(fs vfs.FS, dir string, num uint64, reserve int64) (*walWriter, error) {
 	name := fs.PathJoin(dir, makeFilename(fileTypeLog, num))
 	f, err := fs.Create(name)
 	if err != nil {
 		return nil, fmt.Errorf("lsm: create WAL %s: %w", name, err)
+	}
+	// The blocks for the whole memtable's worth of records (its WAL is
+	// smaller than it: records carry less than memtable entries) are
+	// allocated now, so that a full disk is met here, where nothing has
+	// been written and the writes that need the WAL are refused and the
+	// creation retried, rather than by a WAL write, whose outcome is
+	// unknown and which disables writes until a restart.
+	if err := reserveBlocks(f, reserve); err != nil {
+		f.Close()
+		_ = fs.Remove(name)
+		return nil, fmt.Errorf("lsm: create WAL %s: reserve %d bytes: %w", name, reserve, err)
 	}
 	if err := syncDir(fs, dir); err != nil {
 		f.Close()
