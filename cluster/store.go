@@ -290,7 +290,8 @@ func (c *Cluster) serving() error {
 }
 
 // Health reports why a local replica's storage cannot take writes now, or
-// nil (/healthz, INFO).
+// a damaged table that its reads found, or nil (/healthz, INFO). It only
+// reports: nothing in the node acts on it.
 func (c *Cluster) Health() error {
 	if c.removed.Load() {
 		return c.errRemovedNode()

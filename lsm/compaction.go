@@ -48,11 +48,20 @@ func (d *DB) compactLoop() {
 				v.unref()
 				break
 			}
-			err := d.runCompaction(v, c)
+			// A compaction that read a damaged block would read it again:
+			// the table stays damaged until an operator restores it.
+			err := d.damagedCompactionInput(c)
+			if err == nil {
+				err = d.runCompaction(v, c)
+			}
 			v.unref()
 			d.deleteObsoleteTables()
 			if errors.Is(err, errCompactionAborted) {
 				return
+			}
+			ce := tableCorruption(err)
+			if ce != nil {
+				d.noteDamage(ce, err) // logs once per table
 			}
 			d.mu.Lock()
 			d.compactFailing = err
@@ -66,6 +75,14 @@ func (d *DB) compactLoop() {
 				d.bgErr = fmt.Errorf("lsm: compaction failed: %w", err)
 			}
 			d.mu.Unlock()
+			if ce != nil {
+				// Not retried on a timer, which would reread every input
+				// and log the failure again each minute, for ever. The
+				// next wake-up (a flush, a deletion) picks again: another
+				// compaction may be due by then, and one over the damaged
+				// table fails at once, reading nothing.
+				break
+			}
 			if retry.after(err, d.opts.Logger, "lsm: compaction failed; will retry", "lsm: compaction succeeded after failures", "level", c.level) {
 				select {
 				case <-d.closeCh:

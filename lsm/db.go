@@ -119,6 +119,7 @@ type DB struct {
 	prefaults sync.WaitGroup // memtable memory being prepared (goPrefaultLocked)
 
 	metrics metricsCounters
+	damaged damagedTables
 
 	nowaitWarned atomic.Bool // the RWF_NOWAIT fallback was logged
 }
@@ -144,6 +145,14 @@ func (d *DB) GetNoWait(key []byte) ([]byte, error) {
 }
 
 func (d *DB) get(key []byte, nowait bool) ([]byte, error) {
+	v, err := d.lookup(key, nowait)
+	if err != nil {
+		d.noteReadErr(err)
+	}
+	return v, err
+}
+
+func (d *DB) lookup(key []byte, nowait bool) ([]byte, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -318,15 +327,24 @@ func (d *DB) deleteObsoleteWALs(logNum uint64) {
 	}
 }
 
-// Health reports why the DB is not fit for writes right now, or nil: a
-// failed commit or a corrupt table disabled them (for good, until the DB
-// is reopened), or memtables cannot be flushed (a full disk, say: writes
-// go on until memtables pile up, then fail; see rotateMemtable).
+// Health reports what is wrong with the DB right now, or nil: a failed
+// commit or a compaction that met a damaged table disabled writes (for
+// good, until the DB is reopened); a read found a damaged table (for good
+// too: reads of its damaged blocks fail until an operator restores it, but
+// writes and other reads go on); or memtables cannot be flushed (a full
+// disk, say: writes go on until memtables pile up, then fail; see
+// rotateMemtable). It only reports: nothing refuses writes because of what
+// it returns.
 func (d *DB) Health() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.bgErr != nil {
 		return d.bgErr
+	}
+	// Before the transient conditions below: damage does not go away, and
+	// a flush failing for a while must not hide it.
+	if err := d.damageErr(); err != nil {
+		return err
 	}
 	if d.walCreateFailing != nil {
 		return d.walCreateFailing

@@ -72,7 +72,7 @@ func (d *DB) NewIterator(lower, upper []byte) *Iterator {
 		}
 		r, err := d.tc.reader(f)
 		if err != nil {
-			it.err = err
+			it.fail(err)
 			break
 		}
 		iters = append(iters, r.NewIter())
@@ -202,9 +202,19 @@ func (it *Iterator) findNextEntry() bool {
 		return true
 	}
 	if err := it.iter.Err(); err != nil {
-		it.err = err
+		it.fail(err)
 	}
 	return false
+}
+
+// fail records err as the error that stopped the iteration: once, so a
+// failed iteration counts as one failed read.
+func (it *Iterator) fail(err error) {
+	if it.err != nil {
+		return
+	}
+	it.err = err
+	it.db.noteReadErr(err)
 }
 
 // Valid reports whether the iterator is positioned at a key.
@@ -237,8 +247,8 @@ func (it *Iterator) Close() error {
 	}
 	it.closed = true
 	it.valid = false
-	if err := it.iter.Close(); err != nil && it.err == nil {
-		it.err = err
+	if err := it.iter.Close(); err != nil {
+		it.fail(err)
 	}
 	d := it.db
 	d.mu.Lock()

@@ -53,6 +53,11 @@ type Metrics struct {
 	WritesRefused    int64
 	ReadsNeedingDisk int64
 
+	// CorruptReads counts reads (Get, GetNoWait, iterators: one per
+	// iterator) that failed because a table is damaged (see Health).
+	// Compactions that meet the damage are not counted.
+	CorruptReads int64
+
 	// CacheHits and CacheMisses are the block cache's counters (shared by
 	// every DB using the cache).
 	CacheHits, CacheMisses int64
@@ -80,6 +85,7 @@ type metricsCounters struct {
 	timedSyncs                    atomic.Int64 // by the SyncBatch timer
 	writesRefused                 atomic.Int64
 	readsNeedingDisk              atomic.Int64
+	corruptReads                  atomic.Int64
 }
 
 // Metrics returns current counters and state.
@@ -99,6 +105,7 @@ func (d *DB) Metrics() Metrics {
 		SlowdownCount:          c.slowdowns.Load(),
 		WritesRefused:          c.writesRefused.Load(),
 		ReadsNeedingDisk:       c.readsNeedingDisk.Load(),
+		CorruptReads:           c.corruptReads.Load(),
 		Seq:                    d.visibleSeq.Load(),
 	}
 	m.WriteAmp = m.writeAmp()
@@ -157,6 +164,7 @@ func (m *Metrics) Add(o Metrics) {
 	m.SlowdownCount += o.SlowdownCount
 	m.WritesRefused += o.WritesRefused
 	m.ReadsNeedingDisk += o.ReadsNeedingDisk
+	m.CorruptReads += o.CorruptReads
 	m.ApproxKeys += o.ApproxKeys
 	m.WriteAmp = m.writeAmp()
 }

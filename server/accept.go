@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,11 +28,30 @@ import (
 // net/http's server does; and only accepted connections are handed to the
 // event loops, which gnet runs as a listener-less engine (gnet.Client,
 // whose Enroll takes a net.Conn), several at a time (maxEnrolling).
+//
+// Out of descriptors (EMFILE, ENFILE), waiting alone left new clients
+// hanging: the kernel completes their handshake, so they connect, and then
+// never hear anything, which a client cannot tell from a dead server. The
+// accept loop keeps one descriptor in reserve (on /dev/null), as libuv and
+// nginx do: when accepting fails for want of one, it closes the reserve,
+// accepts a queued connection with it, writes the max_connections refusal
+// line, closes the connection and takes the reserve back.
 
 // Accept retry delays after an error (EMFILE, ENFILE, ENOBUFS, ...).
 const (
 	acceptRetryMin = 5 * time.Millisecond
 	acceptRetryMax = time.Second
+)
+
+// acceptLogEvery bounds how often a failing accept is logged.
+const acceptLogEvery = 10 * time.Second
+
+// The lines that refuse a connection. They are written before the client
+// has sent anything, so before its protocol is known: in the pipe
+// protocol's form, whatever the client speaks.
+const (
+	refusedFull     = "ERROR|max number of clients reached\n"
+	refusedDraining = "ERROR|server is shutting down\n"
 )
 
 // maxEnrolling bounds the connections being handed to the loops at once.
@@ -49,23 +71,49 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 		go func() { wg.Wait(); close(s.accepted) }()
 	}()
 	slots := make(chan struct{}, maxEnrolling)
+	rs := newReserve(ln, &s.fdMu, s.log)
+	defer rs.close()
 	var delay time.Duration
 	var lastLog time.Time
+	var refused int64 // for want of descriptors, since the last log
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			short := outOfDescriptors(err)
+			if short && rs.refuseOne(s.refusalLine(), &s.rejected) {
+				// The next Accept tells whether descriptors are still
+				// short and another connection is queued: refuse until
+				// either is no longer true, with no wait meanwhile.
+				refused++
+				delay = 0
+				if time.Since(lastLog) > acceptLogEvery {
+					lastLog = time.Now()
+					s.log.Warn("out of file descriptors; refusing new connections", "err", err, "limit", openFileLimit(), "refused", refused)
+					refused = 0
+				}
+				continue
+			}
 			delay = nextRetry(delay)
-			if time.Since(lastLog) > 10*time.Second {
+			if time.Since(lastLog) > acceptLogEvery {
 				lastLog = time.Now()
-				s.log.Warn("accept failed; retrying", "err", err, "retry_in", delay)
+				if short {
+					s.log.Warn("out of file descriptors; retrying", "err", err, "limit", openFileLimit(), "refused", refused, "retry_in", delay)
+					refused = 0
+				} else {
+					s.log.Warn("accept failed; retrying", "err", err, "retry_in", delay)
+				}
 			}
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
+		if refused > 0 {
+			s.log.Info("file descriptors available again; accepting", "refused", refused)
+			refused = 0
+		}
 		if msg := s.refusal(); msg != "" {
 			// The client may be sending already; the line may then be
 			// lost to a reset, as it is with Redis.
@@ -97,19 +145,30 @@ func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
 // EMFILE would drop a client the accept already took: a probe duplicate is
 // taken first, and retried while descriptors are short (the client waits,
 // as it does in the listen queue).
+//
+// From the probe until gnet's duplicate is made, the handover holds
+// s.fdMu for reading: the reserve's refusals (refuseOne) free a
+// descriptor for a moment, and a probe that succeeded then only to see
+// gnet's duplicate fail once the reserve was back dropped the client with
+// no reply.
 func (s *Server) handOver(c net.Conn, cli *gnet.Client) error {
 	for delay := time.Duration(0); ; {
+		s.fdMu.RLock()
 		err := probeDup(c)
 		if err == nil {
 			break
 		}
-		if s.draining.Load() || !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) {
+		s.fdMu.RUnlock()
+		if s.draining.Load() || !outOfDescriptors(err) {
 			_ = c.Close()
 			return err
 		}
 		delay = nextRetry(delay)
 		time.Sleep(delay)
 	}
+	// gnet duplicates c on a goroutine of its own: the result is the
+	// first sign that it has. It comes once the loop has run OnOpen.
+	defer s.fdMu.RUnlock()
 	el := s.pickLoop()
 	if el == nil {
 		if handed, err := s.discover(c, cli); handed {
@@ -171,13 +230,127 @@ func probeDup(c net.Conn) error {
 // handed over are counted here, but not yet in conns.
 func (s *Server) refusal() string {
 	if s.draining.Load() {
-		return "ERROR|server is shutting down\n"
+		return refusedDraining
 	}
 	if max := int64(s.cfg.MaxConnections); max > 0 && s.conns.Load()+s.enrolling.Load() >= max {
 		s.rejected.Add(1)
-		return "ERROR|max number of clients reached\n"
+		return refusedFull
 	}
 	return ""
+}
+
+// refusalLine is the line for a connection refused for want of
+// descriptors: a full server's, unless it is shutting down.
+func (s *Server) refusalLine() string {
+	if s.draining.Load() {
+		return refusedDraining
+	}
+	return refusedFull
+}
+
+// outOfDescriptors reports whether err is the process's (EMFILE) or the
+// system's (ENFILE) open-file limit.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
+}
+
+// openFileLimit is the process's soft RLIMIT_NOFILE, or 0 if unknown.
+func openFileLimit() uint64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	return lim.Cur
+}
+
+// reserve is a descriptor kept open so that a connection can still be
+// accepted, to be refused, when the process has no other descriptor left.
+// Only the accept loop uses it.
+type reserve struct {
+	ln syscall.RawConn // the listener's descriptor; nil: no reserve
+	fd int             // the reserve, or -1 while it could not be opened
+	// mu is held for writing while the reserve is closed, so that no
+	// handover sees the descriptor freed meanwhile (Server.handOver).
+	mu *sync.RWMutex
+}
+
+func newReserve(ln net.Listener, mu *sync.RWMutex, log *slog.Logger) *reserve {
+	r := &reserve{fd: -1, mu: mu}
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return r // not a socket listener (tests): nothing to accept with
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return r
+	}
+	r.ln = rc
+	if r.fd = openReserve(); r.fd < 0 {
+		log.Warn("cannot keep a descriptor in reserve; out of descriptors, new connections will wait unanswered until some are free", "path", os.DevNull)
+	}
+	return r
+}
+
+// openReserve opens the reserve descriptor, or returns -1.
+func openReserve() int {
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+// refuseOne frees the reserve, accepts one queued connection with it,
+// counts it in rejected, writes line to it and closes it, then takes the
+// reserve back. It reports whether it refused a connection: false when
+// none was queued, the reserve is missing (it is then reopened, if a
+// descriptor is free, for the next time), or a handover is between its
+// probe and gnet's duplicate (the caller waits and tries again).
+func (r *reserve) refuseOne(line string, rejected *atomic.Int64) bool {
+	if r.ln == nil {
+		return false
+	}
+	if r.fd < 0 {
+		r.fd = openReserve()
+		return false
+	}
+	if !r.mu.TryLock() {
+		return false
+	}
+	defer r.mu.Unlock()
+	unix.Close(r.fd)
+	// Another goroutine may take the freed descriptor first: the accept
+	// then fails with EMFILE again and nothing is refused this time.
+	var nfd int
+	var aerr error
+	err := r.ln.Control(func(fd uintptr) {
+		for {
+			// The listener is non-blocking: an empty queue is EAGAIN.
+			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
+			if !errors.Is(aerr, unix.EINTR) && !errors.Is(aerr, unix.ECONNABORTED) {
+				return
+			}
+		}
+	})
+	if err == nil && aerr == nil {
+		// Counted first: the client may read the line and ask INFO at
+		// once.
+		rejected.Add(1)
+		// A new socket's send buffer is empty: the short line fits, so
+		// the write does not block. As with max_connections, a client
+		// already sending may lose the line to a reset.
+		_, _ = unix.Write(nfd, []byte(line))
+		unix.Close(nfd)
+	}
+	r.fd = openReserve()
+	return err == nil && aerr == nil
+}
+
+func (r *reserve) close() {
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
 }
 
 // listenNetwork is the network to listen on for addr: "tcp4" for an IPv4

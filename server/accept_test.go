@@ -3,8 +3,12 @@ package server
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,73 +18,167 @@ import (
 	"github.com/kvstore/kv/conf"
 )
 
-// TestAcceptSurvivesDescriptorExhaustion: with every descriptor of the
-// process in use, accepting fails with EMFILE; the server must wait and
-// accept the connection once descriptors free up, not stop (gnet's own
-// acceptor stopped the whole engine on it, and kvserver exited). With one
-// descriptor free for the server, the accept succeeds and handing the
-// connection to a loop (a duplicate of its descriptor) fails: the
-// connection must wait too, not be dropped.
-func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
-	for _, serverFree := range []int{0, 1} {
-		addr := startTestServer(t, newSlowStore(), nil)
-		var orig syscall.Rlimit
-		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
-			t.Skip(err)
-		}
-		fds, err := os.ReadDir("/proc/self/fd")
+// exhaustDescriptors lowers the process's open-file limit to a little
+// above what it uses and opens /dev/null until no descriptor is left but
+// free of them. release closes those files and restores the limit; it
+// also runs at the end of the test. No test using it may run in parallel:
+// the limit is the whole process's.
+func exhaustDescriptors(t *testing.T, free int) (release func()) {
+	t.Helper()
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Skip(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	lim := orig
+	lim.Cur = uint64(len(fds) + 16)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skip(err)
+	}
+	var fillers []*os.File
+	for {
+		f, err := os.Open(os.DevNull)
 		if err != nil {
-			t.Skip(err)
+			break
 		}
-		lim := orig
-		lim.Cur = uint64(len(fds) + 16)
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			t.Skip(err)
-		}
-		restore := func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) }
-
-		// Take every descriptor but the client's socket and serverFree.
-		var fillers []*os.File
-		for {
-			f, err := os.Open(os.DevNull)
-			if err != nil {
-				break
+		fillers = append(fillers, f)
+	}
+	for range free {
+		fillers[len(fillers)-1].Close()
+		fillers = fillers[:len(fillers)-1]
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			for _, f := range fillers {
+				f.Close()
 			}
-			fillers = append(fillers, f)
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// TestAcceptSurvivesDescriptorExhaustion: with one descriptor free for the
+// server, the accept succeeds and handing the connection to a loop (a
+// duplicate of its descriptor) fails with EMFILE: the connection must
+// wait, not be dropped, and be served once descriptors free up; the server
+// must not stop either (gnet's own acceptor stopped the whole engine on
+// EMFILE, and kvserver exited). With none free, see
+// TestAcceptRefusesWhenOutOfDescriptors.
+func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), nil)
+	release := exhaustDescriptors(t, 2) // the client's socket and the server's
+	c, dialErr := net.DialTimeout("tcp", addr, 2*time.Second)
+	time.Sleep(300 * time.Millisecond) // the server meets EMFILE meanwhile
+	release()
+	if dialErr != nil {
+		t.Fatalf("dial: %v", dialErr)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("PING\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || line != "PONG\n" {
+		t.Fatalf("PING once descriptors are free again: %q, %v", line, err)
+	}
+	checkServes(t, addr)
+}
+
+// checkServes checks that a new connection to addr is served.
+func checkServes(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("PING\n"))
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "PONG\n" {
+		t.Fatalf("PING on a new connection: %q, %v", line, err)
+	}
+}
+
+// TestAcceptRefusesWhenOutOfDescriptors: with no descriptor left, accept
+// fails with EMFILE; clients used to connect (the kernel completes the
+// handshake) and then hear nothing, for as long as descriptors were
+// short. Each must get the max_connections refusal line at once, while
+// descriptors are still short, counted in rejected_connections and
+// logged (rate-limited, with the limit and the count); once descriptors
+// free up, connections are served again.
+func TestAcceptRefusesWhenOutOfDescriptors(t *testing.T) {
+	logger, records := newRecordingLogger()
+	s, addr := startLoggingServer(t, logger)
+	release := exhaustDescriptors(t, 1) // the client's socket
+	limit := openFileLimit()
+	const clients = 3
+	for i := range clients {
+		// One client at a time: each takes the descriptor the previous
+		// one freed, so the server never has one but its reserve.
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatalf("client %d: dial: %v", i, err)
 		}
-		for range 1 + serverFree {
-			fillers[len(fillers)-1].Close()
-			fillers = fillers[:len(fillers)-1]
-		}
-		c, dialErr := net.DialTimeout("tcp", addr, 2*time.Second)
-		time.Sleep(300 * time.Millisecond) // the server meets EMFILE meanwhile
-		for _, f := range fillers {
-			f.Close()
-		}
-		restore()
-		if dialErr != nil {
-			t.Fatalf("%d free: dial: %v", serverFree, dialErr)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write([]byte("PING\n")); err != nil {
-			t.Fatal(err)
-		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
 		line, err := bufio.NewReader(c).ReadString('\n')
 		c.Close()
-		if err != nil || line != "PONG\n" {
-			t.Fatalf("%d free for the server: PING once descriptors are free again: %q, %v", serverFree, line, err)
+		if line != refusedFull {
+			t.Fatalf("client %d, out of descriptors: got %q, %v; want %q", i, line, err, refusedFull)
 		}
-		c2, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c2.SetDeadline(time.Now().Add(5 * time.Second))
-		c2.Write([]byte("PING\n"))
-		if line, err := bufio.NewReader(c2).ReadString('\n'); err != nil || line != "PONG\n" {
-			t.Fatalf("PING on a new connection: %q, %v", line, err)
-		}
-		c2.Close()
 	}
+	release()
+	if got := s.rejected.Load(); got != clients {
+		t.Errorf("rejected_connections = %d, want %d", got, clients)
+	}
+	checkServes(t, addr)
+
+	all := records()
+	warned := matching(all, "out of file descriptors; refusing new connections")
+	if len(warned) != 1 || !strings.Contains(warned[0], fmt.Sprintf(" limit=%d ", limit)) || !strings.Contains(warned[0], " refused=1") {
+		t.Errorf("refusals logged as %q, want one warning with limit=%d refused=1", warned, limit)
+	}
+	recovered := matching(all, "file descriptors available again")
+	if len(recovered) != 1 || !strings.Contains(recovered[0], fmt.Sprintf(" refused=%d", clients-1)) {
+		t.Errorf("recovery logged as %q, want one record with the %d refusals not logged yet", recovered, clients-1)
+	}
+}
+
+// startLoggingServer is startTestServer with the server logging to logger.
+func startLoggingServer(t *testing.T, logger *slog.Logger) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := conf.Default().Server
+	cfg.Listen = addr
+	cfg.EventLoops = 2
+	s := New(cfg, newSlowStore(), Info{Version: "test", Mode: "standalone", Sync: "always"}, logger, nil)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitStarted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		<-done
+	})
+	return s, addr
 }
 
 // TestBusyLoopDoesNotStopAccepting: while one of two loops is stuck in a
@@ -207,4 +305,47 @@ func TestConnectionsSpreadOverLoops(t *testing.T) {
 			t.Errorf("a loop has %d of 50 connections", got)
 		}
 	}
+}
+
+// recordingHandler keeps the records logged as "message key=value ...",
+// for tests that count them.
+type recordingHandler struct {
+	mu      *sync.Mutex
+	records *[]string
+}
+
+func newRecordingLogger() (*slog.Logger, func() []string) {
+	h := recordingHandler{mu: new(sync.Mutex), records: new([]string)}
+	return slog.New(h), func() []string {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return append([]string(nil), *h.records...)
+	}
+}
+
+func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.mu.Lock()
+	*h.records = append(*h.records, b.String())
+	h.mu.Unlock()
+	return nil
+}
+func (h recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordingHandler) WithGroup(string) slog.Handler      { return h }
+
+// matching returns the records that start with msg.
+func matching(records []string, msg string) []string {
+	var out []string
+	for _, r := range records {
+		if strings.HasPrefix(r, msg) {
+			out = append(out, r)
+		}
+	}
+	return out
 }

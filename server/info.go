@@ -20,7 +20,8 @@ type engineMetrics interface {
 }
 
 // healthChecker is implemented by stores that can tell when their storage
-// cannot take writes (a full disk, a failed write path).
+// is unwell: it cannot take writes (a full disk, a failed write path) or
+// a read found a damaged table.
 type healthChecker interface {
 	Health() error
 }
@@ -121,6 +122,7 @@ func (s *Server) infoText(sections ...string) string {
 			w("write_stall_seconds", fmt.Sprintf("%.3f", m.StallDuration.Seconds()))
 			w("block_cache_hits", m.CacheHits)
 			w("block_cache_misses", m.CacheMisses)
+			w("corrupt_reads", m.CorruptReads)
 		}
 	})
 	add("keyspace", func(w func(string, any)) {

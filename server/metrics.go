@@ -230,12 +230,13 @@ var (
 	descKeys         = prometheus.NewDesc("kv_engine_keys_estimate", "Estimated live keys (see DBSIZE).", nil, nil)
 	descRefused      = prometheus.NewDesc("kv_engine_writes_refused_total", "Write batches refused while flushes failed and the memtables were full.", nil, nil)
 	descDiskReads    = prometheus.NewDesc("kv_engine_reads_needing_disk_total", "Point reads that needed the disk, served on a goroutine instead of an event loop.", nil, nil)
+	descCorruptReads = prometheus.NewDesc("kv_engine_corrupt_reads_total", "Engine reads that failed because a table is damaged (a block checksum mismatch, say).", nil, nil)
 )
 
 func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
 		descWALSyncs, descFlushes, descCompactions, descCompRead, descCompWritten, descWriteAmp, descStalls,
-		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads} {
+		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads, descCorruptReads} {
 		ch <- d
 	}
 }
@@ -273,4 +274,5 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descKeys, float64(m.ApproxKeys))
 	counter(descRefused, float64(m.WritesRefused))
 	counter(descDiskReads, float64(m.ReadsNeedingDisk))
+	counter(descCorruptReads, float64(m.CorruptReads))
 }

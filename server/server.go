@@ -77,6 +77,9 @@ type Server struct {
 	offers     atomic.Int64 // direct-reply offers out (offerDirect)
 	input      atomic.Int64 // unparsed input of all connections (chargeInput)
 	enrolling  atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
+	// fdMu keeps handovers (read) from seeing the accept loop's reserve
+	// descriptor freed for a moment (write; see reserve.refuseOne).
+	fdMu       sync.RWMutex
 	draining   atomic.Bool
 	totalConns atomic.Int64
 	rejected   atomic.Int64
@@ -274,12 +277,12 @@ func (s *Server) quiet() bool {
 // OnOpen admits a connection or rejects it when max_connections is reached.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
-		return []byte("ERROR|server is shutting down\n"), gnet.Close
+		return []byte(refusedDraining), gnet.Close
 	}
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 		s.conns.Add(-1)
 		s.rejected.Add(1)
-		return []byte("ERROR|max number of clients reached\n"), gnet.Close
+		return []byte(refusedFull), gnet.Close
 	}
 	s.totalConns.Add(1)
 	s.metrics.Connections.Inc()

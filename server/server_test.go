@@ -823,7 +823,7 @@ func TestEngineCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewEngineCollector(func() lsm.Metrics {
 		return lsm.Metrics{Levels: make([]lsm.LevelMetrics, 2), CacheHits: 3, CacheMisses: 1, WALSyncs: 7, StallCount: 2, Compactions: 5,
-			WritesRefused: 4, ReadsNeedingDisk: 6}
+			WritesRefused: 4, ReadsNeedingDisk: 6, CorruptReads: 8}
 	}))
 	got := gatherValues(t, reg)
 	for name, want := range map[string]float64{
@@ -836,6 +836,7 @@ func TestEngineCollector(t *testing.T) {
 		"kv_engine_write_slowdowns_total":    0,
 		"kv_engine_writes_refused_total":     4,
 		"kv_engine_reads_needing_disk_total": 6,
+		"kv_engine_corrupt_reads_total":      8,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)

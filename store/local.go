@@ -228,8 +228,8 @@ func (l *Local) clearAll() error {
 // ApproxKeys estimates live keys from engine metrics.
 func (l *Local) ApproxKeys() int64 { return l.db.Metrics().ApproxKeys }
 
-// Health reports why the engine cannot take writes now, or nil
-// (/healthz, INFO).
+// Health reports why the engine cannot take writes now, or a damaged
+// table that reads found, or nil (/healthz, INFO).
 func (l *Local) Health() error {
 	if err := l.db.Health(); err != nil {
 		return storageErr(err)

@@ -26,12 +26,13 @@ const (
 	otherFDs = 32
 	// acceptFDs: the connection the server's accept loop holds (refusing
 	// it over max_connections, or handing a duplicate of it to an event
-	// loop: two descriptors for a moment). The accept loop takes one at a
-	// time, and an accept that fails with EMFILE waits and retries
-	// (server/accept.go); before it, gnet's acceptor left up to ~250
-	// refused connections open at once in a flood of 2000 connects, and
-	// its EMFILE stopped the server.
-	acceptFDs = 2
+	// loop: two descriptors for a moment), and the descriptor it keeps in
+	// reserve to refuse connections when none is left (an accept that
+	// fails with EMFILE: server/accept.go). The accept loop takes one at
+	// a time; before it, gnet's acceptor left up to ~250 refused
+	// connections open at once in a flood of 2000 connects, and its EMFILE
+	// stopped the server.
+	acceptFDs = 3
 )
 
 // fdUse is what the descriptor arithmetic behind max_connections counts.

@@ -179,10 +179,28 @@ func (r *Reader) loadIndex(block []byte, off, dataEnd uint64) error {
 	return nil
 }
 
-// corrupt returns an error naming the file and offset that wraps
-// base.ErrCorruption.
+// CorruptionError reports damage found in a table: a block whose checksum
+// does not match, or contents that do not parse. It wraps
+// base.ErrCorruption. The DB reads FileNum and Offset from it (with
+// errors.As) to tell operators which table is damaged and where, without
+// parsing messages.
+type CorruptionError struct {
+	Name    string // the file name given in ReaderOptions
+	FileNum uint64
+	Offset  uint64 // of the damaged block or structure
+	Detail  string // what is wrong, such as "bad block checksum"
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("sstable %s: %s at offset %d: %v", e.Name, e.Detail, e.Offset, base.ErrCorruption)
+}
+
+// Unwrap returns base.ErrCorruption.
+func (e *CorruptionError) Unwrap() error { return base.ErrCorruption }
+
+// corrupt returns a *CorruptionError naming the file and offset.
 func (r *Reader) corrupt(off uint64, format string, args ...any) error {
-	return fmt.Errorf("sstable %s: %s at offset %d: %w", r.name, fmt.Sprintf(format, args...), off, base.ErrCorruption)
+	return &CorruptionError{Name: r.name, FileNum: r.fileNum, Offset: off, Detail: fmt.Sprintf(format, args...)}
 }
 
 // readAt fills p from offset off; a short read means the file is shorter

@@ -607,6 +607,12 @@ func checkCorruption(t *testing.T, err error, off int) {
 		!strings.Contains(err.Error(), "at offset ") {
 		t.Fatalf("flip at %d: error %q does not wrap ErrCorruption with file and offset", off, err)
 	}
+	// The DB finds the damaged table and offset with errors.As, not by
+	// parsing the message.
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || ce.FileNum != 123 || ce.Offset >= 1<<32 || !strings.Contains(err.Error(), fmt.Sprintf("at offset %d: ", ce.Offset)) {
+		t.Fatalf("flip at %d: error %q is not a *CorruptionError of table 123 with its offset", off, err)
+	}
 }
 
 func checkDamagedReads(t *testing.T, r *Reader, es []entry, off int) {

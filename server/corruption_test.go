@@ -1,0 +1,136 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
+)
+
+// damagedLocal writes n keys to one table, flips 4 bytes in the middle of
+// it (a data block) and reopens: reads of the keys in that block fail.
+func damagedLocal(t *testing.T, n int) *store.Local {
+	t.Helper()
+	dir := t.TempDir()
+	opts := lsm.Options{Sync: lsm.SyncNone, MemtableBytes: 4 << 20, BlockCacheBytes: 1 << 20,
+		Compression: lsm.CompressionNone, Logger: slog.New(slog.DiscardHandler)}
+	db, err := lsm.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := db.Put(fmt.Appendf(nil, "k%05d", i), []byte(strings.Repeat("v", 100))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) != 1 {
+		t.Fatalf("tables %v, want one", tables)
+	}
+	data, err := os.ReadFile(tables[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		data[len(data)/2+i] ^= 0xff
+	}
+	if err := os.WriteFile(tables[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err = lsm.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.NewLocal(db, "x")
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestDamagedTableVisible: GETs that meet a damaged table fail as before,
+// and are now visible to operators: /healthz answers 503 naming the table,
+// INFO persistence and /metrics count the failed reads, and writes go on.
+func TestDamagedTableVisible(t *testing.T) {
+	const n = 1000
+	st := damagedLocal(t, n)
+	addr := startTestServer(t, st, nil)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var req strings.Builder
+	for i := range n {
+		fmt.Fprintf(&req, "GET|k%05d\n", i)
+	}
+	req.WriteString("PUT|after|1\nGET|after\n")
+	if _, err := io.WriteString(conn, req.String()); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	failed := 0
+	for i := range n + 2 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case i == n && line != "OK", i == n+1 && line != "VALUE|1":
+			t.Fatalf("write after the damage: reply %q", line)
+		case strings.HasPrefix(line, "ERROR|"):
+			if !strings.Contains(line, "corruption") {
+				t.Fatalf("reply %d: %q", i, line)
+			}
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no GET met the damaged block")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewEngineCollector(st.EngineMetrics))
+	a, err := StartAdmin("127.0.0.1:0", "", st, reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	resp, err := http.Get("http://" + a.ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(string(body), "unhealthy ") ||
+		!strings.Contains(string(body), "damaged table") || !strings.Contains(string(body), ".sst") {
+		t.Fatalf("healthz: %d %q, want 503 naming the damaged table", resp.StatusCode, body)
+	}
+	t.Logf("healthz: %s", body)
+	if got := gatherValues(t, reg)["kv_engine_corrupt_reads_total"]; got != float64(failed) {
+		t.Fatalf("kv_engine_corrupt_reads_total = %v, want %d", got, failed)
+	}
+	info := lastServer.infoText("persistence")
+	if !strings.Contains(info, fmt.Sprintf("\r\ncorrupt_reads:%d\r\n", failed)) || !strings.Contains(info, "storage_status:err\r\n") {
+		t.Fatalf("INFO persistence does not show %d corrupt reads and the damage:\n%s", failed, info)
+	}
+}
