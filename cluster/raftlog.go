@@ -3,10 +3,13 @@ package cluster
 import (
 	"context"
 	"fmt"
+	stdlog "log"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
@@ -67,7 +70,49 @@ func setRaftLogger(l *slog.Logger) {
 			rl.level.Store(int32(logger.INFO))
 			return rl
 		})
+		// Dragonboat's pebble LogDB does not log through the factory above:
+		// its errors (a flush failing on a full disk, once per attempt, and
+		// the fatal write error it panics with) go to Go's standard log,
+		// which dragonboat's capnslog dependency points at standard error
+		// when it is initialised. They belong in the node's log
+		// (log.file), rate-limited like the rest.
+		stdlog.SetFlags(0)
+		stdlog.SetOutput(stdlogWriter{})
 	})
+}
+
+// stdlogWriter forwards lines of Go's standard log (dragonboat's pebble
+// LogDB) to the current raft logger as errors: pebble logs nothing
+// routine there in dragonboat's setup, only background errors and the
+// write failure it then panics with.
+type stdlogWriter struct{}
+
+func (stdlogWriter) Write(p []byte) (int, error) {
+	lg := raftLogger.Load()
+	if lg == nil {
+		return len(p), nil
+	}
+	msg := strings.TrimRight(string(p), "\n")
+	// Messages differ in file numbers only; one per kind per interval.
+	kind := strings.Map(func(r rune) rune {
+		if unicode.IsDigit(r) {
+			return -1
+		}
+		return r
+	}, msg)
+	if len(kind) > 120 {
+		kind = kind[:120]
+	}
+	ok, suppressed := raftLogLimit.allow("stdlog: "+kind, time.Now())
+	if !ok {
+		return len(p), nil
+	}
+	if suppressed > 0 {
+		lg.Error(msg, "raft_pkg", "logdb", "similar_suppressed", suppressed)
+	} else {
+		lg.Error(msg, "raft_pkg", "logdb")
+	}
+	return len(p), nil
 }
 
 // raftLog adapts dragonboat's ILogger to slog.
