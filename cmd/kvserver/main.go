@@ -190,7 +190,7 @@ func run(args []string) error {
 	if admin != nil {
 		_ = admin.Close(shutdownCtx)
 	}
-	if err := st.Close(); err != nil {
+	if err := closeWithin(st, storeCloseTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -198,6 +198,26 @@ func run(args []string) error {
 	}
 	logger.Log(ctx, milestone, "kvserver stopped")
 	return nil
+}
+
+// storeCloseTimeout bounds closing the store at shutdown: a standalone
+// engine flushes its memtables, a cluster node stops its raft engine.
+const storeCloseTimeout = time.Minute
+
+// closeWithin closes c, giving up after timeout. A cluster node whose raft
+// engine hangs (its raft log's writer blocked on a full disk) never
+// finished closing, and the process stayed up until a second signal.
+// Giving up is safe: what was acknowledged is durable (the store survives
+// kill -9), and the error makes the exit status say it was cut short.
+func closeWithin(c io.Closer, timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("not finished after %v; exiting without it", timeout)
+	}
 }
 
 // signalEcho is how soon a repeat of the signal that started the shutdown

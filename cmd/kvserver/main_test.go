@@ -442,3 +442,28 @@ func respCommand(t *testing.T, addr string, args ...string) string {
 	}
 	return string(body[:n])
 }
+
+// hangingCloser's Close returns only when released.
+type hangingCloser struct{ release chan struct{} }
+
+func (h hangingCloser) Close() error { <-h.release; return nil }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// TestCloseWithin: a store whose close hangs does not keep the process
+// alive past the bound (a cluster node whose raft engine was stuck on a
+// full disk needed a second signal); one that closes in time reports its
+// own result.
+func TestCloseWithin(t *testing.T) {
+	h := hangingCloser{release: make(chan struct{})}
+	defer close(h.release)
+	if err := closeWithin(h, 10*time.Millisecond); err == nil || !strings.Contains(err.Error(), "not finished") {
+		t.Fatalf("hanging close: %v", err)
+	}
+	want := errors.New("flush failed")
+	if err := closeWithin(closerFunc(func() error { return want }), time.Minute); err != want {
+		t.Fatalf("close error: %v, want %v", err, want)
+	}
+}
