@@ -88,22 +88,20 @@ type DB struct {
 	mu   sync.Mutex
 	cond sync.Cond // on mu: flush/compaction progress, errors, close
 	// Protected by mu:
-	current          *version
-	mem              *memTable
-	imm              []*memTable // oldest first
-	nextMemID        uint64
-	flushedMemID     uint64 // every memtable with a smaller or equal id is in a table
-	flushErr         error  // the last flush failure (Flush callers wait on flushFailures)
-	flushFailures    int
-	flushPins        []*flushPin // checkpoints waiting for the version of a flush
-	flushFailing     error       // the last flush attempt's error: nil once one succeeds
-	compactFailing   error       // the last compaction attempt's error: nil once one succeeds
-	walCreateTried   time.Time   // the last attempt to create a WAL (committer only)
-	walCreateFailing error       // the last failed WAL creation of a rotation: nil once one succeeds
-	bgErr            error
-	closing          bool
-	snapshots        snapshotNode // sentinel of the pinned-sequence list
-	walNums          []uint64     // WAL files on disk, ascending
+	current        *version
+	mem            *memTable
+	imm            []*memTable // oldest first
+	nextMemID      uint64
+	flushedMemID   uint64 // every memtable with a smaller or equal id is in a table
+	flushErr       error  // the last flush failure (Flush callers wait on flushFailures)
+	flushFailures  int
+	flushPins      []*flushPin // checkpoints waiting for the version of a flush
+	flushFailing   error       // the last flush attempt's error: nil once one succeeds
+	compactFailing error       // the last compaction attempt's error: nil once one succeeds
+	bgErr          error
+	closing        bool
+	snapshots      snapshotNode // sentinel of the pinned-sequence list
+	walNums        []uint64     // WAL files on disk, ascending
 	// spareMem is a preallocated arena for the next rotation.
 	spareMem        *memtable.Table
 	spareMemBytes   int64
@@ -119,9 +117,16 @@ type DB struct {
 	prefaults sync.WaitGroup // memtable memory being prepared (goPrefaultLocked)
 
 	metrics metricsCounters
-	damaged damagedTables
 
 	nowaitWarned atomic.Bool // the RWF_NOWAIT fallback was logged
+
+	// Rarely touched, so kept apart from the fields above.
+	damaged damagedTables
+	// walCreateTried is the last attempt to create a WAL (committer only);
+	// walCreateFailing, under mu, the last failed WAL creation of a
+	// rotation: nil once one succeeds.
+	walCreateTried   time.Time
+	walCreateFailing error
 }
 
 // Get returns a copy of the value of key, or ErrNotFound.
