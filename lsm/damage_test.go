@@ -2,60 +2,15 @@ package lsm
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kvstore/kv/internal/logtest"
 	"github.com/lni/vfs"
 )
-
-// recordingHandler keeps the messages and attributes of the records
-// logged, for tests that count them.
-type recordingHandler struct {
-	mu      *sync.Mutex
-	records *[]string // message, then " key=value" per attribute
-}
-
-func newRecordingLogger() (*slog.Logger, func() []string) {
-	h := recordingHandler{mu: new(sync.Mutex), records: new([]string)}
-	return slog.New(h), func() []string {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return append([]string(nil), *h.records...)
-	}
-}
-
-func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
-		return true
-	})
-	h.mu.Lock()
-	*h.records = append(*h.records, b.String())
-	h.mu.Unlock()
-	return nil
-}
-func (h recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h recordingHandler) WithGroup(string) slog.Handler      { return h }
-
-// matching returns the records that start with msg.
-func matching(records []string, msg string) []string {
-	var out []string
-	for _, r := range records {
-		if strings.HasPrefix(r, msg) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
 
 // damagedTableDB writes k000..k099 to one table and returns a copy of the
 // DB in which the block holding k000 has a bad checksum, and the table's
@@ -93,7 +48,7 @@ func damagedTableDB(t *testing.T) (*vfs.MemFS, string) {
 func TestReadCorruptionReported(t *testing.T) {
 	fs, table := damagedTableDB(t)
 	opts := testOptions(fs)
-	logger, records := newRecordingLogger()
+	logger, rec := logtest.New()
 	opts.Logger = logger
 	d := mustOpen(t, "/db", opts)
 	defer d.Close()
@@ -120,7 +75,7 @@ func TestReadCorruptionReported(t *testing.T) {
 		t.Fatalf("CorruptReads = %d, want %d", got, want)
 	}
 
-	logged := matching(records(), "lsm: damaged table")
+	logged := logtest.Matching(rec.Records(), "lsm: damaged table")
 	if len(logged) != 1 || !strings.Contains(logged[0], table) || !strings.Contains(logged[0], " offset=") ||
 		!strings.Contains(logged[0], "found_by=read") {
 		t.Fatalf("damage logged as %q, want one record naming %s and the offset", logged, table)
@@ -147,7 +102,7 @@ func TestCompactionCorruptionReported(t *testing.T) {
 	fs, table := damagedTableDB(t)
 	opts := testOptions(fs)
 	opts.L0CompactionTrigger = 2
-	logger, records := newRecordingLogger()
+	logger, rec := logtest.New()
 	opts.Logger = logger
 	d := mustOpen(t, "/db", opts)
 	defer d.Close()
@@ -196,12 +151,12 @@ func TestCompactionCorruptionReported(t *testing.T) {
 	if err := d.Close(); err != nil { // waits for the compaction goroutine
 		t.Fatal(err)
 	}
-	all := records()
-	damage := matching(all, "lsm: damaged table")
+	all := rec.Records()
+	damage := logtest.Matching(all, "lsm: damaged table")
 	if len(damage) != 1 || !strings.Contains(damage[0], table) || !strings.Contains(damage[0], "found_by=compaction") {
 		t.Fatalf("damage logged as %q, want one record naming %s", damage, table)
 	}
-	if failed := matching(all, "lsm: compaction failed"); len(failed) != 1 {
+	if failed := logtest.Matching(all, "lsm: compaction failed"); len(failed) != 1 {
 		t.Fatalf("compaction failures logged as %q, want one", failed)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/internal/logtest"
 )
 
 // exhaustDescriptors lowers the process's open-file limit to a little
@@ -114,7 +115,7 @@ func checkServes(t *testing.T, addr string) {
 // logged (rate-limited, with the limit and the count); once descriptors
 // free up, connections are served again.
 func TestAcceptRefusesWhenOutOfDescriptors(t *testing.T) {
-	logger, records := newRecordingLogger()
+	logger, rec := logtest.New()
 	s, addr := startLoggingServer(t, logger)
 	release := exhaustDescriptors(t, 1) // the client's socket
 	limit := openFileLimit()
@@ -139,12 +140,12 @@ func TestAcceptRefusesWhenOutOfDescriptors(t *testing.T) {
 	}
 	checkServes(t, addr)
 
-	all := records()
-	warned := matching(all, "out of file descriptors; refusing new connections")
+	all := rec.Records()
+	warned := logtest.Matching(all, "out of file descriptors; refusing new connections")
 	if len(warned) != 1 || !strings.Contains(warned[0], fmt.Sprintf(" limit=%d ", limit)) || !strings.Contains(warned[0], " refused=1") {
 		t.Errorf("refusals logged as %q, want one warning with limit=%d refused=1", warned, limit)
 	}
-	recovered := matching(all, "file descriptors available again")
+	recovered := logtest.Matching(all, "file descriptors available again")
 	if len(recovered) != 1 || !strings.Contains(recovered[0], fmt.Sprintf(" refused=%d", clients-1)) {
 		t.Errorf("recovery logged as %q, want one record with the %d refusals not logged yet", recovered, clients-1)
 	}
@@ -305,47 +306,4 @@ func TestConnectionsSpreadOverLoops(t *testing.T) {
 			t.Errorf("a loop has %d of 50 connections", got)
 		}
 	}
-}
-
-// recordingHandler keeps the records logged as "message key=value ...",
-// for tests that count them.
-type recordingHandler struct {
-	mu      *sync.Mutex
-	records *[]string
-}
-
-func newRecordingLogger() (*slog.Logger, func() []string) {
-	h := recordingHandler{mu: new(sync.Mutex), records: new([]string)}
-	return slog.New(h), func() []string {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return append([]string(nil), *h.records...)
-	}
-}
-
-func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
-		return true
-	})
-	h.mu.Lock()
-	*h.records = append(*h.records, b.String())
-	h.mu.Unlock()
-	return nil
-}
-func (h recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h recordingHandler) WithGroup(string) slog.Handler      { return h }
-
-// matching returns the records that start with msg.
-func matching(records []string, msg string) []string {
-	var out []string
-	for _, r := range records {
-		if strings.HasPrefix(r, msg) {
-			out = append(out, r)
-		}
-	}
-	return out
 }
