@@ -559,22 +559,8 @@ func TestDialFails(t *testing.T) {
 // TestDialTimeoutBoundsAuth: a server that accepts but never answers makes
 // Dial fail after DialTimeout, AUTH included, not after the request timeout.
 func TestDialTimeoutBoundsAuth(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // silent until the test ends
-		}
-	}()
 	start := time.Now()
-	_, err = Dial(ln.Addr().String(), Options{Password: "pw", DialTimeout: 100 * time.Millisecond, Timeout: 5 * time.Second})
+	_, err := Dial(silentServer(t), Options{Password: "pw", DialTimeout: 100 * time.Millisecond, Timeout: 5 * time.Second})
 	if err == nil {
 		t.Fatal("Dial of a silent server succeeded")
 	}

@@ -276,6 +276,38 @@ func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) 
 	return errReply("unknown command '" + string(f[0]) + "'"), true
 }
 
+// silentServer returns the address of a listener that accepts connections
+// and never answers, until the test ends.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // errorsAs is errors.As returning the target, for terse assertions.
 func errorsAs[T error](err error) (T, bool) {
 	var target T

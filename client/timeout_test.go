@@ -67,21 +67,7 @@ func TestTimeoutErrors(t *testing.T) {
 	})
 
 	t.Run("DialTimeout authenticating", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close() // silent until the test ends
-			}
-		}()
-		_, err = Dial(ln.Addr().String(), Options{Password: "pw", DialTimeout: 100 * time.Millisecond})
+		_, err := Dial(silentServer(t), Options{Password: "pw", DialTimeout: 100 * time.Millisecond})
 		if !isTimeout(err) {
 			t.Fatalf("Dial = %v, want a net.Error timeout", err)
 		}
