@@ -155,30 +155,8 @@ func TestOlderWALTornTail(t *testing.T) {
 // TestTableCorruption flips a byte inside a data block: Get and iteration
 // must report corruption naming the file, never return wrong data.
 func TestTableCorruption(t *testing.T) {
-	fs := vfs.NewMem()
-	opts := Options{BlockCacheBytes: testCacheBytes, FS: fs, Compression: CompressionNone}
-	d := mustOpen(t, "/db", opts)
-	for i := range 100 {
-		mustPut(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i))
-	}
-	if err := d.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	tables := filesOfType(t, fs, "/db", fileTypeTable)
-	if len(tables) != 1 {
-		t.Fatalf("tables %v", tables)
-	}
-	table := makeFilename(fileTypeTable, tables[0])
-	cfs := editFile(t, fs, table, func(data []byte) []byte {
-		i := bytes.Index(data, []byte("value-000"))
-		if i < 0 {
-			t.Fatal("value not found in table")
-		}
-		data[i+6] ^= 1 // "value-000" -> "value-100"
-		return data
-	})
-	d = mustOpen(t, "/db", testOptions(cfs))
+	cfs, table := damagedTableDB(t) // "value-000" -> "value-100"
+	d := mustOpen(t, "/db", testOptions(cfs))
 	defer d.Close()
 	v, err := d.Get([]byte("k000"))
 	if !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), table) {

@@ -36,7 +36,7 @@ func damagedTableDB(t *testing.T) (*vfs.MemFS, string) {
 		if i < 0 {
 			t.Fatal("value not found in table")
 		}
-		data[i+6] ^= 1
+		data[i+6] ^= 1 // "value-000" -> "value-100"
 		return data
 	}), table
 }
