@@ -74,7 +74,8 @@ type Options struct {
 	// connection error whose outcome is unknown.
 	Timeout time.Duration
 	// PoolSize is the most connections open at once; default 8. A caller
-	// that finds them all busy waits for one (or for its context).
+	// that finds them all busy waits for one, up to its context's deadline
+	// or Timeout (then it fails without sending anything).
 	PoolSize int
 	// MaxReplyBytes bounds one reply line; default 512 MiB. A longer reply
 	// (a Range over large values, say) is an error that names this option,

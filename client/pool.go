@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
 	"time"
 )
@@ -44,10 +46,25 @@ func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
 	}
 	select {
 	case p.tokens <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-p.done:
-		return nil, ErrClosed
+	default:
+		// Every connection is busy: wait, but no longer than the call's
+		// deadline (Options.Timeout), which a call stuck behind slow
+		// requests would otherwise outlive by as long as they take.
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case p.tokens <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-p.done:
+			return nil, ErrClosed
+		case <-expired:
+			return nil, fmt.Errorf("waiting for a free connection (PoolSize): %w", os.ErrDeadlineExceeded)
+		}
 	}
 	for {
 		p.mu.Lock()

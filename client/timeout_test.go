@@ -218,3 +218,30 @@ func TestDeadlinePassedWhileWaitingForConnection(t *testing.T) {
 
 	check("context deadline", c.Ping(lateContext{context.Background()}), context.DeadlineExceeded)
 }
+
+// TestTimeoutBoundsWaitForConnection: a call that finds every pooled
+// connection busy waits for one no longer than its Timeout, and fails
+// unsent; before, only its context ended the wait, so with the default
+// context a call behind slow requests waited as long as they took.
+func TestTimeoutBoundsWaitForConnection(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{PoolSize: 1})
+	held, err := c.pool.get(context.Background(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.pool.put(held, true)
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.pool.get(context.Background(), time.Now().Add(50*time.Millisecond))
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
+			t.Fatalf("wait for a busy pool = %v, want a deadline error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wait for a busy pool outlived its deadline")
+	}
+}
