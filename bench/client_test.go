@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -227,11 +226,7 @@ func TestFirstErrorsDistinct(t *testing.T) {
 	if !slices.Equal(res.FirstErrors, want) || !slices.Equal(res.FirstErrorCounts, []int64{8, 1, 1, 1, 1}) {
 		t.Errorf("first errors %q, counts %v; want %q, counts [8 1 1 1 1]", res.FirstErrors, res.FirstErrorCounts, want)
 	}
-	var buf bytes.Buffer
-	if err := res.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
+	out := textReport(t, res)
 	if !strings.Contains(out, "          put: server error: storage unavailable (8 times)\n          get: no reply") {
 		t.Errorf("report does not quote each message once with its count:\n%s", out)
 	}

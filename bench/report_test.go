@@ -168,11 +168,7 @@ func TestJSONSchema(t *testing.T) {
 
 func TestWriteText(t *testing.T) {
 	res := sampleResult(t)
-	var buf bytes.Buffer
-	if err := res.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
+	out := textReport(t, res)
 	for _, want := range []string{
 		"kvbench test", res.Run.Addrs[0] + " (pipe)", "4 clients × pipeline 8", "open loop at 5,000 ops/s",
 		"put=1,get=3,range=1", "1,000 keys (zipf s=0.99)", "values 100 B", "range limit 100",
@@ -192,11 +188,7 @@ func TestWriteText(t *testing.T) {
 	res.Prefill = &PrefillStats{Keys: 1000, Seconds: 2, Interrupted: true}
 	res.Errors, res.ReconnectErrors, res.FirstErrors = 96, 80, []string{"dial tcp: connection refused"}
 	res.CPU, res.Elapsed = ClientCPU{}, 0
-	buf.Reset()
-	if err := res.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	out = buf.String()
+	out = textReport(t, res)
 	for _, want := range []string{"prefill   of 1,000 keys interrupted after", "errors    96 (80 of them failed reconnects",
 		"CPU not measured"} {
 		if !strings.Contains(out, want) {

@@ -272,12 +272,9 @@ func TestRunNothingMeasured(t *testing.T) {
 	if res.All.Count != 0 || res.Stopped != "" {
 		t.Errorf("measured %d requests, stopped %q: want none, and a run that was not stopped", res.All.Count, res.Stopped)
 	}
-	var buf bytes.Buffer
-	if err := res.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if want := "WARNING   no request was measured"; !strings.Contains(buf.String(), want) {
-		t.Errorf("report lacks %q:\n%s", want, buf.String())
+	out := textReport(t, res)
+	if want := "WARNING   no request was measured"; !strings.Contains(out, want) {
+		t.Errorf("report lacks %q:\n%s", want, out)
 	}
 }
 
@@ -306,12 +303,9 @@ func TestClientCPUExcludesWarmup(t *testing.T) {
 	if res.CPU.Known {
 		t.Errorf("client CPU %+v measured over the warmup, for a run that never reached its measured phase", res.CPU)
 	}
-	var buf bytes.Buffer
-	if err := res.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if want := "CPU not measured: the run stopped before its measured phase"; !strings.Contains(buf.String(), want) {
-		t.Errorf("report lacks %q:\n%s", want, buf.String())
+	out := textReport(t, res)
+	if want := "CPU not measured: the run stopped before its measured phase"; !strings.Contains(out, want) {
+		t.Errorf("report lacks %q:\n%s", want, out)
 	}
 }
 
@@ -539,12 +533,9 @@ func TestMeasuredErrors(t *testing.T) {
 		if ol := res.OpenLoop; ol.AchievedRate > ol.TargetRate {
 			t.Errorf("achieved %.0f ops/s of %.0f: warmup requests counted", ol.AchievedRate, ol.TargetRate)
 		}
-		var buf bytes.Buffer
-		if err := res.WriteText(&buf); err != nil {
-			t.Fatal(err)
-		}
-		if want := "300 in the warmup or prefill, in no operation's row"; !strings.Contains(buf.String(), want) {
-			t.Errorf("report does not say %q:\n%s", want, buf.String())
+		out := textReport(t, res)
+		if want := "300 in the warmup or prefill, in no operation's row"; !strings.Contains(out, want) {
+			t.Errorf("report does not say %q:\n%s", want, out)
 		}
 	})
 	t.Run("closed loop", func(t *testing.T) {
@@ -610,4 +601,14 @@ func TestTimelineLastSecond(t *testing.T) {
 	if total != res.All.Count {
 		t.Errorf("timeline holds %d requests, the rows %d", total, res.All.Count)
 	}
+}
+
+// textReport is res's text report.
+func textReport(t *testing.T, res *Result) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := res.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
 }

@@ -100,14 +100,7 @@ func TestTimeoutErrors(t *testing.T) {
 		nc := <-accepted
 		defer nc.Close()
 		fill()
-		held, err := c.pool.get(context.Background(), time.Time{}) // the only connection
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.pool.put(held, true)
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
-		err = c.Ping(ctx)
+		err = pingBesideHeldConn(t, c)
 		if !isTimeout(err) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want a net.Error timeout matching context.DeadlineExceeded", err)
 		}
@@ -150,14 +143,7 @@ func TestTimeoutErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		held, err := c.pool.get(context.Background(), time.Time{}) // the only connection
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.pool.put(held, true)
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
-		err = c.Ping(ctx)
+		err = pingBesideHeldConn(t, c)
 		if !isTimeout(err) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want a net.Error timeout matching context.DeadlineExceeded", err)
 		}
@@ -244,4 +230,18 @@ func TestTimeoutBoundsWaitForConnection(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the wait for a busy pool outlived its deadline")
 	}
+}
+
+// pingBesideHeldConn holds c's idle connection, so that a Ping must open
+// another, and returns the error of that Ping under a 100 ms context.
+func pingBesideHeldConn(t *testing.T, c *Client) error {
+	t.Helper()
+	held, err := c.pool.get(context.Background(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.pool.put(held, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	return c.Ping(ctx)
 }

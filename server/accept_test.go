@@ -154,31 +154,8 @@ func TestAcceptRefusesWhenOutOfDescriptors(t *testing.T) {
 // startLoggingServer is startTestServer with the server logging to logger.
 func startLoggingServer(t *testing.T, logger *slog.Logger) (*Server, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg := conf.Default().Server
-	cfg.Listen = addr
-	cfg.EventLoops = 2
-	s := New(cfg, newSlowStore(), Info{Version: "test", Mode: "standalone", Sync: "always"}, logger, nil)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.WaitStarted(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-		<-done
-	})
+	s, addr, done := serveLoggingTestServer(t, newSlowStore(), nil, nil, logger)
+	stopAtCleanup(t, s, done)
 	return s, addr
 }
 

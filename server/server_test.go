@@ -145,6 +145,13 @@ func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server)
 	t.Helper()
 	s, addr, done := serveTestServer(t, st, mutate, m)
 	lastServer = s
+	stopAtCleanup(t, s, done)
+	return addr
+}
+
+// stopAtCleanup shuts s down at the end of the test and waits for its
+// Serve to return (done).
+func stopAtCleanup(t *testing.T, s *Server, done <-chan error) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -153,12 +160,18 @@ func startTestServerWith(t *testing.T, st store.Store, mutate func(*conf.Server)
 		}
 		<-done
 	})
-	return addr
 }
 
 // serveTestServer starts a server on a free loopback port and returns it,
 // its address and the result of its Serve; stopping it is the caller's.
 func serveTestServer(t *testing.T, st store.Store, mutate func(*conf.Server), m *Metrics) (*Server, string, <-chan error) {
+	t.Helper()
+	return serveLoggingTestServer(t, st, mutate, m, nil)
+}
+
+// serveLoggingTestServer is serveTestServer with the server logging to
+// logger (nil: discarded).
+func serveLoggingTestServer(t *testing.T, st store.Store, mutate func(*conf.Server), m *Metrics, logger *slog.Logger) (*Server, string, <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -172,7 +185,7 @@ func serveTestServer(t *testing.T, st store.Store, mutate func(*conf.Server), m 
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, nil, m)
+	s := New(cfg, st, Info{Version: "test", Mode: "standalone", Sync: "always"}, logger, m)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
