@@ -316,7 +316,7 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 		// pairs until it completes, and its reply only counts against
 		// max_output_bytes then. Admitted together, 300 pipelined RANGEs
 		// of one client that never read held 5.7 GB.
-		ok = ok && (!cmd.ranges || !s.rangePending(cs))
+		ok = ok && (!cmd.ranges || !pendingWhere(cs, func(p *pending) bool { return p.cmd == s.cmdRange }))
 	case classWrite:
 		// Writes the store has not acknowledged yet (the engine may be
 		// stalled) hold their bytes: bound them, as maxPending bounds the
@@ -328,7 +328,7 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 		// A write that reads first (DEL) reaches the store only once its
 		// read is answered, which may be later than a write behind it
 		// would: DEL k; SET k v would then leave k deleted.
-		ok = ok && (cs.writes == 0 || !readFirstPending(cs))
+		ok = ok && (cs.writes == 0 || !pendingWhere(cs, func(p *pending) bool { return p.readsFirst }))
 	}
 	if !ok {
 		cs.withdraw()
@@ -337,21 +337,11 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 	return ok
 }
 
-// rangePending reports whether a range (RANGE, SCAN) is still pending on cs.
-func (s *Server) rangePending(cs *conn) bool {
+// pendingWhere reports whether a request still pending on cs satisfies
+// match.
+func pendingWhere(cs *conn, match func(*pending) bool) bool {
 	for i := cs.q.head; i < len(cs.q.items); i++ {
-		if p := cs.q.items[i]; p.cmd == s.cmdRange && !p.done {
-			return true
-		}
-	}
-	return false
-}
-
-// readFirstPending reports whether a write that reads its keys first is
-// still pending on cs.
-func readFirstPending(cs *conn) bool {
-	for i := cs.q.head; i < len(cs.q.items); i++ {
-		if p := cs.q.items[i]; p.readsFirst && !p.done {
+		if p := cs.q.items[i]; !p.done && match(p) {
 			return true
 		}
 	}
