@@ -19,6 +19,7 @@ import (
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/lsm/sstable"
 	"github.com/kvstore/kv/store"
 )
 
@@ -55,9 +56,10 @@ type Cluster struct {
 	fs      vfs.FS
 	dir     string
 
-	cache   *cache.Cache
-	lsmOpts lsm.Options
-	nh      *dragonboat.NodeHost
+	cache      *cache.Cache
+	tableFiles *sstable.FileCache // bounds the open table files of every shard
+	lsmOpts    lsm.Options
+	nh         *dragonboat.NodeHost
 	// deploymentID is the NodeHost's raft deployment id (deployment).
 	deploymentID uint64
 	// nonVoting says this node joined as a non-voting replica of every
@@ -168,6 +170,8 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	c.lsmOpts = store.LSMOptions(cfg.Storage, logger.With("component", "lsm"))
 	c.lsmOpts.DisableWAL = true
 	c.lsmOpts.Cache = c.cache
+	c.tableFiles = sstable.NewFileCache(cfg.Storage.MaxOpenTables)
+	c.lsmOpts.TableFiles = c.tableFiles
 	c.lsmOpts.FS = fs
 	c.lsmOpts.MemtableBytes = ShardMemtableBytes(cfg)
 
@@ -186,7 +190,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
 		DeploymentID:        c.deploymentID,
-		NodeHostDir:         fs.PathJoin(c.dir, "raft"),
+		NodeHostDir:         fs.PathJoin(c.dir, RaftDir),
 		RTTMillisecond:      uint64(cc.RTTMillis),
 		RaftAddress:         cc.RaftAddress,
 		RaftEventListener:   leaderListener{c},
@@ -234,6 +238,10 @@ func (c *Cluster) clientAddress() string {
 	}
 	return c.cfg.Server.Listen
 }
+
+// RaftDir is the NodeHost's directory in storage.dir: the raft log
+// (dragonboat's LogDB, a pebble store of its own) and node identity.
+const RaftDir = "raft"
 
 // shardDir is where a shard's state machine lives.
 func (c *Cluster) shardDir(shard uint64) string {

@@ -307,8 +307,8 @@ func (c *Cluster) Health() error {
 }
 
 // EngineMetrics adds up the metrics of the local replicas' engines (INFO,
-// /metrics); the block cache counters, shared by all of them, are counted
-// once.
+// /metrics); the block cache and table file counters, shared by all of
+// them, are counted once.
 func (c *Cluster) EngineMetrics() lsm.Metrics {
 	c.smMu.Lock()
 	defer c.smMu.Unlock()
@@ -320,6 +320,7 @@ func (c *Cluster) EngineMetrics() lsm.Metrics {
 	}
 	cs := c.cache.Stats()
 	total.CacheHits, total.CacheMisses = cs.Hits, cs.Misses
+	total.TableFilesOpen, total.TableFileReopens = c.tableFiles.Open(), c.tableFiles.Reopens()
 	return total
 }
 

@@ -47,6 +47,7 @@ type Storage struct {
 	SyncInterval        Duration `toml:"sync_interval"`         // default 100ms
 	MemtableBytes       ByteSize `toml:"memtable_bytes"`        // default 64 MiB
 	BlockCacheBytes     ByteSize `toml:"block_cache_bytes"`     // default 256 MiB
+	MaxOpenTables       int      `toml:"max_open_tables"`       // default 1000
 	BlockBytes          ByteSize `toml:"block_bytes"`           // default 4 KiB
 	Compression         string   `toml:"compression"`           // "s2" (default) | "zstd" | "none"
 	L0CompactionTrigger int      `toml:"l0_compaction_trigger"` // default 4
@@ -109,6 +110,7 @@ func Default() Config {
 			SyncInterval:        Duration(100 * time.Millisecond),
 			MemtableBytes:       64 * MiB,
 			BlockCacheBytes:     256 * MiB,
+			MaxOpenTables:       1000,
 			BlockBytes:          4 * KiB,
 			Compression:         CompressionS2,
 			L0CompactionTrigger: 4,

@@ -36,6 +36,7 @@ func TestDefaultValues(t *testing.T) {
 		{"storage.sync", c.Storage.Sync, "always"},
 		{"storage.sync_interval", c.Storage.SyncInterval.D(), 100 * time.Millisecond},
 		{"storage.block_cache_bytes", c.Storage.BlockCacheBytes, ByteSize(256 << 20)},
+		{"storage.max_open_tables", c.Storage.MaxOpenTables, 1000},
 		{"storage.compression", c.Storage.Compression, "s2"},
 		{"cluster.enabled", c.Cluster.Enabled, false},
 		{"cluster.shards", c.Cluster.Shards, 8},

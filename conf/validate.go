@@ -160,6 +160,7 @@ func (c Config) validate() []keyError {
 	}
 	ch.budget("storage.memtable_bytes", st.MemtableBytes)
 	ch.budget("storage.block_cache_bytes", st.BlockCacheBytes)
+	ch.positive("storage.max_open_tables", int64(st.MaxOpenTables))
 	ch.size("storage.block_bytes", st.BlockBytes)
 	if st.BlockBytes > 0 && st.MemtableBytes > 0 && st.BlockBytes > st.MemtableBytes {
 		ch.fail("storage.block_bytes", "must not exceed storage.memtable_bytes (%s), got %s", st.MemtableBytes, st.BlockBytes)

@@ -62,6 +62,11 @@ type Metrics struct {
 	// every DB using the cache).
 	CacheHits, CacheMisses int64
 
+	// TableFilesOpen is the number of table files held open and
+	// TableFileReopens counts files reopened after the MaxOpenTables bound
+	// closed them (both shared by every DB using the same TableFiles).
+	TableFilesOpen, TableFileReopens int64
+
 	// ApproxKeys estimates the number of live keys, never below zero:
 	// each memtable's own estimate (memtable.Table.ApproxKeys: exact within
 	// it) plus, for each table, its entries less two per tombstone (it is
@@ -111,6 +116,7 @@ func (d *DB) Metrics() Metrics {
 	m.WriteAmp = m.writeAmp()
 	cs := d.cache.Stats()
 	m.CacheHits, m.CacheMisses = cs.Hits, cs.Misses
+	m.TableFilesOpen, m.TableFileReopens = d.tc.files.Open(), d.tc.files.Reopens()
 
 	rs := d.acquireReadState()
 	defer rs.unref()

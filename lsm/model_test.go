@@ -41,6 +41,9 @@ func runModel(t *testing.T, seed uint64, ops int) {
 		opts.Compression = CompressionZstd
 	}
 	opts.maxManifestBytes = 8 << 10
+	if seed%2 == 0 {
+		opts.MaxOpenTables = 3 // files closed and reopened all the time
+	}
 	d := mustOpen(t, "/db", opts)
 	defer func() { d.Close() }()
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/memtable"
+	"github.com/kvstore/kv/lsm/sstable"
 )
 
 // Open opens the DB in dirname, creating it if needed (zero Options select
@@ -56,7 +57,11 @@ func Open(dirname string, opts Options) (*DB, error) {
 		}
 		d.cache, d.ownCache = c, true
 	}
-	d.tc = tableCache{fs: opts.FS, dir: dirname, cache: d.cache, cacheID: d.cache.NewID(), open: make(map[uint64]*fileMetadata)}
+	files := opts.TableFiles
+	if files == nil {
+		files = sstable.NewFileCache(opts.MaxOpenTables)
+	}
+	d.tc = tableCache{fs: opts.FS, dir: dirname, cache: d.cache, cacheID: d.cache.NewID(), files: files, open: make(map[uint64]*fileMetadata)}
 
 	if err := d.recover(); err != nil {
 		d.abandon()

@@ -8,6 +8,7 @@ import (
 	"github.com/lni/vfs"
 
 	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/lsm/sstable"
 )
 
 // SyncMode says when a write is acknowledged relative to the WAL fsync.
@@ -68,6 +69,14 @@ type Options struct {
 	// Cache, when set, is a block cache shared with other DBs of the
 	// process. The DB does not close it; close it after every DB using it.
 	Cache *cache.Cache
+	// MaxOpenTables bounds the table files the DB holds open at once;
+	// default 1000. A table over the bound keeps its index and filter in
+	// memory and reopens its file when a read misses the block cache.
+	// Ignored when TableFiles is set.
+	MaxOpenTables int
+	// TableFiles, when set, is a bound on open table files shared with
+	// other DBs of the process.
+	TableFiles *sstable.FileCache
 	// BlockBytes is the target size of a table data block; default 4096.
 	BlockBytes int
 	// Compression of table blocks; default CompressionDefault.
@@ -124,6 +133,7 @@ const (
 	defaultMemtableBytes    = 64 << 20
 	defaultBlockCacheBytes  = 256 << 20
 	defaultBlockBytes       = 4096
+	defaultMaxOpenTables    = 1000
 	defaultBloomBitsPerKey  = 10
 	defaultL0Compaction     = 4
 	defaultL0Slowdown       = 8
@@ -160,6 +170,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.BlockBytes <= 0 {
 		o.BlockBytes = defaultBlockBytes
+	}
+	if o.MaxOpenTables <= 0 {
+		o.MaxOpenTables = defaultMaxOpenTables
 	}
 	switch {
 	case o.BloomBitsPerKey == 0:

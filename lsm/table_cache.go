@@ -10,18 +10,20 @@ import (
 	"github.com/kvstore/kv/lsm/sstable"
 )
 
-// tableCache keeps one open sstable.Reader per live table.
+// tableCache keeps one sstable.Reader per live table.
 //
 // A reader is opened on first use and stored in the table's metadata, so
 // the read path finds it with one atomic load and no lock. It is closed when
 // the table becomes obsolete (no version references it, so no read can be
 // using it) or when the DB closes. The map only tracks which readers are
-// open, for Close.
+// open, for Close. Open readers outnumber open files: files bounds the
+// descriptors, closing idle readers' files and reopening them on demand.
 type tableCache struct {
 	fs      vfs.FS
 	dir     string
 	cache   *cache.Cache
 	cacheID uint64
+	files   *sstable.FileCache
 
 	mu     sync.Mutex
 	open   map[uint64]*fileMetadata
@@ -58,6 +60,7 @@ func (c *tableCache) reader(f *fileMetadata) (*sstable.Reader, error) {
 	}
 	r, err := sstable.Open(file, f.size, sstable.ReaderOptions{
 		Cache: c.cache, CacheID: c.cacheID, FileNum: f.fileNum, Name: name,
+		Files: c.files, Reopen: func() (vfs.File, error) { return c.fs.Open(name) },
 	})
 	if err != nil {
 		file.Close()

@@ -123,6 +123,8 @@ func (s *Server) infoText(sections ...string) string {
 			w("block_cache_hits", m.CacheHits)
 			w("block_cache_misses", m.CacheMisses)
 			w("corrupt_reads", m.CorruptReads)
+			w("table_files_open", m.TableFilesOpen)
+			w("table_file_reopens", m.TableFileReopens)
 		}
 	})
 	add("keyspace", func(w func(string, any)) {

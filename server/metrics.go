@@ -231,12 +231,15 @@ var (
 	descRefused      = prometheus.NewDesc("kv_engine_writes_refused_total", "Write batches refused while flushes failed and the memtables were full.", nil, nil)
 	descDiskReads    = prometheus.NewDesc("kv_engine_reads_needing_disk_total", "Point reads that needed the disk, served on a goroutine instead of an event loop.", nil, nil)
 	descCorruptReads = prometheus.NewDesc("kv_engine_corrupt_reads_total", "Engine reads that failed because a table is damaged (a block checksum mismatch, say).", nil, nil)
+	descTableFiles   = prometheus.NewDesc("kv_engine_table_files_open", "Table files held open (at most storage.max_open_tables).", nil, nil)
+	descTableReopens = prometheus.NewDesc("kv_engine_table_file_reopens_total", "Table files reopened after the storage.max_open_tables bound closed them.", nil, nil)
 )
 
 func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
 		descWALSyncs, descFlushes, descCompactions, descCompRead, descCompWritten, descWriteAmp, descStalls,
-		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads, descCorruptReads} {
+		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads, descCorruptReads,
+		descTableFiles, descTableReopens} {
 		ch <- d
 	}
 }
@@ -275,4 +278,6 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRefused, float64(m.WritesRefused))
 	counter(descDiskReads, float64(m.ReadsNeedingDisk))
 	counter(descCorruptReads, float64(m.CorruptReads))
+	gauge(descTableFiles, float64(m.TableFilesOpen))
+	counter(descTableReopens, float64(m.TableFileReopens))
 }

@@ -21,6 +21,7 @@ func LSMOptions(s conf.Storage, logger *slog.Logger) lsm.Options {
 		SyncInterval:        s.SyncInterval.D(),
 		MemtableBytes:       int64(s.MemtableBytes),
 		BlockCacheBytes:     int64(s.BlockCacheBytes),
+		MaxOpenTables:       s.MaxOpenTables,
 		BlockBytes:          int(s.BlockBytes),
 		L0CompactionTrigger: s.L0CompactionTrigger,
 		L0StopWrites:        s.L0StopWrites,

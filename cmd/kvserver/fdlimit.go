@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kvstore/kv/cluster"
+	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/server"
 )
 
@@ -39,7 +42,7 @@ const (
 type fdUse struct {
 	limit  int // RLIMIT_NOFILE, soft (Go raises it to the hard limit at start-up)
 	open   int // descriptors open now
-	tables int // the engines' table files not open yet: each takes one when first read, and keeps it
+	tables int // table files the engines may still open (tablesToOpen)
 	loops  int // gnet event loops
 }
 
@@ -62,15 +65,21 @@ func (u fdUse) budget() int { return u.limit - u.open - u.reserve() }
 // descriptors, accept fails with EMFILE, and clients wait in the listen
 // queue instead of getting the max_connections refusal. Go raises the soft limit to the
 // hard one at start-up, so the hard limit is what counts. It runs once the
-// store is open, so its files count, and its tables are found next to
-// the manifests it holds open.
-func connectionBudget(want int, log *slog.Logger) (int, error) {
+// store is open, so its files count; the tables it may still open are
+// those in the data directory, up to storage.max_open_tables in all.
+func connectionBudget(want int, storage conf.Storage, clusterMode bool, log *slog.Logger) (int, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return want, nil // no limit to respect that we can see
 	}
 	u := fdUse{limit: int(min(lim.Cur, 1<<30)), loops: max(runtime.GOMAXPROCS(0), runtime.NumCPU())}
-	u.open, u.tables = openFiles("/proc/self/fd")
+	var held, unopened int
+	skip := ""
+	if clusterMode {
+		skip = cluster.RaftDir
+	}
+	u.open, held, unopened = openFiles("/proc/self/fd", storage.Dir, skip)
+	u.tables = tablesToOpen(held, unopened, storage.MaxOpenTables)
 	budget := u.budget()
 	if want <= budget {
 		return want, nil
@@ -85,39 +94,44 @@ func connectionBudget(want int, log *slog.Logger) (int, error) {
 	return budget, nil
 }
 
-// openFiles counts the descriptors listed in fdDir (/proc/self/fd), and
-// the table files (*.sst) in the directories of the engines whose manifest
-// is among them that no descriptor holds yet: the engine opens a table on
-// its first read and keeps it open. Without fdDir, both are 0.
-func openFiles(fdDir string) (open, tables int) {
+// tablesToOpen is how many more table files the engines may hold open:
+// those not open yet, up to storage.max_open_tables in all (the engines
+// open a table on its first read and keep it open within that bound).
+func tablesToOpen(held, unopened, maxOpenTables int) int {
+	return max(0, min(unopened, maxOpenTables-held))
+}
+
+// openFiles counts the descriptors listed in fdDir (/proc/self/fd), the
+// table files (*.sst) among them, and the table files under dataDir that
+// no descriptor holds yet, leaving out the directory skip (the raft log's
+// own store in cluster mode, whose files are not the engines'). Without
+// fdDir, all are 0.
+func openFiles(fdDir, dataDir, skip string) (open, tables, unopened int) {
 	fds, err := os.ReadDir(fdDir)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
-	dbs := map[string]bool{}
 	held := map[string]bool{}
 	for _, fd := range fds {
 		target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-		if err != nil {
-			continue
-		}
-		switch base := filepath.Base(target); {
-		case strings.HasPrefix(base, "MANIFEST-"):
-			dbs[filepath.Dir(target)] = true
-		case strings.HasSuffix(base, ".sst"):
+		if err == nil && strings.HasSuffix(target, ".sst") {
 			held[target] = true
 		}
 	}
-	for dir := range dbs {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), ".sst") && !held[filepath.Join(dir, e.Name())] {
-				tables++
-			}
-		}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return len(fds), len(held), 0
 	}
-	return len(fds), tables
+	filepath.WalkDir(abs, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return nil // unreadable: count what can be read
+		case d.IsDir() && skip != "" && path == filepath.Join(abs, skip):
+			return filepath.SkipDir
+		case !d.IsDir() && strings.HasSuffix(path, ".sst") && !held[path]:
+			unopened++
+		}
+		return nil
+	})
+	return len(fds), len(held), unopened
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/server"
 )
 
@@ -40,56 +41,70 @@ func TestConnectionBudgetArithmetic(t *testing.T) {
 	}
 }
 
-// TestOpenFilesCountsTablesToOpen: the tables next to an open manifest
-// count, less those already open; a directory whose manifest is not open
-// is no engine's.
+// TestOpenFilesCountsTablesToOpen: the tables under the data directory
+// count, less those already open, and those under the skipped directory
+// (the raft log's own store) do not.
 func TestOpenFilesCountsTablesToOpen(t *testing.T) {
-	db, other, fdDir := t.TempDir(), t.TempDir(), t.TempDir()
-	for i := 1; i <= 5; i++ {
-		if err := os.WriteFile(filepath.Join(db, fmt.Sprintf("%06d.sst", i)), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(other, fmt.Sprintf("%06d.sst", i)), nil, 0o644); err != nil {
+	data, fdDir := t.TempDir(), t.TempDir()
+	shard := filepath.Join(data, "shard-1")
+	raft := filepath.Join(data, "raft")
+	for _, dir := range []string{shard, raft} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A fake /proc/self/fd: the manifest, one table and the WAL open.
+	for i := 1; i <= 5; i++ {
+		for _, dir := range []string{data, shard, raft} {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%06d.sst", i)), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A fake /proc/self/fd: a manifest, two tables and a WAL open.
 	for fd, target := range map[string]string{
 		"0": "/dev/null",
-		"5": filepath.Join(db, "MANIFEST-000009"),
-		"6": filepath.Join(db, "000003.sst"),
-		"7": filepath.Join(db, "000010.log"),
-		"8": filepath.Join(other, "000001.log"),
+		"5": filepath.Join(data, "MANIFEST-000009"),
+		"6": filepath.Join(data, "000003.sst"),
+		"7": filepath.Join(shard, "000004.sst"),
+		"8": filepath.Join(data, "000010.log"),
 	} {
 		if err := os.Symlink(target, filepath.Join(fdDir, fd)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if open, tables := openFiles(fdDir); open != 5 || tables != 4 {
-		t.Fatalf("open %d, tables %d; want 5 and 4", open, tables)
+	if open, held, tables := openFiles(fdDir, data, "raft"); open != 5 || held != 2 || tables != 8 {
+		t.Fatalf("open %d, held %d, tables %d; want 5, 2 and 8", open, held, tables)
 	}
-	if open, tables := openFiles(filepath.Join(fdDir, "missing")); open != 0 || tables != 0 {
-		t.Fatalf("without the fd directory: open %d, tables %d", open, tables)
+	if _, _, tables := openFiles(fdDir, data, ""); tables != 13 {
+		t.Fatalf("tables %d with nothing skipped, want 13", tables)
 	}
+	if open, held, tables := openFiles(filepath.Join(fdDir, "missing"), data, ""); open != 0 || held != 0 || tables != 0 {
+		t.Fatalf("without the fd directory: open %d, held %d, tables %d", open, held, tables)
+	}
+	if _, _, tables := openFiles(fdDir, filepath.Join(data, "missing"), ""); tables != 0 {
+		t.Fatalf("without the data directory: tables %d", tables)
+	}
+}
 
-	// The real /proc/self/fd, with a manifest held open.
-	if _, err := os.Stat("/proc/self/fd"); err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	_, before := openFiles("/proc/self/fd")
-	f, err := os.Create(filepath.Join(db, "MANIFEST-000009"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, tables := openFiles("/proc/self/fd"); tables != before+5 {
-		t.Fatalf("tables to open with a manifest held: %d, want %d", tables, before+5)
+// TestTablesToOpenBounded: the tables still to open count only up to
+// storage.max_open_tables, less those open now.
+func TestTablesToOpenBounded(t *testing.T) {
+	for _, c := range []struct{ held, unopened, max, want int }{
+		{0, 5, 1000, 5},
+		{0, 5000, 1000, 1000},
+		{400, 5000, 1000, 600},
+		{1000, 5000, 1000, 0},
+		{1003, 10, 1000, 0}, // briefly over the bound
+	} {
+		if got := tablesToOpen(c.held, c.unopened, c.max); got != c.want {
+			t.Errorf("tablesToOpen(%d, %d, %d) = %d, want %d", c.held, c.unopened, c.max, got, c.want)
+		}
 	}
 }
 
 // TestConnectionBudgetKeepsWhatFits: a max_connections that fits is kept.
 func TestConnectionBudgetKeepsWhatFits(t *testing.T) {
-	got, err := connectionBudget(1, slog.New(slog.DiscardHandler))
+	got, err := connectionBudget(1, conf.Default().Storage, false, slog.New(slog.DiscardHandler))
 	if err != nil || got != 1 {
 		t.Fatalf("connectionBudget(1) = %d, %v", got, err)
 	}

@@ -123,7 +123,7 @@ func run(args []string) error {
 		return err
 	}
 
-	if cfg.Server.MaxConnections, err = connectionBudget(cfg.Server.MaxConnections, logger); err != nil {
+	if cfg.Server.MaxConnections, err = connectionBudget(cfg.Server.MaxConnections, cfg.Storage, cfg.Cluster.Enabled, logger); err != nil {
 		st.Close()
 		return err
 	}

@@ -34,13 +34,30 @@ func rawConn(f vfs.File) syscall.RawConn {
 // kernel may start reading ahead meanwhile). Where that is unsupported
 // (tmpfs, some network and FUSE filesystems, kernels before 4.14) it
 // reads as readAt does, waiting.
+//
+// A file a FileCache closed is base.ErrWouldBlock too: reopening it is
+// file-system work that may wait.
 func (r *Reader) readAtNoWait(p []byte, off uint64) error {
-	if r.raw == nil || r.noNowait.Load() {
+	if r.noNowait.Load() {
 		return r.readAt(p, off)
+	}
+	h := r.file.Load()
+	if h == nil || !h.tryRef() {
+		if r.reopen != nil && !r.closed.Load() {
+			return base.ErrWouldBlock
+		}
+		return r.readAt(p, off) // fails: read after close
+	}
+	defer h.unref()
+	if h.raw == nil {
+		return r.readAt(p, off)
+	}
+	if !r.touched.Load() {
+		r.touched.Store(true)
 	}
 	done := 0
 	var err error
-	if cerr := r.raw.Control(func(fd uintptr) {
+	if cerr := h.raw.Control(func(fd uintptr) {
 		for done < len(p) {
 			var n int
 			n, err = unix.Preadv2(int(fd), [][]byte{p[done:]}, int64(off)+int64(done), unix.RWF_NOWAIT)

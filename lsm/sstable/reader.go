@@ -8,7 +8,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/internal/base"
@@ -25,18 +24,27 @@ type ReaderOptions struct {
 	// Name is the file name used in error messages (default
 	// FileNum formatted as "000123.sst").
 	Name string
+	// Files, with Reopen, bounds the open files of the Readers sharing it:
+	// this Reader's file may be closed while it is idle and is reopened
+	// with Reopen on the next read that needs it.
+	Files  *FileCache
+	Reopen func() (vfs.File, error)
 }
 
 // Reader reads one table. It is safe for concurrent use: after Open it
 // only reads its own fields, and block reads use ReadAt or preadv2 (both
-// positional). It must not be
-// closed while a Get or an iterator is still using it.
+// positional) on the current opening of its file. It must not be closed
+// while a Get or an iterator is still using it.
 type Reader struct {
-	f vfs.File
-	// raw reaches the file's descriptor for reads that must not wait for
-	// the disk (readAtNoWait); nil when they cannot be told apart (an
-	// in-memory file, or no support for it).
-	raw      syscall.RawConn
+	// file is the open file, nil while a FileCache has it closed. Its raw
+	// connection reaches the descriptor for reads that must not wait for
+	// the disk (readAtNoWait).
+	file     atomic.Pointer[tableFile]
+	fileMu   sync.Mutex // serializes reopening and closing the file
+	reopen   func() (vfs.File, error)
+	files    *FileCache
+	touched  atomic.Bool // read since the FileCache's clock hand passed
+	slot     int         // index in files.readers, guarded by files.mu
 	noNowait atomic.Bool // the kernel or filesystem refused RWF_NOWAIT
 	name     string
 	cache    *cache.Cache
@@ -60,8 +68,20 @@ func Open(f vfs.File, size int64, opts ReaderOptions) (*Reader, error) {
 }
 
 func open(f vfs.File, size int64, opts ReaderOptions, verify bool) (*Reader, error) {
+	r, err := load(f, size, opts, verify)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Files != nil && opts.Reopen != nil {
+		r.files, r.reopen = opts.Files, opts.Reopen
+		r.file.Load().files = opts.Files
+		opts.Files.add(r)
+	}
+	return r, nil
+}
+
+func load(f vfs.File, size int64, opts ReaderOptions, verify bool) (*Reader, error) {
 	r := &Reader{
-		f:       f,
 		name:    opts.Name,
 		cache:   opts.Cache,
 		cacheID: opts.CacheID,
@@ -71,7 +91,8 @@ func open(f vfs.File, size int64, opts ReaderOptions, verify bool) (*Reader, err
 	if r.name == "" {
 		r.name = fmt.Sprintf("%06d.sst", opts.FileNum)
 	}
-	r.raw = rawConn(f)
+	r.file.Store(newTableFile(f, nil))
+	r.touched.Store(true)
 	if size < footerLen {
 		return nil, r.corrupt(0, "file of %d bytes is too short for a footer", size)
 	}
@@ -206,7 +227,12 @@ func (r *Reader) corrupt(off uint64, format string, args ...any) error {
 // readAt fills p from offset off; a short read means the file is shorter
 // than its footer says.
 func (r *Reader) readAt(p []byte, off uint64) error {
-	n, err := r.f.ReadAt(p, int64(off))
+	h, err := r.refFile()
+	if err != nil {
+		return err
+	}
+	defer h.unref()
+	n, err := h.f.ReadAt(p, int64(off))
 	if n == len(p) {
 		return nil
 	}
@@ -214,6 +240,65 @@ func (r *Reader) readAt(p []byte, off uint64) error {
 		return r.corrupt(off, "short read of %d bytes (got %d)", len(p), n)
 	}
 	return r.readErr(len(p), off, err)
+}
+
+// refFile returns the open file with a reference the caller drops with
+// unref, reopening the file if a FileCache closed it.
+func (r *Reader) refFile() (*tableFile, error) {
+	for {
+		if h := r.file.Load(); h != nil {
+			if h.tryRef() {
+				if !r.touched.Load() {
+					r.touched.Store(true)
+				}
+				return h, nil
+			}
+			continue // being closed: it is swapped out already or soon
+		}
+		h, err := r.reopenFile()
+		if h != nil || err != nil {
+			return h, err
+		}
+	}
+}
+
+// reopenFile opens the file again with a reference for the caller, or
+// returns nil, nil if another read did so first.
+func (r *Reader) reopenFile() (*tableFile, error) {
+	r.fileMu.Lock()
+	if r.file.Load() != nil {
+		r.fileMu.Unlock()
+		return nil, nil
+	}
+	if r.closed.Load() || r.reopen == nil {
+		r.fileMu.Unlock()
+		return nil, fmt.Errorf("sstable %s: read after close", r.name)
+	}
+	f, err := r.reopen()
+	if err != nil {
+		r.fileMu.Unlock()
+		return nil, fmt.Errorf("sstable %s: reopen: %w", r.name, err)
+	}
+	h := newTableFile(f, r.files)
+	h.refs.Add(1) // the caller's
+	r.files.open.Add(1)
+	r.touched.Store(true)
+	r.file.Store(h)
+	r.fileMu.Unlock()
+	r.files.reopened(r)
+	return h, nil
+}
+
+// closeFile gives up the current opening of the file, if any: it closes
+// once the reads using it are done.
+func (r *Reader) closeFile() error {
+	r.fileMu.Lock()
+	h := r.file.Swap(nil)
+	r.fileMu.Unlock()
+	if h == nil {
+		return nil
+	}
+	return h.unref()
 }
 
 // readErr reports a failed read of n bytes at off.
@@ -408,7 +493,10 @@ func (r *Reader) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
-	if err := r.f.Close(); err != nil {
+	if r.files != nil {
+		r.files.remove(r)
+	}
+	if err := r.closeFile(); err != nil {
 		return fmt.Errorf("close sstable %s: %w", r.name, err)
 	}
 	return nil
