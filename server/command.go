@@ -36,6 +36,10 @@ type command struct {
 	// ranges marks a read of a key range (RANGE, SCAN), which waits for
 	// the one before it (admit).
 	ranges bool
+	// endsTx marks the commands that still run between MULTI and EXEC
+	// (MULTI, EXEC, DISCARD, QUIT): every other command is refused there
+	// without running (inMulti).
+	endsTx bool
 }
 
 // Key extractors for the command tables.
@@ -73,6 +77,23 @@ func (t commandTable) lookup(name []byte) *command {
 func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 	resp := cs.proto == protoRESP
 	cmd := s.table(cs).lookup(args[0])
+	if cs.inMulti && (cmd == nil || !cmd.endsTx) {
+		// Transactions are not supported. Each command of one is refused
+		// as Redis refuses a command it cannot queue, and EXEC then aborts
+		// the transaction: nothing of it runs, and a client that pipelines
+		// MULTI ... EXEC (go-redis's TxPipelined, redis-py's default
+		// pipeline) reads one reply per command and is told it failed.
+		// (Refusing MULTI itself and running the rest applied transactions
+		// reported as failed, and go-redis, which stops reading at MULTI's
+		// error, read their late replies as its next commands' replies.)
+		cs.multiRefused++
+		name := ""
+		if cmd != nil {
+			name = cmd.name
+		}
+		s.emit(cs, s.appendErr(cs, nil, name, causeInvalid, errNotRunInTx))
+		return true
+	}
 	if cmd == nil {
 		s.emit(cs, s.appendErr(cs, nil, "", causeUnknown, "unknown command '"+printable(args[0])+"'"))
 		return true

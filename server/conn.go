@@ -44,6 +44,7 @@ type conn struct {
 	closed  bool
 	closing bool // reply then close (QUIT, fatal protocol error)
 	authed  bool
+	inMulti bool // MULTI was sent and no EXEC or DISCARD ended it (multiRefused)
 	name    string
 	last    int64 // unix nanos of the last traffic: idle_timeout, and the start of request latencies
 
@@ -86,6 +87,12 @@ type conn struct {
 	dmu   sync.Mutex
 	offer *pending
 	gone  bool // OnClose ran: the fd is about to be closed
+
+	// multiRefused counts the commands refused without running since
+	// MULTI (inMulti), as Redis refuses commands it cannot queue. (inMulti
+	// sits in the padding after authed, which dispatch reads anyway; cold
+	// fields stay at the end, away from the hot ones above.)
+	multiRefused int
 }
 
 // pending is one request whose reply the store produces. Its state

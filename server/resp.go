@@ -33,12 +33,43 @@ func (s *Server) respCommands() []*command {
 		{name: "ECHO", minArgs: 2, maxArgs: 2, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
 			s.emit(cs, codec.AppendBulk(nil, args[1]))
 		}},
-		{name: "QUIT", minArgs: 1, maxArgs: -1, noAuth: true, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
+		{name: "QUIT", minArgs: 1, maxArgs: -1, noAuth: true, endsTx: true, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
 			s.emit(cs, respOK)
 			cs.closing = true
 		}},
 		{name: "AUTH", minArgs: 2, maxArgs: 3, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
 			s.emit(cs, s.respAuth(cs, "AUTH", args[1:]))
+		}},
+		// Transactions are not supported: MULTI opens one as in Redis, but
+		// every command up to EXEC or DISCARD is refused without running
+		// (dispatch), and EXEC then aborts it.
+		{name: "MULTI", minArgs: 1, maxArgs: 1, endsTx: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			if cs.inMulti {
+				s.refuse(cs, args, causeInvalid, "MULTI calls can not be nested")
+				return
+			}
+			cs.inMulti, cs.multiRefused = true, 0
+			s.emit(cs, respOK)
+		}},
+		{name: "EXEC", minArgs: 1, maxArgs: 1, endsTx: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			if !cs.inMulti {
+				s.refuse(cs, args, causeInvalid, "EXEC without MULTI")
+				return
+			}
+			cs.inMulti = false
+			if cs.multiRefused == 0 {
+				s.emit(cs, respEmpty) // an empty transaction
+				return
+			}
+			s.emit(cs, s.appendRESPErr(nil, "EXEC", causeInvalid, errExecAbort))
+		}},
+		{name: "DISCARD", minArgs: 1, maxArgs: 1, endsTx: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
+			if !cs.inMulti {
+				s.refuse(cs, args, causeInvalid, "DISCARD without MULTI")
+				return
+			}
+			cs.inMulti = false
+			s.emit(cs, respOK)
 		}},
 		{name: "HELLO", minArgs: 1, maxArgs: -1, noAuth: true, run: (*Server).respHello},
 		{name: "SELECT", minArgs: 2, maxArgs: 2, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
@@ -52,6 +83,8 @@ func (s *Server) respCommands() []*command {
 		// STRLEN and TYPE: what redis-cli --bigkeys asks of each key.
 		{name: "STRLEN", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respStrlen, waitsInQueue: true},
 		{name: "TYPE", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).respType, waitsInQueue: true},
+		// MEMORY USAGE: what redis-cli --memkeys asks of each key.
+		{name: "MEMORY", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respMemory, waitsInQueue: true},
 		{name: "SET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respSet, keys: oneKey, coalesces: true},
 		{name: "MSET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respMSet, keys: pairKeys},
 		{name: "DEL", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
@@ -77,6 +110,12 @@ func (s *Server) respCommands() []*command {
 		{name: "FLUSHDB", minArgs: 1, maxArgs: 2, class: classBarrier, run: (*Server).respFlush},
 	}
 }
+
+// Errors of a transaction, which is never run.
+const (
+	errNotRunInTx = "command not run: MULTI/EXEC transactions are not supported by this store (EXEC or DISCARD ends the transaction)"
+	errExecAbort  = "EXECABORT Transaction discarded because of previous errors: MULTI/EXEC transactions are not supported by this store"
+)
 
 // respAuth checks AUTH's arguments ([user] password) for command (AUTH or
 // HELLO) and returns the reply.
@@ -193,6 +232,36 @@ func (s *Server) respStrlen(cs *conn, args [][]byte, start int64) {
 
 func (s *Server) respType(cs *conn, args [][]byte, start int64) {
 	s.get(cs, args, start, respTypeReply)
+}
+
+// respMemory serves MEMORY USAGE key [SAMPLES n]: the bytes of the key and
+// its value (the engine's per-entry overhead is not counted), or a null
+// bulk for a missing key, as Redis answers.
+func (s *Server) respMemory(cs *conn, args [][]byte, start int64) {
+	if !strings.EqualFold(string(args[1]), "USAGE") {
+		s.refuse(cs, args, causeInvalid, "unknown subcommand '"+printable(args[1])+"'. Only MEMORY USAGE is supported.")
+		return
+	}
+	if len(args) != 3 && (len(args) != 5 || !strings.EqualFold(string(args[3]), "SAMPLES")) {
+		s.refuse(cs, args, causeInvalid, "syntax error")
+		return
+	}
+	if len(args) == 5 {
+		if n, err := strconv.Atoi(string(args[4])); err != nil || n < 0 {
+			s.refuse(cs, args, causeInvalid, "value is not an integer or out of range")
+			return
+		}
+	}
+	if msg := s.checkKey(args[2]); msg != "" {
+		s.refuse(cs, args, causeInvalid, msg)
+		return
+	}
+	keyLen := int64(len(args[2]))
+	// get reads args[1]: the key, once MEMORY is dropped.
+	s.get(cs, args[1:3], start, &readReply{
+		found:   func(dst, v []byte) []byte { return codec.AppendInt(dst, keyLen+int64(len(v))) },
+		missing: respNull,
+	})
 }
 
 // Replies of the RESP single-key reads.
