@@ -596,7 +596,7 @@ func (s *Server) respScan(cs *conn, args [][]byte, start int64) {
 		var next uint64
 		if len(kvs) == limit && limit > 0 {
 			last := kvs[len(kvs)-1].Key
-			next = s.cursors.put(append(bytes.Clone(last), 0))
+			next = s.cursors.put(cursor, append(bytes.Clone(last), 0))
 		}
 		s.finish(p, scanReply(next, keys))
 	})

@@ -428,7 +428,7 @@ func TestCursorTableIsBounded(t *testing.T) {
 	ct := newCursorTable(3, 10)
 	var ids []uint64
 	for i := 0; i < 5; i++ {
-		ids = append(ids, ct.put([]byte{byte(i)}))
+		ids = append(ids, ct.put(0, []byte{byte(i)}))
 	}
 	if _, ok := ct.get(ids[0]); ok {
 		t.Fatal("oldest cursor kept past the bound")
@@ -436,21 +436,64 @@ func TestCursorTableIsBounded(t *testing.T) {
 	if k, ok := ct.get(ids[4]); !ok || k[0] != 4 {
 		t.Fatal("newest cursor lost")
 	}
-	if len(ct.keys) != 3 {
-		t.Fatalf("table holds %d cursors", len(ct.keys))
+	if len(ct.cursors) != 3 {
+		t.Fatalf("table holds %d cursors", len(ct.cursors))
 	}
 	// The byte bound: an 8-byte key leaves room for two 1-byte keys.
-	big := ct.put([]byte("12345678"))
-	if _, ok := ct.get(ids[2]); ok || len(ct.keys) != 3 || ct.bytes != 10 {
-		t.Fatalf("after an 8-byte key: %d cursors, %d bytes", len(ct.keys), ct.bytes)
+	big := ct.put(0, []byte("12345678"))
+	if _, ok := ct.get(ids[2]); ok || len(ct.cursors) != 3 || ct.bytes != 10 {
+		t.Fatalf("after an 8-byte key: %d cursors, %d bytes", len(ct.cursors), ct.bytes)
 	}
 	// A key over the whole bound is still kept, alone.
-	huge := ct.put(make([]byte, 20))
-	if _, ok := ct.get(big); ok || len(ct.keys) != 1 {
-		t.Fatalf("after a 20-byte key: %d cursors", len(ct.keys))
+	huge := ct.put(0, make([]byte, 20))
+	if _, ok := ct.get(big); ok || len(ct.cursors) != 1 {
+		t.Fatalf("after a 20-byte key: %d cursors", len(ct.cursors))
 	}
 	if _, ok := ct.get(huge); !ok {
 		t.Fatal("the newest cursor must survive")
+	}
+}
+
+// TestCursorTableKeepsScansInProgress: a scan in progress holds its last
+// two cursors, however many calls other scans make; the queue of issued
+// ids stays proportional to the cursors held.
+func TestCursorTableKeepsScansInProgress(t *testing.T) {
+	ct := newCursorTable(8, 1<<20)
+	slow := ct.put(0, []byte("a"))
+	var other uint64
+	for i := range 10000 {
+		other = ct.put(other, []byte{byte(i)}) // one long scan, continued
+	}
+	if _, ok := ct.get(slow); !ok {
+		t.Fatal("a paused scan's cursor was forgotten while another scan ran")
+	}
+	prevOther := ct.cursors[other].prev
+	if _, ok := ct.get(prevOther); !ok {
+		t.Fatal("the cursor before the last was forgotten: a retried call would fail")
+	}
+	if len(ct.cursors) != 3 {
+		t.Fatalf("%d cursors held for two scans, want 3", len(ct.cursors))
+	}
+	if len(ct.fifo) > 2*len(ct.cursors)+64 {
+		t.Fatalf("queue of %d ids for %d cursors", len(ct.fifo), len(ct.cursors))
+	}
+	// Continuing the paused scan works, and retrying its last call too.
+	next := ct.put(slow, []byte("b"))
+	if _, ok := ct.get(slow); !ok {
+		t.Fatal("retry of the last call lost")
+	}
+	if k, ok := ct.get(next); !ok || string(k) != "b" {
+		t.Fatal("continued cursor lost")
+	}
+	// Many abandoned scans still push out the oldest.
+	for range 20 {
+		ct.put(0, []byte("x"))
+	}
+	if len(ct.cursors) != 8 {
+		t.Fatalf("%d cursors after 20 new scans, bound 8", len(ct.cursors))
+	}
+	if _, ok := ct.get(slow); ok {
+		t.Fatal("oldest cursor kept past the bound")
 	}
 }
 
