@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,13 +48,37 @@ const (
 // acceptLogEvery bounds how often a failing accept is logged.
 const acceptLogEvery = 10 * time.Second
 
-// The lines that refuse a connection. They are written before the client
-// has sent anything, so before its protocol is known: in the pipe
-// protocol's form, whatever the client speaks.
+// The lines that refuse a connection, in the pipe protocol's form; a
+// client that speaks RESP gets respRefusal's form instead.
 const (
 	refusedFull     = "ERROR|max number of clients reached\n"
 	refusedDraining = "ERROR|server is shutting down\n"
 )
+
+// A refused connection's protocol is known only from its first byte.
+// Clients send their first command as soon as they connect, so the accept
+// loop hands up to MaxRefusing refused connections at a time to a
+// goroutine that waits up to refusalWait for it and answers in the
+// client's protocol (a Redis client cannot read the pipe line: redis-cli
+// printed "Protocol error, got "E" as reply type byte"). Beyond that many,
+// or for a client that sends nothing, the pipe line goes at once or after
+// the wait.
+const (
+	// MaxRefusing is the most refused connections held at once while
+	// their protocol is found (cmd/kvserver counts their descriptors).
+	MaxRefusing = 16
+	refusalWait = 100 * time.Millisecond
+	// refusalLinger bounds the wait for the client's close once the
+	// refusal is sent and the write side shut: closing with its command
+	// unread would send a reset, which can discard the refusal before the
+	// client reads it.
+	refusalLinger = 200 * time.Millisecond
+)
+
+// respRefusal is the RESP form of a refusal line.
+func respRefusal(line string) string {
+	return "-ERR " + strings.TrimSuffix(strings.TrimPrefix(line, "ERROR|"), "\n") + "\r\n"
+}
 
 // maxEnrolling bounds the connections being handed to the loops at once.
 // Enroll returns only once the chosen loop has run OnOpen, so one at a time
@@ -71,6 +97,7 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 		go func() { wg.Wait(); close(s.accepted) }()
 	}()
 	slots := make(chan struct{}, maxEnrolling)
+	refusing := make(chan struct{}, MaxRefusing)
 	rs := newReserve(ln, &s.fdMu, s.log)
 	defer rs.close()
 	var delay time.Duration
@@ -115,11 +142,19 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 			refused = 0
 		}
 		if msg := s.refusal(); msg != "" {
-			// The client may be sending already; the line may then be
-			// lost to a reset, as it is with Redis.
-			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			_, _ = c.Write([]byte(msg))
-			_ = c.Close()
+			select {
+			case refusing <- struct{}{}:
+				wg.Add(1)
+				go func() {
+					defer func() { <-refusing; wg.Done() }()
+					refuse(c, msg, refusalWait)
+				}()
+			default:
+				// Too many being refused: the pipe line now. The client
+				// may be sending already; the line may then be lost to a
+				// reset, as it is with Redis.
+				refuse(c, msg, 0)
+			}
 			continue
 		}
 		slots <- struct{}{}
@@ -129,6 +164,27 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 			defer func() { <-slots; s.enrolling.Add(-1); wg.Done() }()
 			s.enroll(c, cli)
 		}()
+	}
+}
+
+// refuse answers c with line, in RESP's form if the first byte c sends
+// within wait is '*', and closes it.
+func refuse(c net.Conn, line string, wait time.Duration) {
+	defer c.Close()
+	if wait > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		var b [1]byte
+		if n, _ := c.Read(b[:]); n == 1 && b[0] == '*' {
+			line = respRefusal(line)
+		}
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Write([]byte(line)); err != nil || wait == 0 {
+		return
+	}
+	if tc, ok := c.(*net.TCPConn); ok && tc.CloseWrite() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(refusalLinger))
+		_, _ = io.CopyN(io.Discard, c, 1<<20)
 	}
 }
 

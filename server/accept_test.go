@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -282,5 +283,47 @@ func TestConnectionsSpreadOverLoops(t *testing.T) {
 		if got := <-n; got < 15 {
 			t.Errorf("a loop has %d of 50 connections", got)
 		}
+	}
+}
+
+// TestRefusalSpeaksTheClientsProtocol: a connection over max_connections
+// is refused in the protocol of its first command (a Redis client cannot
+// read the pipe line), in the pipe protocol when it sends nothing, and is
+// closed after the line (a clean end of stream, not a reset).
+func TestRefusalSpeaksTheClientsProtocol(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), func(c *conf.Server) { c.MaxConnections = 1 })
+	held, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Write([]byte("PING\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(held).ReadString('\n'); err != nil || line != "PONG\n" {
+		t.Fatalf("held connection: %q %v", line, err)
+	}
+	for _, c := range []struct{ name, send, want string }{
+		{"resp", "*1\r\n$4\r\nPING\r\n", "-ERR max number of clients reached\r\n"},
+		{"pipe", "PING\n", refusedFull},
+		{"silent", "", refusedFull},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if c.send != "" {
+				if _, err := conn.Write([]byte(c.send)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(conn)
+			if err != nil || string(got) != c.want {
+				t.Fatalf("got %q, %v; want %q then the end of the stream", got, err, c.want)
+			}
+		})
 	}
 }

@@ -38,6 +38,10 @@ const (
 	acceptFDs = 3
 )
 
+// refusingFDs: connections refused over max_connections, held while the
+// accept loop learns their protocol to answer in it.
+const refusingFDs = server.MaxRefusing
+
 // fdUse is what the descriptor arithmetic behind max_connections counts.
 type fdUse struct {
 	limit  int // RLIMIT_NOFILE, soft (Go raises it to the hard limit at start-up)
@@ -53,7 +57,7 @@ type fdUse struct {
 func (u fdUse) reserve() int {
 	loops := 1 + 2*u.loops
 	admin := 1 + server.AdminMaxConns
-	return loops + admin + u.tables + engineFDs + otherFDs + acceptFDs
+	return loops + admin + u.tables + engineFDs + otherFDs + acceptFDs + refusingFDs
 }
 
 // budget is the most client connections that fit: limit less what is

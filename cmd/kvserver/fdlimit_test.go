@@ -19,7 +19,7 @@ func TestConnectionBudgetArithmetic(t *testing.T) {
 	// kvserver under `ulimit -n 1024` on two cores, empty data directory:
 	// 13 files open when the budget is computed.
 	u := fdUse{limit: 1024, open: 13, loops: 3}
-	if got, want := u.budget(), 1024-13-(1+2*3)-(1+server.AdminMaxConns)-engineFDs-otherFDs-acceptFDs; got != want {
+	if got, want := u.budget(), 1024-13-(1+2*3)-(1+server.AdminMaxConns)-engineFDs-otherFDs-acceptFDs-refusingFDs; got != want {
 		t.Fatalf("budget %d, want %d", got, want)
 	}
 	// Every admin connection, every table and the accept loop's
