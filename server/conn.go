@@ -93,6 +93,11 @@ type conn struct {
 	// sits in the padding after authed, which dispatch reads anyway; cold
 	// fields stay at the end, away from the hot ones above.)
 	multiRefused int
+
+	// A lingering close (closeAfterReplies): the write side is shut, and
+	// the input dropped since is counted.
+	lingering     bool
+	lingerDropped int
 }
 
 // pending is one request whose reply the store produces. Its state
@@ -417,10 +422,47 @@ func (s *Server) flush(cs *conn) {
 		return
 	}
 	if cs.closing && cs.q.len() == 0 {
-		_ = cs.c.Close()
+		s.closeAfterReplies(cs)
 		return
 	}
 	s.overOutput(cs)
+}
+
+// Lingering close bounds: how long, and how many more bytes of input, a
+// closing connection waits for the client's own close.
+const (
+	lingerTimeout  = time.Second
+	lingerMaxBytes = 64 << 20
+)
+
+// closeAfterReplies closes cs, whose replies are all written. When gnet
+// has sent them all, it shuts the write side first and closes on the
+// client's close, after lingerTimeout, or after lingerMaxBytes more input
+// (dropped by parseAll, which parses nothing on a closing connection):
+// closing with input unread sends a reset, which can discard the replies
+// not yet read, so a client refused in the middle of sending a value over
+// max_frame_bytes saw "connection reset" or "broken pipe" instead of the
+// error. Replies gnet still holds go out in gnet's close, as before.
+func (s *Server) closeAfterReplies(cs *conn) {
+	if cs.lingering {
+		if cs.lingerDropped <= lingerMaxBytes {
+			return
+		}
+	} else if cs.fd > 0 && cs.c.OutboundBuffered() == 0 && !s.draining.Load() &&
+		unix.Shutdown(cs.fd, unix.SHUT_WR) == nil {
+		cs.lingering = true
+		l := cs.loop
+		time.AfterFunc(lingerTimeout, func() {
+			_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				if !cs.closed {
+					_ = cs.c.Close()
+				}
+				return nil
+			}))
+		})
+		return
+	}
+	_ = cs.c.Close()
 }
 
 // canResume reports whether a parked connection may parse again.

@@ -171,3 +171,39 @@ func dialN(t *testing.T, addr string, n int) []net.Conn {
 	}
 	return conns
 }
+
+// TestOversizeRequestErrorReachesClient: a client sending a value over
+// max_frame_bytes finishes sending it and then reads the error and a clean
+// end of stream, in both protocols. (Closed with the rest of the value
+// unread, the connection was reset: the client's write failed with
+// "broken pipe" or "connection reset" and it never saw why.)
+func TestOversizeRequestErrorReachesClient(t *testing.T) {
+	addr := startTestServer(t, newSlowStore(), func(c *conf.Server) { c.MaxFrameBytes = 1 << 20 })
+	value := strings.Repeat("x", 6<<20)
+	for _, c := range []struct {
+		name string
+		req  []byte
+		want string
+	}{
+		{"pipe", []byte("PUT|k|" + value + "\n"), "ERROR|request too large\n"},
+		{"resp", appendRESP(nil, "SET", "k", value), "-ERR Protocol error: invalid bulk length\r\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(20 * time.Second))
+			// Send the whole request before reading, as a client library
+			// does.
+			if _, err := conn.Write(c.req); err != nil {
+				t.Fatalf("writing the request: %v", err)
+			}
+			got, err := io.ReadAll(conn)
+			if err != nil || string(got) != c.want {
+				t.Fatalf("got %q, %v; want %q and the end of the stream", got, err, c.want)
+			}
+		})
+	}
+}

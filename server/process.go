@@ -51,8 +51,10 @@ func (s *Server) parseAll(cs *conn) {
 	c := cs.c
 	if cs.closing {
 		// Nothing more will be parsed: drop what arrives while the
-		// replies still owed drain.
-		cs.dropInput()
+		// replies still owed drain, or while the close lingers.
+		if n := cs.dropInput(); cs.lingering {
+			cs.lingerDropped += n
+		}
 		return
 	}
 	for !cs.parked && !cs.closing && !cs.closed {
@@ -211,17 +213,19 @@ func (cs *conn) inputBuffered() int {
 }
 
 // dropInput drops everything cs has received and not parsed.
-func (cs *conn) dropInput() {
+func (cs *conn) dropInput() int {
 	cs.partial = nil
-	discardInput(cs.c)
+	return discardInput(cs.c)
 }
 
-// discardInput drops everything buffered on c. (Discard(0) would too, but
-// says nothing to a reader.)
-func discardInput(c gnet.Conn) {
-	if n := c.InboundBuffered(); n > 0 {
+// discardInput drops everything buffered on c and returns how much.
+// (Discard(0) would too, but says nothing to a reader.)
+func discardInput(c gnet.Conn) int {
+	n := c.InboundBuffered()
+	if n > 0 {
 		_, _ = c.Discard(n)
 	}
+	return n
 }
 
 // choose fixes the connection's protocol from its first byte.
