@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,6 +121,13 @@ func TestRESPCommands(t *testing.T) {
 	}
 	if cfg, _ := r.ConfigGet(ctx, "nosuchthing").Result(); len(cfg) != 0 {
 		t.Fatalf("CONFIG GET unknown: %v", cfg)
+	}
+	host, port, _ := net.SplitHostPort(n.addr)
+	if cfg, err := r.ConfigGet(ctx, "*").Result(); err != nil || cfg["bind"] != host || cfg["port"] != port || cfg["maxmemory"] != "0" {
+		t.Fatalf("CONFIG GET bind, port, maxmemory: %v %v", cfg, err)
+	}
+	if info, _ := r.Info(ctx, "replication").Result(); !strings.Contains(info, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n") {
+		t.Errorf("INFO replication: %q", info)
 	}
 	if err := r.Do(ctx, "CLIENT", "SETNAME", "tester").Err(); err != nil {
 		t.Fatal(err)
@@ -362,6 +370,13 @@ func TestAuth(t *testing.T) {
 	good := newRedis(t, n.addr, func(o *redis.Options) { o.Password = "s3cret" })
 	if v, err := good.Get(ctx, "k").Result(); err != nil || v != "v" {
 		t.Fatalf("authenticated GET: %q %v", v, err)
+	}
+	// As Redis answers: tools read "" as "no password".
+	if cfg, err := good.ConfigGet(ctx, "requirepass").Result(); err != nil || cfg["requirepass"] != "s3cret" {
+		t.Fatalf("CONFIG GET requirepass: %v %v", cfg, err)
+	}
+	if err := bad.ConfigGet(ctx, "requirepass").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
+		t.Fatalf("unauthenticated CONFIG GET: %v", err)
 	}
 }
 

@@ -94,6 +94,13 @@ func (s *Server) infoText(sections ...string) string {
 		w("inflight_requests", s.inflight.Load())
 		w("direct_replies", s.metrics.directReplies())
 	})
+	add("replication", func(w func(string, any)) {
+		// Every node takes writes (a cluster node proposes them to the
+		// shard's raft leader), and none is a Redis replica: what
+		// monitoring tools read to tell a primary.
+		w("role", "master")
+		w("connected_slaves", 0)
+	})
 	add("persistence", func(w func(string, any)) {
 		w("engine", "lsm")
 		w("data_dir", s.info.DataDir)
@@ -161,6 +168,10 @@ func (s *Server) configParams() [][2]string {
 	// "raft": a cluster node acknowledges a write once a quorum has fsynced
 	// its raft log, which is "always" to a Redis tool.
 	fsync := map[string]string{"always": "always", "batch": "everysec", "none": "no", "raft": "always"}[s.info.Sync]
+	host, port, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil {
+		host = s.cfg.Listen
+	}
 	return [][2]string{
 		{"save", ""},
 		{"appendonly", appendonly},
@@ -169,9 +180,13 @@ func (s *Server) configParams() [][2]string {
 		{"timeout", strconv.Itoa(int(s.cfg.IdleTimeout.D() / time.Second))},
 		{"proto-max-bulk-len", strconv.FormatInt(int64(s.cfg.MaxFrameBytes), 10)},
 		{"databases", "1"},
-		{"requirepass", ""},
+		// As Redis answers (an authenticated client): "" said "no
+		// password" to tools when one was set.
+		{"requirepass", s.cfg.RequirePass},
 		{"dir", s.info.DataDir},
-		{"bind", s.cfg.Listen},
+		{"bind", host},
+		{"port", port},
+		{"maxmemory", "0"},
 	}
 }
 
