@@ -42,7 +42,9 @@ func (d *DB) compactLoop() {
 			}
 			v := d.current
 			v.ref()
-			c := pickCompaction(v, d.pickerOptions(), &cursor)
+			o := d.pickerOptions()
+			o.oldestSnapshot = d.oldestSnapshotLocked()
+			c := pickCompaction(v, o, &cursor)
 			d.mu.Unlock()
 			if c == nil {
 				v.unref()
@@ -245,6 +247,16 @@ func isBaseLevelForKey(v *version, level int, ukey []byte) bool {
 		}
 	}
 	return true
+}
+
+// oldestSnapshotLocked is the first of snapshotSeqs: the oldest sequence
+// number a reader can still read at. d.mu must be held.
+func (d *DB) oldestSnapshotLocked() uint64 {
+	v := d.visibleSeq.Load()
+	if s := d.snapshots.next; s != &d.snapshots && s.seq < v {
+		return s.seq
+	}
+	return v
 }
 
 func (d *DB) isClosing() bool {

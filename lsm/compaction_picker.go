@@ -9,6 +9,10 @@ type pickerOptions struct {
 	l0Trigger       int
 	levelBaseBytes  int64
 	targetFileBytes int64
+	// oldestSnapshot is the oldest sequence number a reader can still
+	// read at (the first of DB.snapshotSeqs): a bottom-level tombstone at
+	// or below it can be dropped. Zero disables bottom-level rewrites.
+	oldestSnapshot uint64
 }
 
 func (d *DB) pickerOptions() pickerOptions {
@@ -43,7 +47,8 @@ func levelScores(v *version, o pickerOptions) [numLevels]float64 {
 }
 
 // compaction describes one unit of compaction work: inputs[0] from level,
-// inputs[1] from level+1 (the output level).
+// inputs[1] from level+1 (the output level). A bottom-level rewrite
+// (pickTombstoneCompaction) has outputLevel == level and no inputs[1].
 type compaction struct {
 	level       int
 	outputLevel int
@@ -82,7 +87,7 @@ func pickCompaction(v *version, o pickerOptions, cursor *[numLevels][]byte) *com
 		}
 	}
 	if best < 0 {
-		return nil
+		return pickTombstoneCompaction(v, o)
 	}
 	if best == 0 {
 		return pickL0(v, o)
@@ -160,6 +165,52 @@ func pickLevel(v *version, o pickerOptions, level int, cursor *[numLevels][]byte
 		c.trivialMove = true
 	}
 	return c
+}
+
+// tombstoneDense reports whether at least half of f's entries are
+// tombstones: a table mostly of deletions that no size-triggered
+// compaction may ever reach (its level below target, or the bottom level,
+// which is never compacted), while it keeps the deleted data below it on
+// disk and makes every scan over its range step through each tombstone.
+func tombstoneDense(f *fileMetadata) bool {
+	return f.deletions > 0 && 2*f.deletions >= f.entries
+}
+
+// pickTombstoneCompaction, when no level is due, picks a compaction that
+// pushes a tombstone-dense table down to the data it deletes (rewritten,
+// never trivially moved, so that tombstones with nothing left below are
+// dropped on the way), or rewrites a bottom-level one in place, dropping
+// its tombstones, once no reader can still need them (largestSeq at or
+// below oldestSnapshot: otherwise the rewrite would keep them and the
+// table would be picked again and again). Each such compaction moves the
+// table's entries down a level or removes its tombstones, so the picks
+// end.
+func pickTombstoneCompaction(v *version, o pickerOptions) *compaction {
+	for level := 0; level < numLevels; level++ {
+		for _, f := range v.levels[level] {
+			if !tombstoneDense(f) {
+				continue
+			}
+			var c *compaction
+			switch {
+			case level == 0:
+				c = pickL0(v, o)
+			case level < numLevels-1:
+				c = &compaction{level: level, outputLevel: level + 1}
+				c.inputs[0] = []*fileMetadata{f}
+				c.inputs[1] = v.overlaps(level+1, f.smallestUkey(), f.largestUkey())
+				c.setGrandparents(v)
+			case f.largestSeq <= o.oldestSnapshot:
+				c = &compaction{level: level, outputLevel: level}
+				c.inputs[0] = []*fileMetadata{f}
+			default:
+				continue
+			}
+			c.trivialMove = false
+			return c
+		}
+	}
+	return nil
 }
 
 func (c *compaction) setGrandparents(v *version) {
