@@ -540,8 +540,7 @@ func (d *DB) stallIfNeeded() error {
 			break
 		}
 		if start.IsZero() {
-			start = time.Now()
-			d.metrics.stalls.Add(1)
+			start = d.stallBegan()
 			d.maybeScheduleCompaction()
 		}
 		d.cond.Wait()
@@ -552,7 +551,7 @@ func (d *DB) stallIfNeeded() error {
 	slow := len(d.current.levels[0]) >= d.opts.L0SlowdownWrites
 	d.mu.Unlock()
 	if !start.IsZero() {
-		d.metrics.stallNanos.Add(int64(time.Since(start)))
+		d.stallEnded(start, "level 0 full: waiting for compaction")
 	}
 	switch {
 	case closing:
@@ -567,6 +566,54 @@ func (d *DB) stallIfNeeded() error {
 		time.Sleep(time.Millisecond)
 	}
 	return nil
+}
+
+// stallBegan counts a write stall starting now and returns its start.
+func (d *DB) stallBegan() time.Time {
+	start := time.Now()
+	d.metrics.stalls.Add(1)
+	d.stallSince.CompareAndSwap(0, start.UnixNano())
+	return start
+}
+
+// longStall is the stall that is logged when it ends (at most one line per
+// stallLogEvery, with the count of those not logged).
+const (
+	longStall     = time.Second
+	stallLogEvery = 10 * time.Second
+)
+
+// stallLog rate-limits the warnings of long stalls.
+type stallLog struct {
+	mu     sync.Mutex
+	last   time.Time
+	missed int
+}
+
+// stallEnded adds a stall that began at start to the metrics and warns of
+// a long one: writes that stop for seconds are the engine's most visible
+// failure to keep up, and were in no log.
+func (d *DB) stallEnded(start time.Time, why string) {
+	took := time.Since(start)
+	d.metrics.stallNanos.Add(int64(took))
+	d.stallSince.CompareAndSwap(start.UnixNano(), 0)
+	if took < longStall {
+		return
+	}
+	l := &d.stallLog
+	now := time.Now()
+	l.mu.Lock()
+	if now.Sub(l.last) < stallLogEvery {
+		l.missed++
+		l.mu.Unlock()
+		return
+	}
+	l.last = now
+	missed := l.missed
+	l.missed = 0
+	l.mu.Unlock()
+	d.opts.Logger.Warn("lsm: writes stalled", "for", took.Round(time.Millisecond), "why", why,
+		"more_long_stalls_not_logged", missed)
 }
 
 // maxImmutableMemtables bounds the memtables waiting for flush; a rotation
@@ -614,15 +661,14 @@ func (d *DB) rotateMemtable(need int64) error {
 			break
 		}
 		if start.IsZero() {
-			start = time.Now()
-			d.metrics.stalls.Add(1)
+			start = d.stallBegan()
 		}
 		d.cond.Wait()
 	}
 	closing := d.closing
 	d.mu.Unlock()
 	if !start.IsZero() {
-		d.metrics.stallNanos.Add(int64(time.Since(start)))
+		d.stallEnded(start, "memtables full: waiting for flush")
 	}
 	switch {
 	case closing:

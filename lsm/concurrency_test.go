@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/lni/vfs"
+
+	"github.com/kvstore/kv/internal/logtest"
 )
 
 // TestGroupCommit checks that concurrent SyncAlways writers share fsyncs.
@@ -453,5 +455,48 @@ func TestUnorderedBytes(t *testing.T) {
 	mustPut(t, d, "d", "d")
 	if got := d.UnorderedBytes(); got == 0 || got >= before {
 		t.Fatalf("after one more put: %d (three puts: %d)", got, before)
+	}
+}
+
+// TestStallVisibleWhileItLasts: a stall in progress counts in
+// StallDuration before it ends, and a long one is logged when it ends.
+func TestStallVisibleWhileItLasts(t *testing.T) {
+	logger, rec := logtest.New()
+	opts := smallOptions(vfs.NewMem())
+	opts.Logger = logger
+	d := mustOpen(t, "/db", opts)
+	defer d.Close()
+	d.manifestMu.Lock() // no flush can finish: the committer stalls
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			if err := d.Put(fmt.Appendf(nil, "k%06d", i), bytes.Repeat([]byte("v"), 200)); err != nil || d.Metrics().StallCount > 0 {
+				done <- err
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for d.Metrics().StallCount == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if d.Metrics().StallCount == 0 {
+		d.manifestMu.Unlock()
+		t.Fatal("writes never stalled")
+	}
+	time.Sleep(50 * time.Millisecond)
+	first := d.Metrics().StallDuration
+	time.Sleep(longStall)
+	second := d.Metrics().StallDuration
+	d.manifestMu.Unlock()
+	if first < 40*time.Millisecond || second-first < longStall-100*time.Millisecond {
+		t.Fatalf("stall in progress: StallDuration %v, then %v a second later", first, second)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d, "after", "v") // the stall has ended
+	if got := logtest.Matching(rec.Records(), "lsm: writes stalled"); len(got) != 1 || !strings.Contains(got[0], "memtables full") {
+		t.Fatalf("long stall logged as %q", got)
 	}
 }

@@ -127,6 +127,11 @@ type DB struct {
 	// rotation: nil once one succeeds.
 	walCreateTried   time.Time
 	walCreateFailing error
+	// stallSince is when the write stall in progress began (unix nanos,
+	// 0 when none): Metrics counts it before it ends. stallLog rate-limits
+	// the warnings of long stalls (stallEnded).
+	stallSince atomic.Int64
+	stallLog   stallLog
 }
 
 // Get returns a copy of the value of key, or ErrNotFound.

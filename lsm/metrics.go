@@ -77,6 +77,16 @@ type Metrics struct {
 	Seq uint64
 }
 
+// stallInProgress is how long the write stall in progress has lasted, so
+// far (StallDuration grew only when a stall ended: a 5 s stall read as
+// none until it was over).
+func (d *DB) stallInProgress() time.Duration {
+	if since := d.stallSince.Load(); since != 0 {
+		return max(0, time.Since(time.Unix(0, since)))
+	}
+	return 0
+}
+
 // metricsCounters are the atomic counters behind Metrics.
 type metricsCounters struct {
 	walBytes, walSyncs            atomic.Int64
@@ -106,7 +116,7 @@ func (d *DB) Metrics() Metrics {
 		FlushBytes:             c.flushBytes.Load(),
 		UserBytesWritten:       c.userBytes.Load(),
 		StallCount:             c.stalls.Load(),
-		StallDuration:          time.Duration(c.stallNanos.Load()),
+		StallDuration:          time.Duration(c.stallNanos.Load()) + d.stallInProgress(),
 		SlowdownCount:          c.slowdowns.Load(),
 		WritesRefused:          c.writesRefused.Load(),
 		ReadsNeedingDisk:       c.readsNeedingDisk.Load(),

@@ -127,6 +127,7 @@ func (s *Server) infoText(sections ...string) string {
 			w("write_amplification", fmt.Sprintf("%.2f", m.WriteAmp))
 			w("write_stalls", m.StallCount)
 			w("write_stall_seconds", fmt.Sprintf("%.3f", m.StallDuration.Seconds()))
+			w("write_slowdowns", m.SlowdownCount)
 			w("block_cache_hits", m.CacheHits)
 			w("block_cache_misses", m.CacheMisses)
 			w("corrupt_reads", m.CorruptReads)
