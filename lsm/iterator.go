@@ -113,6 +113,36 @@ func (d *DB) UnorderedBytes() int64 {
 	return n
 }
 
+// RangeSkipsOver reports whether an iterator over [lower, upper) (nil:
+// unbounded) may step over more than n entries it does not return:
+// tombstones in the tables that overlap the range, and the memtables'
+// entries that are not live keys (tombstones and overwritten versions,
+// counted over the whole memtable). A caller that must not stall, such as
+// an event loop, can hand such a scan to another goroutine: a scan of 10
+// keys behind 1.9M tombstones took 255 ms. It never blocks.
+func (d *DB) RangeSkipsOver(lower, upper []byte, n int64) bool {
+	rs := d.acquireReadState()
+	defer rs.unref()
+	skips := int64(rs.mem.t.Len()) - rs.mem.t.ApproxKeys()
+	for _, m := range rs.imm {
+		skips += int64(m.t.Len()) - m.t.ApproxKeys()
+	}
+	for _, files := range rs.v.levels {
+		for _, f := range files {
+			if skips > n {
+				return true
+			}
+			if f.deletions == 0 ||
+				(lower != nil && bytes.Compare(f.largestUkey(), lower) < 0) ||
+				(upper != nil && bytes.Compare(f.smallestUkey(), upper) >= 0) {
+				continue
+			}
+			skips += f.deletions
+		}
+	}
+	return skips > n
+}
+
 func cloneOrNil(b []byte) []byte {
 	if b == nil {
 		return nil

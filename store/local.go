@@ -59,6 +59,11 @@ func LSMOptions(s conf.Storage, logger *slog.Logger) lsm.Options {
 // would cost more than it saves.
 const asyncRangeBytes = 256 << 10
 
+// asyncRangeSkips is the count of entries a scan may step over without
+// returning them (lsm.DB.RangeSkipsOver) above which Range runs on a
+// goroutine of its own: ~0.25 µs each, so ~2.5 ms of the event loop.
+const asyncRangeSkips = 10000
+
 // Local is the standalone Store: one lsm engine on local disk, answering
 // as a cluster of one node and one shard that is always healthy.
 type Local struct {
@@ -141,13 +146,14 @@ func (l *Local) Write(b *lsm.Batch, done func(error)) {
 }
 
 // Range scans [start, end), on the caller's goroutine unless the memtables
-// hold more than asyncRangeBytes of entries not yet in key order; limit
-// bounds the work.
+// hold more than asyncRangeBytes of entries not yet in key order or the
+// scan may step over more than asyncRangeSkips entries it does not return
+// (tombstones, overwritten versions); limit bounds the work.
 func (l *Local) Range(start, end []byte, limit int, done func([]KV, error)) {
 	if len(end) == 0 {
 		end = nil
 	}
-	if l.db.UnorderedBytes() > asyncRangeBytes {
+	if l.db.UnorderedBytes() > asyncRangeBytes || l.db.RangeSkipsOver(start, end, asyncRangeSkips) {
 		start, end = bytes.Clone(start), bytes.Clone(end)
 		if l.background(func() { done(l.scan(start, end, limit)) }) {
 			return

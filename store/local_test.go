@@ -179,6 +179,57 @@ func TestLocalRangeOverLargeBacklogLeavesCallersGoroutine(t *testing.T) {
 	}
 }
 
+// A range over many tombstones (a scan of a few keys that steps over each
+// of them) is answered from another goroutine; one beside them on the
+// caller's.
+func TestLocalRangeOverTombstonesLeavesCallersGoroutine(t *testing.T) {
+	l := openLocal(t)
+	put, del := lsm.NewBatch(), lsm.NewBatch()
+	for i := range 3 * asyncRangeSkips {
+		put.Put(fmt.Appendf(nil, "k%06d", i), []byte("v"))
+		if i < 2*asyncRangeSkips {
+			del.Delete(fmt.Appendf(nil, "k%06d", i))
+		}
+	}
+	for i, b := range []*lsm.Batch{put, del} {
+		if i == 1 {
+			// A reader from before the deletes keeps every tombstone
+			// through the compactions that follow the flush.
+			it := l.DB().NewIterator(nil, nil)
+			defer it.Close()
+		}
+		if err := waitErr(func(done func(error)) { l.Write(b, done) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.DB().Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		start     string
+		wantFirst string
+		wantOther bool
+	}{
+		{"k", fmt.Sprintf("k%06d", 2*asyncRangeSkips), true},
+		{fmt.Sprintf("k%06d", 2*asyncRangeSkips+5), fmt.Sprintf("k%06d", 2*asyncRangeSkips+5), false},
+	} {
+		type res struct {
+			kvs []KV
+			err error
+			id  string
+		}
+		ch := make(chan res, 1)
+		l.Range([]byte(c.start), nil, 3, func(kvs []KV, err error) { ch <- res{kvs, err, goid()} })
+		r := <-ch
+		if r.err != nil || len(r.kvs) != 3 || string(r.kvs[0].Key) != c.wantFirst {
+			t.Fatalf("range from %q: %d pairs, %v", c.start, len(r.kvs), r.err)
+		}
+		if other := r.id != goid(); other != c.wantOther {
+			t.Fatalf("range from %q answered on another goroutine: %v, want %v", c.start, other, c.wantOther)
+		}
+	}
+}
+
 // Close waits for a range running on its own goroutine before it closes the
 // engine under it.
 func TestLocalCloseWaitsForBackgroundRange(t *testing.T) {
