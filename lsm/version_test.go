@@ -344,3 +344,25 @@ func TestFilenames(t *testing.T) {
 		}
 	}
 }
+
+// TestManifestRewriteOnGrowth: a manifest is rewritten at maxManifestBytes,
+// or once its edits outgrow its snapshot manifestGrowth times (past
+// minManifestRewrite), so Open's replay stays proportional to the tables.
+func TestManifestRewriteOnGrowth(t *testing.T) {
+	for _, c := range []struct {
+		size, snapshot, max int64
+		want               bool
+	}{
+		{size: 100, snapshot: 100, max: 64 << 20, want: false},
+		{size: 64 << 20, snapshot: 32 << 20, max: 64 << 20, want: true},
+		{size: minManifestRewrite - 1, snapshot: 10, max: 64 << 20, want: false},
+		{size: minManifestRewrite, snapshot: 10, max: 64 << 20, want: true},
+		{size: 15 * (1 << 20), snapshot: 1 << 20, max: 64 << 20, want: false},
+		{size: 16 * (1 << 20), snapshot: 1 << 20, max: 64 << 20, want: true},
+	} {
+		m := &manifestWriter{size: c.size, snapshotSize: c.snapshot}
+		if got := m.full(c.max); got != c.want {
+			t.Errorf("size %d, snapshot %d, max %d: full = %v, want %v", c.size, c.snapshot, c.max, got, c.want)
+		}
+	}
+}
