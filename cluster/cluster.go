@@ -195,7 +195,8 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RaftAddress:         cc.RaftAddress,
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
-		Expert:              expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals}),
+		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
+			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective)}),
 	})
 	if err != nil {
 		c.cache.Close()

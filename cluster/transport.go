@@ -75,7 +75,10 @@ const (
 	transportDialTimeout  = 5 * time.Second
 	transportWriteTimeout = 10 * time.Second
 	transportKeepAlive    = 10 * time.Second
-	readBufferBytes       = 64 << 10
+	// engineStale is how long a node may go without sending a raft
+	// message before it stops answering liveness probes (engineLive).
+	engineStale     = 3 * time.Second
+	readBufferBytes = 64 << 10
 )
 
 var errBadFrame = errors.New("raft transport: bad frame")
@@ -83,8 +86,9 @@ var errBadFrame = errors.New("raft transport: bad frame")
 // transportFactory makes the NodeHost use tcpTransport.
 type transportFactory struct {
 	log      *slog.Logger
-	faults   *linkFaults // nil outside tests
-	removals *removals   // nil: no notices sent or heard
+	faults   *linkFaults   // nil outside tests
+	removals *removals     // nil: no notices sent or heard
+	stale    time.Duration // engineLive's bound; 0: engineStale
 }
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
@@ -97,6 +101,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		removals:   f.removals,
 		deployment: nh.GetDeploymentID(),
 		conns:      make(map[net.Conn]struct{}),
+		stale:      f.stale,
 	}
 }
 
@@ -179,6 +184,29 @@ type tcpTransport struct {
 	conns  map[net.Conn]struct{} // accepted, open
 	closed bool
 	wg     sync.WaitGroup
+
+	// started and lastSent (unix nanos: Start, the last message batch
+	// sent) tell whether the raft engine makes progress (engineLive)
+	// within stale (0: engineStale; longer with long heartbeat or
+	// election timeouts).
+	started  atomic.Int64
+	lastSent atomic.Int64
+	stale    time.Duration
+}
+
+// engineLive reports whether this node's raft engine sent a message
+// batch within engineStale (or started since). Every member of a live
+// cluster sends all the time (leaders heartbeats, followers their
+// answers), so silence means the engine is stuck (its log writer blocked
+// on a full disk, say), while the transport, on goroutines of its own,
+// would still answer probes: peers counted a hung node as up.
+func (t *tcpTransport) engineLive() bool {
+	stale := t.stale
+	if stale == 0 {
+		stale = engineStale
+	}
+	last := max(t.started.Load(), t.lastSent.Load())
+	return time.Since(time.Unix(0, last)) < stale
 }
 
 func (t *tcpTransport) Name() string { return "kv-tcp" }
@@ -191,6 +219,7 @@ func (t *tcpTransport) Start() error {
 	t.mu.Lock()
 	t.ln = ln
 	t.mu.Unlock()
+	t.started.Store(time.Now().UnixNano())
 	t.wg.Add(1)
 	go t.accept(ln)
 	return nil
@@ -241,7 +270,7 @@ func (t *tcpTransport) serve(c net.Conn) {
 	r := bufio.NewReaderSize(c, readBufferBytes)
 	var buf []byte
 	var noticed map[uint64]time.Time // by shard: the last removal notice sent
-	for {
+	for first := true; ; first = false {
 		kind, payload, err := readFrame(r, buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -274,6 +303,12 @@ func (t *tcpTransport) serve(c net.Conn) {
 				return // rejected: the sender sees the connection close
 			}
 		case frameClose:
+			if first && !t.engineLive() {
+				// A liveness probe (probeMember), not the end of a
+				// snapshot stream: unanswered, it reports this node down.
+				t.log.Debug("raft transport: probe unanswered: the raft engine sent nothing lately", "remote", c.RemoteAddr())
+				return
+			}
 			c.SetWriteDeadline(time.Now().Add(transportWriteTimeout))
 			c.Write(appendFrameHeader(nil, frameClosed, nil))
 			return
@@ -382,7 +417,7 @@ func (t *tcpTransport) GetConnection(ctx context.Context, target string) (raftio
 		return nil, err
 	}
 	go t.readNotices(c)
-	return &frameConn{c: c, target: target, faults: t.faults}, nil
+	return &frameConn{c: c, target: target, faults: t.faults, sent: &t.lastSent}, nil
 }
 
 func (t *tcpTransport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
@@ -401,10 +436,15 @@ type frameConn struct {
 	faults   *linkFaults
 	buf      []byte
 	snapshot bool
+	sent     *atomic.Int64 // the transport's lastSent; nil for snapshots
 }
 
 func (f *frameConn) SendMessageBatch(mb pb.MessageBatch) error {
-	return f.send(frameBatch, mb.Size(), mb.MarshalTo)
+	err := f.send(frameBatch, mb.Size(), mb.MarshalTo)
+	if err == nil && f.sent != nil {
+		f.sent.Store(time.Now().UnixNano())
+	}
+	return err
 }
 
 func (f *frameConn) SendChunk(ch pb.Chunk) error {

@@ -239,3 +239,56 @@ func TestProbeMember(t *testing.T) {
 		t.Fatal("a closed port is reported up")
 	}
 }
+
+// TestProbeUnansweredWhenEngineSilent: a node whose raft engine has sent
+// nothing for engineStale (stuck: its log writer blocked on a full disk,
+// say) stops answering liveness probes, so its peers count it down; it
+// answers again once it sends. A snapshot stream's close is answered
+// regardless.
+func TestProbeUnansweredWhenEngineSilent(t *testing.T) {
+	chunks := make(chan pb.Chunk, 1)
+	tr, addr := startTransport(t, make(chan pb.MessageBatch), chunks, func(pb.Chunk) bool { return true })
+	tt := tr.(*tcpTransport)
+	tt.stale = 100 * time.Millisecond
+	if !probeMember(addr) {
+		t.Fatal("a transport that just started is reported down")
+	}
+	time.Sleep(150 * time.Millisecond)
+	if probeMember(addr) {
+		t.Fatal("a node whose engine sent nothing for longer than the staleness bound is reported up")
+	}
+	// A snapshot stream still completes: its close is not a probe.
+	ch := pb.Chunk{ShardID: 1, ReplicaID: 2}
+	payload, err := ch.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.SetDeadline(time.Now().Add(5 * time.Second))
+	stream := append(appendFrameHeader(nil, frameChunk, payload), payload...)
+	if _, err := sc.Write(appendFrameHeader(stream, frameClose, nil)); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, chunks)
+	var ack [frameHeaderLen]byte
+	if _, err := io.ReadFull(sc, ack[:]); err != nil || ack[0] != frameClosed {
+		t.Fatalf("snapshot stream's close: %v %v, want frameClosed", ack[0], err)
+	}
+	// Sending a batch anywhere is progress.
+	_, peerAddr := startTransport(t, make(chan pb.MessageBatch, 1), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	conn, err := tr.GetConnection(context.Background(), peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !probeMember(addr) {
+		t.Fatal("a node that just sent a batch is reported down")
+	}
+}
