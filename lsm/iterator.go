@@ -2,8 +2,10 @@ package lsm
 
 import (
 	"bytes"
+	"errors"
 
 	"github.com/kvstore/kv/lsm/internal/base"
+	"github.com/kvstore/kv/lsm/sstable"
 )
 
 // Iterator walks the live keys of one consistent snapshot of the DB in key
@@ -43,6 +45,21 @@ type snapshotNode struct {
 // NewIterator returns an iterator over the keys in [lower, upper) (nil
 // means unbounded) as of now. The caller must Close it.
 func (d *DB) NewIterator(lower, upper []byte) *Iterator {
+	return d.newIterator(lower, upper, false)
+}
+
+// NewIteratorNoWait is NewIterator for a caller that must not wait for the
+// disk, such as an event loop: where the walk would read a table block
+// that is in neither the block cache nor the OS page cache, or open a
+// table, the iterator stops (Valid false) with ErrWouldBlock as its error,
+// having waited for nothing, and the caller starts again with NewIterator
+// where waiting is fine. As with GetNoWait, a filesystem that cannot tell
+// what is cached reads as NewIterator does.
+func (d *DB) NewIteratorNoWait(lower, upper []byte) *Iterator {
+	return d.newIterator(lower, upper, true)
+}
+
+func (d *DB) newIterator(lower, upper []byte, nowait bool) *Iterator {
 	it := &Iterator{db: d, lower: cloneOrNil(lower), upper: cloneOrNil(upper)}
 	d.mu.Lock()
 	if d.closing {
@@ -70,12 +87,16 @@ func (d *DB) NewIterator(lower, upper []byte) *Iterator {
 		if !it.overlaps(f) {
 			continue
 		}
-		r, err := d.tc.reader(f)
+		reader, newIter := d.tc.reader, (*sstable.Reader).NewIter
+		if nowait {
+			reader, newIter = d.tc.readerNoWait, (*sstable.Reader).NewIterNoWait
+		}
+		r, err := reader(f)
 		if err != nil {
 			it.fail(err)
 			break
 		}
-		iters = append(iters, r.NewIter())
+		iters = append(iters, newIter(r))
 	}
 	for level := 1; level < numLevels && it.err == nil; level++ {
 		files := rs.v.levels[level]
@@ -90,7 +111,7 @@ func (d *DB) NewIterator(lower, upper []byte) *Iterator {
 			files = files[:n]
 		}
 		if len(files) > 0 {
-			iters = append(iters, newLevelIter(&d.tc, files))
+			iters = append(iters, newLevelIter(&d.tc, files, nowait))
 		}
 	}
 	it.iter = newMergingIter(iters)
@@ -244,6 +265,10 @@ func (it *Iterator) fail(err error) {
 		return
 	}
 	it.err = err
+	if errors.Is(err, ErrWouldBlock) {
+		it.db.metrics.readsNeedingDisk.Add(1)
+		return
+	}
 	it.db.noteReadErr(err)
 }
 

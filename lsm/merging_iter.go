@@ -120,12 +120,15 @@ type levelIter struct {
 	idx   int
 	iter  base.Iterator
 	err   error
-	// compaction opens each table with NewCompactionIter (no block cache).
+	// compaction opens each table with NewCompactionIter (no block cache);
+	// nowait with NewIterNoWait, and fails with ErrWouldBlock at a table
+	// not open yet.
 	compaction bool
+	nowait     bool
 }
 
-func newLevelIter(tc *tableCache, files []*fileMetadata) *levelIter {
-	return &levelIter{tc: tc, files: files}
+func newLevelIter(tc *tableCache, files []*fileMetadata, nowait bool) *levelIter {
+	return &levelIter{tc: tc, files: files, nowait: nowait}
 }
 
 // newCompactionLevelIter is newLevelIter for a compaction's inputs.
@@ -145,14 +148,21 @@ func (l *levelIter) open(i int) bool {
 	if i >= len(l.files) || l.err != nil {
 		return false
 	}
-	r, err := l.tc.reader(l.files[i])
+	reader := l.tc.reader
+	if l.nowait {
+		reader = l.tc.readerNoWait
+	}
+	r, err := reader(l.files[i])
 	if err != nil {
 		l.err = err
 		return false
 	}
-	if l.compaction {
+	switch {
+	case l.compaction:
 		l.iter = r.NewCompactionIter()
-	} else {
+	case l.nowait:
+		l.iter = r.NewIterNoWait()
+	default:
 		l.iter = r.NewIter()
 	}
 	return true

@@ -214,3 +214,59 @@ func TestGetNoWaitOnTmpfsWarnsOnce(t *testing.T) {
 		t.Fatalf("%d warnings in the log, want 1:\n%s", n, log.String())
 	}
 }
+
+// TestIteratorNoWaitNeverWaitsForTheDisk: a no-wait iterator stops with
+// ErrWouldBlock at a table not opened yet and at a block only the disk
+// has, never returning a partial walk as complete; once NewIterator has
+// read the blocks, a no-wait walk over them succeeds.
+func TestIteratorNoWaitNeverWaitsForTheDisk(t *testing.T) {
+	dir := t.TempDir()
+	skipWithoutNoWait(t, dir)
+	d := mustOpen(t, dir, Options{FS: vfs.Default, BlockCacheBytes: 1 << 20, Sync: SyncNone})
+	defer d.Close()
+	value := strings.Repeat("v", 200)
+	key := func(i int) string { return fmt.Sprintf("key%06d", i) }
+	const n = 20000
+	for i := range n {
+		mustPut(t, d, key(i), value)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	walk := func(nowait bool, lower, upper string) (int, error) {
+		newIter := d.NewIterator
+		if nowait {
+			newIter = d.NewIteratorNoWait
+		}
+		it := newIter([]byte(lower), []byte(upper))
+		count := 0
+		for ok := it.First(); ok; ok = it.Next() {
+			count++
+		}
+		return count, it.Close()
+	}
+	if _, err := walk(true, key(0), key(10)); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("no-wait walk before the table is open: %v", err)
+	}
+	if c, err := walk(false, key(0), key(10)); err != nil || c != 10 {
+		t.Fatalf("walk: %d keys, %v", c, err)
+	}
+	d.tc.cache.Wait()
+	evictTables(t, dir)
+	if c, err := walk(true, key(0), key(10)); err != nil || c != 10 {
+		t.Fatalf("no-wait walk of blocks in the block cache: %d keys, %v", c, err)
+	}
+	before := d.Metrics().ReadsNeedingDisk
+	if c, err := walk(true, key(0), key(n/2)); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("no-wait walk into blocks only on disk: %d keys, %v", c, err)
+	}
+	if got := d.Metrics().ReadsNeedingDisk; got != before+1 {
+		t.Fatalf("ReadsNeedingDisk %d, want %d", got, before+1)
+	}
+	if c, err := walk(false, key(0), key(n/2)); err != nil || c != n/2 {
+		t.Fatalf("walk: %d keys, %v", c, err)
+	}
+	if c, err := walk(true, key(0), key(n/2)); err != nil || c != n/2 {
+		t.Fatalf("no-wait walk once read: %d keys, %v", c, err)
+	}
+}

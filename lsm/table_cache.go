@@ -82,6 +82,15 @@ func (c *tableCache) reader(f *fileMetadata) (*sstable.Reader, error) {
 	return r, nil
 }
 
+// readerNoWait returns f's reader if it is open, and ErrWouldBlock
+// otherwise: opening a table reads its index and filter from the disk.
+func (c *tableCache) readerNoWait(f *fileMetadata) (*sstable.Reader, error) {
+	if r := f.reader.Load(); r != nil {
+		return r, nil
+	}
+	return nil, ErrWouldBlock
+}
+
 // evict closes f's reader, if open.
 func (c *tableCache) evict(f *fileMetadata) {
 	f.readerMu.Lock()

@@ -145,25 +145,39 @@ func (l *Local) Write(b *lsm.Batch, done func(error)) {
 	})
 }
 
-// Range scans [start, end), on the caller's goroutine unless the memtables
-// hold more than asyncRangeBytes of entries not yet in key order or the
-// scan may step over more than asyncRangeSkips entries it does not return
-// (tombstones, overwritten versions); limit bounds the work.
+// Range scans [start, end) on the caller's goroutine, without waiting for
+// the disk, unless the memtables hold more than asyncRangeBytes of entries
+// not yet in key order or the scan may step over more than
+// asyncRangeSkips entries it does not return (tombstones, overwritten
+// versions): those, and a scan that meets a block it would have to read
+// from the disk (started again from the beginning), run on a goroutine of
+// their own. limit bounds the work.
 func (l *Local) Range(start, end []byte, limit int, done func([]KV, error)) {
 	if len(end) == 0 {
 		end = nil
 	}
-	if l.db.UnorderedBytes() > asyncRangeBytes || l.db.RangeSkipsOver(start, end, asyncRangeSkips) {
-		start, end = bytes.Clone(start), bytes.Clone(end)
-		if l.background(func() { done(l.scan(start, end, limit)) }) {
+	if l.db.UnorderedBytes() <= asyncRangeBytes && !l.db.RangeSkipsOver(start, end, asyncRangeSkips) {
+		kvs, err := l.scan(start, end, limit, true)
+		if !errors.Is(err, lsm.ErrWouldBlock) {
+			done(kvs, err)
 			return
 		}
 	}
-	done(l.scan(start, end, limit))
+	start, end = bytes.Clone(start), bytes.Clone(end)
+	if !l.background(func() { done(l.scan(start, end, limit, false)) }) {
+		done(l.scan(start, end, limit, false))
+	}
 }
 
-func (l *Local) scan(start, end []byte, limit int) ([]KV, error) {
-	it := l.db.NewIterator(start, end)
+// scan collects the pairs of [start, end), at most limit of them and
+// MaxRangeBytes; with nowait it fails with lsm.ErrWouldBlock rather than
+// wait for the disk.
+func (l *Local) scan(start, end []byte, limit int, nowait bool) ([]KV, error) {
+	newIter := l.db.NewIterator
+	if nowait {
+		newIter = l.db.NewIteratorNoWait
+	}
+	it := newIter(start, end)
 	var kvs []KV
 	size := 0
 	for ok := it.First(); ok && len(kvs) < limit && size <= MaxRangeBytes; ok = it.Next() {
@@ -171,6 +185,9 @@ func (l *Local) scan(start, end []byte, limit int) ([]KV, error) {
 		size += len(it.Key()) + len(it.Value())
 	}
 	if err := it.Close(); err != nil {
+		if errors.Is(err, lsm.ErrWouldBlock) {
+			return nil, err
+		}
 		return nil, storageErr(err)
 	}
 	if size > MaxRangeBytes {

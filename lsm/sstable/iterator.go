@@ -17,6 +17,9 @@ type iterator struct {
 	// uncached reads every block from the file and leaves the block cache
 	// alone: see NewCompactionIter.
 	uncached bool
+	// nowait fails with base.ErrWouldBlock instead of waiting for a block
+	// that is not in the OS page cache: see NewIterNoWait.
+	nowait bool
 }
 
 // NewIter returns an iterator over the whole table, unpositioned. Keys and
@@ -24,6 +27,14 @@ type iterator struct {
 // base.Iterator for how long they stay valid.
 func (r *Reader) NewIter() base.Iterator {
 	return &iterator{r: r}
+}
+
+// NewIterNoWait is NewIter for a caller that must not wait for the disk:
+// where reading a block would (it is in neither the block cache nor the OS
+// page cache), the iterator stops with base.ErrWouldBlock as its error,
+// having waited for nothing (see GetNoWait).
+func (r *Reader) NewIterNoWait() base.Iterator {
+	return &iterator{r: r, nowait: true}
 }
 
 // NewCompactionIter is NewIter for a compaction: it reads each block from
@@ -49,7 +60,7 @@ func (it *iterator) loadBlock(i int) bool {
 	if it.uncached {
 		block, err = it.r.readBlockFromFile(h, true, false)
 	} else {
-		block, err = it.r.readBlock(h, false)
+		block, err = it.r.readBlock(h, it.nowait)
 	}
 	if err != nil {
 		it.err = err
