@@ -351,7 +351,7 @@ func TestFilenames(t *testing.T) {
 func TestManifestRewriteOnGrowth(t *testing.T) {
 	for _, c := range []struct {
 		size, snapshot, max int64
-		want               bool
+		want                bool
 	}{
 		{size: 100, snapshot: 100, max: 64 << 20, want: false},
 		{size: 64 << 20, snapshot: 32 << 20, max: 64 << 20, want: true},
