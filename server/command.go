@@ -94,6 +94,13 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 		s.emit(cs, s.appendErr(cs, nil, name, causeInvalid, errNotRunInTx))
 		return true
 	}
+	if cmd == nil && !resp && looksLikeHTTP(args[0]) {
+		s.log.Warn("closing connection: an HTTP request was sent to the client port (possible cross-protocol attack from a web page)",
+			"conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+		s.emit(cs, s.appendErr(cs, nil, "", causeProtocol, "HTTP request on the key-value port; closing"))
+		cs.closing = true
+		return true
+	}
 	if cmd == nil {
 		s.emit(cs, s.appendErr(cs, nil, "", causeUnknown, "unknown command '"+printable(args[0])+"'"))
 		return true

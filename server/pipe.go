@@ -31,7 +31,7 @@ func (s *Server) pipeCommands() []*command {
 				s.refuse(cs, args, causeNoAuth, "invalid password")
 				return
 			}
-			cs.authed = true
+			s.authenticate(cs)
 			s.emit(cs, pipeOK)
 		}},
 		{name: "GET", minArgs: 2, maxArgs: 2, class: classRead, run: (*Server).pipeGet, waitsInQueue: true},

@@ -232,11 +232,11 @@ func discardInput(c gnet.Conn) int {
 func (s *Server) choose(cs *conn, first byte) {
 	if first == '*' {
 		cs.proto = protoRESP
-		cs.resp = codec.NewRESPDecoder(s.limits)
+		cs.resp = codec.NewRESPDecoder(s.connLimits(cs))
 		return
 	}
 	cs.proto = protoPipe
-	cs.pipe = codec.NewPipeDecoder(s.limits)
+	cs.pipe = codec.NewPipeDecoder(s.connLimits(cs))
 }
 
 func (cs *conn) need() int {
@@ -382,7 +382,7 @@ const flushOutBytes = 1 << 20
 // Over the limit the connection is closed and its replies dropped, as Redis
 // does with a client over its output-buffer limit.
 func (s *Server) overOutput(cs *conn) bool {
-	max := int(s.cfg.MaxOutputBytes)
+	max := s.outputLimit(cs)
 	if max <= 0 || len(cs.out)+cs.c.OutboundBuffered() <= max && !cs.overflow.Load() {
 		return false
 	}

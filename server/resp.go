@@ -130,7 +130,7 @@ func (s *Server) respAuth(cs *conn, command string, args [][]byte) []byte {
 	if !s.passwordOK(pw) {
 		return s.appendRESPErr(nil, command, causeNoAuth, "WRONGPASS invalid password")
 	}
-	cs.authed = true
+	s.authenticate(cs)
 	return respOK
 }
 
