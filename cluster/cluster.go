@@ -196,7 +196,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
 		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
-			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective)}),
+			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret)}),
 	})
 	if err != nil {
 		c.cache.Close()

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"io"
 	"net"
 	"slices"
 	"sync"
@@ -220,9 +219,9 @@ func probeMember(raftAddr string) bool {
 	if _, err := conn.Write(appendFrameHeader(nil, frameClose, nil)); err != nil {
 		return false
 	}
-	var ack [frameHeaderLen]byte
-	_, err = io.ReadFull(conn, ack[:])
-	return err == nil && ack[0] == frameClosed
+	// A member with cluster.secret set sends its challenge first.
+	kind, err := firstFrameAfterChallenge(conn)
+	return err == nil && kind == frameClosed
 }
 
 // registeredMembers reads the member records of shard 1 from the local

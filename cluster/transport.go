@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -89,6 +90,7 @@ type transportFactory struct {
 	faults   *linkFaults   // nil outside tests
 	removals *removals     // nil: no notices sent or heard
 	stale    time.Duration // engineLive's bound; 0: engineStale
+	secret   []byte        // cluster.secret: connections must prove it (raftauth.go)
 }
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
@@ -102,6 +104,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		deployment: nh.GetDeploymentID(),
 		conns:      make(map[net.Conn]struct{}),
 		stale:      f.stale,
+		secret:     f.secret,
 	}
 }
 
@@ -178,6 +181,7 @@ type tcpTransport struct {
 	// deployment is the NodeHost's raft deployment id: dragonboat drops
 	// batches of another, and so do removal notices.
 	deployment uint64
+	secret     []byte
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -270,8 +274,20 @@ func (t *tcpTransport) serve(c net.Conn) {
 	r := bufio.NewReaderSize(c, readBufferBytes)
 	var buf []byte
 	var noticed map[uint64]time.Time // by shard: the last removal notice sent
+	var challenge []byte             // sent, and not answered yet (raftauth.go)
+	if len(t.secret) > 0 {
+		var err error
+		if challenge, err = sendChallenge(c); err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(authTimeout))
+	}
 	for first := true; ; first = false {
-		kind, payload, err := readFrame(r, buf)
+		max := uint32(maxFramePayload)
+		if challenge != nil {
+			max = authFrameMax
+		}
+		kind, payload, err := readFrameMax(r, buf, max)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				t.log.Debug("raft transport: connection ends", "remote", c.RemoteAddr(), "err", err)
@@ -280,6 +296,15 @@ func (t *tcpTransport) serve(c net.Conn) {
 		}
 		if cap(payload) <= readBufferBytes {
 			buf = payload[:0] // reuse small buffers; drop big ones
+		}
+		if challenge != nil && kind != frameClose {
+			if kind != frameAuth || !hmac.Equal(payload, authMAC(t.secret, challenge)) {
+				t.log.Warn("raft transport: connection refused: it did not answer the challenge with cluster.secret", "remote", c.RemoteAddr(), "frame", kind)
+				return
+			}
+			challenge = nil
+			c.SetReadDeadline(time.Time{})
+			continue
 		}
 		switch kind {
 		case frameBatch:
@@ -408,6 +433,12 @@ func (t *tcpTransport) dial(ctx context.Context, target string) (net.Conn, error
 	if err != nil {
 		return nil, fmt.Errorf("raft transport: dial %s: %w", target, err)
 	}
+	if len(t.secret) > 0 {
+		if err := answerChallenge(c, t.secret); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -500,13 +531,18 @@ func appendFrameHeader(dst []byte, kind byte, payload []byte) []byte {
 }
 
 // readFrame reads one frame; its payload is read into buf when it fits.
-func readFrame(r *bufio.Reader, buf []byte) (kind byte, payload []byte, err error) {
+func readFrame(r io.Reader, buf []byte) (kind byte, payload []byte, err error) {
+	return readFrameMax(r, buf, maxFramePayload)
+}
+
+// readFrameMax is readFrame for frames of at most max payload bytes.
+func readFrameMax(r io.Reader, buf []byte, max uint32) (kind byte, payload []byte, err error) {
 	var h [frameHeaderLen]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.LittleEndian.Uint32(h[1:5])
-	if n > maxFramePayload {
+	if n > max {
 		return 0, nil, fmt.Errorf("%w: %d-byte payload", errBadFrame, n)
 	}
 	if cap(buf) >= int(n) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,8 +21,13 @@ import (
 // what it receives to the channels.
 func startTransport(t *testing.T, batches chan<- pb.MessageBatch, chunks chan<- pb.Chunk, accept func(pb.Chunk) bool) (raftio.ITransport, string) {
 	t.Helper()
+	return startTransportWith(t, transportFactory{log: slog.New(slog.DiscardHandler)}, batches, chunks, accept)
+}
+
+// startTransportWith is startTransport with the factory f.
+func startTransportWith(t *testing.T, f transportFactory, batches chan<- pb.MessageBatch, chunks chan<- pb.Chunk, accept func(pb.Chunk) bool) (raftio.ITransport, string) {
+	t.Helper()
 	addr := freeAddrs(t, 1)[0]
-	f := transportFactory{log: slog.New(slog.DiscardHandler)}
 	if !f.Validate(addr) {
 		t.Fatalf("Validate(%q) = false", addr)
 	}
@@ -290,5 +296,70 @@ func TestProbeUnansweredWhenEngineSilent(t *testing.T) {
 	}
 	if !probeMember(addr) {
 		t.Fatal("a node that just sent a batch is reported down")
+	}
+}
+
+// TestSecretAuthenticatesConnections: with cluster.secret set, a node reads
+// raft traffic only from connections that answered its challenge with the
+// secret: a peer with the same secret gets its batches through, one with
+// another secret, one with none and a raw connection do not (their
+// connections are closed), a liveness probe is still answered, and a frame
+// claiming a huge payload before the answer closes the connection.
+func TestSecretAuthenticatesConnections(t *testing.T) {
+	factory := func(secret string) transportFactory {
+		return transportFactory{log: slog.New(slog.DiscardHandler), secret: []byte(secret)}
+	}
+	batches := make(chan pb.MessageBatch, 4)
+	_, addr := startTransportWith(t, factory("s3cret"), batches, make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	send := func(secret string) error {
+		tr, _ := startTransportWith(t, factory(secret), make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+		conn, err := tr.GetConnection(context.Background(), addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 7}}})
+	}
+	if err := send("s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if mb := recv(t, batches); len(mb.Requests) != 1 || mb.Requests[0].ShardID != 7 {
+		t.Fatalf("batch from a peer with the secret: %+v", mb)
+	}
+	for _, secret := range []string{"wrong", ""} {
+		send(secret) // may fail or not: the acceptor closes the connection
+		select {
+		case mb := <-batches:
+			t.Fatalf("batch from a peer with secret %q delivered: %+v", secret, mb)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// A raw connection that sends a batch, and one that claims a huge
+	// frame, instead of answering: closed, nothing delivered.
+	payload, err := (&pb.MessageBatch{Requests: []pb.Message{{ShardID: 8}}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := appendFrameHeader(nil, frameAuth, nil)
+	binary.LittleEndian.PutUint32(huge[1:5], 60<<20)
+	for _, frame := range [][]byte{append(appendFrameHeader(nil, frameBatch, payload), payload...), huge} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(frame)
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("unauthenticated connection not closed: %v", err)
+		}
+		c.Close()
+	}
+	select {
+	case mb := <-batches:
+		t.Fatalf("batch from an unauthenticated connection delivered: %+v", mb)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if !probeMember(addr) {
+		t.Fatal("a node with a secret does not answer liveness probes")
 	}
 }

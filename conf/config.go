@@ -69,6 +69,7 @@ type Cluster struct {
 	Join            []string `toml:"join"`             // client addresses of members to join through
 	SnapshotEntries int      `toml:"snapshot_entries"` // default 10000
 	RequestTimeout  Duration `toml:"request_timeout"`  // default 5s
+	Secret          string   `toml:"secret"`           // default "": raft connections unauthenticated
 	Members         []Member `toml:"members"`
 }
 

@@ -69,7 +69,8 @@ func (c *testCluster) writeConfig(id int, join []string) {
 	fmt.Fprintf(&b, "[server]\nlisten = %q\nadmin_listen = %q\nevent_loops = 1\n", nd.addr, nd.admin)
 	fmt.Fprintf(&b, "[storage]\ndir = %q\nmemtable_bytes = \"8MiB\"\nblock_cache_bytes = \"16MiB\"\n", nd.dir)
 	fmt.Fprintf(&b, "[log]\nlevel = \"warn\"\n")
-	fmt.Fprintf(&b, "[cluster]\nenabled = true\nnode_id = %d\nraft_address = %q\nshards = 4\nrtt_ms = 10\nsnapshot_entries = 200\n", id, c.raft[id])
+	// With a raft secret: joins, snapshots and probes authenticate.
+	fmt.Fprintf(&b, "[cluster]\nenabled = true\nnode_id = %d\nraft_address = %q\nshards = 4\nrtt_ms = 10\nsnapshot_entries = 200\nsecret = \"e2e-raft\"\n", id, c.raft[id])
 	if len(join) > 0 {
 		fmt.Fprintf(&b, "join = [%q]\n", join[0])
 	}

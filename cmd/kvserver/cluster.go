@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 
 	"github.com/kvstore/kv/cluster"
 	"github.com/kvstore/kv/conf"
@@ -12,9 +13,26 @@ import (
 // openCluster starts this node's raft groups (bootstrapping, restarting or
 // joining, as the data directory and cluster.join say).
 func openCluster(ctx context.Context, cfg conf.Config, logger *slog.Logger) (store.Store, error) {
+	if cfg.Cluster.Secret == "" && !loopbackAddr(cfg.Cluster.RaftAddress) {
+		logger.Warn("cluster.secret is not set: anything that reaches the raft port is trusted, and one forged message can crash this node; set the same secret on every member",
+			"raft_address", cfg.Cluster.RaftAddress)
+	}
 	c, err := cluster.Open(ctx, cfg, logger.With("component", "cluster"))
 	if err != nil {
 		return nil, err // already says "open cluster: ..."
 	}
 	return c, nil
+}
+
+// loopbackAddr reports whether addr (host:port) names a loopback host.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
