@@ -103,3 +103,37 @@ func TestJoinRefusesOtherShardCount(t *testing.T) {
 		t.Fatalf("members after the refused join: %d", n)
 	}
 }
+
+// TestMissingRaftStateRefused: a member's directory whose raft directory was
+// removed by hand is refused, and its shard data is left alone; before, the
+// node bootstrapped every shard afresh, wiped the shard directories and
+// then panicked on the leader's first heartbeat.
+func TestMissingRaftStateRefused(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2})
+	for i := range 20 {
+		mustPut(t, tc.nodes[i%3], fmt.Sprintf("rs%02d", i), "v")
+	}
+	tc.stop(2)
+	fs := fsForTest()
+	dir := tc.cfgs[2].Storage.Dir
+	before, err := shardDirs(fs, dir)
+	if err != nil || len(before) != 2 {
+		t.Fatalf("shard dirs of node 3: %v %v", before, err)
+	}
+	if err := fs.RemoveAll(fs.PathJoin(dir, RaftDir)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := open(context.Background(), tc.cfgs[2], testLogger(t).With("node", 3), fs)
+	if err == nil {
+		n.Close()
+		t.Fatal("node 3 started without its raft state")
+	}
+	if !strings.Contains(err.Error(), "raft state") || !strings.Contains(err.Error(), "join with a new cluster.node_id") {
+		t.Fatalf("refusal does not say what is wrong and what to do: %v", err)
+	}
+	for _, s := range before {
+		if _, err := fs.Stat(fs.PathJoin(dir, fmt.Sprintf("shard-%d", s), "CURRENT")); err != nil {
+			t.Fatalf("shard %d's data was touched: %v", s, err)
+		}
+	}
+}

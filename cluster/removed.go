@@ -7,6 +7,7 @@ import (
 
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/raftio"
+	"github.com/lni/vfs"
 )
 
 // removedFile marks the data directory of a node that was removed from the
@@ -27,7 +28,70 @@ func (c *Cluster) checkDataDir() error {
 	if err := c.checkNotRemoved(); err != nil {
 		return err
 	}
+	if err := c.checkRaftState(); err != nil {
+		return err
+	}
+	if err := c.checkNotStandalone(); err != nil {
+		return err
+	}
 	return c.checkRaftAddress()
+}
+
+// checkNotStandalone refuses a directory that holds a standalone server's
+// data (a CURRENT file at its top: a cluster node keeps its engines in
+// shard-N/): a node started there bootstrapped a new, empty cluster beside
+// the data, which it never served.
+func (c *Cluster) checkNotStandalone() error {
+	if _, err := c.fs.Stat(c.fs.PathJoin(c.dir, "CURRENT")); err == nil {
+		if _, found, _ := readIdentity(c.fs, c.dir); found {
+			return fmt.Errorf("data directory %s is this node's, but also holds a standalone server's data at its top (CURRENT, MANIFEST-*, *.log, *.sst: a standalone kvserver was run on it, or a backup extracted into it): move those files away, keeping %s, %s and shard-*, and start again",
+				c.dir, identityFile, RaftDir)
+		}
+		return fmt.Errorf("data directory %s holds a standalone server's data (CURRENT, MANIFEST-*, *.sst at its top), not a cluster node's: a cluster node cannot take it over; give the node an empty directory (or its own), and load the data through a client", c.dir)
+	}
+	return nil
+}
+
+// NodeDirMarker names what shows dir to be a cluster node's data directory
+// (its identity file or its raft directory), or "" when nothing does:
+// kvserver refuses to start a standalone engine there, which would create
+// a new, empty DB beside the node's data (even while the node runs: their
+// locks are different files).
+func NodeDirMarker(fs vfs.FS, dir string) string {
+	for _, name := range []string{identityFile, RaftDir} {
+		if _, err := fs.Stat(fs.PathJoin(dir, name)); err == nil {
+			return fs.PathJoin(dir, name)
+		}
+	}
+	return ""
+}
+
+// checkRaftState refuses to start a node whose directory says it has been
+// a member (CLUSTER_IDENTITY is written only once raft's directory exists)
+// but whose raft directory is gone or empty: removed by hand, or lost with
+// a disk. Started, raft would see a node it has never run: it bootstrapped
+// every shard afresh from cluster.members, wiped the shard directories as
+// stale state, and the new replicas, with no log and no vote, crashed on
+// the leader's first heartbeat ("invalid commitTo index") or, had a leader
+// lost its progress record, rejoined with the votes and log entries they
+// had acknowledged forgotten.
+func (c *Cluster) checkRaftState() error {
+	id, found, err := readIdentity(c.fs, c.dir)
+	if err != nil || !found {
+		return err
+	}
+	raftDir := c.fs.PathJoin(c.dir, RaftDir)
+	names, err := c.fs.List(raftDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("check %s: %w", raftDir, err)
+	}
+	for _, name := range names {
+		if name != "LOCK" {
+			return nil
+		}
+	}
+	return fmt.Errorf("data directory %s belongs to node %d (%s) but its raft state %s is missing: the node's raft log and votes are gone, and starting would bootstrap it afresh and discard its shard data; restore %s from a copy taken with the node stopped, or remove node %d from the cluster (kvcli cluster remove %d), wipe %s and join with a new cluster.node_id",
+		c.dir, id.NodeID, identityFile, raftDir, raftDir, id.NodeID, id.NodeID, c.dir)
 }
 
 // checkNotRemoved refuses to start a node whose directory is marked removed.

@@ -101,3 +101,52 @@ func TestOpenRemovesInterruptedBackup(t *testing.T) {
 	}
 	checkGet(t, d, "k", "v", true)
 }
+
+// TestOpenRefusesBackupExtractedOverADB: a checkpoint copied into a
+// directory that holds another DB (a backup extracted over the live data
+// directory instead of into an empty one) is refused, naming the foreign
+// files, and nothing is deleted; before, Open kept the backup and deleted
+// the DB's own tables and WALs, or, when the DB had a WAL numbered above
+// the checkpoint's manifest, refused with a message about a deleted WAL.
+func TestOpenRefusesBackupExtractedOverADB(t *testing.T) {
+	fs := vfs.NewStrictMem()
+	opts := smallOptions(fs)
+	d := mustOpen(t, "/db", opts)
+	fillCopyFixture(t, d)
+	if err := d.Checkpoint("/ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d, "after", "backup")
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := fs.List("/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckpt, err := fs.List("/ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range ckpt {
+		writeFile(t, fs, "/db/"+name, readFile(t, fs, "/ckpt/"+name))
+	}
+	_, err = Open("/db", opts)
+	if err == nil || !strings.Contains(err.Error(), "extracted into a non-empty directory") || !strings.Contains(err.Error(), ".log") {
+		t.Fatalf("open of a backup extracted over a DB: %v", err)
+	}
+	for _, name := range before {
+		if _, err := fs.Stat("/db/" + name); err != nil {
+			t.Fatalf("%s of the DB the backup was extracted over is gone: %v", name, err)
+		}
+	}
+	// The checkpoint itself, in its own directory, opens (and reopens).
+	for range 2 {
+		r := mustOpen(t, "/ckpt", opts)
+		checkGet(t, r, "k02999", "v2999", true)
+		checkGet(t, r, "after", "", false)
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -177,6 +177,10 @@ func (d *DB) recover() error {
 				}
 			}
 		}
+		if err := checkRestoredCheckpoint(d.dirname, manifestNum, st, dir); err != nil {
+			st.v.unref()
+			return err
+		}
 		if err := checkWALsFrom(d.dirname, manifestNum, st, dir.logs); err != nil {
 			st.v.unref()
 			return err
@@ -317,6 +321,47 @@ func checkWALsFrom(dirname string, manifestNum uint64, st *manifestState, logs [
 	}
 	return fmt.Errorf("lsm: open %s: WAL %s, where %s starts, is missing while later WALs exist: it was %s, and writes it or that edit held are lost; restore from a backup: %w",
 		dirname, makeFilename(fileTypeLog, st.logNum), makeFilename(fileTypeManifest, manifestNum), why, ErrCorruption)
+}
+
+// checkRestoredCheckpoint refuses a checkpoint (a backup) that was
+// extracted into a directory that already held a DB. A checkpoint's
+// manifest, until its first Open replaces it, is the only one whose log
+// number is its own file number (Checkpoint: "the copy has no WAL to
+// replay"), and its directory holds no WAL and no table the manifest does
+// not name: Open itself makes neither before CURRENT names a new manifest.
+// Either one therefore belongs to the DB the archive was extracted over.
+// Opening would replay that DB's WALs numbered above the checkpoint's on
+// top of the backup (or, as it did, refuse with a message about a WAL
+// "deleted from the directory"), and silently delete that DB's other
+// tables and WALs: neither the backup nor the data it was extracted over.
+func checkRestoredCheckpoint(dirname string, manifestNum uint64, st *manifestState, dir dirContents) error {
+	if st.logNum != manifestNum {
+		return nil
+	}
+	named := make(map[uint64]bool)
+	for _, files := range st.v.levels {
+		for _, f := range files {
+			named[f.fileNum] = true
+		}
+	}
+	var foreign []string
+	for _, n := range dir.logs {
+		foreign = append(foreign, makeFilename(fileTypeLog, n))
+	}
+	for n := range dir.tables {
+		if !named[n] {
+			foreign = append(foreign, makeFilename(fileTypeTable, n))
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	slices.Sort(foreign)
+	if len(foreign) > 5 {
+		foreign = append(foreign[:5], fmt.Sprintf("and %d more", len(foreign)-5))
+	}
+	return fmt.Errorf("lsm: open %s: %s is an unopened backup (checkpoint), but the directory also holds files of another database (%s): the backup was extracted into a non-empty directory; extract it into an empty one (nothing was changed here)",
+		dirname, makeFilename(fileTypeManifest, manifestNum), strings.Join(foreign, ", "))
 }
 
 // replayWALs replays the WALs numbered from minLog on, in order, into

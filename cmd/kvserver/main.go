@@ -20,9 +20,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lni/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/kvstore/kv/cluster"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/server"
@@ -281,6 +283,9 @@ func waitStarted(ctx context.Context, srv *server.Server) <-chan struct{} {
 func openStore(ctx context.Context, cfg conf.Config, recoverWAL bool, logger *slog.Logger) (store.Store, error) {
 	if cfg.Cluster.Enabled {
 		return openCluster(ctx, cfg, logger)
+	}
+	if m := cluster.NodeDirMarker(vfs.Default, cfg.Storage.Dir); m != "" {
+		return nil, fmt.Errorf("open storage: %s is a cluster node's data directory (%s exists): a standalone server cannot use it; start the node with its cluster configuration (cluster.enabled = true), or give the standalone server a directory of its own", cfg.Storage.Dir, m)
 	}
 	opts := store.LSMOptions(cfg.Storage, logger.With("component", "lsm"))
 	opts.RecoverDamagedWAL = recoverWAL

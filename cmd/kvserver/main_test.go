@@ -22,6 +22,7 @@ import (
 
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/internal/loopback"
+	"github.com/kvstore/kv/lsm"
 )
 
 // TestMain makes the test binary kvserver itself when started with
@@ -465,5 +466,49 @@ func TestCloseWithin(t *testing.T) {
 	want := errors.New("flush failed")
 	if err := closeWithin(closerFunc(func() error { return want }), time.Minute); err != want {
 		t.Fatalf("close error: %v, want %v", err, want)
+	}
+}
+
+// TestModeMismatchedDataDirRefused: a standalone server refuses a cluster
+// node's data directory, and a cluster node a standalone server's, instead
+// of creating an empty store beside the data and serving that.
+func TestModeMismatchedDataDirRefused(t *testing.T) {
+	nodeDir := filepath.Join(t.TempDir(), "node")
+	if err := os.MkdirAll(filepath.Join(nodeDir, "raft"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := run([]string{"-admin", "off", "-listen", freeAddr(t), "-dir", nodeDir})
+	if err == nil || !strings.Contains(err.Error(), "is a cluster node's data directory") {
+		t.Fatalf("standalone on a node's directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(nodeDir, "CURRENT")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a standalone DB was created in the node's directory (%v)", err)
+	}
+
+	standaloneDir := filepath.Join(t.TempDir(), "standalone")
+	db, err := lsm.Open(standaloneDir, lsm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	client, raft := freeAddr(t), freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`[cluster]
+enabled = true
+node_id = 1
+raft_address = %[1]q
+shards = 1
+[[cluster.members]]
+id = 1
+raft = %[1]q
+client = %[2]q
+`, raft, client))
+	err = run([]string{"-c", cfg, "-admin", "off", "-listen", client, "-dir", standaloneDir})
+	if err == nil || !strings.Contains(err.Error(), "holds a standalone server's data") {
+		t.Fatalf("cluster node on a standalone directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(standaloneDir, "raft")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("raft state was created in the standalone directory (%v)", err)
 	}
 }
