@@ -344,3 +344,43 @@ func TestManifestLastRecordDamagedAtRest(t *testing.T) {
 		t.Fatalf("Open with the first WAL missing = %v, want corruption", err)
 	}
 }
+
+// TestMissingWALRefused: the WAL the manifest starts from deleted by hand
+// (the newest, so no later one shows the gap) is refused, naming it, with
+// nothing deleted; before, Open started without the writes acknowledged
+// since the last flush, silently. RecoverDamagedWAL opens without them.
+func TestMissingWALRefused(t *testing.T) {
+	fs := vfs.NewMem()
+	d := mustOpen(t, "/db", testOptions(fs))
+	mustPut(t, d, "flushed", "1")
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d, "in-wal", "2")
+	d.Close()
+	logs := filesOfType(t, fs, "/db", fileTypeLog)
+	if len(logs) != 1 {
+		t.Fatalf("WALs %v", logs)
+	}
+	name := makeFilename(fileTypeLog, logs[0])
+	if err := fs.Remove("/db/" + name); err != nil {
+		t.Fatal(err)
+	}
+	tables := filesOfType(t, fs, "/db", fileTypeTable)
+	_, err := Open("/db", testOptions(fs))
+	if !errors.Is(err, ErrDamagedWAL) || !strings.Contains(err.Error(), name) {
+		t.Fatalf("Open without the WAL = %v, want ErrDamagedWAL naming %s", err, name)
+	}
+	if got := filesOfType(t, fs, "/db", fileTypeTable); !slices.Equal(got, tables) {
+		t.Fatalf("tables %v after the refused Open, want %v untouched", got, tables)
+	}
+	opts := testOptions(fs)
+	opts.RecoverDamagedWAL = true
+	d = mustOpen(t, "/db", opts)
+	checkGet(t, d, "flushed", "1", true)
+	checkGet(t, d, "in-wal", "", false)
+	d.Close()
+	d = mustOpen(t, "/db", testOptions(fs)) // and from then on as usual
+	checkGet(t, d, "flushed", "1", true)
+	d.Close()
+}

@@ -177,7 +177,7 @@ func (d *DB) recover() error {
 				}
 			}
 		}
-		if err := checkRestoredCheckpoint(d.dirname, manifestNum, st, dir); err != nil {
+		if err := checkRestoredCheckpoint(fs, d.dirname, manifestNum, st, dir); err != nil {
 			st.v.unref()
 			return err
 		}
@@ -185,8 +185,15 @@ func (d *DB) recover() error {
 			st.v.unref()
 			return err
 		}
+		if err := d.checkStartWAL(manifestNum, st, dir.logs); err != nil {
+			st.v.unref()
+			return err
+		}
 	case errors.Is(err, os.ErrNotExist):
-		if len(dir.logs) > 0 || len(dir.tables) > 0 {
+		// An empty WAL is what a crash of a new DB's first Open leaves
+		// before CURRENT: nothing was written to it.
+		logs := slices.DeleteFunc(slices.Clone(dir.logs), func(n uint64) bool { return walEmpty(fs, d.dirname, n) })
+		if len(logs) > 0 || len(dir.tables) > 0 {
 			return fmt.Errorf("lsm: open %s: CURRENT is missing but the directory holds WAL or table files: %w",
 				d.dirname, ErrCorruption)
 		}
@@ -277,13 +284,10 @@ func (d *DB) recover() error {
 	if err := d.keepDamagedWALs(); err != nil {
 		return err
 	}
-	if _, err := d.createManifest(d.current, logNum, lastSeq); err != nil {
-		return err
-	}
-	d.mem = newMemTable(1, d.memtableBytes(0), 0)
-	first := d.mem.t
-	d.goPrefaultLocked(func() { first.Prefault(d.closeCh) })
-	d.nextMemID = 1
+	// The new WAL exists before the manifest that starts from it, so the
+	// WAL a manifest starts from is missing only when it was lost
+	// (checkStartWAL); a crash in between leaves an empty WAL beside the
+	// old manifest, replayed as nothing.
 	if !d.opts.DisableWAL {
 		d.wal, err = createWAL(fs, d.dirname, logNum, d.memtableBytes(0))
 		if isNoSpace(err) {
@@ -296,6 +300,15 @@ func (d *DB) recover() error {
 			return err
 		}
 		d.walNums = []uint64{logNum}
+	}
+	if _, err := d.createManifest(d.current, logNum, lastSeq); err != nil {
+		return err
+	}
+	d.mem = newMemTable(1, d.memtableBytes(0), 0)
+	first := d.mem.t
+	d.goPrefaultLocked(func() { first.Prefault(d.closeCh) })
+	d.nextMemID = 1
+	if !d.opts.DisableWAL {
 		d.mem.logNum = logNum
 	}
 	d.publishReadStateLocked()
@@ -323,6 +336,32 @@ func checkWALsFrom(dirname string, manifestNum uint64, st *manifestState, logs [
 		dirname, makeFilename(fileTypeLog, st.logNum), makeFilename(fileTypeManifest, manifestNum), why, ErrCorruption)
 }
 
+// checkStartWAL refuses a DB whose manifest starts from a WAL that is
+// missing when no later one exists (checkWALsFrom covers the other case):
+// Open creates a WAL before the manifest that starts from it, and a WAL
+// is deleted only after a manifest has moved past it, so the WAL was
+// deleted by hand (a "*.log" file, to an operator cleaning logs), and
+// every write acknowledged since the last flush went with it. Opening
+// started empty of them, silently. A checkpoint's manifest starts from a
+// WAL that never existed (its log number is its own number), and a DB
+// without a WAL has none; RecoverDamagedWAL opens anyway, without them,
+// as it opens without the writes after damage. (A DB left by an earlier
+// version that crashed between writing its manifest and creating its WAL
+// lost nothing, and needs RecoverDamagedWAL once.)
+func (d *DB) checkStartWAL(manifestNum uint64, st *manifestState, logs []uint64) error {
+	if st.logNum == 0 || st.logNum == manifestNum || d.opts.DisableWAL || slices.Contains(logs, st.logNum) ||
+		(len(logs) > 0 && logs[len(logs)-1] > st.logNum) {
+		return nil
+	}
+	name := makeFilename(fileTypeLog, st.logNum)
+	if d.opts.RecoverDamagedWAL || d.opts.ReadOnly {
+		d.opts.Logger.Warn("lsm: opening without the missing WAL: writes acknowledged since the last flush are lost", "dir", d.dirname, "wal", name)
+		return nil
+	}
+	return fmt.Errorf("lsm: open %s: WAL %s, where %s starts, is missing: the writes acknowledged since the last flush were in it, and opening would drop them silently; put it back, or open without them: %w: %w",
+		d.dirname, name, makeFilename(fileTypeManifest, manifestNum), ErrDamagedWAL, ErrCorruption)
+}
+
 // checkRestoredCheckpoint refuses a checkpoint (a backup) that was
 // extracted into a directory that already held a DB. A checkpoint's
 // manifest, until its first Open replaces it, is the only one whose log
@@ -334,7 +373,7 @@ func checkWALsFrom(dirname string, manifestNum uint64, st *manifestState, logs [
 // top of the backup (or, as it did, refuse with a message about a WAL
 // "deleted from the directory"), and silently delete that DB's other
 // tables and WALs: neither the backup nor the data it was extracted over.
-func checkRestoredCheckpoint(dirname string, manifestNum uint64, st *manifestState, dir dirContents) error {
+func checkRestoredCheckpoint(fs vfs.FS, dirname string, manifestNum uint64, st *manifestState, dir dirContents) error {
 	if st.logNum != manifestNum {
 		return nil
 	}
@@ -346,6 +385,12 @@ func checkRestoredCheckpoint(dirname string, manifestNum uint64, st *manifestSta
 	}
 	var foreign []string
 	for _, n := range dir.logs {
+		// Its first Open creates its WAL, numbered from the checkpoint's
+		// next file number, before the manifest that replaces it: after
+		// a crash in between that WAL is here, empty.
+		if n >= st.nextFileNum && walEmpty(fs, dirname, n) {
+			continue
+		}
 		foreign = append(foreign, makeFilename(fileTypeLog, n))
 	}
 	for n := range dir.tables {
@@ -362,6 +407,13 @@ func checkRestoredCheckpoint(dirname string, manifestNum uint64, st *manifestSta
 	}
 	return fmt.Errorf("lsm: open %s: %s is an unopened backup (checkpoint), but the directory also holds files of another database (%s): the backup was extracted into a non-empty directory; extract it into an empty one (nothing was changed here)",
 		dirname, makeFilename(fileTypeManifest, manifestNum), strings.Join(foreign, ", "))
+}
+
+// walEmpty reports whether WAL num in dirname holds nothing (a reserved
+// WAL's blocks are not counted in its size).
+func walEmpty(fs vfs.FS, dirname string, num uint64) bool {
+	fi, err := fs.Stat(fs.PathJoin(dirname, makeFilename(fileTypeLog, num)))
+	return err == nil && fi.Size() == 0
 }
 
 // replayWALs replays the WALs numbered from minLog on, in order, into
