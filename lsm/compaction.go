@@ -63,7 +63,7 @@ func (d *DB) compactLoop() {
 			}
 			ce := tableCorruption(err)
 			if ce != nil {
-				d.noteDamage(ce, err) // logs once per table
+				d.noteDamage(ce, "compaction", err) // logs once per table
 			}
 			d.mu.Lock()
 			d.compactFailing = err

@@ -43,14 +43,14 @@ func (d *DB) noteReadErr(err error) {
 	}
 	d.metrics.corruptReads.Add(1)
 	if ce := tableCorruption(err); ce != nil {
-		d.noteDamage(ce, nil)
+		d.noteDamage(ce, "read", nil)
 	}
 }
 
 // noteDamage records the damage ce and logs it if its table was not known
 // to be damaged. compactionErr is the error of the compaction that met
-// the damage, or nil for a read.
-func (d *DB) noteDamage(ce *sstable.CorruptionError, compactionErr error) {
+// the damage, or nil for a read (or Open's check of table sizes).
+func (d *DB) noteDamage(ce *sstable.CorruptionError, foundBy string, compactionErr error) {
 	dt := &d.damaged
 	dt.mu.Lock()
 	t, known := dt.tables[ce.FileNum]
@@ -72,10 +72,6 @@ func (d *DB) noteDamage(ce *sstable.CorruptionError, compactionErr error) {
 	dt.mu.Unlock()
 
 	if !known {
-		foundBy := "read"
-		if compactionErr != nil {
-			foundBy = "compaction"
-		}
 		d.opts.Logger.Error("lsm: damaged table: reads of its damaged blocks fail until it is restored from a backup or a replica",
 			"table", ce.Name, "offset", ce.Offset, "damage", ce.Detail, "found_by", foundBy, "damaged_tables", n)
 	}

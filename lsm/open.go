@@ -175,6 +175,7 @@ func (d *DB) recover() error {
 					return fmt.Errorf("lsm: open %s: table %s named by the manifest is missing: %w",
 						d.dirname, makeFilename(fileTypeTable, f.fileNum), ErrCorruption)
 				}
+				d.checkTableSize(f)
 			}
 		}
 		if err := checkRestoredCheckpoint(fs, d.dirname, manifestNum, st, dir); err != nil {
@@ -334,6 +335,21 @@ func checkWALsFrom(dirname string, manifestNum uint64, st *manifestState, logs [
 	}
 	return fmt.Errorf("lsm: open %s: WAL %s, where %s starts, is missing while later WALs exist: it was %s, and writes it or that edit held are lost; restore from a backup: %w",
 		dirname, makeFilename(fileTypeLog, st.logNum), makeFilename(fileTypeManifest, manifestNum), why, ErrCorruption)
+}
+
+// checkTableSize records a table whose file is not the size the manifest
+// says as damaged (truncated, or replaced, since it was written): /healthz
+// and the log show it from the start, not from the first read that reaches
+// it (a restored backup with a truncated table started "healthy"). Reads
+// of it fail as reads of any damaged table do; the rest of the DB serves.
+func (d *DB) checkTableSize(f *fileMetadata) {
+	name := d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeTable, f.fileNum))
+	fi, err := d.opts.FS.Stat(name)
+	if err != nil || fi.Size() == int64(f.size) {
+		return // a table that cannot be read says so when it is
+	}
+	d.noteDamage(&sstable.CorruptionError{Name: name, FileNum: f.fileNum, Offset: uint64(min(fi.Size(), int64(f.size))),
+		Detail: fmt.Sprintf("file is %d bytes, the manifest says %d", fi.Size(), f.size)}, "open", nil)
 }
 
 // checkStartWAL refuses a DB whose manifest starts from a WAL that is
