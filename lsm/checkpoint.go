@@ -49,6 +49,9 @@ func (d *DB) Checkpoint(dir string) error {
 			}
 		}
 	}
+	if err := writeFormat(fs, dir); err != nil {
+		return fmt.Errorf("lsm: checkpoint to %s: %w", dir, err)
+	}
 	// The manifest's log number is fresh: the copy has no WAL to replay.
 	num := d.nextFileNum.Add(1) - 1
 	tempNum := d.nextFileNum.Add(1) - 1

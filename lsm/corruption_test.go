@@ -384,3 +384,42 @@ func TestMissingWALRefused(t *testing.T) {
 	checkGet(t, d, "flushed", "1", true)
 	d.Close()
 }
+
+// TestFormatVersion: a new DB and a checkpoint carry FORMAT; a directory
+// of a newer format is refused as such (not as damage) and left alone; a
+// directory from before FORMAT opens and gets it; a FORMAT that is not one
+// is corruption.
+func TestFormatVersion(t *testing.T) {
+	fs := vfs.NewMem()
+	d := mustOpen(t, "/db", testOptions(fs))
+	mustPut(t, d, "k", "v")
+	if err := d.Checkpoint("/ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for _, dir := range []string{"/db", "/ckpt"} {
+		if got := string(readFile(t, fs, dir+"/"+formatName)); got != "kv-lsm-format 1\n" {
+			t.Fatalf("%s/FORMAT = %q", dir, got)
+		}
+	}
+	writeFile(t, fs, "/db/"+formatName, []byte("kv-lsm-format 2\n"))
+	if _, err := Open("/db", testOptions(fs)); !errors.Is(err, ErrNewerFormat) || errors.Is(err, ErrCorruption) {
+		t.Fatalf("Open of a newer format: %v, want ErrNewerFormat and not corruption", err)
+	}
+	if got := string(readFile(t, fs, "/db/"+formatName)); got != "kv-lsm-format 2\n" {
+		t.Fatalf("FORMAT rewritten by the refused Open: %q", got)
+	}
+	if err := fs.Remove("/db/" + formatName); err != nil {
+		t.Fatal(err)
+	}
+	d = mustOpen(t, "/db", testOptions(fs)) // as a build before FORMAT left it
+	checkGet(t, d, "k", "v", true)
+	d.Close()
+	if got := string(readFile(t, fs, "/db/"+formatName)); got != "kv-lsm-format 1\n" {
+		t.Fatalf("FORMAT after opening a directory without one: %q", got)
+	}
+	writeFile(t, fs, "/db/"+formatName, []byte("garbage"))
+	if _, err := Open("/db", testOptions(fs)); !errors.Is(err, ErrCorruption) {
+		t.Fatalf("Open with a FORMAT that is not one: %v", err)
+	}
+}

@@ -574,7 +574,7 @@ func TestOSFilesystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if _, _, ok := parseFilename(e.Name()); !ok {
+		if _, _, ok := parseFilename(e.Name()); !ok && e.Name() != formatName {
 			t.Fatalf("unexpected file %s", e.Name())
 		}
 	}

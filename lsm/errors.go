@@ -15,6 +15,9 @@ var (
 	// WAL with a damaged record that is not a torn tail; Options.
 	// RecoverDamagedWAL opens such a DB.
 	ErrDamagedWAL = errors.New("lsm: damaged WAL")
+	// ErrNewerFormat is wrapped by Open's error for a directory written by
+	// a build with a newer on-disk format (see format.go).
+	ErrNewerFormat = errors.New("lsm: data written by a newer version")
 	// ErrOutcomeUnknown is wrapped by the error of a write whose WAL write
 	// or sync failed: its record may have reached the disk anyway (a failed
 	// fsync says nothing of which pages did), so it may be applied after a

@@ -97,12 +97,18 @@ func syncDir(fs vfs.FS, dir string) error {
 // directory is fsynced, so that after a crash CURRENT holds either the old
 // name or the new one, never a torn mix or nothing.
 func setCurrent(fs vfs.FS, dir string, manifestNum, tempNum uint64) error {
-	tmp := fs.PathJoin(dir, makeFilename(fileTypeTemp, tempNum))
+	return replaceFile(fs, dir, makeFilename(fileTypeTemp, tempNum), currentName, []byte(makeFilename(fileTypeManifest, manifestNum)+"\n"))
+}
+
+// replaceFile makes dir/name hold data, whole or not at all after a crash:
+// written and synced as dir/tmp, renamed over name, the directory synced.
+func replaceFile(fs vfs.FS, dir, tmp, name string, data []byte) error {
+	tmp = fs.PathJoin(dir, tmp)
 	f, err := fs.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
 	}
-	_, err = f.Write([]byte(makeFilename(fileTypeManifest, manifestNum) + "\n"))
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -113,8 +119,8 @@ func setCurrent(fs vfs.FS, dir string, manifestNum, tempNum uint64) error {
 		fs.Remove(tmp)
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if err := fs.Rename(tmp, fs.PathJoin(dir, currentName)); err != nil {
-		return fmt.Errorf("rename %s to CURRENT: %w", tmp, err)
+	if err := fs.Rename(tmp, fs.PathJoin(dir, name)); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, name, err)
 	}
 	return syncDir(fs, dir)
 }

@@ -36,6 +36,10 @@ func Open(dirname string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFormat(opts.FS, dirname, opts.ReadOnly); err != nil {
+		lock.release()
+		return nil, err
+	}
 	d := &DB{
 		dirname:   dirname,
 		opts:      opts,
