@@ -160,7 +160,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	configured, effective := time.Duration(cc.ElectionRTT)*tick, time.Duration(electionTicks(cfg))*tick
 	c.attemptTimeout = min(max(20*configured, 4*effective, 2*time.Second), c.timeout)
 
-	if err := fs.MkdirAll(c.dir, 0o755); err != nil {
+	if err := fs.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
 	var err error

@@ -12,6 +12,8 @@ import (
 	"unicode"
 
 	"github.com/lni/dragonboat/v4/logger"
+
+	"github.com/kvstore/kv/internal/ratelog"
 )
 
 // Dragonboat's logging is process-global: one logger factory, installed
@@ -26,41 +28,10 @@ import (
 var (
 	raftLogger        atomic.Pointer[slog.Logger]
 	raftLoggerInstall sync.Once
-	raftLogLimit      = logLimiter{every: raftLogInterval, seen: make(map[string]*logSeen)}
+	raftLogLimit      = ratelog.Keyed{Every: raftLogInterval}
 )
 
 const raftLogInterval = time.Second
-
-// logLimiter lets one message per format through per interval.
-type logLimiter struct {
-	every time.Duration
-	mu    sync.Mutex
-	seen  map[string]*logSeen // formats are dragonboat's constants: a bounded set
-}
-
-type logSeen struct {
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether a message of format may be logged now, and how
-// many of its kind were dropped since the last one.
-func (l *logLimiter) allow(format string, now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.seen[format]
-	if s == nil {
-		l.seen[format] = &logSeen{last: now}
-		return true, 0
-	}
-	if now.Sub(s.last) < l.every {
-		s.suppressed++
-		return false, 0
-	}
-	n := s.suppressed
-	s.last, s.suppressed = now, 0
-	return true, n
-}
 
 func setRaftLogger(l *slog.Logger) {
 	raftLogger.Store(l)
@@ -103,7 +74,7 @@ func (stdlogWriter) Write(p []byte) (int, error) {
 	if len(kind) > 120 {
 		kind = kind[:120]
 	}
-	ok, suppressed := raftLogLimit.allow("stdlog: "+kind, time.Now())
+	ok, suppressed := raftLogLimit.Allow("stdlog: "+kind, time.Now())
 	if !ok {
 		return len(p), nil
 	}
@@ -131,7 +102,7 @@ func (r *raftLog) log(l logger.LogLevel, sl slog.Level, format string, args []in
 	if lg == nil || !lg.Enabled(context.Background(), sl) {
 		return
 	}
-	ok, suppressed := raftLogLimit.allow(format, time.Now())
+	ok, suppressed := raftLogLimit.Allow(format, time.Now())
 	if !ok {
 		return
 	}

@@ -92,7 +92,7 @@ func newStateMachine(shardID, replicaID uint64, dir string, fs vfs.FS, opts lsm.
 // Open opens (or creates) the shard's lsm and returns the index of the last
 // entry whose effects it holds.
 func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
-	if err := s.fs.MkdirAll(s.dir, 0o755); err != nil {
+	if err := s.fs.MkdirAll(s.dir, 0o700); err != nil {
 		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
 	}
 	name, err := readCurrent(s.fs, s.dir)
@@ -101,7 +101,7 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	}
 	if name == "" {
 		name = dbDirName(1)
-		if err := s.fs.MkdirAll(s.fs.PathJoin(s.dir, name), 0o755); err != nil {
+		if err := s.fs.MkdirAll(s.fs.PathJoin(s.dir, name), 0o700); err != nil {
 			return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
 		}
 		if err := writeCurrent(s.fs, s.dir, name); err != nil {

@@ -60,7 +60,7 @@ func tarFile(tw *tar.Writer, fs vfs.FS, path, name string, mtime time.Time) erro
 	if err != nil {
 		return err
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: st.Size(), ModTime: mtime}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o600, Size: st.Size(), ModTime: mtime}); err != nil {
 		return err
 	}
 	n, err := io.Copy(tw, f)

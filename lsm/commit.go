@@ -583,13 +583,6 @@ const (
 	stallLogEvery = 10 * time.Second
 )
 
-// stallLog rate-limits the warnings of long stalls.
-type stallLog struct {
-	mu     sync.Mutex
-	last   time.Time
-	missed int
-}
-
 // stallEnded adds a stall that began at start to the metrics and warns of
 // a long one: writes that stop for seconds are the engine's most visible
 // failure to keep up, and were in no log.
@@ -600,20 +593,10 @@ func (d *DB) stallEnded(start time.Time, why string) {
 	if took < longStall {
 		return
 	}
-	l := &d.stallLog
-	now := time.Now()
-	l.mu.Lock()
-	if now.Sub(l.last) < stallLogEvery {
-		l.missed++
-		l.mu.Unlock()
-		return
+	if ok, missed := d.stallLog.Allow(time.Now()); ok {
+		d.opts.Logger.Warn("lsm: writes stalled", "for", took.Round(time.Millisecond), "why", why,
+			"more_long_stalls_not_logged", missed)
 	}
-	l.last = now
-	missed := l.missed
-	l.missed = 0
-	l.mu.Unlock()
-	d.opts.Logger.Warn("lsm: writes stalled", "for", took.Round(time.Millisecond), "why", why,
-		"more_long_stalls_not_logged", missed)
 }
 
 // maxImmutableMemtables bounds the memtables waiting for flush; a rotation

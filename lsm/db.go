@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/internal/ratelog"
 	"github.com/kvstore/kv/lsm/internal/base"
 	"github.com/kvstore/kv/lsm/memtable"
 	"github.com/kvstore/kv/lsm/sstable"
@@ -131,7 +132,7 @@ type DB struct {
 	// 0 when none): Metrics counts it before it ends. stallLog rate-limits
 	// the warnings of long stalls (stallEnded).
 	stallSince atomic.Int64
-	stallLog   stallLog
+	stallLog   ratelog.Limiter
 }
 
 // Get returns a copy of the value of key, or ErrNotFound.

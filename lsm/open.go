@@ -49,6 +49,7 @@ func Open(dirname string, opts Options) (*DB, error) {
 		closeCh:   make(chan struct{}),
 	}
 	d.cond.L = &d.mu
+	d.stallLog.Every = stallLogEvery
 	d.snapshots.next, d.snapshots.prev = &d.snapshots, &d.snapshots
 	d.commit.wake = make(chan struct{}, 1)
 	if opts.Cache != nil {
@@ -92,7 +93,7 @@ func Open(dirname string, opts Options) (*DB, error) {
 func ensureDir(fs vfs.FS, dir string) error {
 	_, statErr := fs.Stat(dir)
 	created := statErr != nil
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("lsm: create %s: %w", dir, err)
 	}
 	parent := fs.PathDir(dir)

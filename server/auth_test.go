@@ -184,3 +184,78 @@ func TestHTTPRequestClosesPipeConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongPasswordsCloseConnection: a connection is closed after
+// maxAuthFailures wrong passwords (each still answered), so guessing
+// costs a connection per few tries; fewer, then the right one, work.
+func TestWrongPasswordsCloseConnection(t *testing.T) {
+	addr := startAuthTestServer(t, "s3cret")
+	var req strings.Builder
+	for range maxAuthFailures - 1 {
+		req.WriteString("AUTH|guess\n")
+	}
+	req.WriteString("AUTH|s3cret\nPING\n")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(req.String()))
+	got := string(readAll(c, 2*time.Second))
+	if strings.Count(got, "ERROR|invalid password\n") != maxAuthFailures-1 || !strings.HasSuffix(got, "OK\nPONG\n") {
+		t.Fatalf("%d wrong passwords then the right one: %q", maxAuthFailures-1, got)
+	}
+
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.Write([]byte(strings.Repeat("AUTH|guess\n", maxAuthFailures+5)))
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	all, err := io.ReadAll(c2)
+	if err != nil {
+		t.Fatalf("connection not closed after %d wrong passwords: %v", maxAuthFailures, err)
+	}
+	if n := strings.Count(string(all), "ERROR|invalid password\n"); n != maxAuthFailures {
+		t.Fatalf("%d refusals before the close, want %d", n, maxAuthFailures)
+	}
+}
+
+// TestUnauthenticatedConnectionsTimeOut: with requirepass set, a connection
+// that has not authenticated within authTimeout is closed, however much it
+// trickles; an authenticated one stays.
+func TestUnauthenticatedConnectionsTimeOut(t *testing.T) {
+	old := authTimeout
+	authTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { authTimeout = old }) // after the server's stop (cleanups run last first)
+	addr := startAuthTestServer(t, "s3cret")
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	authed, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer authed.Close()
+	r := bufio.NewReader(authed)
+	authed.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(authed, "AUTH|s3cret\n")
+	if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
+		t.Fatalf("AUTH: %q %v", line, err)
+	}
+	for range 3 { // trickling keeps a connection busy, not authenticated
+		silent.Write([]byte("P"))
+		time.Sleep(200 * time.Millisecond)
+	}
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(silent); err != nil {
+		t.Fatalf("unauthenticated connection still open after the deadline: %v", err)
+	}
+	fmt.Fprint(authed, "PING\n")
+	if line, err := r.ReadString('\n'); err != nil || line != "PONG\n" {
+		t.Fatalf("authenticated connection: %q %v", line, err)
+	}
+}

@@ -98,6 +98,11 @@ type conn struct {
 	// the input dropped since is counted.
 	lingering     bool
 	lingerDropped int
+
+	// opened (unix nanos) bounds the time to authenticate (authTimeout);
+	// authFailures counts refused passwords (authFailed).
+	opened       int64
+	authFailures int
 }
 
 // pending is one request whose reply the store produces. Its state

@@ -28,6 +28,7 @@ func (s *Server) pipeCommands() []*command {
 		}},
 		{name: "AUTH", minArgs: 2, maxArgs: 2, noAuth: true, run: func(s *Server, cs *conn, args [][]byte, _ int64) {
 			if !s.passwordOK(args[1]) {
+				s.authFailed(cs)
 				s.refuse(cs, args, causeNoAuth, "invalid password")
 				return
 			}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strconv"
@@ -128,16 +127,11 @@ func (s *Server) respAuth(cs *conn, command string, args [][]byte) []byte {
 	// protocol: PROTOCOL.md allows only +OK and WRONGPASS (Redis would
 	// answer an -ERR here).
 	if !s.passwordOK(pw) {
+		s.authFailed(cs)
 		return s.appendRESPErr(nil, command, causeNoAuth, "WRONGPASS invalid password")
 	}
 	s.authenticate(cs)
 	return respOK
-}
-
-// passwordOK reports whether pw is requirepass (any password is, without
-// one), in time that does not depend on how much of it matches.
-func (s *Server) passwordOK(pw []byte) bool {
-	return s.cfg.RequirePass == "" || subtle.ConstantTimeCompare(pw, []byte(s.cfg.RequirePass)) == 1
 }
 
 // maxClientName bounds CLIENT SETNAME: a name is kept for the life of the

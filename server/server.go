@@ -15,6 +15,7 @@ import (
 
 	"github.com/kvstore/kv/codec"
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/internal/ratelog"
 	"github.com/kvstore/kv/store"
 )
 
@@ -47,6 +48,7 @@ type Server struct {
 	limits  codec.Limits
 	metrics *Metrics
 	cursors *cursorTable
+	authLog *ratelog.Limiter // closes after wrong passwords (authFailed)
 	started time.Time
 
 	// The listener and the event loops, set by Serve; Shutdown closes the
@@ -100,6 +102,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 		log:      logger,
 		metrics:  m,
 		cursors:  newCursorTable(64<<10, 32<<20),
+		authLog:  newAuthLog(),
 		started:  time.Now(),
 		booted:   make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -287,13 +290,15 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.totalConns.Add(1)
 	s.metrics.Connections.Inc()
 	l := s.loopFor(c.EventLoop())
+	now := time.Now().UnixNano()
 	cs := &conn{
 		c:      c,
 		id:     s.nextConnID.Add(1),
 		loop:   l,
 		authed: s.cfg.RequirePass == "",
-		last:   time.Now().UnixNano(),
+		last:   now,
 		fd:     c.Fd(),
+		opened: now,
 	}
 	l.conns[cs] = struct{}{}
 	c.SetContext(cs)
@@ -358,14 +363,19 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.loopsMu.Unlock()
 	idle := s.cfg.IdleTimeout.D()
 	deadline := time.Now().Add(-idle).UnixNano()
+	authGate := s.cfg.RequirePass != ""
+	authDeadline := time.Now().Add(-authTimeout).UnixNano()
 	for _, l := range loops {
-		if idle <= 0 && !l.unsent.Load() {
+		if idle <= 0 && !l.unsent.Load() && !authGate {
 			continue
 		}
 		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			l.retire()
 			if idle > 0 {
 				s.closeIdle(l, deadline)
+			}
+			if authGate {
+				s.closeUnauthenticated(l, authDeadline)
 			}
 			return nil
 		}))
@@ -382,13 +392,35 @@ func (s *Server) closeIdle(l *loop, deadline int64) {
 	for cs := range l.conns {
 		if cs.last < deadline && cs.q.len() == 0 {
 			s.log.Debug("closing idle connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
-			cs.closed = true
-			delete(l.conns, cs)
-			s.conns.Add(-1)
-			s.metrics.Connections.Dec()
-			_ = cs.c.Close()
+			s.dropConn(l, cs)
 		}
 	}
+}
+
+// authTimeout is how long a connection may stay unauthenticated while
+// requirepass is set: idle_timeout (off by default) counts any traffic,
+// so clients without the password trickling a byte a second could hold
+// every max_connections slot for ever.
+var authTimeout = 10 * time.Second // a variable for tests
+
+// closeUnauthenticated closes l's connections opened before deadline (unix
+// nanos) that have not authenticated. It runs on l.
+func (s *Server) closeUnauthenticated(l *loop, deadline int64) {
+	for cs := range l.conns {
+		if !cs.authed && cs.opened < deadline {
+			s.log.Debug("closing connection that did not authenticate in time", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+			s.dropConn(l, cs)
+		}
+	}
+}
+
+// dropConn closes cs at once, on its loop l.
+func (s *Server) dropConn(l *loop, cs *conn) {
+	cs.closed = true
+	delete(l.conns, cs)
+	s.conns.Add(-1)
+	s.metrics.Connections.Dec()
+	_ = cs.c.Close()
 }
 
 func (s *Server) loopFor(el gnet.EventLoop) *loop {

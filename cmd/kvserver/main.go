@@ -164,6 +164,7 @@ func run(args []string) error {
 	logger.Log(ctx, milestone, "kvserver started", "version", version, "config", configName, "listen", cfg.Server.Listen,
 		"admin", cfg.Server.AdminListen, "dir", cfg.Storage.Dir, "mode", mode, "sync", syncPolicy,
 		"memory_limit", conf.ByteSize(memLimit).String())
+	warnExposed(cfg.Server, logger)
 
 	select {
 	case err := <-serveErr:
@@ -308,7 +309,7 @@ func newLogger(c conf.Log, source string) (logger *slog.Logger, level slog.Level
 	var w io.Writer = os.Stderr
 	closeFn = func() {}
 	if c.File != "" {
-		f, err := os.OpenFile(c.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(c.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			// The path is in the message already: keep only the cause.
 			var pe *os.PathError
@@ -344,5 +345,23 @@ func spareProc(loops int) {
 	}
 	if want := loops + 1; want > runtime.GOMAXPROCS(0) {
 		runtime.GOMAXPROCS(want)
+	}
+}
+
+// warnExposed warns when a port listens beyond loopback with no password:
+// anything that reaches it reads and writes every key (the admin port:
+// takes a backup of them and profiles the process). Redis refuses such
+// clients in its "protected mode"; here the operator is told at start-up.
+func warnExposed(c conf.Server, logger *slog.Logger) {
+	if c.RequirePass != "" {
+		return
+	}
+	if !loopbackAddr(c.Listen) {
+		logger.Warn("server.listen is not a loopback address and server.requirepass is not set: anyone who can reach the port can read and write every key",
+			"listen", c.Listen)
+	}
+	if c.AdminListen != "" && !loopbackAddr(c.AdminListen) {
+		logger.Warn("server.admin_listen is not a loopback address and server.requirepass is not set: anyone who can reach it can download a backup of every key and profile the process",
+			"admin_listen", c.AdminListen)
 	}
 }

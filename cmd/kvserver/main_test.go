@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/internal/logtest"
 	"github.com/kvstore/kv/internal/loopback"
 	"github.com/kvstore/kv/lsm"
 )
@@ -510,5 +511,26 @@ client = %[2]q
 	}
 	if _, err := os.Stat(filepath.Join(standaloneDir, "raft")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("raft state was created in the standalone directory (%v)", err)
+	}
+}
+
+// TestWarnExposed: a port beyond loopback without a password is warned
+// about; with a password, or on loopback, nothing is said.
+func TestWarnExposed(t *testing.T) {
+	for _, c := range []struct {
+		listen, admin, pass string
+		want                int
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:9080", "", 0},
+		{"localhost:8080", "", "", 0},
+		{"0.0.0.0:8080", "127.0.0.1:9080", "", 1},
+		{"0.0.0.0:8080", "[::]:9080", "", 2},
+		{"0.0.0.0:8080", "0.0.0.0:9080", "pw", 0},
+	} {
+		logger, rec := logtest.New()
+		warnExposed(conf.Server{Listen: c.listen, AdminListen: c.admin, RequirePass: c.pass}, logger)
+		if got := len(rec.Records()); got != c.want {
+			t.Errorf("listen %s admin %s pass %q: %d warnings %q, want %d", c.listen, c.admin, c.pass, got, rec.Records(), c.want)
+		}
 	}
 }
