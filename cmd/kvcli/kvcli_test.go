@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -518,8 +519,9 @@ func checkReadsBack(t *testing.T, v string) {
 	}
 }
 
-// TestHistoryOwnerOnly: ~/.kvcli_history keeps whatever is typed at the
-// prompt, passwords included: it is made readable by its owner only,
+// TestHistoryOwnerOnly: ~/.kvcli_history keeps what is typed at the
+// prompt (not passwords, but an older kvcli's history may hold them): it
+// is made readable by its owner only,
 // whether kvcli creates it, finds it from an older kvcli, or readline
 // rewrites it to trim it.
 func TestHistoryOwnerOnly(t *testing.T) {
@@ -586,5 +588,44 @@ func TestHistoryOwnerOnly(t *testing.T) {
 	}
 	if strings.Count(string(b), "\n") >= 600 {
 		t.Errorf("readline did not trim the history: the test no longer covers its rewrite")
+	}
+}
+
+// savingLines is a lineReader with a history, as readline's.
+type savingLines struct {
+	lines []string
+	saved []string
+}
+
+func (s *savingLines) Readline() (string, error) {
+	if len(s.lines) == 0 {
+		return "", io.EOF
+	}
+	line := s.lines[0]
+	s.lines = s.lines[1:]
+	return line, nil
+}
+
+func (s *savingLines) SaveHistory(line string) error {
+	s.saved = append(s.saved, line)
+	return nil
+}
+
+// TestHistoryKeepsNoPasswords: lines that send a password (auth, raw
+// AUTH) are not saved in the history; the others are.
+func TestHistoryKeepsNoPasswords(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: each command fails, which is fine here
+	lr := &savingLines{lines: []string{"auth s3cret", "get k", "raw AUTH s3cret", "  Auth x", "raw auth y", "raw get k"}}
+	s := &session{addr: addr}
+	if err := repl(context.Background(), s, lr, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"get k", "raw get k"}; !slices.Equal(lr.saved, want) {
+		t.Fatalf("history %q, want %q", lr.saved, want)
 	}
 }

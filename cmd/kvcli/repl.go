@@ -77,15 +77,16 @@ func interactive(s *session, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "kvcli: no history: %v\n", err)
 		}
 		rl, err := newReadline(&readline.Config{
-			Prompt:            s.prompt(),
-			HistoryFile:       history,
-			HistorySearchFold: true,
-			AutoComplete:      completer(),
-			InterruptPrompt:   "^C",
-			EOFPrompt:         "quit",
-			Stdin:             f,
-			Stdout:            stdout,
-			Stderr:            stderr,
+			Prompt:                 s.prompt(),
+			HistoryFile:            history,
+			HistorySearchFold:      true,
+			DisableAutoSaveHistory: true, // repl saves all but passwords
+			AutoComplete:           completer(),
+			InterruptPrompt:        "^C",
+			EOFPrompt:              "quit",
+			Stdin:                  f,
+			Stdout:                 stdout,
+			Stderr:                 stderr,
 		})
 		if err != nil {
 			fmt.Fprintf(stderr, "kvcli: %v\n", err)
@@ -105,6 +106,15 @@ func interactive(s *session, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	return exitOK
+}
+
+// holdsPassword reports whether line sends a password (auth PASSWORD, raw
+// AUTH ...), which the history file must not keep, as redis-cli keeps no
+// AUTH lines.
+func holdsPassword(line string) bool {
+	f := strings.Fields(line)
+	return len(f) > 0 && (strings.EqualFold(f[0], "auth") ||
+		(len(f) > 1 && strings.EqualFold(f[0], "raw") && strings.HasPrefix(strings.ToUpper(f[1]), "AUTH")))
 }
 
 // maxInputLine bounds one line of piped input.
@@ -130,6 +140,9 @@ func repl(ctx context.Context, s *session, lr lineReader, w io.Writer) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read input: %w", err)
+		}
+		if h, ok := lr.(interface{ SaveHistory(string) error }); ok && !holdsPassword(line) {
+			_ = h.SaveHistory(line)
 		}
 		args, err := splitArgs(line)
 		if err != nil {
