@@ -226,10 +226,9 @@ func TestWrongPasswordsCloseConnection(t *testing.T) {
 // that has not authenticated within authTimeout is closed, however much it
 // trickles; an authenticated one stays.
 func TestUnauthenticatedConnectionsTimeOut(t *testing.T) {
-	old := authTimeout
-	authTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { authTimeout = old }) // after the server's stop (cleanups run last first)
-	addr := startAuthTestServer(t, "s3cret")
+	s, addr, done := serveTestServer(t, newSlowStore(), func(c *conf.Server) { c.RequirePass = "s3cret" }, nil)
+	s.authTimeout.Store(int64(300 * time.Millisecond))
+	stopAtCleanup(t, s, done)
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,8 @@ type Server struct {
 	metrics *Metrics
 	cursors *cursorTable
 	authLog *ratelog.Limiter // closes after wrong passwords (authFailed)
+	// authTimeout is authTimeout, in nanoseconds (tests shorten it).
+	authTimeout atomic.Int64
 	started time.Time
 
 	// The listener and the event loops, set by Serve; Shutdown closes the
@@ -124,6 +126,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 	s.cmdBatch = m.bindOp("batch")
 	s.cmdAdmin = m.bindOp("admin")
 	m.loops = s.loopStats
+	s.authTimeout.Store(int64(authTimeout))
 	return s
 }
 
@@ -364,7 +367,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	idle := s.cfg.IdleTimeout.D()
 	deadline := time.Now().Add(-idle).UnixNano()
 	authGate := s.cfg.RequirePass != ""
-	authDeadline := time.Now().Add(-authTimeout).UnixNano()
+	authDeadline := time.Now().Add(-time.Duration(s.authTimeout.Load())).UnixNano()
 	for _, l := range loops {
 		if idle <= 0 && !l.unsent.Load() && !authGate {
 			continue
@@ -401,7 +404,7 @@ func (s *Server) closeIdle(l *loop, deadline int64) {
 // requirepass is set: idle_timeout (off by default) counts any traffic,
 // so clients without the password trickling a byte a second could hold
 // every max_connections slot for ever.
-var authTimeout = 10 * time.Second // a variable for tests
+const authTimeout = 10 * time.Second
 
 // closeUnauthenticated closes l's connections opened before deadline (unix
 // nanos) that have not authenticated. It runs on l.
