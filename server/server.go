@@ -51,7 +51,7 @@ type Server struct {
 	authLog *ratelog.Limiter // closes after wrong passwords (authFailed)
 	// authTimeout is authTimeout, in nanoseconds (tests shorten it).
 	authTimeout atomic.Int64
-	started time.Time
+	started     time.Time
 
 	// The listener and the event loops, set by Serve; Shutdown closes the
 	// one and stops the other, and then closes stopped.
