@@ -423,3 +423,30 @@ func TestFormatVersion(t *testing.T) {
 		t.Fatalf("Open with a FORMAT that is not one: %v", err)
 	}
 }
+
+// FuzzFormat: checkFormat never panics on any FORMAT contents, accepts
+// only this format (or an older one), and never takes a newer or a
+// garbled one for this format.
+func FuzzFormat(f *testing.F) {
+	f.Add([]byte("kv-lsm-format 1\n"))
+	f.Add([]byte("kv-lsm-format 2\n"))
+	f.Add([]byte("kv-lsm-format 0"))
+	f.Add([]byte("kv-lsm-format -1"))
+	f.Add([]byte("kv-lsm-format 99999999999999999999"))
+	f.Add([]byte(""))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fs := vfs.NewMem()
+		if err := fs.MkdirAll("/db", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, fs, "/db/"+formatName, data)
+		err := checkFormat(fs, "/db", true)
+		text, _ := strings.CutPrefix(strings.TrimSpace(string(data[:min(len(data), 64)])), formatPrefix)
+		if err == nil && text != "1" && strings.TrimLeft(text, "0") != "1" && text != "+1" {
+			t.Fatalf("FORMAT %q accepted", data)
+		}
+		if err != nil && !errors.Is(err, ErrNewerFormat) && !errors.Is(err, ErrCorruption) {
+			t.Fatalf("FORMAT %q: %v, want ErrNewerFormat or ErrCorruption", data, err)
+		}
+	})
+}

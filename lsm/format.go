@@ -3,6 +3,7 @@ package lsm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -38,17 +39,16 @@ func checkFormat(fs vfs.FS, dir string, readOnly bool) error {
 	if err != nil {
 		return fmt.Errorf("lsm: open %s: %w", dir, err)
 	}
-	buf := make([]byte, 64)
-	n, err := f.Read(buf)
+	data, err := io.ReadAll(io.LimitReader(f, 64))
 	f.Close()
-	if n == 0 && err != nil {
+	if err != nil {
 		return fmt.Errorf("lsm: open %s: read %s: %w", dir, formatName, err)
 	}
-	text, ok := strings.CutPrefix(strings.TrimSpace(string(buf[:n])), formatPrefix)
+	text, ok := strings.CutPrefix(strings.TrimSpace(string(data)), formatPrefix)
 	v, perr := strconv.Atoi(text)
 	switch {
 	case !ok || perr != nil || v < 1:
-		return fmt.Errorf("lsm: open %s: %s holds %q, not a format version: %w", dir, formatName, buf[:n], ErrCorruption)
+		return fmt.Errorf("lsm: open %s: %s holds %q, not a format version: %w", dir, formatName, data, ErrCorruption)
 	case v > formatVersion:
 		return fmt.Errorf("lsm: open %s: %w (format %d; this build reads format %d and older): run that version or a newer one", dir, ErrNewerFormat, v, formatVersion)
 	}
