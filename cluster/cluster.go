@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -200,6 +201,11 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	})
 	if err != nil {
 		c.cache.Close()
+		// dragonboat's error (internal/server.ErrLockDirectory) says only
+		// "failed to lock data directory".
+		if strings.Contains(err.Error(), "lock data directory") {
+			return nil, fmt.Errorf("open cluster: %s is in use by another process (another kvserver on the same storage.dir?): %w", fs.PathJoin(c.dir, RaftDir), err)
+		}
 		return nil, fmt.Errorf("open cluster: start raft node host on %s: %w", cc.RaftAddress, err)
 	}
 	c.nh = nh

@@ -450,3 +450,31 @@ func FuzzFormat(f *testing.F) {
 		}
 	})
 }
+
+// TestMissingCURRENTSaysHowToRecreate: a DB whose CURRENT was removed is
+// refused as corruption, with the line that recreates it.
+func TestMissingCURRENTSaysHowToRecreate(t *testing.T) {
+	fs := vfs.NewMem()
+	d := mustOpen(t, "/db", testOptions(fs))
+	mustPut(t, d, "k", "v")
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	manifests := filesOfType(t, fs, "/db", fileTypeManifest)
+	if len(manifests) != 1 {
+		t.Fatalf("manifests %v", manifests)
+	}
+	if err := fs.Remove("/db/" + currentName); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open("/db", testOptions(fs))
+	want := "echo " + makeFilename(fileTypeManifest, manifests[0]) + " > /db/CURRENT"
+	if !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Open without CURRENT: %v, want corruption saying %q", err, want)
+	}
+	writeFile(t, fs, "/db/"+currentName, []byte(makeFilename(fileTypeManifest, manifests[0])+"\n"))
+	d = mustOpen(t, "/db", testOptions(fs))
+	checkGet(t, d, "k", "v", true)
+	d.Close()
+}

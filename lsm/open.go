@@ -200,8 +200,22 @@ func (d *DB) recover() error {
 		// before CURRENT: nothing was written to it.
 		logs := slices.DeleteFunc(slices.Clone(dir.logs), func(n uint64) bool { return walEmpty(fs, d.dirname, n) })
 		if len(logs) > 0 || len(dir.tables) > 0 {
-			return fmt.Errorf("lsm: open %s: CURRENT is missing but the directory holds WAL or table files: %w",
-				d.dirname, ErrCorruption)
+			hint := "restore from a backup"
+			var newest uint64
+			for _, name := range dir.names {
+				if t, num, ok := parseFilename(name); ok && t == fileTypeManifest {
+					newest = max(newest, num)
+				}
+			}
+			if newest > 0 {
+				// CURRENT names the newest manifest but after a crash in
+				// the middle of replacing it (older ones are removed once
+				// it has moved), so that is the likely one.
+				hint = fmt.Sprintf("if it was removed by hand, recreate it: echo %s > %s",
+					makeFilename(fileTypeManifest, newest), d.opts.FS.PathJoin(d.dirname, currentName))
+			}
+			return fmt.Errorf("lsm: open %s: CURRENT is missing but the directory holds WAL or table files (%s): %w",
+				d.dirname, hint, ErrCorruption)
 		}
 		if d.opts.ReadOnly {
 			return fmt.Errorf("lsm: open %s read-only: no database: %w", d.dirname, err)
