@@ -297,15 +297,25 @@ func TestRecoverDamagedWALInterrupted(t *testing.T) {
 // the writes of the deleted WAL silently, and delete the table the edit
 // added as unreferenced. Open refuses instead, and deletes nothing. A WAL
 // deleted by hand is found the same way.
-func TestManifestLastRecordDamagedAtRest(t *testing.T) {
+// flushedAndLoggedDB returns a closed DB holding "flushed" in a table
+// (the flush's edit is the manifest's last record) and "in-wal" only in
+// the WAL.
+func flushedAndLoggedDB(t *testing.T) *vfs.MemFS {
+	t.Helper()
 	fs := vfs.NewMem()
 	d := mustOpen(t, "/db", testOptions(fs))
 	mustPut(t, d, "flushed", "1")
-	if err := d.Flush(); err != nil { // its edit is the manifest's last record
+	if err := d.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	mustPut(t, d, "in-wal", "2")
 	d.Close()
+	return fs
+}
+
+func TestManifestLastRecordDamagedAtRest(t *testing.T) {
+	fs := flushedAndLoggedDB(t)
+	var d *DB
 	manifests := filesOfType(t, fs, "/db", fileTypeManifest)
 	if len(manifests) != 1 {
 		t.Fatalf("manifests %v", manifests)
@@ -350,14 +360,7 @@ func TestManifestLastRecordDamagedAtRest(t *testing.T) {
 // nothing deleted; before, Open started without the writes acknowledged
 // since the last flush, silently. RecoverDamagedWAL opens without them.
 func TestMissingWALRefused(t *testing.T) {
-	fs := vfs.NewMem()
-	d := mustOpen(t, "/db", testOptions(fs))
-	mustPut(t, d, "flushed", "1")
-	if err := d.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	mustPut(t, d, "in-wal", "2")
-	d.Close()
+	fs := flushedAndLoggedDB(t)
 	logs := filesOfType(t, fs, "/db", fileTypeLog)
 	if len(logs) != 1 {
 		t.Fatalf("WALs %v", logs)
@@ -376,7 +379,7 @@ func TestMissingWALRefused(t *testing.T) {
 	}
 	opts := testOptions(fs)
 	opts.RecoverDamagedWAL = true
-	d = mustOpen(t, "/db", opts)
+	d := mustOpen(t, "/db", opts)
 	checkGet(t, d, "flushed", "1", true)
 	checkGet(t, d, "in-wal", "", false)
 	d.Close()
@@ -449,32 +452,4 @@ func FuzzFormat(f *testing.F) {
 			t.Fatalf("FORMAT %q: %v, want ErrNewerFormat or ErrCorruption", data, err)
 		}
 	})
-}
-
-// TestMissingCURRENTSaysHowToRecreate: a DB whose CURRENT was removed is
-// refused as corruption, with the line that recreates it.
-func TestMissingCURRENTSaysHowToRecreate(t *testing.T) {
-	fs := vfs.NewMem()
-	d := mustOpen(t, "/db", testOptions(fs))
-	mustPut(t, d, "k", "v")
-	if err := d.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	manifests := filesOfType(t, fs, "/db", fileTypeManifest)
-	if len(manifests) != 1 {
-		t.Fatalf("manifests %v", manifests)
-	}
-	if err := fs.Remove("/db/" + currentName); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Open("/db", testOptions(fs))
-	want := "echo " + makeFilename(fileTypeManifest, manifests[0]) + " > /db/CURRENT"
-	if !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), want) {
-		t.Fatalf("Open without CURRENT: %v, want corruption saying %q", err, want)
-	}
-	writeFile(t, fs, "/db/"+currentName, []byte(makeFilename(fileTypeManifest, manifests[0])+"\n"))
-	d = mustOpen(t, "/db", testOptions(fs))
-	checkGet(t, d, "k", "v", true)
-	d.Close()
 }

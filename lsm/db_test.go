@@ -520,17 +520,29 @@ func TestOptionsValidation(t *testing.T) {
 	}
 }
 
+// TestMissingCurrentWithData: a DB whose CURRENT was removed is refused
+// as corruption, with the line that recreates it; recreated, it opens.
 func TestMissingCurrentWithData(t *testing.T) {
 	fs := vfs.NewMem()
 	d := mustOpen(t, "/db", testOptions(fs))
 	mustPut(t, d, "k", "v")
 	d.Close()
+	manifests := filesOfType(t, fs, "/db", fileTypeManifest)
+	if len(manifests) != 1 {
+		t.Fatalf("manifests %v", manifests)
+	}
 	if err := fs.Remove("/db/CURRENT"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open("/db", testOptions(fs)); !errors.Is(err, ErrCorruption) {
-		t.Fatalf("open without CURRENT: %v", err)
+	_, err := Open("/db", testOptions(fs))
+	want := "echo " + makeFilename(fileTypeManifest, manifests[0]) + " > /db/CURRENT"
+	if !errors.Is(err, ErrCorruption) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("open without CURRENT: %v, want corruption saying %q", err, want)
 	}
+	writeFile(t, fs, "/db/"+currentName, []byte(makeFilename(fileTypeManifest, manifests[0])+"\n"))
+	d = mustOpen(t, "/db", testOptions(fs))
+	checkGet(t, d, "k", "v", true)
+	d.Close()
 }
 
 func TestMissingTable(t *testing.T) {

@@ -3,13 +3,13 @@ package lsm
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/lni/vfs"
 
+	"github.com/kvstore/kv/internal/procfd"
 	"github.com/kvstore/kv/lsm/sstable"
 )
 
@@ -109,16 +109,9 @@ func TestMaxOpenTables(t *testing.T) {
 // openTableFiles counts this process's descriptors on tables in dir.
 func openTableFiles(t *testing.T, dir string) int {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
+	n, err := procfd.Count(func(target string) bool { return filepath.Dir(target) == dir && strings.HasSuffix(target, ".sst") })
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && filepath.Dir(target) == dir && strings.HasSuffix(target, ".sst") {
-			n++
-		}
 	}
 	return n
 }

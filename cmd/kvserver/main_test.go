@@ -378,12 +378,13 @@ func TestReportedSync(t *testing.T) {
 	}
 }
 
-// TestClusterReportsRaftSync: a one-node cluster whose configuration sets
-// storage.sync says sync=raft in its start-up line and INFO, with a
-// warning that the setting does nothing.
-func TestClusterReportsRaftSync(t *testing.T) {
+// oneNodeCluster writes the configuration of a one-node cluster on free
+// loopback ports, with storage lines first (under writeConfig's
+// [storage]), and returns its file and client address.
+func oneNodeCluster(t *testing.T, storage string) (cfg, client string) {
+	t.Helper()
 	client, raft := freeAddr(t), freeAddr(t)
-	cfg := writeConfig(t, fmt.Sprintf(`sync = "none"
+	cfg = writeConfig(t, fmt.Sprintf(`%[3]s
 [cluster]
 enabled = true
 node_id = 1
@@ -393,7 +394,15 @@ shards = 1
 id = 1
 raft = %[1]q
 client = %[2]q
-`, raft, client))
+`, raft, client, storage))
+	return cfg, client
+}
+
+// TestClusterReportsRaftSync: a one-node cluster whose configuration sets
+// storage.sync says sync=raft in its start-up line and INFO, with a
+// warning that the setting does nothing.
+func TestClusterReportsRaftSync(t *testing.T) {
+	cfg, client := oneNodeCluster(t, `sync = "none"`)
 	c := startChild(t, "-c", cfg, "-admin", "off", "-listen", client, "-dir", filepath.Join(t.TempDir(), "data"))
 	started := c.waitStarted()
 	if !strings.Contains(started, "mode=cluster") || !strings.Contains(started, "sync=raft") {
@@ -494,17 +503,7 @@ func TestModeMismatchedDataDirRefused(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	client, raft := freeAddr(t), freeAddr(t)
-	cfg := writeConfig(t, fmt.Sprintf(`[cluster]
-enabled = true
-node_id = 1
-raft_address = %[1]q
-shards = 1
-[[cluster.members]]
-id = 1
-raft = %[1]q
-client = %[2]q
-`, raft, client))
+	cfg, client := oneNodeCluster(t, "")
 	err = run([]string{"-c", cfg, "-admin", "off", "-listen", client, "-dir", standaloneDir})
 	if err == nil || !strings.Contains(err.Error(), "holds a standalone server's data") {
 		t.Fatalf("cluster node on a standalone directory: %v", err)

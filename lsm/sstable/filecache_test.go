@@ -13,6 +13,7 @@ import (
 
 	"github.com/lni/vfs"
 
+	"github.com/kvstore/kv/internal/procfd"
 	"github.com/kvstore/kv/lsm/internal/base"
 )
 
@@ -50,16 +51,9 @@ func fileTables(t *testing.T, dir string, n int, data []byte, files *FileCache) 
 // openIn counts this process's descriptors open on files in dir.
 func openIn(t *testing.T, dir string) int {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
+	n, err := procfd.Count(func(target string) bool { return strings.HasPrefix(target, dir+string(filepath.Separator)) })
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
-			n++
-		}
 	}
 	return n
 }
