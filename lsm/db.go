@@ -133,6 +133,7 @@ type DB struct {
 	// the warnings of long stalls (stallEnded).
 	stallSince atomic.Int64
 	stallLog   ratelog.Limiter
+	deleteMu   sync.Mutex // serializes deleteObsoleteTables
 }
 
 // Get returns a copy of the value of key, or ErrNotFound.
@@ -305,8 +306,12 @@ func (d *DB) markObsolete(f *fileMetadata) {
 
 // deleteObsoleteTables closes and deletes the queued obsolete tables.
 // Losing a deletion to a crash is harmless: Open removes unreferenced
-// tables.
+// tables. Callers take turns (deleteMu): when it returns, every table
+// queued before the call is gone, including those another caller had
+// taken off the queue and was still deleting.
 func (d *DB) deleteObsoleteTables() {
+	d.deleteMu.Lock()
+	defer d.deleteMu.Unlock()
 	d.obsoleteMu.Lock()
 	files := d.obsoleteTables
 	d.obsoleteTables = nil
