@@ -57,13 +57,6 @@ func readRESPReplies(t *testing.T, c net.Conn, n int) []string {
 // client reads one reply per command it sent, so none is left over to be
 // taken for the reply of a later command.
 func TestTransactionsRunNothing(t *testing.T) {
-	addr := startTestServer(t, newSlowStore(), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var req []byte
 	cmds := [][]string{
 		{"SET", "before", "1"},
 		{"MULTI"},
@@ -84,15 +77,8 @@ func TestTransactionsRunNothing(t *testing.T) {
 		{"SET", "k", "after"},
 		{"GET", "k"},
 	}
-	for _, a := range cmds {
-		req = appendRESP(req, a...)
-	}
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	got := readRESPReplies(t, c, len(cmds))
 	notRun := "-ERR " + errNotRunInTx
-	want := []string{
+	checkRESPScript(t, cmds, []string{
 		"+OK",
 		"+OK",
 		notRun,
@@ -111,7 +97,27 @@ func TestTransactionsRunNothing(t *testing.T) {
 		"*",
 		"+OK",
 		"$after",
+	})
+}
+
+// checkRESPScript sends cmds to a new server in one write and checks the
+// replies against want, rendered as readRESPReplies renders them.
+func checkRESPScript(t *testing.T, cmds [][]string, want []string) {
+	t.Helper()
+	addr := startTestServer(t, newSlowStore(), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer c.Close()
+	var req []byte
+	for _, a := range cmds {
+		req = appendRESP(req, a...)
+	}
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	got := readRESPReplies(t, c, len(cmds))
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("reply %d to %s: %q, want %q", i, strings.Join(cmds[i], " "), got[i], want[i])
@@ -123,12 +129,6 @@ func TestTransactionsRunNothing(t *testing.T) {
 // counts the key and value bytes, also right behind a pipelined SET of the
 // key, and answers a missing key with a null bulk, as Redis does.
 func TestMemoryUsage(t *testing.T) {
-	addr := startTestServer(t, newSlowStore(), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	cmds := [][]string{
 		{"SET", "k", "hello"},
 		{"MEMORY", "USAGE", "k"},
@@ -140,15 +140,7 @@ func TestMemoryUsage(t *testing.T) {
 		{"MEMORY", "DOCTOR"},
 		{"MEMORY", "USAGE", ""},
 	}
-	var req []byte
-	for _, a := range cmds {
-		req = appendRESP(req, a...)
-	}
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	got := readRESPReplies(t, c, len(cmds))
-	want := []string{
+	checkRESPScript(t, cmds, []string{
 		"+OK",
 		":6",
 		":6",
@@ -158,10 +150,5 @@ func TestMemoryUsage(t *testing.T) {
 		"-ERR value is not an integer or out of range",
 		"-ERR unknown subcommand 'DOCTOR'. Only MEMORY USAGE is supported.",
 		"-ERR empty key",
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("reply %d to %s: %q, want %q", i, strings.Join(cmds[i], " "), got[i], want[i])
-		}
-	}
+	})
 }
