@@ -1,7 +1,6 @@
 package sstable
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -121,10 +120,7 @@ func TestFileCacheConcurrentEviction(t *testing.T) {
 					continue
 				}
 				for i := g; i < len(es); i += 5 {
-					want, _ := m.get(es[i].ukey, base.MaxSeq)
-					v, kind, found, err := r.Get([]byte(es[i].ukey), base.MaxSeq)
-					if err != nil || !found || kind != want.kind || !bytes.Equal(v, want.value) {
-						t.Errorf("Get(%q) = %q %v %v %v", es[i].ukey, v, kind, found, err)
+					if !getMatches(t, r, m, es[i].ukey) {
 						return
 					}
 				}

@@ -554,16 +554,25 @@ func TestConcurrentReads(t *testing.T) {
 				return
 			}
 			for i := g; i < len(es); i += 3 {
-				want, _ := m.get(es[i].ukey, base.MaxSeq)
-				v, kind, found, err := r.Get([]byte(es[i].ukey), base.MaxSeq)
-				if err != nil || !found || kind != want.kind || !bytes.Equal(v, want.value) {
-					t.Errorf("Get(%q) = %q %v %v %v", es[i].ukey, v, kind, found, err)
+				if !getMatches(t, r, m, es[i].ukey) {
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// getMatches reports whether Get of ukey returns the model's newest
+// version, failing the test (t.Errorf: safe off the test's goroutine) if not.
+func getMatches(t *testing.T, r *Reader, m model, ukey string) bool {
+	want, _ := m.get(ukey, base.MaxSeq)
+	v, kind, found, err := r.Get([]byte(ukey), base.MaxSeq)
+	if err != nil || !found || kind != want.kind || !bytes.Equal(v, want.value) {
+		t.Errorf("Get(%q) = %q %v %v %v", ukey, v, kind, found, err)
+		return false
+	}
+	return true
 }
 
 // Get and iteration never return the bytes of a damaged block: every byte
