@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -275,6 +276,9 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.checkShardDirs(fresh); err != nil {
+		return err
+	}
 	join := false
 	if len(fresh) > 0 {
 		_, err := c.fs.Stat(c.joinMarker())
@@ -303,6 +307,11 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		for s := range fresh {
 			if err := c.fs.RemoveAll(c.shardDir(s)); err != nil {
 				return fmt.Errorf("clear stale state of shard %d: %w", s, err)
+			}
+			// Before raft records the replica, so that a replica raft
+			// knows always has a directory (checkShardDirs).
+			if _, err := createShardDir(c.fs, c.shardDir(s)); err != nil {
+				return fmt.Errorf("shard %d: %w", s, err)
 			}
 		}
 		if join {
@@ -340,6 +349,36 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("start replica of shard %d: %w", s, err)
 		}
+	}
+	return nil
+}
+
+// checkShardDirs refuses to start a node one of whose replicas raft knows
+// (not fresh) has lost its shard directory: removed by hand, or restored
+// without it. Its applied state is gone and raft cannot rebuild it from
+// this node's log, which snapshots have truncated; started, dragonboat
+// panicked at every start ("ss.OnDiskIndex > s.onDiskInitIndex").
+func (c *Cluster) checkShardDirs(fresh map[uint64]bool) error {
+	for s := uint64(1); s <= uint64(c.shards); s++ {
+		if fresh[s] {
+			continue
+		}
+		dir := c.shardDir(s)
+		name, err := readCurrent(c.fs, dir)
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", s, err)
+		}
+		if name != "" {
+			_, err := c.fs.Stat(c.fs.PathJoin(dir, name))
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("shard %d: %w", s, err)
+			}
+		}
+		return fmt.Errorf("shard %d's state in %s is missing, but raft has node %d's replica of it: its applied data is gone and cannot be rebuilt from this node's raft log; restore %s from a copy taken with the node stopped, or remove node %d from the cluster (kvcli cluster remove %d), wipe %s and join with a new cluster.node_id",
+			s, dir, c.nodeID, dir, c.nodeID, c.nodeID, c.dir)
 	}
 	return nil
 }

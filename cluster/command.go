@@ -24,11 +24,17 @@ import (
 // seqState): proposer is a random id of one process's proposer (0: no
 // checks), seq numbers its proposals 0, 1, 2..., and floor says the
 // proposer gave up on every seq below it.
+//
+// A replica that meets a kind above cmdMaxKind stops applying rather than
+// skip it (errNewerCommand), so a cluster is upgraded node by node and a
+// version proposes a new kind only once every member runs it.
 const (
 	cmdWrite  byte = 1
 	cmdClear  byte = 2
 	cmdMember byte = 3
 	cmdForget byte = 4
+
+	cmdMaxKind = cmdForget
 )
 
 const cmdHeaderLen = 1 + 8 + 8 + 8
@@ -43,6 +49,10 @@ const (
 
 // errBadCommand is wrapped by errors decoding a malformed command.
 var errBadCommand = errors.New("malformed raft command")
+
+// errNewerCommand is wrapped by the error a state machine stops on when an
+// entry's kind is newer than this version.
+var errNewerCommand = errors.New("raft command of a newer version")
 
 type cmdHeader struct {
 	kind                 byte

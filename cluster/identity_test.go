@@ -137,3 +137,38 @@ func TestMissingRaftStateRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingShardDirRefused: a member whose shard directory (or the lsm
+// directory its CURRENT names) was removed after snapshots had truncated
+// the raft log is refused with what to do; dragonboat panicked at every
+// start before ("ss.OnDiskIndex > s.onDiskInitIndex").
+func TestMissingShardDirRefused(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 2, snapshotEntries: 10})
+	for i := range 100 {
+		mustPut(t, tc.nodes[i%3], fmt.Sprintf("sd%02d", i), "v")
+	}
+	tc.stop(2)
+	fs := fsForTest()
+	dir := tc.cfgs[2].Storage.Dir
+	shard1 := fs.PathJoin(dir, "shard-1")
+	name, err := readCurrent(fs, shard1)
+	if err != nil || name == "" {
+		t.Fatalf("CURRENT of shard 1: %q %v", name, err)
+	}
+	for _, removed := range []string{fs.PathJoin(shard1, name), shard1} {
+		if err := fs.RemoveAll(removed); err != nil {
+			t.Fatal(err)
+		}
+		n, err := open(context.Background(), tc.cfgs[2], testLogger(t).With("node", 3), fs)
+		if err == nil {
+			n.Close()
+			t.Fatalf("node 3 started without %s", removed)
+		}
+		if !strings.Contains(err.Error(), "shard 1's state") || !strings.Contains(err.Error(), "kvcli cluster remove 3") {
+			t.Fatalf("refusal does not say what is wrong and what to do: %v", err)
+		}
+	}
+	if _, err := fs.Stat(fs.PathJoin(dir, "shard-2", "CURRENT")); err != nil {
+		t.Fatalf("shard 2's data was touched: %v", err)
+	}
+}

@@ -89,24 +89,34 @@ func newStateMachine(shardID, replicaID uint64, dir string, fs vfs.FS, opts lsm.
 	}
 }
 
+// createShardDir gives a shard an empty lsm directory named by CURRENT,
+// durably, and returns its name. A replica raft knows whose directory has
+// no CURRENT has lost its applied state (see Cluster.checkShardDirs).
+func createShardDir(fs vfs.FS, dir string) (string, error) {
+	name := dbDirName(1)
+	if err := fs.MkdirAll(fs.PathJoin(dir, name), 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := writeCurrent(fs, dir, name); err != nil {
+		return "", err
+	}
+	if err := syncDir(fs, fs.PathDir(dir)); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
 // Open opens (or creates) the shard's lsm and returns the index of the last
 // entry whose effects it holds.
 func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
-	if err := s.fs.MkdirAll(s.dir, 0o700); err != nil {
-		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
-	}
 	name, err := readCurrent(s.fs, s.dir)
+	if err == nil && name == "" {
+		// startReplicas creates the directory of a new replica; this is
+		// for tests and for replicas started by earlier builds.
+		name, err = createShardDir(s.fs, s.dir)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
-	}
-	if name == "" {
-		name = dbDirName(1)
-		if err := s.fs.MkdirAll(s.fs.PathJoin(s.dir, name), 0o700); err != nil {
-			return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
-		}
-		if err := writeCurrent(s.fs, s.dir, name); err != nil {
-			return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
-		}
 	}
 	if err := removeStaleDBDirs(s.fs, s.dir, name); err != nil {
 		return 0, fmt.Errorf("open shard %d: %w", s.shardID, err)
@@ -188,6 +198,17 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 			s.log.Error("rejecting raft entry", "index", e.Index, "err", err)
 			e.Result = sm.Result{Value: resultRejected}
 			continue
+		}
+		if h.kind > cmdMaxKind {
+			// Proposed by a newer version. Skipping it, as a malformed
+			// entry is skipped, would leave this replica without effects
+			// the others applied; stopping keeps it consistent (an Update
+			// error stops the process: dragonboat panics) until the
+			// node is upgraded and replays the entry from its log.
+			err := fmt.Errorf("shard %d: raft entry %d has command kind %d, unknown to this version of kvserver: a newer version proposed it; upgrade this node, which applies the entry at its next start: %w",
+				s.shardID, e.Index, h.kind, errNewerCommand)
+			s.log.Error("stopping: raft entry of an unknown kind", "index", e.Index, "kind", h.kind, "err", err)
+			return nil, err
 		}
 		if h.kind == cmdClear && i > 0 && (b.Len() > 0 || len(s.dirty) > 0) {
 			// Clear reads the state, so everything before it must be

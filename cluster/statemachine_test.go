@@ -121,7 +121,7 @@ func TestStateMachineApply(t *testing.T) {
 	}
 	out := update(t, s,
 		sm.Entry{Index: 3, Cmd: writeCmd([]string{"a=1", "b=2"}, []string{"c=3", "a=10"})},
-		sm.Entry{Index: 5, Cmd: command(99, []byte{1, 2})},          // unknown kind
+		sm.Entry{Index: 5, Cmd: command(0, []byte{1, 2})},           // no such kind
 		sm.Entry{Index: 6, Cmd: command(cmdWrite, []byte{1, 2, 3})}, // truncated batch
 		sm.Entry{Index: 7, Cmd: writeCmd([]string{"-b", "d="})},     // delete, empty value
 		sm.Entry{Index: 8, Cmd: []byte{cmdWrite, 1}},                // short header
@@ -226,6 +226,38 @@ func TestStateMachineAppliedMatchesData(t *testing.T) {
 	}
 	if v, _ := smGet(t, s, "k"); v != "2" {
 		t.Fatalf("after replay k=%s", v)
+	}
+}
+
+// TestNewerCommandStops checks that an entry of a kind this version does
+// not know stops the state machine before anything of its Update is
+// applied, so that an upgraded node replays it, instead of being skipped,
+// which would leave this replica without its effects.
+func TestNewerCommandStops(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openSM(t, dir)
+	update(t, s, sm.Entry{Index: 1, Cmd: writeCmd([]string{"a=1"})})
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Update([]sm.Entry{
+		{Index: 2, Cmd: writeCmd([]string{"b=2"})},
+		{Index: 3, Cmd: command(cmdMaxKind+1, []byte{1})},
+		{Index: 4, Cmd: writeCmd([]string{"c=3"})},
+	})
+	if !errors.Is(err, errNewerCommand) {
+		t.Fatalf("Update with a newer kind: err %v, want errNewerCommand", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, applied := openSM(t, dir)
+	defer s.Close()
+	if applied != 1 {
+		t.Errorf("reopened at index %d, want 1 (the entries after it are replayed)", applied)
+	}
+	if got := kvString(smRange(t, s, "", "", 100)); got != "a=1" {
+		t.Errorf("range = %q, want a=1", got)
 	}
 }
 
