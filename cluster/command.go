@@ -51,8 +51,8 @@ const (
 var errBadCommand = errors.New("malformed raft command")
 
 // errNewerCommand is wrapped by the error a state machine stops on when an
-// entry's kind is newer than this version.
-var errNewerCommand = errors.New("raft command of a newer version")
+// entry's kind, or a snapshot's format, is newer than this version.
+var errNewerCommand = errors.New("raft command or snapshot of a newer version")
 
 type cmdHeader struct {
 	kind                 byte

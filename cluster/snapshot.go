@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -133,6 +134,9 @@ func readSnapshot(r io.Reader, db *lsm.DB, stopc <-chan struct{}) error {
 		return fmt.Errorf("read snapshot magic: %w", noEOF(err))
 	}
 	if string(magic) != snapshotMagic {
+		if v, ok := bytes.CutPrefix(magic, []byte(snapshotMagic[:6])); ok && string(v) > snapshotMagic[6:] {
+			return fmt.Errorf("snapshot of format %s, newer than this version of kvserver reads: upgrade this node: %w", magic, errNewerCommand)
+		}
 		return fmt.Errorf("snapshot magic %q: %w", magic, errSnapshotFormat)
 	}
 	b := lsm.NewBatch()

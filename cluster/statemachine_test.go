@@ -360,6 +360,7 @@ func TestSnapshotCorruptStreamKeepsState(t *testing.T) {
 	cases := map[string][]byte{
 		"empty":     nil,
 		"bad magic": append([]byte("XXXXXXXX"), good[8:]...),
+		"newer":     append([]byte("KVSNAP02"), good[8:]...),
 		"truncated": good[:len(good)-3],
 		"bit flip": func() []byte {
 			b := bytes.Clone(good)
@@ -377,6 +378,9 @@ func TestSnapshotCorruptStreamKeepsState(t *testing.T) {
 			err := dst.RecoverFromSnapshot(bytes.NewReader(data), nil)
 			if err == nil {
 				t.Fatal("recovered from a bad stream")
+			}
+			if newer := errors.Is(err, errNewerCommand); newer != (name == "newer") {
+				t.Errorf("errNewerCommand %v for %v", newer, err)
 			}
 			if got := kvString(smRange(t, dst, "", "", 100)); got != "old=1" {
 				t.Errorf("state changed to %q", got)
