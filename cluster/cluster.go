@@ -308,11 +308,6 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 			if err := c.fs.RemoveAll(c.shardDir(s)); err != nil {
 				return fmt.Errorf("clear stale state of shard %d: %w", s, err)
 			}
-			// Before raft records the replica, so that a replica raft
-			// knows always has a directory (checkShardDirs).
-			if _, err := createShardDir(c.fs, c.shardDir(s)); err != nil {
-				return fmt.Errorf("shard %d: %w", s, err)
-			}
 		}
 		if join {
 			if err := c.requestJoin(ctx, joinedBefore, len(fresh) == c.shards); err != nil {
@@ -338,6 +333,15 @@ func (c *Cluster) startReplicas(ctx context.Context) error {
 		// once promoted: see joinNonVoting.
 		rc := c.shardConfig(s)
 		rc.IsNonVoting = c.nonVoting
+		if fresh[s] {
+			// Before raft records the replica, so that a replica raft
+			// knows always has a directory (checkShardDirs); after the
+			// identity, which tells a later start that the directory
+			// is this node's.
+			if _, err := createShardDir(c.fs, c.shardDir(s)); err != nil {
+				return fmt.Errorf("shard %d: %w", s, err)
+			}
+		}
 		switch {
 		case !fresh[s]:
 			err = c.nh.StartOnDiskReplica(nil, false, c.newStateMachine, rc)

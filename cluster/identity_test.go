@@ -102,6 +102,13 @@ func TestJoinRefusesOtherShardCount(t *testing.T) {
 	if n := len(tc.nodes[0].Nodes()); n != 3 {
 		t.Fatalf("members after the refused join: %d", n)
 	}
+	// The refusal left nothing that stops the corrected configuration.
+	cfg.Cluster.Shards = 2
+	n, err := open(context.Background(), cfg, testLogger(t), fsForTest())
+	if err != nil {
+		t.Fatalf("open with the cluster's shard count after a refused join: %v", err)
+	}
+	n.Close()
 }
 
 // TestMissingRaftStateRefused: a member's directory whose raft directory was
