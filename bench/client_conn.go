@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -39,7 +40,20 @@ func (c *client) reconnect(cause error) bool {
 			c.rdl, c.wdl = 0, 0
 			return true
 		}
+		if c.r.aborted.Load() {
+			return false // cut short by the abort: not the server's failure
+		}
 		c.r.addReconnectError(err.Error())
+		if c.ph.endNs == 0 && c.now()-now >= int64(c.r.cfg.Timeout) {
+			// A phase with no time limit (-n alone, or the prefill) has
+			// nothing else to end it: with -max-errors tolerating the
+			// failed reconnects, kvbench retried a dead server for hours,
+			// and a client of a dead node kept a cluster run from ending
+			// after the others had sent every request.
+			c.r.abort(fmt.Errorf("%w: no new connection to %s for %v after %v, and %s (last attempt: %w)",
+				ErrUnreachable, c.addr, c.r.cfg.Timeout, cause, c.noEnd(), err))
+			return false
+		}
 		// Wake at the end of the run rather than sleep past it: the time
 		// the last client stops is the end of the measured phase.
 		wait := backoff
@@ -47,7 +61,7 @@ func (c *client) reconnect(cause error) bool {
 			wait = max(min(wait, time.Duration(c.ph.endNs-c.now())), 0)
 		}
 		select {
-		case <-c.r.done:
+		case <-c.r.stopped.Done():
 			return false
 		case <-time.After(wait):
 		}
@@ -56,32 +70,33 @@ func (c *client) reconnect(cause error) bool {
 	return false
 }
 
+// noEnd says why nothing but the client can end its phase.
+func (c *client) noEnd() string {
+	if c.ph.prefill {
+		return "the prefill has no time limit"
+	}
+	return "the run has no -duration"
+}
+
 // connect dials the client's address and checks the server answers:
 // AUTH when a password is set, then PING.
 func (c *client) connect() (net.Conn, error) {
 	timeout := c.r.cfg.Timeout
-	conn, err := net.DialTimeout("tcp", c.addr, timeout)
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(c.r.stopped, "tcp", c.addr)
 	if err != nil {
 		return nil, err
 	}
-	c.w.reset()
-	c.rlo, c.rhi = 0, 0
+	// abort wakes clients through their stored connections, and this one
+	// is not stored yet: wake it here, or an interrupt waits for the
+	// handshake to time out.
+	wake := context.AfterFunc(c.r.stopped, func() { _ = conn.SetDeadline(pastDeadline) })
 	_ = conn.SetDeadline(time.Now().Add(timeout))
-	if pw := c.r.cfg.Password; pw != "" {
-		c.wbuf = c.w.appendAuth(c.wbuf[:0], pw)
-		rep, err := c.roundTrip(conn)
-		if err == nil && rep.kind != replyOK {
-			err = c.refused("auth", rep)
-		}
-		if err != nil {
-			_ = conn.Close()
-			return nil, err
-		}
-	}
-	c.wbuf = c.w.appendPing(c.wbuf[:0])
-	rep, err := c.roundTrip(conn)
-	if err == nil && rep.kind != replyPong {
-		err = c.refused("ping", rep)
+	err = c.handshake(conn)
+	if !wake() && err == nil {
+		// The abort came after the handshake and set a deadline in the
+		// past: the connection is no use, and the run is over anyway.
+		err = fmt.Errorf("connect to %s: %w", c.addr, context.Cause(c.r.stopped))
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -89,6 +104,29 @@ func (c *client) connect() (net.Conn, error) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
+}
+
+// handshake sends AUTH when a password is set, then PING, on a new
+// connection.
+func (c *client) handshake(conn net.Conn) error {
+	c.w.reset()
+	c.rlo, c.rhi = 0, 0
+	if pw := c.r.cfg.Password; pw != "" {
+		c.wbuf = c.w.appendAuth(c.wbuf[:0], pw)
+		rep, err := c.roundTrip(conn)
+		if err == nil && rep.kind != replyOK {
+			err = c.refused("auth", rep)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	c.wbuf = c.w.appendPing(c.wbuf[:0])
+	rep, err := c.roundTrip(conn)
+	if err == nil && rep.kind != replyPong {
+		err = c.refused("ping", rep)
+	}
+	return err
 }
 
 // refused describes the reply to AUTH or PING (cmd) that was not the one

@@ -115,6 +115,16 @@ const (
 	maxRequestBytes = 256 << 20 // one BATCH request's values
 )
 
+// maxScheduleNs bounds the warmup, the duration and the open-loop spacing
+// of one client's requests (about 73 years each), so that the schedule,
+// kept in int64 nanoseconds, cannot overflow: their sum stays below 2^63.
+// An overflowed end made the run endless; an overflowed spacing made
+// every request due at once, so a tiny -rate flooded the server.
+const (
+	maxScheduleNs    = 1 << 61
+	maxScheduleYears = 73
+)
+
 // Validate reports the first problem with c.
 func (c *Config) Validate() error {
 	var errs []error
@@ -134,6 +144,7 @@ func (c *Config) Validate() error {
 	check(!c.Mix.Empty(), "empty operation mix")
 	check(c.Total >= 0, "total %d is negative", c.Total)
 	check(c.Duration >= 0 && c.Warmup >= 0, "negative duration or warmup")
+	check(c.Duration <= maxScheduleNs && c.Warmup <= maxScheduleNs, "duration or warmup over %d years", maxScheduleYears)
 	check(c.Total > 0 || c.Duration > 0, "neither a request count nor a duration: the run would not end")
 	check(c.Keys >= 1 && c.Keys <= MaxKeys, "keys %d: want 1 to %d", c.Keys, uint64(MaxKeys))
 	check(c.Dist == DistUniform || c.Dist == DistZipf, "unknown key distribution %v", c.Dist)
@@ -144,6 +155,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	check(c.Rate >= 0 && c.Rate <= 1e9, "rate %g: want 0 (closed loop) to 1e9 ops/s", c.Rate)
+	if minRate := float64(c.Clients) * 1e9 / maxScheduleNs; c.Rate > 0 && c.Rate < minRate {
+		errs = append(errs, fmt.Errorf("rate %g ops/s: each of %d clients would wait over %d years between requests; want at least %.2g ops/s",
+			c.Rate, c.Clients, maxScheduleYears, minRate))
+	}
 	check(c.Timeout > 0, "timeout must be positive")
 	check(c.MaxErrors >= 0, "max errors %d is negative", c.MaxErrors)
 	check(c.BatchSize >= 1 && c.BatchSize <= 100_000, "batch size %d: want 1 to 100000", c.BatchSize)

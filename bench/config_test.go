@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -24,6 +26,8 @@ func TestConfigValidate(t *testing.T) {
 		{"zipf exponent", func(c *Config) { c.Dist, c.ZipfS = DistZipf, 0 }, "zipf"},
 		{"value size", func(c *Config) { c.ValueSize = ValueSize{10, 5} }, "value size"},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, "rate"},
+		{"rate too low to schedule", func(c *Config) { c.Rate = 1e-12 }, "years between requests"},
+		{"endless duration", func(c *Config) { c.Duration, c.Warmup = math.MaxInt64-1, time.Hour }, "years"},
 		{"no timeout", func(c *Config) { c.Timeout = 0 }, "timeout"},
 		{"verify keys", func(c *Config) { c.Verify, c.Keys, c.Clients = true, 10, 20 }, "one key per client"},
 		{"batch too big", func(c *Config) { c.Mix = mustMix(t, "batch"); c.BatchSize, c.Keys = 20, 10 }, "batch size"},

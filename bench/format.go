@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -24,6 +25,16 @@ func groupDigits(n int64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// formatRate writes a rate in ops/s: whole and grouped from 100 up, with
+// three significant figures below, where truncating to a whole number
+// printed an open loop at 0.5 ops/s as "open loop at 0 ops/s".
+func formatRate(r float64) string {
+	if r >= 100 {
+		return groupDigits(int64(math.Round(r)))
+	}
+	return strconv.FormatFloat(r, 'g', 3, 64)
 }
 
 // formatLatency writes a latency in the unit that keeps three significant

@@ -254,9 +254,27 @@ func TestGroupDigits(t *testing.T) {
 			t.Errorf("groupDigits(%d) = %q, want %q", in, got, want)
 		}
 	}
+	for in, want := range map[float64]string{0.5: "0.5", 2: "2", 99.94: "99.9", 1234.4: "1,234", 50_000: "50,000"} {
+		if got := formatRate(in); got != want {
+			t.Errorf("formatRate(%g) = %q, want %q", in, got, want)
+		}
+	}
 	for in, want := range map[int64]string{812_000: "812µs", 1_250_000: "1.25ms", 2_310_000_000: "2.31s"} {
 		if got := formatLatency(in); got != want {
 			t.Errorf("formatLatency(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestFractionalRateReported: an open loop below 1 ops/s is reported at
+// its rate, not truncated to "0 ops/s".
+func TestFractionalRateReported(t *testing.T) {
+	res := &Result{Run: RunInfo{Rate: 0.5, Duration: 10}, OpenLoop: &OpenLoopStats{TargetRate: 0.5, AchievedRate: 0.3}}
+	res.Warnings = warnings(res)
+	out := textReport(t, res)
+	for _, want := range []string{"open loop at 0.5 ops/s", "0.3 ops/s achieved of 0.5", "achieved 0.3 ops/s of the 0.5 asked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -18,7 +18,7 @@ func (r *Result) Describe() []string {
 	}
 	loop := "closed loop"
 	if ri.Rate > 0 {
-		loop = fmt.Sprintf("open loop at %s ops/s", groupDigits(int64(ri.Rate)))
+		loop = fmt.Sprintf("open loop at %s ops/s", formatRate(ri.Rate))
 	}
 	auth := ""
 	if ri.Auth {
@@ -98,7 +98,7 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	if ol := r.OpenLoop; ol != nil {
 		fmt.Fprintf(bw, "schedule  %s ops/s achieved of %s; sent late by p50 %s, p99 %s, max %s (counted in latency)\n",
-			groupDigits(int64(ol.AchievedRate)), groupDigits(int64(ol.TargetRate)),
+			formatRate(ol.AchievedRate), formatRate(ol.TargetRate),
 			formatLatency(ol.Lag.P50), formatLatency(ol.Lag.P99), formatLatency(ol.Lag.Max))
 	}
 	if c := r.CPU; c.Known {

@@ -386,8 +386,8 @@ func warnings(res *Result) []string {
 	}
 	if ol := res.OpenLoop; ol != nil {
 		if ol.AchievedRate < 0.95*ol.TargetRate {
-			w = append(w, fmt.Sprintf("open loop: achieved %.0f ops/s of the %.0f asked; the server (or -clients × -pipeline) could not keep up, and latencies include the queueing",
-				ol.AchievedRate, ol.TargetRate))
+			w = append(w, fmt.Sprintf("open loop: achieved %s ops/s of the %s asked; the server (or -clients × -pipeline) could not keep up, and latencies include the queueing",
+				formatRate(ol.AchievedRate), formatRate(ol.TargetRate)))
 		}
 		if ol.Unsent > 0 {
 			w = append(w, fmt.Sprintf("open loop: %d requests were due but never sent before the run gave up waiting", ol.Unsent))

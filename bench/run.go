@@ -61,7 +61,10 @@ type runner struct {
 	claimChunk int64        // -n: how many a client claims at a time
 	errCount   atomic.Int64
 	aborted    atomic.Bool
-	done       chan struct{} // closed on abort
+	// stopped is canceled on abort; it wakes clients waiting to reconnect
+	// and cuts short their dials and handshakes.
+	stopped context.Context
+	stopAll context.CancelFunc
 
 	mu       sync.Mutex
 	abortErr error
@@ -84,7 +87,9 @@ type runner struct {
 
 // Run performs the run cfg describes and returns its result. The error is
 // ErrUnreachable, ErrAuth or ErrOutOfFiles (with no result) when the run
-// could not start; ErrTooManyErrors or the context's error when the run
+// could not start; ErrTooManyErrors, the context's error, or ErrUnreachable
+// (a server that took no new connection for Timeout in a phase with no
+// time limit: the prefill, or a run with Total alone) when the run
 // stopped early (with the result so far); ErrNothingMeasured (with the
 // result) when it measured no request at all; or a configuration error.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
@@ -95,13 +100,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer r.stopAll()
 	started := time.Now()
+	// Registered before the connections are made: an interrupt while they
+	// are (a server that takes connections but does not answer PING) used
+	// to wait for the dials and handshakes to time out.
+	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
+	defer stop()
 	if err := r.connectAll(); err != nil {
+		if r.aborted.Load() {
+			return nil, r.stopErr() // why the dials failed
+		}
 		return nil, err
 	}
 	defer r.closeAll()
-	stop := context.AfterFunc(ctx, func() { r.abort(context.Cause(ctx)) })
-	defer stop()
 
 	res := &Result{Schema: Schema, Tool: cfg.ToolVersion, Start: started.UTC().Truncate(time.Millisecond)}
 	if cfg.Prefill {
@@ -157,8 +169,8 @@ func newRunner(cfg Config) (*runner, error) {
 		log:    log,
 		keys:   keys,
 		values: newValuePool(cfg.ValueSize, cfg.Seed),
-		done:   make(chan struct{}),
 	}
+	r.stopped, r.stopAll = context.WithCancel(context.Background())
 	if cfg.Rate > 0 {
 		r.intervalNs = float64(cfg.Clients) * 1e9 / cfg.Rate
 	}
@@ -389,7 +401,7 @@ func (r *runner) abort(err error) {
 	r.mu.Lock()
 	r.abortErr = err
 	r.mu.Unlock()
-	close(r.done)
+	r.stopAll()
 	// Clients set their own deadlines and then check aborted before every
 	// read, so a deadline in the past set after aborted is stored always
 	// wakes them.

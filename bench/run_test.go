@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -611,4 +613,184 @@ func textReport(t *testing.T, res *Result) string {
 		t.Fatal(err)
 	}
 	return buf.String()
+}
+
+// TestRunServerGoneWithoutTimeLimit: the server goes away in a phase that
+// has no time limit (a run with -n alone, or the prefill) and -max-errors
+// tolerates the failed reconnects. Nothing else would end the run: it
+// must stop by itself, once the server has refused new connections for
+// -timeout, and say the server is unreachable.
+func TestRunServerGoneWithoutTimeLimit(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		prefill bool
+	}{{"n alone", false}, {"prefill", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, fakeserver.Options{})
+			cfg := testConfig(t, srv.Addr(), ProtoPipe)
+			cfg.Total, cfg.MaxErrors, cfg.Timeout = 1<<40, 1<<40, 200*time.Millisecond
+			if tt.prefill {
+				// The run has a duration; the prefill before it has none.
+				cfg.Prefill, cfg.Keys, cfg.Total, cfg.Duration = true, 1<<30, 0, time.Hour
+			}
+			go func() {
+				for srv.Requests() < 1000 {
+					time.Sleep(time.Millisecond)
+				}
+				_ = srv.Close()
+			}()
+			// Only a guard against the hang this test is about.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := Run(ctx, cfg)
+			if !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("err = %v, want %v", err, ErrUnreachable)
+			}
+			if res == nil || !strings.Contains(res.Stopped, "server unreachable") || res.ReconnectErrors == 0 {
+				t.Fatalf("result %+v does not say why the run stopped", res)
+			}
+		})
+	}
+}
+
+// TestRunCancelWhileConnecting: the server takes connections but never
+// answers the PING kvbench sends on each. A canceled run (Ctrl-C) stops at
+// once, rather than when the handshake times out (here an hour).
+func TestRunCancelWhileConnecting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 64) // the test keeps them open, unanswered
+	t.Cleanup(func() {
+		_ = ln.Close()
+		for len(accepted) > 0 {
+			_ = (<-accepted).Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	cfg := testConfig(t, ln.Addr().String(), ProtoPipe)
+	cfg.Timeout = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAsync(ctx, cfg)
+	accepted <- <-accepted // wait for kvbench to connect, and keep the connection
+	cancel()
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, context.Canceled) || r.res != nil {
+			t.Fatalf("Run = %v, %v; want no result and the context's error", r.res, r.err)
+		}
+	case <-time.After(time.Minute): // a guard against the hang, not a timing check
+		t.Fatal("Run did not return after its context was canceled")
+	}
+}
+
+// TestRunCancelWhileReconnecting: the server drops every connection and
+// then takes new ones without answering them. Canceling the run while the
+// clients wait for their handshakes stops it at once, and the handshakes
+// the cancel cut short are not counted as failed reconnects: they are not
+// the server's failures.
+func TestRunCancelWhileReconnecting(t *testing.T) {
+	srv := startServer(t, fakeserver.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A proxy in front of srv: until cut, it forwards each connection;
+	// from then on it holds new ones unanswered.
+	var (
+		mu      sync.Mutex
+		cutting bool
+		conns   []net.Conn
+	)
+	silent := make(chan struct{}, 1)
+	cut := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cutting = true
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		cut()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			if cutting {
+				mu.Unlock()
+				select {
+				case silent <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			up, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				mu.Unlock()
+				_ = c.Close()
+				continue
+			}
+			conns = append(conns, up)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+
+	cfg := testConfig(t, ln.Addr().String(), ProtoPipe)
+	cfg.Total, cfg.Duration, cfg.MaxErrors, cfg.Timeout = 0, time.Hour, 1<<40, time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for srv.Requests() < 1000 {
+			time.Sleep(time.Millisecond)
+		}
+		cut()
+		<-silent // a client is waiting for the answer to its PING
+		cancel()
+	}()
+	done := runAsync(ctx, cfg)
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, context.Canceled) || r.res == nil {
+			t.Fatalf("Run = %v, %v; want the result so far and the context's error", r.res, r.err)
+		}
+		if r.res.ReconnectErrors != 0 {
+			t.Errorf("%d failed reconnects counted, want none: %q", r.res.ReconnectErrors, r.res.FirstErrors)
+		}
+	case <-time.After(time.Minute): // a guard against the hang, not a timing check
+		t.Fatal("Run did not return after its context was canceled")
+	}
+}
+
+type runResult struct {
+	res *Result
+	err error
+}
+
+// runAsync starts Run(ctx, cfg) and returns where its outcome arrives.
+func runAsync(ctx context.Context, cfg Config) <-chan runResult {
+	done := make(chan runResult, 1)
+	go func() {
+		res, err := Run(ctx, cfg)
+		done <- runResult{res, err}
+	}()
+	return done
 }

@@ -8,8 +8,10 @@
 //
 // It exits 1 with a one-line message when the run cannot start (a server
 // unreachable, a password refused or missing, kvbench out of file
-// descriptors), when the errors exceed -max-errors, when the run measured
-// no request at all, or when it is interrupted; and 2 on bad flags.
+// descriptors), when the errors exceed -max-errors, when a server lost
+// mid-run stays unreachable for -timeout with no -duration to end the run,
+// when the run measured no request at all, or when it is interrupted; and
+// 2 on bad flags.
 package main
 
 import (
@@ -132,6 +134,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, runErr := bench.Run(ctx, cfg)
+	if errors.Is(runErr, context.Canceled) {
+		runErr = errors.New("interrupted") // before the run started too
+	}
 	if res == nil {
 		fmt.Fprintf(stderr, "kvbench: %v\n", oneLine(runErr))
 		return 1
@@ -146,9 +151,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		status = 1
 	}
 	if runErr != nil {
-		if errors.Is(runErr, context.Canceled) {
-			runErr = errors.New("interrupted")
-		}
 		fmt.Fprintf(stderr, "kvbench: %v\n", oneLine(runErr))
 		status = 1
 	}

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvstore/kv/bench"
 	"github.com/kvstore/kv/bench/fakeserver"
@@ -142,5 +144,46 @@ func TestOpPath(t *testing.T) {
 		if got := opPath(in, "put"); got != want {
 			t.Errorf("opPath(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestInterruptedWhileConnecting: Ctrl-C while kvbench waits for a server
+// that takes connections but does not answer exits at once, saying it was
+// interrupted, not after -timeout (an hour here).
+func TestInterruptedWhileConnecting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 64) // kept open, never answered
+	t.Cleanup(func() {
+		_ = ln.Close()
+		for len(conns) > 0 {
+			_ = (<-conns).Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as if Ctrl-C came while connecting
+	var stdout, stderr bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"-addr", ln.Addr().String(), "-n", "10", "-timeout", "1h"}, &stdout, &stderr)
+	}()
+	select {
+	case c := <-code:
+		if c != 1 || stderr.String() != "kvbench: interrupted\n" {
+			t.Errorf("exit %d, stderr %q; want 1 and kvbench: interrupted", c, stderr.String())
+		}
+	case <-time.After(time.Minute): // a guard against the hang, not a timing check
+		t.Fatal("kvbench did not stop when interrupted while connecting")
 	}
 }
