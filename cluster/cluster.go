@@ -252,8 +252,12 @@ func (c *Cluster) clientAddress() string {
 const RaftDir = "raft"
 
 // shardDir is where a shard's state machine lives.
-func (c *Cluster) shardDir(shard uint64) string {
-	return c.fs.PathJoin(c.dir, fmt.Sprintf("shard-%d", shard))
+func (c *Cluster) shardDir(shard uint64) string { return shardDirPath(c.fs, c.dir, shard) }
+
+// shardDirPath is the directory of shard's state machine in the node
+// directory dir.
+func shardDirPath(fs vfs.FS, dir string, shard uint64) string {
+	return fs.PathJoin(dir, fmt.Sprintf("shard-%d", shard))
 }
 
 // joinMarker exists while (and after) this node asks to join: a restart

@@ -103,3 +103,29 @@ func shardDirs(fs vfs.FS, dir string) ([]uint64, error) {
 	}
 	return shards, nil
 }
+
+// EngineDirs returns, by shard, the lsm directory each shard of the node
+// data directory dir holds (see stateMachine), for tools that read them
+// offline with the node stopped, such as kvserver -check. Those lsm
+// directories run without a WAL (lsm.Options.DisableWAL): the raft log
+// is theirs.
+func EngineDirs(dir string) (map[uint64]string, error) {
+	fs := vfs.Default
+	shards, err := shardDirs(fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	dirs := make(map[uint64]string, len(shards))
+	for _, s := range shards {
+		shardDir := shardDirPath(fs, dir, s)
+		name, err := readCurrent(fs, shardDir)
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", s, err)
+		}
+		if name == "" {
+			return nil, fmt.Errorf("shard %d: %s has no %s", s, shardDir, currentFile)
+		}
+		dirs[s] = fs.PathJoin(shardDir, name)
+	}
+	return dirs, nil
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
+)
+
+// TestCheckStandalone: -check passes a sound directory and names the
+// table of a flipped byte that no read has met, with exit status 1.
+func TestCheckStandalone(t *testing.T) {
+	dir := t.TempDir()
+	db, err := lsm.Open(dir, lsm.Options{Compression: lsm.CompressionNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := db.Put(fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "value-%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := conf.Default()
+	cfg.Storage.Dir = dir
+	var out bytes.Buffer
+	if err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("check of a sound directory: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "1 tables") || !strings.Contains(out.String(), "100 entries: ok") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) != 1 {
+		t.Fatalf("tables %v", tables)
+	}
+	data, err := os.ReadFile(tables[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte("value-050"))
+	if i < 0 {
+		t.Fatal("value not found in the table")
+	}
+	data[i+6] ^= 1
+	if err := os.WriteFile(tables[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err = checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, errDamage) || !strings.Contains(out.String(), "DAMAGED") || !strings.Contains(out.String(), filepath.Base(tables[0])) {
+		t.Fatalf("check of a damaged table: %v\n%s", err, out.String())
+	}
+}
+
+// TestCheckClusterNode: -check reads every shard of a stopped cluster
+// node with the node's configuration, and refuses a running one.
+func TestCheckClusterNode(t *testing.T) {
+	cfgFile, client := oneNodeCluster(t, "")
+	dir := filepath.Join(t.TempDir(), "data")
+	c := startChild(t, "-c", cfgFile, "-admin", "off", "-listen", client, "-dir", dir)
+	c.waitStarted()
+	conn, err := net.DialTimeout("tcp", client, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(conn)
+	for i := range 50 {
+		fmt.Fprintf(conn, "PUT|k%02d|v\n", i)
+		if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
+			t.Fatalf("PUT: %q %v", line, err)
+		}
+	}
+	conn.Close()
+	cfg, err := conf.Load(cfgFile, conf.Override{Source: "-dir", Key: "storage.dir", Set: func(c *conf.Config) { c.Storage.Dir = dir }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "lock") {
+		t.Errorf("check of a running node: %v\n%s", err, out.String())
+	}
+	c.signal(syscall.SIGTERM)
+	if err := c.wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, c.out)
+	}
+	out.Reset()
+	if err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("check of a stopped node: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "shard 1 ") || !strings.Contains(out.String(), ": ok") || !strings.Contains(out.String(), "raft log: not checked") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+}
