@@ -97,7 +97,10 @@ type Cluster struct {
 	removedMu sync.Mutex // serializes noteRemoved
 	// removals is shared with the raft transport: the replicas this node
 	// knows removed (refresh), to tell them if they still send.
-	removals  *removals
+	removals *removals
+	// space is the free-space guard (space.go); nil when
+	// cluster.min_free_bytes is 0.
+	space     *spaceGuard
 	bgMu      sync.Mutex
 	bgClosed  bool // no new membership calls; guards loops.Add after Open
 	stop      chan struct{}
@@ -165,6 +168,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	if err := fs.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
+	if min := cc.MinFreeBytes; min > 0 {
+		c.space = newSpaceGuard(c.dir, uint64(min), freeSpace, c.log)
+		c.space.check()
+	}
 	var err error
 	if c.cache, err = cache.New(int64(cfg.Storage.BlockCacheBytes)); err != nil {
 		return nil, fmt.Errorf("open cluster: block cache: %w", err)
@@ -198,7 +205,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
 		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
-			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret)}),
+			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space}),
 	})
 	if err != nil {
 		c.cache.Close()
@@ -230,6 +237,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	c.refresh()
 	c.loops.Add(1)
 	go c.statusLoop()
+	if c.space != nil {
+		c.loops.Add(1)
+		go c.spaceLoop()
+	}
 	if c.nonVoting {
 		c.loops.Add(1)
 		go c.promoteLoop()

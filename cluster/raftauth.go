@@ -78,13 +78,13 @@ func answerChallenge(c net.Conn, secret []byte) error {
 }
 
 // firstFrameAfterChallenge reads past a challenge at the start of r, if
-// any, and returns the kind of the first other frame (its payload
-// discarded): what a liveness probe does, which needs no secret.
-func firstFrameAfterChallenge(r io.Reader) (byte, error) {
+// any, and returns the first other frame: what a liveness probe does,
+// which needs no secret.
+func firstFrameAfterChallenge(r io.Reader) (byte, []byte, error) {
 	for {
-		kind, _, err := readFrameMax(r, nil, authFrameMax)
+		kind, payload, err := readFrameMax(r, nil, authFrameMax)
 		if err != nil || kind != frameChallenge {
-			return kind, err
+			return kind, payload, err
 		}
 	}
 }

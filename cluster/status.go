@@ -28,6 +28,9 @@ const (
 type view struct {
 	status store.Status
 	nodes  []store.Node // by id
+	// lowSpace lists the other members that answered the last probe as
+	// short of disk space: writes are refused while any is (space.go).
+	lowSpace []memberSpace
 }
 
 func (c *Cluster) statusLoop() {
@@ -97,7 +100,8 @@ func (c *Cluster) refresh() {
 	if _, ok := clients[c.nodeID]; !ok {
 		clients[c.nodeID] = c.clientAddress()
 	}
-	nodes := c.probe(raftAddrs, clients)
+	nodes, lowSpace := c.probe(raftAddrs, clients)
+	c.noteLowSpace(lowSpace)
 
 	up, nv := 0, 0
 	for i := range nodes {
@@ -117,7 +121,7 @@ func (c *Cluster) refresh() {
 		Shards:         c.shards,
 		NodesNonVoting: nv,
 	}
-	c.view.Store(&view{status: st, nodes: nodes})
+	c.view.Store(&view{status: st, nodes: nodes, lowSpace: lowSpace})
 }
 
 // refreshRemoved gives the transport the replicas the cached memberships
@@ -172,8 +176,8 @@ func (c *Cluster) refreshMembers(infos []dragonboat.ShardInfo) {
 }
 
 // probe builds the member list, dialling every other member's raft port
-// at once.
-func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) []store.Node {
+// at once, and lists the members up but short of disk space.
+func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) ([]store.Node, []memberSpace) {
 	if _, ok := raftAddrs[c.nodeID]; !ok {
 		raftAddrs[c.nodeID] = c.cfg.Cluster.RaftAddress
 	}
@@ -190,6 +194,7 @@ func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) 
 		}
 		return 0
 	})
+	spaces := make([]memberSpace, len(nodes))
 	var wg sync.WaitGroup
 	for i := range nodes {
 		if nodes[i].ID == c.nodeID {
@@ -197,31 +202,71 @@ func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) 
 			continue
 		}
 		wg.Add(1)
-		go func(n *store.Node) {
+		go func(n *store.Node, sp *memberSpace) {
 			defer wg.Done()
-			n.Up = probeMember(n.Raft)
-		}(&nodes[i])
+			n.Up, sp.low, sp.avail = probeMemberSpace(n.Raft)
+			sp.id = n.ID
+		}(&nodes[i], &spaces[i])
 	}
 	wg.Wait()
-	return nodes
+	var low []memberSpace
+	for i, sp := range spaces {
+		if nodes[i].Up && sp.low {
+			low = append(low, sp)
+		}
+	}
+	return nodes, low
+}
+
+// noteLowSpace logs the members that became, or stopped being, short of
+// disk space since the last refresh.
+func (c *Cluster) noteLowSpace(now []memberSpace) {
+	var before []memberSpace
+	if v := c.view.Load(); v != nil {
+		before = v.lowSpace
+	}
+	has := func(list []memberSpace, id uint64) bool {
+		return slices.ContainsFunc(list, func(m memberSpace) bool { return m.id == id })
+	}
+	for _, m := range now {
+		if !has(before, m.id) {
+			c.log.Warn("a member is short of disk space: refusing writes until it has room again", "member", m.id, "free", fmtBytes(m.avail))
+		}
+	}
+	for _, m := range before {
+		if !has(now, m.id) {
+			c.log.Info("a member is no longer short of disk space (or no longer answers)", "member", m.id)
+		}
+	}
 }
 
 // probeMember reports whether the member at raftAddr answers on its raft
 // port: it sends the transport's end-of-stream frame, which a serving
 // transport answers at once (frameClosed), as it does for a snapshot stream.
 func probeMember(raftAddr string) bool {
+	up, _, _ := probeMemberSpace(raftAddr)
+	return up
+}
+
+// probeMemberSpace is probeMember that also reports what the answer says
+// of the member's disk (space.go): short of space, and the bytes free.
+func probeMemberSpace(raftAddr string) (up, lowSpace bool, avail uint64) {
 	conn, err := net.DialTimeout("tcp", raftAddr, dialTimeout)
 	if err != nil {
-		return false
+		return false, false, 0
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(probeTimeout))
 	if _, err := conn.Write(appendFrameHeader(nil, frameClose, nil)); err != nil {
-		return false
+		return false, false, 0
 	}
 	// A member with cluster.secret set sends its challenge first.
-	kind, err := firstFrameAfterChallenge(conn)
-	return err == nil && kind == frameClosed
+	kind, payload, err := firstFrameAfterChallenge(conn)
+	if err != nil || kind != frameClosed {
+		return false, false, 0
+	}
+	lowSpace, avail = parseSpaceAnswer(payload)
+	return true, lowSpace, avail
 }
 
 // registeredMembers reads the member records of shard 1 from the local

@@ -54,6 +54,12 @@ func (c *Cluster) Write(b *lsm.Batch, done func(error)) {
 		done(nil)
 		return
 	}
+	if err := c.spaceRefusal(b); err != nil {
+		// A member is short of disk space (space.go): refused before
+		// anything is proposed, so the refusal is definite.
+		done(err)
+		return
+	}
 	deadline := time.Now().Add(c.timeout)
 	shard, single := c.singleShard(b)
 	if single {
@@ -289,12 +295,16 @@ func (c *Cluster) serving() error {
 	return nil
 }
 
-// Health reports why a local replica's storage cannot take writes now, or
-// a damaged table that its reads found, or nil (/healthz, INFO). It only
-// reports: nothing in the node acts on it.
+// Health reports why a local replica's storage cannot take writes now
+// (its engine, or this node or a member short of disk space), or a
+// damaged table that its reads found, or nil (/healthz, INFO). Only the
+// free-space guard is acted on (Write refuses writes while it is up).
 func (c *Cluster) Health() error {
 	if c.removed.Load() {
 		return c.errRemovedNode()
+	}
+	if err := c.spaceErr(); err != nil {
+		return err
 	}
 	c.smMu.Lock()
 	defer c.smMu.Unlock()

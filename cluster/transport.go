@@ -91,6 +91,7 @@ type transportFactory struct {
 	removals *removals     // nil: no notices sent or heard
 	stale    time.Duration // engineLive's bound; 0: engineStale
 	secret   []byte        // cluster.secret: connections must prove it (raftauth.go)
+	space    *spaceGuard   // answers probes with this node's free space; nil: no guard
 }
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
@@ -105,6 +106,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		conns:      make(map[net.Conn]struct{}),
 		stale:      f.stale,
 		secret:     f.secret,
+		space:      f.space,
 	}
 }
 
@@ -182,6 +184,7 @@ type tcpTransport struct {
 	// batches of another, and so do removal notices.
 	deployment uint64
 	secret     []byte
+	space      *spaceGuard // nil: probes are answered without a free-space report
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -334,8 +337,14 @@ func (t *tcpTransport) serve(c net.Conn) {
 				t.log.Debug("raft transport: probe unanswered: the raft engine sent nothing lately", "remote", c.RemoteAddr())
 				return
 			}
+			// A probe's answer says whether this node is short of disk
+			// space (space.go); a snapshot stream's end gets none.
+			var answer []byte
+			if first {
+				answer = t.space.probeAnswer()
+			}
 			c.SetWriteDeadline(time.Now().Add(transportWriteTimeout))
-			c.Write(appendFrameHeader(nil, frameClosed, nil))
+			c.Write(append(appendFrameHeader(nil, frameClosed, answer), answer...))
 			return
 		default:
 			t.log.Warn("raft transport: unknown frame", "remote", c.RemoteAddr(), "kind", kind)

@@ -70,6 +70,7 @@ type Cluster struct {
 	SnapshotEntries int      `toml:"snapshot_entries"` // default 10000
 	RequestTimeout  Duration `toml:"request_timeout"`  // default 5s
 	Secret          string   `toml:"secret"`           // default "": raft connections unauthenticated
+	MinFreeBytes    ByteSize `toml:"min_free_bytes"`   // default 512 MiB; 0 = no free-space guard
 	Members         []Member `toml:"members"`
 }
 
@@ -126,6 +127,7 @@ func Default() Config {
 			ReadConsistency: ReadLinearizable,
 			SnapshotEntries: 10000,
 			RequestTimeout:  Duration(5 * time.Second),
+			MinFreeBytes:    512 * MiB,
 		},
 		Log: Log{
 			Level:  "info",

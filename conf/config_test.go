@@ -42,6 +42,7 @@ func TestDefaultValues(t *testing.T) {
 		{"cluster.shards", c.Cluster.Shards, 8},
 		{"cluster.read_consistency", c.Cluster.ReadConsistency, "linearizable"},
 		{"cluster.request_timeout", c.Cluster.RequestTimeout.D(), 5 * time.Second},
+		{"cluster.min_free_bytes", c.Cluster.MinFreeBytes, ByteSize(512 << 20)},
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "text"},
 	}
@@ -290,6 +291,8 @@ func TestValidateCluster(t *testing.T) {
 		{"join address", func(c *Config) { c.Cluster.Join = []string{"127.0.0.1"} }, "cluster.join[0]: must be a host:port address"},
 		{"snapshot entries", func(c *Config) { c.Cluster.SnapshotEntries = -1 }, "cluster.snapshot_entries: must not be negative"},
 		{"request timeout", func(c *Config) { c.Cluster.RequestTimeout = 0 }, "cluster.request_timeout: must be greater than 0"},
+		{"min free bytes", func(c *Config) { c.Cluster.MinFreeBytes = -1 }, "cluster.min_free_bytes: must not be negative"},
+		{"min free bytes off", func(c *Config) { c.Cluster.MinFreeBytes = 0 }, ""},
 		{"member id zero", func(c *Config) {
 			c.Cluster.Members = append(c.Cluster.Members, Member{Raft: "127.0.0.1:7002", Client: "127.0.0.1:8081"})
 		}, "cluster.members[1].id: must be greater than 0"},

@@ -214,6 +214,7 @@ func (cl Cluster) validate(ch *checker, listen string) {
 	if cl.RequestTimeout <= 0 {
 		ch.fail("cluster.request_timeout", "must be greater than 0, got %s", cl.RequestTimeout)
 	}
+	ch.nonNegative("cluster.min_free_bytes", int64(cl.MinFreeBytes))
 
 	ids := map[uint64]int{}
 	rafts := map[string]int{}
