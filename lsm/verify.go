@@ -27,7 +27,7 @@ type VerifyReport struct {
 // bloom filter holds every key (a filter that lost one makes Get miss a
 // live key). A damaged table is recorded as reads record it (Health, the
 // log) and Verify goes on with the next; the error is only for a failure
-// to run (ctx done, the DB closed). The memtables and WAL were checked by
+// to run (ctx done, the DB closed, also while it read). The memtables and WAL were checked by
 // Open, which replays the WAL.
 //
 // It reads as much as the DB holds: run it on a copy, or when the disk can
@@ -56,6 +56,11 @@ func (d *DB) Verify(ctx context.Context) (VerifyReport, error) {
 			}
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return rep, ctxErr
+			}
+			if d.closed.Load() {
+				// Close sets closed before it closes the tables: a read it
+				// cut short is no damage.
+				return rep, ErrClosed
 			}
 			if ce := tableCorruption(err); ce != nil {
 				d.noteDamage(ce, "verify", nil)

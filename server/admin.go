@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 
+	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
 )
 
@@ -44,6 +46,7 @@ type Admin struct {
 	limits   adminLimits
 	name     string         // the admin_listen host, when it is a name (lower case, no final dot)
 	backupMu sync.Mutex     // one backup at a time
+	verifyMu sync.Mutex     // one verify at a time
 	backups  sync.WaitGroup // backups running, for Close
 	// backupStall is how long a backup's write may wait on a client that
 	// does not read before the backup is abandoned (its checkpoint removed,
@@ -157,6 +160,7 @@ func startAdmin(addr, password string, st store.Store, gatherer prometheus.Gathe
 		mux.Handle(path, a.requirePass("pprof", h))
 	}
 	mux.HandleFunc("/backup", a.backup)
+	mux.HandleFunc("/verify", a.verify)
 	go func() {
 		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("admin server stopped", "err", err)
@@ -328,4 +332,53 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// verify reads every table of the store's engines whole against their
+// checksums and manifests (store.Verifier) while the server runs, and
+// answers a line per engine and one per damaged table: 200 when all were
+// read whole and sound, 500 otherwise. It reads as much as the node holds
+// (one at a time, with the password when requirepass is set), and leaves
+// the block cache as it is.
+func (a *Admin) verify(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "verify: use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if !a.checkPass(w, r, "verify") {
+		return
+	}
+	v, ok := a.st.(store.Verifier)
+	if !ok {
+		http.Error(w, "verify: not available for this store", http.StatusNotImplemented)
+		return
+	}
+	if !a.verifyMu.TryLock() {
+		http.Error(w, "verify: another verify is running", http.StatusConflict)
+		return
+	}
+	defer a.verifyMu.Unlock()
+	// The answer comes once everything is read, which can outlast the
+	// server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	start := time.Now()
+	var body bytes.Buffer
+	sound := true
+	err := v.Verify(r.Context(), func(name string, rep lsm.VerifyReport, err error) {
+		if !store.WriteVerifyReport(&body, name, rep, err) {
+			sound = false
+		}
+	})
+	if err != nil {
+		a.log.Warn("verify stopped", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "verify: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	a.log.Info("verify done", "remote", r.RemoteAddr, "sound", sound, "took", time.Since(start).Round(time.Millisecond))
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !sound {
+		w.WriteHeader(http.StatusInternalServerError)
+	}
+	_, _ = w.Write(body.Bytes())
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/kvstore/kv/cluster"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
 )
 
 // errDamage is returned by checkData when it found damage (the report
@@ -75,15 +76,8 @@ func checkData(ctx context.Context, cfg conf.Config, w io.Writer, logger *slog.L
 		if err != nil {
 			return fmt.Errorf("check %s: %w", t.dir, err)
 		}
-		verdict := "ok"
-		if len(rep.Problems) > 0 {
-			verdict = fmt.Sprintf("DAMAGED (%d of %d tables)", len(rep.Problems), rep.Tables)
+		if !store.WriteVerifyReport(w, t.name+" "+t.dir, rep, nil) {
 			damaged = true
-		}
-		fmt.Fprintf(w, "%s %s: %d tables, %d bytes, %d entries: %s\n",
-			t.name, t.dir, rep.Tables, rep.Bytes, rep.Entries, verdict)
-		for _, p := range rep.Problems {
-			fmt.Fprintf(w, "  %s\n", p)
 		}
 	}
 	if cfg.Cluster.Enabled {
