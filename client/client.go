@@ -146,7 +146,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if len(c.nodes) == 0 {
 		return nil, fmt.Errorf("kv dial: no address in %q", addr)
 	}
-	c.pool.init(c.opts.PoolSize, c.dial, func(cn *conn) bool { return cn.authGen == c.authGen.Load() })
+	c.pool.init(c.opts.PoolSize, c.dial, func(cn *conn) bool { return cn.authGen == c.authGen.Load() && !cn.stale() })
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
 	defer cancel()
 	// Named "dial", not PING, in errors: the caller asked to connect.
@@ -364,38 +364,59 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 		return fmt.Errorf("kv %s: %w", cmd, err)
 	}
 	deadline, fromCtx := c.deadline(ctx)
-	cn, err := c.pool.get(ctx, deadline)
-	if err != nil {
-		// Nothing sent. A dial cut short by the context's deadline fails
-		// with the net package's "i/o timeout": make it match the
-		// context's error as the other failures do.
-		return fmt.Errorf("kv %s %s: %w", cmd, c.addr, contextError(ctx, deadline, fromCtx, err))
-	}
-	// The wait for a free connection may have outlasted the deadline (the
-	// wait itself ends only with the context). Writing now would fail on
-	// the deadline, close a healthy connection and report an outcome
-	// unknown for a request that was never sent.
-	if err := expired(ctx, deadline, fromCtx); err != nil {
-		c.pool.putUnused(cn)
-		return fmt.Errorf("kv %s %s: not sent: %w", cmd, c.addr, err)
-	}
-	ok, err := cn.exchange(ctx, deadline, build, n, handle)
-	if ok && isQuit(cmd) {
-		ok = false
-	}
-	c.pool.put(cn, ok)
-	if err != nil && !ok {
-		err = contextError(ctx, deadline, fromCtx, err)
-		// The request went out (or may have): unless the server's own
-		// answer was read (see replyAfterWriteError), nobody knows
-		// whether it took effect. Dial's check has no effect to speak of.
-		var se *ServerError
-		if cmd != "dial" && !errors.As(err, &se) {
-			err = fmt.Errorf("%w (%w)", err, ErrOutcomeUnknown)
+	for attempt := 0; ; attempt++ {
+		cn, err := c.pool.get(ctx, deadline)
+		if err != nil {
+			// Nothing sent. A dial cut short by the context's deadline fails
+			// with the net package's "i/o timeout": make it match the
+			// context's error as the other failures do.
+			return fmt.Errorf("kv %s %s: %w", cmd, c.addr, contextError(ctx, deadline, fromCtx, err))
 		}
-		return fmt.Errorf("kv %s %s: %w", cmd, cn.addr, err)
+		// The wait for a free connection may have outlasted the deadline (the
+		// wait itself ends only with the context). Writing now would fail on
+		// the deadline, close a healthy connection and report an outcome
+		// unknown for a request that was never sent.
+		if err := expired(ctx, deadline, fromCtx); err != nil {
+			c.pool.putUnused(cn)
+			return fmt.Errorf("kv %s %s: not sent: %w", cmd, c.addr, err)
+		}
+		ok, err := cn.exchange(ctx, deadline, build, n, handle)
+		if ok && isQuit(cmd) {
+			ok = false
+		}
+		if n == 1 && len(c.nodes) > 1 && attempt < len(c.nodes) && shuttingDown(err) {
+			// The node refused the request unread: it did nothing, as
+			// if the connection had never opened. Another node takes it.
+			cn.node.stopping()
+			c.pool.put(cn, false)
+			continue
+		}
+		c.pool.put(cn, ok)
+		if err != nil && !ok {
+			err = contextError(ctx, deadline, fromCtx, err)
+			// The request went out (or may have): unless the server's own
+			// answer was read (see replyAfterWriteError), nobody knows
+			// whether it took effect. Dial's check has no effect to speak of.
+			var se *ServerError
+			if cmd != "dial" && !errors.As(err, &se) {
+				err = fmt.Errorf("%w (%w)", err, ErrOutcomeUnknown)
+			}
+			return fmt.Errorf("kv %s %s: %w", cmd, cn.addr, err)
+		}
+		return err
 	}
-	return err
+}
+
+// msgShuttingDown is the refusal of a server that is shutting down: it
+// answers it to a request it has not read (a definite refusal, nothing
+// done) and to a connection it will not serve, and closes.
+const msgShuttingDown = "server is shutting down"
+
+// shuttingDown reports whether err is a server's refusal because it is
+// shutting down.
+func shuttingDown(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) && se.Msg == msgShuttingDown
 }
 
 // expired returns the error of a call whose context has ended or whose

@@ -17,6 +17,8 @@ import (
 // It is used by one caller at a time.
 type conn struct {
 	addr     string // the node it is connected to
+	node     *node
+	opened   time.Time
 	nc       net.Conn
 	dec      *codec.PipeDecoder
 	rbuf     []byte // bytes read; rbuf[r:] not yet decoded
@@ -50,6 +52,25 @@ type node struct {
 	// downUntil (Unix nanoseconds): a connection to the node failed, so
 	// until then it is tried only after the others.
 	downUntil atomic.Int64
+	// stoppedAt (Unix nanoseconds): the node refused a request because it
+	// is shutting down; idle connections to it opened before then are
+	// closed unused (current) instead of each drawing the same refusal.
+	stoppedAt atomic.Int64
+}
+
+// stopping records that the node refused a request because it is
+// shutting down: it is tried last for a while, and the connections to it
+// opened before are not reused.
+func (n *node) stopping() {
+	now := time.Now()
+	n.downUntil.Store(now.Add(nodeRetryAfter).UnixNano())
+	n.stoppedAt.Store(now.UnixNano())
+}
+
+// stale reports whether cn was opened before its node said it was
+// shutting down.
+func (cn *conn) stale() bool {
+	return cn.node != nil && cn.opened.UnixNano() < cn.node.stoppedAt.Load()
 }
 
 // nodeRetryAfter is how long a node that refused a connection is tried
@@ -108,8 +129,10 @@ func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node) (*co
 	password, gen := c.password, c.authGen.Load()
 	c.authMu.Unlock()
 	cn := &conn{
-		addr: n.addr,
-		nc:   nc,
+		addr:   n.addr,
+		node:   n,
+		opened: time.Now(),
+		nc:     nc,
 		// Replies to RANGE and BATCH can be long lines with many fields.
 		dec:      codec.NewPipeDecoder(codec.ReplyLimits(c.opts.MaxReplyBytes)),
 		authGen:  gen,

@@ -35,6 +35,11 @@ type fakeServer struct {
 	maxOpen  atomic.Int64  // most connections open at once
 	auths    atomic.Int64  // successful AUTHs
 	sleeping chan struct{} // a SLEEP request arrived (dropped when full)
+	// stopping makes every request draw kvserver's refusal while it shuts
+	// down ("ERROR|server is shutting down", then the close); refused
+	// counts those.
+	stopping atomic.Bool
+	refused  atomic.Int64
 
 	mu    sync.Mutex
 	data  map[string][]byte
@@ -150,6 +155,10 @@ func errReply(msg string) []byte { return codec.AppendPipeStrings(nil, "ERROR", 
 func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) {
 	if len(f) == 0 {
 		return nil, true
+	}
+	if s.stopping.Load() {
+		s.refused.Add(1)
+		return errReply("server is shutting down"), false
 	}
 	cmd := string(bytes.ToUpper(f[0]))
 	args := f[1:]

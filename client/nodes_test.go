@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,56 @@ func TestOutcomeUnknown(t *testing.T) {
 	s.close()
 	if err := c.Put(ctx, []byte("k"), []byte("v")); err == nil || errors.Is(err, ErrOutcomeUnknown) {
 		t.Errorf("put with the server gone: %v, want a dial error (nothing sent)", err)
+	}
+}
+
+// TestShutdownRefusalGoesToAnotherNode: a node that is shutting down
+// refuses requests unread ("server is shutting down": nothing done), so
+// the client sends the request to another node instead of failing it, and
+// drops its other connections to that node unused rather than collecting
+// the same refusal on each. With one address there is nowhere else to go:
+// the refusal is the answer.
+func TestShutdownRefusalGoesToAnotherNode(t *testing.T) {
+	s := []*fakeServer{newFakeServer(t, ""), newFakeServer(t, "")}
+	c, err := Dial(s[0].addr()+","+s[1].addr(), Options{PoolSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	// Open connections to both nodes and leave them idle in the pool.
+	var held []*conn
+	for range 4 {
+		cn, err := c.pool.get(ctx, time.Now().Add(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, cn)
+	}
+	for _, cn := range held {
+		c.pool.put(cn, true)
+	}
+	s[0].stopping.Store(true)
+	for i := range 20 {
+		if err := c.Put(ctx, []byte("k"), []byte(strconv.Itoa(i))); err != nil {
+			t.Fatalf("put %d while node 1 shuts down: %v", i, err)
+		}
+	}
+	if got, err := c.Get(ctx, []byte("k")); err != nil || string(got) != "19" {
+		t.Fatalf("get = %q, %v; want 19", got, err)
+	}
+	if n := s[0].refused.Load(); n > 1 {
+		t.Errorf("node 1 refused %d requests; want at most 1 (its other connections dropped unused)", n)
+	}
+
+	one, err := Dial(s[1].addr(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	s[1].stopping.Store(true)
+	var se *ServerError
+	if err := one.Put(ctx, []byte("k"), []byte("v")); !errors.As(err, &se) || se.Msg != "server is shutting down" || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("single-node put = %v; want the definite refusal", err)
 	}
 }

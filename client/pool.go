@@ -21,7 +21,8 @@ type pool struct {
 	tokens chan struct{} // holds one token per connection in use or being dialed
 	dial   func(ctx context.Context, deadline time.Time) (*conn, error)
 	// current reports whether an idle connection still fits the client's
-	// settings (its password); one that does not is closed, not reused.
+	// settings (its password) and its node is not shutting down; one that
+	// does not is closed, not reused.
 	current func(*conn) bool
 
 	mu     sync.Mutex

@@ -80,6 +80,9 @@ type Cluster struct {
 	// forwards while its connection to the leader is down), so without
 	// this a request would wait out its whole timeout.
 	attemptTimeout time.Duration
+	// election is a shard's election timeout (electionTicks), the longest
+	// a leader transfer runs before dragonboat gives it up.
+	election time.Duration
 
 	leaders   []shardLeader // index shard-1
 	proposers []*proposer
@@ -164,6 +167,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	tick := time.Duration(cc.RTTMillis) * time.Millisecond
 	configured, effective := time.Duration(cc.ElectionRTT)*tick, time.Duration(electionTicks(cfg))*tick
 	c.attemptTimeout = min(max(20*configured, 4*effective, 2*time.Second), c.timeout)
+	c.election = effective
 
 	if err := fs.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)

@@ -150,6 +150,22 @@ func run(args []string) error {
 		}
 	}
 
+	// Installed before the catch-up wait, so a SIGTERM during it is a
+	// graceful stop too.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	if sig, stopped := waitCaughtUp(st, sigs, catchUpTimeout(cfg), logger); stopped {
+		logger.Info("shutting down", "signal", sig.String())
+		if admin != nil {
+			_ = admin.Close(context.Background())
+		}
+		if err := closeWithin(st, storeCloseTimeout); err != nil {
+			return fmt.Errorf("close store: %w", err)
+		}
+		logger.Log(ctx, milestone, "kvserver stopped")
+		return nil
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
 	startCtx, cancelStart := context.WithTimeout(ctx, 10*time.Second)
@@ -161,10 +177,9 @@ func run(args []string) error {
 	case <-waitStarted(startCtx, srv):
 	}
 	cancelStart()
-	// Before the start-up line, which tells a supervisor or a test that
-	// the server is up: a SIGTERM sent on seeing it must find the handler.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// The signal handler is installed above, before the start-up line,
+	// which tells a supervisor or a test that the server is up: a SIGTERM
+	// sent on seeing it must find the handler.
 	logger.Log(ctx, milestone, "kvserver started", "version", version, "config", configName, "listen", cfg.Server.Listen,
 		"admin", cfg.Server.AdminListen, "dir", cfg.Storage.Dir, "mode", mode, "sync", syncPolicy,
 		"memory_limit", conf.ByteSize(memLimit).String())
@@ -184,6 +199,7 @@ func run(args []string) error {
 		logger.Info("shutting down", "signal", sig.String())
 		go exitOnSecondSignal(sigs, sig, time.Now(), logger, os.Exit)
 	}
+	handOffLeadership(st, logger)
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -205,6 +221,81 @@ func run(args []string) error {
 	}
 	logger.Log(ctx, milestone, "kvserver stopped")
 	return nil
+}
+
+// leaderTransferer is a store whose node may lead raft shards (a cluster
+// node): it can hand them to its peers before it stops.
+type leaderTransferer interface {
+	TransferLeadership(ctx context.Context) error
+}
+
+// handOffTimeout bounds the leadership hand-off at a graceful stop. A
+// transfer takes a few raft round trips; one that does not complete
+// within an election timeout is tried again with another peer.
+const handOffTimeout = 5 * time.Second
+
+// handOffLeadership hands the shards this node leads to its peers before
+// it stops serving (cluster mode), so that stopping it costs its shards no
+// election: their leaders are in place on the other nodes before this one
+// goes. Requests keep being served meanwhile; a hand-off that fails or
+// times out is logged, and the stop goes on (the shards then elect new
+// leaders, as after a crash).
+func handOffLeadership(st store.Store, logger *slog.Logger) {
+	lt, ok := st.(leaderTransferer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handOffTimeout)
+	defer cancel()
+	if err := lt.TransferLeadership(ctx); err != nil {
+		logger.Warn("leadership not handed over before stopping; the other nodes elect new leaders", "err", err)
+	}
+}
+
+// caughtUpWaiter is a store that can say when this node is ready to serve
+// without waiting on its peers (a cluster node whose replicas know their
+// leaders and have applied what was committed while it was down).
+type caughtUpWaiter interface {
+	WaitCaughtUp(ctx context.Context) error
+}
+
+// catchUpTimeout bounds the wait for a cluster node to catch up before it
+// serves clients: cluster.request_timeout, what a request on it would
+// have waited for its shards at most. A node whose shards have no quorum
+// (the first of a cluster started one node at a time) then serves anyway,
+// as before, answering what it cannot do yet with errors.
+func catchUpTimeout(cfg conf.Config) time.Duration {
+	return cfg.Cluster.RequestTimeout.D()
+}
+
+// waitCaughtUp waits, up to timeout, until st (a cluster node) has caught
+// up, before the client port opens: clients that find the port closed
+// take another node (the Go client passes over a node that refuses a
+// connection), where a restarted node used to take their requests and keep
+// them waiting for seconds. A signal ends the wait: stopped reports it.
+func waitCaughtUp(st store.Store, sigs <-chan os.Signal, timeout time.Duration, logger *slog.Logger) (sig os.Signal, stopped bool) {
+	w, ok := st.(caughtUpWaiter)
+	if !ok {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- w.WaitCaughtUp(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			logger.Warn("serving clients before every shard has caught up; requests on those shards wait for their leader", "err", err)
+		} else {
+			logger.Info("shards caught up; serving clients", "waited", time.Since(start).Round(time.Millisecond))
+		}
+		return nil, false
+	case sig := <-sigs:
+		cancel()
+		<-done
+		return sig, true
+	}
 }
 
 // storeCloseTimeout bounds closing the store at shutdown: a standalone
