@@ -296,6 +296,32 @@ func (c *Client) ClusterNodes(ctx context.Context) ([]string, error) {
 	return nodes, err
 }
 
+// ClusterCheck runs a consistency check of the cluster (CLUSTER_CHECK): the
+// replicas of every shard are compared at one point of its raft log. It
+// returns one description per shard, such as
+// "shard=1,index=120,state=consistent,keys=1000,nodes=1:9f86d081884c7d65/2:9f86d081884c7d65/3:down";
+// state is consistent, inconsistent or incomplete. Every replica reads its
+// whole shard: give it a timeout to match the data.
+func (c *Client) ClusterCheck(ctx context.Context) ([]string, error) {
+	var shards []string
+	err := c.roundTrip(ctx, "CLUSTER_CHECK", func(b []byte) []byte { return appendRequest(b, "CLUSTER_CHECK") }, 1,
+		func(_ int, f [][]byte) error {
+			if err := replyError(f); err != nil {
+				return err
+			}
+			items, err := parseCounted("CLUSTER_CHECK", f, 1)
+			if err != nil {
+				return err
+			}
+			shards = make([]string, len(items))
+			for i, it := range items {
+				shards[i] = string(it)
+			}
+			return nil
+		})
+	return shards, err
+}
+
 // ClusterLeader describes the leader of the shard owning key
 // ("id=2,client=127.0.0.1:8081"); an empty key asks about the shard of the
 // empty key.

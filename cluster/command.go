@@ -15,6 +15,8 @@ import (
 //	cmdClear  (empty)  delete every user key
 //	cmdMember uvarint id | uvarint len | raft | uvarint len | client
 //	cmdForget uvarint id
+//	cmdHash   token u64 LE: hash the state as of the entries before it
+//	          (consistency.go); changes nothing
 //
 // A cmdWrite carries the writes of many Write calls merged into one batch
 // (see batchMerger): its records are those of the callers' batches, in call
@@ -33,8 +35,9 @@ const (
 	cmdClear  byte = 2
 	cmdMember byte = 3
 	cmdForget byte = 4
+	cmdHash   byte = 5
 
-	cmdMaxKind = cmdForget
+	cmdMaxKind = cmdHash
 )
 
 const cmdHeaderLen = 1 + 8 + 8 + 8
@@ -134,6 +137,13 @@ func decodeForget(p []byte) (uint64, error) {
 		return 0, fmt.Errorf("forget command: bad id: %w", errBadCommand)
 	}
 	return id, nil
+}
+
+func decodeHash(p []byte) (uint64, error) {
+	if len(p) != 8 {
+		return 0, fmt.Errorf("hash command: body of %d bytes: %w", len(p), errBadCommand)
+	}
+	return binary.LittleEndian.Uint64(p), nil
 }
 
 func lengthPrefixed(p []byte) (field, rest []byte, err error) {

@@ -409,6 +409,17 @@ func serveFakeMember(t testing.TB, addr string, n *Cluster, o fakeMember) {
 						if !o.earlierBuild {
 							reply += fmt.Sprintf("|nodes_nonvoting=%d", st.NodesNonVoting)
 						}
+					case f[0] == "CLUSTER_HASH" && len(f) == 4:
+						var a [3]uint64
+						for i := range a {
+							a[i], _ = strconv.ParseUint(f[i+1], 10, 64)
+						}
+						rh, err := n.ReplicaHash(context.Background(), a[0], a[1], a[2])
+						if err != nil {
+							reply = strings.TrimSuffix(string(codec.AppendPipeStrings(nil, "ERROR", err.Error())), "\n")
+						} else {
+							reply = fmt.Sprintf("HASH|%s|%d", rh.Hash, rh.Keys)
+						}
 					case f[0] == "CLUSTER_DEPLOYMENT":
 						reply = fmt.Sprintf("DEPLOYMENT|%d", n.Deployment())
 					case f[0] == "CLUSTER_JOIN" && len(f) == 4:

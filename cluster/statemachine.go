@@ -69,6 +69,9 @@ type stateMachine struct {
 	membersChanged bool                // the batch adds or removes a member
 	clearChunk     int                 // bytes of deletes per write of a clear (applyChunkBytes; tests lower it)
 	batch          lsm.Batch
+	// appliedIndex is applied, for readers off the apply goroutine.
+	appliedIndex atomic.Uint64
+	hashes       hashJobs // consistency checks (consistency.go)
 	part           lsm.Batch
 	kbuf           []byte
 }
@@ -146,6 +149,7 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	s.db, s.current, s.closed, s.members = db, name, false, members
 	s.mu.Unlock()
 	s.applied = applied
+	s.appliedIndex.Store(applied)
 	s.log.Debug("state machine open", "dir", name, "applied", applied)
 	return applied, nil
 }
@@ -210,6 +214,19 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 			s.log.Error("stopping: raft entry of an unknown kind", "index", e.Index, "kind", h.kind, "err", err)
 			return nil, err
 		}
+		if h.kind == cmdHash && (b.Len() > 0 || len(s.dirty) > 0) {
+			// The hash covers every entry before this one, on every
+			// replica alike, wherever its Updates begin: also work of
+			// this Update done before its first entry (proposers
+			// forgotten at a GC boundary).
+			prevIndex := s.applied
+			if i > 0 {
+				prevIndex = ents[i-1].Index
+			}
+			if err := s.commit(db, b, prevIndex); err != nil {
+				return nil, err
+			}
+		}
 		if h.kind == cmdClear && i > 0 && (b.Len() > 0 || len(s.dirty) > 0) {
 			// Clear reads the state, so everything before it must be
 			// written first (and only that: the clear's own sequence
@@ -220,6 +237,17 @@ func (s *stateMachine) Update(ents []sm.Entry) ([]sm.Entry, error) {
 		}
 		if r, ok := s.checkSeq(h, e.Index); !ok {
 			e.Result = sm.Result{Value: r}
+			continue
+		}
+		if h.kind == cmdHash {
+			token, err := decodeHash(body)
+			if err != nil {
+				s.log.Error("rejecting raft entry", "index", e.Index, "err", err)
+				e.Result = sm.Result{Value: resultRejected}
+				continue
+			}
+			s.startHash(db, token, e.Index)
+			e.Result = sm.Result{Value: resultApplied}
 			continue
 		}
 		if h.kind == cmdClear {
@@ -343,6 +371,7 @@ func (s *stateMachine) persist(db *lsm.DB, b *lsm.Batch, index uint64) error {
 		return fmt.Errorf("shard %d: apply entries up to %d: %w", s.shardID, index, err)
 	}
 	s.applied = index
+	s.appliedIndex.Store(index)
 	s.proposerKeys.Store(int64(len(s.seqs)))
 	clear(s.dirty)
 	b.Reset()
@@ -679,6 +708,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	s.db, s.current, s.members = ndb, name, members
 	s.mu.Unlock()
 	s.applied = applied
+	s.appliedIndex.Store(applied)
 	s.seqs = seqs
 	s.proposerKeys.Store(int64(len(seqs)))
 	clear(s.dirty)

@@ -272,6 +272,14 @@ func TestClusterReplicationFailoverRestart(t *testing.T) {
 	for id := 1; id <= 3; id++ {
 		checkAcked(t, c.nodes[id], acked, &mu)
 	}
+	// After a kill -9, catch-up and a whole-cluster restart, the replicas
+	// of every shard hold the same data (each hashed at one raft entry).
+	reply := dialPipe(t, c.nodes[2].addr).do("CLUSTER_CHECK")
+	t.Logf("%s", reply)
+	if !strings.HasPrefix(reply, "CLUSTER_CHECK|") ||
+		strings.Count(reply, "state=consistent") != strings.Count(reply, "|shard=") || strings.Count(reply, "|shard=") == 0 {
+		t.Fatalf("CLUSTER_CHECK: %q", reply)
+	}
 
 	// A stopped (not dead) node counts as down: its raft port still
 	// accepts connections, but it does not answer the probe.

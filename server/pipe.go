@@ -65,6 +65,9 @@ func (s *Server) pipeCommands() []*command {
 		}},
 		{name: "CLUSTER_JOIN", minArgs: 4, maxArgs: 4, class: classWrite, run: (*Server).pipeJoin},
 		{name: "CLUSTER_REMOVE", minArgs: 2, maxArgs: 2, class: classWrite, run: (*Server).pipeRemove},
+		{name: "CLUSTER_CHECK", minArgs: 1, maxArgs: 1, class: classWrite, run: (*Server).pipeCheck},
+		// Internal: what a node running CLUSTER_CHECK asks the others.
+		{name: "CLUSTER_HASH", minArgs: 4, maxArgs: 4, class: classRead, run: (*Server).pipeHash},
 		// Internal: what a joining node asks before it starts raft.
 		{name: "CLUSTER_DEPLOYMENT", minArgs: 1, maxArgs: 1, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
 			s.emit(cs, codec.AppendPipe(nil, []byte("DEPLOYMENT"), strconv.AppendUint(nil, s.store.Deployment(), 10)))

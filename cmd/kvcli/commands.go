@@ -38,7 +38,7 @@ var commands = []command{
 	{"ping", "", "check the server answers", 0, 0, runPing},
 	{"range", "start end [limit]", "list pairs with start <= key < end (end \"\" = no bound)", 2, 3, runRange},
 	{"batch", "key value [key value ...]", "store several pairs atomically", 2, -1, runBatch},
-	{"cluster", "status | nodes | leader [key] | remove id", "cluster state and membership", 1, 2, runCluster},
+	{"cluster", "status | nodes | leader [key] | remove id | check", "cluster state, membership and replica consistency", 1, 2, runCluster},
 	{"auth", "password", "authenticate: every connection uses password from now on", 1, 1, runAuth},
 	{"raw", "FIELD [FIELD ...]", "send one pipe-protocol request as is, print the reply's fields as is", 1, -1, runRaw},
 }
@@ -199,7 +199,7 @@ func runBatch(ctx context.Context, c *client.Client, args []string, w io.Writer,
 
 func checkCluster(args []string) error {
 	switch strings.ToLower(args[0]) {
-	case "status", "nodes":
+	case "status", "nodes", "check":
 		if len(args) == 1 {
 			return nil
 		}
@@ -211,7 +211,7 @@ func checkCluster(args []string) error {
 			return err
 		}
 	}
-	return &usageError{"usage: cluster status | nodes | leader [key] | remove id"}
+	return &usageError{"usage: cluster status | nodes | leader [key] | remove id | check"}
 }
 
 // nodeID parses the node id argument of cluster remove; node ids start at 1.
@@ -245,6 +245,24 @@ func runCluster(ctx context.Context, c *client.Client, args []string, w io.Write
 			if _, err := fmt.Fprintln(w, n); err != nil {
 				return err
 			}
+		}
+		return nil
+	case "check":
+		shards, err := c.ClusterCheck(ctx)
+		if err != nil {
+			return err
+		}
+		consistent := 0
+		for _, sh := range shards {
+			if strings.Contains(sh, ",state=consistent,") {
+				consistent++
+			}
+			if _, err := fmt.Fprintln(w, sh); err != nil {
+				return err
+			}
+		}
+		if consistent < len(shards) {
+			return fmt.Errorf("%d of %d shards not shown consistent", len(shards)-consistent, len(shards))
 		}
 		return nil
 	case "leader":

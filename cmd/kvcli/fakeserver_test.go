@@ -207,6 +207,9 @@ func (s *fakeServer) handle(f []string, authed *bool) []string {
 		return []string{"CLUSTER_NODES", "1", "id=1,client=127.0.0.1:8080,raft=,state=up"}
 	case cmd == "CLUSTER_LEADER":
 		return []string{"CLUSTER_LEADER", "id=1,client=127.0.0.1:8080"}
+	case cmd == "CLUSTER_CHECK":
+		return []string{"CLUSTER_CHECK", "2", "shard=1,index=9,state=consistent,keys=3,nodes=1:aa/2:aa",
+			"shard=2,index=8,state=inconsistent,keys=4,nodes=1:bb/2:cc"}
 	case cmd == "CLUSTER_REMOVE" && len(args) == 1:
 		if args[0] == "1" {
 			return []string{"ERROR", "cannot remove node 1"}

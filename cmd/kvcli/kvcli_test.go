@@ -58,6 +58,9 @@ func TestOneShotCommands(t *testing.T) {
 		{[]string{"cluster", "leader"}, 0, "id=1,client=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER"}},
 		{[]string{"cluster", "leader", "k|x"}, 0, "id=1,client=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER", "k|x"}},
 		{[]string{"cluster", "remove", "3"}, 0, "OK\n", "", []string{"CLUSTER_REMOVE", "3"}},
+		// A shard not shown consistent is an error: exit 2, after every line.
+		{[]string{"cluster", "check"}, 2, "shard=1,index=9,state=consistent,keys=3,nodes=1:aa/2:aa\nshard=2,index=8,state=inconsistent,keys=4,nodes=1:bb/2:cc\n",
+			"1 of 2 shards not shown consistent", []string{"CLUSTER_CHECK"}},
 		{[]string{"cluster", "remove", "1"}, 2, "", "server error: cannot remove node 1", nil},
 		{[]string{"raw", "GET", "b1"}, 0, "VALUE\n1\n", "", []string{"GET", "b1"}},
 		{[]string{"raw", "FROB"}, 2, "", "unknown command 'FROB'", nil},

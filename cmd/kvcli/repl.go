@@ -249,7 +249,7 @@ func completer() readline.AutoCompleter {
 		if c.name == "cluster" {
 			items = append(items, readline.PcItem("cluster",
 				readline.PcItem("status"), readline.PcItem("nodes"),
-				readline.PcItem("leader"), readline.PcItem("remove")))
+				readline.PcItem("leader"), readline.PcItem("remove"), readline.PcItem("check")))
 			continue
 		}
 		items = append(items, readline.PcItem(c.name))

@@ -45,3 +45,34 @@ func (l *Local) Verify(ctx context.Context, report func(name string, rep lsm.Ver
 	report("standalone", rep, err)
 	return nil
 }
+
+// ConsistencyChecker is implemented by cluster nodes: they compare what
+// the replicas of each shard hold at one point of its raft log.
+type ConsistencyChecker interface {
+	// CheckConsistency checks every shard, one after the other.
+	CheckConsistency(ctx context.Context) ([]ShardCheck, error)
+	// ReplicaHash is this node's hash of its replica of shard at the
+	// check entry token names (index: that entry's index where it was
+	// proposed), once the replica has applied it (CLUSTER_HASH).
+	ReplicaHash(ctx context.Context, shard, token, index uint64) (ReplicaHash, error)
+}
+
+// ShardCheck is the outcome of one shard's consistency check.
+type ShardCheck struct {
+	Shard, Index uint64 // the shard, and the raft entry compared at
+	// State is "consistent" (every replica asked has the same hash),
+	// "inconsistent" (two differ) or "incomplete" (the others agree but a
+	// replica could not be asked).
+	State    string
+	Replicas []ReplicaHash
+}
+
+// ReplicaHash is one replica's answer in a consistency check.
+type ReplicaHash struct {
+	Node uint64
+	Hash string // hex SHA-256 of the replica's state
+	Keys int64  // user keys it holds
+	Err  string // why it has no hash
+	// Unreachable says the node could not be asked at all (down).
+	Unreachable bool
+}
