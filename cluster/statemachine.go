@@ -72,8 +72,8 @@ type stateMachine struct {
 	// appliedIndex is applied, for readers off the apply goroutine.
 	appliedIndex atomic.Uint64
 	hashes       hashJobs // consistency checks (consistency.go)
-	part           lsm.Batch
-	kbuf           []byte
+	part         lsm.Batch
+	kbuf         []byte
 }
 
 var (
