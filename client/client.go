@@ -19,8 +19,9 @@
 //     cluster's nodes, a new connection goes to the next node in turn that
 //     accepts one, so a dead node costs no request that was sent.
 //   - Every new connection authenticates (with Options.Password, or the
-//     password of the last successful Auth) before it carries a request;
-//     after Auth, connections opened before it are not reused.
+//     password of the last successful Auth; one that Auth opens, with the
+//     password it is trying) before it carries a request; after Auth,
+//     connections opened before it are not reused.
 //   - Byte slices returned to the caller are copies; they stay valid forever.
 //
 // A call that runs out of time, whichever bound fired (Options.Timeout,
@@ -171,7 +172,17 @@ func (c *Client) Close() error {
 // are closed and reopened when next taken from the pool).
 func (c *Client) Auth(ctx context.Context, password string) error {
 	pw := []byte(password)
-	err := c.roundTrip(ctx, "AUTH", func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
+	// A connection opened for this AUTH authenticates with the new
+	// password, not the current one: once the server's password has
+	// changed (a restart with a new requirepass), the current one fails
+	// every new connection, and Auth, the way to recover, could never
+	// succeed. Marked with the current authGen, the connection is not
+	// reused after a successful Auth bumps it, like the others opened
+	// before; its AUTH is sent twice, harmlessly.
+	dial := func(ctx context.Context, deadline time.Time) (*conn, error) {
+		return c.dialAs(ctx, deadline, password, c.authGen.Load())
+	}
+	err := c.roundTripDial(ctx, "AUTH", dial, func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
 		func(_ int, f [][]byte) error { return expect("AUTH", f, "OK") })
 	if err != nil {
 		return err
@@ -386,12 +397,19 @@ func isQuit(cmd string) bool { return strings.EqualFold(cmd, "QUIT") }
 // remaining replies are still read so the connection stays in step, after
 // any other error (a reply of the wrong shape) the connection is dropped.
 func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) []byte, n int, handle func(i int, fields [][]byte) error) error {
+	return c.roundTripDial(ctx, cmd, c.dial, build, n, handle)
+}
+
+// roundTripDial is roundTrip opening a connection, when no idle one is
+// left, with dial.
+func (c *Client) roundTripDial(ctx context.Context, cmd string, dial func(context.Context, time.Time) (*conn, error),
+	build func([]byte) []byte, n int, handle func(i int, fields [][]byte) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("kv %s: %w", cmd, err)
 	}
 	deadline, fromCtx := c.deadline(ctx)
 	for attempt := 0; ; attempt++ {
-		cn, err := c.pool.get(ctx, deadline)
+		cn, err := c.pool.getOrDial(ctx, deadline, dial)
 		if err != nil {
 			// Nothing sent. A dial cut short by the context's deadline fails
 			// with the net package's "i/o timeout": make it match the
@@ -407,7 +425,8 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 			return fmt.Errorf("kv %s %s: not sent: %w", cmd, c.addr, err)
 		}
 		ok, err := cn.exchange(ctx, deadline, build, n, handle)
-		if ok && isQuit(cmd) {
+		quit := isQuit(cmd)
+		if ok && quit {
 			ok = false
 		}
 		if n == 1 && len(c.nodes) > 1 && attempt < len(c.nodes) && shuttingDown(err) {
@@ -418,6 +437,9 @@ func (c *Client) roundTrip(ctx context.Context, cmd string, build func([]byte) [
 			continue
 		}
 		c.pool.put(cn, ok)
+		if !ok && !quit {
+			c.pool.suspectIdle()
+		}
 		if err != nil && !ok {
 			err = contextError(ctx, deadline, fromCtx, err)
 			// The request went out (or may have): unless the server's own

@@ -644,3 +644,103 @@ func TestClosedClientFailsAtOnce(t *testing.T) {
 		t.Fatalf("Ping after Close waited %v for the busy connection", d)
 	}
 }
+
+// TestIdleConnectionOutlivesItsDeadline: an idle connection whose last
+// request's deadline has passed is reused, not taken for dead. The
+// liveness probe is a raw read, which fails at once on a socket whose
+// deadline has passed, so every connection idle for longer than Timeout
+// was closed and redialed (and re-authenticated).
+func TestIdleConnectionOutlivesItsDeadline(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	c.pool.mu.Lock()
+	for _, cn := range c.pool.idle {
+		cn.lastUsed = time.Time{} // idle long enough to be probed
+		cn.nc.SetDeadline(pastDeadline)
+	}
+	c.pool.mu.Unlock()
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Errorf("accepted %d connections, want 1 (the idle one reused)", n)
+	}
+}
+
+// TestServerRestartFailsOneRequest: when a connection turns out to be
+// closed by the server (a restart), the other idle ones, possibly closed
+// by the same restart, are probed before reuse even if used a moment ago,
+// so the restart fails the one request that found out, not one request
+// per pooled connection.
+func TestServerRestartFailsOneRequest(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{PoolSize: 3})
+	var held []*conn
+	for range 3 {
+		cn, err := c.pool.get(context.Background(), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A round trip, so that the server has taken the connection in
+		// (hangUpAll closes only those).
+		if _, err := cn.exchange(context.Background(), time.Time{}, func(b []byte) []byte { return appendRequest(b, "PING") }, 1,
+			func(_ int, f [][]byte) error { return expect("PING", f, "PONG") }); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, cn)
+	}
+	for _, cn := range held {
+		c.pool.put(cn, true) // used just now: not probed before reuse
+	}
+	s.hangUpAll()
+	for s.open.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx := context.Background()
+	if err := c.Ping(ctx); !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("first Ping after the restart = %v, want a broken connection", err)
+	}
+	for i := range 2 {
+		if err := c.Ping(ctx); err != nil {
+			t.Fatalf("Ping %d after the restart: %v", i+2, err)
+		}
+	}
+}
+
+// TestAuthAfterPasswordChange: after the server's password changed (a
+// restart with a new requirepass), Auth with the new one succeeds even
+// when it has to open a connection: that connection authenticates with
+// the new password, not the old one the server now refuses.
+func TestAuthAfterPasswordChange(t *testing.T) {
+	old := newFakeServer(t, "old")
+	addr := old.addr()
+	c := dialT(t, old, Options{Password: "old"})
+	old.close()
+	s := newFakeServerAt(t, addr, "new")
+	ctx := context.Background()
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err == nil {
+		t.Fatal("Put with the old password succeeded")
+	}
+	if err := c.Auth(ctx, "new"); err != nil {
+		t.Fatalf("Auth with the new password: %v", err)
+	}
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("Put after Auth: %v", err)
+	}
+	if err := c.Auth(ctx, "wrong"); err == nil {
+		t.Fatal("Auth with a wrong password succeeded")
+	}
+	// A failed Auth changes nothing: new connections still use "new".
+	s.hangUpAll()
+	for s.open.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.pool.mu.Lock()
+	for _, cn := range c.pool.idle {
+		cn.lastUsed = time.Time{}
+	}
+	c.pool.mu.Unlock()
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("Put after a failed Auth: %v", err)
+	}
+}

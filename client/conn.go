@@ -83,6 +83,15 @@ const nodeRetryAfter = time.Second
 // when a password is set, authenticates it; each attempt within
 // DialTimeout, all within the request's deadline.
 func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
+	c.authMu.Lock()
+	password, gen := c.password, c.authGen.Load()
+	c.authMu.Unlock()
+	return c.dialAs(ctx, deadline, password, gen)
+}
+
+// dialAs is dial authenticating with password; the connection is marked
+// with gen, the authGen that password belongs to.
+func (c *Client) dialAs(ctx context.Context, deadline time.Time, password string, gen uint64) (*conn, error) {
 	first := int(c.turn.Add(1) % uint64(len(c.nodes)))
 	now := time.Now().UnixNano()
 	order := make([]*node, 0, len(c.nodes))
@@ -98,7 +107,7 @@ func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
 	var err error
 	for _, n := range order {
 		var cn *conn
-		cn, err = c.dialNode(ctx, deadline, n)
+		cn, err = c.dialNode(ctx, deadline, n, password, gen)
 		if err == nil {
 			return cn, nil
 		}
@@ -112,9 +121,9 @@ func (c *Client) dial(ctx context.Context, deadline time.Time) (*conn, error) {
 	return nil, err
 }
 
-// dialNode connects to n and authenticates; a failure to connect marks n
-// down for nodeRetryAfter.
-func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node) (*conn, error) {
+// dialNode connects to n and authenticates with password when it is not
+// empty; a failure to connect marks n down for nodeRetryAfter.
+func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node, password string, gen uint64) (*conn, error) {
 	if d := time.Now().Add(c.opts.DialTimeout); deadline.IsZero() || d.Before(deadline) {
 		deadline = d
 	}
@@ -125,9 +134,6 @@ func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node) (*co
 		return nil, err
 	}
 	n.downUntil.Store(0)
-	c.authMu.Lock()
-	password, gen := c.password, c.authGen.Load()
-	c.authMu.Unlock()
 	cn := &conn{
 		addr:   n.addr,
 		node:   n,
@@ -140,8 +146,14 @@ func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node) (*co
 	}
 	if password != "" {
 		pw := []byte(password)
-		_, err := cn.exchange(ctx, deadline, func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
+		ok, err := cn.exchange(ctx, deadline, func(b []byte) []byte { return appendRequest(b, "AUTH", pw) }, 1,
 			func(_ int, f [][]byte) error { return expect("AUTH", f, "OK") })
+		if err == nil && !ok {
+			// The context ended as the reply came in: its callback may
+			// still set a past deadline on the socket, under whichever
+			// request uses the connection next.
+			err = ctx.Err()
+		}
 		if err != nil {
 			cn.close()
 			return nil, fmt.Errorf("auth: %w", err)
@@ -168,6 +180,13 @@ func (cn *conn) usable() bool {
 		return true
 	}
 	cn.suspect = false
+	// The last exchange's deadline is still set, and the probe's raw read
+	// fails at once when it has passed: without clearing it, every
+	// connection idle for longer than its last Timeout would be taken for
+	// dead and redialed. The next exchange sets its own deadline.
+	if cn.nc.SetDeadline(time.Time{}) != nil {
+		return false
+	}
 	return alive(cn.nc)
 }
 

@@ -49,7 +49,14 @@ type fakeServer struct {
 
 func newFakeServer(t testing.TB, password string) *fakeServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeServerAt(t, "127.0.0.1:0", password)
+}
+
+// newFakeServerAt is newFakeServer listening on addr, as a restarted
+// server listens where the one before it did.
+func newFakeServerAt(t testing.TB, addr, password string) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,12 @@ func (p *pool) init(size int, dial func(context.Context, time.Time) (*conn, erro
 
 // get returns an idle connection that still looks alive, or dials one.
 func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
+	return p.getOrDial(ctx, deadline, p.dial)
+}
+
+// getOrDial is get opening a connection, when it must, with dial instead
+// of the pool's own.
+func (p *pool) getOrDial(ctx context.Context, deadline time.Time, dial func(context.Context, time.Time) (*conn, error)) (*conn, error) {
 	select {
 	case <-p.done:
 		return nil, ErrClosed // at once, even when every connection is busy
@@ -89,7 +95,7 @@ func (p *pool) get(ctx context.Context, deadline time.Time) (*conn, error) {
 		}
 		cn.close()
 	}
-	cn, err := p.dial(ctx, deadline)
+	cn, err := dial(ctx, deadline)
 	if err != nil {
 		<-p.tokens
 		return nil, err
@@ -123,6 +129,18 @@ func (p *pool) release(cn *conn, ok bool) {
 		cn.close()
 	}
 	<-p.tokens
+}
+
+// suspectIdle has every idle connection probed before its next use,
+// however recently it was used: one connection turned out broken, and
+// whatever broke it (a server restart, a network failure) may have broken
+// the others too, each of which would otherwise fail a request in turn.
+func (p *pool) suspectIdle() {
+	p.mu.Lock()
+	for _, cn := range p.idle {
+		cn.suspect = true
+	}
+	p.mu.Unlock()
 }
 
 func (p *pool) close() {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -623,12 +624,40 @@ func TestHistoryKeepsNoPasswords(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens: each command fails, which is fine here
-	lr := &savingLines{lines: []string{"auth s3cret", "get k", "raw AUTH s3cret", "  Auth x", "raw auth y", "raw get k"}}
+	lr := &savingLines{lines: []string{"auth s3cret", "get k", "raw AUTH s3cret", "  Auth x", "raw auth y", "raw get k",
+		// Quoted, the words are the same commands.
+		`"auth" s3cret`, `raw "AUTH" s3cret`, `'raw' auth s3cret`, `"au"th s3cret`, `raw AU"TH" s3cret`,
+		// Not run (unbalanced), but a password all the same.
+		`"auth" "s3cret`}}
 	s := &session{addr: addr}
 	if err := repl(context.Background(), s, lr, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"get k", "raw get k"}; !slices.Equal(lr.saved, want) {
 		t.Fatalf("history %q, want %q", lr.saved, want)
+	}
+}
+
+// failingWriter fails every write, as a full disk or a closed pipe does.
+type failingWriter struct{ writes int }
+
+func (f *failingWriter) Write([]byte) (int, error) {
+	f.writes++
+	return 0, errors.New("no space left on device")
+}
+
+// TestPromptOutputFails: when the replies cannot be written (kvcli <
+// script > file on a full disk), the prompt stops and exits 2, rather
+// than run the rest of the script unseen and exit 0.
+func TestPromptOutputFails(t *testing.T) {
+	s := newFakeServer(t, "")
+	var out failingWriter
+	var errOut bytes.Buffer
+	code := run([]string{"-addr", s.addr()}, strings.NewReader("get k\nput k v\nput k2 v\n"), &out, &errOut)
+	if code != exitError || !strings.Contains(errOut.String(), "no space left on device") {
+		t.Fatalf("exit %d, stderr %q; want exit 2 naming the write error", code, errOut.String())
+	}
+	if n := s.count("PUT"); n != 0 {
+		t.Errorf("%d PUTs run after the output failed, want none", n)
 	}
 }

@@ -110,9 +110,15 @@ func interactive(s *session, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // holdsPassword reports whether line sends a password (auth PASSWORD, raw
 // AUTH ...), which the history file must not keep, as redis-cli keeps no
-// AUTH lines.
+// AUTH lines. The words are read as the prompt reads them, quotes and all:
+// "auth" and raw 'AUTH' send a password too.
 func holdsPassword(line string) bool {
-	f := strings.Fields(line)
+	f, err := splitArgs(line)
+	if err != nil {
+		// Not run, but perhaps a password typed with a stray quote: judge
+		// the words with their quotes dropped.
+		f = strings.Fields(strings.NewReplacer(`"`, "", `'`, "").Replace(line))
+	}
 	return len(f) > 0 && (strings.EqualFold(f[0], "auth") ||
 		(len(f) > 1 && strings.EqualFold(f[0], "raw") && strings.HasPrefix(strings.ToUpper(f[1]), "AUTH")))
 }
@@ -122,9 +128,16 @@ const maxInputLine = 128 << 20
 
 // repl reads commands and prints replies until quit, exit, end of input,
 // or ^C on an empty line. Errors of commands are printed and the prompt
-// goes on; an error reading the input ends it and is returned.
-func repl(ctx context.Context, s *session, lr lineReader, w io.Writer) error {
+// goes on; an error reading the input or writing the output ends it and
+// is returned.
+func repl(ctx context.Context, s *session, lr lineReader, out io.Writer) error {
+	w := &stickyWriter{w: out}
 	for {
+		if w.err != nil {
+			// The replies go nowhere (a full disk, a closed pipe): stop,
+			// rather than run the rest of a script unseen and exit 0.
+			return fmt.Errorf("write output: %w", w.err)
+		}
 		if p, ok := lr.(interface{ SetPrompt(string) }); ok {
 			p.SetPrompt(s.prompt())
 		}
@@ -182,6 +195,22 @@ func (s *session) execute(ctx context.Context, args []string, w io.Writer) error
 		return err
 	}
 	return cmd.run(ctx, c, args[1:], w, true)
+}
+
+// stickyWriter remembers the first error of its writes; commands report
+// their own write errors, but only as one more line to write.
+type stickyWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *stickyWriter) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(p)
+	s.err = err
+	return n, err
 }
 
 // plainLines reads lines without a prompt or editing.
