@@ -62,3 +62,59 @@ func TestLargeArraysArriveInPieces(t *testing.T) {
 		})
 	}
 }
+
+// TestReleaseKeepsNoInput: once Release runs, a decoder holds no slice of
+// a buffer it decoded from, the entries left over from an earlier, longer
+// request included, nor a scratch buffer grown for a big escaped line. A
+// server calls it when a connection's input runs out: the arguments the
+// decoder kept for reuse pinned the connection's last request (40 idle
+// connections that had each sent a 30 MiB SET held 960 MB).
+func TestReleaseKeepsNoInput(t *testing.T) {
+	big := bytes.Repeat([]byte("v"), 1<<20)
+	rd := NewRESPDecoder(Limits{})
+	for _, req := range [][]byte{
+		appendTestRESP("MSET", "a", string(big), "b", "c"),
+		appendTestRESP("SET", "k", string(big)),
+		[]byte("PING \"x y\"\r\n"), // inline, with scratch
+	} {
+		if _, n, err := rd.Decode(req); err != nil || n != len(req) {
+			t.Fatalf("RESP %.20q: consumed %d of %d: %v", req, n, len(req), err)
+		}
+	}
+	rd.Release()
+	for i, a := range rd.args[:cap(rd.args)] {
+		if a != nil {
+			t.Fatalf("RESP: argument slot %d still holds %d bytes of the input after Release", i, len(a))
+		}
+	}
+
+	pd := NewPipeDecoder(Limits{})
+	escaped := append(append([]byte("PUT|k|"), bytes.Repeat([]byte(`\|`), 1<<19)...), '\n')
+	for _, req := range [][]byte{
+		append(append([]byte("BATCH|a|"), big...), "|b|c\n"...),
+		escaped,
+		append(append([]byte("PUT|k|"), big...), '\n'),
+	} {
+		if _, n, err := pd.Decode(req); err != nil || n != len(req) {
+			t.Fatalf("pipe %.20q: consumed %d of %d: %v", req, n, len(req), err)
+		}
+	}
+	pd.Release()
+	for i, f := range pd.fields[:cap(pd.fields)] {
+		if f != nil {
+			t.Fatalf("pipe: field slot %d still holds %d bytes of the input after Release", i, len(f))
+		}
+	}
+	if cap(pd.scratch) > maxRetainedScratch {
+		t.Fatalf("pipe: scratch of %d bytes kept after Release (max %d)", cap(pd.scratch), maxRetainedScratch)
+	}
+}
+
+// appendTestRESP encodes args as a RESP array of bulk strings.
+func appendTestRESP(args ...string) []byte {
+	b := fmt.Appendf(nil, "*%d\r\n", len(args))
+	for _, a := range args {
+		b = fmt.Appendf(b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b
+}

@@ -18,6 +18,9 @@ type PipeDecoder struct {
 
 	fields  [][]byte // reused for every line
 	scratch []byte   // unescaped fields, when a line has escapes
+	// dirty counts the entries of fields, from the start, that may still
+	// alias a buffer handed to Decode (Release clears them).
+	dirty int
 }
 
 // NewPipeDecoder returns a decoder enforcing l.
@@ -49,7 +52,7 @@ func (d *PipeDecoder) Decode(buf []byte) (fields [][]byte, n int, err error) {
 		d.scratch = nil
 	}
 	if cap(d.fields) > maxRetainedFields {
-		d.fields = nil
+		d.fields, d.dirty = nil, 0
 	}
 	maxFrame := d.lim.maxFrame()
 
@@ -93,10 +96,28 @@ func (d *PipeDecoder) Decode(buf []byte) (fields [][]byte, n int, err error) {
 	} else {
 		fields, err = d.unescape(line)
 	}
+	d.dirty = max(d.dirty, len(d.fields))
 	if err != nil {
 		return nil, n, err
 	}
 	return fields, n, nil
+}
+
+// Release drops the decoder's references to the buffers it decoded from,
+// for a caller that is done with the fields Decode returned and is going
+// to wait for more input: the fields alias the caller's buffer or the
+// scratch buffer, and kept for the next line they would hold the last
+// one, up to MaxFrame bytes, for as long as the connection is idle.
+// Storage grown past what is worth keeping goes too.
+func (d *PipeDecoder) Release() {
+	clear(d.fields[:d.dirty])
+	d.dirty = 0
+	if cap(d.fields) > maxRetainedFields {
+		d.fields = nil
+	}
+	if cap(d.scratch) > maxRetainedScratch {
+		d.scratch = nil
+	}
 }
 
 // overFrame reports whether the first n bytes of buf, a line without its

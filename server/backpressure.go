@@ -63,14 +63,20 @@ func (s *Server) parkForOutput(cs *conn) {
 }
 
 func (s *Server) scheduleOutputCheck(l *loop) {
-	if l.outCheck {
+	scheduleCheck(l, &l.outCheck, s.checkOutput)
+}
+
+// scheduleCheck runs check on l in outputCheckEvery unless one is already
+// scheduled (*pending, loop-owned).
+func scheduleCheck(l *loop, pending *bool, check func(*loop)) {
+	if *pending {
 		return
 	}
-	l.outCheck = true
+	*pending = true
 	time.AfterFunc(outputCheckEvery, func() {
 		if err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			l.outCheck = false
-			s.checkOutput(l)
+			*pending = false
+			check(l)
 			return nil
 		})); err != nil {
 			return // the engine stopped
@@ -107,5 +113,72 @@ func (s *Server) checkOutput(l *loop) {
 	}
 	if len(l.outParked) > 0 {
 		s.scheduleOutputCheck(l)
+	}
+}
+
+// The write budget. Each connection's writes waiting for the store are
+// bounded (maxPendingWriteBytes), but not all connections' together: when
+// the engine stalls (level 0 full, memtables waiting for flush) every
+// connection queued up to 64 MiB, and 200 connections pipelining 1 MiB
+// SETs held 6.3 GB of a node with a 512 MiB engine budget. Writes handed
+// to the store and not yet acknowledged are bounded by max_input_bytes,
+// all connections together, as their unparsed requests are: past it a
+// connection about to hand over a write parks (its requests wait unparsed,
+// within max_input_bytes) until the store has caught up. Over the budget
+// by at most one burst per event loop (a write group, or a request of
+// max_frame_bytes).
+
+// overWriteBudget reports whether the writes waiting for the store, all
+// connections together, have reached max_input_bytes.
+func (s *Server) overWriteBudget() bool {
+	limit := int64(s.cfg.MaxInputBytes)
+	return limit > 0 && s.writing.Load() >= limit
+}
+
+// parkForWrites stops parsing cs until the writes waiting for the store
+// are back under budget (checkWrites): nothing of cs's own may be pending
+// to resume it.
+func (s *Server) parkForWrites(cs *conn) {
+	cs.withdraw()
+	cs.parked = true
+	l := cs.loop
+	if l.writeParked == nil {
+		l.writeParked = make(map[*conn]struct{})
+	}
+	l.writeParked[cs] = struct{}{}
+	s.scheduleWriteCheck(l)
+}
+
+func (s *Server) scheduleWriteCheck(l *loop) {
+	scheduleCheck(l, &l.writeCheck, s.checkWrites)
+}
+
+// checkWrites resumes the connections of l parked for the write budget
+// once it has room again, and checks again later while any stays parked.
+// A connection also parked for a reason of its own is left to its own
+// replies to resume (advance). It runs on l.
+func (s *Server) checkWrites(l *loop) {
+	l.enter()
+	defer l.busy.Add(-1)
+	l.retire()
+	for cs := range l.writeParked {
+		switch {
+		case cs.closed || cs.closing || !cs.parked:
+			delete(l.writeParked, cs)
+		case s.overWriteBudget():
+			// Still waiting.
+		default:
+			delete(l.writeParked, cs)
+			if !s.canResume(cs) {
+				continue
+			}
+			cs.parked = false
+			if s.process(cs) == gnet.Close {
+				_ = cs.c.Close()
+			}
+		}
+	}
+	if len(l.writeParked) > 0 {
+		s.scheduleWriteCheck(l)
 	}
 }

@@ -210,6 +210,11 @@ type loop struct {
 	// outCheck is set while a check of them is scheduled.
 	outParked map[*conn]struct{}
 	outCheck  bool
+	// writeParked are the connections parked because the writes of all
+	// connections waiting for the store are over budget (loop-owned), and
+	// writeCheck is set while a check of them is scheduled.
+	writeParked map[*conn]struct{}
+	writeCheck  bool
 
 	mu        sync.Mutex
 	mail      []*pending

@@ -50,7 +50,15 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 			g = &writeGroup{batch: lsm.NewBatch()}
 			// Room for a few more writes like this one, but a group is cut
 			// at maxGroupBytes: eight times a 30 MiB SET reserved 240 MiB.
-			g.batch.Grow(min(8*lsm.PutSize(len(key), len(value)), lsm.PutSize(len(key), len(value))+maxGroupBytes))
+			// A write that reaches it alone is the group's last: room for
+			// maxGroupBytes more doubled what pipelined 1 MiB SETs held
+			// waiting for a stalled engine.
+			n := lsm.PutSize(len(key), len(value))
+			room := min(8*n, n+maxGroupBytes)
+			if n >= maxGroupBytes {
+				room = n
+			}
+			g.batch.Grow(room)
 		}
 		cs.open = g
 	}
@@ -88,7 +96,10 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 	}
 	// Counted before the completion can be seen (tryDirect uncounts it).
 	s.inflight.Add(int64(len(g.members)))
+	size := int64(g.batch.Size())
+	s.writing.Add(size)
 	s.store.Write(g.batch, func(err error) {
+		s.writing.Add(-size)
 		for _, p := range g.members {
 			switch {
 			case err != nil:

@@ -275,17 +275,7 @@ func TestPendingWriteBytesAreBounded(t *testing.T) {
 		}
 		sent <- nil
 	}()
-	// Wait until the handed-over bytes stop growing.
-	var last int64 = -1
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		st.mu.Lock()
-		b := st.bytes
-		st.mu.Unlock()
-		if b == last && b > 0 {
-			break
-		}
-		last = b
-	}
+	last := st.settledBytes()
 	if limit := int64(maxPendingWriteBytes + 2<<20); last > limit {
 		t.Fatalf("%d MiB of writes handed to a store that acknowledged none, want at most %d MiB", last>>20, limit>>20)
 	}
@@ -419,4 +409,85 @@ func TestOneRangeInFlight(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWritesOfAllClientsAreBounded: clients pipelining big writes into a
+// store that acknowledges none (a stalled engine) are parked once the
+// writes waiting for it, all clients together, reach max_input_bytes;
+// each client's own bound (64 MiB) let every connection queue that much
+// (200 connections pipelining 1 MiB SETs held 6.3 GB). Once the store
+// catches up, every write is answered. (What the parked clients send
+// meanwhile waits unparsed, within max_input_bytes too: here less than
+// that, so none is closed.)
+func TestWritesOfAllClientsAreBounded(t *testing.T) {
+	st := &heldWritesStore{slowStore: newSlowStore(), release: make(chan struct{})}
+	const budget = 16 << 20
+	addr := startTestServer(t, st, func(c *conf.Server) {
+		// A parked connection may hold 2 x max_frame_bytes of input: more
+		// than its whole pipeline.
+		c.MaxFrameBytes, c.MaxInputBytes = 4<<20, budget
+	})
+	const conns, n, size = 6, 5, 1 << 20
+	put := []byte("PUT|k|" + strings.Repeat("v", size) + "\n")
+	set := appendRESP(nil, "SET", "k", strings.Repeat("v", size))
+	cs := make([]net.Conn, conns)
+	sent := make(chan error, conns)
+	for i := range cs {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs[i] = c
+		req := put
+		if i%2 == 1 {
+			req = set
+		}
+		go func() {
+			for range n {
+				if _, err := c.Write(req); err != nil {
+					sent <- err
+					return
+				}
+			}
+			sent <- nil
+		}()
+	}
+	for range cs {
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := st.settledBytes()
+	// Over the budget by at most about a write per connection, and well
+	// under the conns*n MiB sent.
+	if limit := int64(budget + (conns+2)*size); last > limit {
+		t.Fatalf("%d MiB of writes handed to a store that acknowledged none, want at most %d MiB (max_input_bytes %d MiB)", last>>20, limit>>20, budget>>20)
+	}
+	close(st.release)
+	for i, c := range cs {
+		r := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for j := range n {
+			if line, err := r.ReadString('\n'); err != nil || (line != "OK\n" && line != "+OK\r\n") {
+				t.Fatalf("conn %d reply %d: %q, %v", i, j, line, err)
+			}
+		}
+	}
+}
+
+// settledBytes waits until the bytes handed over to st stop growing (at
+// most 10 s) and returns them.
+func (st *heldWritesStore) settledBytes() int64 {
+	var last int64 = -1
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		st.mu.Lock()
+		b := st.bytes
+		st.mu.Unlock()
+		if b == last && b > 0 {
+			break
+		}
+		last = b
+	}
+	return last
 }

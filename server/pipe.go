@@ -175,7 +175,11 @@ func (s *Server) membership(cs *conn, args [][]byte, start int64, op func(id uin
 func (s *Server) write(cs *conn, b *lsm.Batch, cmd int, start int64, ok []byte) {
 	p := s.newPending(cs, classWrite, cmd, start)
 	p.bytes = int64(b.Size())
-	s.store.Write(b, func(err error) { s.finishOK(p, cs, err, ok) })
+	s.writing.Add(p.bytes)
+	s.store.Write(b, func(err error) {
+		s.writing.Add(-p.bytes)
+		s.finishOK(p, cs, err, ok)
+	})
 	s.settle(p)
 }
 

@@ -93,6 +93,9 @@ func (s *Server) parseAll(cs *conn) {
 			break
 		}
 	}
+	// The arguments of the requests just run alias the input, which must
+	// not stay reachable while the connection waits for more.
+	cs.releaseDecoder()
 	if !cs.closing && !cs.closed {
 		if limit := 2 * int(s.cfg.MaxFrameBytes); limit > 0 && cs.inputBuffered() > limit {
 			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", addrString(c.RemoteAddr()), "buffered", cs.inputBuffered())
@@ -239,6 +242,18 @@ func (s *Server) choose(cs *conn, first byte) {
 	cs.pipe = codec.NewPipeDecoder(s.connLimits(cs))
 }
 
+// releaseDecoder drops the decoder's references to the input it decoded
+// (codec's Release): an idle connection that had sent a request of
+// max_frame_bytes pinned all of it.
+func (cs *conn) releaseDecoder() {
+	switch cs.proto {
+	case protoRESP:
+		cs.resp.Release()
+	case protoPipe:
+		cs.pipe.Release()
+	}
+}
+
 func (cs *conn) need() int {
 	if cs.proto == protoRESP {
 		return cs.resp.Need()
@@ -302,6 +317,10 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 // admit applies the ordering and back-pressure rules before a command of
 // the given class runs; false parks the connection.
 func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
+	if cmd.class == classWrite && s.overWriteBudget() {
+		s.parkForWrites(cs)
+		return false
+	}
 	if cs.q.len() == 0 {
 		return true
 	}

@@ -479,7 +479,11 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 			s.finish(p, reply)
 			return
 		}
-		s.store.Write(newDeleteBatch(existing), func(err error) {
+		b := newDeleteBatch(existing)
+		size := int64(b.Size())
+		s.writing.Add(size)
+		s.store.Write(b, func(err error) {
+			s.writing.Add(-size)
 			s.finishOK(p, cs, err, reply)
 		})
 	})

@@ -80,6 +80,7 @@ type Server struct {
 	inflight   atomic.Int64 // replies handed to the store and not yet delivered
 	offers     atomic.Int64 // direct-reply offers out (offerDirect)
 	input      atomic.Int64 // unparsed input of all connections (chargeInput)
+	writing    atomic.Int64 // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
 	enrolling  atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
 	// fdMu keeps handovers (read) from seeing the accept loop's reserve
 	// descriptor freed for a moment (write; see reserve.refuseOne).
