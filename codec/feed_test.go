@@ -39,6 +39,7 @@ func framesString(fs []frame) string {
 type requestDecoder interface {
 	Decode(buf []byte) ([][]byte, int, error)
 	Need() int
+	Release()
 }
 
 func fieldStrings(fields [][]byte) []string {
@@ -56,6 +57,7 @@ func fieldStrings(fields [][]byte) []string {
 type feedMode struct {
 	copyBuf    bool // hand over a fresh copy each call, as gnet's Peek may
 	ignoreNeed bool // call Decode even when fewer than Need bytes are there
+	release    bool // call Release after each prefix, as a server waiting for more input does
 }
 
 // feed makes data visible to dec one prefix at a time (the cuts, then all
@@ -104,6 +106,9 @@ func feed(t testing.TB, dec requestDecoder, data []byte, mode feedMode, cuts ...
 			}
 			out = append(out, frame{fields: fieldStrings(fields)})
 			off += n
+		}
+		if mode.release {
+			dec.Release()
 		}
 	}
 	return out

@@ -84,7 +84,7 @@ func FuzzPipeDecode(f *testing.F) {
 			want := referencePipe(data, lim)
 			got := feed(t, NewPipeDecoder(lim), data, feedMode{})
 			sameFrames(t, "whole input against the reference", got, want)
-			got = feed(t, NewPipeDecoder(lim), data, feedMode{copyBuf: true}, c)
+			got = feed(t, NewPipeDecoder(lim), data, feedMode{copyBuf: true, release: true}, c)
 			sameFrames(t, "split input", got, want)
 			got = feed(t, NewPipeDecoder(lim), data, feedMode{ignoreNeed: true}, everyByte(len(data))...)
 			sameFrames(t, "byte by byte", got, want)
@@ -180,7 +180,7 @@ func FuzzRESPDecode(f *testing.F) {
 		c := int(cut) % (len(data) + 1)
 		for _, lim := range limitSets {
 			want := feed(t, NewRESPDecoder(lim), data, feedMode{})
-			got := feed(t, NewRESPDecoder(lim), data, feedMode{copyBuf: true}, c)
+			got := feed(t, NewRESPDecoder(lim), data, feedMode{copyBuf: true, release: true}, c)
 			sameFrames(t, "split input", got, want)
 			got = feed(t, NewRESPDecoder(lim), data, feedMode{ignoreNeed: true}, everyByte(len(data))...)
 			sameFrames(t, "byte by byte", got, want)

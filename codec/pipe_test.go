@@ -87,7 +87,7 @@ func TestPipeDecode(t *testing.T) {
 			data := []byte(tt.in)
 			got := feed(t, new(PipeDecoder), data, feedMode{})
 			sameFrames(t, "whole", got, tt.want)
-			got = feed(t, new(PipeDecoder), data, feedMode{copyBuf: true}, everyByte(len(data))...)
+			got = feed(t, new(PipeDecoder), data, feedMode{copyBuf: true, release: true}, everyByte(len(data))...)
 			sameFrames(t, "byte by byte", got, tt.want)
 		})
 	}

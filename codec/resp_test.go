@@ -77,12 +77,12 @@ func checkRESP(t *testing.T, lim Limits, in string, want []frame) {
 	data := []byte(in)
 	got := feed(t, NewRESPDecoder(lim), data, feedMode{})
 	sameFrames(t, "whole", got, want)
-	got = feed(t, NewRESPDecoder(lim), data, feedMode{copyBuf: true}, everyByte(len(data))...)
+	got = feed(t, NewRESPDecoder(lim), data, feedMode{copyBuf: true, release: true}, everyByte(len(data))...)
 	sameFrames(t, "byte by byte", got, want)
 	got = feed(t, NewRESPDecoder(lim), data, feedMode{ignoreNeed: true}, everyByte(len(data))...)
 	sameFrames(t, "byte by byte ignoring Need", got, want)
 	for cut := 1; cut < len(data); cut++ {
-		got = feed(t, NewRESPDecoder(lim), data, feedMode{copyBuf: true}, cut)
+		got = feed(t, NewRESPDecoder(lim), data, feedMode{copyBuf: true, release: true}, cut)
 		sameFrames(t, "split", got, want)
 	}
 }
