@@ -52,6 +52,18 @@ import (
 //     reused by another cluster) must never count. Builds without notices
 //     neither send nor read them; a notice that cannot be written at once
 //     closes the connection rather than hold up the raft messages behind it.
+//   - A message connection whose peer closed it (the peer stopped or
+//     restarted) is dialed again by its next send, which then goes out on
+//     the new connection. Dragonboat keeps a connection per target and
+//     group of shards (StreamConnections) and reads nothing from it, so
+//     one that carried nothing while the peer restarted would otherwise be
+//     found dead only by a send, maybe seconds later: that send fails, the
+//     message is lost, and dragonboat's circuit breaker for the address
+//     trips at its first failure, dropping every message to the peer, on
+//     every connection, for 0.25-0.75 s (longer after more failures). A
+//     leader whose only live follower that is (a third node down) loses
+//     its quorum: in a rolling restart, the leaders the third node handed
+//     its shards to lost them again this way, one shard after another.
 const (
 	frameHeaderLen = 9
 	frameBatch     = 1 // a pb.MessageBatch
@@ -393,8 +405,11 @@ func (t *tcpTransport) noticeRemoved(c net.Conn, mb pb.MessageBatch, noticed map
 
 // readNotices reads what the peer sends back on a dialed message
 // connection, removal notices only, until the connection closes; anything
-// else closes it (dragonboat then dials again).
-func (t *tcpTransport) readNotices(c net.Conn) {
+// else closes it. It closes ended when it returns: the connection can
+// carry nothing more (the peer closed it, or it failed), and the next
+// send dials again (frameConn.redialIfEnded).
+func (t *tcpTransport) readNotices(c net.Conn, ended chan<- struct{}) {
+	defer close(ended)
 	r := bufio.NewReaderSize(c, 64)
 	for {
 		kind, payload, err := readFrame(r, nil)
@@ -456,8 +471,9 @@ func (t *tcpTransport) GetConnection(ctx context.Context, target string) (raftio
 	if err != nil {
 		return nil, err
 	}
-	go t.readNotices(c)
-	return &frameConn{c: c, target: target, faults: t.faults, sent: &t.lastSent}, nil
+	ended := make(chan struct{})
+	go t.readNotices(c, ended)
+	return &frameConn{c: c, target: target, faults: t.faults, sent: &t.lastSent, t: t, ctx: ctx, ended: ended}, nil
 }
 
 func (t *tcpTransport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
@@ -477,14 +493,50 @@ type frameConn struct {
 	buf      []byte
 	snapshot bool
 	sent     *atomic.Int64 // the transport's lastSent; nil for snapshots
+
+	// A message connection's dialer (and the context dragonboat gave it),
+	// and what its readNotices closes once the connection can carry
+	// nothing more; nil for snapshots.
+	t     *tcpTransport
+	ctx   context.Context
+	ended chan struct{}
 }
 
 func (f *frameConn) SendMessageBatch(mb pb.MessageBatch) error {
+	if err := f.redialIfEnded(); err != nil {
+		return err
+	}
 	err := f.send(frameBatch, mb.Size(), mb.MarshalTo)
 	if err == nil && f.sent != nil {
 		f.sent.Store(time.Now().UnixNano())
 	}
 	return err
+}
+
+// redialIfEnded replaces a message connection that its peer closed (it
+// stopped or restarted since the last send) with a new one to the same
+// target, so the send goes to the peer as it is now instead of failing.
+// Only a failed dial is an error (dragonboat then handles the peer as
+// unreachable, as for any send that fails).
+func (f *frameConn) redialIfEnded() error {
+	if f.ended == nil {
+		return nil
+	}
+	select {
+	case <-f.ended:
+	default:
+		return nil
+	}
+	f.c.Close()
+	c, err := f.t.dial(f.ctx, f.target)
+	if err != nil {
+		return err
+	}
+	f.t.log.Debug("raft transport: the peer closed an idle connection; dialed it again", "target", f.target)
+	f.c = c
+	f.ended = make(chan struct{})
+	go f.t.readNotices(c, f.ended)
+	return nil
 }
 
 func (f *frameConn) SendChunk(ch pb.Chunk) error {

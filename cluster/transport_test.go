@@ -363,3 +363,60 @@ func TestSecretAuthenticatesConnections(t *testing.T) {
 		t.Fatal("a node with a secret does not answer liveness probes")
 	}
 }
+
+// TestTransportRedialsPeerThatRestarted: a message connection whose peer
+// stopped and started again on the same address (a node restarted while
+// the connection carried nothing) delivers the next batches to the new
+// peer, authenticated with the secret, instead of failing (broken pipe)
+// after losing the first: dragonboat keeps such idle connections, and a
+// failed send trips its circuit breaker for the whole peer.
+func TestTransportRedialsPeerThatRestarted(t *testing.T) {
+	f := transportFactory{log: slog.New(slog.DiscardHandler), secret: []byte("s3cret")}
+	before := make(chan pb.MessageBatch, 1)
+	peer, addr := startTransportWith(t, f, before, make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	sender, _ := startTransportWith(t, f, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	conn, err := sender.GetConnection(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	batch := func(i int) pb.MessageBatch {
+		return pb.MessageBatch{Requests: []pb.Message{{Type: pb.Heartbeat, ShardID: 1, From: 1, To: 2, Commit: uint64(i)}}}
+	}
+	if err := conn.SendMessageBatch(batch(0)); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, before)
+
+	// The peer stops (its accepted connections close) and starts again.
+	if err := peer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := make(chan pb.MessageBatch, 100)
+	restarted := f.Create(config.NodeHostConfig{RaftAddress: addr},
+		func(mb pb.MessageBatch) { after <- mb }, func(pb.Chunk) bool { return true })
+	if err := restarted.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+
+	// Every send succeeds, and the restarted peer gets the batches (the
+	// first may be written before the sender saw the old connection end,
+	// and be lost with it, as a message sent while a peer restarts is).
+	for i := 1; ; i++ {
+		if err := conn.SendMessageBatch(batch(i)); err != nil {
+			t.Fatalf("send %d after the peer restarted: %v", i, err)
+		}
+		select {
+		case mb := <-after:
+			if len(mb.Requests) != 1 || mb.Requests[0].Commit == 0 {
+				t.Fatalf("restarted peer got %+v", mb)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if i == 500 {
+			t.Fatal("the restarted peer got none of 500 batches")
+		}
+	}
+}
