@@ -288,23 +288,29 @@ func (c *Client) ClusterStatus(ctx context.Context) (Status, error) {
 // ClusterNodes returns one description per member, as the server formats
 // it: "id=1,client=127.0.0.1:8080,raft=127.0.0.1:7001,state=up".
 func (c *Client) ClusterNodes(ctx context.Context) ([]string, error) {
-	var nodes []string
-	err := c.roundTrip(ctx, "CLUSTER_NODES", func(b []byte) []byte { return appendRequest(b, "CLUSTER_NODES") }, 1,
+	return c.countedList(ctx, "CLUSTER_NODES")
+}
+
+// countedList sends cmd, which takes no argument and answers
+// CMD|n|item1|...|itemn, and returns the items.
+func (c *Client) countedList(ctx context.Context, cmd string) ([]string, error) {
+	var list []string
+	err := c.roundTrip(ctx, cmd, func(b []byte) []byte { return appendRequest(b, cmd) }, 1,
 		func(_ int, f [][]byte) error {
 			if err := replyError(f); err != nil {
 				return err
 			}
-			items, err := parseCounted("CLUSTER_NODES", f, 1)
+			items, err := parseCounted(cmd, f, 1)
 			if err != nil {
 				return err
 			}
-			nodes = make([]string, len(items))
+			list = make([]string, len(items))
 			for i, it := range items {
-				nodes[i] = string(it)
+				list[i] = string(it)
 			}
 			return nil
 		})
-	return nodes, err
+	return list, err
 }
 
 // ClusterCheck runs a consistency check of the cluster (CLUSTER_CHECK): the
@@ -314,23 +320,7 @@ func (c *Client) ClusterNodes(ctx context.Context) ([]string, error) {
 // state is consistent, inconsistent or incomplete. Every replica reads its
 // whole shard: give it a timeout to match the data.
 func (c *Client) ClusterCheck(ctx context.Context) ([]string, error) {
-	var shards []string
-	err := c.roundTrip(ctx, "CLUSTER_CHECK", func(b []byte) []byte { return appendRequest(b, "CLUSTER_CHECK") }, 1,
-		func(_ int, f [][]byte) error {
-			if err := replyError(f); err != nil {
-				return err
-			}
-			items, err := parseCounted("CLUSTER_CHECK", f, 1)
-			if err != nil {
-				return err
-			}
-			shards = make([]string, len(items))
-			for i, it := range items {
-				shards[i] = string(it)
-			}
-			return nil
-		})
-	return shards, err
+	return c.countedList(ctx, "CLUSTER_CHECK")
 }
 
 // ClusterLeader describes the leader of the shard owning key

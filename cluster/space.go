@@ -111,19 +111,7 @@ func parseSpaceAnswer(p []byte) (low bool, avail uint64) {
 	return p[0]&1 != 0, binary.LittleEndian.Uint64(p[1:])
 }
 
-func (c *Cluster) spaceLoop() {
-	defer c.loops.Done()
-	t := time.NewTicker(spaceInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			c.space.check()
-		}
-	}
-}
+func (c *Cluster) spaceLoop() { c.every(spaceInterval, c.space.check) }
 
 // spaceErr returns why writes are refused for want of space (this node's
 // or a member's that this node sees up), or nil.

@@ -33,16 +33,20 @@ type view struct {
 	lowSpace []memberSpace
 }
 
-func (c *Cluster) statusLoop() {
+func (c *Cluster) statusLoop() { c.every(statusInterval, c.refresh) }
+
+// every runs f every d until the node stops; it is a background loop
+// (c.loops).
+func (c *Cluster) every(d time.Duration, f func()) {
 	defer c.loops.Done()
-	t := time.NewTicker(statusInterval)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
-			c.refresh()
+			f()
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,25 +15,14 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/conf"
-	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/internal/lsmtest"
 )
 
 // TestCheckStandalone: -check passes a sound directory and names the
 // table of a flipped byte that no read has met, with exit status 1.
 func TestCheckStandalone(t *testing.T) {
 	dir := t.TempDir()
-	db, err := lsm.Open(dir, lsm.Options{Compression: lsm.CompressionNone})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 100 {
-		if err := db.Put(fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "value-%03d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := db.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	db, table := lsmtest.OneTable(t, dir, 100)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,25 +36,10 @@ func TestCheckStandalone(t *testing.T) {
 		t.Fatalf("report:\n%s", out.String())
 	}
 
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if len(tables) != 1 {
-		t.Fatalf("tables %v", tables)
-	}
-	data, err := os.ReadFile(tables[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(data, []byte("value-050"))
-	if i < 0 {
-		t.Fatal("value not found in the table")
-	}
-	data[i+6] ^= 1
-	if err := os.WriteFile(tables[0], data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	lsmtest.FlipValue(t, table, "value-050")
 	out.Reset()
-	err = checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler))
-	if !errors.Is(err, errDamage) || !strings.Contains(out.String(), "DAMAGED") || !strings.Contains(out.String(), filepath.Base(tables[0])) {
+	err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, errDamage) || !strings.Contains(out.String(), "DAMAGED") || !strings.Contains(out.String(), filepath.Base(table)) {
 		t.Fatalf("check of a damaged table: %v\n%s", err, out.String())
 	}
 }
