@@ -169,6 +169,13 @@ func (c *Cluster) WaitCaughtUp(ctx context.Context) error {
 	if err := c.serving(); err != nil {
 		return err
 	}
+	if up, voters := c.votersUp(); up*2 <= voters {
+		// The first node of a cluster started one node at a time (or a
+		// node that finds most members down): no shard can elect a leader
+		// until more members start, which may be waiting for this one's
+		// port; waiting would only delay them.
+		return fmt.Errorf("cluster: %d of %d voting members up, no quorum to catch up with", up, voters)
+	}
 	var mu sync.Mutex
 	var behind []uint64
 	var wg sync.WaitGroup
@@ -230,4 +237,23 @@ func (c *Cluster) readIndexRound(ctx context.Context, shard uint64) error {
 		}
 		backoff = min(2*backoff, maxRetryBackoff)
 	}
+}
+
+// votersUp counts the voting members the status view has, and those of
+// them up (this node included).
+func (c *Cluster) votersUp() (up, voters int) {
+	v := c.view.Load()
+	if v == nil {
+		return 0, 0
+	}
+	for _, n := range v.nodes {
+		if n.NonVoting {
+			continue
+		}
+		voters++
+		if n.Up {
+			up++
+		}
+	}
+	return up, voters
 }

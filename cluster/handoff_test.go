@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,5 +154,23 @@ func TestWaitCaughtUp(t *testing.T) {
 		if _, err := n.nh.StaleRead(shardOf(op.key, n.shards), &readBatch{ops: []*readOp{op}}); err != nil || op.err != nil || string(op.val) != "v" {
 			t.Fatalf("%s on the restarted node's replica: %q (%v, %v), want \"v\"", k, op.val, err, op.err)
 		}
+	}
+}
+
+// TestWaitCaughtUpWithoutQuorum: a node that finds most voting members down
+// (the first of a cluster started one node at a time) does not wait for a
+// catch-up that cannot happen before they start, which may be waiting for
+// its client port.
+func TestWaitCaughtUpWithoutQuorum(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{})
+	tc.stop(1)
+	tc.stop(2)
+	n := tc.nodes[0]
+	n.refresh()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := n.WaitCaughtUp(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "1 of 3 voting members up") {
+		t.Fatalf("WaitCaughtUp with 1 of 3 members up: %v (context %v)", err, ctx.Err())
 	}
 }
