@@ -515,8 +515,12 @@ func TestLinearizableUnderPartitions(t *testing.T) {
 		}
 	}
 
+	// Longer than the isolation above: the victim must first notice it
+	// hears nothing (check quorum) before its followers, which still hear
+	// it, time out and elect; under a loaded CI run that took the whole of
+	// a 3 s fault once.
 	victim = tc.leaderOf(tc.nodes[0], 1)
-	from, to = phase(fmt.Sprintf("node %d hears nothing", victim+1), 3*time.Second, func() {
+	from, to = phase(fmt.Sprintf("node %d hears nothing", victim+1), 5*time.Second, func() {
 		for _, j := range others(nodes, victim) {
 			tc.cutOneWay(j, victim)
 		}
