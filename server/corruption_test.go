@@ -8,55 +8,30 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvstore/kv/internal/lsmtest"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
 )
 
-// damagedLocal writes n keys to one table, flips 4 bytes in the middle of
-// it (a data block) and reopens: reads of the keys in that block fail.
+// damagedLocal writes n keys (k000...) to one table, flips a bit of a
+// value in it (a data block) and reopens: reads of the keys in that block
+// fail.
 func damagedLocal(t *testing.T, n int) *store.Local {
 	t.Helper()
 	dir := t.TempDir()
-	opts := lsm.Options{Sync: lsm.SyncNone, MemtableBytes: 4 << 20, BlockCacheBytes: 1 << 20,
-		Compression: lsm.CompressionNone, Logger: slog.New(slog.DiscardHandler)}
-	db, err := lsm.Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		if err := db.Put(fmt.Appendf(nil, "k%05d", i), []byte(strings.Repeat("v", 100))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := db.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	db, table := lsmtest.OneTable(t, dir, n)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if len(tables) != 1 {
-		t.Fatalf("tables %v, want one", tables)
-	}
-	data, err := os.ReadFile(tables[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 4 {
-		data[len(data)/2+i] ^= 0xff
-	}
-	if err := os.WriteFile(tables[0], data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	db, err = lsm.Open(dir, opts)
+	lsmtest.FlipValue(t, table, fmt.Sprintf("value-%03d", n/2))
+	db, err := lsm.Open(dir, lsm.Options{Compression: lsm.CompressionNone, BlockCacheBytes: 1 << 20,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +54,7 @@ func TestDamagedTableVisible(t *testing.T) {
 	defer conn.Close()
 	var req strings.Builder
 	for i := range n {
-		fmt.Fprintf(&req, "GET|k%05d\n", i)
+		fmt.Fprintf(&req, "GET|k%03d\n", i)
 	}
 	req.WriteString("PUT|after|1\nGET|after\n")
 	if _, err := io.WriteString(conn, req.String()); err != nil {
