@@ -29,7 +29,8 @@ import (
 //
 // A replica that meets a kind above cmdMaxKind stops applying rather than
 // skip it (errNewerCommand), so a cluster is upgraded node by node and a
-// version proposes a new kind only once every member runs it.
+// version proposes a new kind only once every member says it applies it
+// (requireKind).
 const (
 	cmdWrite  byte = 1
 	cmdClear  byte = 2

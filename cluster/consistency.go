@@ -163,6 +163,9 @@ func (c *Cluster) CheckConsistency(ctx context.Context) ([]store.ShardCheck, err
 	if err := c.serving(); err != nil {
 		return nil, err
 	}
+	if err := c.requireKind(cmdHash, "the consistency check"); err != nil {
+		return nil, err
+	}
 	var out []store.ShardCheck
 	for shard := uint64(1); shard <= uint64(c.shards); shard++ {
 		sc, err := c.checkShard(ctx, shard)

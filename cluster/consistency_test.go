@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/kvstore/kv/store"
@@ -19,6 +20,18 @@ func TestConsistencyCheck(t *testing.T) {
 	for i := range 100 {
 		mustPut(t, tc.nodes[i%3], fmt.Sprintf("ck%03d", i), "v")
 	}
+
+	// While a member runs a version without cmdHash, which would stop
+	// applying at the check's entry, the check is refused up front.
+	tc.faults[2].olderKind.Store(uint32(cmdForget))
+	tc.nodes[0].refresh()
+	if _, err := tc.nodes[0].CheckConsistency(context.Background()); err == nil ||
+		!strings.Contains(err.Error(), "node 3 runs an older version") {
+		t.Fatalf("check with node 3 on an older version: %v", err)
+	}
+	tc.faults[2].olderKind.Store(0)
+	tc.nodes[0].refresh()
+
 	stop := make(chan struct{})
 	wait := loopWriters(4, stop, func(w, i int) bool {
 		return put(tc.nodes[w%3], fmt.Sprintf("w%d-%d", w, i%50), fmt.Sprint(i)) == nil

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,37 +77,11 @@ func (g *spaceGuard) check() {
 // liftAt is the free space at which a raised alarm lifts.
 func (g *spaceGuard) liftAt() uint64 { return g.min + g.min/8 }
 
-// probeAnswer is the payload of this node's answer to a liveness probe:
-// a flags byte (1: short of space) and the space available, 8 bytes. A
-// node without a guard answers with none, as nodes before it did.
-func (g *spaceGuard) probeAnswer() []byte {
-	if g == nil {
-		return nil
-	}
-	p := make([]byte, spaceAnswerLen)
-	if g.low.Load() {
-		p[0] = 1
-	}
-	binary.LittleEndian.PutUint64(p[1:], g.avail.Load())
-	return p
-}
-
-const spaceAnswerLen = 9
-
 // memberSpace is what a member's probe answer said of its disk.
 type memberSpace struct {
 	id    uint64
 	low   bool
 	avail uint64
-}
-
-// parseSpaceAnswer reads a probe answer's payload (empty from a node
-// without a guard: not short of space).
-func parseSpaceAnswer(p []byte) (low bool, avail uint64) {
-	if len(p) < spaceAnswerLen {
-		return false, 0
-	}
-	return p[0]&1 != 0, binary.LittleEndian.Uint64(p[1:])
 }
 
 func (c *Cluster) spaceLoop() { c.every(spaceInterval, c.space.check) }

@@ -45,9 +45,9 @@ func TestSpaceGuardRaisesAndLifts(t *testing.T) {
 		if g.low.Load() != s.low {
 			t.Fatalf("free %d: low = %v, want %v", s.free, g.low.Load(), s.low)
 		}
-		low, avail := parseSpaceAnswer(g.probeAnswer())
-		if low != s.low || avail != s.free {
-			t.Fatalf("free %d: probe answer says low=%v avail=%d", s.free, low, avail)
+		a := parseProbeAnswer(localProbeAnswer(g, cmdMaxKind).encode())
+		if a.low != s.low || a.avail != s.free {
+			t.Fatalf("free %d: probe answer says low=%v avail=%d", s.free, a.low, a.avail)
 		}
 	}
 	// A failed measurement keeps the state.
@@ -56,9 +56,8 @@ func TestSpaceGuardRaisesAndLifts(t *testing.T) {
 	if !g.low.Load() {
 		t.Fatal("a failed measurement lifted the alarm")
 	}
-	// A node without a guard answers probes as before: no payload, not low.
-	var none *spaceGuard
-	if low, _ := parseSpaceAnswer(none.probeAnswer()); low {
+	// A node without a guard is never low.
+	if a := parseProbeAnswer(localProbeAnswer(nil, cmdMaxKind).encode()); a.low {
 		t.Fatal("no guard: reported low")
 	}
 }

@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -31,6 +33,9 @@ type view struct {
 	// lowSpace lists the other members that answered the last probe as
 	// short of disk space: writes are refused while any is (space.go).
 	lowSpace []memberSpace
+	// kinds is each member's newest raft command kind, as it last
+	// answered a probe (requireKind).
+	kinds map[uint64]byte
 }
 
 func (c *Cluster) statusLoop() { c.every(statusInterval, c.refresh) }
@@ -104,8 +109,9 @@ func (c *Cluster) refresh() {
 	if _, ok := clients[c.nodeID]; !ok {
 		clients[c.nodeID] = c.clientAddress()
 	}
-	nodes, lowSpace := c.probe(raftAddrs, clients)
-	c.noteLowSpace(lowSpace)
+	nodes, answers := c.probe(raftAddrs, clients)
+	low := lowSpace(answers)
+	c.noteLowSpace(low)
 
 	up, nv := 0, 0
 	for i := range nodes {
@@ -125,7 +131,7 @@ func (c *Cluster) refresh() {
 		Shards:         c.shards,
 		NodesNonVoting: nv,
 	}
-	c.view.Store(&view{status: st, nodes: nodes, lowSpace: lowSpace})
+	c.view.Store(&view{status: st, nodes: nodes, lowSpace: low, kinds: knownKinds(c.view.Load(), answers)})
 }
 
 // refreshRemoved gives the transport the replicas the cached memberships
@@ -180,8 +186,8 @@ func (c *Cluster) refreshMembers(infos []dragonboat.ShardInfo) {
 }
 
 // probe builds the member list, dialling every other member's raft port
-// at once, and lists the members up but short of disk space.
-func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) ([]store.Node, []memberSpace) {
+// at once, with the answers of those up.
+func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) ([]store.Node, map[uint64]probeAnswer) {
 	if _, ok := raftAddrs[c.nodeID]; !ok {
 		raftAddrs[c.nodeID] = c.cfg.Cluster.RaftAddress
 	}
@@ -198,7 +204,7 @@ func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) 
 		}
 		return 0
 	})
-	spaces := make([]memberSpace, len(nodes))
+	answers := make([]probeAnswer, len(nodes))
 	var wg sync.WaitGroup
 	for i := range nodes {
 		if nodes[i].ID == c.nodeID {
@@ -206,20 +212,44 @@ func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) 
 			continue
 		}
 		wg.Add(1)
-		go func(n *store.Node, sp *memberSpace) {
+		go func(n *store.Node, a *probeAnswer) {
 			defer wg.Done()
-			n.Up, sp.low, sp.avail = probeMemberSpace(n.Raft)
-			sp.id = n.ID
-		}(&nodes[i], &spaces[i])
+			n.Up, *a = probeMemberAnswer(n.Raft)
+		}(&nodes[i], &answers[i])
 	}
 	wg.Wait()
-	var low []memberSpace
-	for i, sp := range spaces {
-		if nodes[i].Up && sp.low {
-			low = append(low, sp)
+	up := make(map[uint64]probeAnswer)
+	for i, a := range answers {
+		if nodes[i].Up && nodes[i].ID != c.nodeID {
+			up[nodes[i].ID] = a
 		}
 	}
-	return nodes, low
+	return nodes, up
+}
+
+// lowSpace lists the members whose answer says they are short of space.
+func lowSpace(answers map[uint64]probeAnswer) []memberSpace {
+	var low []memberSpace
+	for id, a := range answers {
+		if a.low {
+			low = append(low, memberSpace{id: id, low: true, avail: a.avail})
+		}
+	}
+	slices.SortFunc(low, func(a, b memberSpace) int { return cmp.Compare(a.id, b.id) })
+	return low
+}
+
+// knownKinds is each member's newest command kind by its latest answer:
+// this refresh's, or an earlier one's for a member down now.
+func knownKinds(before *view, answers map[uint64]probeAnswer) map[uint64]byte {
+	kinds := make(map[uint64]byte, len(answers))
+	if before != nil {
+		maps.Copy(kinds, before.kinds)
+	}
+	for id, a := range answers {
+		kinds[id] = a.maxKind
+	}
+	return kinds
 }
 
 // noteLowSpace logs the members that became, or stopped being, short of
@@ -248,29 +278,27 @@ func (c *Cluster) noteLowSpace(now []memberSpace) {
 // port: it sends the transport's end-of-stream frame, which a serving
 // transport answers at once (frameClosed), as it does for a snapshot stream.
 func probeMember(raftAddr string) bool {
-	up, _, _ := probeMemberSpace(raftAddr)
+	up, _ := probeMemberAnswer(raftAddr)
 	return up
 }
 
-// probeMemberSpace is probeMember that also reports what the answer says
-// of the member's disk (space.go): short of space, and the bytes free.
-func probeMemberSpace(raftAddr string) (up, lowSpace bool, avail uint64) {
+// probeMemberAnswer is probeMember that also returns the answer (probe.go).
+func probeMemberAnswer(raftAddr string) (bool, probeAnswer) {
 	conn, err := net.DialTimeout("tcp", raftAddr, dialTimeout)
 	if err != nil {
-		return false, false, 0
+		return false, probeAnswer{}
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(probeTimeout))
 	if _, err := conn.Write(appendFrameHeader(nil, frameClose, nil)); err != nil {
-		return false, false, 0
+		return false, probeAnswer{}
 	}
 	// A member with cluster.secret set sends its challenge first.
 	kind, payload, err := firstFrameAfterChallenge(conn)
 	if err != nil || kind != frameClosed {
-		return false, false, 0
+		return false, probeAnswer{}
 	}
-	lowSpace, avail = parseSpaceAnswer(payload)
-	return true, lowSpace, avail
+	return true, parseProbeAnswer(payload)
 }
 
 // registeredMembers reads the member records of shard 1 from the local

@@ -154,6 +154,19 @@ func (r *removals) isRemoved(shard, replica uint64) bool {
 type linkFaults struct {
 	mu  sync.Mutex
 	cut map[string]bool // raft address -> link from this node is cut
+	// olderKind, if set, is the newest command kind this node's probe
+	// answers claim: it poses as a member of an older version.
+	olderKind atomic.Uint32
+}
+
+// answerKind is the newest command kind this node's probe answers claim.
+func (l *linkFaults) answerKind() byte {
+	if l != nil {
+		if k := l.olderKind.Load(); k != 0 {
+			return byte(k)
+		}
+	}
+	return cmdMaxKind
 }
 
 var errLinkCut = errors.New("raft transport: link cut (test fault)")
@@ -349,11 +362,11 @@ func (t *tcpTransport) serve(c net.Conn) {
 				t.log.Debug("raft transport: probe unanswered: the raft engine sent nothing lately", "remote", c.RemoteAddr())
 				return
 			}
-			// A probe's answer says whether this node is short of disk
-			// space (space.go); a snapshot stream's end gets none.
+			// A probe's answer says what peers must know of this node
+			// (probe.go); a snapshot stream's end gets none.
 			var answer []byte
 			if first {
-				answer = t.space.probeAnswer()
+				answer = localProbeAnswer(t.space, t.faults.answerKind()).encode()
 			}
 			c.SetWriteDeadline(time.Now().Add(transportWriteTimeout))
 			c.Write(append(appendFrameHeader(nil, frameClosed, answer), answer...))
