@@ -103,7 +103,10 @@ type Cluster struct {
 	removals *removals
 	// space is the free-space guard (space.go); nil when
 	// cluster.min_free_bytes is 0.
-	space     *spaceGuard
+	space *spaceGuard
+	// tls secures the raft port's connections (peertls.go); nil: plain
+	// TCP.
+	tls       *peerTLS
 	bgMu      sync.Mutex
 	bgClosed  bool // no new membership calls; guards loops.Add after Open
 	stop      chan struct{}
@@ -169,6 +172,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	c.attemptTimeout = min(max(20*configured, 4*effective, 2*time.Second), c.timeout)
 	c.election = effective
 
+	var err error
+	if c.tls, err = loadPeerTLS(cc, c.log); err != nil {
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
 	if err := fs.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
@@ -176,7 +183,6 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		c.space = newSpaceGuard(c.dir, uint64(min), freeSpace, c.log)
 		c.space.check()
 	}
-	var err error
 	if c.cache, err = cache.New(int64(cfg.Storage.BlockCacheBytes)); err != nil {
 		return nil, fmt.Errorf("open cluster: block cache: %w", err)
 	}
@@ -209,7 +215,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
 		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
-			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space}),
+			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space, tls: c.tls}),
 	})
 	if err != nil {
 		c.cache.Close()

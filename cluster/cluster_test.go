@@ -360,7 +360,11 @@ func TestStatusStates(t *testing.T) {
 // snapshot over the state it had (overwrites, deletes and new keys all
 // show), then serves reads and writes.
 func TestPartitionedReplicaCatchesUpBySnapshot(t *testing.T) {
-	tc := newTestCluster(t, clusterOpts{shards: 2, snapshotEntries: 5})
+	testReplicaCatchesUpBySnapshot(t, clusterOpts{shards: 2, snapshotEntries: 5})
+}
+
+func testReplicaCatchesUpBySnapshot(t *testing.T, o clusterOpts) {
+	tc := newTestCluster(t, o)
 	for i := range 40 {
 		mustPut(t, tc.nodes[i%3], fmt.Sprintf("p%03d", i), "v1")
 	}

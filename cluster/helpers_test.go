@@ -67,6 +67,8 @@ type clusterOpts struct {
 	requestTimeout  time.Duration // 0: baseConfig's
 	maxFrameBytes   conf.ByteSize // 0: baseConfig's
 	electionRTT     int           // 0: baseConfig's
+	// configure, if set, adjusts node i's configuration last.
+	configure func(i int, cfg *conf.Config)
 }
 
 func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.Config {
@@ -127,6 +129,9 @@ func newTestCluster(t *testing.T, o clusterOpts) *testCluster {
 		}
 		if o.electionRTT > 0 {
 			cfg.Cluster.ElectionRTT = o.electionRTT
+		}
+		if o.configure != nil {
+			o.configure(i, &cfg)
 		}
 		tc.cfgs = append(tc.cfgs, cfg)
 		tc.nodes = append(tc.nodes, nil)

@@ -114,7 +114,7 @@ func (c *Cluster) join(id uint64, raftAddr, client string) error {
 	// The checks above come first: a repeated join of a member gets "already
 	// a member", which a joiner whose earlier request may have been carried
 	// out takes as its success (sendJoin).
-	if err := checkJoin(id, raftAddr, client); err != nil {
+	if err := checkJoin(c.tls, id, raftAddr, client); err != nil {
 		return err
 	}
 	// From here on every step changes the cluster: a failure says what
@@ -202,7 +202,7 @@ func parseAlreadyMember(msg string, id uint64) (member, nonVoting bool) {
 // checkJoin refuses a join that must not change the cluster, before it
 // changes anything: an address that is not host:port, or a node whose raft
 // port does not answer.
-func checkJoin(id uint64, raftAddr, client string) error {
+func checkJoin(p *peerTLS, id uint64, raftAddr, client string) error {
 	if err := checkHostPort(raftAddr, true); err != nil {
 		return fmt.Errorf("invalid raft address %s for node %d: %w", shortQuote(raftAddr), id, err)
 	}
@@ -215,7 +215,7 @@ func checkJoin(id uint64, raftAddr, client string) error {
 	// CLUSTER_JOIN, so one that does not answer now is not running, or not
 	// reachable at that address. As a non-voter it would count against no
 	// quorum, but the leaders would keep sending to it for nothing.
-	if !probeMember(raftAddr) {
+	if !probeMember(p, raftAddr) {
 		return fmt.Errorf("join of node %d refused: its raft address %s does not answer (a joining node listens there before it asks to join); check that it runs and that this member reaches that address", id, raftAddr)
 	}
 	return nil
@@ -260,6 +260,7 @@ func promoteQuorumError(shard, id uint64, m *dragonboat.Membership, live *livene
 // over a second old. Only the command's goroutine uses it.
 type liveness struct {
 	self uint64
+	tls  *peerTLS
 	seen map[string]bool // raft address -> answered
 }
 
@@ -274,7 +275,7 @@ func (c *Cluster) probeMembers(ms []*dragonboat.Membership) *liveness {
 			}
 		}
 	}
-	return probeAll(c.nodeID, addrs)
+	return probeAll(c.tls, c.nodeID, addrs)
 }
 
 // count is how many voters of m answered, not counting node except (0:
@@ -290,7 +291,7 @@ func (l *liveness) count(m *dragonboat.Membership, except uint64) int {
 }
 
 // probeAll probes every address at once.
-func probeAll(self uint64, addrs []string) *liveness {
+func probeAll(p *peerTLS, self uint64, addrs []string) *liveness {
 	slices.Sort(addrs)
 	addrs = slices.Compact(addrs)
 	up := make([]bool, len(addrs))
@@ -299,11 +300,11 @@ func probeAll(self uint64, addrs []string) *liveness {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			up[i] = probeMember(addr)
+			up[i] = probeMember(p, addr)
 		}()
 	}
 	wg.Wait()
-	l := &liveness{self: self, seen: make(map[string]bool, len(addrs))}
+	l := &liveness{self: self, tls: p, seen: make(map[string]bool, len(addrs))}
 	for i, addr := range addrs {
 		l.seen[addr] = up[i]
 	}
@@ -318,7 +319,7 @@ func (l *liveness) up(id uint64, raftAddr string) bool {
 	}
 	up, ok := l.seen[raftAddr]
 	if !ok {
-		up = probeMember(raftAddr)
+		up = probeMember(l.tls, raftAddr)
 		l.seen[raftAddr] = up
 	}
 	return up

@@ -83,7 +83,7 @@ func (c *Cluster) requireKind(k byte, what string) error {
 		kind, ok := v.kinds[n.ID]
 		if !ok {
 			var a probeAnswer
-			if ok, a = probeMemberAnswer(n.Raft); ok {
+			if ok, a = probeMemberAnswer(c.tls, n.Raft); ok {
 				kind = a.maxKind
 			}
 		}

@@ -214,7 +214,7 @@ func (c *Cluster) probe(raftAddrs map[uint64]string, clients map[uint64]string) 
 		wg.Add(1)
 		go func(n *store.Node, a *probeAnswer) {
 			defer wg.Done()
-			n.Up, *a = probeMemberAnswer(n.Raft)
+			n.Up, *a = probeMemberAnswer(c.tls, n.Raft)
 		}(&nodes[i], &answers[i])
 	}
 	wg.Wait()
@@ -277,19 +277,22 @@ func (c *Cluster) noteLowSpace(now []memberSpace) {
 // probeMember reports whether the member at raftAddr answers on its raft
 // port: it sends the transport's end-of-stream frame, which a serving
 // transport answers at once (frameClosed), as it does for a snapshot stream.
-func probeMember(raftAddr string) bool {
-	up, _ := probeMemberAnswer(raftAddr)
+func probeMember(p *peerTLS, raftAddr string) bool {
+	up, _ := probeMemberAnswer(p, raftAddr)
 	return up
 }
 
 // probeMemberAnswer is probeMember that also returns the answer (probe.go).
-func probeMemberAnswer(raftAddr string) (bool, probeAnswer) {
+func probeMemberAnswer(p *peerTLS, raftAddr string) (bool, probeAnswer) {
 	conn, err := net.DialTimeout("tcp", raftAddr, dialTimeout)
 	if err != nil {
 		return false, probeAnswer{}
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(probeTimeout))
+	if conn, err = p.secure(context.Background(), conn, raftAddr); err != nil {
+		return false, probeAnswer{}
+	}
 	if _, err := conn.Write(appendFrameHeader(nil, frameClose, nil)); err != nil {
 		return false, probeAnswer{}
 	}

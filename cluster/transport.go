@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/hmac"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -104,6 +105,7 @@ type transportFactory struct {
 	stale    time.Duration // engineLive's bound; 0: engineStale
 	secret   []byte        // cluster.secret: connections must prove it (raftauth.go)
 	space    *spaceGuard   // answers probes with this node's free space; nil: no guard
+	tls      *peerTLS      // nil: plain TCP
 }
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
@@ -119,6 +121,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		stale:      f.stale,
 		secret:     f.secret,
 		space:      f.space,
+		tls:        f.tls,
 	}
 }
 
@@ -210,6 +213,7 @@ type tcpTransport struct {
 	deployment uint64
 	secret     []byte
 	space      *spaceGuard // nil: probes are answered without a free-space report
+	tls        *peerTLS    // nil: plain TCP
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -248,6 +252,7 @@ func (t *tcpTransport) Start() error {
 	if err != nil {
 		return fmt.Errorf("raft transport: listen %s: %w", t.addr, err)
 	}
+	ln = t.tls.listen(ln)
 	t.mu.Lock()
 	t.ln = ln
 	t.mu.Unlock()
@@ -299,6 +304,10 @@ func (t *tcpTransport) serve(c net.Conn) {
 		c.Close()
 	}()
 	setKeepAlive(c)
+	if err := serverHandshake(c, authTimeout); err != nil {
+		t.log.Warn("raft transport: TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
+		return
+	}
 	r := bufio.NewReaderSize(c, readBufferBytes)
 	var buf []byte
 	var noticed map[uint64]time.Time // by shard: the last removal notice sent
@@ -470,6 +479,13 @@ func (t *tcpTransport) dial(ctx context.Context, target string) (net.Conn, error
 	if err != nil {
 		return nil, fmt.Errorf("raft transport: dial %s: %w", target, err)
 	}
+	if t.tls != nil {
+		c.SetDeadline(time.Now().Add(transportDialTimeout))
+		if c, err = t.tls.secure(ctx, c, target); err != nil {
+			return nil, err
+		}
+		c.SetDeadline(time.Time{})
+	}
 	if len(t.secret) > 0 {
 		if err := answerChallenge(c, t.secret); err != nil {
 			c.Close()
@@ -634,6 +650,9 @@ func readFrameMax(r io.Reader, buf []byte, max uint32) (kind byte, payload []byt
 }
 
 func setKeepAlive(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetKeepAlive(true)
 		tc.SetKeepAlivePeriod(transportKeepAlive)

@@ -228,7 +228,7 @@ func FuzzReadFrame(f *testing.F) {
 // (a stopped or hung process: the kernel completes the handshake).
 func TestProbeMember(t *testing.T) {
 	_, addr := startTransport(t, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-	if !probeMember(addr) {
+	if !probeMember(nil, addr) {
 		t.Fatal("a serving transport is reported down")
 	}
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -236,12 +236,12 @@ func TestProbeMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close() // accepts in the kernel, never answers
-	if probeMember(silent.Addr().String()) {
+	if probeMember(nil, silent.Addr().String()) {
 		t.Fatal("a port that accepts but never answers is reported up")
 	}
 	closed := silent.Addr().String()
 	silent.Close()
-	if probeMember(closed) {
+	if probeMember(nil, closed) {
 		t.Fatal("a closed port is reported up")
 	}
 }
@@ -256,11 +256,11 @@ func TestProbeUnansweredWhenEngineSilent(t *testing.T) {
 	tr, addr := startTransport(t, make(chan pb.MessageBatch), chunks, func(pb.Chunk) bool { return true })
 	tt := tr.(*tcpTransport)
 	tt.stale = 100 * time.Millisecond
-	if !probeMember(addr) {
+	if !probeMember(nil, addr) {
 		t.Fatal("a transport that just started is reported down")
 	}
 	time.Sleep(150 * time.Millisecond)
-	if probeMember(addr) {
+	if probeMember(nil, addr) {
 		t.Fatal("a node whose engine sent nothing for longer than the staleness bound is reported up")
 	}
 	// A snapshot stream still completes: its close is not a probe.
@@ -294,7 +294,7 @@ func TestProbeUnansweredWhenEngineSilent(t *testing.T) {
 	if err := conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	if !probeMember(addr) {
+	if !probeMember(nil, addr) {
 		t.Fatal("a node that just sent a batch is reported down")
 	}
 }
@@ -359,7 +359,7 @@ func TestSecretAuthenticatesConnections(t *testing.T) {
 		t.Fatalf("batch from an unauthenticated connection delivered: %+v", mb)
 	case <-time.After(100 * time.Millisecond):
 	}
-	if !probeMember(addr) {
+	if !probeMember(nil, addr) {
 		t.Fatal("a node with a secret does not answer liveness probes")
 	}
 }

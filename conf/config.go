@@ -71,7 +71,11 @@ type Cluster struct {
 	RequestTimeout  Duration `toml:"request_timeout"`  // default 5s
 	Secret          string   `toml:"secret"`           // default "": raft connections unauthenticated
 	MinFreeBytes    ByteSize `toml:"min_free_bytes"`   // default 512 MiB; 0 = no free-space guard
-	Members         []Member `toml:"members"`
+	// Mutual TLS on the raft port: PEM files, all three or none.
+	TLSCertFile string   `toml:"tls_cert_file"` // this node's certificate (chain)
+	TLSKeyFile  string   `toml:"tls_key_file"`  // its private key
+	TLSCAFile   string   `toml:"tls_ca_file"`   // the CA that signed every member's certificate
+	Members     []Member `toml:"members"`
 }
 
 // Member is one node of the initial cluster membership.

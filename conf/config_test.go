@@ -293,6 +293,11 @@ func TestValidateCluster(t *testing.T) {
 		{"request timeout", func(c *Config) { c.Cluster.RequestTimeout = 0 }, "cluster.request_timeout: must be greater than 0"},
 		{"min free bytes", func(c *Config) { c.Cluster.MinFreeBytes = -1 }, "cluster.min_free_bytes: must not be negative"},
 		{"min free bytes off", func(c *Config) { c.Cluster.MinFreeBytes = 0 }, ""},
+		{"tls", func(c *Config) {
+			c.Cluster.TLSCertFile, c.Cluster.TLSKeyFile, c.Cluster.TLSCAFile = "node1.pem", "node1-key.pem", "ca.pem"
+		}, ""},
+		{"tls without key", func(c *Config) { c.Cluster.TLSCertFile, c.Cluster.TLSCAFile = "node1.pem", "ca.pem" },
+			"cluster.tls_key_file: must be set with the other cluster.tls_* keys"},
 		{"member id zero", func(c *Config) {
 			c.Cluster.Members = append(c.Cluster.Members, Member{Raft: "127.0.0.1:7002", Client: "127.0.0.1:8081"})
 		}, "cluster.members[1].id: must be greater than 0"},

@@ -181,6 +181,12 @@ func (c Config) validate() []keyError {
 	return ch.errs
 }
 
+// PeerTLS reports whether raft connections use mutual TLS: all three
+// cluster.tls_* files are set.
+func (cl Cluster) PeerTLS() bool {
+	return cl.TLSCertFile != "" && cl.TLSKeyFile != "" && cl.TLSCAFile != ""
+}
+
 // validate checks the cluster section; listen is server.listen, which a
 // joining node tells the cluster as its client address unless
 // cluster.client_address says otherwise.
@@ -215,6 +221,15 @@ func (cl Cluster) validate(ch *checker, listen string) {
 		ch.fail("cluster.request_timeout", "must be greater than 0, got %s", cl.RequestTimeout)
 	}
 	ch.nonNegative("cluster.min_free_bytes", int64(cl.MinFreeBytes))
+	if set := cl.PeerTLS(); !set && (cl.TLSCertFile != "" || cl.TLSKeyFile != "" || cl.TLSCAFile != "") {
+		for _, k := range []struct{ key, v string }{
+			{"cluster.tls_cert_file", cl.TLSCertFile}, {"cluster.tls_key_file", cl.TLSKeyFile}, {"cluster.tls_ca_file", cl.TLSCAFile},
+		} {
+			if k.v == "" {
+				ch.fail(k.key, "must be set with the other cluster.tls_* keys (mutual TLS needs a certificate, its key and the CA)")
+			}
+		}
+	}
 
 	ids := map[uint64]int{}
 	rafts := map[string]int{}

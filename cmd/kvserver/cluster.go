@@ -13,8 +13,8 @@ import (
 // openCluster starts this node's raft groups (bootstrapping, restarting or
 // joining, as the data directory and cluster.join say).
 func openCluster(ctx context.Context, cfg conf.Config, logger *slog.Logger) (store.Store, error) {
-	if cfg.Cluster.Secret == "" && !loopbackAddr(cfg.Cluster.RaftAddress) {
-		logger.Warn("cluster.secret is not set: anything that reaches the raft port is trusted, and one forged message can crash this node; set the same secret on every member",
+	if cfg.Cluster.Secret == "" && !cfg.Cluster.PeerTLS() && !loopbackAddr(cfg.Cluster.RaftAddress) {
+		logger.Warn("neither cluster.secret nor cluster.tls_* is set: anything that reaches the raft port is trusted, and one forged message can crash this node; set mutual TLS (or the same secret) on every member",
 			"raft_address", cfg.Cluster.RaftAddress)
 	}
 	c, err := cluster.Open(ctx, cfg, logger.With("component", "cluster"))
