@@ -208,10 +208,16 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 	}
 	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
-		DeploymentID:        c.deploymentID,
-		NodeHostDir:         fs.PathJoin(c.dir, RaftDir),
-		RTTMillisecond:      uint64(cc.RTTMillis),
-		RaftAddress:         cc.RaftAddress,
+		DeploymentID:   c.deploymentID,
+		NodeHostDir:    fs.PathJoin(c.dir, RaftDir),
+		RTTMillisecond: uint64(cc.RTTMillis),
+		RaftAddress:    cc.RaftAddress,
+		// Our transport does the TLS (peertls.go); dragonboat only checks
+		// the files are named, and logs whether traffic is secured.
+		MutualTLS:           c.tls != nil,
+		CAFile:              cc.TLSCAFile,
+		CertFile:            cc.TLSCertFile,
+		KeyFile:             cc.TLSKeyFile,
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
 		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,

@@ -19,6 +19,8 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
+
+	"github.com/kvstore/kv/internal/ratelog"
 )
 
 // Raft transport: the TCP links between NodeHosts, below dragonboat's own
@@ -110,18 +112,19 @@ type transportFactory struct {
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	return &tcpTransport{
-		addr:       nh.GetListenAddress(),
-		handler:    handler,
-		chunks:     chunks,
-		log:        f.log,
-		faults:     f.faults,
-		removals:   f.removals,
-		deployment: nh.GetDeploymentID(),
-		conns:      make(map[net.Conn]struct{}),
-		stale:      f.stale,
-		secret:     f.secret,
-		space:      f.space,
-		tls:        f.tls,
+		addr:         nh.GetListenAddress(),
+		handler:      handler,
+		chunks:       chunks,
+		log:          f.log,
+		faults:       f.faults,
+		removals:     f.removals,
+		deployment:   nh.GetDeploymentID(),
+		conns:        make(map[net.Conn]struct{}),
+		stale:        f.stale,
+		secret:       f.secret,
+		space:        f.space,
+		tls:          f.tls,
+		handshakeLog: ratelog.Limiter{Every: 10 * time.Second},
 	}
 }
 
@@ -214,6 +217,8 @@ type tcpTransport struct {
 	secret     []byte
 	space      *spaceGuard // nil: probes are answered without a free-space report
 	tls        *peerTLS    // nil: plain TCP
+	// handshakeLog bounds how often failed TLS handshakes are logged.
+	handshakeLog ratelog.Limiter
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -305,7 +310,11 @@ func (t *tcpTransport) serve(c net.Conn) {
 	}()
 	setKeepAlive(c)
 	if err := serverHandshake(c, authTimeout); err != nil {
-		t.log.Warn("raft transport: TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
+		// A member with a certificate of another CA retries several
+		// times a second.
+		if ok, suppressed := t.handshakeLog.Allow(time.Now()); ok {
+			t.log.Warn("raft transport: TLS handshake failed", "remote", c.RemoteAddr(), "err", err, "more_not_logged", suppressed)
+		}
 		return
 	}
 	r := bufio.NewReaderSize(c, readBufferBytes)
