@@ -38,6 +38,11 @@ type Server struct {
 	IdleTimeout    Duration `toml:"idle_timeout"`     // default 0 = off
 	RequirePass    string   `toml:"requirepass"`      // default ""
 	AllowFlush     bool     `toml:"allow_flush"`      // default false
+
+	// MaxTotalOutputBytes bounds the unsent replies of all connections
+	// together, as MaxInputBytes bounds their unparsed input: default
+	// 1 GiB, 0 = no total limit.
+	MaxTotalOutputBytes ByteSize `toml:"max_total_output_bytes"`
 }
 
 // Storage configures the LSM engine.
@@ -109,6 +114,8 @@ func Default() Config {
 			MaxInputBytes:  GiB,
 			RangeLimit:     1000,
 			IdleTimeout:    0,
+
+			MaxTotalOutputBytes: GiB,
 		},
 		Storage: Storage{
 			Dir:                 "./data",

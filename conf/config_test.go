@@ -30,6 +30,7 @@ func TestDefaultValues(t *testing.T) {
 		{"server.max_args", c.Server.MaxArgs, 1048576},
 		{"server.max_output_bytes", c.Server.MaxOutputBytes, ByteSize(64 << 20)},
 		{"server.max_input_bytes", c.Server.MaxInputBytes, ByteSize(1 << 30)},
+		{"server.max_total_output_bytes", c.Server.MaxTotalOutputBytes, ByteSize(1 << 30)},
 		{"server.range_limit", c.Server.RangeLimit, 1000},
 		{"server.max_connections", c.Server.MaxConnections, 10000},
 		{"storage.dir", c.Storage.Dir, "./data"},
@@ -240,6 +241,10 @@ func TestValidate(t *testing.T) {
 		{"output zero", func(c *Config) { c.Server.MaxOutputBytes = 0 }, "server.max_output_bytes:"},
 		{"input zero", func(c *Config) { c.Server.MaxInputBytes = 0 }, "server.max_input_bytes:"},
 		{"input below two frames", func(c *Config) { c.Server.MaxInputBytes = 48 * MiB }, "server.max_input_bytes: must be at least twice server.max_frame_bytes (32MiB), got 48MiB"},
+		{"total output off", func(c *Config) { c.Server.MaxTotalOutputBytes = 0 }, ""},
+		{"total output negative", func(c *Config) { c.Server.MaxTotalOutputBytes = -1 }, "server.max_total_output_bytes: must not be negative, got -1"},
+		{"total output below one connection's", func(c *Config) { c.Server.MaxTotalOutputBytes = 32 * MiB }, "server.max_total_output_bytes: must be 0 or at least server.max_output_bytes (64MiB), got 32MiB"},
+		{"total output equal to one connection's", func(c *Config) { c.Server.MaxTotalOutputBytes = 64 * MiB }, ""},
 		{"range limit", func(c *Config) { c.Server.RangeLimit = 0 }, "server.range_limit:"},
 		{"idle negative", func(c *Config) { c.Server.IdleTimeout = -1 }, "server.idle_timeout: must not be negative"},
 		{"dir empty", func(c *Config) { c.Storage.Dir = "" }, "storage.dir: must not be empty"},
@@ -358,6 +363,35 @@ func checkValidate(t *testing.T, c Config, want string) {
 }
 
 // Validation errors found by Parse name the file too.
+// server.max_total_output_bytes parses as a size, "0" turns the total
+// limit off, and a value below max_output_bytes is refused naming the key
+// and the file.
+func TestParseMaxTotalOutputBytes(t *testing.T) {
+	for _, tc := range []struct {
+		toml string
+		want ByteSize
+	}{
+		{`max_total_output_bytes = "2GiB"`, 2 * GiB},
+		{`max_total_output_bytes = "0"`, 0},
+		{`max_total_output_bytes = 67108864`, 64 * MiB},
+	} {
+		c, err := Parse([]byte("[server]\n"+tc.toml+"\n"), "x.toml")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.toml, err)
+		}
+		if c.Server.MaxTotalOutputBytes != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.toml, c.Server.MaxTotalOutputBytes, tc.want)
+		}
+	}
+	_, err := Parse([]byte("[server]\nmax_output_bytes = \"64MiB\"\nmax_total_output_bytes = \"16MiB\"\n"), "conf/x.toml")
+	if want := "conf/x.toml: server.max_total_output_bytes: must be 0 or at least server.max_output_bytes (64MiB), got 16MiB"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want it to contain %q", err, want)
+	}
+	if _, err := Parse([]byte("[server]\nmax_total_output_bytes = \"lots\"\n"), "x.toml"); err == nil || !strings.Contains(err.Error(), "server.max_total_output_bytes") {
+		t.Fatalf("bad size: err = %v, want it to name server.max_total_output_bytes", err)
+	}
+}
+
 func TestParseValidationNamesFile(t *testing.T) {
 	_, err := Parse([]byte("[cluster]\nenabled = true\nnode_id = 1\nraft_address = \"127.0.0.1:7001\"\nshards = 0\n"), "conf/node1.toml")
 	if err == nil || !strings.Contains(err.Error(), "conf/node1.toml: cluster.shards: must be between 1 and 1024, got 0") {

@@ -145,6 +145,12 @@ func (c Config) validate() []keyError {
 	if s.MaxInputBytes > 0 && s.MaxFrameBytes > 0 && s.MaxInputBytes < 2*s.MaxFrameBytes {
 		ch.fail("server.max_input_bytes", "must be at least twice server.max_frame_bytes (%s), got %s", s.MaxFrameBytes, s.MaxInputBytes)
 	}
+	ch.nonNegative("server.max_total_output_bytes", int64(s.MaxTotalOutputBytes))
+	// Below one connection's limit, a single client reading its replies
+	// within its own limit would be closed for the total.
+	if s.MaxTotalOutputBytes > 0 && s.MaxOutputBytes > 0 && s.MaxTotalOutputBytes < s.MaxOutputBytes {
+		ch.fail("server.max_total_output_bytes", "must be 0 or at least server.max_output_bytes (%s), got %s", s.MaxOutputBytes, s.MaxTotalOutputBytes)
+	}
 	ch.positive("server.range_limit", int64(s.RangeLimit))
 	if s.IdleTimeout < 0 {
 		ch.fail("server.idle_timeout", "must not be negative, got %s", s.IdleTimeout)

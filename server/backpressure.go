@@ -39,10 +39,12 @@ func (s *Server) flushIfBig(cs *conn) (parked bool) {
 }
 
 // outputBacklogged reports whether cs's unsent replies passed the point
-// where it stops parsing.
+// where it stops parsing: half of max_output_bytes, or any while the
+// output of all connections is over max_total_output_bytes (overOutputBudget).
 func (s *Server) outputBacklogged(cs *conn) bool {
 	soft := int(s.cfg.MaxOutputBytes) / 2
-	return soft > 0 && len(cs.out)+cs.c.OutboundBuffered() > soft
+	n := len(cs.out) + cs.c.OutboundBuffered()
+	return soft > 0 && n > soft || n > 0 && s.overOutputBudget()
 }
 
 // parkForOutput stops parsing cs until its backlog drains (checkOutput).
@@ -85,12 +87,14 @@ func scheduleCheck(l *loop, pending *bool, check func(*loop)) {
 }
 
 // checkOutput resumes the connections of l parked for output whose backlog
-// drained, closes those whose backlog did not shrink for outputStall, and
-// checks again later while any stays parked. It runs on l.
+// drained, closes those whose backlog did not shrink for outputStall,
+// brings the output budget up to date (outputHeld), and checks again later
+// while any connection of l is parked or holds output. It runs on l.
 func (s *Server) checkOutput(l *loop) {
 	l.enter()
 	defer l.busy.Add(-1)
 	l.retire()
+	s.recheckOutput(l)
 	now := time.Now().UnixNano()
 	low := int(s.cfg.MaxOutputBytes) / 4
 	for cs := range l.outParked {
@@ -111,9 +115,142 @@ func (s *Server) checkOutput(l *loop) {
 			s.closeOverOutput(cs)
 		}
 	}
-	if len(l.outParked) > 0 {
+	if len(l.outParked) > 0 || len(l.outHeld) > 0 {
 		s.scheduleOutputCheck(l)
 	}
+}
+
+// The output budget. Each connection's unsent replies are bounded
+// (max_output_bytes), but not all connections' together: 1000 clients
+// pipelining GETs of a 1 MiB value and reading nothing each held up to
+// half of max_output_bytes until the 5 s stall closed them, and the
+// server peaked at 2.8 GB. max_total_output_bytes bounds the total: past
+// it a loop holding more than its share closes its connection holding
+// the most, as Redis evicts its biggest clients over maxmemory-clients,
+// and again until the total is under the limit or its share is.
+//
+// A closed connection's output stays in gnet's buffers until gnet runs the
+// close, after the rest of the sockets that were ready with it: in that
+// load a loop spent seconds on one epoll batch (each connection's first
+// burst made 32 MiB of replies), and the closed connections' buffers
+// (1.1 GB more than the budget) were freed only then. So a connection
+// closed for output stays counted until gnet closes it (dropping: the
+// closes to come bring the total down without closing more), and while
+// the total is over the limit no connection parses (process) and one that
+// leaves output unsent stops (outputBacklogged), parked as if over its own
+// soft limit: the batch ends, and with it the wait for the closes. (With
+// both, the load above peaked at 1.3 GB RSS with the default 1 GiB budget;
+// with the closes alone, at 2.8-3.7 GB.)
+//
+// A connection's part is what max_output_bytes counts for it: replies
+// not yet handed to gnet, gnet's outbound buffer, and replies (and MGET
+// values) held until the replies before them leave (waitingBytes). It is
+// brought up to date when the loop writes for the connection (flush),
+// takes completions for it (deliver), and, since gnet says nothing when a
+// client reads and completions of an MGET's reads come from other
+// goroutines, every outputCheckEvery while the connection holds any
+// (outHeld): the total lags by at most that. A client that reads its
+// replies as they come holds nothing between bursts, so the hot path costs
+// a comparison per flush and a load of the total per burst.
+
+// outputHeld is cs's part of the server-wide output.
+func (s *Server) outputHeld(cs *conn) int {
+	return len(cs.out) + cs.c.OutboundBuffered() + s.waitingBytes(cs)
+}
+
+// chargeOutput brings cs's part of the server-wide output up to date and,
+// when it grew past max_total_output_bytes, enforces the budget on cs's
+// loop. It runs on cs's loop.
+func (s *Server) chargeOutput(cs *conn) {
+	if cs.closed || cs.overClosed {
+		return // uncharged already (OnClose, dropOutput)
+	}
+	n, was := s.outputHeld(cs), cs.outCharged
+	if n == was {
+		return
+	}
+	l := cs.loop
+	l.outBytes += n - was
+	total := recharge(&s.output, &cs.outCharged, n)
+	if n > 0 {
+		s.watchOutput(cs)
+	}
+	if limit := int64(s.cfg.MaxTotalOutputBytes); n > was && limit > 0 && total > limit {
+		s.enforceOutputBudget(l)
+	}
+}
+
+// overOutputBudget reports whether the output of all connections, those
+// closed and not yet released by gnet included, is over
+// max_total_output_bytes.
+func (s *Server) overOutputBudget() bool {
+	limit := int64(s.cfg.MaxTotalOutputBytes)
+	return limit > 0 && s.output.Load() > limit
+}
+
+// watchOutput has l's output check bring cs's part up to date until cs
+// holds no output and waits for no MGET values.
+func (s *Server) watchOutput(cs *conn) {
+	if cs.watched {
+		return
+	}
+	cs.watched = true
+	l := cs.loop
+	if l.outHeld == nil {
+		l.outHeld = make(map[*conn]struct{})
+	}
+	l.outHeld[cs] = struct{}{}
+	s.scheduleOutputCheck(l)
+}
+
+// recheckOutput brings the parts of l's connections that hold output up
+// to date, forgets those that hold none, and enforces the budget, which
+// other loops' output may have taken over the limit. It runs on l.
+func (s *Server) recheckOutput(l *loop) {
+	for cs := range l.outHeld {
+		s.chargeOutput(cs)
+		if cs.closed || cs.overClosed || cs.outCharged == 0 && cs.multiReads == 0 {
+			delete(l.outHeld, cs)
+			cs.watched = false
+		}
+	}
+	s.enforceOutputBudget(l)
+}
+
+// enforceOutputBudget closes l's connections holding the most output while
+// the output of all connections, less what closes already under way will
+// release (dropping), is over max_total_output_bytes and l holds more
+// than its share of the limit. A loop under its share leaves the closing
+// to the loops over theirs (there is one while the total is over the
+// limit, and its own check gets to it), so that a loop of small clients
+// is not emptied for another loop's big ones. It runs on l.
+func (s *Server) enforceOutputBudget(l *loop) {
+	limit := int64(s.cfg.MaxTotalOutputBytes)
+	if limit <= 0 {
+		return
+	}
+	share := limit / int64(EventLoops(s.cfg))
+	for total := s.output.Load(); total-s.outDropping.Load() > limit && int64(l.outBytes-l.outDropping) > share; total = s.output.Load() {
+		victim := biggest(l.outHeld, func(c *conn) int { return c.outCharged })
+		if victim == nil || victim.outCharged == 0 {
+			return
+		}
+		s.log.Warn("closing the connection holding the most output: server output over max_total_output_bytes",
+			"conn", victim.id, "remote", addrString(victim.c.RemoteAddr()), "bytes", victim.outCharged, "total", total)
+		s.metrics.LimitCloses.WithLabelValues("output_total").Inc()
+		s.dropOutput(victim)
+	}
+}
+
+// unchargeOutput takes cs's part out of the server-wide output, once gnet
+// closes it (OnClose). It runs on cs's loop.
+func (s *Server) unchargeOutput(cs *conn) {
+	if cs.overClosed {
+		cs.loop.outDropping -= cs.outCharged
+		s.outDropping.Add(-int64(cs.outCharged))
+	}
+	cs.loop.outBytes -= cs.outCharged
+	recharge(&s.output, &cs.outCharged, 0)
 }
 
 // The write budget. Each connection's writes waiting for the store are

@@ -36,6 +36,9 @@ type command struct {
 	// ranges marks a read of a key range (RANGE, SCAN), which waits for
 	// the one before it (admit).
 	ranges bool
+	// multiKey marks a read of several keys (MGET, EXISTS): at most
+	// maxMultiReads of a connection are out at the store (admit).
+	multiKey bool
 	// endsTx marks the commands that still run between MULTI and EXEC
 	// (MULTI, EXEC, DISCARD, QUIT): every other command is refused there
 	// without running (inMulti).

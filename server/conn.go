@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math/bits"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,14 @@ type conn struct {
 	outLow    int
 	outSince  int64
 
+	// The output budget (chargeOutput): this connection's part of
+	// Server.output; watched: it is in loop.outHeld. multiReads counts its
+	// multi-key reads out at the store (maxMultiReads), whose values the
+	// output check counts as they arrive.
+	outCharged int
+	watched    bool
+	multiReads int
+
 	// owed is the size of the replies completed by other goroutines and
 	// not yet moved to out; a completion that would take it past
 	// max_output_bytes drops its reply and sets overflow, and the loop then
@@ -133,6 +142,7 @@ type pending struct {
 	// its reply was dropped over max_output_bytes and it runs again once
 	// the window has room, dropped giving the reply's size.
 	asyncRead bool
+	multiRead bool // a multi-key read out at the store, counted in cs.multiReads
 	keep      bool
 	redo      bool
 	dropped   int
@@ -215,6 +225,15 @@ type loop struct {
 	// writeCheck is set while a check of them is scheduled.
 	writeParked map[*conn]struct{}
 	writeCheck  bool
+	// outHeld are the connections whose part of the server-wide output
+	// the output check keeps up to date (watchOutput), outBytes the
+	// loop's share of it, and outDropping the part of that held by
+	// connections closed for output that gnet has not closed yet
+	// (loop-owned).
+	outHeld     map[*conn]struct{}
+	outBytes    int
+	outDropping int
+	pieces      [][]byte // queueOut's scratch
 
 	mu        sync.Mutex
 	mail      []*pending
@@ -307,6 +326,10 @@ func (l *loop) deliver(context.Context) error {
 	s := l.s
 	now := time.Now().UnixNano()
 	for _, p := range batch {
+		if p.multiRead {
+			p.multiRead = false
+			p.cs.multiReads--
+		}
 		if p.asyncRead {
 			p.asyncRead = false
 			p.cs.asyncReads--
@@ -351,6 +374,8 @@ func (l *loop) deliver(context.Context) error {
 		} else {
 			s.startHeld(cs) // a read came back: the window may have room
 		}
+		// Its reply may wait behind the front (owed).
+		s.chargeOutput(cs)
 	}
 	clear(batch)
 	l.mu.Lock()
@@ -419,7 +444,12 @@ func (s *Server) drain(cs *conn) {
 func (s *Server) flush(cs *conn) {
 	if len(cs.out) > 0 && !cs.closed {
 		cs.loop.stats.bytesOut.Add(uint64(len(cs.out)))
-		_, err := cs.c.Write(cs.out)
+		var err error
+		if len(cs.out) > minQueuedPiece && cs.c.OutboundBuffered() > 0 {
+			err = cs.loop.queueOut(cs.c, cs.out)
+		} else {
+			_, err = cs.c.Write(cs.out)
+		}
 		cs.out = cs.out[:0]
 		if cap(cs.out) > maxRetainedOut {
 			cs.out = nil // gnet copied what it could not send; don't pin a big buffer per idle connection
@@ -435,7 +465,36 @@ func (s *Server) flush(cs *conn) {
 		s.closeAfterReplies(cs)
 		return
 	}
-	s.overOutput(cs)
+	if !s.overOutput(cs) {
+		s.chargeOutput(cs)
+	}
+}
+
+// minQueuedPiece is the size below which output queued behind unsent
+// output is handed to gnet in one piece (queueOut).
+const minQueuedPiece = 64 << 10
+
+// queueOut hands b to gnet, which holds output it has not sent yet (c
+// has some already, so all of b waits), in pieces whose sizes are powers
+// of two. gnet copies each piece it queues into a pooled buffer of the
+// next power of two: 1 MiB GET replies (1 MiB and 12 bytes) queued for
+// clients that did not read took 2 MiB each, and 1000 such clients held
+// 3.5 GB of gnet buffers (2.1 GB in pieces). Only the last piece, under
+// minQueuedPiece, is rounded up much.
+func (l *loop) queueOut(c gnet.Conn, b []byte) error {
+	bs := l.pieces[:0]
+	for len(b) > minQueuedPiece {
+		n := 1 << (bits.Len(uint(len(b))) - 1)
+		bs = append(bs, b[:n])
+		b = b[n:]
+	}
+	if len(b) > 0 {
+		bs = append(bs, b)
+	}
+	_, err := c.Writev(bs)
+	clear(bs)
+	l.pieces = bs[:0]
+	return err
 }
 
 // Lingering close bounds: how long, and how many more bytes of input, a
@@ -521,21 +580,42 @@ func (cs *conn) count(class, d int) {
 // finish is called by the store's completion (any goroutine) with the
 // encoded reply.
 func (s *Server) finish(p *pending, reply []byte) {
+	s.finishHeld(p, reply, 0)
+}
+
+// finishHeld is finish for a reply built from values counted in its
+// connection's owed (held bytes: an MGET's, multiGet). The reply's count
+// replaces theirs in one step: uncounted in between, they would let the
+// connection parse, and start, another MGET whose values, with this
+// reply, pass max_output_bytes.
+func (s *Server) finishHeld(p *pending, reply []byte, held int64) {
 	p.reply = reply
 	if p.state.CompareAndSwap(stateRunning, stateInline) {
+		if held != 0 {
+			p.cs.owed.Add(-held) // settle emits the reply on the loop, now
+		}
 		return
 	}
 	if s.tryDirect(p) {
+		if held != 0 {
+			p.cs.owed.Add(-held)
+		}
 		return
 	}
-	s.chargeOwed(p)
+	s.chargeOwed(p, held)
 	p.cs.loop.post(p)
 }
 
 // chargeOwed counts p's reply against its connection's output limit, or
-// drops it when the limit is reached (any goroutine).
-func (s *Server) chargeOwed(p *pending) {
+// drops it when the limit is reached (any goroutine); held bytes counted
+// already for it (finishHeld) are uncounted in the same step.
+func (s *Server) chargeOwed(p *pending, held int64) {
 	limit := s.cfg.MaxOutputBytes
+	if limit <= 0 || len(p.reply) == 0 || p.keep {
+		if held != 0 {
+			p.cs.owed.Add(-held)
+		}
+	}
 	if limit <= 0 || len(p.reply) == 0 {
 		return
 	}
@@ -563,7 +643,7 @@ func (s *Server) chargeOwed(p *pending) {
 		p.owed = n
 		return
 	}
-	if p.cs.owed.Add(n) > int64(limit) {
+	if p.cs.owed.Add(n-held) > int64(limit) {
 		p.cs.owed.Add(-n)
 		p.cs.overflow.Store(true)
 		p.reply = nil

@@ -19,7 +19,10 @@
 //   - Everything a connection buffers is bounded: a frame over
 //     max_frame_bytes or unparsed input over twice that closes the
 //     connection, so does unsent output over max_output_bytes; more than
-//     maxPending pending replies park it. No client can grow memory.
+//     maxPending pending replies park it. All connections together are
+//     bounded too: unparsed input by max_input_bytes, unsent output by
+//     max_total_output_bytes (past either the connection holding the most
+//     is closed). No client, nor many, can grow memory.
 //   - Per-connection state is touched only on the connection's own loop,
 //     other goroutines reaching it through the loop's mailbox, with one
 //     exception: a direct reply. While a connection has offered its only

@@ -73,6 +73,10 @@ func (s *Server) infoText(sections ...string) string {
 		// the bound past which the biggest holder is closed.
 		w("input_buffered_bytes", s.input.Load())
 		w("max_input_bytes", int64(s.cfg.MaxInputBytes))
+		// Replies not yet sent, all clients together (up to a millisecond
+		// behind), and the bound past which the biggest holder is closed.
+		w("output_buffered_bytes", s.output.Load())
+		w("max_total_output_bytes", int64(s.cfg.MaxTotalOutputBytes))
 	})
 	add("memory", func(w func(string, any)) {
 		heap, limit := goMemory()

@@ -85,6 +85,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.LimitCloses.WithLabelValues("input")
 	m.LimitCloses.WithLabelValues("output")
 	m.LimitCloses.WithLabelValues("input_total")
+	m.LimitCloses.WithLabelValues("output_total")
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Errors, m.LimitCloses, m)
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -23,6 +24,13 @@ const (
 // then writes the replies produced in one call. It runs on cs's loop, from
 // OnTraffic or from a mailbox delivery that un-parks cs.
 func (s *Server) process(cs *conn) gnet.Action {
+	if !cs.parked && !cs.closing && s.overOutputBudget() {
+		// No new replies while the output of all connections is over
+		// budget: the checks resume cs once closes have brought it down.
+		s.parkForOutput(cs)
+		cs.loop.retire()
+		return gnet.None
+	}
 	s.parseAll(cs)
 	// A write group that completed inline may be what parked the
 	// connection; no delivery will come to resume it, so resume here.
@@ -120,17 +128,11 @@ func (s *Server) chargeInput(cs *conn) {
 	if n == was {
 		return
 	}
-	total := s.input.Add(int64(n - was))
-	cs.inCharged = n
+	total := recharge(&s.input, &cs.inCharged, n)
 	if n < was || s.cfg.MaxInputBytes <= 0 || total <= int64(s.cfg.MaxInputBytes) {
 		return
 	}
-	var victim *conn
-	for other := range cs.loop.conns {
-		if !other.closing && (victim == nil || other.inCharged > victim.inCharged) {
-			victim = other
-		}
-	}
+	victim := biggest(cs.loop.conns, func(c *conn) int { return c.inCharged })
 	if victim == nil || victim.inCharged < partialBytes {
 		return // nothing worth closing here; the input is on other loops
 	}
@@ -147,8 +149,31 @@ func (s *Server) chargeInput(cs *conn) {
 
 // uncharge takes cs's part out of the server-wide input.
 func (s *Server) uncharge(cs *conn) {
-	s.input.Add(-int64(cs.inCharged))
-	cs.inCharged = 0
+	recharge(&s.input, &cs.inCharged, 0)
+}
+
+// recharge sets a connection's part (*part, loop-owned) of a server-wide
+// total to n and returns the new total: the budgets over all connections
+// (max_input_bytes, max_total_output_bytes) cost one atomic add when a
+// connection's part changes, nothing when it does not.
+func recharge(total *atomic.Int64, part *int, n int) int64 {
+	t := total.Add(int64(n - *part))
+	*part = n
+	return t
+}
+
+// biggest returns the connection of set, not already closing, holding the
+// most by held (its part of a budget), or nil: the one a budget over its
+// limit closes, as Redis evicts its biggest clients over
+// maxmemory-clients. It runs on the loop that owns set.
+func biggest(set map[*conn]struct{}, held func(*conn) int) *conn {
+	var victim *conn
+	for c := range set {
+		if !c.closing && !c.closed && (victim == nil || held(c) > held(victim)) {
+			victim = c
+		}
+	}
+	return victim
 }
 
 // A frame that arrives in many reads and whose length the decoder cannot
@@ -340,6 +365,7 @@ func (s *Server) admit(cs *conn, cmd *command, args [][]byte) bool {
 		// max_output_bytes then. Admitted together, 300 pipelined RANGEs
 		// of one client that never read held 5.7 GB.
 		ok = ok && (!cmd.ranges || !pendingWhere(cs, func(p *pending) bool { return p.cmd == s.cmdRange }))
+		ok = ok && (!cmd.multiKey || cs.multiReads < maxMultiReads)
 	case classWrite:
 		// Writes the store has not acknowledged yet (the engine may be
 		// stalled) hold their bytes: bound them, as maxPending bounds the
@@ -413,6 +439,17 @@ func (s *Server) overOutput(cs *conn) bool {
 func (s *Server) closeOverOutput(cs *conn) {
 	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
 	s.metrics.LimitCloses.WithLabelValues("output").Inc()
+	s.dropOutput(cs)
+}
+
+// dropOutput closes cs at once, its replies dropped: it is over an output
+// limit, its own or the server's. Its output stays counted, as dropping,
+// until gnet has closed it and freed its buffers (unchargeOutput).
+func (s *Server) dropOutput(cs *conn) {
+	if !cs.overClosed && cs.outCharged > 0 {
+		cs.loop.outDropping += cs.outCharged
+		s.outDropping.Add(int64(cs.outCharged))
+	}
 	cs.overClosed = true
 	cs.withdraw()
 	cs.out = cs.out[:0]

@@ -88,8 +88,8 @@ func (s *Server) respCommands() []*command {
 		{name: "MSET", minArgs: 3, maxArgs: -1, class: classWrite, run: (*Server).respMSet, keys: pairKeys},
 		{name: "DEL", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
 		{name: "UNLINK", minArgs: 2, maxArgs: -1, class: classWrite, run: (*Server).respDel, keys: allKeys, readsFirst: true},
-		{name: "EXISTS", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respExists},
-		{name: "MGET", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respMGet},
+		{name: "EXISTS", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respExists, multiKey: true},
+		{name: "MGET", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respMGet, multiKey: true},
 		{name: "SCAN", minArgs: 2, maxArgs: -1, class: classRead, run: (*Server).respScan, ranges: true},
 		// classRead: it counts the writes pipelined before it.
 		{name: "DBSIZE", minArgs: 1, maxArgs: 1, class: classRead, run: func(s *Server, cs *conn, _ [][]byte, _ int64) {
@@ -311,10 +311,21 @@ func (s *Server) respMSet(cs *conn, args [][]byte, start int64) {
 // At most multiGetWindow reads are out at once: a read that needs the disk
 // gets a goroutine of its own (store.Local), and a cold MGET of a million
 // keys must not start a million of them.
-func (s *Server) multiGet(keys [][]byte, keepBytes int64, done func(vals [][]byte, found []bool, err error)) {
+//
+// With cs non-nil, the values kept count in cs.owed from their arrival,
+// so that the connection's output limits see them while the other reads
+// wait for the disk (a client pipelining MGETs of cold keys could hold
+// max_output_bytes per MGET, uncounted); a value that would take cs.owed
+// past max_output_bytes fails the command with errOutputFull. done, given
+// the values, takes their count over (heldBytes, finishHeld); given an
+// error, it has none.
+func (s *Server) multiGet(cs *conn, keys [][]byte, keepBytes int64, done func(vals [][]byte, found []bool, err error)) {
 	m := &multiGet{keys: keys, keepBytes: keepBytes, done: done, found: make([]bool, len(keys))}
 	if keepBytes >= 0 {
 		m.vals = make([][]byte, len(keys))
+		if cs != nil {
+			m.owed, m.owedLimit = &cs.owed, int64(s.cfg.MaxOutputBytes)
+		}
 	}
 	if len(keys) == 0 {
 		done(m.vals, m.found, nil)
@@ -327,9 +338,21 @@ func (s *Server) multiGet(keys [][]byte, keepBytes int64, done func(vals [][]byt
 // multiGetWindow bounds the reads of one multi-key command in flight.
 const multiGetWindow = 64
 
+// maxMultiReads bounds a connection's multi-key reads (MGET, EXISTS) out
+// at the store at once, so its reads out are at most maxAsyncReads, as for
+// single-key reads: each MGET of cold keys has up to multiGetWindow reads
+// out, each with a goroutine (store.Local), and 4096 pipelined ones
+// started 262k goroutines for one connection. Later ones wait unparsed
+// (admit).
+const maxMultiReads = maxAsyncReads / multiGetWindow
+
 // errReplyTooLarge is a multi-key read whose values add up to more than
-// max_output_bytes.
-var errReplyTooLarge = errors.New("reply too large (values add up to more than max_output_bytes)")
+// max_output_bytes; errOutputFull one whose values, added to the replies
+// its connection holds (multiGet), would.
+var (
+	errReplyTooLarge = errors.New("reply too large (values add up to more than max_output_bytes)")
+	errOutputFull    = errors.New("reply too large (values and the replies not yet read add up to more than max_output_bytes)")
+)
 
 type multiGet struct {
 	keys      [][]byte
@@ -344,6 +367,11 @@ type multiGet struct {
 	left     atomic.Int64 // reads not completed
 	kept     atomic.Int64 // bytes of the values kept
 	firstErr atomic.Pointer[error]
+
+	// owed, if set, is the connection's count the values kept are
+	// charged to, up to owedLimit (multiGet).
+	owed      *atomic.Int64
+	owedLimit int64
 }
 
 // pump issues reads while fewer than multiGetWindow are out. Completions
@@ -374,9 +402,13 @@ func (m *multiGet) complete(s *Server, i int, v []byte, err error) {
 	case err == nil:
 		m.found[i] = true
 		if m.vals != nil {
-			if m.kept.Add(int64(len(v))) > m.keepBytes {
+			switch n := int64(len(v)); {
+			case m.kept.Add(n) > m.keepBytes:
 				m.firstErr.CompareAndSwap(nil, &errReplyTooLarge)
-			} else {
+			case m.owed != nil && m.owed.Add(n) > m.owedLimit && m.owedLimit > 0:
+				m.owed.Add(-n)
+				m.firstErr.CompareAndSwap(nil, &errOutputFull)
+			default:
 				m.vals[i] = v
 			}
 		}
@@ -387,6 +419,9 @@ func (m *multiGet) complete(s *Server, i int, v []byte, err error) {
 	m.inflight.Add(-1)
 	if m.left.Add(-1) == 0 {
 		if e := m.firstErr.Load(); e != nil {
+			if m.owed != nil {
+				m.owed.Add(-int64(heldBytes(m.vals)))
+			}
 			m.done(nil, nil, *e)
 			return
 		}
@@ -394,6 +429,15 @@ func (m *multiGet) complete(s *Server, i int, v []byte, err error) {
 		return
 	}
 	m.pump(s)
+}
+
+// heldBytes is the size of the values an MGET kept (multiGet).
+func heldBytes(vals [][]byte) int {
+	n := 0
+	for _, v := range vals {
+		n += len(v)
+	}
+	return n
 }
 
 // copyKeys copies keys that must outlive the current input buffer.
@@ -417,7 +461,7 @@ func (s *Server) respExists(cs *conn, args [][]byte, start int64) {
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
-	s.multiGet(copyKeys(args[1:]), -1, func(_ [][]byte, found []bool, err error) {
+	s.multiGet(nil, copyKeys(args[1:]), -1, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
 			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return
@@ -425,6 +469,7 @@ func (s *Server) respExists(cs *conn, args [][]byte, start int64) {
 		s.finish(p, codec.AppendInt(nil, int64(countTrue(found))))
 	})
 	s.settle(p)
+	s.countMultiRead(cs, p)
 }
 
 func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
@@ -433,8 +478,8 @@ func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
 		return
 	}
 	p := s.newPending(cs, classRead, s.cmdGet, start)
-	s.multiGet(copyKeys(args[1:]), int64(s.cfg.MaxOutputBytes), func(vals [][]byte, found []bool, err error) {
-		if errors.Is(err, errReplyTooLarge) {
+	s.multiGet(cs, copyKeys(args[1:]), int64(s.cfg.MaxOutputBytes), func(vals [][]byte, found []bool, err error) {
+		if errors.Is(err, errReplyTooLarge) || errors.Is(err, errOutputFull) {
 			s.finish(p, s.appendErr(cs, nil, "MGET", causeLimit, err.Error()))
 			return
 		}
@@ -450,9 +495,22 @@ func (s *Server) respMGet(cs *conn, args [][]byte, start int64) {
 				out = codec.AppendNull(out)
 			}
 		}
-		s.finish(p, out)
+		s.finishHeld(p, out, int64(heldBytes(vals)))
 	})
 	s.settle(p)
+	s.countMultiRead(cs, p)
+}
+
+// countMultiRead counts p, a multi-key read just handed to the store, in
+// cs.multiReads while it is out (maxMultiReads), and has the output check
+// count the values it keeps as they arrive from other goroutines.
+func (s *Server) countMultiRead(cs *conn, p *pending) {
+	if p.done {
+		return // answered on the spot
+	}
+	p.multiRead = true
+	cs.multiReads++
+	s.watchOutput(cs)
 }
 
 // respDel reads the keys first (DEL replies how many existed), then deletes
@@ -466,7 +524,7 @@ func (s *Server) respDel(cs *conn, args [][]byte, start int64) {
 	keys := copyKeys(args[1:])
 	p := s.newPending(cs, classWrite, s.cmdDelete, start)
 	p.readsFirst = true
-	s.multiGet(keys, -1, func(_ [][]byte, found []bool, err error) {
+	s.multiGet(nil, keys, -1, func(_ [][]byte, found []bool, err error) {
 		if err != nil {
 			s.finish(p, s.storeErr(cs, nil, p.cmd, err))
 			return

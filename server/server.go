@@ -80,8 +80,12 @@ type Server struct {
 	inflight   atomic.Int64 // replies handed to the store and not yet delivered
 	offers     atomic.Int64 // direct-reply offers out (offerDirect)
 	input      atomic.Int64 // unparsed input of all connections (chargeInput)
-	writing    atomic.Int64 // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
-	enrolling  atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
+	output     atomic.Int64 // unsent output of all connections (chargeOutput)
+	// outDropping is the part of output held by connections closed for
+	// output that gnet has not closed yet (dropOutput).
+	outDropping atomic.Int64
+	writing     atomic.Int64 // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
+	enrolling   atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
 	// fdMu keeps handovers (read) from seeing the accept loop's reserve
 	// descriptor freed for a moment (write; see reserve.refuseOne).
 	fdMu       sync.RWMutex
@@ -322,6 +326,11 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cs.dropOffer()
 	cs.dmu.Unlock()
 	s.uncharge(cs) // whichever way it was closed (closeIdle marks it closed first)
+	s.unchargeOutput(cs)
+	if cs.watched {
+		delete(cs.loop.outHeld, cs)
+		cs.watched = false
+	}
 	if cs.closed {
 		return gnet.None
 	}
