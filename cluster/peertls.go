@@ -109,6 +109,17 @@ func (p *peerTLS) secure(ctx context.Context, c net.Conn, addr string) (net.Conn
 	return tc, nil
 }
 
+// closeConn closes c at once. A TLS connection's Close first sends a
+// close_notify alert, which waits up to 5 s on a peer that reads nothing
+// (stopped, its buffers full); the frames carry their own length and
+// checksum, so a cut-off stream is told from a finished one without it.
+func closeConn(c net.Conn) error {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn().Close()
+	}
+	return c.Close()
+}
+
 // keyPair is this node's certificate and key, read again when a file
 // changes. A pair that fails to load (a rotation half done: the new
 // certificate beside the old key) leaves the last good one in use.

@@ -289,7 +289,7 @@ func (t *tcpTransport) accept(ln net.Listener) {
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
-			c.Close()
+			closeConn(c)
 			return
 		}
 		t.conns[c] = struct{}{}
@@ -306,7 +306,7 @@ func (t *tcpTransport) serve(c net.Conn) {
 		t.mu.Lock()
 		delete(t.conns, c)
 		t.mu.Unlock()
-		c.Close()
+		closeConn(c)
 	}()
 	setKeepAlive(c)
 	if err := serverHandshake(c, authTimeout); err != nil {
@@ -449,7 +449,7 @@ func (t *tcpTransport) readNotices(c net.Conn, ended chan<- struct{}) {
 		}
 		if kind != frameRemoved || len(payload) != removedNoticeLen {
 			t.log.Warn("raft transport: unexpected frame on a dialed connection", "remote", c.RemoteAddr(), "kind", kind)
-			c.Close()
+			closeConn(c)
 			return
 		}
 		if binary.LittleEndian.Uint64(payload[0:]) != t.deployment {
@@ -468,7 +468,7 @@ func (t *tcpTransport) Close() error {
 	t.closed = true
 	ln := t.ln
 	for c := range t.conns {
-		c.Close()
+		closeConn(c)
 	}
 	t.mu.Unlock()
 	var err error
@@ -497,7 +497,7 @@ func (t *tcpTransport) dial(ctx context.Context, target string) (net.Conn, error
 	}
 	if len(t.secret) > 0 {
 		if err := answerChallenge(c, t.secret); err != nil {
-			c.Close()
+			closeConn(c)
 			return nil, err
 		}
 	}
@@ -565,7 +565,7 @@ func (f *frameConn) redialIfEnded() error {
 	default:
 		return nil
 	}
-	f.c.Close()
+	closeConn(f.c)
 	c, err := f.t.dial(f.ctx, f.target)
 	if err != nil {
 		return err
@@ -619,7 +619,7 @@ func (f *frameConn) Close() {
 			io.ReadFull(f.c, ack[:])
 		}
 	}
-	f.c.Close()
+	closeConn(f.c)
 }
 
 // appendFrameHeader appends the header of a frame carrying payload to dst.
