@@ -291,6 +291,15 @@ func (d *DB) commitLoop() {
 		defer t.Stop()
 		tick = t.C
 	}
+	// While a WAL cannot be created, writes retry the creation; without
+	// writes this does, so that Health clears once the cause has (an idle
+	// server reported a full disk as unhealthy until its next write).
+	var probe <-chan time.Time
+	if !d.opts.DisableWAL {
+		t := time.NewTicker(walCreateProbe)
+		defer t.Stop()
+		probe = t.C
+	}
 	var buf []commitReq
 	for {
 		d.commit.active.Lock()
@@ -321,6 +330,10 @@ func (d *DB) commitLoop() {
 		}
 		select {
 		case <-d.commit.wake:
+		case <-probe:
+			d.commit.active.Lock()
+			d.retryWALCreate()
+			d.commit.active.Unlock()
 		case <-tick:
 			d.commit.active.Lock()
 			d.syncWALIfDirty()
@@ -388,6 +401,9 @@ func (d *DB) commitGroup(reqs []commitReq) {
 			// A rotation failed to create the next WAL: create it before
 			// anything is written.
 			if err := d.rotateMemtable(0); err != nil {
+				if errors.Is(err, errFlushesFailing) {
+					d.countRefused(reqs)
+				}
 				failAll(reqs, err)
 				return
 			}
@@ -619,8 +635,26 @@ var errFlushesFailing = errors.New("lsm: memtables full and flushes failing")
 var errWALCreateFailing = errors.New("lsm: cannot create the next WAL")
 
 // walCreateRetry is the least time between two attempts to create the next
-// WAL after a failed one.
-const walCreateRetry = 100 * time.Millisecond
+// WAL after a failed one; walCreateProbe the time between the attempts the
+// committer makes by itself while no write does (retryWALCreate).
+const (
+	walCreateRetry = 100 * time.Millisecond
+	walCreateProbe = time.Second
+)
+
+// retryWALCreate retries the creation of the WAL a rotation failed to
+// create, as the next write would. The caller holds active.
+func (d *DB) retryWALCreate() {
+	d.mu.Lock()
+	failing := d.walCreateFailing != nil
+	d.mu.Unlock()
+	if !failing || d.walErr != nil || d.wal == nil || !d.wal.closed {
+		return
+	}
+	// Its failure is logged (once) and kept in walCreateFailing; a refusal
+	// because flushes fail leaves both as they are.
+	_ = d.rotateMemtable(0)
+}
 
 // errCompactionsFailing is wrapped by stallIfNeeded's refusals.
 var errCompactionsFailing = errors.New("lsm: level 0 full and compactions failing")
@@ -643,10 +677,21 @@ func (d *DB) rotateMemtable(need int64) error {
 			refused = fmt.Errorf("%w: %w", errFlushesFailing, d.flushFailing)
 			break
 		}
+		if d.recovering {
+			break // refused below, not waited for
+		}
 		if start.IsZero() {
 			start = d.stallBegan()
 		}
 		d.cond.Wait()
+	}
+	if refused == nil && !d.closing && d.recovering {
+		// Open met a full disk and the replayed memtables are not in
+		// tables yet (finishRecovery): no WAL may start before they are.
+		// Refused, not waited for: the caller holds active, which
+		// finishRecovery needs, and a full disk may last. Open set
+		// flushFailing and only a successful finishRecovery clears it.
+		refused = fmt.Errorf("%w: %w", errFlushesFailing, d.flushFailing)
 	}
 	closing := d.closing
 	d.mu.Unlock()

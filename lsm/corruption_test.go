@@ -120,10 +120,10 @@ func TestWALCorruption(t *testing.T) {
 	}
 }
 
-// TestOlderWALTornTail: only the newest WAL may end in a torn record; an
-// older WAL was synced before the next one started, so Open refuses. With
-// RecoverDamagedWAL it opens with the writes before the damage, and drops
-// the later WALs too (their writes came after it).
+// TestOlderWALTornTail: only the newest WAL with records may end in a torn
+// record; an older WAL was synced before the next one started, so Open
+// refuses. With RecoverDamagedWAL it opens with the writes before the
+// damage, and drops the later WALs too (their writes came after it).
 func TestOlderWALTornTail(t *testing.T) {
 	const n = 10
 	fs, wal, ends := walWithRecords(t, n)
@@ -132,7 +132,18 @@ func TestOlderWALTornTail(t *testing.T) {
 		return data[:ends[n-1]-3]
 	})
 	newer := makeFilename(fileTypeLog, num+1)
-	writeFile(t, cfs, "/db/"+newer, nil)
+	b := NewBatch()
+	b.Put([]byte("later"), []byte("1"))
+	b.setSeq(1000)
+	var buf bytes.Buffer
+	w := record.NewWriter(&buf, nil)
+	if err := w.Append(b.Repr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfs, "/db/"+newer, buf.Bytes())
 	if _, err := Open("/db", testOptions(cfs)); !errors.Is(err, ErrCorruption) {
 		t.Fatalf("Open = %v, want corruption", err)
 	}
@@ -149,6 +160,26 @@ func TestOlderWALTornTail(t *testing.T) {
 		if _, err := cfs.Stat("/db/" + name + ".corrupt"); err != nil {
 			t.Errorf("%s was not set aside: %v", name, err)
 		}
+	}
+}
+
+// TestTornTailBeforeEmptyWALs: a torn newest record followed only by empty
+// WALs is a torn tail, not damage: that is what a crash leaves between
+// Open's creation of its WAL and the manifest that retires the replayed
+// ones (which Open refused to open again, pointing at -recover-wal).
+func TestTornTailBeforeEmptyWALs(t *testing.T) {
+	const n = 10
+	fs, wal, ends := walWithRecords(t, n)
+	_, num, _ := parseFilename(wal)
+	cfs := editFile(t, fs, wal, func(data []byte) []byte {
+		return data[:ends[n-1]-3]
+	})
+	writeFile(t, cfs, "/db/"+makeFilename(fileTypeLog, num+1), nil)
+	writeFile(t, cfs, "/db/"+makeFilename(fileTypeLog, num+2), nil)
+	d := mustOpen(t, "/db", testOptions(cfs))
+	defer d.Close()
+	for i := range n {
+		checkGet(t, d, fmt.Sprintf("k%03d", i), fmt.Sprintf("value-%03d", i), i < n-1)
 	}
 }
 

@@ -103,6 +103,11 @@ type DB struct {
 	closing        bool
 	snapshots      snapshotNode // sentinel of the pinned-sequence list
 	walNums        []uint64     // WAL files on disk, ascending
+	// recovering: Open could not write the replayed memtables (d.imm) to
+	// tables (a full disk); finishRecovery, retried by the flush goroutine,
+	// still has to. Until it has, their WALs are the log, the manifest is
+	// the one Open found, and writes are refused (rotateMemtable).
+	recovering bool
 	// spareMem is a preallocated arena for the next rotation.
 	spareMem        *memtable.Table
 	spareMemBytes   int64

@@ -2,6 +2,7 @@ package lsm
 
 import (
 	"errors"
+	"syscall"
 
 	"github.com/kvstore/kv/lsm/internal/base"
 )
@@ -29,3 +30,10 @@ var (
 	// wait for the disk.
 	ErrWouldBlock = base.ErrWouldBlock
 )
+
+// isNoSpace reports whether err is a full disk or quota: a condition that
+// passes once space is freed, so what meets it is refused and retried
+// rather than failed for good.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}

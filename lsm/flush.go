@@ -37,11 +37,17 @@ func (d *DB) flush(pin bool) (*version, error) {
 	if t.pin != nil && t.pin.v != nil {
 		return t.pin.v, nil
 	}
-	if t.memID == 0 {
+	if t.memID == 0 && !d.recovering {
 		return nil, nil
 	}
+	// A flush waiting out a retry wait tries again now, so that this
+	// caller learns whether the disk has room again without waiting up to
+	// a minute for the next attempt. While Open's recovery is unfinished
+	// (recovering), that is what the caller waits for, replayed memtables
+	// or not: no write goes through before it.
+	d.scheduleFlushLocked()
 	failures := d.flushFailures
-	for d.flushedMemID < t.memID {
+	for d.flushedMemID < t.memID || d.recovering {
 		var err error
 		switch {
 		case d.closing:
@@ -83,29 +89,43 @@ func (d *DB) scheduleFlushLocked() {
 
 // flushLoop is the flush goroutine: it writes immutable memtables to L0,
 // oldest first, until the DB closes (finishing the flush in progress).
+// While recovering (Open met a full disk) its work is finishRecovery
+// instead, first tried a retry wait after Open's attempt.
 func (d *DB) flushLoop() {
 	defer d.wg.Done()
+	var retry retryBackoff
+	d.mu.Lock()
+	if d.recovering {
+		retry = retryBackoff{wait: minRetryWait, failures: 1, limit: maxRecoveryRetryWait}
+	}
+	d.mu.Unlock()
+	if retry.failures > 0 && !d.flushRetryWait(retry.wait) {
+		return
+	}
 	for {
-		select {
-		case <-d.flushCh:
-		case <-d.closeCh:
-			return
-		}
-		var retry retryBackoff
 		for {
 			d.mu.Lock()
-			if d.closing || len(d.imm) == 0 {
+			if d.closing {
 				d.mu.Unlock()
-				break
+				return
 			}
-			m := d.imm[0]
-			next := d.mem
-			if len(d.imm) > 1 {
-				next = d.imm[1]
+			var err error
+			if d.recovering {
+				d.mu.Unlock()
+				_, err = d.finishRecovery()
+			} else {
+				if len(d.imm) == 0 {
+					d.mu.Unlock()
+					break
+				}
+				m := d.imm[0]
+				next := d.mem
+				if len(d.imm) > 1 {
+					next = d.imm[1]
+				}
+				d.mu.Unlock()
+				err = d.flushMemtable(m, next.logNum)
 			}
-			d.mu.Unlock()
-
-			err := d.flushMemtable(m, next.logNum)
 			d.mu.Lock()
 			d.flushFailing = err
 			if err != nil {
@@ -117,13 +137,33 @@ func (d *DB) flushLoop() {
 			if !retry.after(err, d.opts.Logger, "lsm: flush failed; will retry", "lsm: flush succeeded after failures") {
 				continue
 			}
-			select {
-			case <-d.closeCh:
+			if !d.flushRetryWait(retry.wait) {
 				return
-			case <-time.After(retry.wait):
 			}
 		}
+		retry = retryBackoff{}
+		select {
+		case <-d.flushCh:
+		case <-d.closeCh:
+			return
+		}
 	}
+}
+
+// flushRetryWait waits wait before a flush is retried, or less if a Flush
+// call or a new immutable memtable asks for a flush meanwhile (a caller
+// waiting, at shutdown say, learns at once whether the disk has room
+// again); it reports false when the DB closes.
+func (d *DB) flushRetryWait(wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-d.closeCh:
+		return false
+	case <-d.flushCh:
+	case <-t.C:
+	}
+	return true
 }
 
 // flushMemtable writes m as an L0 table and records it, together with the

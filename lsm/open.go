@@ -3,7 +3,6 @@ package lsm
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"slices"
 	"strings"
@@ -19,9 +18,12 @@ import (
 // the defaults). Recovery replays the manifest CURRENT names, then every
 // WAL from the manifest's log number on; replayed writes are flushed to L0
 // and recorded in a fresh manifest before the old WALs are removed, so a
-// crash during or right after Open never finds a torn WAL that is not the
-// newest. A torn final record of the newest WAL is dropped with a warning;
-// damage anywhere else is reported as an error wrapping ErrCorruption.
+// crash during or right after Open never finds a torn WAL followed by one
+// with records. A torn final record of the newest WAL with records is
+// dropped with a warning; damage anywhere else is reported as an error
+// wrapping ErrCorruption. On a full disk (or quota) the flush is left to
+// the background: the DB opens serving reads from the replayed WALs and
+// refusing writes until it succeeds (see finishRecovery).
 func Open(dirname string, opts Options) (*DB, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -37,8 +39,13 @@ func Open(dirname string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	if err := checkFormat(opts.FS, dirname, opts.ReadOnly); err != nil {
-		lock.release()
-		return nil, err
+		if !isNoSpace(err) {
+			lock.release()
+			return nil, err
+		}
+		// Only a directory without FORMAT gets one: it is of format 1,
+		// this one, with or without the file, and a later Open writes it.
+		opts.Logger.Warn("lsm: no room to write FORMAT; opening without it", "dir", dirname, "err", err)
 	}
 	d := &DB{
 		dirname:   dirname,
@@ -271,69 +278,229 @@ func (d *DB) recover() error {
 	}
 	dir.names = names
 
-	// Replayed writes go to L0 now, so the old WALs can go.
-	e := &versionEdit{}
+	// Replayed writes go to L0 now, so the old WALs can go. Until then
+	// the replayed memtables are the DB's immutable memtables, their WALs
+	// its log, and the manifest the one CURRENT names: the state a full
+	// disk leaves the DB in (recovering), serving reads.
 	for _, m := range mems {
-		// No reader exists yet: only each key's newest version is kept.
-		iter := m.t.NewFlushIter(math.MaxUint64)
-		meta, err := d.writeL0(&compactionIter{iter: iter})
+		d.nextMemID++
+		m.id = d.nextMemID
+	}
+	d.imm = mems
+	for _, n := range dir.logs {
+		if n >= st.logNum {
+			d.walNums = append(d.walNums, n)
+		}
+	}
+	// Those go with deleteObsoleteWALs, once a manifest retires them;
+	// removeUnreferenced deletes the WALs the old manifest already had.
+	dir.names = slices.DeleteFunc(dir.names, func(name string) bool {
+		t, num, ok := parseFilename(name)
+		return ok && t == fileTypeLog && num >= st.logNum
+	})
+	d.nextMemID++
+	d.mem = newMemTable(d.nextMemID, minMemtableBytes, 0)
+	d.recovering = true
+	if !d.opts.DisableWAL {
+		// Closed: a write retries the rotation, which refuses it while
+		// recovering.
+		d.wal = &walWriter{closed: true}
+	}
+	clean, err := d.finishRecovery()
+	if err != nil {
+		if !clean || !isNoSpace(err) || d.opts.DisableWAL || len(d.damagedWALs) > 0 {
+			// DisableWAL: no log of our own to serve from, and the caller's
+			// writes cannot be refused. Damaged WALs: the next start must
+			// find them set aside with the manifest that drops them, not
+			// replay them again. Not clean: CURRENT may name the new
+			// manifest now, and the old state is no longer the DB's.
+			return fmt.Errorf("lsm: open %s: %w", d.dirname, err)
+		}
+		// A full disk must not keep the DB from serving what it holds:
+		// open as the running engine is when its flushes fail (reads go
+		// on, writes are refused definitely), and let the flush goroutine
+		// retry (flushLoop).
+		d.opts.Logger.Error("lsm: no room to flush the replayed WALs; serving reads and refusing writes until a retry succeeds",
+			"dir", d.dirname, "err", err, "memtables", len(mems))
+		d.flushFailing, d.flushErr, d.flushFailures = err, err, 1
+		if manifestNum != 0 {
+			// Still CURRENT: removed once a new manifest is (createManifest).
+			d.abandonedManifests = append(d.abandonedManifests, manifestNum)
+		}
+		d.publishReadStateLocked()
+		d.removeUnreferenced(dir.names, st.logNum, manifestNum)
+		return nil
+	}
+	d.removeUnreferenced(dir.names, d.manifestLogNum, d.manifest.num)
+	return nil
+}
+
+// finishRecovery writes the memtables Open replayed (d.imm, while
+// d.recovering) to L0 tables, creates the WAL the DB goes on with and
+// records both in a new manifest, which retires the replayed WALs; then it
+// installs the new state and deletes those WALs. Open calls it, and when
+// Open met a full disk the flush goroutine retries it (no write is taken
+// meanwhile: the memtables are exactly those replayed).
+//
+// Order matters for crashes: the new WAL exists before the manifest that
+// starts from it (a crash in between leaves an empty WAL after the
+// replayed ones, read as nothing: see replayWALs), and the old WALs go
+// after the manifest switch. When the new WAL cannot reserve its blocks (a
+// full disk), it is created without, so that the manifest can start from
+// it; if the reservation still fails once the old WALs (and their
+// reservations) are gone, it is closed unwritten and writes are refused,
+// definitely, until a rotation creates one that can (rotateMemtable,
+// retried by the committer), rather than meeting the full disk in a WAL
+// write, which would disable them until a restart.
+//
+// On failure the tables and the WAL it made are removed and clean is true,
+// unless a manifest naming them may be CURRENT (a failed CURRENT switch
+// whose outcome is unknown): then they are kept until a later manifest
+// settles them, as after a failed manifest edit (logAndApply).
+func (d *DB) finishRecovery() (clean bool, err error) {
+	d.mu.Lock()
+	mems := slices.Clone(d.imm)
+	d.mu.Unlock()
+	snapshots := d.snapshotSeqs()
+	e := &versionEdit{}
+	removeTables := func() {
+		for _, nf := range e.added {
+			d.removeTable(nf.meta.fileNum)
+		}
+	}
+	for _, m := range mems {
+		iter := m.t.NewFlushIter(snapshots[0])
+		meta, err := d.writeL0(&compactionIter{iter: iter, snapshots: snapshots})
 		if cerr := iter.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			// The tables written so far are named by no manifest: remove
-			// them rather than leave them taking the room a retry needs.
-			for _, nf := range e.added {
-				d.removeTable(nf.meta.fileNum)
-			}
-			return fmt.Errorf("lsm: open %s: flush replayed WAL: %w", d.dirname, err)
+			// Named by no manifest: they would only take the room the
+			// next attempt needs.
+			removeTables()
+			return true, fmt.Errorf("flush replayed WAL: %w", err)
 		}
 		if meta != nil {
 			e.added = append(e.added, newFile{level: 0, meta: meta})
-			d.metrics.flushes.Add(1)
-			d.metrics.flushBytes.Add(meta.size)
 		}
 	}
-	nv, err := d.current.apply(e)
-	if err != nil {
-		return err
-	}
-	d.current.unref()
-	d.current = nv
-	logNum := d.nextFileNum.Add(1) - 1
 	if err := d.keepDamagedWALs(); err != nil {
-		return err
+		removeTables()
+		return true, err
 	}
-	// The new WAL exists before the manifest that starts from it, so the
-	// WAL a manifest starts from is missing only when it was lost
-	// (checkStartWAL); a crash in between leaves an empty WAL beside the
-	// old manifest, replayed as nothing.
+	fs := d.opts.FS
+	logNum := d.nextFileNum.Add(1) - 1
+	var wal *walWriter
+	var reserveErr error
 	if !d.opts.DisableWAL {
-		d.wal, err = createWAL(fs, d.dirname, logNum, d.memtableBytes(0))
+		wal, err = createWAL(fs, d.dirname, logNum, d.memtableBytes(0))
 		if isNoSpace(err) {
-			// A full disk must not keep the DB from opening for reads:
-			// without the reservation the first write meets it instead.
-			d.opts.Logger.Warn("lsm: no room to reserve the WAL's blocks; opening without", "err", err)
-			d.wal, err = createWAL(fs, d.dirname, logNum, 0)
+			reserveErr = fmt.Errorf("%w: %w", errWALCreateFailing, err)
+			wal, err = createWAL(fs, d.dirname, logNum, 0)
 		}
 		if err != nil {
-			return err
+			fs.Remove(fs.PathJoin(d.dirname, makeFilename(fileTypeLog, logNum)))
+			removeTables()
+			return true, err
 		}
-		d.walNums = []uint64{logNum}
 	}
-	if _, err := d.createManifest(d.current, logNum, lastSeq); err != nil {
-		return err
+
+	// The committer's state (the WAL, the mutable memtable) changes below;
+	// active before manifestMu, as everywhere.
+	d.commit.active.Lock()
+	defer d.commit.active.Unlock()
+	d.manifestMu.Lock()
+	cur := d.current
+	// As logAndApply: no write is taken while recovering, so this is the
+	// last replayed sequence number.
+	lastSeq := max(d.visibleSeq.Load(), d.manifestLastSeq)
+	nv, err := cur.apply(e)
+	if err == nil {
+		var unnamed bool
+		if unnamed, err = d.createManifest(nv, logNum, lastSeq); err != nil {
+			if !unnamed {
+				for _, a := range e.added {
+					a.meta.refs.Add(1)
+					d.unsettled = append(d.unsettled, a.meta)
+				}
+			}
+			nv.unref()
+			clean = unnamed
+		}
+	} else {
+		clean = true
 	}
-	d.mem = newMemTable(1, d.memtableBytes(0), 0)
+	if err != nil {
+		d.manifestMu.Unlock()
+		if wal != nil {
+			wal.close()
+			if clean {
+				fs.Remove(wal.name)
+			} else {
+				d.mu.Lock()
+				d.walNums = append(d.walNums, logNum)
+				d.mu.Unlock()
+			}
+		}
+		if clean {
+			// nv held the only references: they are queued as obsolete.
+			d.deleteObsoleteTables()
+		}
+		return clean, err
+	}
+	d.manifestLastSeq = lastSeq
+
+	d.mu.Lock()
+	d.current = nv
+	if len(mems) > 0 {
+		last := mems[len(mems)-1].id
+		d.flushedMemID = last
+		d.flushPins = slices.DeleteFunc(d.flushPins, func(p *flushPin) bool {
+			if p.memID > last {
+				return false
+			}
+			nv.ref()
+			p.v = nv
+			return true
+		})
+	}
+	d.imm = nil
+	d.recovering = false
+	d.nextMemID++
+	d.mem = newMemTable(d.nextMemID, d.memtableBytes(0), 0)
 	first := d.mem.t
 	d.goPrefaultLocked(func() { first.Prefault(d.closeCh) })
-	d.nextMemID = 1
-	if !d.opts.DisableWAL {
+	if wal != nil {
 		d.mem.logNum = logNum
+		d.wal = wal
+		d.walNums = append(d.walNums, logNum)
 	}
 	d.publishReadStateLocked()
-	d.removeUnreferenced(dir.names, logNum)
-	return nil
+	d.cond.Broadcast()
+	d.mu.Unlock()
+	d.manifestMu.Unlock()
+	cur.unref()
+	for _, a := range e.added {
+		d.metrics.flushes.Add(1)
+		d.metrics.flushBytes.Add(a.meta.size)
+	}
+	d.deleteObsoleteWALs(logNum)
+	if reserveErr != nil {
+		// The replayed WALs' blocks (each reserved a memtable's worth) are
+		// free now, which may be room enough.
+		if err := reserveBlocks(wal.raw, d.memtableBytes(0)); err == nil {
+			return true, nil
+		}
+		// Still active: no write has reached the WAL.
+		if err := wal.close(); err != nil {
+			d.opts.Logger.Warn("lsm: close unreserved WAL", "wal", wal.name, "err", err)
+		}
+		d.opts.Logger.Error("lsm: cannot create the next WAL; refusing writes until it can", "err", reserveErr)
+		d.mu.Lock()
+		d.walCreateFailing = reserveErr
+		d.mu.Unlock()
+	}
+	return true, nil
 }
 
 // checkWALsFrom checks that the WAL the manifest's state starts from is
@@ -463,6 +630,16 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 			replay = append(replay, n)
 		}
 	}
+	// A torn tail is allowed in the newest WAL with anything in it: the
+	// WALs after it, empty, are what a crash leaves between an Open's
+	// creation of its WAL and the manifest that retires the replayed ones
+	// (finishRecovery), which no write reached.
+	lastWithData := 0
+	for i, num := range replay {
+		if !walEmpty(d.opts.FS, d.dirname, num) {
+			lastWithData = i
+		}
+	}
 	for i, num := range replay {
 		// Size memtables by the log (entries take more room in a memtable
 		// than in the WAL), without allocating a full-size arena for a
@@ -471,7 +648,7 @@ func (d *DB) replayWALs(logs []uint64, minLog, lastSeq uint64) ([]*memTable, uin
 		if fi, err := d.opts.FS.Stat(d.opts.FS.PathJoin(d.dirname, makeFilename(fileTypeLog, num))); err == nil {
 			size = min(size, max(minMemtableBytes, 4*fi.Size()))
 		}
-		end, err := d.replayWAL(num, i == len(replay)-1, func(b *Batch) error {
+		end, err := d.replayWAL(num, i >= lastWithData, func(b *Batch) error {
 			done := 0
 			for {
 				if mem == nil {
@@ -537,9 +714,9 @@ func (d *DB) keepDamagedWALs() error {
 }
 
 // removeUnreferenced deletes what recovery left behind: WALs older than
-// logNum, manifests other than the live one, tables no version names,
-// temporary files, and checkpoints of interrupted backups.
-func (d *DB) removeUnreferenced(names []string, logNum uint64) {
+// logNum, manifests other than manifestNum (CURRENT's), tables no version
+// names, temporary files, and checkpoints of interrupted backups.
+func (d *DB) removeUnreferenced(names []string, logNum, manifestNum uint64) {
 	live := make(map[uint64]bool)
 	for _, files := range d.current.levels {
 		for _, f := range files {
@@ -563,7 +740,7 @@ func (d *DB) removeUnreferenced(names []string, logNum uint64) {
 		case fileTypeLog:
 			remove = num < logNum
 		case fileTypeManifest:
-			remove = num != d.manifest.num
+			remove = num != manifestNum
 		case fileTypeTable:
 			remove = !live[num]
 		case fileTypeTemp:

@@ -1,8 +1,6 @@
 package lsm
 
 import (
-	"errors"
-
 	"github.com/lni/vfs"
 	"golang.org/x/sys/unix"
 )
@@ -21,9 +19,4 @@ func reserveBlocks(f vfs.File, n int64) error {
 		return err
 	}
 	return nil
-}
-
-// isNoSpace reports whether err is a full disk or quota.
-func isNoSpace(err error) bool {
-	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }

@@ -7,6 +7,3 @@ import "github.com/lni/vfs"
 // reserveBlocks does nothing where fallocate is not available: a full disk
 // is then met by a WAL write instead of its creation.
 func reserveBlocks(vfs.File, int64) error { return nil }
-
-// isNoSpace is false: reserveBlocks reports nothing here.
-func isNoSpace(error) bool { return false }

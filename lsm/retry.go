@@ -12,11 +12,17 @@ import (
 type retryBackoff struct {
 	wait     time.Duration
 	failures int
+	// limit, when set, is the longest wait instead of maxRetryWait.
+	limit time.Duration
 }
 
 const (
 	minRetryWait = time.Second
 	maxRetryWait = time.Minute
+	// maxRecoveryRetryWait is the longest wait between attempts of a DB
+	// that Open left recovering (a full disk): it serves no write until
+	// one succeeds, so space freed must be noticed within seconds.
+	maxRecoveryRetryWait = 5 * time.Second
 )
 
 // after records the outcome of an attempt and reports whether the caller
@@ -30,7 +36,11 @@ func (r *retryBackoff) after(err error, log *slog.Logger, failMsg, recoverMsg st
 		return false
 	}
 	r.failures++
-	r.wait = min(max(2*r.wait, minRetryWait), maxRetryWait)
+	limit := maxRetryWait
+	if r.limit > 0 {
+		limit = r.limit
+	}
+	r.wait = min(max(2*r.wait, minRetryWait), limit)
 	log.Error(failMsg, append(attrs, "err", err, "failures", r.failures, "next_retry", r.wait)...)
 	return true
 }
