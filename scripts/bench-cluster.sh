@@ -5,6 +5,8 @@
 #   2. the three-node kvserver cluster (conf/node{1,2,3}.toml layout, fresh
 #      data under a temp dir) with `kvbench -clients 512 -ops put,get`;
 #   3. one standalone kvserver (sync = always) with the same kvbench load.
+# TLS=1 runs the cluster with mutual TLS on the raft port (certificates
+# from scripts/peer-certs.sh).
 # Installs etcd-server/etcd-client with apt when missing. Loopback only;
 # everything started here is stopped at the end.
 set -euo pipefail
@@ -33,9 +35,14 @@ eps=http://127.0.0.1:32370,http://127.0.0.1:32371,http://127.0.0.1:32372
 ETCDCTL_API=3 etcdctl --endpoints=$eps check perf --load=xl 2>&1 | tr '\r' '\n' | grep -E '^(PASS|FAIL)' || true
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 
-echo "== kvserver: 3-node cluster, kvbench -clients $CLIENTS -ops put,get"
+echo "== kvserver: 3-node cluster${TLS:+ (raft over mutual TLS)}, kvbench -clients $CLIENTS -ops put,get"
+tls=(-e '')
+if [ "${TLS:-}" = 1 ]; then
+  bash scripts/peer-certs.sh "$work/certs" node1=127.0.0.1 node2=127.0.0.1 node3=127.0.0.1 >/dev/null
+  tls=(-e "s#^\# tls_\(cert\|key\|ca\)_file = \"certs/#tls_\1_file = \"$work/certs/#")
+fi
 for i in 1 2 3; do
-  sed -e "s#./cluster-data/node$i#$work/kv$i#" conf/node$i.toml | sed -e 's/^level = .*/level = "warn"/' >"$work/node$i.toml"
+  sed -e "s#./cluster-data/node$i#$work/kv$i#" "${tls[@]}" conf/node$i.toml | sed -e 's/^level = .*/level = "warn"/' >"$work/node$i.toml"
   grep -q '^\[log\]' "$work/node$i.toml" || printf '[log]\nlevel = "warn"\n' >>"$work/node$i.toml"
   ./bin/kvserver -c "$work/node$i.toml" >"$work/kv$i.log" 2>&1 &
   pids+=($!)
