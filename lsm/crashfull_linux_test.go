@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -126,24 +125,7 @@ func TestFullDiskCrashKill(t *testing.T) {
 	const rounds = 15
 	for round := range rounds {
 		free := round%3 == 2
-		cmd := exec.Command(os.Args[0], "-test.run=^TestFullDiskCrashChild$")
-		cmd.Env = append(os.Environ(), fullChildDirEnv+"="+dir, fmt.Sprintf("%s=%d", fullChildRoundEnv, round))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1024)
-		go func() {
-			defer close(lines)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-		}()
+		cmd, lines := startChild(t, "TestFullDiskCrashChild", fullChildDirEnv+"="+dir, fmt.Sprintf("%s=%d", fullChildRoundEnv, round))
 		var kill, freeAt <-chan time.Time
 		if round%4 == 0 {
 			// While the child starts or opens.
