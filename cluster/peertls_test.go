@@ -245,3 +245,40 @@ func TestKeyPairReload(t *testing.T) {
 		t.Fatalf("with a mismatched pair on disk: serial %d, want the previous 11", s)
 	}
 }
+
+// TestPeerTLSWithSecret: with both set, the secret's challenge runs inside
+// the TLS connection: a member with the secret gets through, one with a
+// certificate of the CA but another secret does not, and probes are
+// answered.
+func TestPeerTLSWithSecret(t *testing.T) {
+	ca := newTestCA(t, t.TempDir())
+	factory := func(secret string) transportFactory {
+		return transportFactory{log: slog.New(slog.DiscardHandler), tls: peerTLSFor(t, ca, "m"), secret: []byte(secret)}
+	}
+	batches := make(chan pb.MessageBatch, 4)
+	_, addr := startTransportWith(t, factory("s3cret"), batches, make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	send := func(secret string) error {
+		tr, _ := startTransportWith(t, factory(secret), make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+		conn, err := tr.GetConnection(context.Background(), addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 9}}})
+	}
+	if err := send("s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if mb := recv(t, batches); len(mb.Requests) != 1 || mb.Requests[0].ShardID != 9 {
+		t.Fatalf("batch from a member with the secret: %+v", mb)
+	}
+	send("wrong")
+	select {
+	case mb := <-batches:
+		t.Fatalf("batch with the wrong secret delivered: %+v", mb)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if !probeMember(peerTLSFor(t, ca, "probe"), addr) {
+		t.Fatal("probe over TLS to a node with a secret not answered")
+	}
+}
