@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/kvstore/kv/lsm/internal/base"
 )
@@ -85,12 +84,24 @@ func (d *DB) compactLoop() {
 				// table fails at once, reading nothing.
 				break
 			}
-			if retry.after(err, d.opts.Logger, "lsm: compaction failed; will retry", "lsm: compaction succeeded after failures", "level", c.level) {
-				select {
-				case <-d.closeCh:
-					return
-				case <-time.After(retry.wait):
+			attrs := []any{"level", c.level}
+			var space *spaceWatch
+			if err != nil {
+				var size int64 // what it writes, about; a move writes only the manifest
+				if !c.trivialMove {
+					for _, files := range c.inputs {
+						size += totalSize(files)
+					}
 				}
+				if space = d.watchSpace(err, size); space != nil {
+					attrs = append(attrs, "retry_when_free_bytes", space.need)
+				}
+			}
+			// Not woken by compactCh: every flush signals it, and a full
+			// disk's compaction would then be retried at each flush.
+			if retry.after(err, d.opts.Logger, "lsm: compaction failed; will retry", "lsm: compaction succeeded after failures", attrs...) &&
+				!d.retryWait(retry.wait, space, nil) {
+				return
 			}
 		}
 	}

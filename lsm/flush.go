@@ -3,7 +3,6 @@ package lsm
 import (
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/kvstore/kv/lsm/internal/base"
 	"github.com/kvstore/kv/lsm/sstable"
@@ -99,7 +98,7 @@ func (d *DB) flushLoop() {
 		retry = retryBackoff{wait: minRetryWait, failures: 1, limit: maxRecoveryRetryWait}
 	}
 	d.mu.Unlock()
-	if retry.failures > 0 && !d.flushRetryWait(retry.wait) {
+	if retry.failures > 0 && !d.retryWait(retry.wait, nil, d.flushCh) {
 		return
 	}
 	for {
@@ -110,7 +109,11 @@ func (d *DB) flushLoop() {
 				return
 			}
 			var err error
+			var size int64 // what the attempt writes, about
 			if d.recovering {
+				for _, m := range d.imm {
+					size += m.t.Size()
+				}
 				d.mu.Unlock()
 				_, err = d.finishRecovery()
 			} else {
@@ -124,6 +127,7 @@ func (d *DB) flushLoop() {
 					next = d.imm[1]
 				}
 				d.mu.Unlock()
+				size = m.t.Size()
 				err = d.flushMemtable(m, next.logNum)
 			}
 			d.mu.Lock()
@@ -134,10 +138,20 @@ func (d *DB) flushLoop() {
 				d.cond.Broadcast()
 			}
 			d.mu.Unlock()
-			if !retry.after(err, d.opts.Logger, "lsm: flush failed; will retry", "lsm: flush succeeded after failures") {
+			var space *spaceWatch
+			var attrs []any
+			if err != nil {
+				if space = d.watchSpace(err, size); space != nil {
+					attrs = []any{"retry_when_free_bytes", space.need}
+				}
+			}
+			if !retry.after(err, d.opts.Logger, "lsm: flush failed; will retry", "lsm: flush succeeded after failures", attrs...) {
 				continue
 			}
-			if !d.flushRetryWait(retry.wait) {
+			// A Flush call or a new immutable memtable (flushCh) retries
+			// at once too: a caller waiting, at shutdown say, learns at
+			// once whether the disk has room again.
+			if !d.retryWait(retry.wait, space, d.flushCh) {
 				return
 			}
 		}
@@ -148,22 +162,6 @@ func (d *DB) flushLoop() {
 			return
 		}
 	}
-}
-
-// flushRetryWait waits wait before a flush is retried, or less if a Flush
-// call or a new immutable memtable asks for a flush meanwhile (a caller
-// waiting, at shutdown say, learns at once whether the disk has room
-// again); it reports false when the DB closes.
-func (d *DB) flushRetryWait(wait time.Duration) bool {
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-d.closeCh:
-		return false
-	case <-d.flushCh:
-	case <-t.C:
-	}
-	return true
 }
 
 // flushMemtable writes m as an L0 table and records it, together with the

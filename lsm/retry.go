@@ -8,7 +8,9 @@ import (
 // retryBackoff spaces the retries of a failing background job (a flush, a
 // compaction) and with them its error lines: waits double from a second
 // up to a minute, so a full disk costs a log line a minute, not one a
-// second forever. The first success after failures is logged too.
+// second forever. The first success after failures is logged too. A job
+// that failed for lack of space is retried sooner once the free space
+// covers it (retryWait, space.go).
 type retryBackoff struct {
 	wait     time.Duration
 	failures int
