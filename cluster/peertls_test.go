@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -165,15 +164,7 @@ func TestPeerTLSRefusesStrangers(t *testing.T) {
 	}
 	batches := make(chan pb.MessageBatch, 4)
 	_, addr := startTransportWith(t, factory(peerTLSFor(t, ca, "server")), batches, make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-	send := func(p *peerTLS) error {
-		tr, _ := startTransportWith(t, factory(p), make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-		conn, err := tr.GetConnection(context.Background(), addr)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 7}}})
-	}
+	send := func(p *peerTLS) error { return sendFrom(t, factory(p), addr, 7) }
 	if err := send(peerTLSFor(t, ca, "member")); err != nil {
 		t.Fatal(err)
 	}
@@ -257,15 +248,7 @@ func TestPeerTLSWithSecret(t *testing.T) {
 	}
 	batches := make(chan pb.MessageBatch, 4)
 	_, addr := startTransportWith(t, factory("s3cret"), batches, make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-	send := func(secret string) error {
-		tr, _ := startTransportWith(t, factory(secret), make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-		conn, err := tr.GetConnection(context.Background(), addr)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 9}}})
-	}
+	send := func(secret string) error { return sendFrom(t, factory(secret), addr, 9) }
 	if err := send("s3cret"); err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,19 @@ func startTransportWith(t *testing.T, f transportFactory, batches chan<- pb.Mess
 	return tr, addr
 }
 
+// sendFrom sends one batch for shard to addr from a transport f makes,
+// over a connection of its own.
+func sendFrom(t *testing.T, f transportFactory, addr string, shard uint64) error {
+	t.Helper()
+	tr, _ := startTransportWith(t, f, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
+	conn, err := tr.GetConnection(context.Background(), addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: shard}}})
+}
+
 func recv[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
 	select {
@@ -311,15 +324,7 @@ func TestSecretAuthenticatesConnections(t *testing.T) {
 	}
 	batches := make(chan pb.MessageBatch, 4)
 	_, addr := startTransportWith(t, factory("s3cret"), batches, make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-	send := func(secret string) error {
-		tr, _ := startTransportWith(t, factory(secret), make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-		conn, err := tr.GetConnection(context.Background(), addr)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 7}}})
-	}
+	send := func(secret string) error { return sendFrom(t, factory(secret), addr, 7) }
 	if err := send("s3cret"); err != nil {
 		t.Fatal(err)
 	}
