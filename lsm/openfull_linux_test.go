@@ -3,7 +3,6 @@ package lsm
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -56,27 +55,8 @@ func waitFor(timeout time.Duration, cond func() error) error {
 // refuses writes definitely, and once space is freed flushes in the
 // background and takes writes again, without a restart.
 func TestOpenOnFullDiskRealFS(t *testing.T) {
-	disk := smallDisk(t, 24<<20)
-	filler := filepath.Join(disk, "filler")
-	if err := os.WriteFile(filler, make([]byte, 6<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(disk, "db")
-	opts := Options{FS: vfs.Default, MemtableBytes: 2 << 20, BlockCacheBytes: testCacheBytes, Sync: SyncAlways}
-	d := mustOpen(t, dir, opts)
-	value := make([]byte, 64<<10) // incompressible
-	rand.NewChaCha8([32]byte{2}).Read(value)
-	var acked []string
-	for i := 0; ; i++ {
-		if i == 2000 {
-			t.Fatal("24 MiB took 2000 writes of 64 KiB")
-		}
-		k := fmt.Sprintf("k%05d", i)
-		if err := d.Put([]byte(k), value); err != nil {
-			break
-		}
-		acked = append(acked, k)
-	}
+	f := fillSmallDisk(t, 2)
+	disk, filler, dir, opts, d, value, acked := f.disk, f.filler, f.dir, f.opts, f.d, f.value, f.acked
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}

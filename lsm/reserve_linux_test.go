@@ -34,29 +34,8 @@ func smallDisk(t *testing.T, bytes int64) string {
 // unknown and every later write was refused until a restart. Everything
 // acknowledged is there after a reopen.
 func TestFullDiskRefusesAndRecovers(t *testing.T) {
-	disk := smallDisk(t, 24<<20)
-	filler := filepath.Join(disk, "filler")
-	if err := os.WriteFile(filler, make([]byte, 6<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(disk, "db")
-	opts := Options{FS: vfs.Default, MemtableBytes: 2 << 20, BlockCacheBytes: testCacheBytes, Sync: SyncAlways}
-	d := mustOpen(t, dir, opts)
-	value := make([]byte, 64<<10) // incompressible
-	rand.NewChaCha8([32]byte{1}).Read(value)
-	var acked []string
-	var refusal error
-	for i := 0; refusal == nil; i++ {
-		if i == 2000 {
-			t.Fatal("24 MiB took 2000 writes of 64 KiB")
-		}
-		k := fmt.Sprintf("k%05d", i)
-		if err := d.Put([]byte(k), value); err != nil {
-			refusal = err
-			break
-		}
-		acked = append(acked, k)
-	}
+	f := fillSmallDisk(t, 1)
+	filler, dir, opts, d, acked, refusal := f.filler, f.dir, f.opts, f.d, f.acked, f.refusal
 	if errors.Is(refusal, ErrOutcomeUnknown) || !strings.Contains(refusal.Error(), "no space left") {
 		t.Fatalf("the write that found the disk full: %v; want a definite refusal saying why", refusal)
 	}
@@ -88,5 +67,42 @@ func TestFullDiskRefusesAndRecovers(t *testing.T) {
 		if _, err := d.Get([]byte(k)); err != nil {
 			t.Fatalf("acknowledged %s after reopen: %v", k, err)
 		}
+	}
+}
+
+// fullDisk is a DB on a small file system filled until a write was
+// refused: 6 MiB of filler, then 64 KiB incompressible values under keys
+// k00000, k00001... (acked) until refusal.
+type fullDisk struct {
+	disk, filler, dir string
+	opts              Options
+	d                 *DB
+	value             []byte
+	acked             []string
+	refusal           error
+}
+
+func fillSmallDisk(t *testing.T, seed byte) fullDisk {
+	t.Helper()
+	f := fullDisk{disk: smallDisk(t, 24<<20)}
+	f.filler = filepath.Join(f.disk, "filler")
+	if err := os.WriteFile(f.filler, make([]byte, 6<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.dir = filepath.Join(f.disk, "db")
+	f.opts = Options{FS: vfs.Default, MemtableBytes: 2 << 20, BlockCacheBytes: testCacheBytes, Sync: SyncAlways}
+	f.d = mustOpen(t, f.dir, f.opts)
+	f.value = make([]byte, 64<<10) // incompressible
+	rand.NewChaCha8([32]byte{seed}).Read(f.value)
+	for i := 0; ; i++ {
+		if i == 2000 {
+			t.Fatal("24 MiB took 2000 writes of 64 KiB")
+		}
+		k := fmt.Sprintf("k%05d", i)
+		if err := f.d.Put([]byte(k), f.value); err != nil {
+			f.refusal = err
+			return f
+		}
+		f.acked = append(f.acked, k)
 	}
 }

@@ -160,17 +160,7 @@ func TestPipelinedMGetsAreBounded(t *testing.T) {
 			if _, err := c.Write(req); err != nil {
 				t.Fatal(err)
 			}
-			var settled int64
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-				n := st.gets.Load()
-				if n == settled && n > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the store is still read while the cold keys wait: %d gets", n)
-				}
-				settled = n
-			}
+			settled := waitGetsSettle(t, &st.gets, "the cold keys wait")
 			if want := int64(maxMultiReads * keys); settled != want {
 				t.Fatalf("%d reads reached the store while the cold keys waited, want %d (%d MGETs out)", settled, want, maxMultiReads)
 			}

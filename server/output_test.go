@@ -92,17 +92,7 @@ func TestAsyncRepliesCountAgainstOutputLimit(t *testing.T) {
 	}
 	// The store settles: reads whose replies were dropped over the limit
 	// wait for the front instead of being read again and again.
-	var settled int64
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		n := st.gets.Load()
-		if n == settled && n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the store is still read while the front waits: %d gets", n)
-		}
-		settled = n
-	}
+	waitGetsSettle(t, &st.gets, "the front waits")
 	close(gated.release)
 	br := bufio.NewReaderSize(c, 1<<20)
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -490,4 +480,22 @@ func (st *heldWritesStore) settledBytes() int64 {
 		last = b
 	}
 	return last
+}
+
+// waitGetsSettle waits until gets stops growing (two readings 200 ms
+// apart agree, after at least one get) and returns it; it fails the test
+// if the store is still read after 10 s while what says.
+func waitGetsSettle(t *testing.T, gets *atomic.Int64, what string) int64 {
+	t.Helper()
+	var settled int64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		n := gets.Load()
+		if n == settled && n > 0 {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store is still read while %s: %d gets", what, n)
+		}
+		settled = n
+	}
 }
