@@ -77,10 +77,10 @@ func (g *spaceGuard) check() {
 // liftAt is the free space at which a raised alarm lifts.
 func (g *spaceGuard) liftAt() uint64 { return g.min + g.min/8 }
 
-// memberSpace is what a member's probe answer said of its disk.
+// memberSpace is a member whose probe answer said it is short of disk
+// space, and the bytes it has free.
 type memberSpace struct {
 	id    uint64
-	low   bool
 	avail uint64
 }
 

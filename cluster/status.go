@@ -232,7 +232,7 @@ func lowSpace(answers map[uint64]probeAnswer) []memberSpace {
 	var low []memberSpace
 	for id, a := range answers {
 		if a.low {
-			low = append(low, memberSpace{id: id, low: true, avail: a.avail})
+			low = append(low, memberSpace{id: id, avail: a.avail})
 		}
 	}
 	slices.SortFunc(low, func(a, b memberSpace) int { return cmp.Compare(a.id, b.id) })
