@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -263,5 +265,49 @@ func TestPeerTLSWithSecret(t *testing.T) {
 	}
 	if !probeMember(peerTLSFor(t, ca, "probe"), addr) {
 		t.Fatal("probe over TLS to a node with a secret not answered")
+	}
+}
+
+// TestPeerTLSJoin: a new node with a certificate of the cluster's CA joins
+// a TLS cluster and serves; one whose certificate another CA signed is
+// refused, since its raft port does not answer the members' probe.
+func TestPeerTLSJoin(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir)
+	tc := newTestCluster(t, clusterOpts{shards: 2, configure: ca.configure(t, dir)})
+	serveMembership(t, tc.cfgs[0].Server.Listen, tc.nodes[0])
+	mustPut(t, tc.nodes[0], "before", "v")
+
+	joiner := func(id uint64, from *testCA) conf.Config {
+		addrs := freeAddrs(t, 2)
+		cfg := baseConfig(t, id, addrs[0], addrs[1], 2)
+		cfg.Cluster.Members = nil
+		cfg.Cluster.Join = []string{tc.cfgs[0].Server.Listen}
+		ca.configure(t, dir)(int(id-1), &cfg)
+		if from != ca {
+			cfg.Cluster.TLSCertFile, cfg.Cluster.TLSKeyFile = from.issue(t, t.TempDir(), "stranger", 99)
+		}
+		return cfg
+	}
+	stranger := newTestCA(t, t.TempDir())
+	if n, err := open(context.Background(), joiner(5, stranger), testLogger(t).With("node", 5), fsForTest()); err == nil {
+		n.Close()
+		t.Fatal("a node with another CA's certificate joined")
+	} else if !strings.Contains(err.Error(), "does not answer") {
+		t.Fatalf("join with another CA's certificate: %v", err)
+	}
+
+	n4, err := open(context.Background(), joiner(4, ca), testLogger(t).With("node", 4), fsForTest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n4.Close()
+	tc.waitLeaders(n4)
+	mustPut(t, n4, "from4", "x")
+	if v, err := get(tc.nodes[1], "from4"); err != nil || v != "x" {
+		t.Fatalf("write through the joined node: %q, %v", v, err)
+	}
+	if v, err := get(n4, "before"); err != nil || v != "v" {
+		t.Fatalf("read on the joined node: %q, %v", v, err)
 	}
 }
