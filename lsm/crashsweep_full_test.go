@@ -6,11 +6,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/lni/vfs"
 )
@@ -114,24 +112,13 @@ func TestCrashSweepFullDiskOpen(t *testing.T) {
 					}
 					return nil
 				}
-				var dmu sync.Mutex
-				var cur *DB
-				fs.onCrash = func() {
-					time.Sleep(20 * time.Millisecond)
-					dmu.Lock()
-					if cur != nil {
-						cur.Close()
-					}
-					dmu.Unlock()
-				}
+				setCur := fs.closeOnCrash()
 				extra := map[string]string{}
 				extraMaybe := map[string]string{}
 				d, err := Open(sweepDir, sweepOptions(fs))
 				switch {
 				case err == nil:
-					dmu.Lock()
-					cur = d
-					dmu.Unlock()
+					setCur(d)
 					if !fs.isCrashed() {
 						degradedOpens++
 						got, err := dbContents(d, sweepKeys())

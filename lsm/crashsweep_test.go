@@ -310,21 +310,9 @@ func runSweepWorkload(fs vfs.FS, seed uint64) *sweepRun {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	steps := sweepSteps()
 	opts := sweepOptions(fs)
-	var dmu sync.Mutex
-	var cur *DB
-	setCur := func(d *DB) { dmu.Lock(); cur = d; dmu.Unlock() }
+	setCur := func(*DB) {}
 	if sfs, ok := fs.(*sweepFS); ok {
-		sfs.mu.Lock()
-		sfs.onCrash = func() {
-			time.Sleep(20 * time.Millisecond)
-			dmu.Lock()
-			d := cur
-			dmu.Unlock()
-			if d != nil {
-				d.Close()
-			}
-		}
-		sfs.mu.Unlock()
+		setCur = sfs.closeOnCrash()
 	}
 	d, err := Open(sweepDir, opts)
 	setCur(d)
@@ -594,6 +582,25 @@ func applyTornTails(mem *vfs.MemFS, before map[string][]byte, rng *rand.Rand) in
 	return n
 }
 
+// closeOnCrash has a crash close the DB last handed to the returned
+// setter (see onCrash), and returns the setter.
+func (s *sweepFS) closeOnCrash() func(*DB) {
+	var mu sync.Mutex
+	var cur *DB
+	s.mu.Lock()
+	s.onCrash = func() {
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		d := cur
+		mu.Unlock()
+		if d != nil {
+			d.Close()
+		}
+	}
+	s.mu.Unlock()
+	return func(d *DB) { mu.Lock(); cur = d; mu.Unlock() }
+}
+
 // cloneStrict copies a MemFS into a new strict MemFS, everything synced.
 func cloneStrict(t testing.TB, src *vfs.MemFS) *vfs.MemFS {
 	dst := vfs.NewStrictMem()
@@ -753,20 +760,9 @@ func openSweep(t *testing.T, base *vfs.MemFS, run *sweepRun, crashAt int64, rep 
 		fs := newSweepFS(mem, m, true)
 		extra := map[string]string{}
 		extraMaybe := map[string]string{}
-		var dmu sync.Mutex
-		var cur *DB
-		fs.onCrash = func() {
-			time.Sleep(20 * time.Millisecond)
-			dmu.Lock()
-			if cur != nil {
-				cur.Close()
-			}
-			dmu.Unlock()
-		}
+		setCur := fs.closeOnCrash()
 		d, err := Open(sweepDir, sweepOptions(fs))
-		dmu.Lock()
-		cur = d
-		dmu.Unlock()
+		setCur(d)
 		if err == nil {
 			putAfterRecovery(d, extra, extraMaybe)
 			if !fs.isCrashed() {
