@@ -3,15 +3,12 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"sync"
 	"time"
 
+	"github.com/kvstore/kv/certs"
 	"github.com/kvstore/kv/conf"
 )
 
@@ -27,9 +24,8 @@ import (
 // both ends, so it needs both the serverAuth and clientAuth key usages.
 //
 // The node's certificate and key are read again when either file changes
-// (looked at on each handshake), so they can be rotated without a
-// restart; connections already open keep their session. The CA is read at
-// start.
+// (certs.KeyPair), so they can be rotated without a restart; connections
+// already open keep their session. The CA is read at start.
 type peerTLS struct {
 	server *tls.Config
 	client *tls.Config
@@ -40,16 +36,12 @@ func loadPeerTLS(cc conf.Cluster, log *slog.Logger) (*peerTLS, error) {
 	if !cc.PeerTLS() {
 		return nil, nil
 	}
-	pem, err := os.ReadFile(cc.TLSCAFile)
+	pool, err := certs.LoadPool(cc.TLSCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.tls_ca_file: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("cluster.tls_ca_file: no PEM certificate in %s", cc.TLSCAFile)
-	}
-	kp := &keyPair{certFile: cc.TLSCertFile, keyFile: cc.TLSKeyFile, log: log}
-	if _, err := kp.get(); err != nil {
+	kp, err := certs.LoadKeyPair(cc.TLSCertFile, cc.TLSKeyFile, "raft transport", log)
+	if err != nil {
 		return nil, fmt.Errorf("cluster.tls_cert_file and cluster.tls_key_file: %w", err)
 	}
 	return &peerTLS{
@@ -57,12 +49,12 @@ func loadPeerTLS(cc conf.Cluster, log *slog.Logger) (*peerTLS, error) {
 			MinVersion:     tls.VersionTLS13,
 			ClientAuth:     tls.RequireAndVerifyClientCert,
 			ClientCAs:      pool,
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.Get() },
 		},
 		client: &tls.Config{
 			MinVersion:           tls.VersionTLS13,
 			RootCAs:              pool,
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() },
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.Get() },
 		},
 	}, nil
 }
@@ -118,57 +110,4 @@ func closeConn(c net.Conn) error {
 		return tc.NetConn().Close()
 	}
 	return c.Close()
-}
-
-// keyPair is this node's certificate and key, read again when a file
-// changes. A pair that fails to load (a rotation half done: the new
-// certificate beside the old key) leaves the last good one in use.
-type keyPair struct {
-	certFile, keyFile string
-	log               *slog.Logger
-
-	mu     sync.Mutex
-	cert   *tls.Certificate
-	loaded [2]fileStamp // the files as of cert
-	failed [2]fileStamp // the files as of the last failed load, logged once
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-func stamp(name string) (fileStamp, error) {
-	fi, err := os.Stat(name)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return fileStamp{fi.ModTime(), fi.Size()}, nil
-}
-
-func (k *keyPair) get() (*tls.Certificate, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	cs, cerr := stamp(k.certFile)
-	ks, kerr := stamp(k.keyFile)
-	now := [2]fileStamp{cs, ks}
-	if cerr == nil && kerr == nil && now != k.loaded {
-		c, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
-		switch {
-		case err == nil:
-			if k.cert != nil {
-				k.log.Info("raft transport: TLS certificate reloaded", "cert", k.certFile)
-			}
-			k.cert, k.loaded = &c, now
-		case k.cert == nil:
-			return nil, err
-		case now != k.failed:
-			k.failed = now
-			k.log.Warn("raft transport: cannot load the changed TLS certificate; keeping the previous one", "cert", k.certFile, "key", k.keyFile, "err", err)
-		}
-	}
-	if k.cert == nil {
-		return nil, fmt.Errorf("load %s: %w", k.certFile, errors.Join(cerr, kerr))
-	}
-	return k.cert, nil
 }

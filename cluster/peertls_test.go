@@ -2,114 +2,33 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/lni/dragonboat/v4/raftpb"
 
+	"github.com/kvstore/kv/certs/certstest"
 	"github.com/kvstore/kv/conf"
 )
 
-// testCA is a certificate authority for tests; issue writes a member
-// certificate for 127.0.0.1 and its key under dir.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newTestCA(t testing.TB, dir string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kv test CA " + filepath.Base(dir)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, file: filepath.Join(dir, "ca.pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-func (ca *testCA) issue(t testing.TB, dir, name string, serial int64) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-// configure gives node i of a test cluster a certificate for mutual TLS.
-func (ca *testCA) configure(t testing.TB, dir string) func(i int, cfg *conf.Config) {
+// configureTLS gives node i of a test cluster a certificate for mutual TLS.
+func configureTLS(ca *certstest.CA, t testing.TB, dir string) func(i int, cfg *conf.Config) {
 	return func(i int, cfg *conf.Config) {
-		cfg.Cluster.TLSCertFile, cfg.Cluster.TLSKeyFile = ca.issue(t, dir, fmt.Sprintf("node%d", i+1), int64(i+2))
-		cfg.Cluster.TLSCAFile = ca.file
-	}
-}
-
-func writePEM(t testing.TB, name, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+		cfg.Cluster.TLSCertFile, cfg.Cluster.TLSKeyFile = ca.Issue(t, dir, fmt.Sprintf("node%d", i+1), int64(i+2))
+		cfg.Cluster.TLSCAFile = ca.File
 	}
 }
 
 // peerTLSFor loads the TLS setup of a member whose certificate ca issued.
-func peerTLSFor(t testing.TB, ca *testCA, name string) *peerTLS {
+func peerTLSFor(t testing.TB, ca *certstest.CA, name string) *peerTLS {
 	t.Helper()
 	dir := t.TempDir()
-	cert, key := ca.issue(t, dir, name, time.Now().UnixNano())
-	p, err := loadPeerTLS(conf.Cluster{TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: ca.file}, slog.New(slog.DiscardHandler))
+	cert, key := ca.Issue(t, dir, name, time.Now().UnixNano())
+	p, err := loadPeerTLS(conf.Cluster{TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: ca.File}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +40,8 @@ func peerTLSFor(t testing.TB, ca *testCA, name string) *peerTLS {
 // plain-TCP probe nor a peer whose certificate another CA signed.
 func TestPeerTLSCluster(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	tc := newTestCluster(t, clusterOpts{shards: 2, configure: ca.configure(t, dir)})
+	ca := certstest.NewCA(t, dir)
+	tc := newTestCluster(t, clusterOpts{shards: 2, configure: configureTLS(ca, t, dir)})
 	for i := range 20 {
 		mustPut(t, tc.nodes[i%3], fmt.Sprintf("tls%02d", i), "v")
 	}
@@ -139,7 +58,7 @@ func TestPeerTLSCluster(t *testing.T) {
 	if probeMember(nil, addr) {
 		t.Fatal("a plain-TCP probe was answered")
 	}
-	stranger := peerTLSFor(t, newTestCA(t, t.TempDir()), "stranger")
+	stranger := peerTLSFor(t, certstest.NewCA(t, t.TempDir()), "stranger")
 	if probeMember(stranger, addr) {
 		t.Fatal("a peer with another CA's certificate was answered")
 	}
@@ -152,15 +71,15 @@ func TestPeerTLSCluster(t *testing.T) {
 // snapshot test with mutual TLS on every member).
 func TestPeerTLSSnapshotCatchUp(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	testReplicaCatchesUpBySnapshot(t, clusterOpts{shards: 2, snapshotEntries: 5, configure: ca.configure(t, dir)})
+	ca := certstest.NewCA(t, dir)
+	testReplicaCatchesUpBySnapshot(t, clusterOpts{shards: 2, snapshotEntries: 5, configure: configureTLS(ca, t, dir)})
 }
 
 // TestPeerTLSRefusesStrangers: a transport with TLS delivers batches from
 // a peer whose certificate the CA signed, and none from a peer of another
 // CA, one without a certificate, or a plain connection.
 func TestPeerTLSRefusesStrangers(t *testing.T) {
-	ca := newTestCA(t, t.TempDir())
+	ca := certstest.NewCA(t, t.TempDir())
 	factory := func(p *peerTLS) transportFactory {
 		return transportFactory{log: slog.New(slog.DiscardHandler), tls: p}
 	}
@@ -178,7 +97,7 @@ func TestPeerTLSRefusesStrangers(t *testing.T) {
 	noCert.client.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		return &tls.Certificate{}, nil
 	}
-	for name, p := range map[string]*peerTLS{"another CA": peerTLSFor(t, newTestCA(t, t.TempDir()), "x"), "no certificate": noCert, "plain TCP": nil} {
+	for name, p := range map[string]*peerTLS{"another CA": peerTLSFor(t, certstest.NewCA(t, t.TempDir()), "x"), "no certificate": noCert, "plain TCP": nil} {
 		send(p) // fails at the handshake, or the acceptor closes the connection
 		select {
 		case mb := <-batches:
@@ -188,63 +107,12 @@ func TestPeerTLSRefusesStrangers(t *testing.T) {
 	}
 }
 
-// TestKeyPairReload: a rotated certificate is used from the next
-// handshake on; a pair that does not load keeps the last good one.
-func TestKeyPairReload(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	certFile, keyFile := ca.issue(t, dir, "node", 10)
-	kp := &keyPair{certFile: certFile, keyFile: keyFile, log: slog.New(slog.DiscardHandler)}
-	serial := func() int64 {
-		t.Helper()
-		c, err := kp.get()
-		if err != nil {
-			t.Fatal(err)
-		}
-		leaf, err := x509.ParseCertificate(c.Certificate[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return leaf.SerialNumber.Int64()
-	}
-	if s := serial(); s != 10 {
-		t.Fatalf("serial %d, want 10", s)
-	}
-	// Rotation: the same file names, a new pair (mtimes moved on, in case
-	// the file system's clock granularity hides the rewrite).
-	ca.issue(t, dir, "node", 11)
-	later := time.Now().Add(time.Second)
-	for _, f := range []string{certFile, keyFile} {
-		if err := os.Chtimes(f, later, later); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if s := serial(); s != 11 {
-		t.Fatalf("after rotation: serial %d, want 11", s)
-	}
-	// Half a rotation: a new certificate beside the old key.
-	other := t.TempDir()
-	newCert, _ := ca.issue(t, other, "node", 12)
-	b, err := os.ReadFile(newCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	even := later.Add(time.Second)
-	os.Chtimes(certFile, even, even)
-	if s := serial(); s != 11 {
-		t.Fatalf("with a mismatched pair on disk: serial %d, want the previous 11", s)
-	}
-}
-
 // TestPeerTLSWithSecret: with both set, the secret's challenge runs inside
 // the TLS connection: a member with the secret gets through, one with a
 // certificate of the CA but another secret does not, and probes are
 // answered.
 func TestPeerTLSWithSecret(t *testing.T) {
-	ca := newTestCA(t, t.TempDir())
+	ca := certstest.NewCA(t, t.TempDir())
 	factory := func(secret string) transportFactory {
 		return transportFactory{log: slog.New(slog.DiscardHandler), tls: peerTLSFor(t, ca, "m"), secret: []byte(secret)}
 	}
@@ -273,23 +141,23 @@ func TestPeerTLSWithSecret(t *testing.T) {
 // refused, since its raft port does not answer the members' probe.
 func TestPeerTLSJoin(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	tc := newTestCluster(t, clusterOpts{shards: 2, configure: ca.configure(t, dir)})
+	ca := certstest.NewCA(t, dir)
+	tc := newTestCluster(t, clusterOpts{shards: 2, configure: configureTLS(ca, t, dir)})
 	serveMembership(t, tc.cfgs[0].Server.Listen, tc.nodes[0])
 	mustPut(t, tc.nodes[0], "before", "v")
 
-	joiner := func(id uint64, from *testCA) conf.Config {
+	joiner := func(id uint64, from *certstest.CA) conf.Config {
 		addrs := freeAddrs(t, 2)
 		cfg := baseConfig(t, id, addrs[0], addrs[1], 2)
 		cfg.Cluster.Members = nil
 		cfg.Cluster.Join = []string{tc.cfgs[0].Server.Listen}
-		ca.configure(t, dir)(int(id-1), &cfg)
+		configureTLS(ca, t, dir)(int(id-1), &cfg)
 		if from != ca {
-			cfg.Cluster.TLSCertFile, cfg.Cluster.TLSKeyFile = from.issue(t, t.TempDir(), "stranger", 99)
+			cfg.Cluster.TLSCertFile, cfg.Cluster.TLSKeyFile = from.Issue(t, t.TempDir(), "stranger", 99)
 		}
 		return cfg
 	}
-	stranger := newTestCA(t, t.TempDir())
+	stranger := certstest.NewCA(t, t.TempDir())
 	if n, err := open(context.Background(), joiner(5, stranger), testLogger(t).With("node", 5), fsForTest()); err == nil {
 		n.Close()
 		t.Fatal("a node with another CA's certificate joined")
