@@ -3,6 +3,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 )
@@ -11,6 +12,11 @@ import (
 // block means open and quiet; end of file means the server closed it; data
 // means the stream is out of step. Either of the latter makes it unusable.
 func alive(nc net.Conn) bool {
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Any bytes waiting under TLS (a close_notify, say) mean the
+		// same as in the clear.
+		nc = tc.NetConn()
+	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return true

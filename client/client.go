@@ -45,6 +45,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -82,6 +83,10 @@ type Options struct {
 	// (a Range over large values, say) is an error that names this option,
 	// and its connection is closed.
 	MaxReplyBytes int
+	// TLS, when set, makes every connection TLS (the server's
+	// server.tls_listen port) with this configuration; a ServerName left
+	// empty is the host of the address dialled.
+	TLS *tls.Config
 }
 
 const (

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -129,6 +130,9 @@ func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node, pass
 	}
 	d := net.Dialer{Deadline: deadline}
 	nc, err := d.DialContext(ctx, "tcp", n.addr)
+	if err == nil && c.opts.TLS != nil {
+		nc, err = handshake(ctx, deadline, nc, n.addr, c.opts.TLS)
+	}
 	if err != nil {
 		n.downUntil.Store(time.Now().Add(nodeRetryAfter).UnixNano())
 		return nil, err
@@ -160,6 +164,27 @@ func (c *Client) dialNode(ctx context.Context, deadline time.Time, n *node, pass
 		}
 	}
 	return cn, nil
+}
+
+// handshake wraps nc, dialled to addr, in TLS and completes the
+// handshake by deadline; nc is closed if it fails.
+func handshake(ctx context.Context, deadline time.Time, nc net.Conn, addr string, cfg *tls.Config) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(nc, cfg)
+	nc.SetDeadline(deadline)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	return tc, nil
 }
 
 func (cn *conn) close() { cn.nc.Close() }

@@ -43,6 +43,14 @@ type Server struct {
 	// together, as MaxInputBytes bounds their unparsed input: default
 	// 1 GiB, 0 = no total limit.
 	MaxTotalOutputBytes ByteSize `toml:"max_total_output_bytes"`
+
+	// TLS on a second client port: both protocols, as on Listen. Cert and
+	// key are required with it; with CA set, clients must present a
+	// certificate it signed.
+	TLSListen   string `toml:"tls_listen"`    // default "" = no TLS port
+	TLSCertFile string `toml:"tls_cert_file"` // the server's certificate (chain), PEM
+	TLSKeyFile  string `toml:"tls_key_file"`  // its private key
+	TLSCAFile   string `toml:"tls_ca_file"`   // default "": client certificates not asked for
 }
 
 // Storage configures the LSM engine.

@@ -31,6 +31,8 @@ func TestDefaultValues(t *testing.T) {
 		{"server.max_output_bytes", c.Server.MaxOutputBytes, ByteSize(64 << 20)},
 		{"server.max_input_bytes", c.Server.MaxInputBytes, ByteSize(1 << 30)},
 		{"server.max_total_output_bytes", c.Server.MaxTotalOutputBytes, ByteSize(1 << 30)},
+		{"server.tls_listen", c.Server.TLSListen, ""},
+		{"server.tls_ca_file", c.Server.TLSCAFile, ""},
 		{"server.range_limit", c.Server.RangeLimit, 1000},
 		{"server.max_connections", c.Server.MaxConnections, 10000},
 		{"storage.dir", c.Storage.Dir, "./data"},
@@ -244,6 +246,22 @@ func TestValidate(t *testing.T) {
 		{"total output off", func(c *Config) { c.Server.MaxTotalOutputBytes = 0 }, ""},
 		{"total output negative", func(c *Config) { c.Server.MaxTotalOutputBytes = -1 }, "server.max_total_output_bytes: must not be negative, got -1"},
 		{"total output below one connection's", func(c *Config) { c.Server.MaxTotalOutputBytes = 32 * MiB }, "server.max_total_output_bytes: must be 0 or at least server.max_output_bytes (64MiB), got 32MiB"},
+		{"client tls", func(c *Config) {
+			c.Server.TLSListen, c.Server.TLSCertFile, c.Server.TLSKeyFile = "0.0.0.0:6380", "server.pem", "server-key.pem"
+		}, ""},
+		{"client tls with client certificates", func(c *Config) {
+			c.Server.TLSListen, c.Server.TLSCertFile, c.Server.TLSKeyFile, c.Server.TLSCAFile = "0.0.0.0:6380", "server.pem", "server-key.pem", "ca.pem"
+		}, ""},
+		{"client tls without key", func(c *Config) { c.Server.TLSListen, c.Server.TLSCertFile = "0.0.0.0:6380", "server.pem" },
+			"server.tls_key_file: must be set when server.tls_listen is set"},
+		{"client tls bad address", func(c *Config) {
+			c.Server.TLSListen, c.Server.TLSCertFile, c.Server.TLSKeyFile = "6380", "server.pem", "server-key.pem"
+		}, "server.tls_listen: must be a host:port address"},
+		{"client tls on the plain port", func(c *Config) {
+			c.Server.TLSListen, c.Server.TLSCertFile, c.Server.TLSKeyFile = c.Server.Listen, "server.pem", "server-key.pem"
+		}, "server.tls_listen: must differ from server.listen"},
+		{"client certificate without the port", func(c *Config) { c.Server.TLSCertFile = "server.pem" },
+			"server.tls_cert_file: is set but server.tls_listen is not"},
 		{"total output equal to one connection's", func(c *Config) { c.Server.MaxTotalOutputBytes = 64 * MiB }, ""},
 		{"range limit", func(c *Config) { c.Server.RangeLimit = 0 }, "server.range_limit:"},
 		{"idle negative", func(c *Config) { c.Server.IdleTimeout = -1 }, "server.idle_timeout: must not be negative"},

@@ -151,6 +151,7 @@ func (c Config) validate() []keyError {
 	if s.MaxTotalOutputBytes > 0 && s.MaxOutputBytes > 0 && s.MaxTotalOutputBytes < s.MaxOutputBytes {
 		ch.fail("server.max_total_output_bytes", "must be 0 or at least server.max_output_bytes (%s), got %s", s.MaxOutputBytes, s.MaxTotalOutputBytes)
 	}
+	s.validateTLS(&ch)
 	ch.positive("server.range_limit", int64(s.RangeLimit))
 	if s.IdleTimeout < 0 {
 		ch.fail("server.idle_timeout", "must not be negative, got %s", s.IdleTimeout)
@@ -185,6 +186,31 @@ func (c Config) validate() []keyError {
 	ch.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	ch.oneOf("log.format", c.Log.Format, "text", "json")
 	return ch.errs
+}
+
+// validateTLS checks the server.tls_* keys: a TLS port needs a
+// certificate and its key, and those mean nothing without the port.
+func (s Server) validateTLS(ch *checker) {
+	if s.TLSListen == "" {
+		for _, k := range []struct{ key, v string }{
+			{"server.tls_cert_file", s.TLSCertFile}, {"server.tls_key_file", s.TLSKeyFile}, {"server.tls_ca_file", s.TLSCAFile},
+		} {
+			if k.v != "" {
+				ch.fail(k.key, "is set but server.tls_listen is not (the TLS client port it is for)")
+			}
+		}
+		return
+	}
+	ch.address("server.tls_listen", s.TLSListen)
+	if s.TLSListen == s.Listen {
+		ch.fail("server.tls_listen", "must differ from server.listen (%q)", s.Listen)
+	}
+	if s.TLSCertFile == "" {
+		ch.fail("server.tls_cert_file", "must be set when server.tls_listen is set")
+	}
+	if s.TLSKeyFile == "" {
+		ch.fail("server.tls_key_file", "must be set when server.tls_listen is set")
+	}
 }
 
 // PeerTLS reports whether raft connections use mutual TLS: all three

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/kvstore/kv/internal/ratelog"
 )
 
 // Accepting connections. gnet's own acceptor (v2.9.7) treats every accept
@@ -88,16 +91,16 @@ func respRefusal(line string) string {
 const maxEnrolling = 64
 
 // acceptLoop accepts connections on ln until it is closed and hands them
-// to the event loops of cli; s.accepted is closed once none is being
-// handed over (a handover to a loop that is stuck may never end: Serve
-// does not wait for it).
-func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
-	var wg sync.WaitGroup
-	defer func() {
-		go func() { wg.Wait(); close(s.accepted) }()
-	}()
+// to the event loops of cli.
+//
+// With tlsCfg set, ln is the TLS port: each connection does its handshake
+// on a goroutine of its own (enrollTLS), counted as being handed over
+// until it is, so that max_connections bounds handshakes too. wg counts
+// the handovers; the caller waits for it.
+func (s *Server) acceptLoop(ln net.Listener, tlsCfg *tls.Config, cli *gnet.Client, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, maxEnrolling)
 	refusing := make(chan struct{}, MaxRefusing)
+	failures := &ratelog.Limiter{Every: tlsLogEvery}
 	rs := newReserve(ln, &s.fdMu, s.log)
 	defer rs.close()
 	var delay time.Duration
@@ -142,6 +145,9 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 			refused = 0
 		}
 		if msg := s.refusal(); msg != "" {
+			if tlsCfg != nil {
+				c = tls.Server(c, tlsCfg)
+			}
 			select {
 			case refusing <- struct{}{}:
 				wg.Add(1)
@@ -152,9 +158,23 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 			default:
 				// Too many being refused: the pipe line now. The client
 				// may be sending already; the line may then be lost to a
-				// reset, as it is with Redis.
-				refuse(c, msg, 0)
+				// reset, as it is with Redis. A TLS client gets no line:
+				// its handshake would hold up the accept loop.
+				if tlsCfg != nil {
+					c.Close()
+				} else {
+					refuse(c, msg, 0)
+				}
 			}
+			continue
+		}
+		if tlsCfg != nil {
+			s.enrolling.Add(1)
+			wg.Add(1)
+			go func() {
+				defer func() { s.enrolling.Add(-1); wg.Done() }()
+				s.enrollTLS(c, tlsCfg, cli, slots, failures)
+			}()
 			continue
 		}
 		slots <- struct{}{}
@@ -168,9 +188,11 @@ func (s *Server) acceptLoop(ln net.Listener, cli *gnet.Client) {
 }
 
 // refuse answers c with line, in RESP's form if the first byte c sends
-// within wait is '*', and closes it.
+// within wait is '*', and closes it. c may be a TLS connection: its
+// handshake runs within the same deadlines.
 func refuse(c net.Conn, line string, wait time.Duration) {
 	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(wait + 100*time.Millisecond))
 	if wait > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(wait))
 		var b [1]byte
@@ -182,7 +204,7 @@ func refuse(c net.Conn, line string, wait time.Duration) {
 	if _, err := c.Write([]byte(line)); err != nil || wait == 0 {
 		return
 	}
-	if tc, ok := c.(*net.TCPConn); ok && tc.CloseWrite() == nil {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		_ = c.SetReadDeadline(time.Now().Add(refusalLinger))
 		_, _ = io.CopyN(io.Discard, c, 1<<20)
 	}
@@ -190,13 +212,14 @@ func refuse(c net.Conn, line string, wait time.Duration) {
 
 // enroll hands c to an event loop, or closes it.
 func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
-	if err := s.handOver(c, cli); err != nil {
+	if err := s.handOver(c, cli, nil); err != nil {
 		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
 	}
 }
 
 // handOver hands c to an event loop; c is closed either way, and it
-// returns once the loop has run OnOpen. gnet's Enroll duplicates the
+// returns once the loop has run OnOpen. peer, if not nil, is the client
+// behind a TLS bridge. gnet's Enroll duplicates the
 // descriptor and closes c whatever happens, so a duplicate that fails with
 // EMFILE would drop a client the accept already took: a probe duplicate is
 // taken first, and retried while descriptors are short (the client waits,
@@ -207,7 +230,7 @@ func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
 // descriptor for a moment, and a probe that succeeded then only to see
 // gnet's duplicate fail once the reserve was back dropped the client with
 // no reply.
-func (s *Server) handOver(c net.Conn, cli *gnet.Client) error {
+func (s *Server) handOver(c net.Conn, cli *gnet.Client, peer *tlsPeer) error {
 	for delay := time.Duration(0); ; {
 		s.fdMu.RLock()
 		err := probeDup(c)
@@ -227,12 +250,16 @@ func (s *Server) handOver(c net.Conn, cli *gnet.Client) error {
 	defer s.fdMu.RUnlock()
 	el := s.pickLoop()
 	if el == nil {
-		if handed, err := s.discover(c, cli); handed {
+		if handed, err := s.discover(c, cli, peer); handed {
 			return err
 		}
 		el = s.pickLoop()
 	}
-	ch, err := el.Enroll(context.Background(), c)
+	ctx := context.Background()
+	if peer != nil {
+		ctx = gnet.NewContext(ctx, peer)
+	}
+	ch, err := el.Enroll(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -244,13 +271,17 @@ func (s *Server) handOver(c net.Conn, cli *gnet.Client) error {
 // that each counts before the next is placed (50 connections arriving at
 // once all went to the first loop). It reports false, having done
 // nothing, once every loop has been seen.
-func (s *Server) discover(c net.Conn, cli *gnet.Client) (handed bool, err error) {
+func (s *Server) discover(c net.Conn, cli *gnet.Client, peer *tlsPeer) (handed bool, err error) {
 	s.discoverMu.Lock()
 	defer s.discoverMu.Unlock()
 	if s.loopsSeen() {
 		return false, nil
 	}
-	_, err = cli.Enroll(c)
+	if peer != nil {
+		_, err = cli.EnrollContext(c, peer)
+	} else {
+		_, err = cli.Enroll(c)
+	}
 	return true, err
 }
 

@@ -113,7 +113,7 @@ func (s *Server) authFailed(cs *conn) {
 	cs.closing = true
 	if ok, suppressed := s.authLog.Allow(time.Now()); ok {
 		s.log.Warn("closing connection after repeated wrong passwords", "conn", cs.id,
-			"remote", addrString(cs.c.RemoteAddr()), "failures", cs.authFailures, "more_not_logged", suppressed)
+			"remote", cs.remoteAddr(), "failures", cs.authFailures, "more_not_logged", suppressed)
 	}
 }
 

@@ -236,7 +236,7 @@ func (s *Server) enforceOutputBudget(l *loop) {
 			return
 		}
 		s.log.Warn("closing the connection holding the most output: server output over max_total_output_bytes",
-			"conn", victim.id, "remote", addrString(victim.c.RemoteAddr()), "bytes", victim.outCharged, "total", total)
+			"conn", victim.id, "remote", victim.remoteAddr(), "bytes", victim.outCharged, "total", total)
 		s.metrics.LimitCloses.WithLabelValues("output_total").Inc()
 		s.dropOutput(victim)
 	}

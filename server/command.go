@@ -99,7 +99,7 @@ func (s *Server) dispatch(cs *conn, args [][]byte) bool {
 	}
 	if cmd == nil && !resp && looksLikeHTTP(args[0]) {
 		s.log.Warn("closing connection: an HTTP request was sent to the client port (possible cross-protocol attack from a web page)",
-			"conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+			"conn", cs.id, "remote", cs.remoteAddr())
 		s.emit(cs, s.appendErr(cs, nil, "", causeProtocol, "HTTP request on the key-value port; closing"))
 		cs.closing = true
 		return true

@@ -27,6 +27,7 @@ const (
 // overflow.
 type conn struct {
 	c     gnet.Conn
+	tls   *tlsPeer // the client behind a TLS bridge, or nil
 	id    uint64
 	loop  *loop
 	proto int
@@ -795,4 +796,13 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// remoteAddr is the client's address for logs: behind a TLS bridge, that
+// of the TLS connection, not the socketpair's.
+func (cs *conn) remoteAddr() string {
+	if cs.tls != nil {
+		return addrString(cs.tls.remote) + " (tls)"
+	}
+	return addrString(cs.c.RemoteAddr())
 }

@@ -106,7 +106,7 @@ func (s *Server) parseAll(cs *conn) {
 	cs.releaseDecoder()
 	if !cs.closing && !cs.closed {
 		if limit := 2 * int(s.cfg.MaxFrameBytes); limit > 0 && cs.inputBuffered() > limit {
-			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", addrString(c.RemoteAddr()), "buffered", cs.inputBuffered())
+			s.log.Warn("closing connection over the input buffer limit", "conn", cs.id, "remote", cs.remoteAddr(), "buffered", cs.inputBuffered())
 			s.metrics.LimitCloses.WithLabelValues("input").Inc()
 			// Behind the replies still owed, like any other reply.
 			s.emit(cs, s.appendErr(cs, nil, "", causeLimit, "request too large"))
@@ -136,7 +136,7 @@ func (s *Server) chargeInput(cs *conn) {
 	if victim == nil || victim.inCharged < partialBytes {
 		return // nothing worth closing here; the input is on other loops
 	}
-	s.log.Warn("closing the connection holding the most input: server input over max_input_bytes", "conn", victim.id, "remote", addrString(victim.c.RemoteAddr()), "buffered", victim.inCharged, "total", total)
+	s.log.Warn("closing the connection holding the most input: server input over max_input_bytes", "conn", victim.id, "remote", victim.remoteAddr(), "buffered", victim.inCharged, "total", total)
 	s.metrics.LimitCloses.WithLabelValues("input_total").Inc()
 	s.emit(victim, s.appendErr(victim, nil, "", causeLimit, "server input buffers full (max_input_bytes)"))
 	victim.closing = true
@@ -310,7 +310,7 @@ func (s *Server) parse(cs *conn, buf []byte) (used int, more bool) {
 			if pe != nil {
 				msg = pe.Msg
 			}
-			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()), "err", msg)
+			s.log.Debug("protocol error, closing connection", "conn", cs.id, "remote", cs.remoteAddr(), "err", msg)
 			s.emit(cs, s.appendErr(cs, nil, "", causeProtocol, msg))
 			cs.closing = true
 			return len(buf), false
@@ -437,7 +437,7 @@ func (s *Server) overOutput(cs *conn) bool {
 
 // closeOverOutput closes cs for exceeding max_output_bytes.
 func (s *Server) closeOverOutput(cs *conn) {
-	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+	s.log.Warn("closing connection over max_output_bytes", "conn", cs.id, "remote", cs.remoteAddr())
 	s.metrics.LimitCloses.WithLabelValues("output").Inc()
 	s.dropOutput(cs)
 }

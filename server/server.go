@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,12 +52,15 @@ type Server struct {
 	authLog *ratelog.Limiter // closes after wrong passwords (authFailed)
 	// authTimeout is authTimeout, in nanoseconds (tests shorten it).
 	authTimeout atomic.Int64
+	// tlsStall is tlsWriteStall, in nanoseconds (tests shorten it).
+	tlsStall atomic.Int64
 	started     time.Time
 
 	// The listener and the event loops, set by Serve; Shutdown closes the
 	// one and stops the other, and then closes stopped.
 	engMu    sync.Mutex
 	ln       net.Listener
+	tln      net.Listener // server.tls_listen's, or nil
 	cli      *gnet.Client
 	shutdown bool
 	booted   chan struct{}
@@ -86,6 +90,7 @@ type Server struct {
 	outDropping atomic.Int64
 	writing     atomic.Int64 // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
 	enrolling   atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
+	bridges     sync.WaitGroup // TLS connections' bridges (bridge)
 	// fdMu keeps handovers (read) from seeing the accept loop's reserve
 	// descriptor freed for a moment (write; see reserve.refuseOne).
 	fdMu       sync.RWMutex
@@ -132,6 +137,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 	s.cmdAdmin = m.bindOp("admin")
 	m.loops = s.loopStats
 	s.authTimeout.Store(int64(authTimeout))
+	s.tlsStall.Store(int64(tlsWriteStall))
 	return s
 }
 
@@ -153,11 +159,32 @@ func EventLoops(cfg conf.Server) int {
 	return runtime.NumCPU()
 }
 
-// Serve listens on cfg.Listen and serves until Shutdown; it blocks.
+// Serve listens on cfg.Listen (and cfg.TLSListen) and serves until
+// Shutdown; it blocks.
 func (s *Server) Serve() error {
+	var tlsCfg *tls.Config
+	if s.cfg.TLSListen != "" {
+		var err error
+		if tlsCfg, err = s.clientTLS(); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen(listenNetwork(s.cfg.Listen), s.cfg.Listen) // SO_REUSEADDR, backlog somaxconn
 	if err != nil {
 		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
+	}
+	var tln net.Listener
+	if tlsCfg != nil {
+		if tln, err = net.Listen(listenNetwork(s.cfg.TLSListen), s.cfg.TLSListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("serve TLS %s: %w", s.cfg.TLSListen, err)
+		}
+	}
+	closeListeners := func() {
+		ln.Close()
+		if tln != nil {
+			tln.Close()
+		}
 	}
 	cli, err := gnet.NewClient(s,
 		gnet.WithNumEventLoop(EventLoops(s.cfg)),
@@ -169,20 +196,32 @@ func (s *Server) Serve() error {
 		err = cli.Start()
 	}
 	if err != nil {
-		ln.Close()
+		closeListeners()
 		return fmt.Errorf("serve %s: start event loops: %w", s.cfg.Listen, err)
 	}
 	s.engMu.Lock()
 	if s.shutdown {
 		// Shutdown ran before the loops existed: nothing to wait for.
 		s.engMu.Unlock()
-		ln.Close()
+		closeListeners()
 		return cli.Stop()
 	}
-	s.ln, s.cli = ln, cli
+	s.ln, s.tln, s.cli = ln, tln, cli
 	s.engMu.Unlock()
 	close(s.booted)
-	s.acceptLoop(ln, cli)
+	// s.accepted is closed once the accept loops have returned and no
+	// connection is being handed over (a handover to a loop that is stuck
+	// may never end: Serve does not wait for it). The loops count in wg
+	// themselves, so that it cannot reach zero while one still adds.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	if tln != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.acceptLoop(tln, tlsCfg, cli, &wg) }()
+	}
+	go func() { wg.Wait(); close(s.accepted) }()
+	s.acceptLoop(ln, nil, cli, &wg)
+	wg.Done()
 	<-s.stopped
 	return nil
 }
@@ -195,6 +234,17 @@ func (s *Server) Addr() net.Addr {
 		return nil
 	}
 	return s.ln.Addr()
+}
+
+// TLSAddr returns the address of the TLS port once the server has
+// started, or nil when it has none.
+func (s *Server) TLSAddr() net.Addr {
+	s.engMu.Lock()
+	defer s.engMu.Unlock()
+	if s.tln == nil {
+		return nil
+	}
+	return s.tln.Addr()
 }
 
 // WaitStarted blocks until the listener is up or ctx ends.
@@ -214,12 +264,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.engMu.Lock()
 	s.shutdown = true
-	ln, cli := s.ln, s.cli
+	ln, tln, cli := s.ln, s.tln, s.cli
 	s.engMu.Unlock()
 	if cli == nil {
 		return nil // Serve has not started the loops; it will not
 	}
 	ln.Close()
+	if tln != nil {
+		tln.Close()
+	}
 	// Connections accepted just before are still being handed to the
 	// loops, which must be running to take them (Enroll waits for
 	// OnOpen); a loop stuck in a callback must not hold Shutdown past ctx.
@@ -250,6 +303,11 @@ stop:
 			}
 		case <-time.After(10 * time.Second):
 			s.stopErr = errors.New("stop event loops: still running after 10s")
+		}
+		// The loops closed their connections: the TLS bridges deliver
+		// what was written before and close the clients' connections.
+		if !waitBridges(&s.bridges, time.After(time.Duration(s.tlsStall.Load()))) {
+			s.log.Warn("shutdown: TLS connections still closing")
 		}
 		close(s.stopped)
 	})
@@ -299,7 +357,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.metrics.Connections.Inc()
 	l := s.loopFor(c.EventLoop())
 	now := time.Now().UnixNano()
+	peer, _ := c.Context().(*tlsPeer)
 	cs := &conn{
+		tls:    peer,
 		c:      c,
 		id:     s.nextConnID.Add(1),
 		loop:   l,
@@ -404,7 +464,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 func (s *Server) closeIdle(l *loop, deadline int64) {
 	for cs := range l.conns {
 		if cs.last < deadline && cs.q.len() == 0 {
-			s.log.Debug("closing idle connection", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+			s.log.Debug("closing idle connection", "conn", cs.id, "remote", cs.remoteAddr())
 			s.dropConn(l, cs)
 		}
 	}
@@ -421,7 +481,7 @@ const authTimeout = 10 * time.Second
 func (s *Server) closeUnauthenticated(l *loop, deadline int64) {
 	for cs := range l.conns {
 		if !cs.authed && cs.opened < deadline {
-			s.log.Debug("closing connection that did not authenticate in time", "conn", cs.id, "remote", addrString(cs.c.RemoteAddr()))
+			s.log.Debug("closing connection that did not authenticate in time", "conn", cs.id, "remote", cs.remoteAddr())
 			s.dropConn(l, cs)
 		}
 	}

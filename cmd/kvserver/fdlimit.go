@@ -48,21 +48,39 @@ type fdUse struct {
 	open   int // descriptors open now
 	tables int // table files the engines may still open (tablesToOpen)
 	loops  int // gnet event loops
+	tls    bool // a TLS port too (server.tls_listen)
 }
+
+// tlsConnFDs is what a TLS client connection holds: its socket and the
+// two ends of the socketpair that bridges it to an event loop.
+const tlsConnFDs = 3
 
 // reserve is how many descriptors the process may need beyond those open
 // now and its client connections: the listener and one epoll and one
 // eventfd per event loop, the admin listener and its connections, the
 // tables, engine files, others, and the accept loop's.
+//
+// With a TLS port, its listener and accept loop count as much again.
 func (u fdUse) reserve() int {
 	loops := 1 + 2*u.loops
 	admin := 1 + server.AdminMaxConns
-	return loops + admin + u.tables + engineFDs + otherFDs + acceptFDs + refusingFDs
+	accept := acceptFDs + refusingFDs
+	if u.tls {
+		accept += 1 + acceptFDs + refusingFDs
+	}
+	return loops + admin + u.tables + engineFDs + otherFDs + accept
 }
 
 // budget is the most client connections that fit: limit less what is
-// open and the reserve.
-func (u fdUse) budget() int { return u.limit - u.open - u.reserve() }
+// open and the reserve, each connection counted as a TLS one when there
+// is a TLS port (the plain and TLS ports share max_connections).
+func (u fdUse) budget() int {
+	perConn := 1
+	if u.tls {
+		perConn = tlsConnFDs
+	}
+	return (u.limit - u.open - u.reserve()) / perConn
+}
 
 // connectionBudget lowers max_connections to what the open-file limit
 // allows, as Redis does with maxclients: with more connections than file
@@ -71,12 +89,12 @@ func (u fdUse) budget() int { return u.limit - u.open - u.reserve() }
 // hard one at start-up, so the hard limit is what counts. It runs once the
 // store is open, so its files count; the tables it may still open are
 // those in the data directory, up to storage.max_open_tables in all.
-func connectionBudget(want int, storage conf.Storage, clusterMode bool, log *slog.Logger) (int, error) {
+func connectionBudget(want int, srv conf.Server, storage conf.Storage, clusterMode bool, log *slog.Logger) (int, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return want, nil // no limit to respect that we can see
 	}
-	u := fdUse{limit: int(min(lim.Cur, 1<<30)), loops: max(runtime.GOMAXPROCS(0), runtime.NumCPU())}
+	u := fdUse{limit: int(min(lim.Cur, 1<<30)), loops: max(runtime.GOMAXPROCS(0), runtime.NumCPU()), tls: srv.TLSListen != ""}
 	var held, unopened int
 	skip := ""
 	if clusterMode {

@@ -39,6 +39,13 @@ func TestConnectionBudgetArithmetic(t *testing.T) {
 	if got, want := more.budget(), u.budget()-12; got != want {
 		t.Fatalf("with 9 loops: budget %d, want %d", got, want)
 	}
+	// A TLS port: its listener and accept loop, and three descriptors a
+	// connection.
+	withTLS := u
+	withTLS.tls = true
+	if got, want := withTLS.budget(), (u.budget()-1-acceptFDs-refusingFDs)/tlsConnFDs; got != want {
+		t.Fatalf("with a TLS port: budget %d, want %d", got, want)
+	}
 }
 
 // TestOpenFilesCountsTablesToOpen: the tables under the data directory
@@ -104,7 +111,7 @@ func TestTablesToOpenBounded(t *testing.T) {
 
 // TestConnectionBudgetKeepsWhatFits: a max_connections that fits is kept.
 func TestConnectionBudgetKeepsWhatFits(t *testing.T) {
-	got, err := connectionBudget(1, conf.Default().Storage, false, slog.New(slog.DiscardHandler))
+	got, err := connectionBudget(1, conf.Default().Server, conf.Default().Storage, false, slog.New(slog.DiscardHandler))
 	if err != nil || got != 1 {
 		t.Fatalf("connectionBudget(1) = %d, %v", got, err)
 	}

@@ -129,7 +129,7 @@ func run(args []string) error {
 		return err
 	}
 
-	if cfg.Server.MaxConnections, err = connectionBudget(cfg.Server.MaxConnections, cfg.Storage, cfg.Cluster.Enabled, logger); err != nil {
+	if cfg.Server.MaxConnections, err = connectionBudget(cfg.Server.MaxConnections, cfg.Server, cfg.Storage, cfg.Cluster.Enabled, logger); err != nil {
 		st.Close()
 		return err
 	}
@@ -180,9 +180,13 @@ func run(args []string) error {
 	// The signal handler is installed above, before the start-up line,
 	// which tells a supervisor or a test that the server is up: a SIGTERM
 	// sent on seeing it must find the handler.
-	logger.Log(ctx, milestone, "kvserver started", "version", version, "config", configName, "listen", cfg.Server.Listen,
-		"admin", cfg.Server.AdminListen, "dir", cfg.Storage.Dir, "mode", mode, "sync", syncPolicy,
+	started := []any{"version", version, "config", configName, "listen", cfg.Server.Listen}
+	if cfg.Server.TLSListen != "" {
+		started = append(started, "tls_listen", cfg.Server.TLSListen)
+	}
+	started = append(started, "admin", cfg.Server.AdminListen, "dir", cfg.Storage.Dir, "mode", mode, "sync", syncPolicy,
 		"memory_limit", conf.ByteSize(memLimit).String())
+	logger.Log(ctx, milestone, "kvserver started", started...)
 	warnExposed(cfg.Server, logger)
 
 	select {
@@ -454,6 +458,10 @@ func warnExposed(c conf.Server, logger *slog.Logger) {
 	if !loopbackAddr(c.Listen) {
 		logger.Warn("server.listen is not a loopback address and server.requirepass is not set: anyone who can reach the port can read and write every key",
 			"listen", c.Listen)
+	}
+	if c.TLSListen != "" && c.TLSCAFile == "" && !loopbackAddr(c.TLSListen) {
+		logger.Warn("server.tls_listen is not a loopback address and neither server.requirepass nor server.tls_ca_file is set: anyone who can reach the port can read and write every key",
+			"tls_listen", c.TLSListen)
 	}
 	if c.AdminListen != "" && !loopbackAddr(c.AdminListen) {
 		logger.Warn("server.admin_listen is not a loopback address and server.requirepass is not set: anyone who can reach it can download a backup of every key and profile the process",
