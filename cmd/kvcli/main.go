@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kvstore/kv/certs"
 	"github.com/kvstore/kv/client"
 )
 
@@ -57,8 +59,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// still happen.
 	timeout := fs.Duration("timeout", 20*time.Second, "timeout of each request")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	var tf tlsFlags
+	fs.BoolVar(&tf.on, "tls", false, "connect with TLS (the server's tls_listen port)")
+	fs.StringVar(&tf.cacert, "cacert", "", "CA certificate file (PEM) to verify the server with, instead of the system's (implies -tls)")
+	fs.StringVar(&tf.cert, "cert", "", "client certificate file (PEM), for a server with tls_ca_file (implies -tls)")
+	fs.StringVar(&tf.key, "key", "", "private key file (PEM) of -cert")
+	fs.StringVar(&tf.sni, "sni", "", "server name to verify the certificate against (default: the host dialled)")
+	fs.BoolVar(&tf.insecure, "insecure", false, "do not verify the server's certificate (testing only; implies -tls)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kvcli [-h host] [-p port] [-addr host:port] [-a password] [COMMAND ARGS...]\n\n")
+		fmt.Fprintf(stderr, "Usage: kvcli [-h host] [-p port] [-addr host:port] [-a password] [-tls [-cacert file]] [COMMAND ARGS...]\n\n")
 		fmt.Fprintf(stderr, "Without a command, kvcli starts an interactive prompt.\n\nCommands:\n")
 		writeHelp(stderr, false)
 		fmt.Fprintf(stderr, "\nFlags:\n")
@@ -100,6 +109,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		pw = os.Getenv(envPassword)
 	}
 	opts := client.Options{Password: pw, Timeout: *timeout, DialTimeout: min(*timeout, 5*time.Second), PoolSize: 1}
+	var err error
+	if opts.TLS, err = tf.config(); err != nil {
+		fmt.Fprintf(stderr, "kvcli: %v\n", err)
+		return exitError
+	}
 
 	if len(cmdArgs) == 0 {
 		s := &session{addr: target, opts: opts}
@@ -131,4 +145,40 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// tlsFlags are the TLS flags, as redis-cli names them.
+type tlsFlags struct {
+	on                     bool
+	cacert, cert, key, sni string
+	insecure               bool
+}
+
+// config is the client's TLS configuration, or nil without TLS.
+func (f tlsFlags) config() (*tls.Config, error) {
+	if !f.on && f.cacert == "" && f.cert == "" && !f.insecure {
+		if f.key != "" || f.sni != "" {
+			return nil, errors.New("-key and -sni need -tls")
+		}
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: f.sni, InsecureSkipVerify: f.insecure}
+	if f.cacert != "" {
+		pool, err := certs.LoadPool(f.cacert)
+		if err != nil {
+			return nil, fmt.Errorf("-cacert: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if (f.cert == "") != (f.key == "") {
+		return nil, errors.New("-cert and -key go together")
+	}
+	if f.cert != "" {
+		pair, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return nil, fmt.Errorf("-cert, -key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
