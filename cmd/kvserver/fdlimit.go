@@ -44,10 +44,10 @@ const refusingFDs = server.MaxRefusing
 
 // fdUse is what the descriptor arithmetic behind max_connections counts.
 type fdUse struct {
-	limit  int // RLIMIT_NOFILE, soft (Go raises it to the hard limit at start-up)
-	open   int // descriptors open now
-	tables int // table files the engines may still open (tablesToOpen)
-	loops  int // gnet event loops
+	limit  int  // RLIMIT_NOFILE, soft (Go raises it to the hard limit at start-up)
+	open   int  // descriptors open now
+	tables int  // table files the engines may still open (tablesToOpen)
+	loops  int  // gnet event loops
 	tls    bool // a TLS port too (server.tls_listen)
 }
 
