@@ -54,7 +54,7 @@ type Server struct {
 	authTimeout atomic.Int64
 	// tlsStall is tlsWriteStall, in nanoseconds (tests shorten it).
 	tlsStall atomic.Int64
-	started     time.Time
+	started  time.Time
 
 	// The listener and the event loops, set by Serve; Shutdown closes the
 	// one and stops the other, and then closes stopped.
@@ -88,13 +88,16 @@ type Server struct {
 	// outDropping is the part of output held by connections closed for
 	// output that gnet has not closed yet (dropOutput).
 	outDropping atomic.Int64
-	writing     atomic.Int64 // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
-	enrolling   atomic.Int64 // accepted connections being handed to a loop (acceptLoop)
+	writing     atomic.Int64   // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
+	enrolling   atomic.Int64   // accepted connections being handed to a loop (acceptLoop)
 	bridges     sync.WaitGroup // TLS connections' bridges (bridge)
 	// fdMu keeps handovers (read) from seeing the accept loop's reserve
 	// descriptor freed for a moment (write; see reserve.refuseOne).
-	fdMu       sync.RWMutex
-	draining   atomic.Bool
+	fdMu     sync.RWMutex
+	draining atomic.Bool
+	// drained is cancelled by Shutdown: TLS handshakes under way stop.
+	drained    context.Context
+	stopDrain  context.CancelFunc
 	totalConns atomic.Int64
 	rejected   atomic.Int64
 }
@@ -126,6 +129,7 @@ func New(cfg conf.Server, st store.Store, info Info, logger *slog.Logger, m *Met
 			MaxBulk:  int(cfg.MaxFrameBytes),
 		},
 	}
+	s.drained, s.stopDrain = context.WithCancel(context.Background())
 	s.sync, _ = st.(store.SyncReader)
 	s.pipeTable = s.buildTable("pipe", s.pipeCommands())
 	s.respTable = s.buildTable("resp", s.respCommands())
@@ -262,6 +266,7 @@ func (s *Server) WaitStarted(ctx context.Context) error {
 // not close the store: the caller owns it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.stopDrain()
 	s.engMu.Lock()
 	s.shutdown = true
 	ln, tln, cli := s.ln, s.tln, s.cli

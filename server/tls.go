@@ -80,12 +80,16 @@ func (s *Server) clientTLS() (*tls.Config, error) {
 
 // enrollTLS completes c's handshake and hands the plaintext end of a
 // bridge to an event loop (within the accept loop's slots, as a plain
-// connection is handed over); c is closed if either fails.
+// connection is handed over); c is closed if either fails. Shutdown ends
+// a handshake under way, so that it does not wait for a silent client.
 func (s *Server) enrollTLS(c net.Conn, cfg *tls.Config, cli *gnet.Client, slots chan struct{}, failures *ratelog.Limiter) {
 	tc := tls.Server(c, cfg)
 	_ = c.SetDeadline(time.Now().Add(tlsHandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
+	if err := tc.HandshakeContext(s.drained); err != nil {
 		c.Close()
+		if s.draining.Load() {
+			return
+		}
 		if ok, n := failures.Allow(time.Now()); ok {
 			s.log.Info("TLS handshake failed", "remote", addrString(c.RemoteAddr()), "err", err, "more_not_logged", n)
 		}

@@ -3,12 +3,14 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,26 +260,51 @@ func waitConns(ts *tlsServer, n int64) {
 // reads is closed (max_output_bytes in the loop, the write stall in the
 // bridge), and its bridge goes away.
 func TestTLSNonReadingClient(t *testing.T) {
-	ts := startTLSServer(t, func(c *conf.Server) { c.MaxOutputBytes = 1 << 20 })
+	ts := startTLSServer(t, nil)
 	ts.s.tlsStall.Store(int64(500 * time.Millisecond))
-	c := ts.mustDial(t)
+	// A small receive buffer, so that the bridge's writes to the client
+	// block soon after the client stops reading.
+	d := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	raw, err := d.Dial("tcp", ts.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := certs.LoadPool(ts.ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	defer c.Close()
 	r := bufio.NewReader(c)
 	val := strings.Repeat("v", 256<<10)
 	if got := exchange(t, c, r, "PUT|big|"+val+"\n", 1); got[0] != "OK" {
 		t.Fatalf("PUT: %q", got)
 	}
-	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	var err error
-	for i := 0; i < 2000 && err == nil; i++ {
-		_, err = io.WriteString(c, strings.Repeat("GET|big\n", 64))
+	// The server stops reading once half of max_output_bytes is queued;
+	// the writes then block until the connection is closed.
+	go func() {
+		for {
+			if _, err := io.WriteString(c, strings.Repeat("GET|big\n", 64)); err != nil {
+				return
+			}
+		}
+	}()
+	// The bridge gives up on the client after tlsStall without progress
+	// (the loop alone would wait 5 s for the backlog to shrink).
+	start := time.Now()
+	for ts.s.conns.Load() == 0 {
+		time.Sleep(time.Millisecond)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(4 * time.Second)
 	for ts.s.conns.Load() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("non-reading TLS client still connected (write error %v)", err)
+			t.Fatal("non-reading TLS client still connected")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	t.Logf("closed after %s", time.Since(start))
 	if !waitBridges(&ts.s.bridges, time.After(10*time.Second)) {
 		t.Fatal("bridge of the closed connection still running")
 	}
@@ -301,5 +328,34 @@ func TestTLSBadFiles(t *testing.T) {
 	s := New(cfg, newSlowStore(), Info{}, nil, nil)
 	if err := s.Serve(); err == nil || !strings.Contains(err.Error(), "server.tls_cert_file") {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestTLSShutdownWithSilentClient: a client that connects to the TLS port
+// and sends nothing does not hold up Shutdown for the handshake timeout.
+func TestTLSShutdownWithSilentClient(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, dir)
+	cert, key := ca.Issue(t, dir, "server", 2)
+	s, _, done := serveTestServer(t, newSlowStore(), func(c *conf.Server) {
+		c.TLSListen, c.TLSCertFile, c.TLSKeyFile = "127.0.0.1:0", cert, key
+	}, nil)
+	silent, err := net.Dial("tcp", s.TLSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	for s.enrolling.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if d := time.Since(start); d > tlsHandshakeTimeout/2 {
+		t.Fatalf("Shutdown took %s with a silent client mid-handshake", d)
 	}
 }
