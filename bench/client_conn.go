@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -86,6 +87,15 @@ func (c *client) connect() (net.Conn, error) {
 	conn, err := d.DialContext(c.r.stopped, "tcp", c.addr)
 	if err != nil {
 		return nil, err
+	}
+	if cfg := c.r.cfg.TLS; cfg != nil {
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(c.addr)
+		}
+		// The handshake runs with the first request below, under the
+		// same deadline.
+		conn = tls.Client(conn, cfg)
 	}
 	// abort wakes clients through their stored connections, and this one
 	// is not stored yet: wake it here, or an interrupt waits for the

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,10 @@ type Config struct {
 	Addrs    []string // clients are spread round-robin over these
 	Proto    Proto
 	Password string // sent with AUTH on every connection when not empty
+	// TLS, when set, makes every connection TLS with this configuration
+	// (kvserver's tls_listen, redis-server's tls-port); an empty
+	// ServerName is the host of the address dialled.
+	TLS *tls.Config `json:"-"`
 
 	Clients  int // TCP connections, each driven by one goroutine
 	Pipeline int // requests in flight per connection

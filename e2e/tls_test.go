@@ -87,6 +87,18 @@ func TestTLSClients(t *testing.T) {
 		t.Fatalf("kvcli -tls without the CA: %d %q", code, out)
 	}
 
+	kvbench := filepath.Join(filepath.Dir(kvcli), "kvbench")
+	if out, err := exec.Command("go", "build", "-o", kvbench, "../cmd/kvbench").CombinedOutput(); err != nil {
+		t.Fatalf("build kvbench: %v\n%s", err, out)
+	}
+	for _, proto := range []string{"pipe", "resp"} {
+		out, err := exec.Command(kvbench, "-addr", tlsAddr, "-cacert", ca.File, "-proto", proto, "-clients", "8", "-pipeline", "4",
+			"-keys", "500", "-verify", "-duration", "1s", "-warmup", "100ms").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "p99") {
+			t.Fatalf("kvbench -cacert -proto %s: %v\n%s", proto, err, out)
+		}
+	}
+
 	if path, err := exec.LookPath("redis-cli"); err == nil {
 		_, port, _ := strings.Cut(tlsAddr, ":")
 		if out, code := run(path, "--tls", "--cacert", ca.File, "-h", "127.0.0.1", "-p", port, "GET", "tls:cli"); code != 0 || out != "hello" {

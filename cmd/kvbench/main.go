@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"syscall"
 
 	"github.com/kvstore/kv/bench"
+	"github.com/kvstore/kv/certs"
 )
 
 // version is set at build time: -ldflags '-X main.version=...'.
@@ -68,6 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		batchSize = fs.Int("batch-size", def.BatchSize, "key-value pairs per batch request")
 		rangeLim  = fs.Int("range-limit", def.RangeLimit, "pairs asked for per range request")
 		showVer   = fs.Bool("version", false, "print the version and exit")
+		useTLS    = fs.Bool("tls", false, "connect with TLS (kvserver's tls_listen, redis-server's tls-port)")
+		caCert    = fs.String("cacert", "", "CA certificate `file` (PEM) to verify the server with (implies -tls)")
+		insecure  = fs.Bool("insecure", false, "do not verify the server's certificate (implies -tls)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kvbench [flags]\n\nLoad-tests a kvserver (or redis-server with -proto resp) and reports throughput and latency.\n\n")
@@ -113,6 +118,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.BatchSize = *batchSize
 	cfg.RangeLimit = *rangeLim
 	var err error
+	if *useTLS || *caCert != "" || *insecure {
+		cfg.TLS = &tls.Config{InsecureSkipVerify: *insecure}
+		if *caCert != "" {
+			if cfg.TLS.RootCAs, err = certs.LoadPool(*caCert); err != nil {
+				return usageError(stderr, fmt.Errorf("-cacert: %w", err))
+			}
+		}
+	}
 	if cfg.Proto, err = bench.ParseProto(*proto); err != nil {
 		return usageError(stderr, err)
 	}
