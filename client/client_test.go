@@ -475,21 +475,27 @@ func TestQuitDoesNotPoisonPool(t *testing.T) {
 	}
 }
 
-// A connection the server closed while idle (idle_timeout, restart) is
-// noticed before reuse instead of failing the next request.
-func TestIdleConnectionClosedByServer(t *testing.T) {
-	s := newFakeServer(t, "")
-	c := dialT(t, s, Options{})
-	ctx := context.Background()
+// hangUpIdle has the server close every connection and marks c's idle
+// ones as idle long enough to be probed before reuse.
+func hangUpIdle(s *fakeServer, c *Client) {
 	s.hangUpAll()
 	for s.open.Load() > 0 {
 		time.Sleep(time.Millisecond)
 	}
 	c.pool.mu.Lock()
 	for _, cn := range c.pool.idle {
-		cn.lastUsed = time.Time{} // idle long enough to be probed
+		cn.lastUsed = time.Time{}
 	}
 	c.pool.mu.Unlock()
+}
+
+// A connection the server closed while idle (idle_timeout, restart) is
+// noticed before reuse instead of failing the next request.
+func TestIdleConnectionClosedByServer(t *testing.T) {
+	s := newFakeServer(t, "")
+	c := dialT(t, s, Options{})
+	ctx := context.Background()
+	hangUpIdle(s, c)
 	if err := c.Ping(ctx); err != nil {
 		t.Fatalf("Ping after the server closed the idle connection: %v", err)
 	}
@@ -731,15 +737,7 @@ func TestAuthAfterPasswordChange(t *testing.T) {
 		t.Fatal("Auth with a wrong password succeeded")
 	}
 	// A failed Auth changes nothing: new connections still use "new".
-	s.hangUpAll()
-	for s.open.Load() > 0 {
-		time.Sleep(time.Millisecond)
-	}
-	c.pool.mu.Lock()
-	for _, cn := range c.pool.idle {
-		cn.lastUsed = time.Time{}
-	}
-	c.pool.mu.Unlock()
+	hangUpIdle(s, c)
 	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
 		t.Fatalf("Put after a failed Auth: %v", err)
 	}

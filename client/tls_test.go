@@ -38,15 +38,7 @@ func TestTLS(t *testing.T) {
 	}
 	// The server closes the pooled connection (close_notify under TLS):
 	// the next request goes on a new one.
-	s.hangUpAll()
-	for s.open.Load() > 0 {
-		time.Sleep(time.Millisecond)
-	}
-	c.pool.mu.Lock()
-	for _, cn := range c.pool.idle {
-		cn.lastUsed = time.Time{} // idle long enough to be probed
-	}
-	c.pool.mu.Unlock()
+	hangUpIdle(s, c)
 	if v, err := c.Get(ctx, []byte("k")); err != nil || string(v) != "v" {
 		t.Fatalf("Get after the server closed the connection = %q, %v", v, err)
 	}
