@@ -51,6 +51,9 @@ type Server struct {
 	TLSCertFile string `toml:"tls_cert_file"` // the server's certificate (chain), PEM
 	TLSKeyFile  string `toml:"tls_key_file"`  // its private key
 	TLSCAFile   string `toml:"tls_ca_file"`   // default "": client certificates not asked for
+	// AdminTLS serves admin_listen over HTTPS with the same certificate
+	// (and, with TLSCAFile, the same client certificates).
+	AdminTLS bool `toml:"admin_tls"` // default false
 }
 
 // Storage configures the LSM engine.

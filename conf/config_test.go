@@ -261,7 +261,13 @@ func TestValidate(t *testing.T) {
 			c.Server.TLSListen, c.Server.TLSCertFile, c.Server.TLSKeyFile = c.Server.Listen, "server.pem", "server-key.pem"
 		}, "server.tls_listen: must differ from server.listen"},
 		{"client certificate without the port", func(c *Config) { c.Server.TLSCertFile = "server.pem" },
-			"server.tls_cert_file: is set but server.tls_listen is not"},
+			"server.tls_cert_file: is set but neither server.tls_listen nor server.admin_tls is"},
+		{"admin tls", func(c *Config) { c.Server.AdminTLS, c.Server.TLSCertFile, c.Server.TLSKeyFile = true, "server.pem", "server-key.pem" }, ""},
+		{"admin tls without a certificate", func(c *Config) { c.Server.AdminTLS = true },
+			"server.tls_cert_file: must be set when server.admin_tls is set"},
+		{"admin tls without the admin port", func(c *Config) {
+			c.Server.AdminTLS, c.Server.AdminListen, c.Server.TLSCertFile, c.Server.TLSKeyFile = true, "", "server.pem", "server-key.pem"
+		}, "server.admin_tls: is set but server.admin_listen is off"},
 		{"total output equal to one connection's", func(c *Config) { c.Server.MaxTotalOutputBytes = 64 * MiB }, ""},
 		{"range limit", func(c *Config) { c.Server.RangeLimit = 0 }, "server.range_limit:"},
 		{"idle negative", func(c *Config) { c.Server.IdleTimeout = -1 }, "server.idle_timeout: must not be negative"},

@@ -188,28 +188,38 @@ func (c Config) validate() []keyError {
 	return ch.errs
 }
 
-// validateTLS checks the server.tls_* keys: a TLS port needs a
-// certificate and its key, and those mean nothing without the port.
+// validateTLS checks the server.tls_* keys and admin_tls: a TLS port or
+// an HTTPS admin endpoint needs a certificate and its key, and those mean
+// nothing without either.
 func (s Server) validateTLS(ch *checker) {
-	if s.TLSListen == "" {
+	if s.TLSListen != "" {
+		ch.address("server.tls_listen", s.TLSListen)
+		if s.TLSListen == s.Listen {
+			ch.fail("server.tls_listen", "must differ from server.listen (%q)", s.Listen)
+		}
+	}
+	if s.AdminTLS && s.AdminListen == "" {
+		ch.fail("server.admin_tls", "is set but server.admin_listen is off")
+	}
+	if s.TLSListen == "" && !s.AdminTLS {
 		for _, k := range []struct{ key, v string }{
 			{"server.tls_cert_file", s.TLSCertFile}, {"server.tls_key_file", s.TLSKeyFile}, {"server.tls_ca_file", s.TLSCAFile},
 		} {
 			if k.v != "" {
-				ch.fail(k.key, "is set but server.tls_listen is not (the TLS client port it is for)")
+				ch.fail(k.key, "is set but neither server.tls_listen nor server.admin_tls is (what it is for)")
 			}
 		}
 		return
 	}
-	ch.address("server.tls_listen", s.TLSListen)
-	if s.TLSListen == s.Listen {
-		ch.fail("server.tls_listen", "must differ from server.listen (%q)", s.Listen)
+	user := "server.tls_listen"
+	if s.TLSListen == "" {
+		user = "server.admin_tls"
 	}
 	if s.TLSCertFile == "" {
-		ch.fail("server.tls_cert_file", "must be set when server.tls_listen is set")
+		ch.fail("server.tls_cert_file", "must be set when %s is set", user)
 	}
 	if s.TLSKeyFile == "" {
-		ch.fail("server.tls_key_file", "must be set when server.tls_listen is set")
+		ch.fail("server.tls_key_file", "must be set when %s is set", user)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,20 +20,32 @@ import (
 	"github.com/kvstore/kv/client"
 )
 
-// TestTLSClients: the real kvserver with server.tls_listen, driven over
-// TLS by go-redis, the Go client, kvcli and (when installed) redis-cli;
-// a renewed certificate is served from the next connection on.
+// TestTLSClients: the real kvserver with server.tls_listen and admin_tls,
+// driven over TLS by go-redis, the Go client, kvcli, kvbench and (when
+// installed) redis-cli; a renewed certificate is served from the next
+// connection on.
 func TestTLSClients(t *testing.T) {
 	dir := t.TempDir()
 	ca := certstest.NewCA(t, dir)
 	cert, key := ca.Issue(t, dir, "server", 2)
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	n := startNode(t, fmt.Sprintf("tls_listen = %q\ntls_cert_file = %q\ntls_key_file = %q\n", tlsAddr, cert, key), "")
+	n := startNode(t, fmt.Sprintf("tls_listen = %q\ntls_cert_file = %q\ntls_key_file = %q\nadmin_tls = true\n", tlsAddr, cert, key), "")
 	pool, err := certs.LoadPool(ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
+
+	// admin_tls: the admin endpoint answers HTTPS with the same certificate.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get("https://" + n.admin + "/healthz")
+	if err != nil {
+		t.Fatalf("admin over HTTPS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin over HTTPS: %s", resp.Status)
+	}
 
 	rc := newRedis(t, tlsAddr, func(o *redis.Options) { o.TLSConfig = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"} })
 	if err := rc.Set(ctx, "tls:r", "from redis", 0).Err(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -97,14 +98,19 @@ type backuper interface{ Backup(w io.Writer) error }
 // key, and by /debug/pprof/ (HTTP basic authentication, any user name, as
 // `curl -u :PASSWORD`); /healthz and /metrics stay open to probes and
 // Prometheus scrapes, which send no credentials by convention.
-func StartAdmin(addr, password string, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger) (*Admin, error) {
-	return startAdmin(addr, password, st, gatherer, logger, defaultAdminLimits)
+func StartAdmin(addr, password string, tlsCfg *tls.Config, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger) (*Admin, error) {
+	return startAdmin(addr, password, tlsCfg, st, gatherer, logger, defaultAdminLimits)
 }
 
-func startAdmin(addr, password string, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger, limits adminLimits) (*Admin, error) {
+func startAdmin(addr, password string, tlsCfg *tls.Config, st store.Store, gatherer prometheus.Gatherer, logger *slog.Logger, limits adminLimits) (*Admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+	}
+	// The connection limit counts connections, handshakes included.
+	ln = netutil.LimitListener(ln, limits.maxConns)
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -131,7 +137,7 @@ func startAdmin(addr, password string, st store.Store, gatherer prometheus.Gathe
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	a := &Admin{
-		ln:          netutil.LimitListener(ln, limits.maxConns),
+		ln:          ln,
 		log:         logger,
 		st:          st,
 		password:    password,

@@ -60,7 +60,7 @@ func startTestAdmin(t *testing.T, password string, st store.Store) string {
 
 func startAdminFor(t *testing.T, password string, st store.Store) *Admin {
 	t.Helper()
-	a, err := StartAdmin("127.0.0.1:0", password, st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	a, err := StartAdmin("127.0.0.1:0", password, nil, st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestAdminBackupStalledClient(t *testing.T) {
 // defaults.
 func startAdminLimits(t *testing.T, password string, st store.Store, limits adminLimits) *Admin {
 	t.Helper()
-	a, err := startAdmin("127.0.0.1:0", password, st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), limits)
+	a, err := startAdmin("127.0.0.1:0", password, nil, st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), limits)
 	if err != nil {
 		t.Fatal(err)
 	}

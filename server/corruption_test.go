@@ -85,7 +85,7 @@ func TestDamagedTableVisible(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewEngineCollector(st.EngineMetrics))
-	a, err := StartAdmin("127.0.0.1:0", "", st, reg, slog.New(slog.DiscardHandler))
+	a, err := StartAdmin("127.0.0.1:0", "", nil, st, reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

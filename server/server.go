@@ -169,7 +169,7 @@ func (s *Server) Serve() error {
 	var tlsCfg *tls.Config
 	if s.cfg.TLSListen != "" {
 		var err error
-		if tlsCfg, err = s.clientTLS(); err != nil {
+		if tlsCfg, err = TLSConfig(s.cfg, "client port", s.log); err != nil {
 			return err
 		}
 	}

@@ -624,7 +624,7 @@ func TestHealthzReportsStorage(t *testing.T) {
 		{clusterStore{newSlowStore(), "degraded", diskFull}, http.StatusServiceUnavailable, "degraded", "storage=err: " + diskFull.Error()},
 		{clusterStore{newSlowStore(), "unavailable", nil}, http.StatusServiceUnavailable, "unavailable", "storage=ok"},
 	} {
-		a, err := StartAdmin("127.0.0.1:0", "", tc.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+		a, err := StartAdmin("127.0.0.1:0", "", nil, tc.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

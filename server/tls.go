@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kvstore/kv/certs"
+	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/internal/ratelog"
 )
 
@@ -62,11 +64,12 @@ type tlsPeer struct {
 	remote net.Addr
 }
 
-// clientTLS builds the TLS configuration of server.tls_listen: the
-// server's certificate, re-read when its files change, and with
-// tls_ca_file the client certificates it requires.
-func (s *Server) clientTLS() (*tls.Config, error) {
-	kp, err := certs.LoadKeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile, "client port", s.log)
+// TLSConfig builds the TLS configuration of server.tls_listen and of an
+// HTTPS admin endpoint (admin_tls): the server's certificate, re-read when
+// its files change, and with tls_ca_file the client certificates it
+// requires. what names the port in the logs.
+func TLSConfig(c conf.Server, what string, log *slog.Logger) (*tls.Config, error) {
+	kp, err := certs.LoadKeyPair(c.TLSCertFile, c.TLSKeyFile, what, log)
 	if err != nil {
 		return nil, fmt.Errorf("server.tls_cert_file and server.tls_key_file: %w", err)
 	}
@@ -74,8 +77,8 @@ func (s *Server) clientTLS() (*tls.Config, error) {
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.Get() },
 	}
-	if s.cfg.TLSCAFile != "" {
-		pool, err := certs.LoadPool(s.cfg.TLSCAFile)
+	if c.TLSCAFile != "" {
+		pool, err := certs.LoadPool(c.TLSCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("server.tls_ca_file: %w", err)
 		}

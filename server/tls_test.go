@@ -8,11 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvstore/kv/certs"
 	"github.com/kvstore/kv/certs/certstest"
@@ -357,5 +361,58 @@ func TestTLSShutdownWithSilentClient(t *testing.T) {
 	<-done
 	if d := time.Since(start); d > tlsHandshakeTimeout/2 {
 		t.Fatalf("Shutdown took %s with a silent client mid-handshake", d)
+	}
+}
+
+// TestAdminTLS: with admin_tls the admin endpoint speaks HTTPS only, and
+// with tls_ca_file it serves only clients with a certificate of that CA.
+func TestAdminTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, dir)
+	cert, key := ca.Issue(t, dir, "server", 2)
+	clientCert, clientKey := ca.Issue(t, dir, "prometheus", 3)
+	pool, err := certs.LoadPool(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(url string, certs ...tls.Certificate) (int, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs},
+		}}
+		resp, err := c.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	for _, mutual := range []bool{false, true} {
+		cfg := conf.Server{TLSCertFile: cert, TLSKeyFile: key}
+		if mutual {
+			cfg.TLSCAFile = ca.File
+		}
+		tlsCfg, err := TLSConfig(cfg, "admin", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := StartAdmin("127.0.0.1:0", "", tlsCfg, newSlowStore(), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close(context.Background())
+		if code, err := get("http://" + a.Addr() + "/healthz"); err == nil && code == http.StatusOK {
+			t.Fatal("plain HTTP served")
+		}
+		pair, err := tls.LoadX509KeyPair(clientCert, clientKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, err := get("https://"+a.Addr()+"/metrics", pair); err != nil || code != http.StatusOK {
+			t.Fatalf("mutual %v: HTTPS with a client certificate: %d %v", mutual, code, err)
+		}
+		code, err := get("https://" + a.Addr() + "/healthz")
+		if served := err == nil && code == http.StatusOK; served == mutual {
+			t.Fatalf("mutual %v: HTTPS without a client certificate: %d %v", mutual, code, err)
+		}
 	}
 }

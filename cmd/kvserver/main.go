@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -144,7 +145,14 @@ func run(args []string) error {
 
 	var admin *server.Admin
 	if cfg.Server.AdminListen != "" {
-		if admin, err = server.StartAdmin(cfg.Server.AdminListen, cfg.Server.RequirePass, st, reg, logger); err != nil {
+		var adminTLS *tls.Config
+		if cfg.Server.AdminTLS {
+			if adminTLS, err = server.TLSConfig(cfg.Server, "admin", logger); err != nil {
+				st.Close()
+				return err
+			}
+		}
+		if admin, err = server.StartAdmin(cfg.Server.AdminListen, cfg.Server.RequirePass, adminTLS, st, reg, logger); err != nil {
 			st.Close()
 			return err
 		}
@@ -463,7 +471,7 @@ func warnExposed(c conf.Server, logger *slog.Logger) {
 		logger.Warn("server.tls_listen is not a loopback address and neither server.requirepass nor server.tls_ca_file is set: anyone who can reach the port can read and write every key",
 			"tls_listen", c.TLSListen)
 	}
-	if c.AdminListen != "" && !loopbackAddr(c.AdminListen) {
+	if c.AdminListen != "" && !loopbackAddr(c.AdminListen) && !(c.AdminTLS && c.TLSCAFile != "") {
 		logger.Warn("server.admin_listen is not a loopback address and server.requirepass is not set: anyone who can reach it can download a backup of every key and profile the process",
 			"admin_listen", c.AdminListen)
 	}

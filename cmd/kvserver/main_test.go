@@ -518,16 +518,22 @@ func TestModeMismatchedDataDirRefused(t *testing.T) {
 func TestWarnExposed(t *testing.T) {
 	for _, c := range []struct {
 		listen, admin, pass string
+		tls                 conf.Server // its TLS keys only
 		want                int
 	}{
-		{"127.0.0.1:8080", "127.0.0.1:9080", "", 0},
-		{"localhost:8080", "", "", 0},
-		{"0.0.0.0:8080", "127.0.0.1:9080", "", 1},
-		{"0.0.0.0:8080", "[::]:9080", "", 2},
-		{"0.0.0.0:8080", "0.0.0.0:9080", "pw", 0},
+		{"127.0.0.1:8080", "127.0.0.1:9080", "", conf.Server{}, 0},
+		{"localhost:8080", "", "", conf.Server{}, 0},
+		{"0.0.0.0:8080", "127.0.0.1:9080", "", conf.Server{}, 1},
+		{"0.0.0.0:8080", "[::]:9080", "", conf.Server{}, 2},
+		{"0.0.0.0:8080", "0.0.0.0:9080", "pw", conf.Server{}, 0},
+		// TLS alone encrypts; only client certificates keep strangers out.
+		{"127.0.0.1:8080", "0.0.0.0:9080", "", conf.Server{TLSListen: "0.0.0.0:6380", AdminTLS: true}, 2},
+		{"127.0.0.1:8080", "0.0.0.0:9080", "", conf.Server{TLSListen: "0.0.0.0:6380", AdminTLS: true, TLSCAFile: "ca.pem"}, 0},
 	} {
 		logger, rec := logtest.New()
-		warnExposed(conf.Server{Listen: c.listen, AdminListen: c.admin, RequirePass: c.pass}, logger)
+		cfg := c.tls
+		cfg.Listen, cfg.AdminListen, cfg.RequirePass = c.listen, c.admin, c.pass
+		warnExposed(cfg, logger)
 		if got := len(rec.Records()); got != c.want {
 			t.Errorf("listen %s admin %s pass %q: %d warnings %q, want %d", c.listen, c.admin, c.pass, got, rec.Records(), c.want)
 		}
