@@ -30,7 +30,17 @@ type KeyPair struct {
 	cert   *tls.Certificate
 	loaded [2]fileStamp // the files as of cert
 	failed [2]fileStamp // the files as of the last failed load, logged once
+	warned time.Time    // when cert's coming expiry was last logged
+	now    func() time.Time
 }
+
+// ExpiryWarning is how long before its certificate expires a key pair
+// starts to say so in the log (once a day, from the handshakes that use
+// it): most TLS outages are a certificate nobody renewed.
+const ExpiryWarning = 14 * 24 * time.Hour
+
+// expiryLogEvery spaces the warnings of a certificate about to expire.
+const expiryLogEvery = 24 * time.Hour
 
 type fileStamp struct {
 	mod  time.Time
@@ -51,7 +61,7 @@ func LoadKeyPair(certFile, keyFile, what string, log *slog.Logger) (*KeyPair, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &KeyPair{certFile: certFile, keyFile: keyFile, what: what, log: log}
+	k := &KeyPair{certFile: certFile, keyFile: keyFile, what: what, log: log, now: time.Now}
 	if _, err := k.Get(); err != nil {
 		return nil, err
 	}
@@ -84,7 +94,30 @@ func (k *KeyPair) Get() (*tls.Certificate, error) {
 	if k.cert == nil {
 		return nil, fmt.Errorf("load %s: %w", k.certFile, errors.Join(cerr, kerr))
 	}
+	k.checkExpiry()
 	return k.cert, nil
+}
+
+// checkExpiry logs, at most once per expiryLogEvery, that the certificate
+// in use expires within ExpiryWarning or has expired.
+func (k *KeyPair) checkExpiry() {
+	leaf := k.cert.Leaf // parsed by tls.LoadX509KeyPair
+	if leaf == nil {
+		return
+	}
+	now := k.now()
+	left := leaf.NotAfter.Sub(now)
+	if left > ExpiryWarning || (!k.warned.IsZero() && now.Sub(k.warned) < expiryLogEvery) {
+		return
+	}
+	k.warned = now
+	if left <= 0 {
+		k.log.Error(k.what+": TLS certificate has expired; clients and peers that verify it refuse to connect: renew it (the files are read again when they change)",
+			"cert", k.certFile, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+		return
+	}
+	k.log.Warn(k.what+": TLS certificate expires soon: renew it (the files are read again when they change)",
+		"cert", k.certFile, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "left", left.Round(time.Minute).String())
 }
 
 // LoadPool reads a PEM bundle of CA certificates.

@@ -35,7 +35,7 @@ func NewCA(t testing.TB, dir string) *CA {
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "kv test CA " + filepath.Base(dir)},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(2 * 365 * 24 * time.Hour),
 		IsCA:                  true,
 		KeyUsage:              x509.KeyUsageCertSign,
 		BasicConstraintsValid: true,
@@ -54,8 +54,14 @@ func NewCA(t testing.TB, dir string) *CA {
 }
 
 // Issue writes dir/name.pem and dir/name-key.pem: a certificate for
-// 127.0.0.1 usable by servers and clients alike.
+// 127.0.0.1 usable by servers and clients alike, valid for a year.
 func (ca *CA) Issue(t testing.TB, dir, name string, serial int64) (certFile, keyFile string) {
+	t.Helper()
+	return ca.IssueUntil(t, dir, name, serial, time.Now().Add(365*24*time.Hour))
+}
+
+// IssueUntil is Issue with a certificate valid until notAfter.
+func (ca *CA) IssueUntil(t testing.TB, dir, name string, serial int64, notAfter time.Time) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -65,7 +71,7 @@ func (ca *CA) Issue(t testing.TB, dir, name string, serial int64) (certFile, key
 		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
