@@ -36,6 +36,18 @@ const (
 	// maxCompactionOverhead bounds the entries kept below a snapshot so a
 	// slightly lagging follower gets entries rather than a full snapshot.
 	maxCompactionOverhead = 1000
+	// raftQueueBytes bounds the replication entries queued for one peer
+	// connection (sending) and for one shard (receiving); dragonboat drops
+	// replication messages past it, which raft sends again. Dragonboat
+	// leaves both unbounded by default (2048 and 1024 messages of up to
+	// 64 MiB), and a leader catching a follower up from the log sends it
+	// its whole backlog again at every heartbeat answer (resendfilter.go): the
+	// copies waited in these queues for a follower busy taking in the
+	// first, on top of those the step worker held. Past this bound one
+	// more message of any size still goes in (the check comes before the
+	// message counts), so two of the largest entries can wait for a peer,
+	// as before, and a queue holds at most about 130 MiB.
+	raftQueueBytes = maxFramePayload
 )
 
 // errClosed is reported for requests to a closing node.
@@ -218,10 +230,13 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		CAFile:              cc.TLSCAFile,
 		CertFile:            cc.TLSCertFile,
 		KeyFile:             cc.TLSKeyFile,
+		MaxSendQueueSize:    raftQueueBytes,
+		MaxReceiveQueueSize: raftQueueBytes,
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
 		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
-			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space, tls: c.tls}),
+			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space, tls: c.tls,
+			resendWindow: effective / 2}),
 	})
 	if err != nil {
 		c.cache.Close()

@@ -108,6 +108,10 @@ type transportFactory struct {
 	secret   []byte        // cluster.secret: connections must prove it (raftauth.go)
 	space    *spaceGuard   // answers probes with this node's free space; nil: no guard
 	tls      *peerTLS      // nil: plain TCP
+	// resendWindow is the least time between two heartbeat answers of a
+	// follower that reach raft, save those confirming reads (resendfilter.go);
+	// 0: all do.
+	resendWindow time.Duration
 }
 
 func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
@@ -125,6 +129,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		space:        f.space,
 		tls:          f.tls,
 		handshakeLog: ratelog.Limiter{Every: 10 * time.Second},
+		resends:      newResendFilter(f.resendWindow),
 	}
 }
 
@@ -219,6 +224,7 @@ type tcpTransport struct {
 	tls        *peerTLS    // nil: plain TCP
 	// handshakeLog bounds how often failed TLS handshakes are logged.
 	handshakeLog ratelog.Limiter
+	resends      *resendFilter
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -363,6 +369,7 @@ func (t *tcpTransport) serve(c net.Conn) {
 			if noticed, ok = t.noticeRemoved(c, mb, noticed); !ok {
 				return
 			}
+			t.resends.received(&mb, time.Now())
 			t.handler(mb)
 		case frameChunk:
 			var ch pb.Chunk
@@ -547,6 +554,7 @@ func (f *frameConn) SendMessageBatch(mb pb.MessageBatch) error {
 	err := f.send(frameBatch, mb.Size(), mb.MarshalTo)
 	if err == nil && f.sent != nil {
 		f.sent.Store(time.Now().UnixNano())
+		f.t.resends.sent(&mb)
 	}
 	return err
 }
