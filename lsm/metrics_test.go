@@ -1,8 +1,11 @@
 package lsm
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/lni/vfs"
 )
 
 // TestMetricsAdd: a total over DBs adds counters and levels, recomputes
@@ -41,5 +44,28 @@ func TestMetricsAdd(t *testing.T) {
 	}
 	if total.CacheHits != 0 || total.Seq != 0 {
 		t.Fatalf("cache hits %d, seq %d: want them left alone", total.CacheHits, total.Seq)
+	}
+}
+
+// TestTableMemory: the indexes and filters of open tables are counted
+// while the tables are open (they are in no budget, and kvserver's memory
+// limit follows them), and released with the readers.
+func TestTableMemory(t *testing.T) {
+	d := mustOpen(t, "db", testOptions(vfs.NewMem()))
+	defer d.Close()
+	for i := range 5000 {
+		mustPut(t, d, fmt.Sprintf("key%06d", i), "value")
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	checkGet(t, d, "key000042", "value", true) // opens the table's reader
+	// 5000 keys at 10 bits each is 6 KB of filter; the index adds more.
+	if got := d.Metrics().TableMemory; got < 5000*10/8 {
+		t.Fatalf("TableMemory %d after reading a table of 5000 keys", got)
+	}
+	d.tc.closeAll()
+	if got := d.Metrics().TableMemory; got != 0 {
+		t.Fatalf("TableMemory %d with every reader closed", got)
 	}
 }

@@ -3,6 +3,7 @@ package lsm
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lni/vfs"
 
@@ -28,6 +29,10 @@ type tableCache struct {
 	mu     sync.Mutex
 	open   map[uint64]*fileMetadata
 	closed bool // no more readers are opened (an iterator outliving Close)
+
+	// memory sums the open readers' MemoryBytes: their indexes and
+	// filters, resident until the table is obsolete.
+	memory atomic.Int64
 
 	afterOpen func() // tests: runs between opening a reader and keeping it
 }
@@ -78,6 +83,7 @@ func (c *tableCache) reader(f *fileMetadata) (*sstable.Reader, error) {
 		return nil, ErrClosed
 	}
 	c.open[f.fileNum] = f
+	c.memory.Add(r.MemoryBytes())
 	f.reader.Store(r)
 	return r, nil
 }
@@ -102,6 +108,7 @@ func (c *tableCache) evict(f *fileMetadata) {
 	c.mu.Lock()
 	delete(c.open, f.fileNum)
 	c.mu.Unlock()
+	c.memory.Add(-r.MemoryBytes())
 	r.Close()
 }
 

@@ -214,6 +214,32 @@ func TestPickCompaction(t *testing.T) {
 			t.Fatalf("picked %+v", c)
 		}
 	})
+	t.Run("L0 first once writes stop", func(t *testing.T) {
+		// L0 at the stop count scores 3 (6 tables, trigger 2); L1, just
+		// filled by the last L0 compaction, scores 8 and L2 4. Stopped
+		// writes wait on L0 alone, so it goes first.
+		o := o
+		o.l0Stop = 6
+		var l0 []*fileMetadata
+		for i := range 6 {
+			l0 = append(l0, meta(uint64(10+i), "a", "z", 10, uint64(6-i), uint64(6-i)))
+		}
+		deeper := func(l0 []*fileMetadata) *version {
+			return build(map[int][]*fileMetadata{
+				0: l0,
+				1: {meta(1, "a", "m", 400), meta(2, "n", "z", 400)},
+				2: {meta(3, "a", "z", 4000)},
+			})
+		}
+		cursor = [numLevels][]byte{}
+		if c := pickCompaction(deeper(l0), o, &cursor); c == nil || c.level != 0 || len(c.inputs[0]) != 6 {
+			t.Fatalf("picked %+v, want all of L0", c)
+		}
+		// One table fewer: writes go on, and the fullest level wins.
+		if c := pickCompaction(deeper(l0[1:]), o, &cursor); c == nil || c.level != 1 {
+			t.Fatalf("picked %+v, want L1", c)
+		}
+	})
 	t.Run("scores", func(t *testing.T) {
 		v := build(map[int][]*fileMetadata{
 			0: {meta(1, "a", "c", 10, 1, 1)},

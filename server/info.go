@@ -137,6 +137,7 @@ func (s *Server) infoText(sections ...string) string {
 			w("corrupt_reads", m.CorruptReads)
 			w("table_files_open", m.TableFilesOpen)
 			w("table_file_reopens", m.TableFileReopens)
+			w("table_memory", m.TableMemory)
 		}
 	})
 	add("keyspace", func(w func(string, any)) {

@@ -234,13 +234,14 @@ var (
 	descCorruptReads = prometheus.NewDesc("kv_engine_corrupt_reads_total", "Engine reads that failed because a table is damaged (a block checksum mismatch, say).", nil, nil)
 	descTableFiles   = prometheus.NewDesc("kv_engine_table_files_open", "Table files held open (at most storage.max_open_tables).", nil, nil)
 	descTableReopens = prometheus.NewDesc("kv_engine_table_file_reopens_total", "Table files reopened after the storage.max_open_tables bound closed them.", nil, nil)
+	descTableMemory  = prometheus.NewDesc("kv_engine_table_memory_bytes", "Memory held by open tables' indexes and bloom filters, outside the block cache; grows with the data.", nil, nil)
 )
 
 func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
 		descWALSyncs, descFlushes, descCompactions, descCompRead, descCompWritten, descWriteAmp, descStalls,
 		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads, descCorruptReads,
-		descTableFiles, descTableReopens} {
+		descTableFiles, descTableReopens, descTableMemory} {
 		ch <- d
 	}
 }
@@ -281,4 +282,5 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCorruptReads, float64(m.CorruptReads))
 	gauge(descTableFiles, float64(m.TableFilesOpen))
 	counter(descTableReopens, float64(m.TableFileReopens))
+	gauge(descTableMemory, float64(m.TableMemory))
 }

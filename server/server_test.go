@@ -879,7 +879,7 @@ func TestEngineCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewEngineCollector(func() lsm.Metrics {
 		return lsm.Metrics{Levels: make([]lsm.LevelMetrics, 2), CacheHits: 3, CacheMisses: 1, WALSyncs: 7, StallCount: 2, Compactions: 5,
-			WritesRefused: 4, ReadsNeedingDisk: 6, CorruptReads: 8, TableFilesOpen: 9, TableFileReopens: 10}
+			WritesRefused: 4, ReadsNeedingDisk: 6, CorruptReads: 8, TableFilesOpen: 9, TableFileReopens: 10, TableMemory: 11}
 	}))
 	got := gatherValues(t, reg)
 	for name, want := range map[string]float64{
@@ -895,6 +895,7 @@ func TestEngineCollector(t *testing.T) {
 		"kv_engine_corrupt_reads_total":      8,
 		"kv_engine_table_files_open":         9,
 		"kv_engine_table_file_reopens_total": 10,
+		"kv_engine_table_memory_bytes":       11,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)

@@ -139,6 +139,7 @@ func run(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if em, ok := st.(interface{ EngineMetrics() lsm.Metrics }); ok {
 		reg.MustRegister(server.NewEngineCollector(em.EngineMetrics))
+		go followTableMemory(ctx, memLimit, tableMemoryInterval, em.EngineMetrics)
 	}
 	srv := server.New(cfg.Server, st, server.Info{Version: version, Mode: mode, DataDir: cfg.Storage.Dir, Sync: syncPolicy},
 		logger, server.NewMetrics(reg))

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"runtime/debug"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kvstore/kv/conf"
+	"github.com/kvstore/kv/lsm"
 )
 
 func TestMemoryLimitFollowsBudgets(t *testing.T) {
@@ -42,5 +46,47 @@ func TestSetMemoryLimit(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "123MiB")
 	if got := setMemoryLimit(c); got != 123<<20 || debug.SetMemoryLimit(-1) != 123<<20 {
 		t.Fatalf("with GOMEMLIMIT set: %d", got)
+	}
+}
+
+// TestMemoryLimitFollowsTableMemory: the indexes and filters of open
+// tables grow with the data and are in no budget; the limit must rise
+// with them, or past it the collector runs back to back.
+func TestMemoryLimitFollowsTableMemory(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOMEMLIMIT", "")
+	base := memoryLimit(conf.Default())
+	debug.SetMemoryLimit(base)
+	var tables atomic.Int64
+	metrics := func() lsm.Metrics { return lsm.Metrics{TableMemory: tables.Load()} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		followTableMemory(ctx, base, time.Millisecond, metrics)
+	}()
+	waitLimit := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); debug.SetMemoryLimit(-1) != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("limit %d, want %d", debug.SetMemoryLimit(-1), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	tables.Store(400 << 20)
+	waitLimit(base + 500<<20)
+	// Tables compacted away give their memory back, and so does the limit.
+	tables.Store(40 << 20)
+	waitLimit(base + 50<<20)
+	cancel()
+	<-done
+
+	// GOMEMLIMIT wins: the limit is left alone.
+	debug.SetMemoryLimit(123 << 20)
+	t.Setenv("GOMEMLIMIT", "123MiB")
+	followTableMemory(context.Background(), base, time.Millisecond, metrics) // returns at once
+	if got := debug.SetMemoryLimit(-1); got != 123<<20 {
+		t.Fatalf("with GOMEMLIMIT set: limit %d", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/kvstore/kv/cache"
 	"github.com/kvstore/kv/lsm/internal/base"
@@ -56,6 +57,9 @@ type Reader struct {
 	index  []indexEntry // separator keys alias the decoded index block
 	filter []byte       // nil when the table has no filter
 	meta   Meta
+	// memory is about what the reader keeps in memory while open (see
+	// MemoryBytes), fixed once loaded.
+	memory int64
 	closed atomic.Bool
 }
 
@@ -145,9 +149,13 @@ func load(f vfs.File, size int64, opts ReaderOptions, verify bool) (*Reader, err
 	if ft.filter.length > 0 {
 		dataEnd = min(dataEnd, ft.filter.offset)
 	}
-	if err := r.loadIndex(indexBlock, ft.index.offset, dataEnd); err != nil {
+	cloned, err := r.loadIndex(indexBlock, ft.index.offset, dataEnd)
+	if err != nil {
 		return nil, err
 	}
+	r.memory = int64(len(indexBlock)) + int64(cloned) + int64(len(r.filter)) +
+		int64(cap(r.index))*int64(unsafe.Sizeof(indexEntry{})) +
+		int64(len(r.meta.Smallest)+len(r.meta.Largest))
 	if uint64(len(r.index)) != props.dataBlocks || (len(r.index) == 0) != (props.entries == 0) {
 		return nil, r.corrupt(ft.index.offset, "index has %d blocks, properties say %d blocks and %d entries",
 			len(r.index), props.dataBlocks, props.entries)
@@ -170,34 +178,36 @@ func (r *Reader) readMetaBlock(h handle, footerOff uint64, what string) ([]byte,
 
 // loadIndex decodes the index block into r.index and checks that the
 // separators increase and the handles lie in the data area [0, dataEnd).
-func (r *Reader) loadIndex(block []byte, off, dataEnd uint64) error {
+// It returns the bytes of the separators it copied out of the block.
+func (r *Reader) loadIndex(block []byte, off, dataEnd uint64) (cloned int, err error) {
 	var it blockIter
 	if err := it.init(block); err != nil {
-		return r.corrupt(off, "bad index block: %v", err)
+		return 0, r.corrupt(off, "bad index block: %v", err)
 	}
 	var end uint64
 	for it.first(); it.valid; it.nextEntry() {
 		h, err := decodeHandle(it.val)
 		if err != nil {
-			return r.corrupt(off, "%v", err)
+			return 0, r.corrupt(off, "%v", err)
 		}
 		if h.offset < end || h.length > dataEnd || h.offset > dataEnd-h.length || dataEnd-h.length-h.offset < blockTrailerLen {
-			return r.corrupt(off, "index entry %d: data block handle at %d (length %d) out of place", len(r.index), h.offset, h.length)
+			return 0, r.corrupt(off, "index entry %d: data block handle at %d (length %d) out of place", len(r.index), h.offset, h.length)
 		}
 		end = h.offset + h.length + blockTrailerLen
 		sep := it.key
 		if it.keyInBuf {
 			sep = bytes.Clone(sep)
+			cloned += len(sep)
 		}
 		if n := len(r.index); n > 0 && base.Compare(r.index[n-1].sep, sep) >= 0 {
-			return r.corrupt(off, "index keys out of order at entry %d", n)
+			return 0, r.corrupt(off, "index keys out of order at entry %d", n)
 		}
 		r.index = append(r.index, indexEntry{sep: sep, h: h})
 	}
 	if it.err != nil {
-		return r.corrupt(off, "bad index block: %v", it.err)
+		return 0, r.corrupt(off, "bad index block: %v", it.err)
 	}
-	return nil
+	return cloned, nil
 }
 
 // CorruptionError reports damage found in a table: a block whose checksum
@@ -487,6 +497,11 @@ func (r *Reader) get(ukey []byte, seq uint64, nowait bool) (value []byte, kind b
 // Meta describes the table as recorded when it was written, with the size
 // given to Open.
 func (r *Reader) Meta() Meta { return r.meta }
+
+// MemoryBytes is about the memory the reader holds until it is closed:
+// its index and bloom filter, which stay resident whether or not its file
+// is open. Allocator rounding and the block cache are not counted.
+func (r *Reader) MemoryBytes() int64 { return r.memory }
 
 // Close closes the file. Later calls return nil and do nothing.
 func (r *Reader) Close() error {
