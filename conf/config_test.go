@@ -262,7 +262,9 @@ func TestValidate(t *testing.T) {
 		}, "server.tls_listen: must differ from server.listen"},
 		{"client certificate without the port", func(c *Config) { c.Server.TLSCertFile = "server.pem" },
 			"server.tls_cert_file: is set but neither server.tls_listen nor server.admin_tls is"},
-		{"admin tls", func(c *Config) { c.Server.AdminTLS, c.Server.TLSCertFile, c.Server.TLSKeyFile = true, "server.pem", "server-key.pem" }, ""},
+		{"admin tls", func(c *Config) {
+			c.Server.AdminTLS, c.Server.TLSCertFile, c.Server.TLSKeyFile = true, "server.pem", "server-key.pem"
+		}, ""},
 		{"admin tls without a certificate", func(c *Config) { c.Server.AdminTLS = true },
 			"server.tls_cert_file: must be set when server.admin_tls is set"},
 		{"admin tls without the admin port", func(c *Config) {
