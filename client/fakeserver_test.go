@@ -60,6 +60,11 @@ func newFakeServerAt(t testing.TB, addr, password string) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveFake(t, ln, password)
+}
+
+// serveFake is a fake server accepting on ln (a TLS listener, say).
+func serveFake(t testing.TB, ln net.Listener, password string) *fakeServer {
 	s := &fakeServer{t: t, ln: ln, password: password, done: make(chan struct{}),
 		sleeping: make(chan struct{}, 16), data: map[string][]byte{}, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,11 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newFakeServer(t, "")
-	s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{pair}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveFake(t, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}}), "")
 	pool, err := certs.LoadPool(ca.File)
 	if err != nil {
 		t.Fatal(err)
