@@ -91,6 +91,10 @@ type Server struct {
 	writing     atomic.Int64   // bytes of writes handed to the store and not yet acknowledged (overWriteBudget)
 	enrolling   atomic.Int64   // accepted connections being handed to a loop (acceptLoop)
 	bridges     sync.WaitGroup // TLS connections' bridges (bridge)
+	// bridgeMu orders starting a bridge (enrollTLS) before Shutdown's wait
+	// for them; bridgesDone says that wait has begun.
+	bridgeMu    sync.Mutex
+	bridgesDone bool
 	// fdMu keeps handovers (read) from seeing the accept loop's reserve
 	// descriptor freed for a moment (write; see reserve.refuseOne).
 	fdMu     sync.RWMutex
@@ -311,6 +315,9 @@ stop:
 		}
 		// The loops closed their connections: the TLS bridges deliver
 		// what was written before and close the clients' connections.
+		s.bridgeMu.Lock()
+		s.bridgesDone = true
+		s.bridgeMu.Unlock()
 		if !waitBridges(&s.bridges, time.After(time.Duration(s.tlsStall.Load()))) {
 			s.log.Warn("shutdown: TLS connections still closing")
 		}

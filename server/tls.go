@@ -111,7 +111,18 @@ func (s *Server) enrollTLS(c net.Conn, cfg *tls.Config, cli *gnet.Client, slots 
 		s.log.Warn("TLS connection: cannot make its bridge; closing it", "remote", addrString(c.RemoteAddr()), "err", err)
 		return
 	}
+	// A Shutdown that gave up waiting for handovers may be waiting for
+	// the bridges already: too late to start one.
+	s.bridgeMu.Lock()
+	if s.bridgesDone {
+		s.bridgeMu.Unlock()
+		c.Close()
+		inner.Close()
+		outer.Close()
+		return
+	}
 	s.bridges.Add(1)
+	s.bridgeMu.Unlock()
 	go s.bridge(tc, outer)
 	slots <- struct{}{}
 	defer func() { <-slots }()
