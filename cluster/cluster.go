@@ -19,6 +19,7 @@ import (
 	"github.com/lni/vfs"
 
 	"github.com/kvstore/kv/cache"
+	"github.com/kvstore/kv/cluster/raftwal"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/lsm/sstable"
@@ -219,6 +220,11 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
 	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
+	logDB, err := logDBFactory(fs, fs.PathJoin(c.dir, RaftDir), logger.With("component", "raftwal"))
+	if err != nil {
+		c.cache.Close()
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
 		DeploymentID:   c.deploymentID,
 		NodeHostDir:    fs.PathJoin(c.dir, RaftDir),
@@ -234,7 +240,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		MaxReceiveQueueSize: raftQueueBytes,
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
-		Expert: expertConfig(cfg, fs, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
+		Expert: expertConfig(cfg, fs, logDB, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
 			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space, tls: c.tls,
 			resendWindow: effective / 2}),
 	})
@@ -700,13 +706,63 @@ func ShardMemtableBytes(cfg conf.Config) int64 {
 // raft directory and refuses to open it with others, so they can never
 // change. The LogDB's memory settings may change (logDBConfig). The
 // transport is ours (transport.go).
-func expertConfig(cfg conf.Config, fs vfs.FS, transport transportFactory) config.ExpertConfig {
+func expertConfig(cfg conf.Config, fs vfs.FS, logDB config.LogDBFactory, transport transportFactory) config.ExpertConfig {
 	e := config.ExpertConfig{
 		LogDB:            logDBConfig(cfg),
+		LogDBFactory:     logDB,
 		Engine:           config.GetDefaultEngineConfig(),
 		FS:               fs,
 		TransportFactory: transport,
 	}
 	e.Engine.ExecShards = 1
 	return e
+}
+
+// logDBFactory is the raft log store of the NodeHost in raftDir: ours
+// (package raftwal), or dragonboat's pebble LogDB (nil) for a directory
+// it wrote, as every node did before raftwal. Dragonboat records the
+// store's type in the directory and refuses to open it with another.
+func logDBFactory(fs vfs.FS, raftDir string, log *slog.Logger) (config.LogDBFactory, error) {
+	_, pebble, err := raftLogStore(fs, raftDir)
+	if err != nil {
+		return nil, err
+	}
+	if pebble {
+		log.Info("raft log: dragonboat's pebble LogDB (this node's raft directory was written by it)")
+		return nil, nil
+	}
+	return raftwal.Factory{Log: log}, nil
+}
+
+// raftLogStore finds the raft log store of the NodeHost in raftDir, in
+// <raftDir>/<host>/<deployment>/: raftwal's directory, or dragonboat's
+// pebble LogDB (pebble set). dir is "" when there is neither yet.
+func raftLogStore(fs vfs.FS, raftDir string) (dir string, pebble bool, err error) {
+	hosts, err := fs.List(raftDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("list %s: %w", raftDir, err)
+	}
+	for _, h := range hosts {
+		deployments, _ := fs.List(fs.PathJoin(raftDir, h))
+		for _, d := range deployments {
+			if p := fs.PathJoin(raftDir, h, d, "logdb-0"); exists(fs, p) {
+				return p, true, nil
+			}
+			if p := fs.PathJoin(raftDir, h, d, raftwal.Dir); exists(fs, p) {
+				return p, false, nil
+			}
+		}
+	}
+	return "", false, nil
+}
+
+func exists(fs vfs.FS, path string) bool {
+	_, err := fs.Stat(path)
+	return err == nil
+}
+
+// RaftLog finds the raft log store of the node whose storage.dir is
+// dataDir (see raftLogStore).
+func RaftLog(dataDir string) (dir string, pebble bool, err error) {
+	return raftLogStore(vfs.Default, vfs.Default.PathJoin(dataDir, RaftDir))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/lni/vfs"
 
 	"github.com/kvstore/kv/cluster"
+	"github.com/kvstore/kv/cluster/raftwal"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
@@ -81,10 +82,44 @@ func checkData(ctx context.Context, cfg conf.Config, w io.Writer, logger *slog.L
 		}
 	}
 	if cfg.Cluster.Enabled {
-		fmt.Fprintln(w, "raft log: not checked (dragonboat's; a damaged node is replaced: remove it and join a fresh one)")
+		ok, err := checkRaftLog(cfg.Storage.Dir, w)
+		if err != nil {
+			return fmt.Errorf("check raft log: %w", err)
+		}
+		damaged = damaged || !ok
 	}
 	if damaged {
 		return errDamage
 	}
 	return nil
+}
+
+// checkRaftLog verifies a cluster node's raft log (raftwal.Verify) and
+// writes a line about it to w; ok is false when it is damaged.
+func checkRaftLog(dataDir string, w io.Writer) (ok bool, err error) {
+	dir, pebble, err := cluster.RaftLog(dataDir)
+	switch {
+	case err != nil:
+		return false, err
+	case pebble:
+		fmt.Fprintf(w, "raft log %s: not checked (dragonboat's pebble LogDB; a damaged node is replaced: remove it and join a fresh one)\n", dir)
+		return true, nil
+	case dir == "":
+		fmt.Fprintln(w, "raft log: none")
+		return true, nil
+	}
+	rep, err := raftwal.Verify(dir)
+	if errors.Is(err, raftwal.ErrCorrupt) {
+		fmt.Fprintf(w, "raft log %s: DAMAGED: %v (a damaged node is replaced: remove it and join a fresh one)\n", dir, err)
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	fmt.Fprintf(w, "raft log %s: ok (%d segments, %d bytes, %d replicas, %d entries held", dir, rep.Segments, rep.Bytes, rep.Replicas, rep.Entries)
+	if rep.TornBytes > 0 {
+		fmt.Fprintf(w, "; %d bytes of an unfinished write at the end, dropped at the next start", rep.TornBytes)
+	}
+	fmt.Fprintln(w, ")")
+	return true, nil
 }

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kvstore/kv/cluster"
 	"github.com/kvstore/kv/conf"
 	"github.com/kvstore/kv/internal/lsmtest"
 )
@@ -80,7 +82,38 @@ func TestCheckClusterNode(t *testing.T) {
 	if err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("check of a stopped node: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "shard 1 ") || !strings.Contains(out.String(), ": ok") || !strings.Contains(out.String(), "raft log: not checked") {
+	if !strings.Contains(out.String(), "shard 1 ") || !strings.Contains(out.String(), ": ok") || !strings.Contains(out.String(), "replicas, ") ||
+		strings.Contains(out.String(), " 0 entries held") {
 		t.Fatalf("report:\n%s", out.String())
+	}
+
+	// A record damaged in the newest segment reads as a write a crash cut
+	// short (the next start drops it); once a newer segment exists, the
+	// same damage is reported.
+	raftDir, _, err := cluster.RaftLog(dir)
+	if err != nil || raftDir == "" {
+		t.Fatalf("raft log: %q %v", raftDir, err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(raftDir, "*.log"))
+	newest := segs[len(segs)-1]
+	data, err := os.ReadFile(newest)
+	if err != nil || len(data) < 200 {
+		t.Fatalf("newest segment: %d bytes, %v", len(data), err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(newest, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler)); err != nil || !strings.Contains(out.String(), "unfinished write") {
+		t.Fatalf("check with a damaged newest segment: %v\n%s", err, out.String())
+	}
+	next := filepath.Join(raftDir, fmt.Sprintf("%016d.log", len(segs)+100))
+	if err := os.WriteFile(next, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := checkData(context.Background(), cfg, &out, slog.New(slog.DiscardHandler)); !errors.Is(err, errDamage) || !strings.Contains(out.String(), "raft log") || !strings.Contains(out.String(), "DAMAGED") {
+		t.Fatalf("check with a damaged older segment: %v\n%s", err, out.String())
 	}
 }
