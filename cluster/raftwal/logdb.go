@@ -349,6 +349,10 @@ func (db *DB) ImportSnapshot(ss pb.Snapshot, replicaID uint64) error {
 
 // Close implements raftio.ILogDB.
 func (db *DB) Close() error {
+	db.spare.Lock()
+	db.spare.stop = true
+	db.spare.Unlock()
+	db.spare.wg.Wait()
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
 	db.mu.Lock()

@@ -52,8 +52,15 @@ import (
 const Name = "kv-raftwal"
 
 // SegmentBytes is the size past which the next record starts a new
-// segment.
-const SegmentBytes = 64 << 20
+// segment. Segments are zero-filled ahead of use (see spare), so an
+// fdatasync writes the records only, not the file's growing size as well
+// (measured here: 120 µs against 210 µs an fdatasync of 2 KB). Small
+// enough that the zero-fill is quick and the first segment, which is not
+// preallocated, is soon left behind.
+const SegmentBytes = 16 << 20
+
+// spareName is the next segment while it is zero-filled.
+const spareName = "spare"
 
 // Dir is the store's directory inside dragonboat's LogDB directory.
 const Dir = "raftwal"
@@ -165,6 +172,14 @@ type DB struct {
 	curSize int64
 	failed  error // set by a failed write or sync: the log's end is unknown
 
+	spare struct {
+		sync.Mutex
+		requested bool // for the current segment
+		ready     bool // zero-filled and synced
+		stop      bool
+		wg        sync.WaitGroup
+	}
+
 	mu     sync.RWMutex
 	nodes  map[raftio.NodeInfo]*node
 	segs   []*segment // oldest first; the last is cur
@@ -183,6 +198,11 @@ func open(dir string, log *slog.Logger, segmentBytes int64) (*DB, error) {
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
+	}
+	// A spare left by the last run may be partly filled.
+	if err := os.Remove(filepath.Join(dir, spareName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		lock.Close()
+		return nil, fmt.Errorf("raftwal: %w", err)
 	}
 	db := &DB{dir: dir, log: log, lock: lock, segmentBytes: segmentBytes, nodes: make(map[raftio.NodeInfo]*node)}
 	if _, err := db.replay(false); err != nil {
@@ -314,10 +334,17 @@ func Verify(dir string) (Report, error) {
 }
 
 // replaySegment applies the records of one segment and returns how many
-// bytes were valid.
+// bytes were valid. A segment's preallocated zeros end it; a zeroed
+// header with data after it does not.
 func (db *DB) replaySegment(seg uint32, data []byte) (int, error) {
 	off := 0
 	for off < len(data) {
+		if len(data)-off >= headerSize && allZero(data[off:off+headerSize]) {
+			if !allZero(data[off:]) {
+				return off, fmt.Errorf("%w: zeroed record header followed by data", ErrCorrupt)
+			}
+			return off, nil
+		}
 		body, err := readRecord(data[off:])
 		if err != nil {
 			return off, err
@@ -328,6 +355,21 @@ func (db *DB) replaySegment(seg uint32, data []byte) (int, error) {
 		off += headerSize + len(body)
 	}
 	return off, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if le64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // readRecord returns the body of the record at the start of data.
@@ -454,11 +496,14 @@ func (db *DB) write(sync bool) error {
 
 func (db *DB) writeRecord(rec []byte, sync bool) error {
 	off := db.curSize
-	if _, err := db.cur.f.Write(rec); err != nil {
+	if _, err := db.cur.f.WriteAt(rec, off); err != nil {
 		db.failed = fmt.Errorf("raftwal: write %s: %w", db.cur.f.Name(), err)
 		return db.failed
 	}
 	db.curSize += int64(len(rec))
+	if db.curSize >= db.segmentBytes/2 {
+		db.prepareSpare()
+	}
 	if sync {
 		// After a failed fsync the kernel may have dropped the pages: no
 		// later write can be trusted to follow this one (fsyncgate).
@@ -497,9 +542,16 @@ func (db *DB) rotate() error {
 		}
 	}
 	path := db.segmentPath(num)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := db.takeSpare(path)
 	if err != nil {
-		return fmt.Errorf("raftwal: %w", err)
+		return err
+	}
+	if f == nil {
+		// No spare yet (the first segment, or writes outran the fill): a
+		// file that grows as it is written.
+		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+			return fmt.Errorf("raftwal: %w", err)
+		}
 	}
 	db.cp.begin()
 	nis := make([]raftio.NodeInfo, 0, len(db.nodes))
@@ -538,7 +590,7 @@ func (db *DB) rotate() error {
 	size := 0
 	if !db.cp.empty() {
 		rec := db.cp.finish()
-		if _, err := f.Write(rec); err != nil {
+		if _, err := f.WriteAt(rec, 0); err != nil {
 			f.Close()
 			os.Remove(path)
 			return fmt.Errorf("raftwal: write checkpoint %s: %w", path, err)
@@ -561,6 +613,77 @@ func (db *DB) rotate() error {
 	db.mu.Unlock()
 	db.cur, db.curSize = seg, int64(size)
 	return nil
+}
+
+// takeSpare renames a ready spare to path and opens it; nil if there is
+// none. Callers hold wmu.
+func (db *DB) takeSpare(path string) (*os.File, error) {
+	db.spare.Lock()
+	defer db.spare.Unlock()
+	db.spare.requested = false
+	if !db.spare.ready {
+		return nil, nil
+	}
+	db.spare.ready = false
+	spare := filepath.Join(db.dir, spareName)
+	if err := os.Rename(spare, path); err != nil {
+		return nil, fmt.Errorf("raftwal: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("raftwal: %w", err)
+	}
+	return f, nil
+}
+
+// prepareSpare starts zero-filling the next segment, once per segment,
+// in the background. Callers hold wmu.
+func (db *DB) prepareSpare() {
+	db.spare.Lock()
+	defer db.spare.Unlock()
+	if db.spare.requested || db.spare.ready || db.spare.stop {
+		return
+	}
+	db.spare.requested = true
+	db.spare.wg.Add(1)
+	go func() {
+		defer db.spare.wg.Done()
+		err := db.fillSpare()
+		db.spare.Lock()
+		defer db.spare.Unlock()
+		if err != nil {
+			if !db.spare.stop {
+				db.log.Warn("raft log: preparing the next segment", "err", err)
+			}
+			return
+		}
+		db.spare.ready = true
+	}()
+}
+
+// errStopped ends a fill at Close.
+var errStopped = errors.New("raftwal: closing")
+
+func (db *DB) fillSpare() error {
+	path := filepath.Join(db.dir, spareName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < db.segmentBytes; off += int64(len(zeros)) {
+		db.spare.Lock()
+		stop := db.spare.stop
+		db.spare.Unlock()
+		if stop {
+			return errStopped
+		}
+		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), db.segmentBytes-off)], off); err != nil {
+			return err
+		}
+	}
+	return fdatasync(f)
 }
 
 func syncDir(dir string) error {

@@ -428,16 +428,69 @@ func TestCorruptOlderSegmentRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data[len(data)-10] ^= 0xff
-	if err := os.WriteFile(first, data, 0o600); err != nil {
+	for _, damage := range []struct {
+		name string
+		do   func([]byte)
+	}{
+		{"flipped byte", func(b []byte) { b[len(b)-10] ^= 0xff }},
+		// Zeros end a segment only when nothing follows them.
+		{"zeroed header", func(b []byte) { clear(b[:headerSize]) }},
+	} {
+		bad := bytes.Clone(data)
+		damage.do(bad)
+		if err := os.WriteFile(first, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if db, err := open(dir, testLog(), SegmentBytes); err == nil {
+			db.Close()
+			t.Fatalf("%s: open succeeded over a damaged older segment", damage.name)
+		} else if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: open: %v, want a corruption error", damage.name, err)
+		}
+	}
+}
+
+// Segments after the first are zero-filled ahead of use; the zeros after
+// the last record end a segment, in replay and in Verify.
+func TestSpareSegments(t *testing.T) {
+	dir := t.TempDir()
+	const segBytes = 64 << 10
+	db := mustOpen(t, dir, segBytes)
+	idx := uint64(1)
+	save := func() {
+		t.Helper()
+		ents := []pb.Entry{{Index: idx, Term: 1, Cmd: make([]byte, 4000)}}
+		idx++
+		if err := db.SaveRaftState([]pb.Update{{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 1}, EntriesToSave: ents}}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 * segBytes / 4000 {
+		save()
+		db.spare.wg.Wait() // let each fill finish, so every rotation finds its spare
+	}
+	segs := segmentFiles(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	for _, s := range segs[1:] {
+		if size := segSize(t, s); size < segBytes {
+			t.Errorf("segment %s: %d bytes, want a preallocated %d", filepath.Base(s), size, segBytes)
+		}
+	}
+	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if db, err := open(dir, testLog(), SegmentBytes); err == nil {
-		db.Close()
-		t.Fatal("open succeeded over a damaged older segment")
-	} else if !errors.Is(err, ErrCorrupt) {
-		t.Errorf("open: %v, want a corruption error", err)
+	rep, err := Verify(dir)
+	if err != nil || rep.TornBytes != 0 || rep.Entries != int(idx-1) {
+		t.Fatalf("Verify: %+v, %v; want %d entries, nothing torn", rep, err, idx-1)
 	}
+	db = mustOpen(t, dir, segBytes)
+	defer db.Close()
+	if got := lastEntry(t, db); got != idx-1 {
+		t.Fatalf("log ends at %d after reopen, want %d", got, idx-1)
+	}
+	save()
 }
 
 // An entry damaged after it was written fails its read with an error

@@ -49,6 +49,8 @@ func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 func le32(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
 
+func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
 // ErrCorrupt marks a record or entry that fails its checks.
 var ErrCorrupt = errors.New("raftwal: corrupt record")
 
