@@ -24,8 +24,9 @@
 //   - replay applies the records of every segment in order, with the same
 //     code that applied them when they were written, so a reopened store
 //     holds what the acknowledged calls left; the newest segment's first
-//     bad record ends the log (a write torn by a crash, never
-//     acknowledged), a bad record anywhere else refuses the open.
+//     record cut short or failing its checksum ends the log (a write torn
+//     by a crash, never acknowledged), a bad record anywhere else, or one
+//     with a good checksum that does not apply, refuses the open.
 package raftwal
 
 import (
@@ -262,11 +263,11 @@ func (db *DB) replay(readOnly bool) (torn int64, err error) {
 		if err != nil {
 			return 0, fmt.Errorf("raftwal: read %s: %w", path, err)
 		}
-		valid, rerr := db.replaySegment(uint32(num), data)
+		valid, tornRecord, rerr := db.replaySegment(uint32(num), data)
 		if rerr == nil {
 			continue
 		}
-		if i < len(nums)-1 || !errors.Is(rerr, ErrCorrupt) {
+		if i < len(nums)-1 || !tornRecord {
 			return 0, fmt.Errorf("raftwal: %s at offset %d: %w", path, valid, rerr)
 		}
 		// The newest segment ends in a record a crash cut short.
@@ -334,27 +335,32 @@ func Verify(dir string) (Report, error) {
 }
 
 // replaySegment applies the records of one segment and returns how many
-// bytes were valid. A segment's preallocated zeros end it; a zeroed
-// header with data after it does not.
-func (db *DB) replaySegment(seg uint32, data []byte) (int, error) {
+// bytes were valid and, on an error, whether it is a record a crash can
+// leave: cut short, failing its checksum, or zeroed. A segment's
+// preallocated zeros end it; a zeroed header with data after it does not.
+// A record whose checksum is good but which does not apply was written
+// whole, by a bug or by a newer version with an operation this one does
+// not know: cutting the log there would drop the acknowledged records
+// after it, and keep what apply had done of it before failing.
+func (db *DB) replaySegment(seg uint32, data []byte) (valid int, torn bool, err error) {
 	off := 0
 	for off < len(data) {
 		if len(data)-off >= headerSize && allZero(data[off:off+headerSize]) {
 			if !allZero(data[off:]) {
-				return off, fmt.Errorf("%w: zeroed record header followed by data", ErrCorrupt)
+				return off, true, fmt.Errorf("%w: zeroed record header followed by data", ErrCorrupt)
 			}
-			return off, nil
+			return off, false, nil
 		}
 		body, err := readRecord(data[off:])
 		if err != nil {
-			return off, err
+			return off, true, err
 		}
 		if err := db.apply(body, seg, int64(off+headerSize)); err != nil {
-			return off, err
+			return off, false, err
 		}
 		off += headerSize + len(body)
 	}
-	return off, nil
+	return off, false, nil
 }
 
 func allZero(b []byte) bool {
