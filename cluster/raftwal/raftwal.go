@@ -173,6 +173,10 @@ type DB struct {
 	curSize int64
 	failed  error // set by a failed write or sync: the log's end is unknown
 
+	// segmentEnds are the segments' ends that checkpoints recorded,
+	// gathered during replay.
+	segmentEnds map[uint64]uint64
+
 	spare struct {
 		sync.Mutex
 		requested bool // for the current segment
@@ -245,6 +249,8 @@ func (db *DB) replay(readOnly bool) (torn int64, err error) {
 		}
 	}
 	slices.Sort(nums)
+	ends := make(map[uint64]uint64, len(nums))
+	db.segmentEnds = make(map[uint64]uint64)
 	flag := os.O_RDWR
 	if readOnly {
 		flag = os.O_RDONLY
@@ -264,6 +270,7 @@ func (db *DB) replay(readOnly bool) (torn int64, err error) {
 			return 0, fmt.Errorf("raftwal: read %s: %w", path, err)
 		}
 		valid, tornRecord, rerr := db.replaySegment(uint32(num), data)
+		ends[num] = uint64(valid)
 		if rerr == nil {
 			continue
 		}
@@ -273,7 +280,7 @@ func (db *DB) replay(readOnly bool) (torn int64, err error) {
 		// The newest segment ends in a record a crash cut short.
 		torn = int64(len(data) - valid)
 		if readOnly {
-			return torn, nil
+			break
 		}
 		db.log.Warn("raft log: dropping the unfinished end of the newest segment", "file", path, "offset", valid, "dropped_bytes", torn, "why", rerr)
 		if err := f.Truncate(int64(valid)); err != nil {
@@ -283,6 +290,16 @@ func (db *DB) replay(readOnly bool) (torn int64, err error) {
 			return 0, fmt.Errorf("raftwal: sync %s: %w", path, err)
 		}
 	}
+	if len(nums) > 0 {
+		// The newest segment's end, for the checkpoint of the next.
+		db.cur, db.curSize = db.segs[len(db.segs)-1], int64(ends[nums[len(nums)-1]])
+	}
+	for num, end := range db.segmentEnds {
+		if got, ok := ends[num]; ok && got != end {
+			return 0, fmt.Errorf("raftwal: %w: %s ends at %d, but the next segment recorded its end at %d", ErrCorrupt, db.segmentPath(num), got, end)
+		}
+	}
+	db.segmentEnds = nil
 	return torn, nil
 }
 
@@ -401,6 +418,13 @@ func (db *DB) apply(body []byte, seg uint32, bodyOff int64) error {
 	var ls []loc
 	for d.more() {
 		kind := d.byte()
+		if kind == opSegmentEnd {
+			num, end := d.uvarint(), d.uvarint()
+			if d.err == nil && db.segmentEnds != nil {
+				db.segmentEnds[num] = end
+			}
+			continue
+		}
 		ni := raftio.NodeInfo{ShardID: d.uvarint(), ReplicaID: d.uvarint()}
 		if d.err != nil {
 			break
@@ -560,6 +584,11 @@ func (db *DB) rotate() error {
 		}
 	}
 	db.cp.begin()
+	if db.cur != nil {
+		db.cp.byte(opSegmentEnd)
+		db.cp.uvarint(db.cur.num)
+		db.cp.uvarint(uint64(db.curSize))
+	}
 	nis := make([]raftio.NodeInfo, 0, len(db.nodes))
 	for ni := range db.nodes {
 		nis = append(nis, ni)

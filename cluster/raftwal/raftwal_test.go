@@ -620,3 +620,72 @@ func segSize(t *testing.T, path string) int64 {
 	}
 	return fi.Size()
 }
+
+// recordEnds lists where each record of a segment ends.
+func recordEnds(t *testing.T, data []byte) []int {
+	t.Helper()
+	var ends []int
+	for off := 0; off+headerSize <= len(data) && !allZero(data[off:off+headerSize]); {
+		body, err := readRecord(data[off:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		off += headerSize + len(body)
+		ends = append(ends, off)
+	}
+	return ends
+}
+
+// An older segment that lost whole records at its end (cut, or zeroed as
+// if never written) would read as a clean shorter segment; the next
+// segment's checkpoint recorded where it ended, so the open is refused.
+func TestLostTailOfOlderSegmentRefused(t *testing.T) {
+	for _, zero := range []bool{false, true} {
+		dir := t.TempDir()
+		writeSome(t, dir)
+		first := segmentFiles(t, dir)[0]
+		data, err := os.ReadFile(first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends := recordEnds(t, data)
+		if len(ends) < 2 {
+			t.Fatalf("%d records in the first segment", len(ends))
+		}
+		bad := data[:ends[len(ends)-2]]
+		if zero {
+			bad = append(bytes.Clone(bad), make([]byte, len(data)-len(bad))...)
+		}
+		if err := os.WriteFile(first, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if db, err := open(dir, testLog(), SegmentBytes); err == nil {
+			db.Close()
+			t.Fatalf("zeroed %v: open succeeded over a segment that lost its last record", zero)
+		} else if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("zeroed %v: open: %v, want a corruption error", zero, err)
+		}
+		if _, err := Verify(dir); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("zeroed %v: Verify: %v, want a corruption error", zero, err)
+		}
+	}
+	// The segment a crash left newest is checked too, once the next open
+	// has started another: replay cut its torn end, and the checkpoint
+	// records the cut length.
+	dir := t.TempDir()
+	writeSome(t, dir)
+	segs := segmentFiles(t, dir)
+	f, err := os.OpenFile(segs[len(segs)-1], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("torn"))
+	f.Close()
+	for range 2 {
+		db := mustOpen(t, dir, SegmentBytes)
+		if got := lastEntry(t, db); got != 40 {
+			t.Fatalf("log ends at %d, want 40", got)
+		}
+		db.Close()
+	}
+}

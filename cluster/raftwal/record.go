@@ -33,6 +33,11 @@ const (
 	// bootstrap record, state and snapshot and compacts to an index,
 	// leaving the entries alone.
 	opNode byte = 6
+	// opSegmentEnd opens a checkpoint: where the previous segment's
+	// records end (its segment number and length, in place of a
+	// replica's). Replay checks it, so an older segment that lost its tail
+	// is refused: its zeros would otherwise read as unused space.
+	opSegmentEnd byte = 7
 )
 
 // Flags of opUpdate and opNode.
