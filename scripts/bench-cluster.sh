@@ -47,7 +47,13 @@ for i in 1 2 3; do
   ./bin/kvserver -c "$work/node$i.toml" >"$work/kv$i.log" 2>&1 &
   pids+=($!)
 done
-for _ in $(seq 100); do ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' && break; sleep 0.2; done
+# Healthy is raft's view; a node opens its client port only once its
+# shards have caught up, so wait for all three ports too.
+for _ in $(seq 150); do
+  ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' \
+    && ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
+  sleep 0.2
+done
 for ops in put put,get; do
   echo "-- -ops $ops"
   ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops $ops -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
