@@ -73,8 +73,12 @@ type Cluster struct {
 
 	cache      *cache.Cache
 	tableFiles *sstable.FileCache // bounds the open table files of every shard
-	lsmOpts    lsm.Options
-	nh         *dragonboat.NodeHost
+
+	wal       atomic.Pointer[raftwal.DB] // the raft log, unless dragonboat's pebble LogDB
+	releasing []atomic.Bool              // per shard: releaseLog under way
+
+	lsmOpts lsm.Options
+	nh      *dragonboat.NodeHost
 	// deploymentID is the NodeHost's raft deployment id (deployment).
 	deploymentID uint64
 	// nonVoting says this node joined as a non-voting replica of every
@@ -220,7 +224,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
 	setRaftLogger(logger.With("component", "raft", "node", cc.NodeID))
-	logDB, err := logDBFactory(fs, fs.PathJoin(c.dir, RaftDir), logger.With("component", "raftwal"))
+	c.releasing = make([]atomic.Bool, c.shards)
+	logDB, err := logDBFactory(fs, fs.PathJoin(c.dir, RaftDir), raftwal.Factory{
+		Log: logger.With("component", "raftwal"), SegmentBytes: raftLogSegmentBytes(cfg), Opened: c.wal.Store,
+	})
 	if err != nil {
 		c.cache.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
@@ -272,8 +279,9 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
 	c.refresh()
-	c.loops.Add(1)
+	c.loops.Add(2)
 	go c.statusLoop()
+	go c.every(logKeeperInterval, c.keepLog)
 	if c.space != nil {
 		c.loops.Add(1)
 		go c.spaceLoop()
@@ -722,16 +730,16 @@ func expertConfig(cfg conf.Config, fs vfs.FS, logDB config.LogDBFactory, transpo
 // (package raftwal), or dragonboat's pebble LogDB (nil) for a directory
 // it wrote, as every node did before raftwal. Dragonboat records the
 // store's type in the directory and refuses to open it with another.
-func logDBFactory(fs vfs.FS, raftDir string, log *slog.Logger) (config.LogDBFactory, error) {
+func logDBFactory(fs vfs.FS, raftDir string, wal raftwal.Factory) (config.LogDBFactory, error) {
 	_, pebble, err := raftLogStore(fs, raftDir)
 	if err != nil {
 		return nil, err
 	}
 	if pebble {
-		log.Info("raft log: dragonboat's pebble LogDB (this node's raft directory was written by it)")
+		wal.Log.Info("raft log: dragonboat's pebble LogDB (this node's raft directory was written by it)")
 		return nil, nil
 	}
-	return raftwal.Factory{Log: log}, nil
+	return wal, nil
 }
 
 // raftLogStore finds the raft log store of the NodeHost in raftDir, in

@@ -32,7 +32,7 @@ func TestLogDBFactoryKeepsTheStoreOnDisk(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			f, err := logDBFactory(vfs.Default, raftDir, log)
+			f, err := logDBFactory(vfs.Default, raftDir, raftwal.Factory{Log: log})
 			if err != nil {
 				t.Fatal(err)
 			}

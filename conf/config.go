@@ -84,6 +84,7 @@ type Cluster struct {
 	ReadConsistency string   `toml:"read_consistency"` // "linearizable" (default) | "stale"
 	Join            []string `toml:"join"`             // client addresses of members to join through
 	SnapshotEntries int      `toml:"snapshot_entries"` // default 10000
+	MaxRaftLogBytes ByteSize `toml:"max_raft_log_bytes"` // default 512 MiB
 	RequestTimeout  Duration `toml:"request_timeout"`  // default 5s
 	Secret          string   `toml:"secret"`           // default "": raft connections unauthenticated
 	MinFreeBytes    ByteSize `toml:"min_free_bytes"`   // default 512 MiB; 0 = no free-space guard
@@ -148,6 +149,7 @@ func Default() Config {
 			HeartbeatRTT:    1,
 			ReadConsistency: ReadLinearizable,
 			SnapshotEntries: 10000,
+			MaxRaftLogBytes: 512 * MiB,
 			RequestTimeout:  Duration(5 * time.Second),
 			MinFreeBytes:    512 * MiB,
 		},

@@ -321,6 +321,7 @@ func TestValidateCluster(t *testing.T) {
 		{"stale", func(c *Config) { c.Cluster.ReadConsistency = "stale" }, ""},
 		{"join address", func(c *Config) { c.Cluster.Join = []string{"127.0.0.1"} }, "cluster.join[0]: must be a host:port address"},
 		{"snapshot entries", func(c *Config) { c.Cluster.SnapshotEntries = -1 }, "cluster.snapshot_entries: must not be negative"},
+		{"raft log bound", func(c *Config) { c.Cluster.MaxRaftLogBytes = 1000 }, "cluster.max_raft_log_bytes: must be at least 1MiB"},
 		{"request timeout", func(c *Config) { c.Cluster.RequestTimeout = 0 }, "cluster.request_timeout: must be greater than 0"},
 		{"min free bytes", func(c *Config) { c.Cluster.MinFreeBytes = -1 }, "cluster.min_free_bytes: must not be negative"},
 		{"min free bytes off", func(c *Config) { c.Cluster.MinFreeBytes = 0 }, ""},

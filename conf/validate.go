@@ -259,6 +259,9 @@ func (cl Cluster) validate(ch *checker, listen string) {
 		ch.address(fmt.Sprintf("cluster.join[%d]", i), a)
 	}
 	ch.nonNegative("cluster.snapshot_entries", int64(cl.SnapshotEntries))
+	if cl.MaxRaftLogBytes < MiB {
+		ch.fail("cluster.max_raft_log_bytes", "must be at least 1MiB, got %s", cl.MaxRaftLogBytes)
+	}
 	if cl.RequestTimeout <= 0 {
 		ch.fail("cluster.request_timeout", "must be greater than 0, got %s", cl.RequestTimeout)
 	}

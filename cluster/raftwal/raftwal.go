@@ -30,6 +30,7 @@
 package raftwal
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +70,10 @@ const Dir = "raftwal"
 // Factory creates the store for dragonboat (config.ExpertConfig.LogDBFactory).
 type Factory struct {
 	Log *slog.Logger
+	// SegmentBytes sets the segment size; 0 means SegmentBytes.
+	SegmentBytes int64
+	// Opened, if set, is given the store once it is open.
+	Opened func(*DB)
 }
 
 // Name implements config.LogDBFactory.
@@ -84,7 +89,15 @@ func (f Factory) Create(_ config.NodeHostConfig, _ config.LogDBCallback, dirs []
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return Open(filepath.Join(dirs[0], Dir), log)
+	seg := f.SegmentBytes
+	if seg <= 0 {
+		seg = SegmentBytes
+	}
+	db, err := open(filepath.Join(dirs[0], Dir), log, seg)
+	if err == nil && f.Opened != nil {
+		f.Opened(db)
+	}
+	return db, err
 }
 
 // loc is where an entry is: segment, offset and size of its CRC and
@@ -761,4 +774,41 @@ func (db *DB) deleteObsolete() {
 			db.log.Warn("raft log: delete segment", "err", err)
 		}
 	}
+}
+
+// Over returns the replicas whose entries keep the log above limit bytes
+// (segment files on disk): those with entries in the oldest segments that
+// would have to go for the rest to fit. Compacting their logs (a
+// snapshot) lets those segments be deleted. Nil when the log fits, or
+// when only the newest segment holds it.
+func (db *DB) Over(limit int64) []raftio.NodeInfo {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed || len(db.segs) < 2 {
+		return nil
+	}
+	sizes := make([]int64, len(db.segs))
+	var total int64
+	for i, s := range db.segs {
+		if fi, err := s.f.Stat(); err == nil {
+			sizes[i] = fi.Size()
+			total += sizes[i]
+		}
+	}
+	// Segments older than cut must go; the newest never does.
+	cut := db.segs[0].num
+	for i := 0; i < len(db.segs)-1 && total > limit; i++ {
+		total -= sizes[i]
+		cut = db.segs[i+1].num
+	}
+	var out []raftio.NodeInfo
+	for ni, n := range db.nodes {
+		if len(n.locs) > 0 && uint64(n.locs[0].seg) < cut {
+			out = append(out, ni)
+		}
+	}
+	slices.SortFunc(out, func(a, b raftio.NodeInfo) int {
+		return cmp.Or(cmp.Compare(a.ShardID, b.ShardID), cmp.Compare(a.ReplicaID, b.ReplicaID))
+	})
+	return out
 }

@@ -689,3 +689,50 @@ func TestLostTailOfOlderSegmentRefused(t *testing.T) {
 		db.Close()
 	}
 }
+
+// Over names the replicas whose oldest entries keep the log above a
+// bound: first a replica that wrote a little long ago and nothing since,
+// which alone would keep every later segment.
+func TestOver(t *testing.T) {
+	db := mustOpen(t, t.TempDir(), 16<<10)
+	defer db.Close()
+	save := func(shard, idx uint64, size int) {
+		t.Helper()
+		ents := []pb.Entry{{Index: idx, Term: 1, Cmd: make([]byte, size)}}
+		if err := db.SaveRaftState([]pb.Update{{ShardID: shard, ReplicaID: 1, State: pb.State{Term: 1}, EntriesToSave: ents}}, 1); err != nil {
+			t.Fatal(err)
+		}
+		db.spare.wg.Wait()
+	}
+	save(1, 1, 100)
+	save(1, 2, 100)
+	for i := range uint64(200) {
+		save(2, i+1, 1000)
+	}
+	one, two := raftio.NodeInfo{ShardID: 1, ReplicaID: 1}, raftio.NodeInfo{ShardID: 2, ReplicaID: 1}
+	if got := db.Over(64 << 10); !slices.Equal(got, []raftio.NodeInfo{one, two}) {
+		t.Fatalf("Over = %v, want both replicas", got)
+	}
+	if got := db.Over(1 << 30); got != nil {
+		t.Fatalf("Over a bound the log fits = %v", got)
+	}
+	// Replica 2 compacts as its snapshots go: replica 1 alone pins the rest.
+	if err := db.RemoveEntriesTo(2, 1, 195); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.Over(64 << 10); !slices.Equal(got, []raftio.NodeInfo{one}) {
+		t.Fatalf("Over = %v, want replica 1 only", got)
+	}
+	before := len(segmentFiles(t, dir(db)))
+	if err := db.RemoveEntriesTo(1, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.Over(64 << 10); got != nil {
+		t.Fatalf("Over after both compacted = %v", got)
+	}
+	if after := len(segmentFiles(t, dir(db))); after >= before || after > 4 {
+		t.Fatalf("%d segments before replica 1 compacted, %d after", before, after)
+	}
+}
+
+func dir(db *DB) string { return db.dir }
