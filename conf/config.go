@@ -76,18 +76,18 @@ type Cluster struct {
 	Enabled         bool     `toml:"enabled"` // default false
 	NodeID          uint64   `toml:"node_id"`
 	RaftAddress     string   `toml:"raft_address"`
-	ClientAddress   string   `toml:"client_address"`   // default "": server.listen
-	Shards          int      `toml:"shards"`           // default 8
-	RTTMillis       int      `toml:"rtt_ms"`           // default 10
-	ElectionRTT     int      `toml:"election_rtt"`     // default 10
-	HeartbeatRTT    int      `toml:"heartbeat_rtt"`    // default 1
-	ReadConsistency string   `toml:"read_consistency"` // "linearizable" (default) | "stale"
-	Join            []string `toml:"join"`             // client addresses of members to join through
-	SnapshotEntries int      `toml:"snapshot_entries"` // default 10000
+	ClientAddress   string   `toml:"client_address"`     // default "": server.listen
+	Shards          int      `toml:"shards"`             // default 8
+	RTTMillis       int      `toml:"rtt_ms"`             // default 10
+	ElectionRTT     int      `toml:"election_rtt"`       // default 10
+	HeartbeatRTT    int      `toml:"heartbeat_rtt"`      // default 1
+	ReadConsistency string   `toml:"read_consistency"`   // "linearizable" (default) | "stale"
+	Join            []string `toml:"join"`               // client addresses of members to join through
+	SnapshotEntries int      `toml:"snapshot_entries"`   // default 10000
 	MaxRaftLogBytes ByteSize `toml:"max_raft_log_bytes"` // default 512 MiB
-	RequestTimeout  Duration `toml:"request_timeout"`  // default 5s
-	Secret          string   `toml:"secret"`           // default "": raft connections unauthenticated
-	MinFreeBytes    ByteSize `toml:"min_free_bytes"`   // default 512 MiB; 0 = no free-space guard
+	RequestTimeout  Duration `toml:"request_timeout"`    // default 5s
+	Secret          string   `toml:"secret"`             // default "": raft connections unauthenticated
+	MinFreeBytes    ByteSize `toml:"min_free_bytes"`     // default 512 MiB; 0 = no free-space guard
 	// Mutual TLS on the raft port: PEM files, all three or none.
 	TLSCertFile string   `toml:"tls_cert_file"` // this node's certificate (chain)
 	TLSKeyFile  string   `toml:"tls_key_file"`  // its private key
