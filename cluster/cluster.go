@@ -76,6 +76,8 @@ type Cluster struct {
 
 	wal       atomic.Pointer[raftwal.DB] // the raft log, unless dragonboat's pebble LogDB
 	releasing []atomic.Bool              // per shard: releaseLog under way
+	// earlySnapshots counts releaseLog's snapshots.
+	earlySnapshots atomic.Uint64
 
 	lsmOpts lsm.Options
 	nh      *dragonboat.NodeHost

@@ -78,5 +78,24 @@ func (c *Cluster) releaseLog(shard uint64) {
 		c.log.Warn("raft log over cluster.max_raft_log_bytes: early snapshot failed", "shard", shard, "err", err)
 		return
 	}
+	c.earlySnapshots.Add(1)
 	c.log.Debug("raft log over cluster.max_raft_log_bytes: snapshotted a shard early to release its oldest entries", "shard", shard, "index", index)
+}
+
+// RaftLogMetrics is the state of a node's raft log.
+type RaftLogMetrics struct {
+	Bytes          int64  // its files on disk
+	Segments       int    // files
+	EarlySnapshots uint64 // snapshots taken to keep it under cluster.max_raft_log_bytes
+}
+
+// RaftLogMetrics reports the node's raft log; false for a node on
+// dragonboat's pebble LogDB.
+func (c *Cluster) RaftLogMetrics() (RaftLogMetrics, bool) {
+	wal := c.wal.Load()
+	if wal == nil {
+		return RaftLogMetrics{}, false
+	}
+	st := wal.Stats()
+	return RaftLogMetrics{Bytes: st.Bytes, Segments: st.Segments, EarlySnapshots: c.earlySnapshots.Load()}, true
 }

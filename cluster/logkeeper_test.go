@@ -73,6 +73,9 @@ func TestRaftLogStaysBounded(t *testing.T) {
 			return raftLogBytes(t, node) <= bound
 		})
 	}
+	if m, ok := n.RaftLogMetrics(); !ok || m.EarlySnapshots == 0 || m.Bytes > bound || m.Segments == 0 {
+		t.Errorf("raft log metrics %+v, %v", m, ok)
+	}
 	for _, k := range []string{keyOf(2, shards, 44), keyOf(3, shards, 0), keyOf(4, shards, 0), keyOf(1, shards, 999)} {
 		if _, err := get(tc.nodes[2], k); err != nil {
 			t.Errorf("get %s after the early snapshots: %v", k, err)

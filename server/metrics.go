@@ -284,3 +284,43 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descTableReopens, float64(m.TableFileReopens))
 	gauge(descTableMemory, float64(m.TableMemory))
 }
+
+// RaftLogMetrics is what NewRaftLogCollector exports of a cluster node's
+// raft log.
+type RaftLogMetrics struct {
+	Bytes          int64
+	Segments       int
+	EarlySnapshots uint64
+}
+
+// NewRaftLogCollector exports a cluster node's raft log size and its early
+// snapshots, read from fn at scrape time; nothing while fn says false.
+func NewRaftLogCollector(fn func() (RaftLogMetrics, bool)) prometheus.Collector {
+	return raftLogCollector{fn: fn}
+}
+
+type raftLogCollector struct {
+	fn func() (RaftLogMetrics, bool)
+}
+
+var (
+	descRaftLogBytes    = prometheus.NewDesc("kv_raft_log_bytes", "Bytes of the node's raft log files (all shards share one log; zero-filled space included).", nil, nil)
+	descRaftLogSegments = prometheus.NewDesc("kv_raft_log_segments", "Files of the node's raft log.", nil, nil)
+	descRaftLogEarly    = prometheus.NewDesc("kv_raft_log_early_snapshots_total", "Shard snapshots taken early to keep the raft log under cluster.max_raft_log_bytes.", nil, nil)
+)
+
+func (raftLogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRaftLogBytes
+	ch <- descRaftLogSegments
+	ch <- descRaftLogEarly
+}
+
+func (c raftLogCollector) Collect(ch chan<- prometheus.Metric) {
+	m, ok := c.fn()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descRaftLogBytes, prometheus.GaugeValue, float64(m.Bytes))
+	ch <- prometheus.MustNewConstMetric(descRaftLogSegments, prometheus.GaugeValue, float64(m.Segments))
+	ch <- prometheus.MustNewConstMetric(descRaftLogEarly, prometheus.CounterValue, float64(m.EarlySnapshots))
+}

@@ -903,6 +903,29 @@ func TestEngineCollector(t *testing.T) {
 	}
 }
 
+func TestRaftLogCollector(t *testing.T) {
+	ok := true
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewRaftLogCollector(func() (RaftLogMetrics, bool) {
+		return RaftLogMetrics{Bytes: 1 << 20, Segments: 3, EarlySnapshots: 2}, ok
+	}))
+	got := gatherValues(t, reg)
+	for name, want := range map[string]float64{
+		"kv_raft_log_bytes":                 1 << 20,
+		"kv_raft_log_segments":              3,
+		"kv_raft_log_early_snapshots_total": 2,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)
+		}
+	}
+	// A node on dragonboat's pebble LogDB exports none.
+	ok = false
+	if got := gatherValues(t, reg); len(got) != 0 {
+		t.Errorf("exported %v for a node without raftwal", got)
+	}
+}
+
 // gatherValues reads every series of reg into a map keyed by the metric's
 // name and its label values, comma-separated: counters and gauges by
 // value, histograms by sample count.

@@ -812,3 +812,22 @@ func (db *DB) Over(limit int64) []raftio.NodeInfo {
 	})
 	return out
 }
+
+// Stats is the size of the log on disk.
+type Stats struct {
+	Segments int
+	Bytes    int64 // in segment files, zero-filled space included
+}
+
+// Stats returns the log's size.
+func (db *DB) Stats() Stats {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	st := Stats{Segments: len(db.segs)}
+	for _, s := range db.segs {
+		if fi, err := s.f.Stat(); err == nil {
+			st.Bytes += fi.Size()
+		}
+	}
+	return st
+}

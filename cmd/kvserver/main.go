@@ -141,6 +141,12 @@ func run(args []string) error {
 		reg.MustRegister(server.NewEngineCollector(em.EngineMetrics))
 		go followTableMemory(ctx, memLimit, tableMemoryInterval, em.EngineMetrics)
 	}
+	if cl, ok := st.(*cluster.Cluster); ok {
+		reg.MustRegister(server.NewRaftLogCollector(func() (server.RaftLogMetrics, bool) {
+			m, ok := cl.RaftLogMetrics()
+			return server.RaftLogMetrics{Bytes: m.Bytes, Segments: m.Segments, EarlySnapshots: m.EarlySnapshots}, ok
+		}))
+	}
 	srv := server.New(cfg.Server, st, server.Info{Version: version, Mode: mode, DataDir: cfg.Storage.Dir, Sync: syncPolicy},
 		logger, server.NewMetrics(reg))
 
