@@ -86,6 +86,8 @@ func (c *Cluster) releaseLog(shard uint64) {
 type RaftLogMetrics struct {
 	Bytes          int64  // its files on disk
 	Segments       int    // files
+	Syncs          uint64 // fdatasyncs since start
+	Written        uint64 // bytes written since start
 	EarlySnapshots uint64 // snapshots taken to keep it under cluster.max_raft_log_bytes
 }
 
@@ -97,5 +99,5 @@ func (c *Cluster) RaftLogMetrics() (RaftLogMetrics, bool) {
 		return RaftLogMetrics{}, false
 	}
 	st := wal.Stats()
-	return RaftLogMetrics{Bytes: st.Bytes, Segments: st.Segments, EarlySnapshots: c.earlySnapshots.Load()}, true
+	return RaftLogMetrics{Bytes: st.Bytes, Segments: st.Segments, Syncs: st.Syncs, Written: st.Written, EarlySnapshots: c.earlySnapshots.Load()}, true
 }

@@ -290,6 +290,8 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 type RaftLogMetrics struct {
 	Bytes          int64
 	Segments       int
+	Syncs          uint64
+	Written        uint64
 	EarlySnapshots uint64
 }
 
@@ -306,12 +308,16 @@ type raftLogCollector struct {
 var (
 	descRaftLogBytes    = prometheus.NewDesc("kv_raft_log_bytes", "Bytes of the node's raft log files (all shards share one log; zero-filled space included).", nil, nil)
 	descRaftLogSegments = prometheus.NewDesc("kv_raft_log_segments", "Files of the node's raft log.", nil, nil)
+	descRaftLogSyncs    = prometheus.NewDesc("kv_raft_log_syncs_total", "fdatasyncs of the node's raft log: one per raft round of the node that saved entries or a vote.", nil, nil)
+	descRaftLogWritten  = prometheus.NewDesc("kv_raft_log_written_bytes_total", "Bytes written to the node's raft log.", nil, nil)
 	descRaftLogEarly    = prometheus.NewDesc("kv_raft_log_early_snapshots_total", "Shard snapshots taken early to keep the raft log under cluster.max_raft_log_bytes.", nil, nil)
 )
 
 func (raftLogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRaftLogBytes
 	ch <- descRaftLogSegments
+	ch <- descRaftLogSyncs
+	ch <- descRaftLogWritten
 	ch <- descRaftLogEarly
 }
 
@@ -322,5 +328,7 @@ func (c raftLogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRaftLogBytes, prometheus.GaugeValue, float64(m.Bytes))
 	ch <- prometheus.MustNewConstMetric(descRaftLogSegments, prometheus.GaugeValue, float64(m.Segments))
+	ch <- prometheus.MustNewConstMetric(descRaftLogSyncs, prometheus.CounterValue, float64(m.Syncs))
+	ch <- prometheus.MustNewConstMetric(descRaftLogWritten, prometheus.CounterValue, float64(m.Written))
 	ch <- prometheus.MustNewConstMetric(descRaftLogEarly, prometheus.CounterValue, float64(m.EarlySnapshots))
 }

@@ -907,12 +907,14 @@ func TestRaftLogCollector(t *testing.T) {
 	ok := true
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewRaftLogCollector(func() (RaftLogMetrics, bool) {
-		return RaftLogMetrics{Bytes: 1 << 20, Segments: 3, EarlySnapshots: 2}, ok
+		return RaftLogMetrics{Bytes: 1 << 20, Segments: 3, Syncs: 4, Written: 5, EarlySnapshots: 2}, ok
 	}))
 	got := gatherValues(t, reg)
 	for name, want := range map[string]float64{
 		"kv_raft_log_bytes":                 1 << 20,
 		"kv_raft_log_segments":              3,
+		"kv_raft_log_syncs_total":           4,
+		"kv_raft_log_written_bytes_total":   5,
 		"kv_raft_log_early_snapshots_total": 2,
 	} {
 		if v, ok := got[name]; !ok || v != want {

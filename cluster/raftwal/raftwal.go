@@ -43,6 +43,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
@@ -185,6 +186,8 @@ type DB struct {
 	cur     *segment
 	curSize int64
 	failed  error // set by a failed write or sync: the log's end is unknown
+
+	syncs, written atomic.Uint64 // fdatasyncs of records, bytes of records
 
 	// segmentEnds are the segments' ends that checkpoints recorded,
 	// gathered during replay.
@@ -544,6 +547,7 @@ func (db *DB) writeRecord(rec []byte, sync bool) error {
 		return db.failed
 	}
 	db.curSize += int64(len(rec))
+	db.written.Add(uint64(len(rec)))
 	if db.curSize >= db.segmentBytes/2 {
 		db.prepareSpare()
 	}
@@ -554,6 +558,7 @@ func (db *DB) writeRecord(rec []byte, sync bool) error {
 			db.failed = fmt.Errorf("raftwal: sync %s: %w", db.cur.f.Name(), err)
 			return db.failed
 		}
+		db.syncs.Add(1)
 	}
 	db.mu.Lock()
 	err := db.apply(rec[headerSize:], uint32(db.cur.num), off+headerSize)
@@ -813,17 +818,20 @@ func (db *DB) Over(limit int64) []raftio.NodeInfo {
 	return out
 }
 
-// Stats is the size of the log on disk.
+// Stats is the size of the log on disk, and what was written to it since
+// Open.
 type Stats struct {
 	Segments int
-	Bytes    int64 // in segment files, zero-filled space included
+	Bytes    int64  // in segment files, zero-filled space included
+	Syncs    uint64 // fdatasyncs of records (one per raft round that needed one)
+	Written  uint64 // bytes of records
 }
 
-// Stats returns the log's size.
+// Stats returns the log's size and counters.
 func (db *DB) Stats() Stats {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
-	st := Stats{Segments: len(db.segs)}
+	st := Stats{Segments: len(db.segs), Syncs: db.syncs.Load(), Written: db.written.Load()}
 	for _, s := range db.segs {
 		if fi, err := s.f.Stat(); err == nil {
 			st.Bytes += fi.Size()

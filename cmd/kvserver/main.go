@@ -144,7 +144,7 @@ func run(args []string) error {
 	if cl, ok := st.(*cluster.Cluster); ok {
 		reg.MustRegister(server.NewRaftLogCollector(func() (server.RaftLogMetrics, bool) {
 			m, ok := cl.RaftLogMetrics()
-			return server.RaftLogMetrics{Bytes: m.Bytes, Segments: m.Segments, EarlySnapshots: m.EarlySnapshots}, ok
+			return server.RaftLogMetrics{Bytes: m.Bytes, Segments: m.Segments, Syncs: m.Syncs, Written: m.Written, EarlySnapshots: m.EarlySnapshots}, ok
 		}))
 	}
 	srv := server.New(cfg.Server, st, server.Info{Version: version, Mode: mode, DataDir: cfg.Storage.Dir, Sync: syncPolicy},
