@@ -370,6 +370,20 @@ func writeSome(t *testing.T, dir string) {
 	}
 }
 
+// someWithFirstSegment makes a store with writeSome and returns its
+// directory, its first segment's path and that segment's bytes.
+func someWithFirstSegment(t *testing.T) (dir, first string, data []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	writeSome(t, dir)
+	first = segmentFiles(t, dir)[0]
+	data, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, first, data
+}
+
 func lastEntry(t *testing.T, db *DB) uint64 {
 	t.Helper()
 	rs, err := db.ReadRaftState(1, 1, 0)
@@ -421,13 +435,7 @@ func TestTornTail(t *testing.T) {
 // write: the store refuses to open rather than lose entries it
 // acknowledged.
 func TestCorruptOlderSegmentRefused(t *testing.T) {
-	dir := t.TempDir()
-	writeSome(t, dir)
-	first := segmentFiles(t, dir)[0]
-	data, err := os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, first, data := someWithFirstSegment(t)
 	for _, damage := range []struct {
 		name string
 		do   func([]byte)
@@ -641,13 +649,7 @@ func recordEnds(t *testing.T, data []byte) []int {
 // segment's checkpoint recorded where it ended, so the open is refused.
 func TestLostTailOfOlderSegmentRefused(t *testing.T) {
 	for _, zero := range []bool{false, true} {
-		dir := t.TempDir()
-		writeSome(t, dir)
-		first := segmentFiles(t, dir)[0]
-		data, err := os.ReadFile(first)
-		if err != nil {
-			t.Fatal(err)
-		}
+		dir, first, data := someWithFirstSegment(t)
 		ends := recordEnds(t, data)
 		if len(ends) < 2 {
 			t.Fatalf("%d records in the first segment", len(ends))
