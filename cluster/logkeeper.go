@@ -62,19 +62,18 @@ func (c *Cluster) releaseLog(shard uint64) {
 		case <-ctx.Done():
 		}
 	}()
-	done := make(chan error, 1)
-	c.proposers[shard-1].enqueue(&writeOp{kind: cmdWrite, data: new(lsm.Batch).Repr(), deadline: time.Now().Add(c.timeout), done: func(err error) { done <- err }})
-	select {
-	case err := <-done:
-		if err != nil {
-			c.log.Warn("raft log over cluster.max_raft_log_bytes: empty write before an early snapshot failed", "shard", shard, "err", err)
+	if err := c.proposeWait(ctx, shard, cmdWrite, new(lsm.Batch).Repr()); err != nil {
+		if c.stopping() {
 			return
 		}
-	case <-ctx.Done():
+		c.log.Warn("raft log over cluster.max_raft_log_bytes: empty write before an early snapshot failed", "shard", shard, "err", err)
 		return
 	}
 	index, err := c.nh.SyncRequestSnapshot(ctx, shard, dragonboat.SnapshotOption{OverrideCompactionOverhead: true})
 	if err != nil {
+		if c.stopping() {
+			return
+		}
 		c.log.Warn("raft log over cluster.max_raft_log_bytes: early snapshot failed", "shard", shard, "err", err)
 		return
 	}
@@ -100,4 +99,14 @@ func (c *Cluster) RaftLogMetrics() (RaftLogMetrics, bool) {
 	}
 	st := wal.Stats()
 	return RaftLogMetrics{Bytes: st.Bytes, Segments: st.Segments, Syncs: st.Syncs, Written: st.Written, EarlySnapshots: c.earlySnapshots.Load()}, true
+}
+
+// stopping says whether the node is stopping.
+func (c *Cluster) stopping() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
 }
