@@ -13,7 +13,10 @@
 // The log is a sequence of segment files. Each new segment opens with a
 // checkpoint of every replica's metadata, so an older segment is needed
 // only for its entries, and it is deleted once every replica has compacted
-// past the entries it holds (RemoveEntriesTo, after a snapshot).
+// past the entries it holds (RemoveEntriesTo, after a snapshot). Segments
+// after the first of a run are zero-filled before use; zeros after a
+// segment's last record end it, and the checkpoint of the next records
+// where that is, so a lost tail is told from unused space.
 //
 // Invariants:
 //   - a call that writes returns after its record is durable (commit-index
