@@ -199,9 +199,14 @@ type DB struct {
 	spare struct {
 		sync.Mutex
 		requested bool // for the current segment
-		ready     bool // zero-filled and synced
-		stop      bool
-		wg        sync.WaitGroup
+		// filling: a fill is under way. It outlives the segment it was
+		// requested for when writes outrun it, and then serves the next
+		// rotation: a second fill of the same path would go on zeroing
+		// the file after a rotation made it a live segment.
+		filling bool
+		ready   bool // zero-filled and synced
+		stop    bool
+		wg      sync.WaitGroup
 	}
 
 	mu     sync.RWMutex
@@ -546,7 +551,8 @@ func (db *DB) write(sync bool) error {
 func (db *DB) writeRecord(rec []byte, sync bool) error {
 	off := db.curSize
 	if _, err := db.cur.f.WriteAt(rec, off); err != nil {
-		db.failed = fmt.Errorf("raftwal: write %s: %w", db.cur.f.Name(), err)
+		// err names the file.
+		db.failed = fmt.Errorf("raftwal: %w", err)
 		return db.failed
 	}
 	db.curSize += int64(len(rec))
@@ -697,16 +703,23 @@ func (db *DB) takeSpare(path string) (*os.File, error) {
 func (db *DB) prepareSpare() {
 	db.spare.Lock()
 	defer db.spare.Unlock()
-	if db.spare.requested || db.spare.ready || db.spare.stop {
+	if db.spare.requested || db.spare.filling || db.spare.ready || db.spare.stop {
 		return
 	}
 	db.spare.requested = true
+	db.spare.filling = true
 	db.spare.wg.Add(1)
 	go func() {
 		defer db.spare.wg.Done()
 		err := db.fillSpare()
+		if err != nil {
+			// A part-filled spare is of no use, and on a full disk its
+			// blocks are what the records need.
+			os.Remove(filepath.Join(db.dir, spareName))
+		}
 		db.spare.Lock()
 		defer db.spare.Unlock()
+		db.spare.filling = false
 		if err != nil {
 			if !db.spare.stop {
 				db.log.Warn("raft log: preparing the next segment", "err", err)
