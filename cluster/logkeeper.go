@@ -18,7 +18,9 @@ import (
 // for a long time (for ever if its writes stop, or with snapshot_entries
 // = 0). So past cluster.max_raft_log_bytes, the shards whose entries keep
 // the oldest files are snapshotted early, their logs compacted to the
-// snapshot.
+// snapshot; and while the node is short of disk space (the free-space
+// guard refuses writes), so is every shard with entries in any but the
+// newest file.
 const logKeeperInterval = 2 * time.Second
 
 // raftLogSegmentBytes is the segment size for a bound: an eighth of it,
@@ -34,7 +36,14 @@ func (c *Cluster) keepLog() {
 	if wal == nil {
 		return // dragonboat's pebble LogDB compacts by itself
 	}
-	for _, ni := range wal.Over(int64(c.cfg.Cluster.MaxRaftLogBytes)) {
+	limit := int64(c.cfg.Cluster.MaxRaftLogBytes)
+	if g := c.space; g != nil && g.low.Load() {
+		// Short of disk space, writes are refused until some is freed,
+		// and a log under its bound would never shrink without writes:
+		// release every segment but the newest.
+		limit = 0
+	}
+	for _, ni := range wal.Over(limit) {
 		shard := ni.ShardID
 		if shard < 1 || shard > uint64(c.shards) || !c.releasing[shard-1].CompareAndSwap(false, true) {
 			continue

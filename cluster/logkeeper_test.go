@@ -121,3 +121,37 @@ func TestReleaseLogAfterSnapshot(t *testing.T) {
 		return err == nil && len(ents) == 0
 	})
 }
+
+// While the free-space guard refuses writes, nothing new is written that
+// would carry a shard to its next snapshot, and a log under its bound
+// would keep its files: the node releases every segment but the newest.
+// (helper-75: a node stayed refusing writes for good, its 300 MB disk
+// held by a raft log under the 512 MiB bound.)
+func TestRaftLogReleasedWhenShortOfSpace(t *testing.T) {
+	const shards = 2
+	tc := newTestCluster(t, clusterOpts{nodes: 3, shards: shards, configure: func(_ int, cfg *conf.Config) {
+		cfg.Cluster.MaxRaftLogBytes = 64 << 20 // 8 MiB segments, far from the bound
+	}})
+	n := tc.nodes[0]
+	value := strings.Repeat("x", 4<<10)
+	for i := range 3000 { // ~12 MiB: a second segment
+		mustPut(t, tc.nodes[i%3], keyOf(uint64(1+i%shards), shards, i), value)
+	}
+	if m, _ := n.RaftLogMetrics(); m.Segments < 2 {
+		t.Fatalf("%d segments after the writes, want at least 2", m.Segments)
+	}
+	f := &fakeFree{}
+	f.n.Store(0)
+	injectFree(n.space, f)
+	n.space.check()
+	waitFor(t, 30*time.Second, "the raft log down to its newest segment", func() bool {
+		m, _ := n.RaftLogMetrics()
+		return m.Segments == 1
+	})
+	if m, _ := n.RaftLogMetrics(); m.EarlySnapshots == 0 {
+		t.Errorf("no early snapshot: %+v", m)
+	}
+	f.n.Store(1 << 40)
+	n.space.check()
+	mustPut(t, n, "after", "v")
+}
