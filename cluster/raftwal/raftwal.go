@@ -273,6 +273,13 @@ func (db *DB) replay(readOnly bool) (torn int64, err error) {
 		}
 	}
 	slices.Sort(nums)
+	// Segments are numbered in turn and deleted oldest first: a gap is a
+	// lost segment, with entries and metadata nothing else holds.
+	for i := 1; i < len(nums); i++ {
+		if nums[i] != nums[i-1]+1 {
+			return 0, fmt.Errorf("raftwal: %w: segment %s is missing (have %s and %s)", ErrCorrupt, segmentName(nums[i-1]+1), segmentName(nums[i-1]), segmentName(nums[i]))
+		}
+	}
 	ends := make(map[uint64]uint64, len(nums))
 	db.segmentEnds = make(map[uint64]uint64)
 	flag := os.O_RDWR

@@ -738,3 +738,25 @@ func TestOver(t *testing.T) {
 }
 
 func dir(db *DB) string { return db.dir }
+
+// Segments are deleted oldest first, so one missing between two others
+// was lost, and with it entries and metadata nothing else holds.
+func TestMissingSegmentRefused(t *testing.T) {
+	dir := t.TempDir()
+	writeSome(t, dir)
+	db := mustOpen(t, dir, SegmentBytes) // a third segment
+	db.Close()
+	segs := segmentFiles(t, dir)
+	if len(segs) != 3 {
+		t.Fatalf("%d segments, want 3", len(segs))
+	}
+	if err := os.Remove(segs[1]); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := open(dir, testLog(), SegmentBytes); err == nil {
+		db.Close()
+		t.Fatal("open succeeded with a segment missing")
+	} else if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("open: %v, want a corruption error", err)
+	}
+}
