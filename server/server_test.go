@@ -881,8 +881,7 @@ func TestEngineCollector(t *testing.T) {
 		return lsm.Metrics{Levels: make([]lsm.LevelMetrics, 2), CacheHits: 3, CacheMisses: 1, WALSyncs: 7, StallCount: 2, Compactions: 5,
 			WritesRefused: 4, ReadsNeedingDisk: 6, CorruptReads: 8, TableFilesOpen: 9, TableFileReopens: 10, TableMemory: 11}
 	}))
-	got := gatherValues(t, reg)
-	for name, want := range map[string]float64{
+	wantValues(t, reg, map[string]float64{
 		"kv_engine_cache_hit_ratio":          0.75,
 		"kv_engine_cache_hits_total":         3,
 		"kv_engine_wal_syncs_total":          7,
@@ -896,9 +895,16 @@ func TestEngineCollector(t *testing.T) {
 		"kv_engine_table_files_open":         9,
 		"kv_engine_table_file_reopens_total": 10,
 		"kv_engine_table_memory_bytes":       11,
-	} {
-		if v, ok := got[name]; !ok || v != want {
-			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)
+	})
+}
+
+// wantValues checks the series of reg named in want (gatherValues' keys).
+func wantValues(t *testing.T, reg *prometheus.Registry, want map[string]float64) {
+	t.Helper()
+	got := gatherValues(t, reg)
+	for name, w := range want {
+		if v, ok := got[name]; !ok || v != w {
+			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, w)
 		}
 	}
 }
@@ -909,18 +915,13 @@ func TestRaftLogCollector(t *testing.T) {
 	reg.MustRegister(NewRaftLogCollector(func() (RaftLogMetrics, bool) {
 		return RaftLogMetrics{Bytes: 1 << 20, Segments: 3, Syncs: 4, Written: 5, EarlySnapshots: 2}, ok
 	}))
-	got := gatherValues(t, reg)
-	for name, want := range map[string]float64{
+	wantValues(t, reg, map[string]float64{
 		"kv_raft_log_bytes":                 1 << 20,
 		"kv_raft_log_segments":              3,
 		"kv_raft_log_syncs_total":           4,
 		"kv_raft_log_written_bytes_total":   5,
 		"kv_raft_log_early_snapshots_total": 2,
-	} {
-		if v, ok := got[name]; !ok || v != want {
-			t.Errorf("%s = %v (exported %v), want %v", name, v, ok, want)
-		}
-	}
+	})
 	// A node on dragonboat's pebble LogDB exports none.
 	ok = false
 	if got := gatherValues(t, reg); len(got) != 0 {
