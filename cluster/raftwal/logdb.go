@@ -267,9 +267,7 @@ func (db *DB) ListNodeInfo() ([]raftio.NodeInfo, error) {
 			out = append(out, ni)
 		}
 	}
-	slices.SortFunc(out, func(a, b raftio.NodeInfo) int {
-		return cmp.Or(cmp.Compare(a.ShardID, b.ShardID), cmp.Compare(a.ReplicaID, b.ReplicaID))
-	})
+	slices.SortFunc(out, compareNodes)
 	return out, nil
 }
 

@@ -42,7 +42,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -370,12 +369,8 @@ func Verify(dir string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	rep := Report{Segments: len(db.segs), Replicas: len(db.nodes), TornBytes: torn}
-	for _, s := range db.segs {
-		if fi, err := s.f.Stat(); err == nil {
-			rep.Bytes += fi.Size()
-		}
-	}
+	_, bytes := db.segmentSizes()
+	rep := Report{Segments: len(db.segs), Bytes: bytes, Replicas: len(db.nodes), TornBytes: torn}
 	for _, n := range db.nodes {
 		rep.Entries += len(n.locs)
 	}
@@ -627,10 +622,7 @@ func (db *DB) rotate() error {
 	for ni := range db.nodes {
 		nis = append(nis, ni)
 	}
-	sort.Slice(nis, func(i, j int) bool {
-		a, b := nis[i], nis[j]
-		return a.ShardID < b.ShardID || a.ShardID == b.ShardID && a.ReplicaID < b.ReplicaID
-	})
+	slices.SortFunc(nis, compareNodes)
 	for _, ni := range nis {
 		n := db.nodes[ni]
 		var flags byte
@@ -815,14 +807,7 @@ func (db *DB) Over(limit int64) []raftio.NodeInfo {
 	if db.closed || len(db.segs) < 2 {
 		return nil
 	}
-	sizes := make([]int64, len(db.segs))
-	var total int64
-	for i, s := range db.segs {
-		if fi, err := s.f.Stat(); err == nil {
-			sizes[i] = fi.Size()
-			total += sizes[i]
-		}
-	}
+	sizes, total := db.segmentSizes()
 	// Segments older than cut must go; the newest never does.
 	cut := db.segs[0].num
 	for i := 0; i < len(db.segs)-1 && total > limit; i++ {
@@ -835,10 +820,26 @@ func (db *DB) Over(limit int64) []raftio.NodeInfo {
 			out = append(out, ni)
 		}
 	}
-	slices.SortFunc(out, func(a, b raftio.NodeInfo) int {
-		return cmp.Or(cmp.Compare(a.ShardID, b.ShardID), cmp.Compare(a.ReplicaID, b.ReplicaID))
-	})
+	slices.SortFunc(out, compareNodes)
 	return out
+}
+
+// compareNodes orders replicas by shard, then replica.
+func compareNodes(a, b raftio.NodeInfo) int {
+	return cmp.Or(cmp.Compare(a.ShardID, b.ShardID), cmp.Compare(a.ReplicaID, b.ReplicaID))
+}
+
+// segmentSizes returns the size of each segment file (zero-filled space
+// included) and their sum. Callers hold mu, or are alone.
+func (db *DB) segmentSizes() (sizes []int64, total int64) {
+	sizes = make([]int64, len(db.segs))
+	for i, s := range db.segs {
+		if fi, err := s.f.Stat(); err == nil {
+			sizes[i] = fi.Size()
+			total += sizes[i]
+		}
+	}
+	return sizes, total
 }
 
 // Stats is the size of the log on disk, and what was written to it since
@@ -854,11 +855,6 @@ type Stats struct {
 func (db *DB) Stats() Stats {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
-	st := Stats{Segments: len(db.segs), Syncs: db.syncs.Load(), Written: db.written.Load()}
-	for _, s := range db.segs {
-		if fi, err := s.f.Stat(); err == nil {
-			st.Bytes += fi.Size()
-		}
-	}
-	return st
+	_, bytes := db.segmentSizes()
+	return Stats{Segments: len(db.segs), Bytes: bytes, Syncs: db.syncs.Load(), Written: db.written.Load()}
 }
