@@ -168,21 +168,21 @@ func (s *Server) acceptLoop(ln net.Listener, tlsCfg *tls.Config, cli *gnet.Clien
 			}
 			continue
 		}
+		h := &handover{}
+		s.enrolling.Add(1)
 		if tlsCfg != nil {
-			s.enrolling.Add(1)
 			wg.Add(1)
 			go func() {
-				defer func() { s.enrolling.Add(-1); wg.Done() }()
-				s.enrollTLS(c, tlsCfg, cli, slots, failures)
+				defer func() { s.leaveEnrolling(h); wg.Done() }()
+				s.enrollTLS(c, tlsCfg, cli, slots, failures, h)
 			}()
 			continue
 		}
 		slots <- struct{}{}
-		s.enrolling.Add(1)
 		wg.Add(1)
 		go func() {
-			defer func() { <-slots; s.enrolling.Add(-1); wg.Done() }()
-			s.enroll(c, cli)
+			defer func() { <-slots; s.leaveEnrolling(h); wg.Done() }()
+			s.enroll(c, cli, h)
 		}()
 	}
 }
@@ -211,15 +211,33 @@ func refuse(c net.Conn, line string, wait time.Duration) {
 }
 
 // enroll hands c to an event loop, or closes it.
-func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
-	if err := s.handOver(c, cli, nil); err != nil {
+func (s *Server) enroll(c net.Conn, cli *gnet.Client, h *handover) {
+	if err := s.handOver(c, cli, h); err != nil {
 		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
 	}
 }
 
+// handover travels with a connection being handed to a loop (gnet's
+// Enroll context) to OnOpen.
+type handover struct {
+	peer *tlsPeer // the client behind a TLS bridge, or nil
+	// left: the connection no longer counts in s.enrolling. OnOpen sets
+	// it as the connection counts in s.conns instead, so the two are never
+	// counted together (a client dialing right after another was refused
+	// at exactly max_connections); the enrolling goroutine sets it if
+	// OnOpen never ran.
+	left atomic.Bool
+}
+
+// leaveEnrolling takes h's connection out of s.enrolling, once.
+func (s *Server) leaveEnrolling(h *handover) {
+	if h.left.CompareAndSwap(false, true) {
+		s.enrolling.Add(-1)
+	}
+}
+
 // handOver hands c to an event loop; c is closed either way, and it
-// returns once the loop has run OnOpen. peer, if not nil, is the client
-// behind a TLS bridge. gnet's Enroll duplicates the
+// returns once the loop has run OnOpen. gnet's Enroll duplicates the
 // descriptor and closes c whatever happens, so a duplicate that fails with
 // EMFILE would drop a client the accept already took: a probe duplicate is
 // taken first, and retried while descriptors are short (the client waits,
@@ -230,7 +248,7 @@ func (s *Server) enroll(c net.Conn, cli *gnet.Client) {
 // descriptor for a moment, and a probe that succeeded then only to see
 // gnet's duplicate fail once the reserve was back dropped the client with
 // no reply.
-func (s *Server) handOver(c net.Conn, cli *gnet.Client, peer *tlsPeer) error {
+func (s *Server) handOver(c net.Conn, cli *gnet.Client, h *handover) error {
 	for delay := time.Duration(0); ; {
 		s.fdMu.RLock()
 		err := probeDup(c)
@@ -250,16 +268,12 @@ func (s *Server) handOver(c net.Conn, cli *gnet.Client, peer *tlsPeer) error {
 	defer s.fdMu.RUnlock()
 	el := s.pickLoop()
 	if el == nil {
-		if handed, err := s.discover(c, cli, peer); handed {
+		if handed, err := s.discover(c, cli, h); handed {
 			return err
 		}
 		el = s.pickLoop()
 	}
-	ctx := context.Background()
-	if peer != nil {
-		ctx = gnet.NewContext(ctx, peer)
-	}
-	ch, err := el.Enroll(ctx, c)
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), h), c)
 	if err != nil {
 		return err
 	}
@@ -271,17 +285,13 @@ func (s *Server) handOver(c net.Conn, cli *gnet.Client, peer *tlsPeer) error {
 // that each counts before the next is placed (50 connections arriving at
 // once all went to the first loop). It reports false, having done
 // nothing, once every loop has been seen.
-func (s *Server) discover(c net.Conn, cli *gnet.Client, peer *tlsPeer) (handed bool, err error) {
+func (s *Server) discover(c net.Conn, cli *gnet.Client, h *handover) (handed bool, err error) {
 	s.discoverMu.Lock()
 	defer s.discoverMu.Unlock()
 	if s.loopsSeen() {
 		return false, nil
 	}
-	if peer != nil {
-		_, err = cli.EnrollContext(c, peer)
-	} else {
-		_, err = cli.Enroll(c)
-	}
+	_, err = cli.EnrollContext(c, h)
 	return true, err
 }
 

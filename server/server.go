@@ -357,6 +357,11 @@ func (s *Server) quiet() bool {
 
 // OnOpen admits a connection or rejects it when max_connections is reached.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	var peer *tlsPeer
+	if h, ok := c.Context().(*handover); ok {
+		peer = h.peer
+		s.leaveEnrolling(h)
+	}
 	if s.draining.Load() {
 		return []byte(refusedDraining), gnet.Close
 	}
@@ -369,7 +374,6 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.metrics.Connections.Inc()
 	l := s.loopFor(c.EventLoop())
 	now := time.Now().UnixNano()
-	peer, _ := c.Context().(*tlsPeer)
 	cs := &conn{
 		tls:    peer,
 		c:      c,

@@ -58,8 +58,8 @@ const (
 // tlsLogEvery bounds how often failed handshakes are logged.
 const tlsLogEvery = 10 * time.Second
 
-// tlsPeer travels with a bridged connection to OnOpen (gnet's Enroll
-// context): the client's address, which the socketpair does not have.
+// tlsPeer travels with a bridged connection to OnOpen (in its handover):
+// the client's address, which the socketpair does not have.
 type tlsPeer struct {
 	remote net.Addr
 }
@@ -91,7 +91,7 @@ func TLSConfig(c conf.Server, what string, log *slog.Logger) (*tls.Config, error
 // bridge to an event loop (within the accept loop's slots, as a plain
 // connection is handed over); c is closed if either fails. Shutdown ends
 // a handshake under way, so that it does not wait for a silent client.
-func (s *Server) enrollTLS(c net.Conn, cfg *tls.Config, cli *gnet.Client, slots chan struct{}, failures *ratelog.Limiter) {
+func (s *Server) enrollTLS(c net.Conn, cfg *tls.Config, cli *gnet.Client, slots chan struct{}, failures *ratelog.Limiter, h *handover) {
 	tc := tls.Server(c, cfg)
 	_ = c.SetDeadline(time.Now().Add(tlsHandshakeTimeout))
 	if err := tc.HandshakeContext(s.drained); err != nil {
@@ -129,7 +129,8 @@ func (s *Server) enrollTLS(c net.Conn, cfg *tls.Config, cli *gnet.Client, slots 
 	// handOver closes inner either way; the bridge then reads EOF from
 	// outer and closes the client's connection after anything OnOpen
 	// wrote (a max_connections refusal).
-	if err := s.handOver(inner, cli, &tlsPeer{remote: c.RemoteAddr()}); err != nil {
+	h.peer = &tlsPeer{remote: c.RemoteAddr()}
+	if err := s.handOver(inner, cli, h); err != nil {
 		s.log.Warn("could not hand a connection to the event loops", "remote", addrString(c.RemoteAddr()), "err", err)
 	}
 }

@@ -249,6 +249,34 @@ func TestTLSMaxConnections(t *testing.T) {
 	}
 }
 
+// TestMaxConnectionsNotEarly: a connection handed to a loop counted
+// once in max_connections, not both as being handed over and as open, so
+// a client dialing right after another, at exactly the limit, is served
+// (TestTLSMaxConnections refused its second client now and then).
+func TestMaxConnectionsNotEarly(t *testing.T) {
+	ts := startTLSServer(t, func(c *conf.Server) { c.MaxConnections = 2 })
+	for i := range 50 {
+		var cs []net.Conn
+		for range 2 {
+			c, err := net.DialTimeout("tcp", ts.plain, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			cs = append(cs, c)
+		}
+		for _, c := range cs {
+			if got := exchange(t, c, bufio.NewReader(c), "PING\n", 1); got[0] != "PONG" {
+				t.Fatalf("round %d: PING: %q", i, got)
+			}
+		}
+		for _, c := range cs {
+			c.Close()
+		}
+		waitConns(ts, 0)
+	}
+}
+
 // waitConns waits until the server counts n connections.
 func waitConns(ts *tlsServer, n int64) {
 	deadline := time.Now().Add(5 * time.Second)
