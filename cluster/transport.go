@@ -124,6 +124,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		removals:     f.removals,
 		deployment:   nh.GetDeploymentID(),
 		conns:        make(map[net.Conn]struct{}),
+		links:        make(map[string]*link),
 		stale:        f.stale,
 		secret:       f.secret,
 		space:        f.space,
@@ -229,6 +230,7 @@ type tcpTransport struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  map[net.Conn]struct{} // accepted, open
+	links  map[string]*link      // by target: dialed message connections
 	closed bool
 	wg     sync.WaitGroup
 
@@ -445,7 +447,7 @@ func (t *tcpTransport) noticeRemoved(c net.Conn, mb pb.MessageBatch, noticed map
 // connection, removal notices only, until the connection closes; anything
 // else closes it. It closes ended when it returns: the connection can
 // carry nothing more (the peer closed it, or it failed), and the next
-// send dials again (frameConn.redialIfEnded).
+// write dials again (link.writeFrame).
 func (t *tcpTransport) readNotices(c net.Conn, ended chan<- struct{}) {
 	defer close(ended)
 	r := bufio.NewReaderSize(c, 64)
@@ -511,78 +513,21 @@ func (t *tcpTransport) dial(ctx context.Context, target string) (net.Conn, error
 	return c, nil
 }
 
-func (t *tcpTransport) GetConnection(ctx context.Context, target string) (raftio.IConnection, error) {
-	c, err := t.dial(ctx, target)
-	if err != nil {
-		return nil, err
-	}
-	ended := make(chan struct{})
-	go t.readNotices(c, ended)
-	return &frameConn{c: c, target: target, faults: t.faults, sent: &t.lastSent, t: t, ctx: ctx, ended: ended}, nil
-}
-
 func (t *tcpTransport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
 	c, err := t.dial(ctx, target)
 	if err != nil {
 		return nil, err
 	}
-	return &frameConn{c: c, target: target, faults: t.faults, snapshot: true}, nil
+	return &frameConn{c: c, target: target, faults: t.faults}, nil
 }
 
-// frameConn is a dialed connection: dragonboat's per-target sender (or a
-// snapshot job) is its only user, so it needs no lock.
+// frameConn is a dialed snapshot connection: one snapshot job is its only
+// user, so it needs no lock.
 type frameConn struct {
-	c        net.Conn
-	target   string
-	faults   *linkFaults
-	buf      []byte
-	snapshot bool
-	sent     *atomic.Int64 // the transport's lastSent; nil for snapshots
-
-	// A message connection's dialer (and the context dragonboat gave it),
-	// and what its readNotices closes once the connection can carry
-	// nothing more; nil for snapshots.
-	t     *tcpTransport
-	ctx   context.Context
-	ended chan struct{}
-}
-
-func (f *frameConn) SendMessageBatch(mb pb.MessageBatch) error {
-	if err := f.redialIfEnded(); err != nil {
-		return err
-	}
-	err := f.send(frameBatch, mb.Size(), mb.MarshalTo)
-	if err == nil && f.sent != nil {
-		f.sent.Store(time.Now().UnixNano())
-		f.t.resends.sent(&mb)
-	}
-	return err
-}
-
-// redialIfEnded replaces a message connection that its peer closed (it
-// stopped or restarted since the last send) with a new one to the same
-// target, so the send goes to the peer as it is now instead of failing.
-// Only a failed dial is an error (dragonboat then handles the peer as
-// unreachable, as for any send that fails).
-func (f *frameConn) redialIfEnded() error {
-	if f.ended == nil {
-		return nil
-	}
-	select {
-	case <-f.ended:
-	default:
-		return nil
-	}
-	closeConn(f.c)
-	c, err := f.t.dial(f.ctx, f.target)
-	if err != nil {
-		return err
-	}
-	f.t.log.Debug("raft transport: the peer closed an idle connection; dialed it again", "target", f.target)
-	f.c = c
-	f.ended = make(chan struct{})
-	go f.t.readNotices(c, f.ended)
-	return nil
+	c      net.Conn
+	target string
+	faults *linkFaults
+	buf    []byte
 }
 
 func (f *frameConn) SendChunk(ch pb.Chunk) error {
@@ -611,21 +556,16 @@ func (f *frameConn) send(kind byte, size int, marshal func([]byte) (int, error))
 		return err
 	}
 	_, err = f.c.Write(buf[:frameHeaderLen+n])
-	if cap(f.buf) > readBufferBytes {
-		f.buf = nil // a snapshot-sized buffer is not kept for heartbeats
-	}
 	return err
 }
 
-// Close ends the connection; a snapshot connection first waits (bounded)
-// for the receiver to confirm it handled every chunk.
+// Close ends the connection once the receiver confirmed (bounded wait) it
+// handled every chunk.
 func (f *frameConn) Close() {
-	if f.snapshot {
-		f.c.SetDeadline(time.Now().Add(transportWriteTimeout))
-		if _, err := f.c.Write(appendFrameHeader(nil, frameClose, nil)); err == nil {
-			var ack [frameHeaderLen]byte
-			io.ReadFull(f.c, ack[:])
-		}
+	f.c.SetDeadline(time.Now().Add(transportWriteTimeout))
+	if _, err := f.c.Write(appendFrameHeader(nil, frameClose, nil)); err == nil {
+		var ack [frameHeaderLen]byte
+		io.ReadFull(f.c, ack[:])
 	}
 	closeConn(f.c)
 }
