@@ -97,14 +97,7 @@ func TestLinkClosesWithItsLastConnection(t *testing.T) {
 	recv(t, batches)
 	b.Close()
 	waitServed(0)
-	c, err := sender.GetConnection(context.Background(), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 2}}}); err != nil {
-		t.Fatal(err)
-	}
+	dialAndSend(t, sender, addr, 2)
 	if mb := recv(t, batches); mb.Requests[0].ShardID != 2 {
 		t.Fatalf("got %+v", mb.Requests)
 	}
@@ -115,14 +108,7 @@ func TestLinkClosesWithItsLastConnection(t *testing.T) {
 func TestLinkFailsWhenPeerIsGone(t *testing.T) {
 	peer, addr := startTransport(t, make(chan pb.MessageBatch, 100), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
 	sender, _ := startTransport(t, make(chan pb.MessageBatch), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-	conn, err := sender.GetConnection(context.Background(), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	conn := dialAndSend(t, sender, addr, 1)
 	peer.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -54,6 +54,21 @@ func sendFrom(t *testing.T, f transportFactory, addr string, shard uint64) error
 	return conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: shard}}})
 }
 
+// dialAndSend opens a message connection from tr to addr and sends one
+// batch for shard on it; the test closes the connection when it ends.
+func dialAndSend(t *testing.T, tr raftio.ITransport, addr string, shard uint64) raftio.IConnection {
+	t.Helper()
+	conn, err := tr.GetConnection(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	if err := conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: shard}}}); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 func recv[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
 	select {
@@ -308,14 +323,7 @@ func TestProbeUnansweredWhenEngineSilent(t *testing.T) {
 	}
 	// Sending a batch anywhere is progress.
 	_, peerAddr := startTransport(t, make(chan pb.MessageBatch, 1), make(chan pb.Chunk), func(pb.Chunk) bool { return true })
-	conn, err := tr.GetConnection(context.Background(), peerAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.SendMessageBatch(pb.MessageBatch{Requests: []pb.Message{{ShardID: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	dialAndSend(t, tr, peerAddr, 1)
 	if !probeMember(nil, addr) {
 		t.Fatal("a node that just sent a batch is reported down")
 	}
