@@ -722,9 +722,11 @@ func ShardMemtableBytes(cfg conf.Config) int64 {
 // goroutine instead of k. Eight alternating pairs of 512-client put runs
 // against three nodes: 39.9K against 36.2K puts/s (medians), 32.9 against
 // 36 µs of node CPU per put (docs/benchmarks.md, session 19). The price:
-// applies of all shards run in turn, so a shard's periodic Sync (a
-// memtable flush, every 180 s) or a write stall holds up the others'
-// applies meanwhile. Dragonboat does not record this count; it may change.
+// applies of all shards run in turn, so whatever holds up one shard's
+// apply holds up the others' meanwhile: its Sync (a memtable flush, at
+// each of its snapshots and every 180 s, during which dragonboat keeps its
+// Update waiting) or a write stall of its lsm. Dragonboat does not record
+// this count; it may change.
 func expertConfig(cfg conf.Config, fs vfs.FS, logDB config.LogDBFactory, transport transportFactory) config.ExpertConfig {
 	e := config.ExpertConfig{
 		LogDB:            logDBConfig(cfg),
