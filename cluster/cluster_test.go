@@ -285,6 +285,14 @@ func TestStatusStates(t *testing.T) {
 		st := n1.Status()
 		return st.State == "healthy" && st.Nodes == 3 && st.NodesUp == 3 && st.ShardsWithLeader == 2
 	})
+	// Each shard's leader counts it, on one node.
+	waitFor(t, 10*time.Second, "the nodes' led shards adding up to 2", func() bool {
+		led := 0
+		for _, n := range tc.nodes {
+			led += n.Status().ShardsLed
+		}
+		return led == 2
+	})
 	nodes := n1.Nodes()
 	if len(nodes) != 3 {
 		t.Fatalf("nodes = %+v", nodes)

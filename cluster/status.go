@@ -323,8 +323,11 @@ func (c *Cluster) Status() store.Status {
 		st = v.status
 	}
 	for s := uint64(1); s <= uint64(c.shards); s++ {
-		if _, _, ok, err := c.nh.GetLeaderID(s); err == nil && ok {
+		if id, _, ok, err := c.nh.GetLeaderID(s); err == nil && ok {
 			st.ShardsWithLeader++
+			if id == c.nodeID { // replica ids are node ids
+				st.ShardsLed++
+			}
 		}
 	}
 	switch {

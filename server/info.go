@@ -160,6 +160,7 @@ func (s *Server) infoText(sections ...string) string {
 		w("shards", st.Shards)
 		w("shards_with_leader", st.ShardsWithLeader)
 		w("nodes_nonvoting", st.NodesNonVoting)
+		w("shards_led", st.ShardsLed)
 	})
 	return b.String()
 }

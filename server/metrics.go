@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvstore/kv/lsm"
+	"github.com/kvstore/kv/store"
 )
 
 // Metrics are the server's Prometheus series.
@@ -283,6 +284,48 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descTableFiles, float64(m.TableFilesOpen))
 	counter(descTableReopens, float64(m.TableFileReopens))
 	gauge(descTableMemory, float64(m.TableMemory))
+}
+
+// NewClusterCollector exports a cluster node's view of the cluster (what
+// CLUSTER_STATUS and INFO report) read from fn at scrape time: an alert on
+// kv_cluster_state{state="healthy"} == 0 or on kv_cluster_nodes_up <
+// kv_cluster_nodes needs no client.
+func NewClusterCollector(fn func() store.Status) prometheus.Collector {
+	return clusterCollector{fn: fn}
+}
+
+type clusterCollector struct{ fn func() store.Status }
+
+var (
+	descClusterState  = prometheus.NewDesc("kv_cluster_state", "1 for the cluster's state as this node sees it (healthy, degraded or unavailable), 0 for the others.", []string{"state"}, nil)
+	descClusterNodes  = prometheus.NewDesc("kv_cluster_nodes", "Members of the cluster.", nil, nil)
+	descClusterUp     = prometheus.NewDesc("kv_cluster_nodes_up", "Members this node can reach.", nil, nil)
+	descClusterShards = prometheus.NewDesc("kv_cluster_shards", "Raft groups (shards).", nil, nil)
+	descClusterLeader = prometheus.NewDesc("kv_cluster_shards_with_leader", "Shards with a known leader.", nil, nil)
+	descClusterLed    = prometheus.NewDesc("kv_cluster_shards_led", "Shards this node leads.", nil, nil)
+)
+
+func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed} {
+		ch <- d
+	}
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.fn()
+	for _, s := range []string{"healthy", "degraded", "unavailable"} {
+		v := 0.0
+		if st.State == s {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descClusterState, prometheus.GaugeValue, v, s)
+	}
+	gauge := func(d *prometheus.Desc, v int) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v)) }
+	gauge(descClusterNodes, st.Nodes)
+	gauge(descClusterUp, st.NodesUp)
+	gauge(descClusterShards, st.Shards)
+	gauge(descClusterLeader, st.ShardsWithLeader)
+	gauge(descClusterLed, st.ShardsLed)
 }
 
 // RaftLogMetrics is what NewRaftLogCollector exports of a cluster node's

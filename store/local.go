@@ -266,7 +266,7 @@ func (l *Local) EngineMetrics() lsm.Metrics { return l.db.Metrics() }
 
 // Status reports a one-node, one-shard cluster that is always healthy.
 func (l *Local) Status() Status {
-	return Status{Mode: "standalone", State: "healthy", NodeID: 1, Nodes: 1, NodesUp: 1, Shards: 1, ShardsWithLeader: 1}
+	return Status{Mode: "standalone", State: "healthy", NodeID: 1, Nodes: 1, NodesUp: 1, Shards: 1, ShardsWithLeader: 1, ShardsLed: 1}
 }
 
 // Nodes reports this node.

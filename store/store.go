@@ -74,6 +74,10 @@ type Status struct {
 	// voters of every shard. Not one of PROTOCOL.md's fields: CLUSTER_STATUS
 	// reports it after them, in cluster mode only.
 	NodesNonVoting int
+	// ShardsLed counts the shards whose leader is this node, as far as it
+	// knows (INFO and metrics; not a CLUSTER_STATUS field): leaders
+	// crowded on one node show there.
+	ShardsLed int
 }
 
 // Store is the data layer as the server sees it. All methods are safe for

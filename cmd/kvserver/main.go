@@ -142,6 +142,7 @@ func run(args []string) error {
 		go followTableMemory(ctx, memLimit, tableMemoryInterval, em.EngineMetrics)
 	}
 	if cl, ok := st.(*cluster.Cluster); ok {
+		reg.MustRegister(server.NewClusterCollector(cl.Status))
 		reg.MustRegister(server.NewRaftLogCollector(func() (server.RaftLogMetrics, bool) {
 			m, ok := cl.RaftLogMetrics()
 			return server.RaftLogMetrics{Bytes: m.Bytes, Segments: m.Segments, Syncs: m.Syncs, Written: m.Written, EarlySnapshots: m.EarlySnapshots}, ok
