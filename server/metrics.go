@@ -320,7 +320,9 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descClusterState, prometheus.GaugeValue, v, s)
 	}
-	gauge := func(d *prometheus.Desc, v int) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v)) }
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
 	gauge(descClusterNodes, st.Nodes)
 	gauge(descClusterUp, st.NodesUp)
 	gauge(descClusterShards, st.Shards)
