@@ -239,10 +239,15 @@ var (
 )
 
 func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
+	describe(ch, descLevelFiles, descLevelBytes, descMemtable, descImmutable, descWALBytes,
 		descWALSyncs, descFlushes, descCompactions, descCompRead, descCompWritten, descWriteAmp, descStalls,
 		descStallSeconds, descSlowdowns, descCacheHits, descCacheMisses, descCacheRatio, descKeys, descRefused, descDiskReads, descCorruptReads,
-		descTableFiles, descTableReopens, descTableMemory} {
+		descTableFiles, descTableReopens, descTableMemory)
+}
+
+// describe sends a collector's descriptions.
+func describe(ch chan<- *prometheus.Desc, ds ...*prometheus.Desc) {
+	for _, d := range ds {
 		ch <- d
 	}
 }
@@ -306,9 +311,7 @@ var (
 )
 
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed} {
-		ch <- d
-	}
+	describe(ch, descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed)
 }
 
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -359,11 +362,7 @@ var (
 )
 
 func (raftLogCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descRaftLogBytes
-	ch <- descRaftLogSegments
-	ch <- descRaftLogSyncs
-	ch <- descRaftLogWritten
-	ch <- descRaftLogEarly
+	describe(ch, descRaftLogBytes, descRaftLogSegments, descRaftLogSyncs, descRaftLogWritten, descRaftLogEarly)
 }
 
 func (c raftLogCollector) Collect(ch chan<- prometheus.Metric) {
