@@ -2,9 +2,7 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"net"
 	"sync"
 	"time"
@@ -174,10 +172,7 @@ func (l *link) write() {
 // writeFrame fills in the header of buf, a frame of queued batches, and
 // writes it, on a new connection if the peer closed the last one.
 func (l *link) writeFrame(buf []byte) error {
-	payload := buf[frameHeaderLen:]
-	buf[0] = frameBatch
-	binary.LittleEndian.PutUint32(buf[1:5], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(buf[5:9], crc32.Checksum(payload, castagnoli))
+	appendFrameHeader(buf[:0], frameBatch, buf[frameHeaderLen:])
 	select {
 	case <-l.ended:
 		closeConn(l.c)
