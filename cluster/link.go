@@ -96,8 +96,8 @@ func (l *link) acquire() bool {
 // send queues one batch.
 func (l *link) send(mb *pb.MessageBatch) error {
 	size := mb.Size()
-	if size > maxFramePayload {
-		return fmt.Errorf("raft transport: %d-byte payload over the %d-byte limit", size, maxFramePayload)
+	if err := checkPayload(size); err != nil {
+		return err
 	}
 	l.mu.Lock()
 	for l.err == nil && len(l.queue) > frameHeaderLen && len(l.queue)+size > frameHeaderLen+linkMergeBytes {

@@ -531,27 +531,23 @@ type frameConn struct {
 }
 
 func (f *frameConn) SendChunk(ch pb.Chunk) error {
-	return f.send(frameChunk, ch.Size(), ch.MarshalTo)
-}
-
-func (f *frameConn) send(kind byte, size int, marshal func([]byte) (int, error)) error {
 	if f.faults.isCut(f.target) {
 		return errLinkCut
 	}
-	if size > maxFramePayload {
-		return fmt.Errorf("raft transport: %d-byte payload over the %d-byte limit", size, maxFramePayload)
+	size := ch.Size()
+	if err := checkPayload(size); err != nil {
+		return err
 	}
 	need := frameHeaderLen + size
 	if cap(f.buf) < need {
 		f.buf = make([]byte, need)
 	}
 	buf := f.buf[:need]
-	n, err := marshal(buf[frameHeaderLen:])
+	n, err := ch.MarshalTo(buf[frameHeaderLen:])
 	if err != nil {
 		return fmt.Errorf("raft transport: marshal: %w", err)
 	}
-	payload := buf[frameHeaderLen : frameHeaderLen+n]
-	appendFrameHeader(buf[:0], kind, payload)
+	appendFrameHeader(buf[:0], frameChunk, buf[frameHeaderLen:frameHeaderLen+n])
 	if err := f.c.SetWriteDeadline(time.Now().Add(transportWriteTimeout)); err != nil {
 		return err
 	}
@@ -568,6 +564,14 @@ func (f *frameConn) Close() {
 		io.ReadFull(f.c, ack[:])
 	}
 	closeConn(f.c)
+}
+
+// checkPayload refuses a payload too large for a frame.
+func checkPayload(size int) error {
+	if size > maxFramePayload {
+		return fmt.Errorf("raft transport: %d-byte payload over the %d-byte limit", size, maxFramePayload)
+	}
+	return nil
 }
 
 // appendFrameHeader appends the header of a frame carrying payload to dst.
