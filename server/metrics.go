@@ -245,6 +245,15 @@ func (engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		descTableFiles, descTableReopens, descTableMemory)
 }
 
+// sendGauge and sendCounter send one unlabelled sample.
+func sendGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+}
+
+func sendCounter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+}
+
 // describe sends a collector's descriptions.
 func describe(ch chan<- *prometheus.Desc, ds ...*prometheus.Desc) {
 	for _, d := range ds {
@@ -259,10 +268,8 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLevelFiles, prometheus.GaugeValue, float64(l.Files), lv)
 		ch <- prometheus.MustNewConstMetric(descLevelBytes, prometheus.GaugeValue, float64(l.Bytes), lv)
 	}
-	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
-	counter := func(d *prometheus.Desc, v float64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
-	}
+	gauge := func(d *prometheus.Desc, v float64) { sendGauge(ch, d, v) }
+	counter := func(d *prometheus.Desc, v float64) { sendCounter(ch, d, v) }
 	gauge(descMemtable, float64(m.MemtableBytes))
 	gauge(descImmutable, float64(m.ImmutableMemtables))
 	counter(descWALBytes, float64(m.WALBytes))
@@ -323,9 +330,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descClusterState, prometheus.GaugeValue, v, s)
 	}
-	gauge := func(d *prometheus.Desc, v int) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
-	}
+	gauge := func(d *prometheus.Desc, v int) { sendGauge(ch, d, float64(v)) }
 	gauge(descClusterNodes, st.Nodes)
 	gauge(descClusterUp, st.NodesUp)
 	gauge(descClusterShards, st.Shards)
@@ -370,9 +375,9 @@ func (c raftLogCollector) Collect(ch chan<- prometheus.Metric) {
 	if !ok {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descRaftLogBytes, prometheus.GaugeValue, float64(m.Bytes))
-	ch <- prometheus.MustNewConstMetric(descRaftLogSegments, prometheus.GaugeValue, float64(m.Segments))
-	ch <- prometheus.MustNewConstMetric(descRaftLogSyncs, prometheus.CounterValue, float64(m.Syncs))
-	ch <- prometheus.MustNewConstMetric(descRaftLogWritten, prometheus.CounterValue, float64(m.Written))
-	ch <- prometheus.MustNewConstMetric(descRaftLogEarly, prometheus.CounterValue, float64(m.EarlySnapshots))
+	sendGauge(ch, descRaftLogBytes, float64(m.Bytes))
+	sendGauge(ch, descRaftLogSegments, float64(m.Segments))
+	sendCounter(ch, descRaftLogSyncs, float64(m.Syncs))
+	sendCounter(ch, descRaftLogWritten, float64(m.Written))
+	sendCounter(ch, descRaftLogEarly, float64(m.EarlySnapshots))
 }
