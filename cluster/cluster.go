@@ -292,6 +292,10 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		c.loops.Add(1)
 		go c.promoteLoop()
 	}
+	if cc.BalanceLeaders {
+		c.loops.Add(1)
+		go c.balanceLoop(balanceInterval, balanceSettle)
+	}
 	c.log.Info("cluster node started", "raft", cc.RaftAddress, "shards", c.shards)
 	return c, nil
 }

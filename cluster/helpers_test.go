@@ -95,6 +95,9 @@ func baseConfig(t testing.TB, id uint64, raft, client string, shards int) conf.C
 	// The free-space guard runs, but a test does not depend on how full
 	// the machine's disk is; space_test.go injects the free space.
 	cfg.Cluster.MinFreeBytes = 1 << 20
+	// Tests that look for a shard's leader must not have it moved under
+	// them; balance_test.go runs the balancer.
+	cfg.Cluster.BalanceLeaders = false
 	return cfg
 }
 

@@ -82,6 +82,7 @@ type Cluster struct {
 	ElectionRTT     int      `toml:"election_rtt"`       // default 10
 	HeartbeatRTT    int      `toml:"heartbeat_rtt"`      // default 1
 	ReadConsistency string   `toml:"read_consistency"`   // "linearizable" (default) | "stale"
+	BalanceLeaders  bool     `toml:"balance_leaders"`    // default true
 	Join            []string `toml:"join"`               // client addresses of members to join through
 	SnapshotEntries int      `toml:"snapshot_entries"`   // default 10000
 	MaxRaftLogBytes ByteSize `toml:"max_raft_log_bytes"` // default 512 MiB
@@ -148,6 +149,7 @@ func Default() Config {
 			ElectionRTT:     10,
 			HeartbeatRTT:    1,
 			ReadConsistency: ReadLinearizable,
+			BalanceLeaders:  true,
 			SnapshotEntries: 10000,
 			MaxRaftLogBytes: 512 * MiB,
 			RequestTimeout:  Duration(5 * time.Second),

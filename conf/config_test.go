@@ -44,6 +44,7 @@ func TestDefaultValues(t *testing.T) {
 		{"cluster.enabled", c.Cluster.Enabled, false},
 		{"cluster.shards", c.Cluster.Shards, 8},
 		{"cluster.read_consistency", c.Cluster.ReadConsistency, "linearizable"},
+		{"cluster.balance_leaders", c.Cluster.BalanceLeaders, true},
 		{"cluster.request_timeout", c.Cluster.RequestTimeout.D(), 5 * time.Second},
 		{"cluster.min_free_bytes", c.Cluster.MinFreeBytes, ByteSize(512 << 20)},
 		{"log.level", c.Log.Level, "info"},

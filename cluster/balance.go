@@ -1,0 +1,175 @@
+package cluster
+
+import (
+	"slices"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// Leader balancing. Elections put leaders wherever the first candidate
+// timed out, and a node that restarts leads nothing until its peers fail:
+// after a rolling restart one node can lead every shard, and it then does
+// every shard's leader work (appends, fsyncs, replication to both peers,
+// ReadIndex rounds) while the others only follow. cluster.balance_leaders
+// (on by default) moves leaders back, slowly and only on a settled
+// cluster:
+//
+//   - nothing moves until the cluster has been healthy (every member up,
+//     every shard led, no non-voting member) for balanceSettle, so a
+//     failover, a restart or a join is never met with transfers;
+//   - each node only gives away shards it leads, one per balanceInterval,
+//     while it leads more than its share, ceil(shards/voters), to the
+//     voter leading the fewest (below its share);
+//   - a transfer that did not take (dragonboat gives one up when the
+//     target is still applying; proposals of the shard wait meanwhile,
+//     an election timeout at most) doubles the pause before the next try,
+//     up to balanceMaxBackoff, so a node that cannot shed a shard costs
+//     that shard little.
+const (
+	balanceInterval   = 5 * time.Second
+	balanceSettle     = 20 * time.Second
+	balanceMaxBackoff = 5 * time.Minute
+)
+
+// balancer is balanceLoop's state.
+type balancer struct {
+	interval, settle time.Duration
+	healthySince     time.Time // zero: not healthy at the last look
+	next             time.Time // no transfer before
+	backoff          time.Duration
+	// asked is the last transfer requested, checked at the next look.
+	asked         bool
+	shard, target uint64
+}
+
+func (c *Cluster) balanceLoop(interval, settle time.Duration) {
+	b := &balancer{interval: interval, settle: settle}
+	c.every(interval, func() { c.balanceOnce(b, time.Now()) })
+}
+
+// balanceOnce is one look of the balancer at time now.
+func (c *Cluster) balanceOnce(b *balancer, now time.Time) {
+	if c.serving() != nil || c.Status().State != "healthy" || !c.allVoters() {
+		b.healthySince = time.Time{}
+		return
+	}
+	if b.healthySince.IsZero() {
+		b.healthySince = now
+	}
+	if now.Sub(b.healthySince) < b.settle {
+		return
+	}
+	if b.asked {
+		b.asked = false
+		if id, _, ok, err := c.nh.GetLeaderID(b.shard); err == nil && ok && id == b.target {
+			b.backoff = 0
+		} else {
+			b.backoff = min(max(2*b.backoff, 2*b.interval), balanceMaxBackoff)
+			b.next = now.Add(b.backoff)
+			c.log.Debug("leader transfer did not take", "shard", b.shard, "target", b.target, "retry_in", b.backoff)
+		}
+	}
+	if now.Before(b.next) {
+		return
+	}
+	info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	if info == nil {
+		return
+	}
+	shard, target, ok := pickTransfer(c.nodeID, info.ShardInfoList)
+	if !ok {
+		return
+	}
+	c.log.Info("moving shard leadership to balance leaders", "shard", shard, "to", target)
+	c.moveLeader(shard, target, 3*c.election)
+	b.asked, b.shard, b.target = true, shard, target
+}
+
+// moveLeader asks dragonboat to hand shard's leadership from this node to
+// target, again every tick (it ignores the request while a transfer runs
+// and gives a transfer up after an election timeout, which under writes
+// happens whenever target has not applied all it committed when asked),
+// until target leads, this node stops leading otherwise, or within
+// passes. A transfer that took is a leader change, at which every
+// proposer re-sends what it had in flight, including proposals a
+// follower forwarded here that were dropped during the transfer (nothing
+// tells the follower); one given up leaves those to the attempt timeout.
+func (c *Cluster) moveLeader(shard, target uint64, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		id, _, ok, err := c.nh.GetLeaderID(shard)
+		if err != nil || !ok || id != c.nodeID {
+			return
+		}
+		if err := c.nh.RequestLeaderTransfer(shard, target); err != nil {
+			c.log.Debug("leader transfer refused", "shard", shard, "target", target, "err", err)
+			return
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(c.minTimeout()):
+		}
+	}
+}
+
+// allVoters reports whether every member is a voter (no join under way).
+func (c *Cluster) allVoters() bool {
+	v := c.view.Load()
+	if v == nil {
+		return false
+	}
+	for _, n := range v.nodes {
+		if n.NonVoting {
+			return false
+		}
+	}
+	return true
+}
+
+// pickTransfer chooses a shard node me leads and the voter to hand it to,
+// if me leads more than its share (ceil(shards/voters)) and some voter of
+// that shard leads fewer than its share: the voter leading the fewest
+// (lowest id on ties), for the lowest such shard. Replica ids are node
+// ids.
+func pickTransfer(me uint64, shards []dragonboat.ShardInfo) (shard, target uint64, ok bool) {
+	leads := make(map[uint64]int)
+	voters := make(map[uint64]bool)
+	var mine []dragonboat.ShardInfo
+	for _, si := range shards {
+		for id := range si.Replicas {
+			voters[id] = true
+		}
+		if si.Pending || si.LeaderID == 0 {
+			return 0, 0, false // starting, or an election under way: look again later
+		}
+		leads[si.LeaderID]++
+		if si.LeaderID == me {
+			mine = append(mine, si)
+		}
+	}
+	if len(voters) < 2 {
+		return 0, 0, false
+	}
+	share := (len(shards) + len(voters) - 1) / len(voters)
+	if len(mine) <= share {
+		return 0, 0, false
+	}
+	slices.SortFunc(mine, func(a, b dragonboat.ShardInfo) int { return int(a.ShardID) - int(b.ShardID) })
+	for _, si := range mine {
+		best := uint64(0)
+		for id := range si.Replicas {
+			if id == me || leads[id] >= share {
+				continue
+			}
+			if best == 0 || leads[id] < leads[best] || leads[id] == leads[best] && id < best {
+				best = id
+			}
+		}
+		if best != 0 {
+			return si.ShardID, best, true
+		}
+	}
+	return 0, 0, false
+}

@@ -1,0 +1,150 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// shardsLedBy builds a ShardInfo list: leaders[i] leads shard i+1, every
+// shard has the replicas ids.
+func shardsLedBy(leaders []uint64, ids ...uint64) []dragonboat.ShardInfo {
+	var out []dragonboat.ShardInfo
+	for i, l := range leaders {
+		reps := make(map[uint64]string)
+		for _, id := range ids {
+			reps[id] = fmt.Sprintf("127.0.0.1:%d", 7000+id)
+		}
+		out = append(out, dragonboat.ShardInfo{ShardID: uint64(i + 1), LeaderID: l, Replicas: reps})
+	}
+	return out
+}
+
+func TestPickTransfer(t *testing.T) {
+	cases := []struct {
+		name          string
+		me            uint64
+		shards        []dragonboat.ShardInfo
+		shard, target uint64 // 0: no transfer
+	}{
+		{"all on me: lowest shard to the lowest id", 1, shardsLedBy([]uint64{1, 1, 1, 1, 1, 1, 1, 1}, 1, 2, 3), 1, 2},
+		{"one over the share", 1, shardsLedBy([]uint64{2, 1, 1, 3, 1, 1, 2, 3}, 1, 2, 3), 2, 2},
+		{"to the one leading fewest", 1, shardsLedBy([]uint64{1, 1, 1, 1, 1, 2, 2, 2}, 1, 2, 3), 1, 3},
+		{"at the share", 1, shardsLedBy([]uint64{1, 1, 1, 2, 2, 2, 3, 3}, 1, 2, 3), 0, 0},
+		{"others over the share are theirs to move", 3, shardsLedBy([]uint64{1, 1, 1, 1, 1, 1, 1, 1}, 1, 2, 3), 0, 0},
+		{"no one below the share", 1, shardsLedBy([]uint64{1, 1, 1, 1, 2, 2, 2, 2}, 1, 2), 0, 0},
+		{"election under way", 1, shardsLedBy([]uint64{1, 1, 1, 1, 1, 1, 1, 0}, 1, 2, 3), 0, 0},
+		{"single voter", 1, shardsLedBy([]uint64{1, 1, 1, 1}, 1), 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			shard, target, ok := pickTransfer(tc.me, tc.shards)
+			if !ok {
+				shard, target = 0, 0
+			}
+			if shard != tc.shard || target != tc.target {
+				t.Fatalf("pickTransfer = shard %d to %d, want shard %d to %d", shard, target, tc.shard, tc.target)
+			}
+		})
+	}
+
+	// A shard whose fewest-leading voter is not one of its replicas goes
+	// to another that is.
+	shards := shardsLedBy([]uint64{1, 1, 1, 2}, 1, 2, 3)
+	delete(shards[0].Replicas, 3)
+	if shard, target, ok := pickTransfer(1, shards); !ok || shard != 1 || target != 2 {
+		t.Fatalf("pickTransfer = shard %d to %d (%v), want shard 1 to 2", shard, target, ok)
+	}
+	shards[3].Pending = true
+	if _, _, ok := pickTransfer(1, shards); ok {
+		t.Fatal("pickTransfer moved a leader while a shard was starting")
+	}
+}
+
+// ledCounts returns how many shards each node leads, as node from sees it.
+func ledCounts(from *Cluster, nodes int) []int {
+	led := make([]int, nodes)
+	for s := uint64(1); s <= uint64(from.shards); s++ {
+		if id, _, ok, err := from.nh.GetLeaderID(s); err == nil && ok && id >= 1 && int(id) <= nodes {
+			led[id-1]++
+		}
+	}
+	return led
+}
+
+// TestBalanceLeaders gathers every leader on one node, then runs the
+// balancer on all three: the leaders spread out to at most the share
+// (ceil(4/3) = 2) each, and the cluster keeps serving.
+func TestBalanceLeaders(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 4})
+	n1 := tc.nodes[0]
+	waitFor(t, 30*time.Second, "node 1 leading every shard", func() bool {
+		for s := uint64(1); s <= 4; s++ {
+			if tc.leaderOf(n1, s) != 0 {
+				_ = tc.nodes[tc.leaderOf(n1, s)].nh.RequestLeaderTransfer(s, 1)
+			}
+		}
+		return ledCounts(n1, 3)[0] == 4
+	})
+	mustPut(t, n1, "before", "1")
+
+	// Unsettled (settle not reached): nothing moves.
+	bs := make([]*balancer, 3)
+	for i := range bs {
+		bs[i] = &balancer{interval: 50 * time.Millisecond, settle: time.Hour}
+	}
+	for range 5 {
+		for i, n := range tc.nodes {
+			n.balanceOnce(bs[i], time.Now())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if led := ledCounts(n1, 3); led[0] != 4 {
+		t.Fatalf("leaders moved before the cluster settled: %v", led)
+	}
+
+	for i := range bs {
+		bs[i] = &balancer{interval: 50 * time.Millisecond}
+	}
+	waitFor(t, 60*time.Second, "leaders spread to at most 2 per node", func() bool {
+		for i, n := range tc.nodes {
+			n.balanceOnce(bs[i], time.Now())
+		}
+		led := ledCounts(n1, 3)
+		return led[0] <= 2 && led[1] <= 2 && led[2] <= 2 && led[0]+led[1]+led[2] == 4
+	})
+	t.Logf("leaders per node: %v", ledCounts(n1, 3))
+	for i, n := range tc.nodes {
+		mustPut(t, n, fmt.Sprintf("after%d", i), "1")
+		if v, err := get(n, "before"); err != nil || v != "1" {
+			t.Fatalf("node %d: get before = %q, %v", i+1, v, err)
+		}
+	}
+}
+
+// TestBalanceWaitsForHealthy: with a member down, a node leading every
+// shard keeps them all.
+func TestBalanceWaitsForHealthy(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 4})
+	n1 := tc.nodes[0]
+	waitFor(t, 30*time.Second, "node 1 leading every shard", func() bool {
+		for s := uint64(1); s <= 4; s++ {
+			if tc.leaderOf(n1, s) != 0 {
+				_ = tc.nodes[tc.leaderOf(n1, s)].nh.RequestLeaderTransfer(s, 1)
+			}
+		}
+		return ledCounts(n1, 3)[0] == 4
+	})
+	tc.stop(2)
+	waitFor(t, 20*time.Second, "node 1 to see node 3 down", func() bool { return n1.Status().State == "degraded" })
+	b := &balancer{interval: 50 * time.Millisecond}
+	for range 10 {
+		n1.balanceOnce(b, time.Now())
+		time.Sleep(50 * time.Millisecond)
+	}
+	if led := ledCounts(n1, 3); led[0] != 4 {
+		t.Fatalf("leaders moved on a degraded cluster: %v", led)
+	}
+}
