@@ -17,7 +17,7 @@ func openCluster(ctx context.Context, cfg conf.Config, logger *slog.Logger) (sto
 		logger.Warn("neither cluster.secret nor cluster.tls_* is set: anything that reaches the raft port is trusted, and one forged message can crash this node; set mutual TLS (or the same secret) on every member",
 			"raft_address", cfg.Cluster.RaftAddress)
 	}
-	c, err := cluster.Open(ctx, cfg, logger.With("component", "cluster"))
+	c, err := cluster.Open(ctx, cfg, logger)
 	if err != nil {
 		return nil, err // already says "open cluster: ..."
 	}
