@@ -38,9 +38,10 @@ func TestPickTransfer(t *testing.T) {
 		{"election under way", 1, shardsLedBy([]uint64{1, 1, 1, 1, 1, 1, 1, 0}, 1, 2, 3), 0, 0},
 		{"single voter", 1, shardsLedBy([]uint64{1, 1, 1, 1}, 1), 0, 0},
 	}
+	allQuiet := map[uint64]bool{1: true, 2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			shard, target, ok := pickTransfer(tc.me, tc.shards)
+			shard, target, ok := pickTransfer(tc.me, tc.shards, allQuiet)
 			if !ok {
 				shard, target = 0, 0
 			}
@@ -54,11 +55,19 @@ func TestPickTransfer(t *testing.T) {
 	// to another that is.
 	shards := shardsLedBy([]uint64{1, 1, 1, 2}, 1, 2, 3)
 	delete(shards[0].Replicas, 3)
-	if shard, target, ok := pickTransfer(1, shards); !ok || shard != 1 || target != 2 {
+	if shard, target, ok := pickTransfer(1, shards, allQuiet); !ok || shard != 1 || target != 2 {
 		t.Fatalf("pickTransfer = shard %d to %d (%v), want shard 1 to 2", shard, target, ok)
 	}
+	// Busy shards keep their leader: the lowest quiet one moves, or none.
+	shards = shardsLedBy([]uint64{1, 1, 1, 1, 1, 2, 2, 3}, 1, 2, 3)
+	if shard, target, ok := pickTransfer(1, shards, map[uint64]bool{3: true, 5: true}); !ok || shard != 3 || target != 3 {
+		t.Fatalf("pickTransfer = shard %d to %d (%v), want the first quiet shard, 3, to 3", shard, target, ok)
+	}
+	if shard, target, ok := pickTransfer(1, shards, map[uint64]bool{6: true}); ok {
+		t.Fatalf("pickTransfer moved busy shard %d to %d", shard, target)
+	}
 	shards[3].Pending = true
-	if _, _, ok := pickTransfer(1, shards); ok {
+	if _, _, ok := pickTransfer(1, shards, allQuiet); ok {
 		t.Fatal("pickTransfer moved a leader while a shard was starting")
 	}
 }
@@ -93,7 +102,7 @@ func TestBalanceLeaders(t *testing.T) {
 	// Unsettled (settle not reached): nothing moves.
 	bs := make([]*balancer, 3)
 	for i := range bs {
-		bs[i] = &balancer{interval: 50 * time.Millisecond, settle: time.Hour}
+		bs[i] = &balancer{interval: 50 * time.Millisecond, settle: time.Hour, quietEntries: balanceQuietEntries}
 	}
 	for range 5 {
 		for i, n := range tc.nodes {
@@ -105,9 +114,27 @@ func TestBalanceLeaders(t *testing.T) {
 		t.Fatalf("leaders moved before the cluster settled: %v", led)
 	}
 
+	// Settled, but every shard busy (any entry applied between two looks
+	// counts here): nothing moves either.
 	for i := range bs {
 		bs[i] = &balancer{interval: 50 * time.Millisecond}
 	}
+	stop := make(chan struct{})
+	wait := loopWriters(4, stop, func(w, i int) bool {
+		return put(n1, fmt.Sprintf("busy-%d-%d", w, i%64), "v") == nil
+	})
+	for range 10 {
+		time.Sleep(50 * time.Millisecond)
+		for i, n := range tc.nodes {
+			n.balanceOnce(bs[i], time.Now())
+		}
+	}
+	close(stop)
+	wait()
+	if led := ledCounts(n1, 3); led[0] != 4 {
+		t.Fatalf("busy shards' leaders moved: %v", led)
+	}
+
 	waitFor(t, 60*time.Second, "leaders spread to at most 2 per node", func() bool {
 		for i, n := range tc.nodes {
 			n.balanceOnce(bs[i], time.Now())
