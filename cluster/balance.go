@@ -45,7 +45,7 @@ const (
 // balancer is balanceLoop's state.
 type balancer struct {
 	interval, settle time.Duration
-	quietEntries     uint64 // balanceQuietEntries
+	quietEntries     uint64    // balanceQuietEntries
 	healthySince     time.Time // zero: not healthy at the last look
 	next             time.Time // no transfer before
 	backoff          time.Duration

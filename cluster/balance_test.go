@@ -83,20 +83,27 @@ func ledCounts(from *Cluster, nodes int) []int {
 	return led
 }
 
+// gatherLeaders moves every shard's leadership to node i.
+func (tc *testCluster) gatherLeaders(i int) {
+	tc.t.Helper()
+	to := tc.nodes[i]
+	waitFor(tc.t, 30*time.Second, fmt.Sprintf("node %d leading every shard", i+1), func() bool {
+		for s := uint64(1); s <= uint64(to.shards); s++ {
+			if l := tc.leaderOf(to, s); l != i {
+				_ = tc.nodes[l].nh.RequestLeaderTransfer(s, uint64(i+1))
+			}
+		}
+		return ledCounts(to, len(tc.nodes))[i] == to.shards
+	})
+}
+
 // TestBalanceLeaders gathers every leader on one node, then runs the
 // balancer on all three: the leaders spread out to at most the share
 // (ceil(4/3) = 2) each, and the cluster keeps serving.
 func TestBalanceLeaders(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 4})
 	n1 := tc.nodes[0]
-	waitFor(t, 30*time.Second, "node 1 leading every shard", func() bool {
-		for s := uint64(1); s <= 4; s++ {
-			if tc.leaderOf(n1, s) != 0 {
-				_ = tc.nodes[tc.leaderOf(n1, s)].nh.RequestLeaderTransfer(s, 1)
-			}
-		}
-		return ledCounts(n1, 3)[0] == 4
-	})
+	tc.gatherLeaders(0)
 	mustPut(t, n1, "before", "1")
 
 	// Unsettled (settle not reached): nothing moves.
@@ -156,14 +163,7 @@ func TestBalanceLeaders(t *testing.T) {
 func TestBalanceWaitsForHealthy(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 4})
 	n1 := tc.nodes[0]
-	waitFor(t, 30*time.Second, "node 1 leading every shard", func() bool {
-		for s := uint64(1); s <= 4; s++ {
-			if tc.leaderOf(n1, s) != 0 {
-				_ = tc.nodes[tc.leaderOf(n1, s)].nh.RequestLeaderTransfer(s, 1)
-			}
-		}
-		return ledCounts(n1, 3)[0] == 4
-	})
+	tc.gatherLeaders(0)
 	tc.stop(2)
 	waitFor(t, 20*time.Second, "node 1 to see node 3 down", func() bool { return n1.Status().State == "degraded" })
 	b := &balancer{interval: 50 * time.Millisecond}
