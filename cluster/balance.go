@@ -49,9 +49,6 @@ type balancer struct {
 	healthySince     time.Time // zero: not healthy at the last look
 	next             time.Time // no transfer before
 	backoff          time.Duration
-	// asked is the last transfer requested, checked at the next look.
-	asked         bool
-	shard, target uint64
 	// applied is each shard's applied index here at the last look.
 	applied map[uint64]uint64
 }
@@ -74,16 +71,6 @@ func (c *Cluster) balanceOnce(b *balancer, now time.Time) {
 	if now.Sub(b.healthySince) < b.settle {
 		return
 	}
-	if b.asked {
-		b.asked = false
-		if id, _, ok, err := c.nh.GetLeaderID(b.shard); err == nil && ok && id == b.target {
-			b.backoff = 0
-		} else {
-			b.backoff = min(max(2*b.backoff, 2*b.interval), balanceMaxBackoff)
-			b.next = now.Add(b.backoff)
-			c.log.Debug("leader transfer did not take", "shard", b.shard, "target", b.target, "retry_in", b.backoff)
-		}
-	}
 	if now.Before(b.next) {
 		return
 	}
@@ -96,36 +83,50 @@ func (c *Cluster) balanceOnce(b *balancer, now time.Time) {
 		return
 	}
 	c.log.Info("moving shard leadership to balance leaders", "shard", shard, "to", target)
-	c.moveLeader(shard, target, 3*c.election)
-	b.asked, b.shard, b.target = true, shard, target
+	if c.moveLeader(shard, target, 3*c.election) {
+		c.leaderMoves.Add(1)
+		b.backoff = 0
+		return
+	}
+	b.backoff = min(max(2*b.backoff, 2*b.interval), balanceMaxBackoff)
+	b.next = time.Now().Add(b.backoff)
+	c.log.Info("leader move did not take", "shard", shard, "to", target, "retry_in", b.backoff)
 }
 
 // moveLeader asks dragonboat to hand shard's leadership from this node to
 // target, again every tick (it ignores the request while a transfer runs
 // and gives a transfer up after an election timeout, which under writes
 // happens whenever target has not applied all it committed when asked),
-// until target leads, this node stops leading otherwise, or within
-// passes. A transfer that took is a leader change, at which every
+// until another node leads or within passes; it reports whether target
+// took over. A transfer that took is a leader change, at which every
 // proposer re-sends what it had in flight, including proposals a
 // follower forwarded here that were dropped during the transfer (nothing
 // tells the follower); one given up leaves those to the attempt timeout.
-func (c *Cluster) moveLeader(shard, target uint64, within time.Duration) {
+func (c *Cluster) moveLeader(shard, target uint64, within time.Duration) bool {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		id, _, ok, err := c.nh.GetLeaderID(shard)
-		if err != nil || !ok || id != c.nodeID {
-			return
+		switch {
+		case err != nil:
+			return false
+		case ok && id == target:
+			return true
+		case ok && id != c.nodeID:
+			return false
+		case ok: // still this node's
+			if err := c.nh.RequestLeaderTransfer(shard, target); err != nil {
+				c.log.Debug("leader transfer refused", "shard", shard, "target", target, "err", err)
+				return false
+			}
 		}
-		if err := c.nh.RequestLeaderTransfer(shard, target); err != nil {
-			c.log.Debug("leader transfer refused", "shard", shard, "target", target, "err", err)
-			return
-		}
+		// !ok: an election under way (the target campaigning); wait.
 		select {
 		case <-c.stop:
-			return
+			return false
 		case <-time.After(c.minTimeout()):
 		}
 	}
+	return false
 }
 
 // quietShards returns the shards that applied at most b.quietEntries

@@ -149,7 +149,14 @@ func TestBalanceLeaders(t *testing.T) {
 		led := ledCounts(n1, 3)
 		return led[0] <= 2 && led[1] <= 2 && led[2] <= 2 && led[0]+led[1]+led[2] == 4
 	})
-	t.Logf("leaders per node: %v", ledCounts(n1, 3))
+	var moves uint64
+	for _, n := range tc.nodes {
+		moves += n.Status().LeaderMoves
+	}
+	t.Logf("leaders per node: %v after %d moves", ledCounts(n1, 3), moves)
+	if moves < 2 {
+		t.Fatalf("%d leader moves counted, want at least the 2 that 4/0/0 -> 2/1/1 takes", moves)
+	}
 	for i, n := range tc.nodes {
 		mustPut(t, n, fmt.Sprintf("after%d", i), "1")
 		if v, err := get(n, "before"); err != nil || v != "1" {

@@ -106,6 +106,9 @@ type Cluster struct {
 	leaders   []shardLeader // index shard-1
 	proposers []*proposer
 	readers   []*reader
+	// leaderMoves counts the balancer's leadership moves that took
+	// (balance.go).
+	leaderMoves atomic.Uint64
 
 	smMu sync.Mutex
 	sms  map[uint64]*stateMachine

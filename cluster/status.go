@@ -330,6 +330,7 @@ func (c *Cluster) Status() store.Status {
 			}
 		}
 	}
+	st.LeaderMoves = c.leaderMoves.Load()
 	switch {
 	case st.ShardsWithLeader < c.shards:
 		st.State = "unavailable"

@@ -315,10 +315,11 @@ var (
 	descClusterShards = prometheus.NewDesc("kv_cluster_shards", "Raft groups (shards).", nil, nil)
 	descClusterLeader = prometheus.NewDesc("kv_cluster_shards_with_leader", "Shards with a known leader.", nil, nil)
 	descClusterLed    = prometheus.NewDesc("kv_cluster_shards_led", "Shards this node leads.", nil, nil)
+	descClusterMoves  = prometheus.NewDesc("kv_cluster_leader_moves_total", "Shard leaderships this node handed to another to balance leaders.", nil, nil)
 )
 
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed)
+	describe(ch, descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed, descClusterMoves)
 }
 
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -336,6 +337,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descClusterShards, st.Shards)
 	gauge(descClusterLeader, st.ShardsWithLeader)
 	gauge(descClusterLed, st.ShardsLed)
+	sendCounter(ch, descClusterMoves, float64(st.LeaderMoves))
 }
 
 // RaftLogMetrics is what NewRaftLogCollector exports of a cluster node's

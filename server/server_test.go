@@ -910,7 +910,7 @@ func wantValues(t *testing.T, reg *prometheus.Registry, want map[string]float64)
 }
 
 func TestClusterCollector(t *testing.T) {
-	st := store.Status{Mode: "cluster", State: "degraded", NodeID: 2, Nodes: 3, NodesUp: 2, Shards: 8, ShardsWithLeader: 8, ShardsLed: 5}
+	st := store.Status{Mode: "cluster", State: "degraded", NodeID: 2, Nodes: 3, NodesUp: 2, Shards: 8, ShardsWithLeader: 8, ShardsLed: 5, LeaderMoves: 2}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewClusterCollector(func() store.Status { return st }))
 	wantValues(t, reg, map[string]float64{
@@ -922,6 +922,7 @@ func TestClusterCollector(t *testing.T) {
 		"kv_cluster_shards":             8,
 		"kv_cluster_shards_with_leader": 8,
 		"kv_cluster_shards_led":         5,
+		"kv_cluster_leader_moves_total": 2,
 	})
 }
 

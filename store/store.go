@@ -78,6 +78,10 @@ type Status struct {
 	// knows (INFO and metrics; not a CLUSTER_STATUS field): leaders
 	// crowded on one node show there.
 	ShardsLed int
+	// LeaderMoves counts the leaderships this node handed to another to
+	// balance leaders (cluster.balance_leaders) since it started (metrics
+	// only).
+	LeaderMoves uint64
 }
 
 // Store is the data layer as the server sees it. All methods are safe for
