@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -21,13 +23,11 @@ import (
 //   - each node only gives away shards it leads, one per balanceInterval,
 //     while it leads more than its share, ceil(shards/voters), to the
 //     voter leading the fewest (below its share);
-//   - only a quiet shard moves (fewer than balanceQuietEntries applied
-//     here since the last look): under writes, proposals a follower had
-//     forwarded to the old leader when it stepped down can be lost
-//     without a word, and wait out the proposal attempt timeout (2 s by
-//     default; measured: a move under a 512-client mixed load put its
-//     max write latency at 2.05 s), so a busy shard keeps its leader
-//     until its load pauses;
+//   - of the shards it could give away, the least busy moves first (fewest
+//     entries applied here since the last look): a move costs the shard's
+//     writes up to an election timeout (dragonboat's leader refuses
+//     proposals while it hands over; the proposers re-send them, rechecking
+//     forwarded ones, see proposer.recheck), so the idlest shard pays it;
 //   - a transfer that did not take (dragonboat gives one up when the
 //     target is still applying; proposals of the shard wait meanwhile,
 //     an election timeout at most) doubles the pause before the next try,
@@ -37,15 +37,11 @@ const (
 	balanceInterval   = 5 * time.Second
 	balanceSettle     = 20 * time.Second
 	balanceMaxBackoff = 5 * time.Minute
-	// balanceQuietEntries is the most raft entries a shard may have
-	// applied here between two looks and still be moved (20 a second).
-	balanceQuietEntries = 100
 )
 
 // balancer is balanceLoop's state.
 type balancer struct {
 	interval, settle time.Duration
-	quietEntries     uint64    // balanceQuietEntries
 	healthySince     time.Time // zero: not healthy at the last look
 	next             time.Time // no transfer before
 	backoff          time.Duration
@@ -54,7 +50,7 @@ type balancer struct {
 }
 
 func (c *Cluster) balanceLoop(interval, settle time.Duration) {
-	b := &balancer{interval: interval, settle: settle, quietEntries: balanceQuietEntries}
+	b := &balancer{interval: interval, settle: settle}
 	c.every(interval, func() { c.balanceOnce(b, time.Now()) })
 }
 
@@ -67,7 +63,7 @@ func (c *Cluster) balanceOnce(b *balancer, now time.Time) {
 	if b.healthySince.IsZero() {
 		b.healthySince = now
 	}
-	quiet := c.quietShards(b)
+	busy := c.shardActivity(b)
 	if now.Sub(b.healthySince) < b.settle {
 		return
 	}
@@ -78,7 +74,7 @@ func (c *Cluster) balanceOnce(b *balancer, now time.Time) {
 	if info == nil {
 		return
 	}
-	shard, target, ok := pickTransfer(c.nodeID, info.ShardInfoList, quiet)
+	shard, target, ok := pickTransfer(c.nodeID, info.ShardInfoList, busy)
 	if !ok {
 		return
 	}
@@ -129,11 +125,11 @@ func (c *Cluster) moveLeader(shard, target uint64, within time.Duration) bool {
 	return false
 }
 
-// quietShards returns the shards that applied at most b.quietEntries
-// here since the last look (none at the first), and records the applied
-// indexes for the next.
-func (c *Cluster) quietShards(b *balancer) map[uint64]bool {
-	quiet := make(map[uint64]bool)
+// shardActivity returns how many entries each shard applied here since
+// the last look (absent at the first), and records the applied indexes
+// for the next.
+func (c *Cluster) shardActivity(b *balancer) map[uint64]uint64 {
+	busy := make(map[uint64]uint64)
 	now := make(map[uint64]uint64)
 	c.smMu.Lock()
 	for shard, sm := range c.sms {
@@ -141,12 +137,12 @@ func (c *Cluster) quietShards(b *balancer) map[uint64]bool {
 	}
 	c.smMu.Unlock()
 	for shard, idx := range now {
-		if prev, ok := b.applied[shard]; ok && idx-prev <= b.quietEntries {
-			quiet[shard] = true
+		if prev, ok := b.applied[shard]; ok && idx >= prev {
+			busy[shard] = idx - prev
 		}
 	}
 	b.applied = now
-	return quiet
+	return busy
 }
 
 // allVoters reports whether every member is a voter (no join under way).
@@ -166,9 +162,10 @@ func (c *Cluster) allVoters() bool {
 // pickTransfer chooses a shard node me leads and the voter to hand it to,
 // if me leads more than its share (ceil(shards/voters)) and some voter of
 // that shard leads fewer than its share: the voter leading the fewest
-// (lowest id on ties), for the lowest such shard that is quiet. Replica
-// ids are node ids.
-func pickTransfer(me uint64, shards []dragonboat.ShardInfo, quiet map[uint64]bool) (shard, target uint64, ok bool) {
+// (lowest id on ties), for the least busy such shard (by busy, the entries
+// each applied lately; a shard absent from it counts as busiest; lowest
+// id on ties). Replica ids are node ids.
+func pickTransfer(me uint64, shards []dragonboat.ShardInfo, busy map[uint64]uint64) (shard, target uint64, ok bool) {
 	leads := make(map[uint64]int)
 	voters := make(map[uint64]bool)
 	var mine []dragonboat.ShardInfo
@@ -191,11 +188,19 @@ func pickTransfer(me uint64, shards []dragonboat.ShardInfo, quiet map[uint64]boo
 	if len(mine) <= share {
 		return 0, 0, false
 	}
-	slices.SortFunc(mine, func(a, b dragonboat.ShardInfo) int { return int(a.ShardID) - int(b.ShardID) })
-	for _, si := range mine {
-		if !quiet[si.ShardID] {
-			continue
+	activity := func(id uint64) uint64 {
+		if n, ok := busy[id]; ok {
+			return n
 		}
+		return math.MaxUint64
+	}
+	slices.SortFunc(mine, func(a, b dragonboat.ShardInfo) int {
+		if c := cmp.Compare(activity(a.ShardID), activity(b.ShardID)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ShardID, b.ShardID)
+	})
+	for _, si := range mine {
 		best := uint64(0)
 		for id := range si.Replicas {
 			if id == me || leads[id] >= share {

@@ -38,10 +38,10 @@ func TestPickTransfer(t *testing.T) {
 		{"election under way", 1, shardsLedBy([]uint64{1, 1, 1, 1, 1, 1, 1, 0}, 1, 2, 3), 0, 0},
 		{"single voter", 1, shardsLedBy([]uint64{1, 1, 1, 1}, 1), 0, 0},
 	}
-	allQuiet := map[uint64]bool{1: true, 2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true}
+	idle := map[uint64]uint64{1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 0}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			shard, target, ok := pickTransfer(tc.me, tc.shards, allQuiet)
+			shard, target, ok := pickTransfer(tc.me, tc.shards, idle)
 			if !ok {
 				shard, target = 0, 0
 			}
@@ -55,19 +55,21 @@ func TestPickTransfer(t *testing.T) {
 	// to another that is.
 	shards := shardsLedBy([]uint64{1, 1, 1, 2}, 1, 2, 3)
 	delete(shards[0].Replicas, 3)
-	if shard, target, ok := pickTransfer(1, shards, allQuiet); !ok || shard != 1 || target != 2 {
+	if shard, target, ok := pickTransfer(1, shards, idle); !ok || shard != 1 || target != 2 {
 		t.Fatalf("pickTransfer = shard %d to %d (%v), want shard 1 to 2", shard, target, ok)
 	}
-	// Busy shards keep their leader: the lowest quiet one moves, or none.
+	// The least busy shard moves first; one not measured yet counts as
+	// busiest.
 	shards = shardsLedBy([]uint64{1, 1, 1, 1, 1, 2, 2, 3}, 1, 2, 3)
-	if shard, target, ok := pickTransfer(1, shards, map[uint64]bool{3: true, 5: true}); !ok || shard != 3 || target != 3 {
-		t.Fatalf("pickTransfer = shard %d to %d (%v), want the first quiet shard, 3, to 3", shard, target, ok)
+	busy := map[uint64]uint64{1: 900, 2: 40, 3: 7, 4: 7, 6: 0}
+	if shard, target, ok := pickTransfer(1, shards, busy); !ok || shard != 3 || target != 3 {
+		t.Fatalf("pickTransfer = shard %d to %d (%v), want the least busy shard, 3, to 3", shard, target, ok)
 	}
-	if shard, target, ok := pickTransfer(1, shards, map[uint64]bool{6: true}); ok {
-		t.Fatalf("pickTransfer moved busy shard %d to %d", shard, target)
+	if shard, _, ok := pickTransfer(1, shards, map[uint64]uint64{1: 5}); !ok || shard != 1 {
+		t.Fatalf("pickTransfer = shard %d (%v), want shard 1, the only one measured", shard, ok)
 	}
 	shards[3].Pending = true
-	if _, _, ok := pickTransfer(1, shards, allQuiet); ok {
+	if _, _, ok := pickTransfer(1, shards, idle); ok {
 		t.Fatal("pickTransfer moved a leader while a shard was starting")
 	}
 }
@@ -98,8 +100,9 @@ func (tc *testCluster) gatherLeaders(i int) {
 }
 
 // TestBalanceLeaders gathers every leader on one node, then runs the
-// balancer on all three: the leaders spread out to at most the share
-// (ceil(4/3) = 2) each, and the cluster keeps serving.
+// balancer on all three: nothing moves before the cluster settled, then,
+// under writes to every shard, the leaders spread out to at most the share
+// (ceil(4/3) = 2) each while every write succeeds.
 func TestBalanceLeaders(t *testing.T) {
 	tc := newTestCluster(t, clusterOpts{shards: 4})
 	n1 := tc.nodes[0]
@@ -109,7 +112,7 @@ func TestBalanceLeaders(t *testing.T) {
 	// Unsettled (settle not reached): nothing moves.
 	bs := make([]*balancer, 3)
 	for i := range bs {
-		bs[i] = &balancer{interval: 50 * time.Millisecond, settle: time.Hour, quietEntries: balanceQuietEntries}
+		bs[i] = &balancer{interval: 50 * time.Millisecond, settle: time.Hour}
 	}
 	for range 5 {
 		for i, n := range tc.nodes {
@@ -121,27 +124,20 @@ func TestBalanceLeaders(t *testing.T) {
 		t.Fatalf("leaders moved before the cluster settled: %v", led)
 	}
 
-	// Settled, but every shard busy (any entry applied between two looks
-	// counts here): nothing moves either.
+	// Settled, with writers on every shard: the leaders spread all the
+	// same, and every write succeeds meanwhile.
 	for i := range bs {
 		bs[i] = &balancer{interval: 50 * time.Millisecond}
 	}
 	stop := make(chan struct{})
+	failed := make(chan error, 4) // one per writer, which stops at its first
 	wait := loopWriters(4, stop, func(w, i int) bool {
-		return put(n1, fmt.Sprintf("busy-%d-%d", w, i%64), "v") == nil
-	})
-	for range 10 {
-		time.Sleep(50 * time.Millisecond)
-		for i, n := range tc.nodes {
-			n.balanceOnce(bs[i], time.Now())
+		if err := put(n1, fmt.Sprintf("busy-%d-%d", w, i%64), "v"); err != nil {
+			failed <- err
+			return false
 		}
-	}
-	close(stop)
-	wait()
-	if led := ledCounts(n1, 3); led[0] != 4 {
-		t.Fatalf("busy shards' leaders moved: %v", led)
-	}
-
+		return true
+	})
 	waitFor(t, 60*time.Second, "leaders spread to at most 2 per node", func() bool {
 		for i, n := range tc.nodes {
 			n.balanceOnce(bs[i], time.Now())
@@ -149,6 +145,12 @@ func TestBalanceLeaders(t *testing.T) {
 		led := ledCounts(n1, 3)
 		return led[0] <= 2 && led[1] <= 2 && led[2] <= 2 && led[0]+led[1]+led[2] == 4
 	})
+	close(stop)
+	wait()
+	close(failed)
+	if err := <-failed; err != nil {
+		t.Fatalf("write during the moves: %v", err)
+	}
 	var moves uint64
 	for _, n := range tc.nodes {
 		moves += n.Status().LeaderMoves

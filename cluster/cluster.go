@@ -109,6 +109,9 @@ type Cluster struct {
 	// leaderMoves counts the balancer's leadership moves that took
 	// (balance.go).
 	leaderMoves atomic.Uint64
+	// rechecks counts forwarded proposals sent again early
+	// (proposer.recheck).
+	rechecks atomic.Uint64
 
 	smMu sync.Mutex
 	sms  map[uint64]*stateMachine

@@ -27,6 +27,12 @@ const (
 	// retry backoff after a temporary refusal (no leader, busy).
 	minRetryBackoff = 2 * time.Millisecond
 	maxRetryBackoff = 50 * time.Millisecond
+	// A forwarded proposal's attempt of at most maxRecheckBytes that is
+	// still unanswered after minRecheck (or the election timeout, if
+	// longer) is sent again, then after twice that, and so on while that
+	// is shorter than the attempt timeout (recheck).
+	maxRecheckBytes = 64 << 10
+	minRecheck      = 500 * time.Millisecond
 )
 
 // writeOp is one queued change to a shard: the part of a Write call that
@@ -54,6 +60,10 @@ type proposal struct {
 	// answer (timed out, or dropped from sight at a leader change): it
 	// may still commit, so giving up now means an unknown outcome.
 	abandoned bool
+	// recheckAt, if set, is when the current attempt, forwarded to another
+	// node's leader, is sent again if still unanswered (recheck).
+	recheckAt time.Time
+	rechecks  int // early re-sends so far
 }
 
 // proposer turns the writes queued for one shard into raft proposals, in
@@ -181,6 +191,7 @@ func (p *proposer) run() {
 			p.resendAll()
 			p.retryAt = time.Time{}
 		case <-timerC:
+			p.recheck(time.Now())
 			p.expireHead()
 		case <-p.c.stop:
 			return
@@ -206,8 +217,37 @@ func (p *proposer) nextWake() time.Time {
 		if !p.retryAt.IsZero() && p.hasUnsent() && p.retryAt.Before(t) {
 			t = p.retryAt
 		}
+		if head := p.inflight[0]; head.rs != nil && !head.recheckAt.IsZero() && head.recheckAt.Before(t) {
+			t = head.recheckAt
+		}
 	}
 	return t
+}
+
+// recheck sends every proposal in flight again if the oldest one's
+// attempt went to another node's leader and is still unanswered at its
+// recheckAt. A leader drops the proposals followers forward to it while it
+// hands its leadership over (a leader transfer: the balancer's moves, a
+// stopping node's hand-off) and tells only its own node; when the transfer
+// is given up there is no leader change either, so without this the
+// proposer would learn nothing until the attempt timeout (2 s by default).
+// A second loss is common: a hand-off repeats failed transfers back to
+// back, and a link that failed redials with a backoff; hence the doubling
+// delays. Re-sending is safe (the state machine applies each seq once),
+// and a cluster that is merely slow pays at most one extra copy of a
+// small proposal per doubling before the attempt timeout (one with the
+// defaults: 500 ms, then 1 s, then the 2 s timeout).
+func (p *proposer) recheck(now time.Time) {
+	if len(p.inflight) == 0 {
+		return
+	}
+	head := p.inflight[0]
+	if head.rs == nil || head.recheckAt.IsZero() || now.Before(head.recheckAt) {
+		return
+	}
+	head.rechecks++
+	p.c.rechecks.Add(1)
+	p.resendAll()
 }
 
 func (p *proposer) hasUnsent() bool {
@@ -295,6 +335,11 @@ func (p *proposer) send() bool {
 		rs, err := p.c.nh.Propose(p.session, pr.cmd, timeout)
 		if err == nil {
 			pr.rs = rs
+			pr.recheckAt = time.Time{}
+			if d := max(p.c.election, minRecheck) << pr.rechecks; d < p.c.attemptTimeout &&
+				len(pr.cmd) <= maxRecheckBytes && p.leader.get() != p.c.nodeID {
+				pr.recheckAt = now.Add(d)
+			}
 			continue
 		}
 		switch {

@@ -130,3 +130,42 @@ func TestResentLargeProposalAppliesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestLostForwardedProposalIsRechecked: a proposal a follower forwards to
+// its leader can vanish without an answer (a leader drops what is
+// forwarded to it while it hands its leadership over, and tells only its
+// own node; here the follower's link to the leader fails under it). The
+// proposer sends it again after the recheck delay instead of waiting out
+// the attempt timeout, and the write completes once.
+func TestLostForwardedProposalIsRechecked(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{})
+	const key = "forwarded"
+	shard := shardOf([]byte(key), 4)
+	li := tc.leaderOf(tc.nodes[0], shard)
+	fi := (li + 1) % 3
+	f := tc.nodes[fi]
+
+	tc.cutOneWay(fi, li)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- put(f, key, "v") }()
+	time.Sleep(100 * time.Millisecond)
+	tc.heal()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("write through the follower: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("write through the follower did not complete")
+	}
+	t.Logf("write took %v", time.Since(start).Round(time.Millisecond))
+	if n := f.rechecks.Load(); n == 0 {
+		t.Fatal("the lost forwarded proposal was not rechecked (re-sent only at the attempt timeout)")
+	}
+	for i, n := range tc.nodes {
+		if v, err := get(n, key); err != nil || v != "v" {
+			t.Fatalf("node %d: get = %q, %v", i+1, v, err)
+		}
+	}
+}
