@@ -160,7 +160,7 @@ func TestLostForwardedProposalIsRechecked(t *testing.T) {
 		t.Fatal("write through the follower did not complete")
 	}
 	t.Logf("write took %v", time.Since(start).Round(time.Millisecond))
-	if n := f.rechecks.Load(); n == 0 {
+	if n := f.Status().ProposalRechecks; n == 0 {
 		t.Fatal("the lost forwarded proposal was not rechecked (re-sent only at the attempt timeout)")
 	}
 	for i, n := range tc.nodes {

@@ -331,6 +331,7 @@ func (c *Cluster) Status() store.Status {
 		}
 	}
 	st.LeaderMoves = c.leaderMoves.Load()
+	st.ProposalRechecks = c.rechecks.Load()
 	switch {
 	case st.ShardsWithLeader < c.shards:
 		st.State = "unavailable"

@@ -309,17 +309,18 @@ func NewClusterCollector(fn func() store.Status) prometheus.Collector {
 type clusterCollector struct{ fn func() store.Status }
 
 var (
-	descClusterState  = prometheus.NewDesc("kv_cluster_state", "1 for the cluster's state as this node sees it (healthy, degraded or unavailable), 0 for the others.", []string{"state"}, nil)
-	descClusterNodes  = prometheus.NewDesc("kv_cluster_nodes", "Members of the cluster.", nil, nil)
-	descClusterUp     = prometheus.NewDesc("kv_cluster_nodes_up", "Members this node can reach.", nil, nil)
-	descClusterShards = prometheus.NewDesc("kv_cluster_shards", "Raft groups (shards).", nil, nil)
-	descClusterLeader = prometheus.NewDesc("kv_cluster_shards_with_leader", "Shards with a known leader.", nil, nil)
-	descClusterLed    = prometheus.NewDesc("kv_cluster_shards_led", "Shards this node leads.", nil, nil)
-	descClusterMoves  = prometheus.NewDesc("kv_cluster_leader_moves_total", "Shard leaderships this node handed to another to balance leaders.", nil, nil)
+	descClusterState   = prometheus.NewDesc("kv_cluster_state", "1 for the cluster's state as this node sees it (healthy, degraded or unavailable), 0 for the others.", []string{"state"}, nil)
+	descClusterNodes   = prometheus.NewDesc("kv_cluster_nodes", "Members of the cluster.", nil, nil)
+	descClusterUp      = prometheus.NewDesc("kv_cluster_nodes_up", "Members this node can reach.", nil, nil)
+	descClusterShards  = prometheus.NewDesc("kv_cluster_shards", "Raft groups (shards).", nil, nil)
+	descClusterLeader  = prometheus.NewDesc("kv_cluster_shards_with_leader", "Shards with a known leader.", nil, nil)
+	descClusterLed     = prometheus.NewDesc("kv_cluster_shards_led", "Shards this node leads.", nil, nil)
+	descClusterMoves   = prometheus.NewDesc("kv_cluster_leader_moves_total", "Shard leaderships this node handed to another to balance leaders.", nil, nil)
+	descClusterRecheck = prometheus.NewDesc("kv_cluster_proposal_rechecks_total", "Raft proposals forwarded to another node's leader and sent again for want of an answer.", nil, nil)
 )
 
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed, descClusterMoves)
+	describe(ch, descClusterState, descClusterNodes, descClusterUp, descClusterShards, descClusterLeader, descClusterLed, descClusterMoves, descClusterRecheck)
 }
 
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -338,6 +339,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descClusterLeader, st.ShardsWithLeader)
 	gauge(descClusterLed, st.ShardsLed)
 	sendCounter(ch, descClusterMoves, float64(st.LeaderMoves))
+	sendCounter(ch, descClusterRecheck, float64(st.ProposalRechecks))
 }
 
 // RaftLogMetrics is what NewRaftLogCollector exports of a cluster node's

@@ -910,19 +910,20 @@ func wantValues(t *testing.T, reg *prometheus.Registry, want map[string]float64)
 }
 
 func TestClusterCollector(t *testing.T) {
-	st := store.Status{Mode: "cluster", State: "degraded", NodeID: 2, Nodes: 3, NodesUp: 2, Shards: 8, ShardsWithLeader: 8, ShardsLed: 5, LeaderMoves: 2}
+	st := store.Status{Mode: "cluster", State: "degraded", NodeID: 2, Nodes: 3, NodesUp: 2, Shards: 8, ShardsWithLeader: 8, ShardsLed: 5, LeaderMoves: 2, ProposalRechecks: 3}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewClusterCollector(func() store.Status { return st }))
 	wantValues(t, reg, map[string]float64{
-		"kv_cluster_state,healthy":      0,
-		"kv_cluster_state,degraded":     1,
-		"kv_cluster_state,unavailable":  0,
-		"kv_cluster_nodes":              3,
-		"kv_cluster_nodes_up":           2,
-		"kv_cluster_shards":             8,
-		"kv_cluster_shards_with_leader": 8,
-		"kv_cluster_shards_led":         5,
-		"kv_cluster_leader_moves_total": 2,
+		"kv_cluster_state,healthy":           0,
+		"kv_cluster_state,degraded":          1,
+		"kv_cluster_state,unavailable":       0,
+		"kv_cluster_nodes":                   3,
+		"kv_cluster_nodes_up":                2,
+		"kv_cluster_shards":                  8,
+		"kv_cluster_shards_with_leader":      8,
+		"kv_cluster_shards_led":              5,
+		"kv_cluster_leader_moves_total":      2,
+		"kv_cluster_proposal_rechecks_total": 3,
 	})
 }
 

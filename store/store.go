@@ -82,6 +82,10 @@ type Status struct {
 	// balance leaders (cluster.balance_leaders) since it started (metrics
 	// only).
 	LeaderMoves uint64
+	// ProposalRechecks counts writes' raft proposals this node forwarded
+	// to another node's leader and sent again after no answer came
+	// (metrics only): a leader that handed over, or a lossy link.
+	ProposalRechecks uint64
 }
 
 // Store is the data layer as the server sees it. All methods are safe for
