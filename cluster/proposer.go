@@ -234,9 +234,9 @@ func (p *proposer) nextWake() time.Time {
 // A second loss is common: a hand-off repeats failed transfers back to
 // back, and a link that failed redials with a backoff; hence the doubling
 // delays. Re-sending is safe (the state machine applies each seq once),
-// and a cluster that is merely slow pays at most one extra copy of a
-// small proposal per doubling before the attempt timeout (one with the
-// defaults: 500 ms, then 1 s, then the 2 s timeout).
+// and a cluster that is merely slow pays at most one extra copy of its
+// small proposals in flight per recheck before the attempt timeout (two
+// with the defaults: at 0.5 s and 1.5 s, then the 2 s timeout).
 func (p *proposer) recheck(now time.Time) {
 	if len(p.inflight) == 0 {
 		return
