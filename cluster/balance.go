@@ -18,8 +18,9 @@ import (
 // cluster:
 //
 //   - nothing moves until the cluster has been healthy (every member up,
-//     every shard led, no non-voting member) for balanceSettle, so a
-//     failover, a restart or a join is never met with transfers;
+//     every shard led, no non-voting member, none stopping) for
+//     balanceSettle, so a failover, a restart or a join is never met with
+//     transfers;
 //   - each node only gives away shards it leads, one per balanceInterval,
 //     while it leads more than its share, ceil(shards/voters), to the
 //     voter leading the fewest (below its share);
@@ -56,7 +57,7 @@ func (c *Cluster) balanceLoop(interval, settle time.Duration) {
 
 // balanceOnce is one look of the balancer at time now.
 func (c *Cluster) balanceOnce(b *balancer, now time.Time) {
-	if c.serving() != nil || c.Status().State != "healthy" || !c.allVoters() {
+	if c.serving() != nil || c.Status().State != "healthy" || !c.settled() {
 		b.healthySince = time.Time{}
 		return
 	}
@@ -145,10 +146,13 @@ func (c *Cluster) shardActivity(b *balancer) map[uint64]uint64 {
 	return busy
 }
 
-// allVoters reports whether every member is a voter (no join under way).
-func (c *Cluster) allVoters() bool {
+// settled reports whether every member is a voter (no join under way)
+// and none is stopping (a rolling restart under way: the stopping node,
+// which leads nothing once it has handed its shards over, would be the
+// natural target).
+func (c *Cluster) settled() bool {
 	v := c.view.Load()
-	if v == nil {
+	if v == nil || len(v.leaving) > 0 {
 		return false
 	}
 	for _, n := range v.nodes {

@@ -184,3 +184,33 @@ func TestBalanceWaitsForHealthy(t *testing.T) {
 		t.Fatalf("leaders moved on a degraded cluster: %v", led)
 	}
 }
+
+// TestBalanceSkipsLeavingMembers: a member handing its leaderships over to
+// stop says so in its probe answers; the others then move nothing (it
+// would be the natural target, leading nothing) and hand-offs skip it.
+func TestBalanceSkipsLeavingMembers(t *testing.T) {
+	tc := newTestCluster(t, clusterOpts{shards: 4})
+	n1 := tc.nodes[0]
+	tc.gatherLeaders(0)
+	tc.nodes[2].leaving.Store(true)
+	waitFor(t, 20*time.Second, "node 1 to hear that node 3 is stopping", func() bool {
+		v := n1.view.Load()
+		return v != nil && v.leaving[3]
+	})
+	if got := n1.handOffTargets()[1]; len(got) != 1 || got[0] != 2 {
+		t.Fatalf("hand-off targets of shard 1: %v, want only node 2", got)
+	}
+	b := &balancer{interval: 50 * time.Millisecond}
+	for range 10 {
+		n1.balanceOnce(b, time.Now())
+		time.Sleep(50 * time.Millisecond)
+	}
+	if led := ledCounts(n1, 3); led[0] != 4 {
+		t.Fatalf("leaders moved while a member was stopping: %v", led)
+	}
+	tc.nodes[2].leaving.Store(false)
+	waitFor(t, 60*time.Second, "leaders spread once no member is stopping", func() bool {
+		n1.balanceOnce(b, time.Now())
+		return ledCounts(n1, 3)[0] <= 2
+	})
+}

@@ -112,6 +112,10 @@ type Cluster struct {
 	// rechecks counts forwarded proposals sent again early
 	// (proposer.recheck).
 	rechecks atomic.Uint64
+	// leaving is set when the node starts handing its leaderships over to
+	// stop (TransferLeadership); its probe answers then say so, and the
+	// other nodes hand it none.
+	leaving atomic.Bool
 
 	smMu sync.Mutex
 	sms  map[uint64]*stateMachine
@@ -256,7 +260,7 @@ func openWithFaults(ctx context.Context, cfg conf.Config, logger *slog.Logger, f
 		RaftEventListener:   leaderListener{c},
 		SystemEventListener: systemListener{c},
 		Expert: expertConfig(cfg, fs, logDB, transportFactory{log: logger.With("component", "transport"), faults: faults, removals: c.removals,
-			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space, tls: c.tls,
+			stale: max(engineStale, 4*time.Duration(cc.HeartbeatRTT)*tick, 2*effective), secret: []byte(cc.Secret), space: c.space, leaving: &c.leaving, tls: c.tls,
 			resendWindow: effective / 2}),
 	})
 	if err != nil {

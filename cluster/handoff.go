@@ -47,6 +47,7 @@ func (c *Cluster) TransferLeadership(ctx context.Context) error {
 	if err := c.serving(); err != nil {
 		return err
 	}
+	c.leaving.Store(true)
 	var mine []uint64
 	for s := uint64(1); s <= uint64(c.shards); s++ {
 		if id, _, ok, err := c.nh.GetLeaderID(s); err == nil && ok && id == c.nodeID {
@@ -121,7 +122,7 @@ func (c *Cluster) handOffTargets() map[uint64][]uint64 {
 	up := make(map[uint64]bool)
 	if v := c.view.Load(); v != nil {
 		for _, n := range v.nodes {
-			up[n.ID] = n.Up && !n.NonVoting
+			up[n.ID] = n.Up && !n.NonVoting && !v.leaving[n.ID]
 		}
 	}
 	info := c.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})

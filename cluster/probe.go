@@ -9,19 +9,22 @@ import (
 // back, see tcpTransport.serve) tells peers what they must know of the
 // member besides that it is up:
 //
-//	flags    1 byte: bit 0 = short of disk space (space.go)
+//	flags    1 byte: bit 0 = short of disk space (space.go), bit 1 =
+//	         stopping (it is handing its leaderships over)
 //	avail    u64 LE: bytes free where its data lives
 //	maxKind  1 byte: the newest raft command kind it applies
 //
 // Older members send less: nothing (versions before the free-space
 // guard) or flags and avail (the version that added cmdHash, which was
 // then the newest kind). Parsers read the fields they know and ignore any
-// that follow, so a later version may append more.
+// that follow, so a later version may append more; older versions ignore
+// flag bits they do not know.
 const probeAnswerLen = 1 + 8 + 1
 
 // probeAnswer is one member's answer to a liveness probe.
 type probeAnswer struct {
 	low     bool   // short of disk space: writes are refused cluster-wide
+	leaving bool   // stopping: no leadership should be handed to it
 	avail   uint64 // bytes free (0 from a member without a guard)
 	maxKind byte   // newest command kind it applies; 0: not said
 }
@@ -30,7 +33,10 @@ type probeAnswer struct {
 func (a probeAnswer) encode() []byte {
 	p := make([]byte, probeAnswerLen)
 	if a.low {
-		p[0] = 1
+		p[0] |= 1
+	}
+	if a.leaving {
+		p[0] |= 2
 	}
 	binary.LittleEndian.PutUint64(p[1:], a.avail)
 	p[9] = a.maxKind
@@ -46,7 +52,7 @@ func parseProbeAnswer(p []byte) probeAnswer {
 		a.maxKind = cmdForget
 		return a
 	}
-	a.low, a.avail = p[0]&1 != 0, binary.LittleEndian.Uint64(p[1:])
+	a.low, a.leaving, a.avail = p[0]&1 != 0, p[0]&2 != 0, binary.LittleEndian.Uint64(p[1:])
 	a.maxKind = cmdHash
 	if len(p) >= probeAnswerLen {
 		a.maxKind = p[9]
@@ -55,8 +61,8 @@ func parseProbeAnswer(p []byte) probeAnswer {
 }
 
 // localProbeAnswer is what this node answers a probe with.
-func localProbeAnswer(g *spaceGuard, maxKind byte) probeAnswer {
-	a := probeAnswer{maxKind: maxKind}
+func localProbeAnswer(g *spaceGuard, leaving bool, maxKind byte) probeAnswer {
+	a := probeAnswer{maxKind: maxKind, leaving: leaving}
 	if g != nil {
 		a.low, a.avail = g.low.Load(), g.avail.Load()
 	}

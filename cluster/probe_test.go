@@ -14,6 +14,10 @@ func TestProbeAnswerVersions(t *testing.T) {
 	if got := parseProbeAnswer(a.encode()); got != a {
 		t.Fatalf("round trip: %+v, want %+v", got, a)
 	}
+	stopping := probeAnswer{leaving: true, avail: 5, maxKind: cmdMaxKind}
+	if got := parseProbeAnswer(stopping.encode()); got != stopping {
+		t.Fatalf("round trip of a stopping member's answer: %+v, want %+v", got, stopping)
+	}
 	// A later version may append fields.
 	if got := parseProbeAnswer(append(a.encode(), 7, 7, 7)); got != a {
 		t.Fatalf("longer answer: %+v, want %+v", got, a)

@@ -45,7 +45,7 @@ func TestSpaceGuardRaisesAndLifts(t *testing.T) {
 		if g.low.Load() != s.low {
 			t.Fatalf("free %d: low = %v, want %v", s.free, g.low.Load(), s.low)
 		}
-		a := parseProbeAnswer(localProbeAnswer(g, cmdMaxKind).encode())
+		a := parseProbeAnswer(localProbeAnswer(g, false, cmdMaxKind).encode())
 		if a.low != s.low || a.avail != s.free {
 			t.Fatalf("free %d: probe answer says low=%v avail=%d", s.free, a.low, a.avail)
 		}
@@ -57,7 +57,7 @@ func TestSpaceGuardRaisesAndLifts(t *testing.T) {
 		t.Fatal("a failed measurement lifted the alarm")
 	}
 	// A node without a guard is never low.
-	if a := parseProbeAnswer(localProbeAnswer(nil, cmdMaxKind).encode()); a.low {
+	if a := parseProbeAnswer(localProbeAnswer(nil, false, cmdMaxKind).encode()); a.low {
 		t.Fatal("no guard: reported low")
 	}
 }

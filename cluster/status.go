@@ -33,6 +33,9 @@ type view struct {
 	// lowSpace lists the other members that answered the last probe as
 	// short of disk space: writes are refused while any is (space.go).
 	lowSpace []memberSpace
+	// leaving lists the other members that answered the last probe as
+	// stopping.
+	leaving map[uint64]bool
 	// kinds is each member's newest raft command kind, as it last
 	// answered a probe (requireKind).
 	kinds map[uint64]byte
@@ -131,7 +134,13 @@ func (c *Cluster) refresh() {
 		Shards:         c.shards,
 		NodesNonVoting: nv,
 	}
-	c.view.Store(&view{status: st, nodes: nodes, lowSpace: low, kinds: knownKinds(c.view.Load(), answers)})
+	leaving := make(map[uint64]bool)
+	for id, a := range answers {
+		if a.leaving {
+			leaving[id] = true
+		}
+	}
+	c.view.Store(&view{status: st, nodes: nodes, lowSpace: low, leaving: leaving, kinds: knownKinds(c.view.Load(), answers)})
 }
 
 // refreshRemoved gives the transport the replicas the cached memberships

@@ -107,6 +107,7 @@ type transportFactory struct {
 	stale    time.Duration // engineLive's bound; 0: engineStale
 	secret   []byte        // cluster.secret: connections must prove it (raftauth.go)
 	space    *spaceGuard   // answers probes with this node's free space; nil: no guard
+	leaving  *atomic.Bool  // answers probes with "stopping" once set; nil: never
 	tls      *peerTLS      // nil: plain TCP
 	// resendWindow is the least time between two heartbeat answers of a
 	// follower that reach raft, save those confirming reads (resendfilter.go);
@@ -128,6 +129,7 @@ func (f transportFactory) Create(nh config.NodeHostConfig, handler raftio.Messag
 		stale:        f.stale,
 		secret:       f.secret,
 		space:        f.space,
+		leaving:      f.leaving,
 		tls:          f.tls,
 		handshakeLog: ratelog.Limiter{Every: 10 * time.Second},
 		resends:      newResendFilter(f.resendWindow),
@@ -222,7 +224,8 @@ type tcpTransport struct {
 	deployment uint64
 	secret     []byte
 	space      *spaceGuard // nil: probes are answered without a free-space report
-	tls        *peerTLS    // nil: plain TCP
+	leaving    *atomic.Bool
+	tls        *peerTLS // nil: plain TCP
 	// handshakeLog bounds how often failed TLS handshakes are logged.
 	handshakeLog ratelog.Limiter
 	resends      *resendFilter
@@ -393,7 +396,7 @@ func (t *tcpTransport) serve(c net.Conn) {
 			// (probe.go); a snapshot stream's end gets none.
 			var answer []byte
 			if first {
-				answer = localProbeAnswer(t.space, t.faults.answerKind()).encode()
+				answer = localProbeAnswer(t.space, t.leaving != nil && t.leaving.Load(), t.faults.answerKind()).encode()
 			}
 			c.SetWriteDeadline(time.Now().Add(transportWriteTimeout))
 			c.Write(append(appendFrameHeader(nil, frameClosed, answer), answer...))
