@@ -167,6 +167,19 @@ func TestBalanceLeaders(t *testing.T) {
 	}
 }
 
+// assertNoMoves runs ten looks of b on n, which leads all 4 shards, and
+// fails if any leader moved.
+func assertNoMoves(t *testing.T, n *Cluster, b *balancer, when string) {
+	t.Helper()
+	for range 10 {
+		n.balanceOnce(b, time.Now())
+		time.Sleep(50 * time.Millisecond)
+	}
+	if led := ledCounts(n, 3); led[0] != 4 {
+		t.Fatalf("leaders moved %s: %v", when, led)
+	}
+}
+
 // TestBalanceWaitsForHealthy: with a member down, a node leading every
 // shard keeps them all.
 func TestBalanceWaitsForHealthy(t *testing.T) {
@@ -175,14 +188,7 @@ func TestBalanceWaitsForHealthy(t *testing.T) {
 	tc.gatherLeaders(0)
 	tc.stop(2)
 	waitFor(t, 20*time.Second, "node 1 to see node 3 down", func() bool { return n1.Status().State == "degraded" })
-	b := &balancer{interval: 50 * time.Millisecond}
-	for range 10 {
-		n1.balanceOnce(b, time.Now())
-		time.Sleep(50 * time.Millisecond)
-	}
-	if led := ledCounts(n1, 3); led[0] != 4 {
-		t.Fatalf("leaders moved on a degraded cluster: %v", led)
-	}
+	assertNoMoves(t, n1, &balancer{interval: 50 * time.Millisecond}, "on a degraded cluster")
 }
 
 // TestBalanceSkipsLeavingMembers: a member handing its leaderships over to
@@ -201,13 +207,7 @@ func TestBalanceSkipsLeavingMembers(t *testing.T) {
 		t.Fatalf("hand-off targets of shard 1: %v, want only node 2", got)
 	}
 	b := &balancer{interval: 50 * time.Millisecond}
-	for range 10 {
-		n1.balanceOnce(b, time.Now())
-		time.Sleep(50 * time.Millisecond)
-	}
-	if led := ledCounts(n1, 3); led[0] != 4 {
-		t.Fatalf("leaders moved while a member was stopping: %v", led)
-	}
+	assertNoMoves(t, n1, b, "while a member was stopping")
 	tc.nodes[2].leaving.Store(false)
 	waitFor(t, 60*time.Second, "leaders spread once no member is stopping", func() bool {
 		n1.balanceOnce(b, time.Now())
