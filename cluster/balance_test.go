@@ -175,7 +175,7 @@ func assertNoMoves(t *testing.T, n *Cluster, b *balancer, when string) {
 		n.balanceOnce(b, time.Now())
 		time.Sleep(50 * time.Millisecond)
 	}
-	if led := ledCounts(n, 3); led[0] != 4 {
+	if led := ledCounts(n, 3); led[n.nodeID-1] != 4 {
 		t.Fatalf("leaders moved %s: %v", when, led)
 	}
 }
