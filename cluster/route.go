@@ -1,25 +1,10 @@
 package cluster
 
-// FNV-1a 64-bit parameters, as in hash/fnv.
-const (
-	fnvOffset64 = 14695981039346656037
-	fnvPrime64  = 1099511628211
-)
+import "github.com/kvstore/kv/shard"
 
-// shardOf maps a key to its shard id in 1..shards: FNV-1a-64 of the key
-// (what hash/fnv.New64a computes), modulo shards, plus one. Changing it would
-// move keys between shards, so it is part of the on-disk format.
-func shardOf(key []byte, shards int) uint64 {
-	if shards <= 1 {
-		return 1
-	}
-	h := uint64(fnvOffset64)
-	for _, c := range key {
-		h ^= uint64(c)
-		h *= fnvPrime64
-	}
-	return h%uint64(shards) + 1
-}
+// shardOf maps a key to its shard id in 1..shards (shard.Of: part of the
+// on-disk format and of what routing clients compute).
+func shardOf(key []byte, shards int) uint64 { return shard.Of(key, shards) }
 
 // Key prefixes inside a shard's lsm: user data and metadata never share a
 // key because their first bytes differ.
