@@ -1,7 +1,9 @@
 // Package client is the Go client for the pipe protocol of kvserver
 // (PROTOCOL.md §1): Dial, then Put/Get/Delete/Range/Batch, CLUSTER_*
 // queries, raw requests and pipelines, over a pool of connections to one
-// server or to the nodes of a cluster.
+// server or to the nodes of a cluster. DialCluster returns a Cluster,
+// which sends each key's requests to the leader of its shard, sparing the
+// node-to-leader hop.
 //
 // Invariants:
 //   - A Client is safe for concurrent use. Each request (or pipeline) holds
@@ -17,7 +19,8 @@
 //     not have been applied (its error matches ErrOutcomeUnknown), and only
 //     the caller can decide what to do. Connecting is retried: given a
 //     cluster's nodes, a new connection goes to the next node in turn that
-//     accepts one, so a dead node costs no request that was sent.
+//     accepts one, so a dead node costs no request that was sent. A
+//     Cluster moves a request to another node in the same cases only.
 //   - Every new connection authenticates (with Options.Password, or the
 //     password of the last successful Auth; one that Auth opens, with the
 //     password it is trying) before it carries a request; after Auth,
@@ -143,6 +146,26 @@ type KV struct {
 // turn, and a node that refuses or times out a connection is passed over
 // (and tried last for a second) until one accepts.
 func Dial(addr string, opts Options) (*Client, error) {
+	c, err := newClient(addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
+	defer cancel()
+	// Named "dial", not PING, in errors: the caller asked to connect.
+	err = c.roundTrip(ctx, "dial", func(b []byte) []byte { return appendRequest(b, "PING") }, 1,
+		func(_ int, f [][]byte) error { return expect("PING", f, "PONG") })
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// newClient is Dial without the check: no connection is opened until the
+// first request. A Cluster makes its clients so, since a node it learns
+// of from a leader map need not be up for the Cluster to work.
+func newClient(addr string, opts Options) (*Client, error) {
 	c := &Client{addr: addr, opts: opts.withDefaults(), password: opts.Password}
 	for a := range strings.SplitSeq(addr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -153,15 +176,6 @@ func Dial(addr string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("kv dial: no address in %q", addr)
 	}
 	c.pool.init(c.opts.PoolSize, c.dial, func(cn *conn) bool { return cn.authGen == c.authGen.Load() && !cn.stale() })
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout+max(c.opts.Timeout, 0))
-	defer cancel()
-	// Named "dial", not PING, in errors: the caller asked to connect.
-	err := c.roundTrip(ctx, "dial", func(b []byte) []byte { return appendRequest(b, "PING") }, 1,
-		func(_ int, f [][]byte) error { return expect("PING", f, "PONG") })
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
 	return c, nil
 }
 
@@ -462,6 +476,18 @@ func shuttingDown(err error) bool {
 	return errors.As(err, &se) && se.Msg == msgShuttingDown
 }
 
+// movable reports whether a request that failed with err, as a Client
+// reports it, may be sent to another node: for the same two reasons a
+// Client given several nodes moves on to the next, no connection to the
+// node could be opened (dialError: nothing was sent) or the node refused
+// the request unread (shuttingDown: nothing was done). Any other failure
+// is an answer, or a request that may have been applied; sending that
+// again could apply a write twice.
+func movable(err error) bool {
+	var de *dialError
+	return errors.As(err, &de) || shuttingDown(err)
+}
+
 // expired returns the error of a call whose context has ended or whose
 // deadline has passed, and nil otherwise.
 func expired(ctx context.Context, deadline time.Time, fromCtx bool) error {
@@ -500,14 +526,37 @@ func contextError(ctx context.Context, deadline time.Time, fromCtx bool, err err
 	return fmt.Errorf("%w (%w)", ctxErr, err)
 }
 
-// deadline is the earlier of the context's deadline and now+Timeout, and
-// whether it is the context's; zero means none.
+// deadline is the earlier of the context's deadline and Timeout after the
+// call began (callStart), and whether it is the context's; zero means none.
 func (c *Client) deadline(ctx context.Context) (d time.Time, fromCtx bool) {
 	if c.opts.Timeout > 0 {
-		d = time.Now().Add(c.opts.Timeout)
+		d = callStart(ctx).Add(c.opts.Timeout)
 	}
 	if cd, ok := ctx.Deadline(); ok && (d.IsZero() || !d.Before(cd)) {
 		return cd, true
 	}
 	return d, false
+}
+
+// startKey is the context key under which a Cluster passes when its call
+// began to the Clients it tries in turn: Options.Timeout then bounds the
+// whole call, as it bounds a Client's call across the nodes it dials,
+// and a call that moves on to a second node after the first timed out
+// connecting does not get a second Timeout. A context value rather than a
+// parameter, so that every method of Client serves both without a
+// variant of each.
+type startKey struct{}
+
+// withCallStart returns ctx marked with the time a Cluster call began.
+func withCallStart(ctx context.Context, start time.Time) context.Context {
+	return context.WithValue(ctx, startKey{}, start)
+}
+
+// callStart is when the call with ctx began: now, unless a Cluster
+// marked it with an earlier time.
+func callStart(ctx context.Context) time.Time {
+	if t, ok := ctx.Value(startKey{}).(time.Time); ok {
+		return t
+	}
+	return time.Now()
 }

@@ -119,8 +119,15 @@ func (c *Client) dialAs(ctx context.Context, deadline time.Time, password string
 	if len(c.nodes) > 1 {
 		err = fmt.Errorf("no node reachable, last: %w", err)
 	}
-	return nil, err
+	return nil, &dialError{err}
 }
+
+// dialError is the failure to open a connection to any node of a Client,
+// for movable: nothing was sent. Its text is the cause's.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
 
 // dialNode connects to n and authenticates with password when it is not
 // empty; a failure to connect marks n down for nodeRetryAfter.

@@ -77,3 +77,24 @@ func ExampleDial_cluster() {
 		log.Print(err)
 	}
 }
+
+// A cluster client that sends each key's requests straight to its shard's
+// leader; the addresses are where it reads the leader map from, and where
+// a request goes when its shard's leader is unknown or unreachable.
+func ExampleDialCluster() {
+	ctx := context.Background()
+	c, err := client.DialCluster(ctx, []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"},
+		client.ClusterOptions{Options: client.Options{Timeout: 2 * time.Second}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Put(ctx, []byte("user:1"), []byte("alice")); err != nil {
+		log.Fatal(err) // errors.Is(err, client.ErrOutcomeUnknown) as for Client
+	}
+	v, err := c.Get(ctx, []byte("user:1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("user:1 = %s\n", v)
+}

@@ -3,7 +3,10 @@ package client
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/codec"
+	"github.com/kvstore/kv/shard"
 )
 
 // fakeServer speaks enough of the pipe protocol over real TCP on 127.0.0.1
@@ -24,6 +28,12 @@ import (
 // connection without a reply; TIMEOUT answers a cluster's "outcome unknown"
 // error; TOOLARGE and ERRCLOSE reply ERROR and close; BADREPLY answers with
 // a line the client must reject; BIG|n answers VALUE with n bytes.
+//
+// By default it answers the CLUSTER_* queries with fixed lines (a
+// standalone status, a CLUSTER_LEADER naming 127.0.0.1:8081 whatever the
+// key). With setLayout it plays a member of a cluster instead, answering
+// them from the layout; a Cluster is only ever dialled at servers with a
+// layout, so that it never routes to an address a test did not open.
 type fakeServer struct {
 	t        testing.TB
 	ln       net.Listener
@@ -41,10 +51,103 @@ type fakeServer struct {
 	stopping atomic.Bool
 	refused  atomic.Int64
 
-	mu    sync.Mutex
-	data  map[string][]byte
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	data     map[string][]byte
+	conns    map[net.Conn]bool
+	layout   *fakeLayout    // nil: the fixed standalone answers
+	requests map[string]int // requests received, by command (upper case)
+	wg       sync.WaitGroup
+}
+
+// fakeLayout is the cluster a fakeServer with setLayout claims to belong
+// to.
+type fakeLayout struct {
+	// leaders[i] is the client address of shard i+1's leader, "" for
+	// none; len(leaders) is the shard count.
+	leaders []string
+	// nodes are the members' client addresses; node i+1 is nodes[i]. A
+	// server not among them reports node_id=0.
+	nodes []string
+	// standalone answers CLUSTER_STATUS with mode=standalone.
+	standalone bool
+	// raw, by command, replaces the computed reply with this line
+	// (without its newline): malformed answers.
+	raw map[string]string
+	// hangup lists commands the server reads and then closes the
+	// connection on without a reply, as a node that crashes after
+	// receiving a request: the request counts as received.
+	hangup []string
+}
+
+// setLayout makes s answer as a member of l from now on; the layout is
+// copied, so one can be given to several servers and changed later.
+func (s *fakeServer) setLayout(l fakeLayout) {
+	l.leaders = slices.Clone(l.leaders)
+	l.nodes = slices.Clone(l.nodes)
+	l.raw = maps.Clone(l.raw)
+	l.hangup = slices.Clone(l.hangup)
+	s.mu.Lock()
+	s.layout = &l
+	s.mu.Unlock()
+}
+
+// received returns how many requests with command cmd (upper case) s
+// has read.
+func (s *fakeServer) received(cmd string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests[cmd]
+}
+
+// nodeID is the member id of s in l: its position in l.nodes plus one, or
+// 0 when it is not a member.
+func (s *fakeServer) nodeID(l *fakeLayout) int {
+	return slices.Index(l.nodes, s.addr()) + 1
+}
+
+// clusterReply answers a CLUSTER_* query from the layout; ok is false for
+// a command it does not answer.
+func (s *fakeServer) clusterReply(l *fakeLayout, cmd string, args [][]byte) (reply []byte, ok bool) {
+	if raw, found := l.raw[cmd]; found {
+		return []byte(raw + "\n"), true
+	}
+	switch cmd {
+	case "CLUSTER_STATUS":
+		mode, state, withLeader := "cluster", "healthy", 0
+		if l.standalone {
+			mode = "standalone"
+		}
+		for _, a := range l.leaders {
+			if a != "" {
+				withLeader++
+			}
+		}
+		if withLeader < len(l.leaders) {
+			state = "unavailable"
+		}
+		return codec.AppendPipeStrings(nil, "CLUSTER_STATUS", "mode="+mode, "state="+state,
+			"node_id="+strconv.Itoa(s.nodeID(l)), "nodes="+strconv.Itoa(len(l.nodes)), "nodes_up="+strconv.Itoa(len(l.nodes)),
+			"shards="+strconv.Itoa(len(l.leaders)), "shards_with_leader="+strconv.Itoa(withLeader)), true
+	case "CLUSTER_LEADER":
+		var key []byte
+		if len(args) > 0 {
+			key = args[0]
+		}
+		sh := shard.Of(key, len(l.leaders))
+		leader := l.leaders[sh-1]
+		if leader == "" {
+			return errReply(fmt.Sprintf("cluster unavailable: no leader for shard %d", sh)), true
+		}
+		id := slices.Index(l.nodes, leader) + 1
+		return codec.AppendPipeStrings(nil, "CLUSTER_LEADER", fmt.Sprintf("id=%d,client=%s", id, leader)), true
+	case "CLUSTER_NODES":
+		fields := []string{"CLUSTER_NODES", strconv.Itoa(len(l.nodes))}
+		for i, a := range l.nodes {
+			fields = append(fields, fmt.Sprintf("id=%d,client=%s,raft=node%d.invalid:7000,state=up", i+1, a, i+1))
+		}
+		return codec.AppendPipeStrings(nil, fields...), true
+	}
+	return nil, false
 }
 
 func newFakeServer(t testing.TB, password string) *fakeServer {
@@ -66,7 +169,7 @@ func newFakeServerAt(t testing.TB, addr, password string) *fakeServer {
 // serveFake is a fake server accepting on ln (a TLS listener, say).
 func serveFake(t testing.TB, ln net.Listener, password string) *fakeServer {
 	s := &fakeServer{t: t, ln: ln, password: password, done: make(chan struct{}),
-		sleeping: make(chan struct{}, 16), data: map[string][]byte{}, conns: map[net.Conn]bool{}}
+		sleeping: make(chan struct{}, 16), data: map[string][]byte{}, conns: map[net.Conn]bool{}, requests: map[string]int{}}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	t.Cleanup(s.close)
@@ -175,6 +278,13 @@ func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) 
 	cmd := string(bytes.ToUpper(f[0]))
 	args := f[1:]
 	ok := []byte("OK\n")
+	s.mu.Lock()
+	s.requests[cmd]++
+	layout := s.layout
+	s.mu.Unlock()
+	if layout != nil && slices.Contains(layout.hangup, cmd) {
+		return nil, false
+	}
 	switch cmd {
 	case "PING":
 		return []byte("PONG\n"), true
@@ -193,6 +303,11 @@ func (s *fakeServer) handle(f [][]byte, authed *bool) (reply []byte, keep bool) 
 	}
 	if !*authed {
 		return errReply("NOAUTH authentication required"), true
+	}
+	if layout != nil {
+		if reply, ok := s.clusterReply(layout, cmd, args); ok {
+			return reply, true
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
