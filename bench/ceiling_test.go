@@ -74,7 +74,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		cfg.Mix = mustMix(t, "put,get,delete,range,batch,ping")
 		cfg.ValueSize = ValueSize{Min: 10, Max: 500}
 		cfg.Verify = tc.verify
-		r, err := newRunner(cfg)
+		r, err := newRunner(cfg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/kvstore/kv/shard"
 )
 
 // Versions a verifying client remembers per key. Real versions count up
@@ -67,15 +69,24 @@ type phase struct {
 // due. That is the point: a server that stalls for a second shows a
 // second of latency on every request that should have been sent during
 // the stall, not just on the one that was in flight (coordinated omission).
+//
+// Routed (Config.Route against a cluster), a client works on one shard:
+// it draws only keys of that shard and talks to the shard's leader,
+// following it when it moves.
 type client struct {
-	r    *runner
-	id   int
-	addr string
-	conn atomic.Pointer[net.Conn] // swapped on reconnect; read by the runner to wake the client
-	idle atomic.Bool              // open loop: blocked in a read while the next request may be sent; the pacer wakes it when due
-	w    wire
-	rng  *rand.Rand
-	ph   phase
+	r     *runner
+	id    int
+	addr  string
+	shard uint64 // routed: the shard whose keys the client draws; 0 = any key
+	// moveTo, routed, is the address of the shard's new leader: the client
+	// sends nothing more until its requests in flight are answered, then
+	// connects there.
+	moveTo string
+	conn   atomic.Pointer[net.Conn] // swapped on reconnect; read by the runner to wake the client
+	idle   atomic.Bool              // open loop: blocked in a read while the next request may be sent; the pacer wakes it when due
+	w      wire
+	rng    *rand.Rand
+	ph     phase
 
 	wbuf     []byte
 	rbuf     []byte
@@ -120,6 +131,7 @@ func newClient(r *runner, id int) *client {
 		r:       r,
 		id:      id,
 		addr:    cfg.Addrs[id%len(cfg.Addrs)],
+		shard:   r.clientShard(id),
 		w:       newWire(cfg.Proto, cfg.RangeLimit),
 		rng:     rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1)),
 		rbuf:    make([]byte, 16<<10), // grows when a reply needs more
@@ -128,6 +140,9 @@ func newClient(r *runner, id int) *client {
 		keyBuf:  make([]byte, 0, keyLen*cfg.BatchSize),
 		kvs:     make([][]byte, 0, 2*cfg.BatchSize),
 		iv:      &interval{sec: -1, hist: newPacked()},
+	}
+	if a := c.leaderAddr(); a != "" {
+		c.addr = a
 	}
 	if cfg.Verify {
 		c.last = make([]uint32, c.owned())
@@ -166,6 +181,9 @@ func (c *client) startPhase(ph phase) {
 func (c *client) run() {
 	defer c.finish()
 	for !c.r.aborted.Load() {
+		if c.shard != 0 && !c.follow() {
+			return
+		}
 		now := c.now()
 		c.fill(now)
 		if len(c.wbuf) > 0 {
@@ -188,7 +206,7 @@ func (c *client) run() {
 // fill encodes every request that may start now into wbuf.
 func (c *client) fill(now int64) {
 	ph := &c.ph
-	for c.n < ph.depth && !c.stopping {
+	for c.n < ph.depth && !c.stopping && c.moveTo == "" {
 		start := now
 		if ph.openLoop {
 			// The end is checked before waiting for the next due time: a
@@ -284,10 +302,7 @@ func (c *client) issue(start int64, measured bool) {
 		c.pfNext++
 	} else {
 		op = cfg.Mix.Pick(c.rng)
-		k = c.r.keys.pick(c.rng)
-		if cfg.Verify {
-			k = ownKey(k, cfg.Keys, c.id, cfg.Clients)
-		}
+		k = c.pick()
 	}
 	s := slot{op: op, key: k, start: start, measured: measured}
 	c.keyBuf = appendKey(c.keyBuf[:0], k)
@@ -325,6 +340,29 @@ func (c *client) issue(start int64, measured bool) {
 	}
 	c.ring[(c.head+c.n)%len(c.ring)] = s
 	c.n++
+}
+
+// pick draws the key of the next request: from the key distribution, the
+// client's own keys under -verify, and routed only keys of the client's
+// shard (the distribution conditioned on the shard; a shard with almost
+// none of the keys gives up after pickTries and takes the last draw).
+func (c *client) pick() uint64 {
+	cfg := &c.r.cfg
+	var k uint64
+	for range pickTries {
+		k = c.r.keys.pick(c.rng)
+		if cfg.Verify {
+			k = ownKey(k, cfg.Keys, c.id, cfg.Clients)
+		}
+		if c.shard == 0 {
+			return k
+		}
+		c.keyBuf = appendKey(c.keyBuf[:0], k)
+		if shard.Of(c.keyBuf, c.r.route.Load().shards) == c.shard {
+			return k
+		}
+	}
+	return k
 }
 
 // putValue returns the value to write to key k. Under -verify it takes a

@@ -71,6 +71,42 @@ func (c *client) reconnect(cause error) bool {
 	return false
 }
 
+// leaderAddr returns the address of the leader of the client's shard when
+// it is one of Config.Addrs other than the one the client uses, else "".
+func (c *client) leaderAddr() string {
+	if c.shard == 0 {
+		return ""
+	}
+	t := c.r.route.Load()
+	if i := t.lanes[c.shard-1]; i >= 0 && c.r.cfg.Addrs[i] != c.addr {
+		return c.r.cfg.Addrs[i]
+	}
+	return ""
+}
+
+// follow moves a routed client to its shard's leader when the leader has
+// moved: at once when nothing is in flight, else once the replies are in
+// (fill sends nothing meanwhile). It returns false when the client must
+// stop. A leader it cannot reach is retried as any lost server is
+// (reconnect); requests sent to the old one were served there, forwarded.
+func (c *client) follow() bool {
+	if c.moveTo == "" {
+		c.moveTo = c.leaderAddr()
+	}
+	if c.moveTo == "" || c.n > 0 {
+		return true
+	}
+	_ = c.getConn().Close()
+	c.addr, c.moveTo = c.moveTo, ""
+	conn, err := c.connect()
+	if err != nil {
+		return c.reconnect(fmt.Errorf("connect to the leader of shard %d: %w", c.shard, err))
+	}
+	c.conn.Store(&conn)
+	c.rdl, c.wdl = 0, 0
+	return true
+}
+
 // noEnd says why nothing but the client can end its phase.
 func (c *client) noEnd() string {
 	if c.ph.prefill {

@@ -20,7 +20,7 @@ func testRunner(t *testing.T, change func(*Config)) *runner {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := newRunner(cfg)
+	r, err := newRunner(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

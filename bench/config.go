@@ -54,6 +54,18 @@ type Config struct {
 	Clients  int // TCP connections, each driven by one goroutine
 	Pipeline int // requests in flight per connection
 
+	// Route, with the pipe protocol and several addresses of one cluster,
+	// sends every request to the leader of its key's shard, sparing the
+	// hop a node makes to the leader of a shard it does not lead: each
+	// client works on one shard (as many clients to a shard as its share
+	// of the key distribution's draws), draws only that shard's keys and
+	// connects to its leader, following it when it moves. The requests
+	// fall on the keys as in an unrouted run; what changes is which
+	// connection carries each. Otherwise (or when the servers do not say
+	// who leads: standalone, Redis) each client uses one address and the
+	// nodes forward what they do not lead.
+	Route bool
+
 	Mix Mix
 
 	// The run measures Total requests, or for Duration, whichever comes
@@ -98,6 +110,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addrs:      []string{"127.0.0.1:8080"},
 		Proto:      ProtoPipe,
+		Route:      true,
 		Clients:    50,
 		Pipeline:   1,
 		Mix:        mix,

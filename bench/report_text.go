@@ -48,11 +48,15 @@ func (r *Result) Describe() []string {
 	default:
 		limit = seconds(ri.Duration)
 	}
+	routed := ""
+	if ri.Shards > 0 {
+		routed = fmt.Sprintf(", keys sent to their leader of %d shards", ri.Shards)
+	}
 	yes := map[bool]string{true: "yes", false: "no"}
 	lines := []string{
 		fmt.Sprintf("%s  %s", tool, r.Start.Format("2006-01-02 15:04:05Z07:00")),
-		fmt.Sprintf("target    %s (%s%s), %d clients × pipeline %d, %s",
-			strings.Join(ri.Addrs, ","), ri.Proto, auth, ri.Clients, ri.Pipeline, loop),
+		fmt.Sprintf("target    %s (%s%s%s), %d clients × pipeline %d, %s",
+			strings.Join(ri.Addrs, ","), ri.Proto, auth, routed, ri.Clients, ri.Pipeline, loop),
 		fmt.Sprintf("workload  %s on %s keys (%s), values %s B%s",
 			ri.Mix, groupDigits(int64(ri.Keys)), dist, ri.ValueSize, extra),
 		fmt.Sprintf("          prefill %s, verify %s, seed %d, timeout %s, max errors %d",

@@ -51,28 +51,31 @@ type Result struct {
 
 // RunInfo is what was run, so a pasted report describes itself.
 type RunInfo struct {
-	Addrs      []string `json:"addrs"`
-	Proto      string   `json:"proto"`
-	Auth       bool     `json:"auth,omitempty"`
-	Clients    int      `json:"clients"`
-	Pipeline   int      `json:"pipeline"`
-	Mix        string   `json:"mix"`
-	Total      int64    `json:"total,omitempty"`
-	Duration   float64  `json:"duration_seconds,omitempty"`
-	Warmup     float64  `json:"warmup_seconds"`
-	Keys       uint64   `json:"keys"`
-	Dist       string   `json:"dist"`
-	ZipfS      float64  `json:"zipf_s,omitempty"`
-	ValueSize  string   `json:"value_size"`
-	Prefill    bool     `json:"prefill"`
-	Verify     bool     `json:"verify"`
-	Seed       uint64   `json:"seed"`
-	Rate       float64  `json:"rate,omitempty"`
-	Timeout    float64  `json:"timeout_seconds"`
-	MaxErrors  int64    `json:"max_errors"`
-	BatchSize  int      `json:"batch_size,omitempty"`
-	RangeLimit int      `json:"range_limit,omitempty"`
-	GOMAXPROCS int      `json:"gomaxprocs"`
+	Addrs    []string `json:"addrs"`
+	Proto    string   `json:"proto"`
+	Auth     bool     `json:"auth,omitempty"`
+	Clients  int      `json:"clients"`
+	Pipeline int      `json:"pipeline"`
+	// Shards is the cluster's shard count when clients sent each key to
+	// its shard's leader (Config.Route); 0 when they did not.
+	Shards     int     `json:"routed_shards,omitempty"`
+	Mix        string  `json:"mix"`
+	Total      int64   `json:"total,omitempty"`
+	Duration   float64 `json:"duration_seconds,omitempty"`
+	Warmup     float64 `json:"warmup_seconds"`
+	Keys       uint64  `json:"keys"`
+	Dist       string  `json:"dist"`
+	ZipfS      float64 `json:"zipf_s,omitempty"`
+	ValueSize  string  `json:"value_size"`
+	Prefill    bool    `json:"prefill"`
+	Verify     bool    `json:"verify"`
+	Seed       uint64  `json:"seed"`
+	Rate       float64 `json:"rate,omitempty"`
+	Timeout    float64 `json:"timeout_seconds"`
+	MaxErrors  int64   `json:"max_errors"`
+	BatchSize  int     `json:"batch_size,omitempty"`
+	RangeLimit int     `json:"range_limit,omitempty"`
+	GOMAXPROCS int     `json:"gomaxprocs"`
 }
 
 // OpStats summarises one operation, or all of them.
@@ -159,6 +162,9 @@ type PrefillStats struct {
 func (r *runner) fillResult(res *Result, col *collector, cpu0, cpu1 cpuSample) {
 	cfg := &r.cfg
 	res.Run = runInfo(cfg)
+	if t := r.route.Load(); t != nil {
+		res.Run.Shards = t.shards
+	}
 	res.Errors = r.errCount.Load()
 	res.ReconnectErrors = r.reconnectErrs.Load()
 	if err := r.stopErr(); err != nil {

@@ -83,6 +83,13 @@ type runner struct {
 	// cpuStart is the process's CPU time when the measured phase's
 	// warmup ended; nil until then.
 	cpuStart atomic.Pointer[cpuSample]
+
+	// route, when the run is routed, is where each shard's leader is; a
+	// refresher replaces it now and then, and clients follow. shards[i]
+	// is the shard client i works on.
+	route      atomic.Pointer[routeTable]
+	shards     []uint64
+	routeEvery time.Duration // how often refreshRoute reads the leaders
 }
 
 // Run performs the run cfg describes and returns its result. The error is
@@ -96,7 +103,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kvbench config: %w", err)
 	}
-	r, err := newRunner(cfg)
+	var (
+		leaders *leaderSource
+		route   *routeTable
+	)
+	if routes(&cfg) {
+		// A server that cannot say who leads (standalone, older, down)
+		// is run unrouted: routing saves a hop, it is not needed.
+		var err error
+		if leaders, err = newLeaderSource(&cfg); err == nil {
+			defer leaders.close()
+			ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+			route, err = leaders.table(ctx)
+			cancel()
+		}
+		if err == nil && route != nil && route.shards > cfg.Clients {
+			err = fmt.Errorf("%d clients cannot cover %d shards", cfg.Clients, route.shards)
+		}
+		if err != nil {
+			if cfg.Logger != nil {
+				cfg.Logger.Warn("not routing to shard leaders", "err", err)
+			}
+			route = nil
+		}
+	}
+	r, err := newRunner(cfg, route)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +145,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer r.closeAll()
+	if route != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.refreshRoute(leaders)
+		}()
+		defer func() {
+			r.stopAll()
+			<-done
+		}()
+	}
 
 	res := &Result{Schema: Schema, Tool: cfg.ToolVersion, Start: started.UTC().Truncate(time.Millisecond)}
 	if cfg.Prefill {
@@ -155,7 +197,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-func newRunner(cfg Config) (*runner, error) {
+// newRunner prepares a run; route, when not nil, makes it routed.
+func newRunner(cfg Config, route *routeTable) (*runner, error) {
 	keys, err := newKeySpace(cfg.Keys, cfg.Dist, cfg.ZipfS)
 	if err != nil {
 		return nil, fmt.Errorf("kvbench config: %w", err)
@@ -165,10 +208,15 @@ func newRunner(cfg Config) (*runner, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &runner{
-		cfg:    cfg,
-		log:    log,
-		keys:   keys,
-		values: newValuePool(cfg.ValueSize, cfg.Seed),
+		cfg:        cfg,
+		log:        log,
+		keys:       keys,
+		values:     newValuePool(cfg.ValueSize, cfg.Seed),
+		routeEvery: routeRefresh,
+	}
+	if route != nil {
+		r.route.Store(route)
+		r.shards = assignShards(keys, route.shards, cfg.Clients, cfg.Seed)
 	}
 	r.stopped, r.stopAll = context.WithCancel(context.Background())
 	if cfg.Rate > 0 {
@@ -261,6 +309,29 @@ func (r *runner) closeAll() {
 		if p := c.conn.Load(); p != nil {
 			_ = (*p).Close()
 		}
+	}
+}
+
+// refreshRoute reads the shard leaders every routeEvery until the run
+// stops. A failed read keeps the table: requests sent by it are forwarded
+// by whichever node gets them.
+func (r *runner) refreshRoute(src *leaderSource) {
+	t := time.NewTicker(r.routeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stopped.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(r.stopped, r.cfg.Timeout)
+		table, err := src.table(ctx)
+		cancel()
+		if err != nil || table == nil {
+			r.log.Debug("shard leaders not refreshed", "err", err)
+			continue
+		}
+		r.route.Store(table)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kv/codec"
+	"github.com/kvstore/kv/shard"
 )
 
 // Options configures a Server; the zero value is a well-behaved server.
@@ -37,6 +38,14 @@ type Options struct {
 	// Fail, when set, is called with each request's command; a non-empty
 	// result is sent as an error reply instead of executing it.
 	Fail func(cmd string) string
+	// Cluster, when set, makes the server answer CLUSTER_STATUS and
+	// CLUSTER_LEADER|key as a member of a cluster whose shard leaders
+	// (client addresses, shard s at index s-1; "" for none) Cluster
+	// returns when asked. Keys map to shards by shard.Of.
+	Cluster func() []string
+	// Key, when set, is called with the command and key of every PUT,
+	// GET and DELETE (pipe protocol) before it runs.
+	Key func(cmd string, key []byte)
 	// MeasureCPU pins each connection to an OS thread and adds the
 	// thread's CPU time to CPU when the connection ends (Linux only).
 	MeasureCPU bool
@@ -258,9 +267,17 @@ func (s *Server) execute(out []byte, resp bool, args [][]byte, authed *bool) ([]
 			return reply(out, resp, kindError, []byte(msg), 0), false
 		}
 	}
+	if s.opts.Key != nil && len(args) >= 2 && (cmd == "PUT" || cmd == "GET" || cmd == "DELETE") {
+		s.opts.Key(cmd, args[1])
+	}
 	switch cmd {
 	case "PING":
 		return reply(out, resp, kindPong, nil, 0), false
+	case "CLUSTER_STATUS", "CLUSTER_LEADER":
+		if s.opts.Cluster == nil || resp {
+			break
+		}
+		return s.cluster(out, args), false
 	case "PUT", "SET":
 		if len(args) != 3 {
 			break
@@ -299,7 +316,29 @@ func (s *Server) execute(out []byte, resp bool, args [][]byte, authed *bool) ([]
 	default:
 		return reply(out, resp, kindError, []byte("unknown command '"+cmd+"'"), 0), false
 	}
+	if cmd == "CLUSTER_STATUS" || cmd == "CLUSTER_LEADER" {
+		return reply(out, resp, kindError, []byte("unknown command '"+cmd+"'"), 0), false
+	}
 	return reply(out, resp, kindError, []byte(errWrongArgs.Error()+" for '"+cmd+"'"), 0), false
+}
+
+// cluster answers CLUSTER_STATUS and CLUSTER_LEADER from Options.Cluster.
+func (s *Server) cluster(out []byte, args [][]byte) []byte {
+	leaders := s.opts.Cluster()
+	n := strconv.Itoa(len(leaders))
+	if string(args[0]) == "CLUSTER_STATUS" {
+		return codec.AppendPipeStrings(out, "CLUSTER_STATUS", "mode=cluster", "state=healthy", "node_id=1",
+			"nodes=3", "nodes_up=3", "shards="+n, "shards_with_leader="+n)
+	}
+	var key []byte
+	if len(args) > 1 {
+		key = args[1]
+	}
+	sh := shard.Of(key, len(leaders))
+	if leaders[sh-1] == "" {
+		return codec.AppendPipeStrings(out, "ERROR", "cluster unavailable: no leader for shard "+strconv.FormatUint(sh, 10))
+	}
+	return codec.AppendPipeStrings(out, "CLUSTER_LEADER", "id="+strconv.FormatUint(sh, 10)+",client="+leaders[sh-1])
 }
 
 // upperASCII appends b upper-cased to dst.

@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		password  = fs.String("a", "", "`password` sent with AUTH on every connection")
 		clients   = fs.Int("clients", def.Clients, "TCP connections, one goroutine each")
 		pipeline  = fs.Int("pipeline", def.Pipeline, "requests in flight per connection")
+		route     = fs.Bool("route", def.Route, "with several addresses of a cluster: send every key to its shard's leader (each client works on one shard and connects to its leader); false: clients spread over the addresses, nodes forward")
 		ops       = fs.String("ops", "put,get", "operation mix: put,get (equal) or weighted put=1,get=9; also delete, range, batch, ping")
 		total     = fs.Int64("n", 0, "measure this many requests (with no -duration given, run until done)")
 		duration  = fs.Duration("duration", def.Duration, "measured run time")
@@ -101,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.Password = *password
 	cfg.Clients = *clients
 	cfg.Pipeline = *pipeline
+	cfg.Route = *route
 	cfg.Total = *total
 	cfg.Duration = *duration
 	if *total > 0 && !set["duration"] {
