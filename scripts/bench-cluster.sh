@@ -3,7 +3,8 @@
 #   1. a three-member etcd cluster (Debian's etcd-server) measured with
 #      etcd's own tool, `etcdctl check perf --load=xl` (the anchor);
 #   2. the three-node kvserver cluster (conf/node{1,2,3}.toml layout, fresh
-#      data under a temp dir) with `kvbench -clients 512 -ops put,get`;
+#      data under a temp dir) with `kvbench -clients 512 -ops put,get`, keys
+#      sent to their shard's leader (-route, the default), then put without;
 #   3. one standalone kvserver (sync = always) with the same kvbench load.
 # TLS=1 runs the cluster with mutual TLS on the raft port (certificates
 # from scripts/peer-certs.sh).
@@ -54,9 +55,12 @@ for _ in $(seq 150); do
     && ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
   sleep 0.2
 done
-for ops in put put,get; do
-  echo "-- -ops $ops"
-  ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops $ops -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^   op/,/^client/p'
+# kvbench sends each key to its shard's leader (-route, the default); the
+# last run is without, each client on one node and the nodes forwarding.
+for run in "put true" "put,get true" "put false"; do
+  set -- $run
+  echo "-- -ops $1 -route=$2"
+  ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops $1 -route=$2 -duration "$DUR" -warmup 3s 2>/dev/null | sed -n '/^target/p;/^   op/,/^client/p'
 done
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 
