@@ -169,6 +169,8 @@ func TestClusterReplicationFailoverRestart(t *testing.T) {
 		}
 	}
 
+	checkRouting(t, c)
+
 	// Kill -9 the leader of the empty key's shard while writers run.
 	leader := leaderID(t, c.nodes[1])
 	stop := make(chan struct{})
