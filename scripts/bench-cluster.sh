@@ -55,6 +55,15 @@ for _ in $(seq 150); do
     && ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
   sleep 0.2
 done
+# Measure a settled cluster: the leader balancer (cluster.balance_leaders)
+# starts moving leaders 20 s after the cluster is healthy, and a move costs
+# a stall of up to an election timeout, so wait (up to 60 s) until no node
+# leads more than its share, ceil(8/3) = 3 of the sample's 8 shards.
+for _ in $(seq 120); do
+  led=$(for a in 9080 9081 9082; do curl -s "127.0.0.1:$a/metrics" | awk '$1=="kv_cluster_shards_led"{print $2}'; done | sort -n | tail -1)
+  [ -n "$led" ] && [ "$led" -le 3 ] && break
+  sleep 0.5
+done
 # kvbench sends each key to its shard's leader (-route, the default); the
 # last run is without, each client on one node and the nodes forwarding.
 for run in "put true" "put,get true" "put false"; do
