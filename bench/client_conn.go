@@ -78,7 +78,7 @@ func (c *client) leaderAddr() string {
 		return ""
 	}
 	t := c.r.route.Load()
-	if i := t.lanes[c.shard-1]; i >= 0 && c.r.cfg.Addrs[i] != c.addr {
+	if i := t.leader[c.shard-1]; i >= 0 && c.r.cfg.Addrs[i] != c.addr {
 		return c.r.cfg.Addrs[i]
 	}
 	return ""

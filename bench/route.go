@@ -26,16 +26,16 @@ const pickTries = 1000
 // routeTable says which of Config.Addrs leads each shard.
 type routeTable struct {
 	shards int
-	lanes  []int // per shard (shard s at s-1): index into Config.Addrs, or -1
+	leader []int // per shard (shard s at s-1): index into Config.Addrs, or -1
 }
 
 // newRouteTable matches leaders (client addresses per shard, as
 // client.ShardLeaders returns them) to addrs. A leader not among addrs
 // (another spelling of the address, a member not given) maps to -1.
 func newRouteTable(leaders, addrs []string) *routeTable {
-	t := &routeTable{shards: len(leaders), lanes: make([]int, len(leaders))}
+	t := &routeTable{shards: len(leaders), leader: make([]int, len(leaders))}
 	for s, l := range leaders {
-		t.lanes[s] = slices.Index(addrs, l)
+		t.leader[s] = slices.Index(addrs, l)
 	}
 	return t
 }

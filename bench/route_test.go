@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,19 +204,7 @@ func TestRefreshRouteFollowsLeaders(t *testing.T) {
 	addrs := fc.addrs()
 	cfg := testConfig(t, "", ProtoPipe)
 	cfg.Addrs = addrs
-	src, err := newLeaderSource(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.close()
-	table, err := src.table(context.Background())
-	if err != nil || table == nil {
-		t.Fatalf("table: %v, %v", table, err)
-	}
-	r, err := newRunner(cfg, table)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, src := routedRunner(t, cfg)
 	r.routeEvery = 10 * time.Millisecond
 	done := make(chan struct{})
 	go func() {
@@ -227,19 +216,12 @@ func TestRefreshRouteFollowsLeaders(t *testing.T) {
 		<-done
 	}()
 	fc.set(func(int) string { return addrs[2] }, 4) // all four shards move to the third node
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		t := r.route.Load()
-		if t.lanes[0] == 2 && t.lanes[1] == 2 && t.lanes[2] == 2 && t.lanes[3] == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			break
-		}
+	want := []int{2, 2, 2, 2}
+	for deadline := time.Now().Add(5 * time.Second); !slices.Equal(r.route.Load().leader, want) && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if got := r.route.Load().lanes; got[0] != 2 || got[1] != 2 || got[2] != 2 || got[3] != 2 {
-		t.Fatalf("table %v after the leaders moved to node 3, want [2 2 2 2]", got)
+	if got := r.route.Load().leader; !slices.Equal(got, want) {
+		t.Fatalf("table %v after the leaders moved to node 3, want %v", got, want)
 	}
 }
 
@@ -252,19 +234,7 @@ func TestClientFollowsItsLeader(t *testing.T) {
 	cfg := testConfig(t, "", ProtoPipe)
 	cfg.Addrs = addrs
 	cfg.Clients = 2
-	src, err := newLeaderSource(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.close()
-	table, err := src.table(context.Background())
-	if err != nil || table == nil {
-		t.Fatalf("table: %v, %v", table, err)
-	}
-	r, err := newRunner(cfg, table)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, src := routedRunner(t, cfg)
 	if err := r.connectAll(); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +244,8 @@ func TestClientFollowsItsLeader(t *testing.T) {
 		t.Fatalf("client of shard %d on %s, want its leader %s", c.shard, c.addr, addrs[0])
 	}
 	fc.set(func(int) string { return addrs[1] }, 2)
-	if table, err = src.table(context.Background()); err != nil {
+	table, err := src.table(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	r.route.Store(table)
@@ -296,4 +267,24 @@ func TestClientFollowsItsLeader(t *testing.T) {
 	if rep, err := c.roundTrip(c.getConn()); err != nil || rep.kind != replyPong {
 		t.Fatalf("ping over the new connection: %v, %v", rep, err)
 	}
+}
+
+// routedRunner is a runner for cfg routed by what the servers say, and the
+// source it asked (closed when the test ends).
+func routedRunner(t *testing.T, cfg Config) (*runner, *leaderSource) {
+	t.Helper()
+	src, err := newLeaderSource(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.close)
+	table, err := src.table(context.Background())
+	if err != nil || table == nil {
+		t.Fatalf("table: %v, %v", table, err)
+	}
+	r, err := newRunner(cfg, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, src
 }

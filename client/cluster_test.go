@@ -2,18 +2,14 @@ package client
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/kvstore/kv/certs"
-	"github.com/kvstore/kv/certs/certstest"
 	"github.com/kvstore/kv/shard"
 )
 
@@ -155,21 +151,14 @@ func TestClusterLeaderDown(t *testing.T) {
 	l.leaders[1] = dead // shard 2: a leader that no longer listens
 	setLayout(s, l)
 	c := dialClusterT(t, []string{dead, s[1].addr(), s[0].addr()}, ClusterOptions{Refresh: -1})
-	ctx := context.Background()
-	for i := range 100 {
-		key := fmt.Appendf(nil, "key:%d", i)
-		want := leaderIndex(s, l, key)
-		if want < 0 {
-			want = 1
-		}
-		landsOn(t, s, want, "PUT", func() error { return c.Put(ctx, key, []byte("v")) })
-	}
+	putsLand(t, s, l, c, 1)
 
 	// Node 3, leader of shards 3 and 4, stops: once the client would
 	// notice (an idle connection is probed before reuse after
 	// livenessAfter), its keys go to node 2, the first seed up.
 	s[2].close()
 	time.Sleep(2 * livenessAfter)
+	ctx := context.Background()
 	for i := range 100 {
 		key := fmt.Appendf(nil, "key:%d", i)
 		want := leaderIndex(s, l, key)
@@ -189,15 +178,7 @@ func TestClusterNoLeader(t *testing.T) {
 	if got := c.Leaders(); !slices.Equal(got, l.leaders) {
 		t.Fatalf("Leaders = %q, want %q", got, l.leaders)
 	}
-	ctx := context.Background()
-	for i := range 100 {
-		key := fmt.Appendf(nil, "key:%d", i)
-		want := leaderIndex(s, l, key)
-		if want < 0 {
-			want = 1
-		}
-		landsOn(t, s, want, "PUT", func() error { return c.Put(ctx, key, []byte("v")) })
-	}
+	putsLand(t, s, l, c, 1)
 }
 
 // TestClusterNoResend: a request that reached the leader is never sent to
@@ -350,26 +331,11 @@ func TestClusterConcurrent(t *testing.T) {
 // TestClusterTLS: the nodes announce their plain client ports, so with
 // Options.TLS no request goes to a leader; all go to the seeds, over TLS.
 func TestClusterTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := certstest.NewCA(t, dir)
-	cert, key := ca.Issue(t, dir, "server", 2)
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := serveFake(t, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}}), "")
+	seed, clientTLS := tlsFake(t)
 	plain := newFakeServer(t, "")
 	l := fakeLayout{leaders: []string{plain.addr(), plain.addr()}, nodes: []string{plain.addr()}}
 	setLayout([]*fakeServer{seed, plain}, l)
-	pool, err := certs.LoadPool(ca.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := dialClusterT(t, []string{seed.addr()}, ClusterOptions{Refresh: -1, Options: Options{TLS: &tls.Config{RootCAs: pool}}})
+	c := dialClusterT(t, []string{seed.addr()}, ClusterOptions{Refresh: -1, Options: Options{TLS: clientTLS}})
 	if got := c.Leaders(); !slices.Equal(got, l.leaders) {
 		t.Fatalf("Leaders = %q, want %q", got, l.leaders)
 	}
@@ -418,5 +384,20 @@ func TestClusterTimeoutBoundsCall(t *testing.T) {
 	}
 	if c.moveOn(context.Background(), time.Now().Add(-time.Second), c.seeds[0], notSent) {
 		t.Fatal("a request whose Timeout has passed moves on")
+	}
+}
+
+// putsLand puts 100 keys through c and checks each lands on its shard's
+// leader in l, or on server fallback when the shard has none.
+func putsLand(t *testing.T, s []*fakeServer, l fakeLayout, c *Cluster, fallback int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range 100 {
+		key := fmt.Appendf(nil, "key:%d", i)
+		want := leaderIndex(s, l, key)
+		if want < 0 {
+			want = fallback
+		}
+		landsOn(t, s, want, "PUT", func() error { return c.Put(ctx, key, []byte("v")) })
 	}
 }

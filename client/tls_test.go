@@ -16,23 +16,8 @@ import (
 // certificate against the address it dials, and redials a pooled
 // connection the server has closed.
 func TestTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := certstest.NewCA(t, dir)
-	cert, key := ca.Issue(t, dir, "server", 2)
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := serveFake(t, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}}), "")
-	pool, err := certs.LoadPool(ca.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := dialT(t, s, Options{TLS: &tls.Config{RootCAs: pool}, PoolSize: 1})
+	s, clientTLS := tlsFake(t)
+	c := dialT(t, s, Options{TLS: clientTLS, PoolSize: 1})
 	ctx := context.Background()
 	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
@@ -61,4 +46,27 @@ func TestTLS(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "TLS handshake") {
 		t.Fatalf("client of another CA: %v", err)
 	}
+}
+
+// tlsFake is a fake server behind TLS with a certificate for 127.0.0.1
+// from a new CA, and a client configuration that trusts that CA.
+func tlsFake(t *testing.T) (*fakeServer, *tls.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, dir)
+	cert, key := ca.Issue(t, dir, "server", 2)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveFake(t, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}}), "")
+	pool, err := certs.LoadPool(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, &tls.Config{RootCAs: pool}
 }

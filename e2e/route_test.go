@@ -61,4 +61,3 @@ func checkRouting(t *testing.T, c *testCluster) {
 		t.Errorf("kvbench did not route:\n%s", out)
 	}
 }
-
