@@ -35,6 +35,11 @@ func (c *client) reconnect(cause error) bool {
 			c.abandonSchedule() // the requests due while it was down were never sent
 			return false
 		}
+		if a := c.leaderAddr(); a != "" {
+			// Routed, and the shard has a new leader (the old one
+			// failed, most likely): go there, not back to the old one.
+			c.addr, c.moveTo = a, ""
+		}
 		conn, err := c.connect()
 		if err == nil {
 			c.conn.Store(&conn)

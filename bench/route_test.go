@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -287,4 +288,33 @@ func routedRunner(t *testing.T, cfg Config) (*runner, *leaderSource) {
 		t.Fatal(err)
 	}
 	return r, src
+}
+
+// A routed client that lost its server reconnects to its shard's new
+// leader, not to the server it lost: a failover moves clients with it.
+func TestClientReconnectsToNewLeader(t *testing.T) {
+	fc := startFakeCluster(t, 2)
+	addrs := fc.addrs()
+	fc.set(func(int) string { return addrs[0] }, 2)
+	cfg := testConfig(t, "", ProtoPipe)
+	cfg.Addrs = addrs
+	cfg.Clients = 2
+	r, src := routedRunner(t, cfg)
+	if err := r.connectAll(); err != nil {
+		t.Fatal(err)
+	}
+	defer r.closeAll()
+	c := r.clients[0]
+	fc.srvs[0].Close() // the leader dies; its shards move to the second server
+	fc.set(func(int) string { return addrs[1] }, 2)
+	table, err := src.table(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.route.Store(table)
+	r.base = time.Now()
+	c.startPhase(phase{depth: 1, endNs: int64(time.Minute)})
+	if ok := c.reconnect(errors.New("read: connection reset")); !ok || c.addr != addrs[1] {
+		t.Fatalf("reconnect = %v, on %s; want a connection to the new leader %s (errors: %v)", ok, c.addr, addrs[1], r.firstErrs)
+	}
 }
