@@ -2,8 +2,9 @@
 # Alternating A/B of kvserver builds on the three-node sample layout: for
 # each of PAIRS rounds, every binary given runs in turn on fresh data
 # (conf/node{1,2,3}.toml, data under a temp dir) under
-# `kvbench -clients $CLIENTS -ops put` against all three nodes. Per run it
-# prints puts/s, p99, the nodes' CPU per put (from /proc/PID/stat over 8 s
+# `kvbench -clients $CLIENTS -ops $OPS` (default put) against all three
+# nodes. Per run it prints puts/s (and gets/s), the puts' p99, the nodes'
+# CPU per request (from /proc/PID/stat over 8 s
 # of the run, seconds 4-12 after the start, so DURATION is at least 12s)
 # and raft-log fsyncs per second per node. On a noisy machine, compare
 # medians of many pairs, not single runs.
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 KVSERVER_BINARY..." >&2; exit 2; }
 PAIRS=${PAIRS:-5}
 CLIENTS=${CLIENTS:-512}
+OPS=${OPS:-put}
 DURATION=${DURATION:-12s}
 case "$DURATION" in
   [0-9]*s) [ "${DURATION%s}" -ge 12 ] || { echo "DURATION must be at least 12s" >&2; exit 2; } ;;
@@ -59,7 +61,7 @@ run() { # binary
       ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
     sleep 0.2
   done
-  ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops put \
+  ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops "$OPS" \
     -duration "$DURATION" -warmup 2s >"$work/out" 2>&1 &
   local bp=$! c0 c1 s0 s1
   sleep 4
@@ -70,9 +72,12 @@ run() { # binary
   local fsyncs
   fsyncs=$(paste <(echo "$s0") <(echo "$s1") | awk '{printf "%.0f ", ($2-$1)/8}')
   # kvbench's table: op count errors ops/s mean p50 p90 p99 ...
+  # Node CPU is per request of any kind (the "all" row).
   awk -v name="$(basename "$1")" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v fs="$fsyncs" '
-    $1 == "put" { n = $4; gsub(",", "", n)
-      printf "%-16s %8s puts/s  p99 %7s ms  node CPU %5.1f us/put  fsyncs/s per node %s\n", name, $4, $8, t * 1e6 / hz / 8 / n, fs }
+    $1 == "put" { puts = $4; p99 = $8 }
+    $1 == "get" { gets = "  " $4 " gets/s" }
+    $1 == "all" { n = $4; gsub(",", "", n)
+      printf "%-16s %8s puts/s%s  put p99 %7s ms  node CPU %5.1f us/op  fsyncs/s per node %s\n", name, puts, gets, p99, t * 1e6 / hz / 8 / n, fs }
   ' "$work/out"
   grep -q '^  put' "$work/out" || { echo "$(basename "$1"): kvbench failed:"; tail -3 "$work/out"; }
   cleanup
