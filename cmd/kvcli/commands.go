@@ -38,7 +38,7 @@ var commands = []command{
 	{"ping", "", "check the server answers", 0, 0, runPing},
 	{"range", "start end [limit]", "list pairs with start <= key < end (end \"\" = no bound)", 2, 3, runRange},
 	{"batch", "key value [key value ...]", "store several pairs atomically", 2, -1, runBatch},
-	{"cluster", "status | nodes | leader [key] | remove id | check", "cluster state, membership and replica consistency", 1, 2, runCluster},
+	{"cluster", "status | nodes | leader [key] | shards | remove id | check", "cluster state, membership, leaders and replica consistency", 1, 2, runCluster},
 	{"auth", "password", "authenticate: every connection uses password from now on", 1, 1, runAuth},
 	{"raw", "FIELD [FIELD ...]", "send one pipe-protocol request as is, print the reply's fields as is", 1, -1, runRaw},
 }
@@ -199,7 +199,7 @@ func runBatch(ctx context.Context, c *client.Client, args []string, w io.Writer,
 
 func checkCluster(args []string) error {
 	switch strings.ToLower(args[0]) {
-	case "status", "nodes", "check":
+	case "status", "nodes", "shards", "check":
 		if len(args) == 1 {
 			return nil
 		}
@@ -211,7 +211,7 @@ func checkCluster(args []string) error {
 			return err
 		}
 	}
-	return &usageError{"usage: cluster status | nodes | leader [key] | remove id | check"}
+	return &usageError{"usage: cluster status | nodes | leader [key] | shards | remove id | check"}
 }
 
 // nodeID parses the node id argument of cluster remove; node ids start at 1.
@@ -276,6 +276,21 @@ func runCluster(ctx context.Context, c *client.Client, args []string, w io.Write
 		}
 		_, err = fmt.Fprintln(w, leader)
 		return err
+	case "shards":
+		// Where each shard's writes go: what client.Cluster routes by.
+		leaders, err := c.ShardLeaders(ctx)
+		if err != nil {
+			return err
+		}
+		for i, l := range leaders {
+			if l == "" {
+				l = "none"
+			}
+			if _, err := fmt.Fprintf(w, "shard=%d,leader=%s\n", i+1, l); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "remove":
 		id, err := nodeID(args[1])
 		if err != nil {

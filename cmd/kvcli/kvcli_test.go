@@ -58,6 +58,7 @@ func TestOneShotCommands(t *testing.T) {
 		{[]string{"cluster", "nodes"}, 0, "id=1,client=127.0.0.1:8080,raft=,state=up\n", "", []string{"CLUSTER_NODES"}},
 		{[]string{"cluster", "leader"}, 0, "id=1,client=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER"}},
 		{[]string{"cluster", "leader", "k|x"}, 0, "id=1,client=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER", "k|x"}},
+		{[]string{"cluster", "shards"}, 0, "shard=1,leader=127.0.0.1:8080\n", "", []string{"CLUSTER_LEADER", "0"}},
 		{[]string{"cluster", "remove", "3"}, 0, "OK\n", "", []string{"CLUSTER_REMOVE", "3"}},
 		// A shard not shown consistent is an error: exit 2, after every line.
 		{[]string{"cluster", "check"}, 2, "shard=1,index=9,state=consistent,keys=3,nodes=1:aa/2:aa\nshard=2,index=8,state=inconsistent,keys=4,nodes=1:bb/2:cc\n",
