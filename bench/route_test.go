@@ -229,27 +229,12 @@ func TestRefreshRouteFollowsLeaders(t *testing.T) {
 // A client whose shard's leader moved finishes what it has in flight,
 // then connects to the new leader.
 func TestClientFollowsItsLeader(t *testing.T) {
-	fc := startFakeCluster(t, 2)
+	fc, r, c := firstLedRun(t)
 	addrs := fc.addrs()
-	fc.set(func(int) string { return addrs[0] }, 2)
-	cfg := testConfig(t, "", ProtoPipe)
-	cfg.Addrs = addrs
-	cfg.Clients = 2
-	r, src := routedRunner(t, cfg)
-	if err := r.connectAll(); err != nil {
-		t.Fatal(err)
-	}
-	defer r.closeAll()
-	c := r.clients[0]
 	if c.addr != addrs[0] {
 		t.Fatalf("client of shard %d on %s, want its leader %s", c.shard, c.addr, addrs[0])
 	}
-	fc.set(func(int) string { return addrs[1] }, 2)
-	table, err := src.table(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.route.Store(table)
+	moveLeaders(t, fc, r, 1)
 	r.remaining.Store(100)
 	c.startPhase(phase{depth: 2})
 	c.n = 1 // a request in flight: the move waits for it
@@ -293,28 +278,49 @@ func routedRunner(t *testing.T, cfg Config) (*runner, *leaderSource) {
 // A routed client that lost its server reconnects to its shard's new
 // leader, not to the server it lost: a failover moves clients with it.
 func TestClientReconnectsToNewLeader(t *testing.T) {
+	fc, r, c := firstLedRun(t)
+	addrs := fc.addrs()
+	fc.srvs[0].Close() // the leader dies; its shards move to the second server
+	moveLeaders(t, fc, r, 1)
+	r.base = time.Now()
+	c.startPhase(phase{depth: 1, endNs: int64(time.Minute)})
+	if ok := c.reconnect(errors.New("read: connection reset")); !ok || c.addr != addrs[1] {
+		t.Fatalf("reconnect = %v, on %s; want a connection to the new leader %s (errors: %v)", ok, c.addr, addrs[1], r.firstErrs)
+	}
+}
+
+// firstLedRun is a routed runner, connected, against a fake cluster of
+// two shards both led by its first member, and the runner's first client.
+func firstLedRun(t *testing.T) (*fakeCluster, *runner, *client) {
+	t.Helper()
 	fc := startFakeCluster(t, 2)
 	addrs := fc.addrs()
 	fc.set(func(int) string { return addrs[0] }, 2)
 	cfg := testConfig(t, "", ProtoPipe)
 	cfg.Addrs = addrs
 	cfg.Clients = 2
-	r, src := routedRunner(t, cfg)
+	r, _ := routedRunner(t, cfg)
 	if err := r.connectAll(); err != nil {
 		t.Fatal(err)
 	}
-	defer r.closeAll()
-	c := r.clients[0]
-	fc.srvs[0].Close() // the leader dies; its shards move to the second server
-	fc.set(func(int) string { return addrs[1] }, 2)
+	t.Cleanup(r.closeAll)
+	return fc, r, r.clients[0]
+}
+
+// moveLeaders makes member i lead every shard and gives r the table that
+// says so, as its refresher would.
+func moveLeaders(t *testing.T, fc *fakeCluster, r *runner, i int) {
+	t.Helper()
+	to := fc.addrs()[i]
+	fc.set(func(int) string { return to }, len(fc.layout()))
+	src, err := newLeaderSource(&r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.close()
 	table, err := src.table(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.route.Store(table)
-	r.base = time.Now()
-	c.startPhase(phase{depth: 1, endNs: int64(time.Minute)})
-	if ok := c.reconnect(errors.New("read: connection reset")); !ok || c.addr != addrs[1] {
-		t.Fatalf("reconnect = %v, on %s; want a connection to the new leader %s (errors: %v)", ok, c.addr, addrs[1], r.firstErrs)
-	}
 }
