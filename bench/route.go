@@ -46,6 +46,27 @@ func routes(cfg *Config) bool {
 	return cfg.Route && cfg.Proto == ProtoPipe && len(cfg.Addrs) > 1
 }
 
+// findLeaders returns, when cfg asks for routing, where the shard leaders
+// are and the source to read them again from (to close after the run).
+// The table is nil when the run is not routed; the error says why when
+// routing was asked for and cannot be done.
+func findLeaders(ctx context.Context, cfg *Config) (*leaderSource, *routeTable, error) {
+	if !routes(cfg) {
+		return nil, nil, nil
+	}
+	src, err := newLeaderSource(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	table, err := src.table(ctx)
+	if err == nil && table != nil && table.shards > cfg.Clients {
+		table, err = nil, fmt.Errorf("%d clients cannot cover %d shards", cfg.Clients, table.shards)
+	}
+	return src, table, err
+}
+
 // leaderSource reads shard leaders from the run's servers.
 type leaderSource struct {
 	c     *kvclient.Client

@@ -103,33 +103,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kvbench config: %w", err)
 	}
-	var (
-		leaders *leaderSource
-		route   *routeTable
-	)
-	if routes(&cfg) {
-		// A server that cannot say who leads (standalone, older, down)
-		// is run unrouted: routing saves a hop, it is not needed.
-		var err error
-		if leaders, err = newLeaderSource(&cfg); err == nil {
-			defer leaders.close()
-			ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-			route, err = leaders.table(ctx)
-			cancel()
-		}
-		if err == nil && route != nil && route.shards > cfg.Clients {
-			err = fmt.Errorf("%d clients cannot cover %d shards", cfg.Clients, route.shards)
-		}
-		if err != nil {
-			if cfg.Logger != nil {
-				cfg.Logger.Warn("not routing to shard leaders", "err", err)
-			}
-			route = nil
-		}
+	leaders, route, routeErr := findLeaders(ctx, &cfg)
+	if leaders != nil {
+		defer leaders.close()
 	}
 	r, err := newRunner(cfg, route)
 	if err != nil {
 		return nil, err
+	}
+	if routeErr != nil {
+		// A server that cannot say who leads (standalone, older, down)
+		// is run unrouted: routing saves a hop, it is not needed.
+		r.log.Warn("not routing to shard leaders", "err", routeErr)
 	}
 	defer r.stopAll()
 	started := time.Now()
