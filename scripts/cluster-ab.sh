@@ -5,8 +5,10 @@
 # `kvbench -clients $CLIENTS -ops $OPS` (default put) against all three
 # nodes. Per run it prints puts/s (and gets/s), the puts' p99, the nodes'
 # CPU per request (from /proc/PID/stat over 8 s
-# of the run, seconds 4-12 after the start, so DURATION is at least 12s)
-# and raft-log fsyncs per second per node. On a noisy machine, compare
+# of the run, seconds 4-12 after the start, so DURATION is at least 12s),
+# loopback TCP segments per request (/proc/net/snmp, the same 8 s: client
+# requests and replies, raft messages, their acknowledgements) and raft-log
+# fsyncs per second per node. On a noisy machine, compare
 # medians of many pairs, not single runs.
 #
 #   bash scripts/cluster-ab.sh /tmp/kv-old /tmp/kv-new        # PAIRS=5
@@ -42,6 +44,9 @@ node_cpu() { # clock ticks used by the nodes so far
   for p in "${pids[@]}"; do c=$((c + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
   echo "$c"
 }
+segs() { # TCP segments sent so far, all of loopback (the nodes' and kvbench's)
+  awk '/^Tcp:/ { n++ } /^Tcp:/ && n == 2 { print $12 }' /proc/net/snmp
+}
 syncs() { # raft-log fsyncs so far, one line per node
   local p
   for p in 0 1 2; do curl -s "127.0.0.1:908$p/metrics" | awk '$1=="kv_raft_log_syncs_total"{print $2}'; done
@@ -65,19 +70,19 @@ run() { # binary
     -duration "$DURATION" -warmup 2s >"$work/out" 2>&1 &
   local bp=$! c0 c1 s0 s1
   sleep 4
-  c0=$(node_cpu); s0=$(syncs)
+  c0=$(node_cpu); s0=$(syncs); g0=$(segs)
   sleep 8
-  c1=$(node_cpu); s1=$(syncs)
+  c1=$(node_cpu); s1=$(syncs); g1=$(segs)
   wait "$bp" || true
   local fsyncs
   fsyncs=$(paste <(echo "$s0") <(echo "$s1") | awk '{printf "%.0f ", ($2-$1)/8}')
   # kvbench's table: op count errors ops/s mean p50 p90 p99 ...
   # Node CPU is per request of any kind (the "all" row).
-  awk -v name="$(basename "$1")" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v fs="$fsyncs" '
+  awk -v name="$(basename "$1")" -v t=$((c1 - c0)) -v g=$((g1 - g0)) -v hz="$(getconf CLK_TCK)" -v fs="$fsyncs" '
     $1 == "put" { puts = $4; p99 = $8 }
     $1 == "get" { gets = "  " $4 " gets/s" }
     $1 == "all" { n = $4; gsub(",", "", n)
-      printf "%-16s %8s puts/s%s  put p99 %7s ms  node CPU %5.1f us/op  fsyncs/s per node %s\n", name, puts, gets, p99, t * 1e6 / hz / 8 / n, fs }
+      printf "%-16s %8s puts/s%s  put p99 %7s ms  node CPU %5.1f us/op  TCP segments/op %4.2f  fsyncs/s per node %s\n", name, puts, gets, p99, t * 1e6 / hz / 8 / n, g / 8 / n, fs }
   ' "$work/out"
   grep -q '^  put' "$work/out" || { echo "$(basename "$1"): kvbench failed:"; tail -3 "$work/out"; }
   cleanup
