@@ -2,35 +2,12 @@ package cluster
 
 import (
 	"bytes"
-	"hash/fnv"
 	"strings"
 	"testing"
 
 	"github.com/kvstore/kv/lsm"
 	"github.com/kvstore/kv/store"
 )
-
-func TestShardOfIsFNV1a(t *testing.T) {
-	for _, key := range []string{"", "a", "key:000123", "\x00\xff", "some longer key with spaces"} {
-		h := fnv.New64a()
-		h.Write([]byte(key))
-		for _, shards := range []int{1, 3, 8, 64} {
-			want := h.Sum64()%uint64(shards) + 1
-			if shards == 1 {
-				want = 1
-			}
-			if got := shardOf([]byte(key), shards); got != want {
-				t.Errorf("shardOf(%q, %d) = %d, want %d", key, shards, got, want)
-			}
-		}
-	}
-	// Pinned values: the mapping is part of the on-disk format.
-	for key, want := range map[string]uint64{"a": 5, "b": 6, "foo": 8, "key:1": 2} {
-		if got := shardOf([]byte(key), 8); got != want {
-			t.Errorf("shardOf(%q, 8) = %d, want %d (the key-to-shard mapping changed)", key, got, want)
-		}
-	}
-}
 
 func TestBatchMerger(t *testing.T) {
 	b1 := lsm.NewBatch()

@@ -10,13 +10,19 @@ import (
 // Of is FNV-1a-64 mod shards plus one, as documented: any client can
 // compute it with its language's FNV-1a.
 func TestOfIsFNV1a(t *testing.T) {
-	for _, shards := range []int{2, 3, 8, 64} {
-		for i := range 1000 {
-			key := []byte("key:" + strconv.Itoa(i))
+	keys := []string{"", "a", "key:000123", "\x00\xff", "some longer key with spaces"}
+	for i := range 1000 {
+		keys = append(keys, "key:"+strconv.Itoa(i))
+	}
+	for _, shards := range []int{1, 2, 3, 8, 64} {
+		for _, key := range keys {
 			h := fnv.New64a()
-			h.Write(key)
+			h.Write([]byte(key))
 			want := h.Sum64()%uint64(shards) + 1
-			if got := Of(key, shards); got != want {
+			if shards == 1 {
+				want = 1
+			}
+			if got := Of([]byte(key), shards); got != want {
 				t.Fatalf("Of(%q, %d) = %d, want %d", key, shards, got, want)
 			}
 		}
@@ -31,7 +37,8 @@ func TestOfIsStable(t *testing.T) {
 		shards int
 		want   uint64
 	}{
-		{"", 8, 6}, {"a", 8, 5}, {"key:000000000001", 8, 6}, {"x", 1, 1}, {"x", 0, 1},
+		{"", 8, 6}, {"a", 8, 5}, {"b", 8, 6}, {"foo", 8, 8}, {"key:1", 8, 2},
+		{"key:000000000001", 8, 6}, {"x", 1, 1}, {"x", 0, 1},
 	} {
 		if got := Of([]byte(c.key), c.shards); got != c.want {
 			t.Errorf("Of(%q, %d) = %d, want %d", c.key, c.shards, got, c.want)
