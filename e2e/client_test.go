@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -89,10 +88,7 @@ func TestGoClientAgainstServer(t *testing.T) {
 // TestKvcliAgainstServer runs the kvcli binary: outputs and exit codes.
 func TestKvcliAgainstServer(t *testing.T) {
 	n := startNode(t, "", "")
-	bin := filepath.Join(t.TempDir(), "kvcli")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kvcli").CombinedOutput(); err != nil {
-		t.Fatalf("build kvcli: %v\n%s", err, out)
-	}
+	bin := toolBin(t, "kvcli")
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(bin, append([]string{"-addr", n.addr}, args...)...)
 		out, err := cmd.CombinedOutput()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +17,13 @@ import (
 	"github.com/kvstore/kv/internal/loopback"
 )
 
-var kvserverBin string
+var (
+	kvserverBin string
+	binDir      string // where TestMain and toolBin put the binaries
+
+	toolsMu sync.Mutex
+	tools   = map[string]string{} // command name -> built binary
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kv-e2e-bin")
@@ -24,6 +31,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	binDir = dir
 	kvserverBin = filepath.Join(dir, "kvserver")
 	build := exec.Command("go", "build", "-o", kvserverBin, "../cmd/kvserver")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -34,6 +42,23 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// toolBin returns the path of cmd/name (kvcli, kvbench) built for this
+// run, building it the first time a test asks.
+func toolBin(t testing.TB, name string) string {
+	t.Helper()
+	toolsMu.Lock()
+	defer toolsMu.Unlock()
+	if bin, ok := tools[name]; ok {
+		return bin
+	}
+	bin := filepath.Join(binDir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	tools[name] = bin
+	return bin
 }
 
 // freePort returns a loopback port that was free a moment ago.

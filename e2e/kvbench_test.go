@@ -15,10 +15,7 @@ import (
 func TestKvbenchAgainstServer(t *testing.T) {
 	n := startNode(t, "", `sync = "batch"`)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "kvbench")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kvbench").CombinedOutput(); err != nil {
-		t.Fatalf("build kvbench: %v\n%s", err, out)
-	}
+	bin := toolBin(t, "kvbench")
 	for _, proto := range []string{"pipe", "resp"} {
 		report := filepath.Join(dir, proto+".json")
 		cmd := exec.Command(bin, "-addr", n.addr, "-proto", proto, "-clients", "16", "-pipeline", "4",

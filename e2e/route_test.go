@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -48,10 +47,7 @@ func checkRouting(t *testing.T, c *testCluster) {
 		}
 	}
 
-	bin := filepath.Join(t.TempDir(), "kvbench")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kvbench").CombinedOutput(); err != nil {
-		t.Fatalf("build kvbench: %v\n%s", err, out)
-	}
+	bin := toolBin(t, "kvbench")
 	out, err := exec.Command(bin, "-addr", strings.Join(addrs, ","), "-clients", "8", "-pipeline", "2",
 		"-ops", "put,get", "-keys", "500", "-verify", "-duration", "1s", "-warmup", "200ms").CombinedOutput()
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,10 +72,7 @@ func TestTLSClients(t *testing.T) {
 		t.Fatalf("plain port: %q", v)
 	}
 
-	kvcli := filepath.Join(t.TempDir(), "kvcli")
-	if out, err := exec.Command("go", "build", "-o", kvcli, "../cmd/kvcli").CombinedOutput(); err != nil {
-		t.Fatalf("build kvcli: %v\n%s", err, out)
-	}
+	kvcli := toolBin(t, "kvcli")
 	run := func(name string, args ...string) (string, int) {
 		out, err := exec.Command(name, args...).CombinedOutput()
 		var ee *exec.ExitError
@@ -100,10 +96,7 @@ func TestTLSClients(t *testing.T) {
 		t.Fatalf("kvcli -tls without the CA: %d %q", code, out)
 	}
 
-	kvbench := filepath.Join(filepath.Dir(kvcli), "kvbench")
-	if out, err := exec.Command("go", "build", "-o", kvbench, "../cmd/kvbench").CombinedOutput(); err != nil {
-		t.Fatalf("build kvbench: %v\n%s", err, out)
-	}
+	kvbench := toolBin(t, "kvbench")
 	for _, proto := range []string{"pipe", "resp"} {
 		out, err := exec.Command(kvbench, "-addr", tlsAddr, "-cacert", ca.File, "-proto", proto, "-clients", "8", "-pipeline", "4",
 			"-keys", "500", "-verify", "-duration", "1s", "-warmup", "100ms").CombinedOutput()
