@@ -111,6 +111,7 @@ func TestNodeFiles(t *testing.T) {
 		want := Default()
 		want.Server.Listen = members[i].Client
 		want.Server.AdminListen = []string{"127.0.0.1:9080", "127.0.0.1:9081", "127.0.0.1:9082"}[i]
+		want.Server.EventLoops = 1
 		want.Storage.Dir = []string{"./cluster-data/node1", "./cluster-data/node2", "./cluster-data/node3"}[i]
 		want.Cluster.Enabled = true
 		want.Cluster.NodeID = uint64(i + 1)
