@@ -6,6 +6,8 @@
 #      data under a temp dir) with `kvbench -clients 512 -ops put,get`, keys
 #      sent to their shard's leader (-route, the default), then put without;
 #   3. one standalone kvserver (sync = always) with the same kvbench load.
+# The cluster and the standalone server are measured minutes apart here;
+# scripts/cluster-ratio.sh alternates them for the ratio of the two.
 # TLS=1 runs the cluster with mutual TLS on the raft port (certificates
 # from scripts/peer-certs.sh).
 # Installs etcd-server/etcd-client with apt when missing. Loopback only;
