@@ -14,9 +14,11 @@
 // checkpoint of every replica's metadata, so an older segment is needed
 // only for its entries, and it is deleted once every replica has compacted
 // past the entries it holds (RemoveEntriesTo, after a snapshot). Segments
-// after the first of a run are zero-filled before use; zeros after a
-// segment's last record end it, and the checkpoint of the next records
-// where that is, so a lost tail is told from unused space.
+// are zero-filled before use, so that an fdatasync does not also write the
+// file's new size; one that could not be (the first after an open, or when
+// writes outran the fill) is left as soon as a zero-filled one is ready.
+// Zeros after a segment's last record end it, and the checkpoint of the
+// next records where that is, so a lost tail is told from unused space.
 //
 // Invariants:
 //   - a call that writes returns after its record is durable (commit-index
@@ -60,8 +62,7 @@ const Name = "kv-raftwal"
 // segment. Segments are zero-filled ahead of use (see spare), so an
 // fdatasync writes the records only, not the file's growing size as well
 // (measured here: 120 µs against 210 µs an fdatasync of 2 KB). Small
-// enough that the zero-fill is quick and the first segment, which is not
-// preallocated, is soon left behind.
+// enough that the zero-fill is quick.
 const SegmentBytes = 16 << 20
 
 // spareName is the next segment while it is zero-filled.
@@ -187,7 +188,12 @@ type DB struct {
 	cp      encoder    // a new segment's checkpoint
 	cur     *segment
 	curSize int64
-	failed  error // set by a failed write or sync: the log's end is unknown
+	// curGrows: cur was not zero-filled (no spare was ready when it
+	// began), so once it holds a sixteenth of a segment a spare is
+	// prepared, and the next record after it is ready starts a new
+	// segment in it.
+	curGrows bool
+	failed   error // set by a failed write or sync: the log's end is unknown
 
 	syncs, written atomic.Uint64 // fdatasyncs of records, bytes of records
 
@@ -447,6 +453,14 @@ func (db *DB) apply(body []byte, seg uint32, bodyOff int64) error {
 		if kind == opSegmentEnd {
 			num, end := d.uvarint(), d.uvarint()
 			if d.err == nil && db.segmentEnds != nil {
+				// Only a checkpoint writes it, naming the segment before
+				// its own; a claim about any other (one not yet written,
+				// above all) would hold against the segment that later
+				// takes that number.
+				if num+1 != uint64(seg) {
+					d.fail(fmt.Sprintf("segment %d records the end of segment %d", seg, num))
+					break
+				}
 				db.segmentEnds[num] = end
 			}
 			continue
@@ -542,7 +556,7 @@ func (db *DB) write(sync bool) error {
 		return nil
 	}
 	rec := db.enc.finish()
-	if db.curSize >= db.segmentBytes || db.curSize+int64(len(rec)) > math.MaxUint32 {
+	if db.curSize >= db.segmentBytes || db.curSize+int64(len(rec)) > math.MaxUint32 || db.curGrows && db.spareReady() {
 		if err := db.rotate(); err != nil {
 			return err
 		}
@@ -559,7 +573,10 @@ func (db *DB) writeRecord(rec []byte, sync bool) error {
 	}
 	db.curSize += int64(len(rec))
 	db.written.Add(uint64(len(rec)))
-	if db.curSize >= db.segmentBytes/2 {
+	if db.curSize >= db.segmentBytes/2 || db.curGrows && db.curSize >= db.segmentBytes/16 {
+		// A segment that grows is left early, so its successor is
+		// prepared early (not at once: a store that holds little never
+		// needs one).
 		db.prepareSpare()
 	}
 	if sync {
@@ -605,6 +622,7 @@ func (db *DB) rotate() error {
 	if err != nil {
 		return err
 	}
+	grows := f == nil
 	if f == nil {
 		// No spare yet (the first segment, or writes outran the fill): a
 		// file that grows as it is written.
@@ -672,8 +690,15 @@ func (db *DB) rotate() error {
 	db.mu.Lock()
 	db.segs = append(db.segs, seg)
 	db.mu.Unlock()
-	db.cur, db.curSize = seg, int64(size)
+	db.cur, db.curSize, db.curGrows = seg, int64(size), grows
 	return nil
+}
+
+// spareReady reports whether a zero-filled spare awaits the next rotation.
+func (db *DB) spareReady() bool {
+	db.spare.Lock()
+	defer db.spare.Unlock()
+	return db.spare.ready
 }
 
 // takeSpare renames a ready spare to path and opens it; nil if there is

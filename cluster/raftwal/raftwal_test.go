@@ -501,6 +501,59 @@ func TestSpareSegments(t *testing.T) {
 	save()
 }
 
+// The segment an open starts grows as it is written (no spare is ready
+// then), and every fdatasync of it also writes its new size: once it
+// holds a sixteenth of a segment a spare is filled, and the first record
+// after the spare is ready starts a new segment in it, long before the
+// growing one is full. Each reopen does the same again.
+func TestGrowingSegmentLeftForSpare(t *testing.T) {
+	dir := t.TempDir()
+	const segBytes = 256 << 10
+	idx := uint64(1)
+	for round := range 2 {
+		db := mustOpen(t, dir, segBytes)
+		first := db.cur.num
+		if !db.curGrows {
+			t.Fatalf("round %d: the segment an open starts is marked zero-filled", round)
+		}
+		save := func() {
+			t.Helper()
+			ents := []pb.Entry{{Index: idx, Term: 1, Cmd: bytes.Repeat([]byte{byte(idx)}, 1000)}}
+			idx++
+			if err := db.SaveRaftState([]pb.Update{{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 1}, EntriesToSave: ents}}, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for db.curSize < segBytes/16 {
+			save()
+		}
+		save() // asks for the spare, if the one before did not
+		db.spare.wg.Wait()
+		save() // the first record after the spare is ready
+		if db.cur.num != first+1 || db.curGrows {
+			t.Fatalf("round %d: writing to segment %d (growing: %v), want the zero-filled %d", round, db.cur.num, db.curGrows, first+1)
+		}
+		if size := segSize(t, db.segmentPath(first)); size >= segBytes/4 {
+			t.Errorf("round %d: the growing segment reached %d bytes before it was left", round, size)
+		}
+		if size := segSize(t, db.segmentPath(first+1)); size != segBytes {
+			t.Errorf("round %d: its successor has %d bytes, want a zero-filled %d", round, size, segBytes)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := Verify(dir)
+	if err != nil || rep.TornBytes != 0 || rep.Entries != int(idx-1) {
+		t.Fatalf("Verify: %+v, %v; want %d entries, nothing torn", rep, err, idx-1)
+	}
+	db := mustOpen(t, dir, segBytes)
+	defer db.Close()
+	if got := lastEntry(t, db); got != idx-1 {
+		t.Fatalf("log ends at %d after reopen, want %d", got, idx-1)
+	}
+}
+
 // An entry damaged after it was written fails its read with an error
 // instead of handing raft wrong bytes.
 func TestEntryChecksumOnRead(t *testing.T) {
