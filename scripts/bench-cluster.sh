@@ -14,6 +14,7 @@
 # everything started here is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/sample-cluster.sh
 DUR=${DUR:-20s}
 CLIENTS=${CLIENTS:-512}
 if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
@@ -44,19 +45,7 @@ if [ "${TLS:-}" = 1 ]; then
   bash scripts/peer-certs.sh "$work/certs" node1=127.0.0.1 node2=127.0.0.1 node3=127.0.0.1 >/dev/null
   tls=(-e "s#^\# tls_\(cert\|key\|ca\)_file = \"certs/#tls_\1_file = \"$work/certs/#")
 fi
-for i in 1 2 3; do
-  sed -e "s#./cluster-data/node$i#$work/kv$i#" "${tls[@]}" conf/node$i.toml | sed -e 's/^level = .*/level = "warn"/' >"$work/node$i.toml"
-  grep -q '^\[log\]' "$work/node$i.toml" || printf '[log]\nlevel = "warn"\n' >>"$work/node$i.toml"
-  ./bin/kvserver -c "$work/node$i.toml" >"$work/kv$i.log" 2>&1 &
-  pids+=($!)
-done
-# Healthy is raft's view; a node opens its client port only once its
-# shards have caught up, so wait for all three ports too.
-for _ in $(seq 150); do
-  ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' \
-    && ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
-  sleep 0.2
-done
+start_sample_cluster ./bin/kvserver "$work" "${tls[@]}"
 # Measure a settled cluster: the leader balancer (cluster.balance_leaders)
 # starts moving leaders 20 s after the cluster is healthy, and a move costs
 # a stall of up to an election timeout, so wait (up to 60 s) until no node

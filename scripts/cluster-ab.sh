@@ -19,6 +19,7 @@
 # started here is stopped, also when interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/sample-cluster.sh
 [ $# -ge 1 ] || { echo "usage: $0 KVSERVER_BINARY..." >&2; exit 2; }
 PAIRS=${PAIRS:-5}
 CLIENTS=${CLIENTS:-512}
@@ -56,16 +57,7 @@ run() { # binary
   if ports_busy; then echo "sample ports in use: stop what holds them first" >&2; exit 1; fi
   work=$(mktemp -d)
   pids=()
-  for i in 1 2 3; do
-    sed -e "s#./cluster-data/node$i#$work/kv$i#" -e 's/^level = .*/level = "warn"/' "conf/node$i.toml" >"$work/node$i.toml"
-    "$1" -c "$work/node$i.toml" >"$work/kv$i.log" 2>&1 &
-    pids+=($!)
-  done
-  for _ in $(seq 150); do
-    ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' &&
-      ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  start_sample_cluster "$1" "$work"
   ./bin/kvbench -addr 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 -clients "$CLIENTS" -ops "$OPS" \
     -duration "$DURATION" -warmup 2s >"$work/out" 2>&1 &
   local bp=$! c0 c1 s0 s1

@@ -15,6 +15,7 @@
 # everything started here is stopped, also when interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/sample-cluster.sh
 PAIRS=${PAIRS:-5}
 CLIENTS=${CLIENTS:-512}
 OPS=${OPS:-put,get}
@@ -57,16 +58,7 @@ for round in $(seq "$PAIRS"); do
   stop
 
   work=$(mktemp -d)
-  for i in 1 2 3; do
-    sed -e "s#./cluster-data/node$i#$work/kv$i#" -e 's/^level = .*/level = "warn"/' "conf/node$i.toml" >"$work/node$i.toml"
-    ./bin/kvserver -c "$work/node$i.toml" >"$work/kv$i.log" 2>&1 &
-    pids+=($!)
-  done
-  for _ in $(seq 150); do
-    ./bin/kvcli cluster status 2>/dev/null | grep -q 'state: healthy' &&
-      ./bin/kvcli -p 8081 ping >/dev/null 2>&1 && ./bin/kvcli -p 8082 ping >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  start_sample_cluster ./bin/kvserver "$work"
   bench 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082 "$out/cluster"
   s=$(puts "$out/standalone")
   c=$(puts "$out/cluster")
