@@ -207,15 +207,7 @@ func TestRefreshRouteFollowsLeaders(t *testing.T) {
 	cfg.Addrs = addrs
 	r, src := routedRunner(t, cfg)
 	r.routeEvery = 10 * time.Millisecond
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.refreshRoute(src)
-	}()
-	defer func() {
-		r.stopAll()
-		<-done
-	}()
+	defer r.startRefresh(src)()
 	fc.set(func(int) string { return addrs[2] }, 4) // all four shards move to the third node
 	want := []int{2, 2, 2, 2}
 	for deadline := time.Now().Add(5 * time.Second); !slices.Equal(r.route.Load().leader, want) && time.Now().Before(deadline); {

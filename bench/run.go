@@ -131,15 +131,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer r.closeAll()
 	if route != nil {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			r.refreshRoute(leaders)
-		}()
-		defer func() {
-			r.stopAll()
-			<-done
-		}()
+		defer r.startRefresh(leaders)()
 	}
 
 	res := &Result{Schema: Schema, Tool: cfg.ToolVersion, Start: started.UTC().Truncate(time.Millisecond)}
@@ -294,6 +286,20 @@ func (r *runner) closeAll() {
 		if p := c.conn.Load(); p != nil {
 			_ = (*p).Close()
 		}
+	}
+}
+
+// startRefresh runs refreshRoute(src) on its own goroutine; the returned
+// func stops the run (stopAll) and waits for that goroutine to end.
+func (r *runner) startRefresh(src *leaderSource) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.refreshRoute(src)
+	}()
+	return func() {
+		r.stopAll()
+		<-done
 	}
 }
 
