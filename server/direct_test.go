@@ -49,7 +49,7 @@ func checkBurstModel(addr string, c int) error {
 		return err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(workloadDeadline))
 	m := newPipeModel(c, 8)
 	r := bufio.NewReader(conn)
 	var want []string
@@ -166,7 +166,7 @@ func TestShortDirectWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(workloadDeadline))
 	r := bufio.NewReaderSize(conn, 1<<20)
 	val := strings.Repeat("x", 900<<10)
 	for i := 0; i < 8; i++ {

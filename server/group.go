@@ -47,6 +47,9 @@ func (s *Server) writeOne(cs *conn, cmd int, key, value []byte, del bool, start 
 		g = cs.spare
 		cs.spare = nil
 		if g == nil {
+			g, _ = s.groups.Get().(*writeGroup)
+		}
+		if g == nil {
 			g = &writeGroup{batch: lsm.NewBatch()}
 			// Room for a few more writes like this one, but a group is cut
 			// at maxGroupBytes: eight times a 30 MiB SET reserved 240 MiB.
@@ -114,6 +117,13 @@ func (s *Server) submitOpen(cs *conn) (inline bool) {
 			return
 		}
 		if len(g.members) == 1 && s.tryDirect(g.members[0]) {
+			// Nothing refers to g any more: the loop is past
+			// submitOpen (its state is stateAsync) and never saw the
+			// group again. Unpipelined durable writes, nearly all
+			// answered here, allocated a group and its batch each.
+			if g.reset() {
+				s.groups.Put(g)
+			}
 			return
 		}
 		// The store is done with the batch once it calls back.
@@ -148,15 +158,24 @@ const maxRetainedBatch = 16 << 10
 // returning from post, which does not touch what it was given once it
 // returns; and the loop is past submitOpen. An inline commit's group is
 // reused at once, an asynchronous one's when its completion reaches the
-// loop (deliver); one answered by tryDirect is left to the collector.
+// loop (deliver); one answered by tryDirect goes to Server.groups.
 // Runs on cs's loop.
 func (cs *conn) reuse(g *writeGroup) {
+	if g.reset() {
+		cs.spare = g
+	}
+}
+
+// reset empties the finished group g for another burst and reports
+// whether it is worth keeping: a batch grown past maxRetainedBatch is left
+// to the collector.
+func (g *writeGroup) reset() bool {
 	if cap(g.batch.Repr()) > maxRetainedBatch {
-		return
+		return false
 	}
 	g.batch.Reset()
 	clear(g.members)
 	g.members = g.members[:0]
 	g.state.Store(stateRunning)
-	cs.spare = g
+	return true
 }

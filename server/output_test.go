@@ -150,7 +150,7 @@ func TestPipelinedAsyncReadsOfBigValues(t *testing.T) {
 			reply = []byte("$262144\r\n" + st.data["big"] + "\r\n")
 		}
 		go c.Write(req)
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		c.SetReadDeadline(time.Now().Add(workloadDeadline))
 		got := make([]byte, len(reply))
 		for i := 0; i < n; i++ {
 			if _, err := io.ReadFull(c, got); err != nil {

@@ -99,7 +99,7 @@ func checkEnginePipelined(addr string, c int) error {
 	rng := rand.New(rand.NewSource(int64(c)))
 	data := map[string]string{}
 	r := bufio.NewReader(conn)
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(workloadDeadline))
 	for round := 0; round < 200; round++ {
 		var req strings.Builder
 		var want []string
@@ -160,5 +160,52 @@ func TestReusedBatchesOnTheEngine(t *testing.T) {
 			})
 			runClients(t, startTestServer(t, st, nil), checkEnginePipelined)
 		})
+	}
+}
+
+// TestDirectlyAnsweredGroupsAreReused: unpipelined writes on an
+// asynchronous store are nearly all answered by their completion
+// (tryDirect), whose group no connection keeps; it goes back to the
+// server's pool, so the writes share a few batches instead of allocating
+// one each, and the guard checks none is handed out while the store owns it.
+func TestDirectlyAnsweredGroupsAreReused(t *testing.T) {
+	g := &guardStore{slowStore: newSlowStore(), inflight: map[*lsm.Batch]bool{}, seen: map[*lsm.Batch]int{}}
+	m := NewMetrics(nil)
+	const puts = 300
+	runClients(t, startTestServerWith(t, g, nil, m), func(addr string, c int) error {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(workloadDeadline))
+		r := bufio.NewReader(conn)
+		for i := 0; i < puts; i++ {
+			fmt.Fprintf(conn, "PUT|c%d|%d\n", c, i)
+			if line, err := r.ReadString('\n'); err != nil || line != "OK\n" {
+				return fmt.Errorf("conn %d put %d: %q %v", c, i, line, err)
+			}
+		}
+		fmt.Fprintf(conn, "GET|c%d\n", c)
+		if line, err := r.ReadString('\n'); err != nil || line != fmt.Sprintf("VALUE|%d\n", puts-1) {
+			return fmt.Errorf("conn %d: last value %q %v", c, line, err)
+		}
+		return nil
+	})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range g.errs {
+		t.Error(e)
+	}
+	writes := 0
+	for _, n := range g.seen {
+		writes += n
+	}
+	t.Logf("%d writes in %d batches, %d answered directly", writes, len(g.seen), m.directReplies())
+	if int(m.directReplies()) < writes/2 {
+		t.Fatalf("%d of %d writes answered directly: the test does not exercise tryDirect", m.directReplies(), writes)
+	}
+	if len(g.seen) > writes/4 {
+		t.Errorf("%d writes used %d batches: directly answered groups are not reused", writes, len(g.seen))
 	}
 }

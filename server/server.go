@@ -49,6 +49,10 @@ type Server struct {
 	limits  codec.Limits
 	metrics *Metrics
 	cursors *cursorTable
+	// groups holds finished write groups that no connection keeps: those
+	// whose reply their completion wrote itself (tryDirect), for any
+	// connection's next group (writeOne).
+	groups  sync.Pool
 	authLog *ratelog.Limiter // closes after wrong passwords (authFailed)
 	// authTimeout is authTimeout, in nanoseconds (tests shorten it).
 	authTimeout atomic.Int64

@@ -104,7 +104,7 @@ func TestRepliesQueuedOnTheLoopAreBounded(t *testing.T) {
 func readReplies(t *testing.T, c net.Conn, want []string) {
 	t.Helper()
 	br := bufio.NewReaderSize(c, 1<<20)
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.SetReadDeadline(time.Now().Add(workloadDeadline))
 	for i, w := range want {
 		if line, err := br.ReadString('\n'); err != nil || line != w {
 			t.Fatalf("reply %d: %d bytes (%.20q), want %d: %v", i, len(line), line, len(w), err)
