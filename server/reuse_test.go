@@ -205,7 +205,10 @@ func TestDirectlyAnsweredGroupsAreReused(t *testing.T) {
 	if int(m.directReplies()) < writes/2 {
 		t.Fatalf("%d of %d writes answered directly: the test does not exercise tryDirect", m.directReplies(), writes)
 	}
-	if len(g.seen) > writes/4 {
+	// Under the race detector sync.Pool drops a quarter of what it is
+	// given (a quarter of the writes then start a new batch); without the
+	// pool nearly every write does.
+	if len(g.seen) > writes/2 {
 		t.Errorf("%d writes used %d batches: directly answered groups are not reused", writes, len(g.seen))
 	}
 }
