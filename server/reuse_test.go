@@ -27,6 +27,29 @@ type guardStore struct {
 	errs     []string
 }
 
+func newGuardStore(s *slowStore) *guardStore {
+	return &guardStore{slowStore: s, inflight: map[*lsm.Batch]bool{}, seen: map[*lsm.Batch]int{}}
+}
+
+// check reports every breach of the contract seen, and returns how many
+// writes the store was given and how many of their batches were
+// distinct and reused. Call it once the clients are done.
+func (g *guardStore) check(t *testing.T) (writes, batches, reused int) {
+	t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range g.errs {
+		t.Error(e)
+	}
+	for _, n := range g.seen {
+		writes += n
+		if n > 1 {
+			reused++
+		}
+	}
+	return writes, len(g.seen), reused
+}
+
 func (g *guardStore) fail(f string, a ...any) {
 	g.mu.Lock()
 	g.errs = append(g.errs, fmt.Sprintf(f, a...))
@@ -65,20 +88,10 @@ func TestReusedBatchesAreNeverSharedWithTheStore(t *testing.T) {
 			check func(string, int) error
 		}{{"pipelined", checkPipelinedModel}, {"burst", checkBurstModel}} {
 			t.Run(name+"/"+model.name, func(t *testing.T) {
-				g := &guardStore{slowStore: newStore(), inflight: map[*lsm.Batch]bool{}, seen: map[*lsm.Batch]int{}}
+				g := newGuardStore(newStore())
 				runClients(t, startTestServer(t, g, nil), model.check)
-				g.mu.Lock()
-				defer g.mu.Unlock()
-				for _, e := range g.errs {
-					t.Error(e)
-				}
-				reused := 0
-				for _, n := range g.seen {
-					if n > 1 {
-						reused++
-					}
-				}
-				t.Logf("%d batches, %d reused", len(g.seen), reused)
+				_, batches, reused := g.check(t)
+				t.Logf("%d batches, %d reused", batches, reused)
 				if reused == 0 {
 					t.Error("no batch was reused")
 				}
@@ -169,7 +182,7 @@ func TestReusedBatchesOnTheEngine(t *testing.T) {
 // server's pool, so the writes share a few batches instead of allocating
 // one each, and the guard checks none is handed out while the store owns it.
 func TestDirectlyAnsweredGroupsAreReused(t *testing.T) {
-	g := &guardStore{slowStore: newSlowStore(), inflight: map[*lsm.Batch]bool{}, seen: map[*lsm.Batch]int{}}
+	g := newGuardStore(newSlowStore())
 	m := NewMetrics(nil)
 	const puts = 300
 	runClients(t, startTestServerWith(t, g, nil, m), func(addr string, c int) error {
@@ -192,23 +205,15 @@ func TestDirectlyAnsweredGroupsAreReused(t *testing.T) {
 		}
 		return nil
 	})
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, e := range g.errs {
-		t.Error(e)
-	}
-	writes := 0
-	for _, n := range g.seen {
-		writes += n
-	}
-	t.Logf("%d writes in %d batches, %d answered directly", writes, len(g.seen), m.directReplies())
+	writes, batches, _ := g.check(t)
+	t.Logf("%d writes in %d batches, %d answered directly", writes, batches, m.directReplies())
 	if int(m.directReplies()) < writes/2 {
 		t.Fatalf("%d of %d writes answered directly: the test does not exercise tryDirect", m.directReplies(), writes)
 	}
 	// Under the race detector sync.Pool drops a quarter of what it is
 	// given (a quarter of the writes then start a new batch); without the
 	// pool nearly every write does.
-	if len(g.seen) > writes/2 {
-		t.Errorf("%d writes used %d batches: directly answered groups are not reused", writes, len(g.seen))
+	if batches > writes/2 {
+		t.Errorf("%d writes used %d batches: directly answered groups are not reused", writes, batches)
 	}
 }
