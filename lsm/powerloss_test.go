@@ -24,10 +24,15 @@ type crashFS struct {
 	crashed atomic.Bool
 }
 
+// step counts a file operation; the crashAt-th one cuts the power. The
+// flag is raised before syncs are ignored: a write whose sync was ignored
+// must see it when its caller returns, or the workload counts a write
+// that never reached the disk as durable (this order was the other way
+// once, and a CI run under load lost such a write).
 func (fs *crashFS) step() {
 	if n := fs.ops.Add(1); n == fs.crashAt {
-		fs.MemFS.SetIgnoreSyncs(true)
 		fs.crashed.Store(true)
+		fs.MemFS.SetIgnoreSyncs(true)
 	}
 }
 
