@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/kvstore/kv/lsm/internal/base"
 )
@@ -70,6 +71,11 @@ func (x *index) init(arenaLen, slots int) {
 }
 
 func (x *index) hash(ukey []byte) uint64 { return maphash.Bytes(x.seed, ukey) }
+
+// bytes returns the slots' memory, for madvise and mincore.
+func (x *index) bytes() []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x.slots))), len(x.slots)*4)
+}
 
 // slot packs node nd with the tag of hash h.
 func (x *index) slot(h uint64, nd uint32) uint32 { return x.tag(h) | nd>>2 }

@@ -595,8 +595,7 @@ func (t *Table) value(nd uint32) []byte {
 // (docs/benchmarks.md, session 23) ran 12% more SETs at 10% less server
 // CPU, GETs even.
 func (t *Table) Prefault(stop <-chan struct{}) {
-	s := t.idx.slots
-	index := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)
+	index := t.idx.bytes()
 	adviseHugePages(index)
 	adviseHugePages(t.arena)
 	if populate(index) != nil {

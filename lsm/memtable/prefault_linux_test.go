@@ -50,7 +50,7 @@ func TestPrefaultBacksTheTable(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	slots := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(tbl.idx.slots))), len(tbl.idx.slots)*4)
+	slots := tbl.idx.bytes()
 	for name, b := range map[string][]byte{"arena": tbl.arena, "index": slots} {
 		if in, pages := resident(t, b); in != pages {
 			t.Errorf("%s: %d of %d pages resident after Prefault", name, in, pages)
@@ -107,7 +107,7 @@ func TestPrefaultAdvisesHugePages(t *testing.T) {
 	}
 	tbl := New(64 << 20)
 	tbl.Prefault(nil)
-	slots := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(tbl.idx.slots))), len(tbl.idx.slots)*4)
+	slots := tbl.idx.bytes()
 	for name, b := range map[string][]byte{"arena": tbl.arena, "index": slots} {
 		p := aligned(b, hugePageBytes)
 		if len(p) == 0 {
